@@ -1,0 +1,174 @@
+//! Architecture knowledge as data: one table per `model_type`.
+//!
+//! The reader, the forward pass, the writer and the config syncer all consult these
+//! tables instead of formatting tensor names themselves, so adding a family means adding
+//! a table, not touching code paths.
+
+/// What a per-layer tensor is for; the forward pass looks tensors up by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Q,
+    K,
+    V,
+    O,
+    QBias,
+    KBias,
+    VBias,
+    Gate,
+    Up,
+    Down,
+    InputNorm,
+    PostAttentionNorm,
+}
+
+/// One tensor inside a decoder layer, named relative to the layer prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerTensor {
+    pub suffix: &'static str,
+    pub role: Role,
+}
+
+/// How a per-layer config field must change when layers are removed or reordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerLayerField {
+    /// A list with one entry per layer (e.g. `layer_types`): keep the entries of the kept source layers.
+    List(&'static str),
+    /// A count of leading layers with some property (e.g. Qwen2 `max_window_layers`): clamp to the new depth
+    /// after counting how many kept source layers were below it.
+    LeadingCount(&'static str),
+}
+
+/// The tensor names and config conventions of one architecture family.
+#[derive(Debug)]
+pub struct Arch {
+    pub model_type: &'static str,
+    /// `architectures` written to config.json when the base does not name one.
+    pub default_architecture: &'static str,
+    pub embed: &'static str,
+    pub final_norm: &'static str,
+    pub lm_head: &'static str,
+    /// Prefix of layer `i`'s tensors, with `{i}` standing for the index.
+    pub layer_prefix: &'static str,
+    pub layer_tensors: &'static [LayerTensor],
+    pub per_layer_fields: &'static [PerLayerField],
+}
+
+const LLAMA_LAYER: &[LayerTensor] = &[
+    LayerTensor { suffix: "self_attn.q_proj.weight", role: Role::Q },
+    LayerTensor { suffix: "self_attn.k_proj.weight", role: Role::K },
+    LayerTensor { suffix: "self_attn.v_proj.weight", role: Role::V },
+    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
+    LayerTensor { suffix: "mlp.gate_proj.weight", role: Role::Gate },
+    LayerTensor { suffix: "mlp.up_proj.weight", role: Role::Up },
+    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
+    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
+    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
+];
+
+const QWEN2_LAYER: &[LayerTensor] = &[
+    LayerTensor { suffix: "self_attn.q_proj.weight", role: Role::Q },
+    LayerTensor { suffix: "self_attn.q_proj.bias", role: Role::QBias },
+    LayerTensor { suffix: "self_attn.k_proj.weight", role: Role::K },
+    LayerTensor { suffix: "self_attn.k_proj.bias", role: Role::KBias },
+    LayerTensor { suffix: "self_attn.v_proj.weight", role: Role::V },
+    LayerTensor { suffix: "self_attn.v_proj.bias", role: Role::VBias },
+    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
+    LayerTensor { suffix: "mlp.gate_proj.weight", role: Role::Gate },
+    LayerTensor { suffix: "mlp.up_proj.weight", role: Role::Up },
+    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
+    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
+    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
+];
+
+pub static LLAMA: Arch = Arch {
+    model_type: "llama",
+    default_architecture: "LlamaForCausalLM",
+    embed: "model.embed_tokens.weight",
+    final_norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+    layer_prefix: "model.layers.{i}.",
+    layer_tensors: LLAMA_LAYER,
+    per_layer_fields: &[PerLayerField::List("layer_types")],
+};
+
+pub static MISTRAL: Arch = Arch {
+    model_type: "mistral",
+    default_architecture: "MistralForCausalLM",
+    embed: "model.embed_tokens.weight",
+    final_norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+    layer_prefix: "model.layers.{i}.",
+    layer_tensors: LLAMA_LAYER,
+    per_layer_fields: &[PerLayerField::List("layer_types")],
+};
+
+pub static QWEN2: Arch = Arch {
+    model_type: "qwen2",
+    default_architecture: "Qwen2ForCausalLM",
+    embed: "model.embed_tokens.weight",
+    final_norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+    layer_prefix: "model.layers.{i}.",
+    layer_tensors: QWEN2_LAYER,
+    per_layer_fields: &[
+        PerLayerField::List("layer_types"),
+        PerLayerField::LeadingCount("max_window_layers"),
+    ],
+};
+
+/// Every architecture hf-tailor knows, looked up by `model_type`.
+pub static ARCHITECTURES: &[&Arch] = &[&LLAMA, &MISTRAL, &QWEN2];
+
+impl Arch {
+    /// The table for a config's `model_type`, if supported.
+    pub fn for_model_type(model_type: &str) -> Option<&'static Arch> {
+        ARCHITECTURES.iter().copied().find(|a| a.model_type == model_type)
+    }
+
+    /// Full name of a per-layer tensor.
+    pub fn layer_tensor_name(&self, layer: usize, suffix: &str) -> String {
+        format!("{}{}", self.layer_prefix.replace("{i}", &layer.to_string()), suffix)
+    }
+
+    /// Full names of every tensor of layer `layer`, in table order.
+    pub fn layer_tensor_names(&self, layer: usize) -> Vec<String> {
+        self.layer_tensors.iter().map(|t| self.layer_tensor_name(layer, t.suffix)).collect()
+    }
+
+    /// The suffix for a role, if this architecture has it.
+    pub fn suffix(&self, role: Role) -> Option<&'static str> {
+        self.layer_tensors.iter().find(|t| t.role == role).map(|t| t.suffix)
+    }
+
+    /// If `name` is a layer tensor, its (layer index, suffix).
+    pub fn parse_layer_tensor<'a>(&self, name: &'a str) -> Option<(usize, &'a str)> {
+        let (head, _) = self.layer_prefix.split_once("{i}")?;
+        let rest = name.strip_prefix(head)?;
+        let (idx, suffix) = rest.split_once('.')?;
+        Some((idx.parse().ok()?, suffix))
+    }
+
+    /// Names of the tensors outside the layers; `lm_head` only when embeddings are untied.
+    pub fn global_tensor_names(&self, tied: bool) -> Vec<&'static str> {
+        let mut v = vec![self.embed, self.final_norm];
+        if !tied {
+            v.push(self.lm_head);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_formats_layer_names() {
+        let n = LLAMA.layer_tensor_name(12, "mlp.up_proj.weight");
+        assert_eq!(n, "model.layers.12.mlp.up_proj.weight");
+        assert_eq!(LLAMA.parse_layer_tensor(&n), Some((12, "mlp.up_proj.weight")));
+        assert_eq!(LLAMA.parse_layer_tensor("model.norm.weight"), None);
+        assert_eq!(QWEN2.layer_tensor_names(0).len(), 12);
+        assert!(Arch::for_model_type("gpt2").is_none());
+    }
+}

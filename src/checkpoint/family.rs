@@ -1,0 +1,147 @@
+//! A base and its fine-tuned siblings, checked against each other before anything runs.
+
+use serde_json::Value;
+
+use super::{Checkpoint, CheckpointError};
+
+/// The base and its siblings, opened and checked compatible.
+#[derive(Debug)]
+pub struct Family {
+    pub base: Checkpoint,
+    pub siblings: Vec<Checkpoint>,
+    /// Recipe names of the models, base first (`names[0]` is the base).
+    pub names: Vec<String>,
+    pub info: FamilyInfo,
+}
+
+/// What the compatibility check concluded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyInfo {
+    /// Embedding rows every model has: the vocabulary the output keeps.
+    pub common_vocab: usize,
+    /// Human-readable warnings (e.g. vocabularies aligned by dropping padding rows).
+    pub warnings: Vec<String>,
+}
+
+impl Family {
+    /// Check `siblings` against `base` and bundle them under their recipe names.
+    pub fn new(base: (String, Checkpoint), siblings: Vec<(String, Checkpoint)>) -> Result<Self, CheckpointError> {
+        let mut names = vec![base.0];
+        let mut models = Vec::with_capacity(siblings.len());
+        for (n, c) in siblings {
+            if names.contains(&n) {
+                return Err(CheckpointError::Incompatible(format!("two models are both named `{n}`")));
+            }
+            names.push(n);
+            models.push(c);
+        }
+        let info = check_family(&base.1, &models)?;
+        Ok(Self { base: base.1, siblings: models, names, info })
+    }
+
+    /// The model a recipe calls `name`.
+    pub fn get(&self, name: &str) -> Option<&Checkpoint> {
+        let i = self.names.iter().position(|n| n == name)?;
+        Some(if i == 0 { &self.base } else { &self.siblings[i - 1] })
+    }
+
+    /// Open every model a recipe names; `locate` maps a source to its local folder
+    /// (a local path as is, a Hub id through the download cache).
+    pub fn open_for_recipe(
+        recipe: &crate::recipe::Recipe,
+        mut locate: impl FnMut(&crate::recipe::SourceModel) -> Result<std::path::PathBuf, CheckpointError>,
+    ) -> Result<Self, CheckpointError> {
+        let mut open = |m: &crate::recipe::SourceModel| -> Result<(String, Checkpoint), CheckpointError> {
+            Ok((m.name.clone(), Checkpoint::open_named(&locate(m)?, &m.repo)?))
+        };
+        let base = open(&recipe.base)?;
+        let siblings = recipe.siblings.iter().map(&mut open).collect::<Result<Vec<_>, _>>()?;
+        let family = Self::new(base, siblings)?;
+        let c = &family.base.config;
+        if c.arch.model_type != recipe.architecture || c.num_hidden_layers != recipe.source_layers {
+            return Err(CheckpointError::Incompatible(format!(
+                "the recipe is for {} with {} layers, but {} is {} with {} layers",
+                recipe.architecture, recipe.source_layers, family.base.name, c.arch.model_type, c.num_hidden_layers
+            )));
+        }
+        Ok(family)
+    }
+
+    pub fn base_name(&self) -> &str {
+        &self.names[0]
+    }
+
+    /// All models, base first.
+    pub fn models(&self) -> impl Iterator<Item = &Checkpoint> {
+        std::iter::once(&self.base).chain(self.siblings.iter())
+    }
+}
+
+fn field_str(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "unset".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// Check that every sibling can be stitched with the base: same architecture and shapes,
+/// same rope; vocabularies may differ only by padding rows, which are aligned to the
+/// common rows with a warning.
+pub fn check_family(base: &Checkpoint, siblings: &[Checkpoint]) -> Result<FamilyInfo, CheckpointError> {
+    let b = &base.config;
+    let mut warnings = Vec::new();
+    let mut common_vocab = base.embedding_rows();
+    for s in siblings {
+        let c = &s.config;
+        let mismatch = |field: &str, bv: String, sv: String| {
+            CheckpointError::Incompatible(format!(
+                "{} and base {} differ in {field}: {sv} vs {bv}",
+                s.name, base.name
+            ))
+        };
+        if c.arch.model_type != b.arch.model_type {
+            return Err(mismatch("model_type", b.arch.model_type.into(), c.arch.model_type.into()));
+        }
+        let pairs: [(&str, usize, usize); 6] = [
+            ("hidden_size", b.hidden_size, c.hidden_size),
+            ("num_attention_heads", b.num_attention_heads, c.num_attention_heads),
+            ("num_key_value_heads", b.num_key_value_heads, c.num_key_value_heads),
+            ("head_dim", b.head_dim, c.head_dim),
+            ("intermediate_size", b.intermediate_size, c.intermediate_size),
+            ("num_hidden_layers", b.num_hidden_layers, c.num_hidden_layers),
+        ];
+        for (field, bv, sv) in pairs {
+            if bv != sv {
+                return Err(mismatch(field, bv.to_string(), sv.to_string()));
+            }
+        }
+        if b.rope_theta != c.rope_theta {
+            return Err(mismatch("rope_theta", b.rope_theta.to_string(), c.rope_theta.to_string()));
+        }
+        if b.rope_scaling != c.rope_scaling {
+            return Err(mismatch("rope_scaling", field_str(b.rope_scaling.as_ref()), field_str(c.rope_scaling.as_ref())));
+        }
+        if b.tie_word_embeddings != c.tie_word_embeddings {
+            return Err(mismatch(
+                "tie_word_embeddings",
+                b.tie_word_embeddings.to_string(),
+                c.tie_word_embeddings.to_string(),
+            ));
+        }
+        let (bv, sv) = (base.embedding_rows(), s.embedding_rows());
+        if bv != sv {
+            // Fine-tunes commonly add a pad token (32000 -> 32001) or pad to a multiple of 64.
+            let diff = bv.abs_diff(sv);
+            if diff > 256 {
+                return Err(mismatch("vocabulary rows", bv.to_string(), sv.to_string()));
+            }
+            warnings.push(format!(
+                "{} has {sv} vocabulary rows and the base {bv}: using the {} rows they share",
+                s.name,
+                bv.min(sv)
+            ));
+            common_vocab = common_vocab.min(sv);
+        }
+    }
+    Ok(FamilyInfo { common_vocab, warnings })
+}

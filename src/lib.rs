@@ -1,0 +1,18 @@
+//! hf-tailor: make a smaller LLM from a base model and its fine-tuned siblings by cutting
+//! and stitching whole transformer layers (GPTailor), then publish it on the Hub.
+//!
+//! The pipeline: `hub` pulls models, `checkpoint` opens and validates them, `search`
+//! proposes [`recipe::Recipe`]s scored in memory by `eval`, `build` writes the winner,
+//! `card` renders its model card and `hub` pushes it. The recipe is the one data type
+//! that flows between the stages.
+
+pub mod arch;
+pub mod checkpoint;
+pub mod config;
+pub mod dtype;
+pub mod fixture;
+pub mod fsutil;
+pub mod merge;
+pub mod recipe;
+pub mod score;
+pub mod stitch;

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("hf-tailor: CLI not wired yet");
+    std::process::exit(2);
+}

@@ -1,0 +1,485 @@
+//! The recipe: the one data type that flows from search to evaluator, writer, card and push.
+//!
+//! It fully describes a tailored model: the source models (with resolved revisions and file
+//! hashes), and for every output layer which source layer it comes from and by which rule
+//! (take the base's layer, take a sibling's layer, or merge several siblings on the base).
+//! Human-readable as YAML (and JSON); see `mergekit.rs` for the mergekit serialisation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::Dtype;
+
+/// Written in every recipe so future formats can be told apart.
+pub const FORMAT: &str = "hf-tailor/recipe-v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("cannot read recipe {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("recipe {path} does not parse: {message}")]
+    Parse { path: String, message: String },
+    #[error("recipe: {at}: {message}")]
+    Invalid { at: String, message: String },
+}
+
+/// A model the recipe draws from: a Hub repo id or a local folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceModel {
+    /// Short handle used by the rules (`take: wizardlm`).
+    pub name: String,
+    /// Hub repo id (`org/name`) or local folder path.
+    pub repo: String,
+    /// Resolved commit sha (Hub) so the result is reproducible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// sha256 of each file used, by file name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+}
+
+/// How several models' tensors are combined. Every method anchors on the base where it
+/// needs one and is computed in f32. The registry of implementations is `crate::merge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Merge {
+    /// `base + lambda * sum_j (W_j - base)` (the GPTailor merge).
+    TaskArithmetic { models: Vec<String>, lambda: f64 },
+    /// `sum_j w_j W_j / sum_j w_j`; the base may be listed by name.
+    Linear { models: Vec<String>, weights: Vec<f64> },
+    /// Spherical interpolation between exactly two models at `t` (0 = first, 1 = second).
+    Slerp { models: Vec<String>, t: f64 },
+    /// TIES: trim each task vector to its top `density` magnitudes, elect signs, disjoint mean, scale by `lambda`.
+    Ties { models: Vec<String>, lambda: f64, density: f64 },
+    /// DARE: drop task-vector entries with probability `1 - density`, rescale, sum, scale by `lambda`.
+    Dare { models: Vec<String>, lambda: f64, density: f64, seed: u64 },
+}
+
+impl Merge {
+    pub fn models(&self) -> &[String] {
+        match self {
+            Merge::TaskArithmetic { models, .. }
+            | Merge::Linear { models, .. }
+            | Merge::Slerp { models, .. }
+            | Merge::Ties { models, .. }
+            | Merge::Dare { models, .. } => models,
+        }
+    }
+
+    /// The method's name as written in YAML.
+    pub fn method_name(&self) -> &'static str {
+        match self {
+            Merge::TaskArithmetic { .. } => "task_arithmetic",
+            Merge::Linear { .. } => "linear",
+            Merge::Slerp { .. } => "slerp",
+            Merge::Ties { .. } => "ties",
+            Merge::Dare { .. } => "dare",
+        }
+    }
+
+    /// The main scalar parameter (λ, t, …) for tables and pictures.
+    pub fn strength(&self) -> Option<f64> {
+        match self {
+            Merge::TaskArithmetic { lambda, .. } | Merge::Ties { lambda, .. } | Merge::Dare { lambda, .. } => Some(*lambda),
+            Merge::Slerp { t, .. } => Some(*t),
+            Merge::Linear { .. } => None,
+        }
+    }
+
+    fn validate(&self, at: &str, names: &BTreeSet<&str>, base: &str) -> Result<(), RecipeError> {
+        let bad = |field: &str, message: String| RecipeError::Invalid { at: format!("{at}.merge.{field}"), message };
+        let models = self.models();
+        if models.is_empty() {
+            return Err(bad("models", "lists no model".into()));
+        }
+        let mut seen = BTreeSet::new();
+        for m in models {
+            if !names.contains(m.as_str()) {
+                return Err(bad("models", format!("`{m}` is not a model of this recipe (known: {})", join(names))));
+            }
+            if !seen.insert(m) {
+                return Err(bad("models", format!("`{m}` is listed twice")));
+            }
+        }
+        let finite = |field: &str, v: f64| {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(bad(field, format!("must be a finite number (got {v})")))
+            }
+        };
+        let unit = |field: &str, v: f64, open_low: bool| {
+            let ok = v.is_finite() && v <= 1.0 && if open_low { v > 0.0 } else { v >= 0.0 };
+            if ok {
+                Ok(())
+            } else {
+                Err(bad(field, format!("must be in {}0, 1] (got {v})", if open_low { "(" } else { "[" })))
+            }
+        };
+        match self {
+            Merge::TaskArithmetic { models, lambda } => {
+                finite("lambda", *lambda)?;
+                if models.iter().any(|m| m == base) {
+                    return Err(bad("models", format!("the base `{base}` is the anchor of task arithmetic and cannot be one of its models")));
+                }
+            }
+            Merge::Linear { models, weights } => {
+                if weights.len() != models.len() {
+                    return Err(bad("weights", format!("has {} entries for {} models", weights.len(), models.len())));
+                }
+                for w in weights {
+                    finite("weights", *w)?;
+                }
+                if weights.iter().sum::<f64>().abs() < 1e-12 {
+                    return Err(bad("weights", "sum to zero".into()));
+                }
+            }
+            Merge::Slerp { models, t } => {
+                if models.len() != 2 {
+                    return Err(bad("models", format!("slerp takes exactly 2 models, got {}", models.len())));
+                }
+                unit("t", *t, false)?;
+            }
+            Merge::Ties { models, lambda, density } | Merge::Dare { models, lambda, density, .. } => {
+                finite("lambda", *lambda)?;
+                unit("density", *density, true)?;
+                if models.iter().any(|m| m == base) {
+                    return Err(bad("models", format!("the base `{base}` is the anchor and cannot be one of the merged models")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a tensor group comes from: one model's tensors verbatim, or a merge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RuleRepr", into = "RuleRepr")]
+pub enum Rule {
+    Take(String),
+    Merge(Merge),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    take: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    merge: Option<Merge>,
+}
+
+impl TryFrom<RuleRepr> for Rule {
+    type Error = String;
+    fn try_from(r: RuleRepr) -> Result<Self, String> {
+        match (r.take, r.merge) {
+            (Some(t), None) => Ok(Rule::Take(t)),
+            (None, Some(m)) => Ok(Rule::Merge(m)),
+            _ => Err("a rule needs exactly one of `take: MODEL` or `merge: {...}`".into()),
+        }
+    }
+}
+
+impl From<Rule> for RuleRepr {
+    fn from(r: Rule) -> Self {
+        match r {
+            Rule::Take(t) => RuleRepr { take: Some(t), merge: None },
+            Rule::Merge(m) => RuleRepr { take: None, merge: Some(m) },
+        }
+    }
+}
+
+impl Rule {
+    /// Models the rule reads besides the base anchor.
+    pub fn models(&self) -> Vec<&str> {
+        match self {
+            Rule::Take(m) => vec![m.as_str()],
+            Rule::Merge(m) => m.models().iter().map(String::as_str).collect(),
+        }
+    }
+
+    pub fn is_merge(&self) -> bool {
+        matches!(self, Rule::Merge(_))
+    }
+
+    /// A short human label: `base`, `wizardlm`, `task_arithmetic(a+b, λ=0.6)`.
+    pub fn label(&self) -> String {
+        match self {
+            Rule::Take(m) => m.clone(),
+            Rule::Merge(m) => match m.strength() {
+                Some(s) => format!("{}({}, {}={s})", m.method_name(), m.models().join("+"), strength_symbol(m)),
+                None => format!("{}({})", m.method_name(), m.models().join("+")),
+            },
+        }
+    }
+
+    fn validate(&self, at: &str, names: &BTreeSet<&str>, base: &str) -> Result<(), RecipeError> {
+        match self {
+            Rule::Take(m) if !names.contains(m.as_str()) => Err(RecipeError::Invalid {
+                at: format!("{at}.take"),
+                message: format!("`{m}` is not a model of this recipe (known: {})", join(names)),
+            }),
+            Rule::Take(_) => Ok(()),
+            Rule::Merge(m) => m.validate(at, names, base),
+        }
+    }
+}
+
+fn strength_symbol(m: &Merge) -> &'static str {
+    match m {
+        Merge::Slerp { .. } => "t",
+        _ => "λ",
+    }
+}
+
+/// One output layer: which source layer, by which rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "LayerRepr", into = "LayerRepr")]
+pub struct LayerRule {
+    /// Source layer index (0-based) in the base / siblings.
+    pub from: usize,
+    pub rule: Rule,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayerRepr {
+    from: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    take: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    merge: Option<Merge>,
+}
+
+impl TryFrom<LayerRepr> for LayerRule {
+    type Error = String;
+    fn try_from(r: LayerRepr) -> Result<Self, String> {
+        let rule = Rule::try_from(RuleRepr { take: r.take, merge: r.merge })?;
+        Ok(LayerRule { from: r.from, rule })
+    }
+}
+
+impl From<LayerRule> for LayerRepr {
+    fn from(l: LayerRule) -> Self {
+        let r = RuleRepr::from(l.rule);
+        LayerRepr { from: l.from, take: r.take, merge: r.merge }
+    }
+}
+
+/// A full description of a tailored model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// `model_type` of every source (llama, mistral, qwen2).
+    pub architecture: String,
+    /// Number of decoder layers in the sources.
+    pub source_layers: usize,
+    pub base: SourceModel,
+    #[serde(default)]
+    pub siblings: Vec<SourceModel>,
+    /// Output layers in order; output index = position in this list.
+    pub layers: Vec<LayerRule>,
+    /// Where `embed_tokens` comes from.
+    pub embeddings: Rule,
+    /// Where the final norm and `lm_head` come from.
+    pub head: Rule,
+    /// Output dtype; absent = the base's storage dtype.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Dtype>,
+}
+
+/// Where embeddings and head come from when a recipe is built from layer rules alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EdgePolicy {
+    /// The reference's choice: embeddings follow the first kept layer's rule, head the last's.
+    #[default]
+    FollowLayers,
+    /// Embeddings, final norm and lm_head from the base.
+    Base,
+}
+
+impl Recipe {
+    /// A recipe from layer rules, filling embeddings/head by `policy`.
+    pub fn new(
+        architecture: &str,
+        source_layers: usize,
+        base: SourceModel,
+        siblings: Vec<SourceModel>,
+        layers: Vec<LayerRule>,
+        policy: EdgePolicy,
+    ) -> Self {
+        let base_rule = Rule::Take(base.name.clone());
+        let (embeddings, head) = match policy {
+            EdgePolicy::Base => (base_rule.clone(), base_rule),
+            EdgePolicy::FollowLayers => (
+                layers.first().map(|l| l.rule.clone()).unwrap_or_else(|| base_rule.clone()),
+                layers.last().map(|l| l.rule.clone()).unwrap_or(base_rule),
+            ),
+        };
+        Self {
+            format: FORMAT.into(),
+            architecture: architecture.into(),
+            source_layers,
+            base,
+            siblings,
+            layers,
+            embeddings,
+            head,
+            dtype: None,
+        }
+    }
+
+    /// All source models, base first.
+    pub fn models(&self) -> impl Iterator<Item = &SourceModel> {
+        std::iter::once(&self.base).chain(self.siblings.iter())
+    }
+
+    pub fn model(&self, name: &str) -> Option<&SourceModel> {
+        self.models().find(|m| m.name == name)
+    }
+
+    /// Source layer indices that no output layer uses.
+    pub fn removed_layers(&self) -> Vec<usize> {
+        let used: BTreeSet<usize> = self.layers.iter().map(|l| l.from).collect();
+        (0..self.source_layers).filter(|i| !used.contains(i)).collect()
+    }
+
+    pub fn merge_count(&self) -> usize {
+        self.layers.iter().filter(|l| l.rule.is_merge()).count()
+    }
+
+    /// Check internal consistency, naming the offending entry.
+    pub fn validate(&self) -> Result<(), RecipeError> {
+        let inv = |at: &str, message: String| RecipeError::Invalid { at: at.into(), message };
+        if self.format != FORMAT {
+            return Err(inv("format", format!("`{}` is not supported (expected `{FORMAT}`)", self.format)));
+        }
+        if crate::arch::Arch::for_model_type(&self.architecture).is_none() {
+            return Err(inv("architecture", format!("`{}` is not supported (llama, mistral, qwen2)", self.architecture)));
+        }
+        if self.source_layers == 0 {
+            return Err(inv("source_layers", "must be positive".into()));
+        }
+        let mut names = BTreeSet::new();
+        for (i, m) in self.models().enumerate() {
+            let at = if i == 0 { "base".to_string() } else { format!("siblings[{}]", i - 1) };
+            if m.name.is_empty() || m.name.contains(char::is_whitespace) {
+                return Err(inv(&format!("{at}.name"), format!("`{}` must be a non-empty word", m.name)));
+            }
+            if !names.insert(m.name.as_str()) {
+                return Err(inv(&format!("{at}.name"), format!("`{}` is used by two models", m.name)));
+            }
+            if m.repo.trim().is_empty() {
+                return Err(inv(&format!("{at}.repo"), "is empty".into()));
+            }
+        }
+        if self.layers.is_empty() {
+            return Err(inv("layers", "keeps no layer".into()));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let at = format!("layers[{i}]");
+            if l.from >= self.source_layers {
+                return Err(inv(
+                    &format!("{at}.from"),
+                    format!("layer {} is out of range: the sources have {} layers (0..{})", l.from, self.source_layers, self.source_layers - 1),
+                ));
+            }
+            l.rule.validate(&at, &names, &self.base.name)?;
+        }
+        self.embeddings.validate("embeddings", &names, &self.base.name)?;
+        self.head.validate("head", &names, &self.base.name)?;
+        Ok(())
+    }
+
+    /// Parse YAML (JSON is YAML too) and validate.
+    pub fn from_yaml_str(text: &str, path: &str) -> Result<Self, RecipeError> {
+        let r: Recipe = serde_norway::from_str(text).map_err(|e| RecipeError::Parse { path: path.into(), message: e.to_string() })?;
+        r.validate()?;
+        Ok(r)
+    }
+
+    /// Read a recipe file (`.yaml`, `.yml` or `.json`) and validate it.
+    pub fn load(path: &Path) -> Result<Self, RecipeError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io { path: p.clone(), source })?;
+        Self::from_yaml_str(&text, &p)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).expect("a recipe always serialises")
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a recipe always serialises")
+    }
+
+    /// Write as YAML or JSON by extension, atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<(), RecipeError> {
+        let text = if path.extension().is_some_and(|e| e == "json") { self.to_json() } else { self.to_yaml() };
+        crate::fsutil::write_atomic(path, text.as_bytes())
+            .map_err(|source| RecipeError::Io { path: path.display().to_string(), source })
+    }
+}
+
+fn join(names: &BTreeSet<&str>) -> String {
+    names.iter().copied().collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(name: &str) -> SourceModel {
+        SourceModel { name: name.into(), repo: format!("org/{name}"), revision: None, files: BTreeMap::new() }
+    }
+
+    fn sample() -> Recipe {
+        Recipe::new(
+            "llama",
+            4,
+            src("base"),
+            vec![src("a"), src("b")],
+            vec![
+                LayerRule { from: 0, rule: Rule::Take("base".into()) },
+                LayerRule { from: 1, rule: Rule::Take("a".into()) },
+                LayerRule {
+                    from: 3,
+                    rule: Rule::Merge(Merge::TaskArithmetic { models: vec!["a".into(), "b".into()], lambda: 0.6 }),
+                },
+            ],
+            EdgePolicy::FollowLayers,
+        )
+    }
+
+    #[test]
+    fn yaml_round_trip_is_readable_and_exact() {
+        let r = sample();
+        let y = r.to_yaml();
+        assert!(y.contains("take: a"), "{y}");
+        assert!(y.contains("method: task_arithmetic"), "{y}");
+        assert_eq!(Recipe::from_yaml_str(&y, "t").unwrap(), r);
+        assert_eq!(Recipe::from_yaml_str(&r.to_json(), "t").unwrap(), r);
+        assert_eq!(r.removed_layers(), vec![2]);
+    }
+
+    #[test]
+    fn errors_point_at_the_offending_entry() {
+        let mut r = sample();
+        r.layers[1].from = 9;
+        assert!(r.validate().unwrap_err().to_string().contains("layers[1].from"));
+        let mut r = sample();
+        r.layers[2].rule = Rule::Merge(Merge::TaskArithmetic { models: vec!["a".into()], lambda: f64::NAN });
+        assert!(r.validate().unwrap_err().to_string().contains("layers[2].merge.lambda"));
+        let mut r = sample();
+        r.layers[0].rule = Rule::Take("zzz".into());
+        assert!(r.validate().unwrap_err().to_string().contains("layers[0].take"));
+        let y = sample().to_yaml().replace("lambda: 0.6", "lamda: 0.6");
+        assert!(Recipe::from_yaml_str(&y, "t").is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! Shared test helpers: temporary folders, fixture families, the Python reference.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A fresh temporary folder, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("hft-test-").tempdir().expect("temp dir")
+}
+
+/// The Python interpreter with torch, transformers and huggingface_hub installed:
+/// `HF_TAILOR_PYTHON`, else `<repo>/.venv/bin/python` (made by `scripts/setup-python.sh`).
+/// Missing Python is a test failure, never a skip: the cross-checks are the point.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("HF_TAILOR_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(p.exists(), "no Python reference at {}: run `bash scripts/setup-python.sh` or set HF_TAILOR_PYTHON", p.display());
+    p
+}
+
+/// Run `tests/py/<script>` with `args`; panics with its stderr unless it exits 0. Returns stdout.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("TOKENIZERS_PARALLELISM", "false")
+        .output()
+        .expect("spawn python");
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// The hf-tailor binary built for this test run.
+pub fn hf_tailor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hf-tailor"))
+}

@@ -1,0 +1,4 @@
+//! All integration tests in one binary (one link of the candle stack instead of many).
+//! Each stage has its own module; `common` holds the shared helpers.
+
+mod common;
