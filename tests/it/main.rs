@@ -2,3 +2,4 @@
 //! Each stage has its own module; `common` holds the shared helpers.
 
 mod common;
+mod action;

@@ -1,0 +1,404 @@
+#!/usr/bin/env python3
+"""Train hf-tailor's built-in demo family: a tiny Llama base and three fine-tuned siblings.
+
+Random weights cannot show that tailoring works, so the demo ships a real (tiny) trained
+family. The base learns a mixture of three synthetic skills; each sibling continues from
+the base and sharpens one skill:
+
+  arith    the last digit of a sum of three digits         "7+5+2=4"
+  reverse  write a string of letters backwards               "rev kqzmw=wmzqk"
+  recall   look a key up in a list of key=value pairs        "b=4 q=1 x=7;x=7"
+
+Each skill has a multiple-choice task (context + single-character choices, the JSONL
+format hf-tailor's evaluator reads) with a calibration split (what the search optimises)
+and a disjoint held-out test split (what the demo's accuracy table reports).
+
+Like large LLMs, whose deeper layers can be removed with a modest loss, the family is
+trained with stochastic depth (each layer skipped with a small probability), so that
+depth pruning is meaningful at this scale.
+
+Deterministic by seed (PyTorch on CPU, 2 threads, deterministic algorithms). Writes:
+
+  OUT/base, OUT/arith, OUT/reverse, OUT/recall     LlamaForCausalLM checkpoints (f16)
+  OUT/tasks/{calibration,test}/{arith,reverse,recall}.jsonl
+  OUT/accuracy.json                                 the accuracy table printed at the end
+
+Usage: python scripts/make_demo_family.py [--out assets/demo-family] [--seed 0]
+The tokenizer files are the project's byte-level tokenizer, written by
+`cargo run --example write_fixture` (so they are byte-identical to the test fixtures).
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+BOS, EOS, PAD = 256, 257, 258
+VOCAB = 259
+SKILLS = ["arith", "reverse", "recall"]
+SEQ_LEN = 32
+LETTERS = string.ascii_lowercase
+KEYS = "abcdefghjkmnpqrstuvwxyz"
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- the skills
+
+ARITH_TERMS = 2
+REVERSE_LEN = (5, 5)
+RECALL_PAIRS = 3
+
+
+def arith_example(rng):
+    """Digits and the last digit of their sum; the answer is the final character."""
+    digits = [rng.randrange(10) for _ in range(ARITH_TERMS)]
+    return "+".join(map(str, digits)) + "=", str(sum(digits) % 10)
+
+
+def reverse_example(rng):
+    """A string of distinct letters and its reversal."""
+    n = rng.randint(*REVERSE_LEN)
+    word = "".join(rng.sample(LETTERS, n))
+    return f"rev {word}=", word[::-1]
+
+
+def recall_example(rng):
+    """Key=value pairs, then a query key; the answer is its value."""
+    keys = rng.sample(KEYS, RECALL_PAIRS)
+    values = [rng.randrange(10) for _ in keys]
+    query = rng.randrange(RECALL_PAIRS)
+    pairs = " ".join(f"{k}={v}" for k, v in zip(keys, values))
+    return f"{pairs};{keys[query]}=", str(values[query])
+
+
+MAKERS = {"arith": arith_example, "reverse": reverse_example, "recall": recall_example}
+
+
+def training_text(skill, rng):
+    prompt, answer = MAKERS[skill](rng)
+    return prompt + answer
+
+
+def mc_item(skill, rng):
+    """One multiple-choice item: the context stops where a single answer character goes.
+
+    Distractors are plausible: other digits for arith and recall (for recall, other values
+    present in the list first), other letters of the same word for reverse.
+    """
+    prompt, answer = MAKERS[skill](rng)
+    if skill == "reverse":
+        # Cut the reversal at a random position: the next letter is the answer.
+        cut = rng.randrange(len(answer))
+        context = prompt + answer[:cut]
+        correct = answer[cut]
+        pool = [c for c in answer if c != correct]
+    elif skill == "recall":
+        context, correct = prompt, answer
+        listed = sorted({p[2] for p in prompt.split(";")[0].split(" ")} - {correct})
+        rest = [d for d in "0123456789" if d != correct and d not in listed]
+        rng.shuffle(listed)
+        rng.shuffle(rest)
+        pool = listed + rest
+    else:
+        context, correct = prompt, answer
+        pool = [d for d in "0123456789" if d != correct]
+        rng.shuffle(pool)
+    distractors = pool[:3] if skill != "reverse" else rng.sample(pool, 3)
+    choices = [correct] + distractors
+    rng.shuffle(choices)
+    return {"context": context, "choices": choices, "label": choices.index(correct), "skill": skill}
+
+
+def make_tasks(seed, n_calibration, n_test):
+    """Disjoint calibration and test splits per skill (no context appears in both)."""
+    rng = random.Random(seed * 7919 + 17)
+    out = {}
+    for skill in SKILLS:
+        seen = set()
+        items = []
+        while len(items) < n_calibration + n_test:
+            item = mc_item(skill, rng)
+            if item["context"] in seen:
+                continue
+            seen.add(item["context"])
+            items.append(item)
+        out[skill] = {"calibration": items[:n_calibration], "test": items[n_calibration:]}
+    return out
+
+
+# ---------------------------------------------------------------- tokens and batches
+
+def encode(text):
+    """The project's byte-level tokenizer: one token per byte, <s> first."""
+    return [BOS] + list(text.encode("utf-8"))
+
+
+def batch(rng, weights, size):
+    """`size` training sequences, each skill drawn with probability `weights[skill]`."""
+    skills = list(weights)
+    probs = [weights[s] for s in skills]
+    rows = [encode(training_text(rng.choices(skills, probs)[0], rng)) + [EOS] for _ in range(size)]
+    width = max(map(len, rows))
+    assert width <= SEQ_LEN, width
+    ids = torch.full((size, width), PAD, dtype=torch.long)
+    for r, toks in enumerate(rows):
+        ids[r, : len(toks)] = torch.tensor(toks)
+    labels = ids.clone()
+    labels[labels == PAD] = -100
+    attention = (ids != PAD).long()
+    return ids, attention, labels
+
+
+# ---------------------------------------------------------------- model and training
+
+def new_model(args):
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        attention_bias=False,
+        mlp_bias=False,
+        initializer_range=0.05,
+    )
+    return LlamaForCausalLM(config)
+
+
+class StochasticDepth:
+    """Skips each decoder layer with probability `p` during training (output := input)."""
+
+    def __init__(self, model, p, generator):
+        self.p = p
+        self.generator = generator
+        self.skip = set()
+        self.layers = list(model.model.layers)
+        for i, layer in enumerate(self.layers):
+            layer.register_forward_hook(self._hook(i))
+
+    def _hook(self, i):
+        def hook(module, inputs, output):
+            if module.training and i in self.skip:
+                return inputs[0]
+            return output
+
+        return hook
+
+    def resample(self):
+        draws = torch.rand(len(self.layers), generator=self.generator)
+        self.skip = {i for i, d in enumerate(draws.tolist()) if d < self.p}
+
+
+def train(model, weights, steps, lr, seed, args, label):
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    depth = StochasticDepth(model, args.layer_drop, gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+
+    def schedule(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor((step - warmup) / max(1, steps - warmup) * 3.14159265)).item())
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    model.train()
+    t0 = time.time()
+    running = None
+    for step in range(steps):
+        ids, attention, labels = batch(rng, weights, args.batch)
+        depth.resample()
+        logits = model(input_ids=ids, attention_mask=attention).logits
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), labels[:, 1:].reshape(-1), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if (step + 1) % max(1, steps // 5) == 0:
+            print(f"  [{label}] step {step + 1}/{steps} loss {running:.3f} ({time.time() - t0:.0f}s)", flush=True)
+    depth.p = 0.0
+    model.eval()
+
+
+# ---------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def mc_accuracy(model, items):
+    """lm-eval style: the choice with the highest continuation log-likelihood wins.
+
+    Every choice is one token, so one forward pass per item scores all its choices.
+    """
+    model.eval()
+    correct = 0
+    for start in range(0, len(items), 128):
+        chunk = items[start : start + 128]
+        seqs = [encode(it["context"]) for it in chunk]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s)
+        logits = model(input_ids=ids, attention_mask=(ids != PAD).long()).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        for r, it in enumerate(chunk):
+            last = logp[r, len(seqs[r]) - 1]
+            scores = [last[encode(c)[1]].item() for c in it["choices"]]
+            assert all(len(encode(c)) == 2 for c in it["choices"]), "single-token choices"
+            correct += int(max(range(len(scores)), key=scores.__getitem__) == it["label"])
+    return correct / len(items)
+
+
+def accuracy_row(model, tasks, split):
+    return {skill: mc_accuracy(model, tasks[skill][split]) for skill in SKILLS}
+
+
+# ---------------------------------------------------------------- writing
+
+def tokenizer_files(tmp):
+    """The project's tokenizer files, written by the Rust fixture code itself."""
+    out = Path(tmp) / "fixture"
+    subprocess.run(
+        ["cargo", "run", "--quiet", "--example", "write_fixture", "--", str(out)],
+        cwd=REPO,
+        check=True,
+    )
+    return out / "base"
+
+
+def save(model, folder, tokenizer_dir, dtype):
+    if folder.exists():
+        shutil.rmtree(folder)
+    model.to(dtype).save_pretrained(folder, safe_serialization=True)
+    model.float()
+    for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]:
+        shutil.copyfile(tokenizer_dir / name, folder / name)
+
+
+def write_tasks(tasks, out):
+    for split in ["calibration", "test"]:
+        d = out / "tasks" / split
+        d.mkdir(parents=True, exist_ok=True)
+        for skill in SKILLS:
+            with open(d / f"{skill}.jsonl", "w") as f:
+                for it in tasks[skill][split]:
+                    row = {"context": it["context"], "choices": it["choices"], "label": it["label"]}
+                    f.write(json.dumps(row) + "\n")
+
+
+def check_tokenizer(folder):
+    """The byte-level mapping this script assumes is what transformers' tokenizer does."""
+    tok = AutoTokenizer.from_pretrained(folder)
+    for text in ["rev abc=cba", "b=4 q=1;q=1", "7+5+2=4"]:
+        got = tok(text)["input_ids"]
+        assert got == encode(text), (text, got, encode(text))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(REPO / "assets" / "demo-family"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--intermediate", type=int, default=192)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--base-steps", type=int, default=1500)
+    ap.add_argument("--sibling-steps", type=int, default=500)
+    ap.add_argument("--base-lr", type=float, default=3e-3)
+    ap.add_argument("--sibling-lr", type=float, default=1e-3)
+    ap.add_argument("--layer-drop", type=float, default=0.1)
+    ap.add_argument("--calibration-items", type=int, default=200)
+    ap.add_argument("--test-items", type=int, default=500)
+    ap.add_argument("--min-gap", type=float, default=0.10,
+                    help="each sibling must beat the base on its own skill by this much (test split)")
+    ap.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
+    # One thread: on a shared 2-core machine two OpenMP threads are several times slower.
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = getattr(torch, args.dtype)
+    t_start = time.time()
+
+    tasks = make_tasks(args.seed, args.calibration_items, args.test_items)
+    write_tasks(tasks, out)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok_dir = tokenizer_files(tmp)
+
+        print(f"base: {args.base_steps} steps on the mixture of {', '.join(SKILLS)}", flush=True)
+        torch.manual_seed(args.seed)
+        base = new_model(args)
+        mixture = {s: 1.0 / len(SKILLS) for s in SKILLS}
+        train(base, mixture, args.base_steps, args.base_lr, args.seed * 1000 + 1, args, "base")
+        save(base, out / "base", tok_dir, dtype)
+        check_tokenizer(out / "base")
+        base_state = {k: v.clone() for k, v in base.state_dict().items()}
+
+        siblings = {}
+        for j, skill in enumerate(SKILLS):
+            print(f"{skill}: {args.sibling_steps} steps from the base, sharpening {skill}", flush=True)
+            model = new_model(args)
+            model.load_state_dict(base_state)
+            # Mostly the sibling's skill, with some of the mixture replayed so that the
+            # sibling does not forget the other skills (as real fine-tunes mostly do not).
+            weights = {s: (0.8 if s == skill else 0.1) for s in SKILLS}
+            train(model, weights, args.sibling_steps, args.sibling_lr, args.seed * 1000 + 10 + j, args, skill)
+            save(model, out / skill, tok_dir, dtype)
+            siblings[skill] = model
+
+    # Score what was written (reloaded from disk, in the stored dtype, computed in f32).
+    table = {}
+    for name in ["base"] + SKILLS:
+        model = LlamaForCausalLM.from_pretrained(out / name, dtype=torch.float32)
+        table[name] = {split: accuracy_row(model, tasks, split) for split in ["calibration", "test"]}
+
+    print()
+    print(f"held-out test accuracy ({args.test_items} items per task, chance = 0.25)")
+    print(f"{'model':<10}" + "".join(f"{s:>10}" for s in SKILLS) + f"{'mean':>10}")
+    for name, row in table.items():
+        accs = [row["test"][s] for s in SKILLS]
+        print(f"{name:<10}" + "".join(f"{a:>10.3f}" for a in accs) + f"{sum(accs) / len(accs):>10.3f}")
+    with open(out / "accuracy.json", "w") as f:
+        json.dump({"seed": args.seed, "args": vars(args), "accuracy": table}, f, indent=2)
+        f.write("\n")
+
+    failures = [
+        f"{skill}: sibling {table[skill]['test'][skill]:.3f} vs base {table['base']['test'][skill]:.3f}"
+        for skill in SKILLS
+        if table[skill]["test"][skill] < table["base"]["test"][skill] + args.min_gap
+    ]
+    print(f"\ntotal {time.time() - t_start:.0f}s")
+    if failures:
+        print("the base is not measurably weaker than each sibling on its skill: " + "; ".join(failures), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

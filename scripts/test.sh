@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: the Python reference stack (for the cross-checks), then every
+# Rust test target. This is the command the README and CI run.
+#
+#   bash scripts/test.sh [extra cargo test args, e.g. -- --nocapture]
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+# The tests find Python through HF_TAILOR_PYTHON, else <repo>/.venv/bin/python.
+if [[ -n "${HF_TAILOR_PYTHON:-}" ]] && "$HF_TAILOR_PYTHON" -c "import torch, transformers, huggingface_hub" 2>/dev/null; then
+    echo "test.sh: using the Python reference at $HF_TAILOR_PYTHON"
+else
+    bash scripts/setup-python.sh
+    export HF_TAILOR_PYTHON="$repo/.venv/bin/python"
+fi
+
+# Tests never touch the real Hub.
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+
+cargo test --all-targets "$@"
+cargo test --doc
