@@ -7,12 +7,14 @@
 //! that flows between the stages.
 
 pub mod arch;
+pub mod build;
 pub mod checkpoint;
 pub mod config;
 pub mod dtype;
 pub mod fixture;
 pub mod fsutil;
 pub mod merge;
+pub mod mergekit;
 pub mod recipe;
 pub mod score;
 pub mod stitch;

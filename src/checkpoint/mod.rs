@@ -253,6 +253,13 @@ impl Checkpoint {
         Ok(TensorView { dtype: info.dtype, shape: info.shape.clone(), data: &self.shards[info.shard].data()[info.start..info.end] })
     }
 
+    /// Let go of the resident pages of tensor `name` (see [`Shard::release`]); a no-op for unknown names.
+    pub fn release(&self, name: &str) {
+        if let Some(info) = self.tensors.get(name) {
+            self.shards[info.shard].release(info.start, info.end);
+        }
+    }
+
     /// A tensor decoded to f32.
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>, CheckpointError> {
         Ok(self.view(name)?.to_f32())

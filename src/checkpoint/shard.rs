@@ -39,6 +39,21 @@ impl Shard {
         &self.mmap[self.data_start..]
     }
 
+    /// Drop this process's mapping of data bytes `start..end` (relative to `data()`), so a
+    /// writer streaming a checkpoint larger than RAM does not keep every page it has read
+    /// resident. The file is unchanged and read-only, so a later read of the range simply
+    /// faults the same bytes back in from the page cache or disk.
+    pub fn release(&self, start: usize, end: usize) {
+        let (offset, len) = (self.data_start + start, end.saturating_sub(start));
+        if len == 0 || offset + len > self.mmap.len() {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a read-only shared file mapping discards only the page-table
+        // entries; the contents seen through existing borrows stay identical (re-read from the file).
+        #[cfg(unix)]
+        let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+    }
+
     /// The tensors of this shard, with byte ranges relative to `data()`; `shard` is left 0.
     pub fn tensor_infos(&self) -> Result<Vec<(String, TensorInfo)>, CheckpointError> {
         let st = SafeTensors::deserialize(&self.mmap)

@@ -1,8 +1,57 @@
-//! `hf-tailor build`.
+//! `hf-tailor build`: write the checkpoint a recipe describes.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use hf_tailor::build::{self, BuildOptions};
+use hf_tailor::checkpoint::Family;
+use hf_tailor::recipe::Recipe;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(after_help = "Examples:\n  hf-tailor build --recipe tailor.yaml --out tailored\n  hf-tailor build --recipe tailor.yaml --out tailored --shard-size 2GB --force --json")]
+pub struct Args {
+    /// Recipe file (YAML or JSON), as written by `hf-tailor search`.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// Output folder; must be absent or empty unless --force.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Largest shard (tensor bytes), e.g. 5GB, 500MB, 2GiB.
+    #[arg(long, default_value = "5GB")]
+    pub shard_size: String,
+    /// Replace a non-empty output folder (only once the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+    /// Print the build report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`hf-tailor build` is not wired yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let opts = BuildOptions { shard_size: build::parse_size(&args.shard_size)?, force: args.force };
+    let recipe = Recipe::load(&args.recipe)?;
+    let recipe_dir = args.recipe.parent().map(PathBuf::from).unwrap_or_default();
+    let family = Family::open_for_recipe(&recipe, |m| build::locate_local(m, &recipe_dir))?;
+    let report = build::build(&family, &recipe, &args.out, &opts).with_context(|| format!("building {}", args.out.display()))?;
+    for w in &report.warnings {
+        eprintln!("hf-tailor: warning: {w}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let removed = 100.0 * (1.0 - report.params_after as f64 / report.params_before.max(1) as f64);
+        println!(
+            "wrote {}: {} of {} layers, {} -> {} parameters ({removed:.1}% removed), {} shard(s), {:.1} MB {} in {:.1} s",
+            report.out,
+            report.layers_after,
+            report.layers_before,
+            report.params_before,
+            report.params_after,
+            report.shards,
+            report.bytes as f64 / 1e6,
+            report.dtype,
+            report.seconds
+        );
+    }
+    Ok(())
 }

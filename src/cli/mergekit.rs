@@ -1,8 +1,62 @@
-//! `hf-tailor mergekit`.
+//! `hf-tailor mergekit`: convert recipes to and from mergekit YAML.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use hf_tailor::mergekit::{self, ImportOptions};
+use hf_tailor::recipe::Recipe;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`hf-tailor mergekit` is not wired yet")
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Print (or write) the mergekit config equivalent to a recipe.
+    #[command(after_help = "Example:\n  hf-tailor mergekit export tailor.yaml -o mergekit.yaml")]
+    Export {
+        /// Recipe file (YAML or JSON).
+        recipe: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Read a mergekit passthrough / task_arithmetic config into a recipe.
+    #[command(after_help = "Example:\n  hf-tailor mergekit import merge.yaml --source-layers 40 -o tailor.yaml")]
+    Import {
+        /// mergekit YAML config.
+        config: PathBuf,
+        /// Decoder layers in the source models (mergekit configs do not say).
+        #[arg(long)]
+        source_layers: usize,
+        /// model_type of the sources (llama, mistral, qwen2); read from the base's
+        /// config.json when the base is a local folder.
+        #[arg(long)]
+        architecture: Option<String>,
+        /// Recipe file to write (.yaml or .json).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Export { recipe, output } => {
+            let yaml = mergekit::export(&Recipe::load(&recipe)?)?;
+            match output {
+                Some(path) => hf_tailor::fsutil::write_atomic(&path, yaml.as_bytes()).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{yaml}"),
+            }
+        }
+        Command::Import { config, source_layers, architecture, output } => {
+            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+            let recipe = mergekit::import(&text, &ImportOptions { source_layers, architecture })
+                .with_context(|| format!("importing {}", config.display()))?;
+            recipe.save(&output)?;
+            eprintln!("wrote {} ({} of {} layers kept, {} merged)", output.display(), recipe.layers.len(), recipe.source_layers, recipe.merge_count());
+        }
+    }
+    Ok(())
 }

@@ -3,3 +3,5 @@
 
 mod common;
 mod action;
+mod bad_inputs;
+mod build;

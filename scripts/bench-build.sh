@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Benchmark of `hf-tailor build` on a checkpoint of several GB (issue: Checkpoint core).
+#
+# Generates a bf16 Llama base and one sibling (default 8 layers, hidden 4096, MLP 11008,
+# vocabulary 32000: ~3.8 GB each) in a temporary folder, builds a recipe that drops 25 % of
+# the layers, takes one layer from the sibling and merges two layers with it, and prints:
+#   * peak RSS of the build vs the budget 2 x largest tensor + 256 MiB (ratio must be <= 1);
+#   * write throughput of the build vs a plain `cp` of the base's files on the same disk
+#     (ratio goal >= 0.8), also vs `cp` followed by an fsync of the copies, because the
+#     build fsyncs every file before its atomic rename.
+# Both runs read sources from a warm page cache (the files were just written).
+#
+# Usage: scripts/bench-build.sh            (sizes: LAYERS HIDDEN INTER VOCAB env vars;
+#                                            BENCH_DIR: where to put the ~11 GB of files)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LAYERS=${LAYERS:-8}
+HIDDEN=${HIDDEN:-4096}
+INTER=${INTER:-11008}
+VOCAB=${VOCAB:-32000}
+TARGET=${CARGO_TARGET_DIR:-target}
+
+cargo build --release --example bench_build
+BIN="$TARGET/release/examples/bench_build"
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/hft-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+now() { date +%s.%N; }
+
+echo "generating base and sibling ($LAYERS layers, hidden $HIDDEN, mlp $INTER, vocab $VOCAB, bf16) in $WORK"
+"$BIN" gen "$WORK/base" 1 "$LAYERS" "$HIDDEN" "$INTER" "$VOCAB"
+"$BIN" gen "$WORK/sib" 2 "$LAYERS" "$HIDDEN" "$INTER" "$VOCAB"
+
+# Drop every layer i with i % 4 == 2 (25 %); merge layers 1 and LAYERS-3 with the sibling; take layer 3 from it.
+{
+  echo "format: hf-tailor/recipe-v1"
+  echo "architecture: llama"
+  echo "source_layers: $LAYERS"
+  echo "base: {name: base, repo: $WORK/base}"
+  echo "siblings: [{name: sib, repo: $WORK/sib}]"
+  echo "layers:"
+  for ((i = 0; i < LAYERS; i++)); do
+    if ((i % 4 == 2)); then continue; fi
+    if ((i == 1 || i == LAYERS - 3)); then
+      echo "- {from: $i, merge: {method: task_arithmetic, models: [sib], lambda: 0.5}}"
+    elif ((i == 3)); then
+      echo "- {from: $i, take: sib}"
+    else
+      echo "- {from: $i, take: base}"
+    fi
+  done
+  echo "embeddings: {take: base}"
+  echo "head: {take: base}"
+} >"$WORK/tailor.yaml"
+
+sync
+cp_bytes=$(du -cb "$WORK"/base/*.safetensors | tail -1 | cut -f1)
+t0=$(now)
+cp -r "$WORK/base" "$WORK/cp-copy"
+t1=$(now)
+sync "$WORK"/cp-copy/*
+t2=$(now)
+rm -rf "$WORK/cp-copy"
+
+/usr/bin/time -v "$BIN" build "$WORK/tailor.yaml" "$WORK/out" >"$WORK/report.json" 2>"$WORK/time.txt" || {
+  cat "$WORK/time.txt"
+  exit 1
+}
+time_rss_kb=$(grep "Maximum resident set size" "$WORK/time.txt" | awk '{print $NF}')
+
+python3 - "$WORK/report.json" "$cp_bytes" "$t0" "$t1" "$t2" "$time_rss_kb" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+cp_bytes, t0, t1, t2, rss_kb = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+MiB = 1 << 20
+budget = 2 * r["largest_tensor_bytes"] + 256 * MiB
+peak = max(r["peak_rss_bytes"], rss_kb * 1024)
+build_tp = r["bytes"] / r["seconds"]
+cp_tp, cp_sync_tp = cp_bytes / (t1 - t0), cp_bytes / (t2 - t0)
+print(f"layers {r['layers_before']} -> {r['layers_after']}, params {r['params_before']/1e9:.2f}B -> {r['params_after']/1e9:.2f}B, "
+      f"{r['shards']} shards, {r['bytes']/1e9:.2f} GB written in {r['seconds']:.1f} s")
+print(f"peak RSS {peak/MiB:.0f} MiB; budget 2 x largest tensor ({r['largest_tensor_bytes']/MiB:.0f} MiB) + 256 MiB = {budget/MiB:.0f} MiB")
+print(f"RSS ratio (peak / budget, goal <= 1.0): {peak/budget:.3f}")
+print(f"build {build_tp/1e6:.0f} MB/s; cp {cp_tp/1e6:.0f} MB/s ({cp_bytes/1e9:.2f} GB in {t1-t0:.1f} s); cp + fsync {cp_sync_tp/1e6:.0f} MB/s")
+print(f"throughput ratio vs cp (goal >= 0.8): {build_tp/cp_tp:.3f}")
+print(f"throughput ratio vs cp + fsync: {build_tp/cp_sync_tp:.3f}")
+PY

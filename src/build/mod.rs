@@ -1,0 +1,289 @@
+//! The writer: materialise a [`Recipe`] over an opened [`Family`] as a Hugging Face
+//! checkpoint folder.
+//!
+//! Layers are renumbered `0..k-1`; verbatim tensors are streamed from the memory maps
+//! without a float round trip; merged tensors are computed in f32 and cast once; shards
+//! are written by streaming (header first, then tensor bytes one tensor at a time) with an
+//! exact `model.safetensors.index.json`; `config.json` is the base's with every per-layer,
+//! vocabulary, dtype and tying field made consistent; tokenizer files and
+//! `generation_config.json` are copied byte for byte. Everything is written into a staging
+//! folder beside the destination, reopened and verified there, and only then renamed into
+//! place, so a failure never leaves a half-written model behind.
+
+mod out_config;
+mod plan;
+mod produce;
+mod shard_writer;
+mod staging;
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, Family, INDEX_FILE};
+use crate::recipe::{Recipe, RecipeError};
+
+pub use out_config::output_config;
+pub use plan::{Plan, PlannedTensor};
+pub use shard_writer::{header_bytes, ShardWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{0}")]
+    RecipeFile(#[from] RecipeError),
+    #[error("recipe does not fit the models: {0}")]
+    Recipe(String),
+    #[error("output folder {path}: {why}")]
+    Destination { path: String, why: String },
+    #[error("writing {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("output config.json: {0}")]
+    Config(String),
+    #[error("the written checkpoint failed verification: {0}")]
+    Verify(String),
+    #[error("invalid size `{0}`: use bytes or a unit such as 500MB, 5GB, 2GiB")]
+    Size(String),
+}
+
+/// How to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Maximum bytes of tensor data per shard (a larger single tensor gets its own shard).
+    pub shard_size: u64,
+    /// Replace a non-empty destination (only after the new output is complete).
+    pub force: bool,
+}
+
+/// transformers' default `max_shard_size` ("5GB").
+pub const DEFAULT_SHARD_SIZE: u64 = 5_000_000_000;
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self { shard_size: DEFAULT_SHARD_SIZE, force: false }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub out: String,
+    pub layers_before: usize,
+    pub layers_after: usize,
+    pub params_before: u64,
+    pub params_after: u64,
+    pub dtype: String,
+    /// Bytes of every file written (shards with headers, index, config, tokenizer files).
+    pub bytes: u64,
+    /// File names in the output folder.
+    pub files: Vec<String>,
+    pub shards: usize,
+    pub seconds: f64,
+    /// Things the user should know (aligned vocabularies, untied embeddings, …).
+    pub warnings: Vec<String>,
+}
+
+/// Files copied byte for byte from the base when present (plus any `chat_template.*`).
+pub const COPIED_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
+];
+
+/// Resolve a recipe source that is a local folder: as written (absolute, or relative to the
+/// working directory), else relative to `recipe_dir`. Hub ids are resolved by the hub
+/// module's download cache; this function only says so.
+pub fn locate_local(m: &crate::recipe::SourceModel, recipe_dir: &Path) -> Result<std::path::PathBuf, CheckpointError> {
+    let p = Path::new(&m.repo);
+    if p.is_dir() {
+        return Ok(p.to_path_buf());
+    }
+    let beside = recipe_dir.join(p);
+    if p.is_relative() && beside.is_dir() {
+        return Ok(beside);
+    }
+    Err(CheckpointError::NotAModel {
+        path: m.repo.clone(),
+        why: format!("model `{}` is not a local folder (download Hub models with `hf-tailor pull` and point the recipe at the folder)", m.name),
+    })
+}
+
+/// Parse a size such as `5GB`, `500MB`, `2GiB` or `1234` (bytes). Units are transformers'
+/// (`GB` = 10^9, `GiB` = 2^30).
+pub fn parse_size(s: &str) -> Result<u64, BuildError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| BuildError::Size(s.into()))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err(BuildError::Size(s.into())),
+    };
+    let v = n * mult as f64;
+    if !(v.is_finite() && v >= 1.0) {
+        return Err(BuildError::Size(s.into()));
+    }
+    Ok(v as u64)
+}
+
+/// Write the checkpoint `recipe` describes into `out`. See the module docs for guarantees.
+pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+    let started = Instant::now();
+    recipe.validate()?;
+    check_recipe_fits(family, recipe)?;
+    let sources: Vec<&Path> = family.models().map(|m| m.dir.as_path()).collect();
+    staging::check_destination(out, opts.force, &sources)?;
+    let plan = Plan::new(family, recipe, opts.shard_size.max(1))?;
+    let config = output_config(&family.base.config.raw, family.base.arch(), recipe, &plan)?;
+
+    let stage = staging::Staging::create(out)?;
+    let mut bytes = write_shards(family, &plan, &stage.dir)?;
+    bytes += write_json(&stage.dir.join(INDEX_FILE), &index_json(&plan))?;
+    bytes += write_json(&stage.dir.join("config.json"), &config)?;
+    bytes += copy_side_files(&family.base.dir, &stage.dir)?;
+    verify(&stage.dir, &plan)?;
+    let mut files: Vec<String> = std::fs::read_dir(&stage.dir)
+        .map_err(|e| BuildError::Io { path: stage.dir.display().to_string(), source: e })?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    files.sort();
+    stage.commit()?;
+
+    let mut warnings = family.info.warnings.clone();
+    warnings.extend(plan.notes.iter().cloned());
+    Ok(BuildReport {
+        out: out.display().to_string(),
+        layers_before: recipe.source_layers,
+        layers_after: recipe.layers.len(),
+        params_before: family.base.tensors.values().map(|t| t.numel() as u64).sum(),
+        params_after: plan.total_params(),
+        dtype: plan.dtype.torch_name().into(),
+        bytes,
+        files,
+        shards: plan.shards.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+/// The family must be the one the recipe was made for.
+fn check_recipe_fits(family: &Family, recipe: &Recipe) -> Result<(), BuildError> {
+    for m in recipe.models() {
+        if family.get(&m.name).is_none() {
+            return Err(BuildError::Recipe(format!("model `{}` ({}) was not opened", m.name, m.repo)));
+        }
+    }
+    if family.base_name() != recipe.base.name {
+        return Err(BuildError::Recipe(format!("the recipe's base is `{}` but the family's is `{}`", recipe.base.name, family.base_name())));
+    }
+    let c = &family.base.config;
+    if c.arch.model_type != recipe.architecture || c.num_hidden_layers != recipe.source_layers {
+        return Err(BuildError::Recipe(format!(
+            "the recipe is for {} with {} layers, but the base is {} with {} layers",
+            recipe.architecture, recipe.source_layers, c.arch.model_type, c.num_hidden_layers
+        )));
+    }
+    Ok(())
+}
+
+fn write_shards(family: &Family, plan: &Plan, dir: &Path) -> Result<u64, BuildError> {
+    let mut bytes = 0;
+    for (i, shard) in plan.shards.iter().enumerate() {
+        let path = dir.join(plan.shard_file(i));
+        let io = |e: std::io::Error| BuildError::Io { path: path.display().to_string(), source: e };
+        let layout: Vec<(&str, crate::dtype::Dtype, &[usize])> =
+            shard.iter().map(|&t| (plan.tensors[t].name.as_str(), plan.tensors[t].dtype, plan.tensors[t].shape.as_slice())).collect();
+        let mut w = ShardWriter::create(&path, &layout).map_err(io)?;
+        for &t in shard {
+            produce::write_tensor(family, &plan.tensors[t], &mut w)?;
+        }
+        bytes += w.finish().map_err(io)?;
+    }
+    Ok(bytes)
+}
+
+fn index_json(plan: &Plan) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    let mut entries: Vec<(&str, String)> = Vec::new();
+    for (i, shard) in plan.shards.iter().enumerate() {
+        for &t in shard {
+            entries.push((plan.tensors[t].name.as_str(), plan.shard_file(i)));
+        }
+    }
+    entries.sort();
+    for (name, file) in entries {
+        map.insert(name.into(), json!(file));
+    }
+    json!({"metadata": {"total_size": plan.total_bytes(), "total_parameters": plan.total_params()}, "weight_map": map})
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<u64, BuildError> {
+    let text = serde_json::to_string_pretty(v).expect("JSON values serialise") + "\n";
+    crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|e| BuildError::Io { path: path.display().to_string(), source: e })?;
+    Ok(text.len() as u64)
+}
+
+fn copy_side_files(base: &Path, dir: &Path) -> Result<u64, BuildError> {
+    let entries = std::fs::read_dir(base).map_err(|e| BuildError::Io { path: base.display().to_string(), source: e })?;
+    let mut bytes = 0;
+    for e in entries {
+        let e = e.map_err(|e| BuildError::Io { path: base.display().to_string(), source: e })?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let wanted = COPIED_FILES.contains(&name.as_str()) || name.starts_with("chat_template.");
+        if !wanted || !e.path().is_file() {
+            continue;
+        }
+        bytes += std::fs::copy(e.path(), dir.join(&name)).map_err(|err| BuildError::Io { path: e.path().display().to_string(), source: err })?;
+    }
+    Ok(bytes)
+}
+
+/// Reopen the written folder with the reader (which validates headers, offsets, the index
+/// and every tensor the config implies) and check every tensor against the plan.
+fn verify(dir: &Path, plan: &Plan) -> Result<(), BuildError> {
+    let ckpt = Checkpoint::open(dir).map_err(|e| BuildError::Verify(e.to_string()))?;
+    if ckpt.tensors.len() != plan.tensors.len() {
+        return Err(BuildError::Verify(format!("{} tensors written, {} planned", ckpt.tensors.len(), plan.tensors.len())));
+    }
+    for t in &plan.tensors {
+        let info = ckpt.info(&t.name).map_err(|e| BuildError::Verify(e.to_string()))?;
+        if info.shape != t.shape || info.dtype != t.dtype {
+            return Err(BuildError::Verify(format!(
+                "`{}` is {} {:?}, planned {} {:?}",
+                t.name, info.dtype, info.shape, t.dtype, t.shape
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_transformers() {
+        assert_eq!(parse_size("5GB").unwrap(), 5_000_000_000);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("500mb").unwrap(), 500_000_000);
+        assert_eq!(parse_size("1.5KB").unwrap(), 1500);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        for bad in ["", "GB", "5XB", "-1", "0"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The writer, checked against values recomputed here from the fixture weights (never via
+//! `stitch`), and against transformers loading the output.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hf_tailor::build::{build, BuildOptions};
+use hf_tailor::checkpoint::{Checkpoint, Family};
+use hf_tailor::dtype::{self, Dtype};
+use hf_tailor::fixture::{self, TinySpec, Weights};
+use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
+
+use crate::common;
+
+/// A fixture family on disk: base + siblings, their folders and their f32 weights.
+pub struct Fam {
+    pub spec: TinySpec,
+    pub dirs: Vec<PathBuf>,
+    pub weights: Vec<Weights>,
+}
+
+pub fn family(root: &Path, spec: TinySpec, siblings: usize) -> Fam {
+    let (base, sibs, weights) = fixture::write_family(root, &spec, siblings, 11).unwrap();
+    Fam { spec, dirs: std::iter::once(base).chain(sibs).collect(), weights }
+}
+
+pub fn name(i: usize) -> String {
+    if i == 0 { "base".into() } else { format!("sib{i}") }
+}
+
+pub fn recipe(f: &Fam, layers: Vec<(usize, Rule)>, policy: EdgePolicy) -> Recipe {
+    let src = |i: usize| SourceModel { name: name(i), repo: f.dirs[i].display().to_string(), revision: None, files: BTreeMap::new() };
+    Recipe::new(
+        f.spec.model_type,
+        f.spec.layers,
+        src(0),
+        (1..f.dirs.len()).map(src).collect(),
+        layers.into_iter().map(|(from, rule)| LayerRule { from, rule }).collect(),
+        policy,
+    )
+}
+
+pub fn open(r: &Recipe) -> Family {
+    Family::open_for_recipe(r, |m| Ok(PathBuf::from(&m.repo))).unwrap()
+}
+
+fn take(i: usize) -> Rule {
+    Rule::Take(name(i))
+}
+
+fn ta(models: &[usize], lambda: f64) -> Rule {
+    Rule::Merge(Merge::TaskArithmetic { models: models.iter().map(|&i| name(i)).collect(), lambda })
+}
+
+/// The expected f32 values of a source tensor under a rule, computed from the fixture weights
+/// as stored (rounded through the fixture dtype), with the GPTailor formula written out here.
+fn expected(f: &Fam, rule: &Rule, source: &str, rows: Option<usize>) -> Vec<f32> {
+    let idx = |n: &str| (0..f.dirs.len()).find(|&i| name(i) == n).unwrap();
+    let stored = |i: usize| -> Vec<f32> {
+        let (shape, v) = &f.weights[i][source];
+        let v = dtype::to_f32(f.spec.dtype, &dtype::from_f32(f.spec.dtype, v));
+        match rows {
+            Some(r) => v[..r.min(shape[0]) * shape[1]].to_vec(),
+            None => v,
+        }
+    };
+    match rule {
+        Rule::Take(m) => stored(idx(m)),
+        Rule::Merge(Merge::TaskArithmetic { models, lambda }) => {
+            let base = stored(0);
+            let mut out = base.clone();
+            for m in models {
+                let w = stored(idx(m));
+                for k in 0..out.len() {
+                    out[k] += *lambda as f32 * (w[k] - base[k]);
+                }
+            }
+            out
+        }
+        other => panic!("test recomputes only take and task arithmetic, not {other:?}"),
+    }
+}
+
+/// Read every tensor of an output folder with the safetensors crate directly.
+fn read_output(dir: &Path) -> BTreeMap<String, (Dtype, Vec<usize>, Vec<f32>)> {
+    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    let mut out = BTreeMap::new();
+    let mut total = 0u64;
+    let mut files: Vec<String> = map.values().map(|v| v.as_str().unwrap().to_string()).collect();
+    files.sort();
+    files.dedup();
+    for file in &files {
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(meta.metadata().as_ref().unwrap()["format"], "pt");
+        for (n, v) in st.tensors() {
+            assert_eq!(map[&n], file.as_str(), "index places {n} in the wrong shard");
+            let d = Dtype::from_safetensors(v.dtype()).unwrap();
+            total += v.data().len() as u64;
+            out.insert(n, (d, v.shape().to_vec(), dtype::to_f32(d, v.data())));
+        }
+    }
+    assert_eq!(out.len(), map.len(), "index and shards disagree on the tensor count");
+    assert_eq!(index["metadata"]["total_size"].as_u64().unwrap(), total);
+    let n = files.len();
+    for (i, f) in files.iter().enumerate() {
+        assert_eq!(f, &format!("model-{:05}-of-{:05}.safetensors", i + 1, n));
+    }
+    out
+}
+
+/// Check every output tensor against the recomputation; `dtype` is the output dtype.
+fn check_tensors(f: &Fam, r: &Recipe, out: &Path, dtype: Dtype, vocab: usize) {
+    let arch = f.spec.arch();
+    let got = read_output(out);
+    let mut want: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
+    let round = |v: Vec<f32>| dtype::to_f32(dtype, &dtype::from_f32(dtype, &v));
+    for (o, l) in r.layers.iter().enumerate() {
+        for t in arch.layer_tensors {
+            let src = arch.layer_tensor_name(l.from, t.suffix);
+            let shape = f.weights[0][&src].0.clone();
+            want.insert(arch.layer_tensor_name(o, t.suffix), (shape, round(expected(f, &l.rule, &src, None))));
+        }
+    }
+    let h = f.spec.hidden;
+    want.insert(arch.embed.into(), (vec![vocab, h], round(expected(f, &r.embeddings, arch.embed, Some(vocab)))));
+    want.insert(arch.final_norm.into(), (vec![h], round(expected(f, &r.head, arch.final_norm, None))));
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    if !cfg["tie_word_embeddings"].as_bool().unwrap() {
+        let src = if f.spec.tie_embeddings { arch.embed } else { arch.lm_head };
+        want.insert(arch.lm_head.into(), (vec![vocab, h], round(expected(f, &r.head, src, Some(vocab)))));
+    }
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (n, (shape, values)) in &want {
+        let (d, s, v) = &got[n];
+        assert_eq!(*d, dtype, "{n}");
+        assert_eq!(s, shape, "{n}");
+        assert_eq!(v, values, "{n} differs from the recomputed values");
+    }
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn no_staging_left(parent: &Path) {
+    let hidden: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "staging folders left behind: {hidden:?}");
+}
+
+#[test]
+fn llama_removal_selection_and_merge_match_recomputed_values() {
+    let tmp = common::tempdir();
+    let f = family(tmp.path(), TinySpec { layers: 5, ..TinySpec::llama() }, 2);
+    // Drop layers 2 and 4; take the base, take sib1, merge sib1+sib2 on layer 3.
+    let r = recipe(&f, vec![(0, take(0)), (1, take(1)), (3, ta(&[1, 2], 0.6))], EdgePolicy::FollowLayers);
+    let fam = open(&r);
+    let out = tmp.path().join("out");
+    let report = build(&fam, &r, &out, &BuildOptions { shard_size: 20_000, force: false }).unwrap();
+    assert!(report.shards > 2, "small shard size should give several shards, got {}", report.shards);
+    assert_eq!((report.layers_before, report.layers_after), (5, 3));
+    let per_layer = fixture::shapes(&f.spec).iter().filter(|(k, _)| k.starts_with("model.layers.0.")).map(|(_, s)| s.iter().product::<usize>() as u64).sum::<u64>();
+    assert_eq!(report.params_before - report.params_after, 2 * per_layer);
+    check_tensors(&f, &r, &out, Dtype::F32, f.spec.vocab);
+
+    let cfg = json(&out.join("config.json"));
+    assert_eq!(cfg["num_hidden_layers"], 3);
+    assert_eq!(cfg["vocab_size"], f.spec.vocab);
+    assert_eq!(cfg["torch_dtype"], "float32");
+    assert_eq!(cfg["tie_word_embeddings"], false);
+    // Everything else is the base's config unchanged.
+    let mut base_cfg = json(&f.dirs[0].join("config.json"));
+    base_cfg["num_hidden_layers"] = 3.into();
+    assert_eq!(cfg, base_cfg);
+    for file in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
+        assert_eq!(std::fs::read(out.join(file)).unwrap(), std::fs::read(f.dirs[0].join(file)).unwrap(), "{file}");
+    }
+    assert!(report.files.contains(&"config.json".to_string()) && report.files.contains(&"model.safetensors.index.json".to_string()));
+    let on_disk: u64 = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert_eq!(report.bytes, on_disk);
+    no_staging_left(tmp.path());
+    // The reader accepts the output as a model of its own.
+    let back = Checkpoint::open(&out).unwrap();
+    assert_eq!(back.config.num_hidden_layers, 3);
+}
+
+#[test]
+fn mistral_f16_sources_cast_once_to_bf16() {
+    let tmp = common::tempdir();
+    let f = family(tmp.path(), TinySpec { dtype: Dtype::F16, ..TinySpec::mistral() }, 2);
+    let mut r = recipe(&f, vec![(3, ta(&[2], 0.5)), (0, take(2)), (1, ta(&[1, 2], 1.0))], EdgePolicy::Base);
+    r.dtype = Some(Dtype::Bf16);
+    let fam = open(&r);
+    let out = tmp.path().join("out");
+    build(&fam, &r, &out, &BuildOptions::default()).unwrap();
+    // One shard at the default size.
+    assert!(out.join("model-00001-of-00001.safetensors").is_file());
+    check_tensors(&f, &r, &out, Dtype::Bf16, f.spec.vocab);
+    assert_eq!(json(&out.join("config.json"))["torch_dtype"], "bfloat16");
+}
+
+#[test]
+fn verbatim_tensors_are_the_source_bytes() {
+    let tmp = common::tempdir();
+    let f = family(tmp.path(), TinySpec { dtype: Dtype::Bf16, ..TinySpec::llama() }, 1);
+    let r = recipe(&f, vec![(1, take(1)), (2, take(0))], EdgePolicy::FollowLayers);
+    let fam = open(&r);
+    let out = tmp.path().join("out");
+    build(&fam, &r, &out, &BuildOptions::default()).unwrap();
+    let o = Checkpoint::open(&out).unwrap();
+    let s = Checkpoint::open(&f.dirs[1]).unwrap();
+    for t in f.spec.arch().layer_tensors {
+        let a = o.view(&f.spec.arch().layer_tensor_name(0, t.suffix)).unwrap();
+        let b = s.view(&f.spec.arch().layer_tensor_name(1, t.suffix)).unwrap();
+        assert_eq!(a.data, b.data);
+    }
+}
+
+#[test]
+fn qwen2_tied_embeddings_untie_when_edges_differ() {
+    let tmp = common::tempdir();
+    let f = family(tmp.path(), TinySpec { layers: 6, ..TinySpec::qwen2() }, 2);
+    // Embeddings follow sib1 (first layer), head follows sib2 (last layer): must untie.
+    let r = recipe(&f, vec![(0, take(1)), (2, take(0)), (4, ta(&[1, 2], 0.3)), (5, take(2))], EdgePolicy::FollowLayers);
+    let fam = open(&r);
+    let out = tmp.path().join("untied");
+    let report = build(&fam, &r, &out, &BuildOptions::default()).unwrap();
+    assert!(report.warnings.iter().any(|w| w.contains("untied")), "{:?}", report.warnings);
+    let cfg = json(&out.join("config.json"));
+    assert_eq!(cfg["tie_word_embeddings"], false);
+    assert_eq!(cfg["num_hidden_layers"], 4);
+    assert_eq!(cfg["max_window_layers"], 4);
+    assert_eq!(cfg["layer_types"].as_array().unwrap().len(), 4);
+    check_tensors(&f, &r, &out, Dtype::F32, f.spec.vocab);
+
+    // Same rule for both edges: stays tied, no lm_head written.
+    let r = recipe(&f, vec![(0, take(1)), (5, take(1))], EdgePolicy::FollowLayers);
+    let out = tmp.path().join("tied");
+    build(&open(&r), &r, &out, &BuildOptions::default()).unwrap();
+    assert_eq!(json(&out.join("config.json"))["tie_word_embeddings"], true);
+    assert!(!read_output(&out).contains_key("lm_head.weight"));
+    check_tensors(&f, &r, &out, Dtype::F32, f.spec.vocab);
+}
+
+#[test]
+fn padded_sibling_vocabulary_is_aligned_to_common_rows() {
+    let tmp = common::tempdir();
+    let mut f = family(tmp.path(), TinySpec::llama(), 1);
+    // Replace sib1 by a copy padded with one vocabulary row, as Llama-2 fine-tunes are.
+    let padded = TinySpec { vocab: f.spec.vocab + 1, ..f.spec.clone() };
+    let mut w = fixture::random_weights(&padded, 99);
+    for (k, v) in &f.weights[1] {
+        if !k.contains("embed") && !k.contains("lm_head") {
+            w.insert(k.clone(), v.clone());
+        }
+    }
+    std::fs::remove_dir_all(&f.dirs[1]).unwrap();
+    fixture::write_model(&f.dirs[1], &padded, &w).unwrap();
+    f.weights[1] = w;
+    let r = recipe(&f, vec![(0, take(1)), (1, take(0)), (3, take(1))], EdgePolicy::FollowLayers);
+    let fam = open(&r);
+    let out = tmp.path().join("out");
+    let report = build(&fam, &r, &out, &BuildOptions::default()).unwrap();
+    assert!(report.warnings.iter().any(|w| w.contains("vocabulary rows")), "{:?}", report.warnings);
+    assert_eq!(json(&out.join("config.json"))["vocab_size"], f.spec.vocab);
+    check_tensors(&f, &r, &out, Dtype::F32, f.spec.vocab);
+}
+
+#[test]
+fn destination_is_refused_unless_forced_and_replaced_only_when_complete() {
+    let tmp = common::tempdir();
+    let f = family(tmp.path(), TinySpec::llama(), 1);
+    let r = recipe(&f, vec![(0, take(0)), (2, take(1))], EdgePolicy::Base);
+    let fam = open(&r);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "old").unwrap();
+    let err = build(&fam, &r, &out, &BuildOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("not empty") && err.contains("--force"), "{err}");
+    assert!(out.join("keep.txt").is_file(), "a refused build must not touch the folder");
+    // A failing forced build (recipe does not fit) keeps the old folder.
+    let mut bad = r.clone();
+    bad.source_layers = 7;
+    assert!(build(&fam, &bad, &out, &BuildOptions { force: true, ..Default::default() }).is_err());
+    assert!(out.join("keep.txt").is_file());
+    build(&fam, &r, &out, &BuildOptions { force: true, ..Default::default() }).unwrap();
+    assert!(!out.join("keep.txt").exists(), "force replaces the folder");
+    assert_eq!(json(&out.join("config.json"))["num_hidden_layers"], 2);
+    no_staging_left(tmp.path());
+    // Writing over a source model is refused even with force.
+    let err = build(&fam, &r, &f.dirs[1], &BuildOptions { force: true, ..Default::default() }).unwrap_err().to_string();
+    assert!(err.contains("source model"), "{err}");
+    // An empty existing folder is fine without force.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    build(&fam, &r, &empty, &BuildOptions::default()).unwrap();
+    no_staging_left(tmp.path());
+}
+
+/// Describe, for the Python cross-check, what every output tensor should equal: the source
+/// tensors it is made of, so Python recomputes them with torch from the source files.
+fn python_expectations(f: &Fam, r: &Recipe) -> serde_json::Value {
+    let arch = f.spec.arch();
+    let dir = |n: &str| f.dirs[(0..f.dirs.len()).find(|&i| name(i) == n).unwrap()].display().to_string();
+    let rule_json = |rule: &Rule| match rule {
+        Rule::Take(m) => serde_json::json!({"take": dir(m)}),
+        Rule::Merge(Merge::TaskArithmetic { models, lambda }) => {
+            serde_json::json!({"base": dir("base"), "models": models.iter().map(|m| dir(m)).collect::<Vec<_>>(), "lambda": lambda})
+        }
+        _ => unreachable!(),
+    };
+    let mut checks = vec![];
+    for (o, l) in r.layers.iter().enumerate() {
+        for suffix in ["self_attn.q_proj.weight", "mlp.down_proj.weight", "input_layernorm.weight"] {
+            checks.push(serde_json::json!({"out": arch.layer_tensor_name(o, suffix), "src": arch.layer_tensor_name(l.from, suffix), "rule": rule_json(&l.rule)}));
+        }
+    }
+    checks.push(serde_json::json!({"out": arch.embed, "src": arch.embed, "rule": rule_json(&r.embeddings)}));
+    checks.push(serde_json::json!({"out": arch.final_norm, "src": arch.final_norm, "rule": rule_json(&r.head)}));
+    serde_json::json!({"checks": checks})
+}
+
+#[test]
+fn transformers_loads_the_output_without_missing_or_unexpected_keys() {
+    let tmp = common::tempdir();
+    for (spec, dtype) in [(TinySpec::llama(), None), (TinySpec::mistral(), Some(Dtype::Bf16)), (TinySpec { layers: 5, ..TinySpec::qwen2() }, None)] {
+        let root = tmp.path().join(spec.model_type);
+        let f = family(&root, spec, 2);
+        let mut r = recipe(&f, vec![(0, take(0)), (1, ta(&[1, 2], 0.7)), (3, take(2))], EdgePolicy::FollowLayers);
+        r.dtype = dtype;
+        let out = root.join("out");
+        build(&open(&r), &r, &out, &BuildOptions { shard_size: 30_000, force: false }).unwrap();
+        let spec_file = root.join("expect.json");
+        std::fs::write(&spec_file, python_expectations(&f, &r).to_string()).unwrap();
+        let stdout = common::run_python("check_build.py", &[out.to_str().unwrap(), spec_file.to_str().unwrap()]);
+        assert!(stdout.contains("OK"), "{stdout}");
+    }
+}
+
+#[test]
+fn cli_builds_a_recipe_and_converts_it_to_mergekit_and_back() {
+    let tmp = common::tempdir();
+    let f = family(tmp.path(), TinySpec::llama(), 2);
+    let r = recipe(&f, vec![(0, take(0)), (1, ta(&[1, 2], 0.5)), (3, take(1))], EdgePolicy::FollowLayers);
+    let path = tmp.path().join("tailor.yaml");
+    r.save(&path).unwrap();
+    let out = tmp.path().join("out");
+    let o = common::hf_tailor().args(["build", "--recipe"]).arg(&path).arg("--out").arg(&out).args(["--shard-size", "40KB", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["layers_after"], 3);
+    assert!(report["shards"].as_u64().unwrap() > 1);
+    check_tensors(&f, &r, &out, Dtype::F32, f.spec.vocab);
+
+    let mk = tmp.path().join("mergekit.yaml");
+    let o = common::hf_tailor().args(["mergekit", "export"]).arg(&path).arg("-o").arg(&mk).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(&mk).unwrap().contains("merge_method: task_arithmetic"));
+    // The base is a local folder, so the architecture is read from its config.json.
+    let back = tmp.path().join("back.yaml");
+    let o = common::hf_tailor().args(["mergekit", "import"]).arg(&mk).args(["--source-layers", "4", "-o"]).arg(&back).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(Recipe::load(&back).unwrap(), r, "fixture folders are named base/sib1/sib2, as the import names them");
+}
