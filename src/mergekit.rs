@@ -78,12 +78,34 @@ pub fn export(recipe: &Recipe) -> Result<String, MergekitError> {
     if let Some(d) = recipe.dtype {
         config.insert("dtype".into(), json!(d.torch_name()));
     }
-    let yaml = serde_norway::to_string(&Value::Object(config)).expect("JSON values serialise as YAML");
+    let yaml = flow_layer_ranges(&serde_norway::to_string(&Value::Object(config)).expect("JSON values serialise as YAML"));
     Ok(format!(
         "# mergekit config equivalent to an hf-tailor recipe ({} of {} layers kept).\n{yaml}",
         recipe.layers.len(),
         recipe.source_layers
     ))
+}
+
+/// Write `layer_range` as `[a, b]`, as mergekit configs are usually written, instead of
+/// the two-line block sequence the serializer emits.
+fn flow_layer_ranges(yaml: &str) -> String {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut out = String::with_capacity(yaml.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let item = |l: &str| l.trim_start().strip_prefix("- ").filter(|v| v.parse::<u64>().is_ok()).map(str::to_owned);
+        if lines[i].trim_end().ends_with("layer_range:") && i + 2 < lines.len() {
+            if let (Some(a), Some(b)) = (item(lines[i + 1]), item(lines[i + 2])) {
+                out.push_str(&format!("{} [{a}, {b}]\n", lines[i].trim_end()));
+                i += 3;
+                continue;
+            }
+        }
+        out.push_str(lines[i]);
+        out.push('\n');
+        i += 1;
+    }
+    out
 }
 
 fn passthrough_slices(recipe: &Recipe, refs: &BTreeMap<&str, String>) -> Vec<Value> {
@@ -418,6 +440,7 @@ mod tests {
         assert!(y.contains("merge_method: passthrough"), "{y}");
         assert!(y.contains("org/base@abc123"), "{y}");
         assert_eq!(y.matches("layer_range").count(), 3, "three runs: {y}");
+        assert!(y.contains("layer_range: [2, 4]"), "{y}");
         assert_eq!(import(&y, &opts()).unwrap(), r);
     }
 

@@ -8,8 +8,9 @@
 //! * Merges that need the whole tensor (SLERP's norms, TIES's top-k, DARE's per-tensor
 //!   random stream) go through `stitch::stitch` on the whole tensor.
 //!
-//! After each tensor the source pages are released, so the resident set does not grow
-//! with the checkpoint size.
+//! Source pages are released chunk by chunk as they are consumed, so the resident set
+//! stays a few tens of MiB whatever the checkpoint or tensor size (whole-tensor merges
+//! excepted: they hold each operand in f32).
 
 use crate::checkpoint::{CheckpointError, Family, TensorView};
 use crate::dtype;
@@ -23,6 +24,9 @@ use super::BuildError;
 
 /// Elements per chunk of f32 work (4 MiB per operand).
 const CHUNK: usize = 1 << 20;
+
+/// Bytes per chunk of a verbatim copy: large writes, few syscalls, bounded resident pages.
+const COPY_CHUNK: usize = 64 << 20;
 
 fn view<'a>(family: &'a Family, model: &str, t: &PlannedTensor) -> Result<TensorView<'a>, BuildError> {
     let ckpt = family
@@ -49,8 +53,13 @@ fn elementwise(m: &Merge) -> bool {
     matches!(m, Merge::TaskArithmetic { .. } | Merge::Linear { .. })
 }
 
-/// Write tensor `t` into `w`, then release the source pages it read.
+/// Write tensor `t` into `w`, releasing the source pages as they are consumed.
 pub fn write_tensor(family: &Family, t: &PlannedTensor, w: &mut ShardWriter) -> Result<(), BuildError> {
+    write_tensor_in_chunks(family, t, w, CHUNK, COPY_CHUNK)
+}
+
+/// [`write_tensor`] with explicit chunk sizes (elements of f32 work, bytes of verbatim copy).
+fn write_tensor_in_chunks(family: &Family, t: &PlannedTensor, w: &mut ShardWriter, chunk: usize, copy_chunk: usize) -> Result<(), BuildError> {
     let io = |e: std::io::Error| BuildError::Io { path: format!("output tensor `{}`", t.name), source: e };
     let models: Vec<String> = match &t.rule {
         Rule::Take(m) => vec![m.clone()],
@@ -59,25 +68,38 @@ pub fn write_tensor(family: &Family, t: &PlannedTensor, w: &mut ShardWriter) -> 
     match &t.rule {
         Rule::Take(m) => {
             let v = view(family, m, t)?;
+            let ckpt = family.get(m).expect("view() found it");
             if v.dtype == t.dtype {
-                w.write(v.data).map_err(io)?;
+                for from in (0..v.data.len()).step_by(copy_chunk) {
+                    let to = (from + copy_chunk).min(v.data.len());
+                    w.write(&v.data[from..to]).map_err(io)?;
+                    ckpt.release_part(&t.source, from, to);
+                }
             } else {
-                for from in (0..t.numel()).step_by(CHUNK) {
-                    let to = (from + CHUNK).min(t.numel());
+                let s = v.dtype.size();
+                for from in (0..t.numel()).step_by(chunk) {
+                    let to = (from + chunk).min(t.numel());
                     w.write(&dtype::from_f32(t.dtype, &decode(&v, from, to))).map_err(io)?;
+                    ckpt.release_part(&t.source, from * s, to * s);
                 }
             }
         }
         Rule::Merge(m) if elementwise(m) => {
             let base = view(family, family.base_name(), t)?;
             let sources = m.models().iter().map(|name| view(family, name, t)).collect::<Result<Vec<_>, _>>()?;
-            for from in (0..t.numel()).step_by(CHUNK) {
-                let to = (from + CHUNK).min(t.numel());
+            for from in (0..t.numel()).step_by(chunk) {
+                let to = (from + chunk).min(t.numel());
                 let b = decode(&base, from, to);
                 let vals: Vec<Vec<f32>> = sources.iter().map(|s| decode(s, from, to)).collect();
                 let refs: Vec<&[f32]> = vals.iter().map(Vec::as_slice).collect();
                 let out = merge::apply(m, &b, &refs, &t.source);
                 w.write(&dtype::from_f32(t.dtype, &out)).map_err(io)?;
+                for name in &models {
+                    if let Some(c) = family.get(name) {
+                        let s = c.info(&t.source)?.dtype.size();
+                        c.release_part(&t.source, from * s, to * s);
+                    }
+                }
             }
         }
         Rule::Merge(_) => {
@@ -95,4 +117,49 @@ pub fn write_tensor(family: &Family, t: &PlannedTensor, w: &mut ShardWriter) -> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::plan::Plan;
+    use crate::fixture::{self, TinySpec};
+    use crate::recipe::{EdgePolicy, LayerRule, Recipe, SourceModel};
+
+    /// Chunked production must give exactly the bytes of the whole-tensor computation
+    /// (`stitch`), for chunk sizes that split rows at odd places.
+    #[test]
+    fn chunked_output_equals_whole_tensor_output() {
+        let tmp = std::env::temp_dir().join(format!("hft-produce-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let spec = TinySpec { dtype: crate::dtype::Dtype::F16, ..TinySpec::llama() };
+        let (base, sibs, _) = fixture::write_family(&tmp, &spec, 2, 5).unwrap();
+        let src = |n: &str, d: &std::path::Path| SourceModel { name: n.into(), repo: d.display().to_string(), revision: None, files: Default::default() };
+        let rules = [
+            Rule::Take("b".into()),
+            Rule::Merge(Merge::TaskArithmetic { models: vec!["s1".into(), "s2".into()], lambda: 0.7 }),
+            Rule::Merge(Merge::Linear { models: vec!["b".into(), "s2".into()], weights: vec![1.0, 3.0] }),
+        ];
+        let layers = rules.iter().enumerate().map(|(i, r)| LayerRule { from: i, rule: r.clone() }).collect();
+        let mut recipe = Recipe::new("llama", 4, src("b", &base), vec![src("s1", &sibs[0]), src("s2", &sibs[1])], layers, EdgePolicy::FollowLayers);
+        for out_dtype in [crate::dtype::Dtype::F16, crate::dtype::Dtype::Bf16] {
+            recipe.dtype = Some(out_dtype);
+            let family = Family::open_for_recipe(&recipe, |m| Ok(m.repo.clone().into())).unwrap();
+            let plan = Plan::new(&family, &recipe, u64::MAX).unwrap();
+            for t in &plan.tensors {
+                let layout = [(t.name.as_str(), t.dtype, t.shape.as_slice())];
+                let whole = stitch::stitch(&family, &t.rule, &t.source, t.rows).unwrap().to_bytes(t.dtype).into_owned();
+                for (chunk, copy) in [(7, 10), (1000, 3), (usize::MAX / 4, usize::MAX / 4)] {
+                    let path = tmp.join("t.safetensors");
+                    let mut w = ShardWriter::create(&path, &layout).unwrap();
+                    write_tensor_in_chunks(&family, t, &mut w, chunk, copy).unwrap();
+                    w.finish().unwrap();
+                    let bytes = std::fs::read(&path).unwrap();
+                    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+                    assert_eq!(st.tensor(&t.name).unwrap().data(), &whole[..], "{} ({out_dtype}, chunk {chunk}/{copy})", t.name);
+                }
+            }
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }

@@ -255,8 +255,15 @@ impl Checkpoint {
 
     /// Let go of the resident pages of tensor `name` (see [`Shard::release`]); a no-op for unknown names.
     pub fn release(&self, name: &str) {
+        self.release_part(name, 0, usize::MAX);
+    }
+
+    /// Let go of the resident pages of bytes `from..to` of tensor `name` (clamped to the tensor).
+    pub fn release_part(&self, name: &str, from: usize, to: usize) {
         if let Some(info) = self.tensors.get(name) {
-            self.shards[info.shard].release(info.start, info.end);
+            let start = info.start.saturating_add(from).min(info.end);
+            let end = info.start.saturating_add(to).min(info.end);
+            self.shards[info.shard].release(start, end);
         }
     }
 

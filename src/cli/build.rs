@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use hf_tailor::build::{self, BuildOptions};
 use hf_tailor::checkpoint::Family;
 use hf_tailor::recipe::Recipe;
@@ -32,7 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let recipe = Recipe::load(&args.recipe)?;
     let recipe_dir = args.recipe.parent().map(PathBuf::from).unwrap_or_default();
     let family = Family::open_for_recipe(&recipe, |m| build::locate_local(m, &recipe_dir))?;
-    let report = build::build(&family, &recipe, &args.out, &opts).with_context(|| format!("building {}", args.out.display()))?;
+    let report = build::build(&family, &recipe, &args.out, &opts)?;
     for w in &report.warnings {
         eprintln!("hf-tailor: warning: {w}");
     }
@@ -45,8 +44,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report.out,
             report.layers_after,
             report.layers_before,
-            report.params_before,
-            report.params_after,
+            human_count(report.params_before),
+            human_count(report.params_after),
             report.shards,
             report.bytes as f64 / 1e6,
             report.dtype,
@@ -54,4 +53,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// 13015864320 -> "13.02B", 44448 -> "44.4K".
+fn human_count(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{:.1}K", n as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.2}B", n as f64 / 1e9),
+    }
 }
