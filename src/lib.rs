@@ -8,11 +8,13 @@
 
 pub mod arch;
 pub mod build;
+pub mod card;
 pub mod checkpoint;
 pub mod config;
 pub mod dtype;
 pub mod fixture;
 pub mod fsutil;
+pub mod hub;
 pub mod merge;
 pub mod mergekit;
 pub mod recipe;

@@ -1,8 +1,79 @@
-//! `hf-tailor card`.
+//! `hf-tailor card`: render README.md and lineage.svg for a built model.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use hf_tailor::card::{self, CardInput};
+use hf_tailor::config::ModelConfig;
+use hf_tailor::hub::{self, HubConfig};
+use hf_tailor::recipe::Recipe;
+use hf_tailor::score::ModelResult;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(after_help = "Examples:\n  hf-tailor card --model ./tailored --recipe tailor.yaml --results results.json\n  hf-tailor card --model ./tailored --recipe tailor.yaml --base-readme base/README.md --repo me/model")]
+pub struct Args {
+    /// The built model folder; README.md and lineage.svg are written into it.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The recipe the model was built from.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// Evaluation rows: a JSON array of results (or an object with a `results` array).
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// The base model's README.md, for its license (default: the base's cached card, if any).
+    #[arg(long)]
+    pub base_readme: Option<PathBuf>,
+    /// The equivalent mergekit YAML to show (default: none).
+    #[arg(long)]
+    pub mergekit: Option<PathBuf>,
+    /// Hub repo the model goes to (title and usage snippets); default: the folder name.
+    #[arg(long)]
+    pub repo: Option<String>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`hf-tailor card` is not wired yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let recipe = Recipe::load(&args.recipe)?;
+    let config = ModelConfig::from_file(&args.model.join("config.json"))?;
+    // The output config describes the kept layers; the source count comes from the recipe.
+    let title = args.repo.clone().unwrap_or_else(|| args.model.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "tailored".into()));
+    let mut input = CardInput::new(recipe, &title, &config);
+    input.repo_id = args.repo.clone();
+    input.results = match &args.results {
+        Some(p) => read_results(p)?,
+        None => Vec::new(),
+    };
+    let readme = match &args.base_readme {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => cached_base_readme(&input.recipe),
+    };
+    input.license = readme.as_deref().and_then(card::license_from_readme);
+    input.mergekit_yaml = match &args.mergekit {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    card::write(&args.model, &input)?;
+    println!("wrote {} and {}", args.model.join(card::README_FILE).display(), args.model.join(card::LINEAGE_FILE).display());
+    if input.license.is_none() {
+        eprintln!("hf-tailor: warning: no license found in the base's card; pass --base-readme to inherit one");
+    }
+    Ok(())
+}
+
+fn read_results(path: &std::path::Path) -> anyhow::Result<Vec<ModelResult>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let rows = match v {
+        serde_json::Value::Object(mut o) => o.remove("results").with_context(|| format!("{}: no `results` array", path.display()))?,
+        v => v,
+    };
+    serde_json::from_value(rows).with_context(|| format!("{}: results rows must be {{label, kind, layers, params, scores}}", path.display()))
+}
+
+/// The base's README from the local cache or folder, without touching the network.
+fn cached_base_readme(recipe: &Recipe) -> Option<String> {
+    let mut cfg = HubConfig::from_env();
+    cfg.offline = true;
+    let dir = hub::locate(&recipe.base, &cfg).ok()?;
+    std::fs::read_to_string(dir.join("README.md")).ok()
 }

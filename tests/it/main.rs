@@ -5,3 +5,4 @@ mod common;
 mod action;
 mod bad_inputs;
 mod build;
+mod card;

@@ -1,0 +1,236 @@
+//! The model card: README.md (YAML metadata, summary, lineage table and picture, evaluation
+//! table, usage, the recipe to reproduce) and lineage.svg beside it, rendered from the
+//! minijinja templates in `templates/` (embedded in the binary).
+
+pub mod front_matter;
+pub mod lineage;
+
+use std::path::Path;
+
+use minijinja::value::Serde;
+use minijinja::{context, AutoEscape, Environment, Value};
+use serde::Serialize;
+
+pub use front_matter::{license_from_readme, License};
+
+use crate::config::ModelConfig;
+use crate::recipe::Recipe;
+use crate::score::{ModelResult, ResultKind};
+
+const CARD_TEMPLATE: &str = include_str!("../../templates/model_card.md.jinja");
+const SVG_TEMPLATE: &str = include_str!("../../templates/lineage.svg.jinja");
+pub const README_FILE: &str = "README.md";
+pub const LINEAGE_FILE: &str = "lineage.svg";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error("model card template {template}: {message}")]
+    Template { template: &'static str, message: String },
+    #[error("cannot write {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("model card: {0}")]
+    Input(String),
+}
+
+/// Everything a card shows. The recipe is the single source of lineage; the rest are
+/// figures computed elsewhere.
+#[derive(Debug, Clone)]
+pub struct CardInput {
+    pub recipe: Recipe,
+    /// Heading and `model-index` name: the target repo id, or the folder name.
+    pub title: String,
+    /// The Hub repo the model is pushed to, for usage snippets (the title if absent).
+    pub repo_id: Option<String>,
+    pub params_before: u64,
+    pub params_after: u64,
+    /// Inherited from the base's card; see [`license_from_readme`].
+    pub license: Option<License>,
+    /// Rows of the evaluation table (base, siblings, baselines, tailored), in display order.
+    pub results: Vec<ModelResult>,
+    /// The equivalent mergekit config, when one can be written.
+    pub mergekit_yaml: Option<String>,
+}
+
+impl CardInput {
+    /// Parameter counts from the source config: before = all source layers, after = the
+    /// recipe's layers (merged layers have the same shapes as the layers they replace).
+    pub fn new(recipe: Recipe, title: &str, source_config: &ModelConfig) -> Self {
+        let params_before = source_config.total_params(recipe.source_layers);
+        let params_after = source_config.total_params(recipe.layers.len());
+        Self { recipe, title: title.into(), repo_id: None, params_before, params_after, license: None, results: Vec::new(), mergekit_yaml: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedCard {
+    pub readme: String,
+    pub lineage_svg: String,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    layers_before: usize,
+    layers_after: usize,
+    layers_removed: usize,
+    layers_removed_pct: String,
+    params_before: String,
+    params_after: String,
+    params_removed_pct: String,
+    merged_layers: usize,
+    sibling_layers: usize,
+    base_layers: usize,
+}
+
+#[derive(Serialize)]
+struct ResultRow {
+    label: String,
+    kind: &'static str,
+    layers: usize,
+    params: String,
+    scores: Vec<String>,
+    mean: String,
+    bold: bool,
+}
+
+#[derive(Serialize)]
+struct SourceRow {
+    name: String,
+    role: &'static str,
+    link: String,
+    revision: String,
+}
+
+/// Render README.md and lineage.svg.
+pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
+    let r = &input.recipe;
+    r.validate().map_err(|e| CardError::Input(e.to_string()))?;
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|name| if name.ends_with(".svg") { AutoEscape::Html } else { AutoEscape::None });
+    env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().expect("default delimiters"));
+    env.add_template("model_card.md", CARD_TEMPLATE).map_err(tmpl_err("model_card.md"))?;
+    env.add_template("lineage.svg", SVG_TEMPLATE).map_err(tmpl_err("lineage.svg"))?;
+
+    let picture = lineage::picture(r, &input.title);
+    let lineage_svg = env.get_template("lineage.svg").and_then(|t| t.render(context! { p => Value::from(Serde(&picture)) })).map_err(tmpl_err("lineage.svg"))?;
+
+    let removed = r.removed_layers();
+    let base_name = &r.base.name;
+    let summary = Summary {
+        layers_before: r.source_layers,
+        layers_after: r.layers.len(),
+        layers_removed: removed.len(),
+        layers_removed_pct: pct(removed.len() as f64, r.source_layers as f64),
+        params_before: human_count(input.params_before),
+        params_after: human_count(input.params_after),
+        params_removed_pct: pct(input.params_before.saturating_sub(input.params_after) as f64, input.params_before as f64),
+        merged_layers: r.merge_count(),
+        sibling_layers: r.layers.iter().filter(|l| matches!(&l.rule, crate::recipe::Rule::Take(m) if m != base_name)).count(),
+        base_layers: r.layers.iter().filter(|l| matches!(&l.rule, crate::recipe::Rule::Take(m) if m == base_name)).count(),
+    };
+    let tasks: Vec<String> = {
+        let mut t: Vec<String> = input.results.iter().flat_map(|m| m.scores.keys().cloned()).collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    let results: Vec<ResultRow> = input
+        .results
+        .iter()
+        .map(|m| ResultRow {
+            label: m.label.clone(),
+            kind: kind_label(m.kind),
+            layers: m.layers,
+            params: human_count(m.params),
+            scores: tasks.iter().map(|t| m.scores.get(t).map(|s| format!("{:.1}", s * 100.0)).unwrap_or_else(|| "–".into())).collect(),
+            mean: format!("{:.1}", m.mean() * 100.0),
+            bold: m.kind == ResultKind::Tailored,
+        })
+        .collect();
+    let sources: Vec<SourceRow> = r
+        .models()
+        .map(|m| SourceRow {
+            name: m.name.clone(),
+            role: if m.name == *base_name { "base" } else { "fine-tune" },
+            link: lineage::source_link(m),
+            revision: m.revision.clone().unwrap_or_else(|| "(local folder)".into()),
+        })
+        .collect();
+    let edges = [("Embeddings", &r.embeddings), ("Final norm and lm_head", &r.head)]
+        .iter()
+        .map(|(what, rule)| format!("{what}: {}", rule.label()))
+        .collect::<Vec<_>>();
+    let repo_id = input.repo_id.clone().unwrap_or_else(|| input.title.clone());
+    let short_name = repo_id.rsplit('/').next().unwrap_or(&repo_id).to_string();
+    let readme = env
+        .get_template("model_card.md")
+        .and_then(|t| {
+            t.render(context! {
+                front_matter => front_matter::render(input),
+                title => input.title.clone(),
+                repo_id => repo_id,
+                base => lineage::source_link(&r.base),
+                architecture => r.architecture.clone(),
+                siblings => r.siblings.iter().map(lineage::source_link).collect::<Vec<_>>(),
+                summary => Value::from(Serde(&summary)),
+                rows => Value::from(Serde(lineage::rows(r))),
+                removed => removed,
+                edges => edges,
+                dtype => r.dtype.map(|d| format!("{d:?}").to_lowercase()),
+                tasks => tasks,
+                results => Value::from(Serde(&results)),
+                sources => Value::from(Serde(&sources)),
+                license => input.license.as_ref().map(|l| l.id.clone()),
+                recipe_yaml => r.to_yaml(),
+                mergekit_yaml => input.mergekit_yaml.as_ref().map(|m| if m.ends_with('\n') { m.clone() } else { format!("{m}\n") }),
+                short_name => short_name,
+                lineage_file => LINEAGE_FILE,
+            })
+        })
+        .map_err(tmpl_err("model_card.md"))?;
+    Ok(RenderedCard { readme, lineage_svg })
+}
+
+/// Render and write README.md and lineage.svg into `dir` (each atomically).
+pub fn write(dir: &Path, input: &CardInput) -> Result<RenderedCard, CardError> {
+    let card = render(input)?;
+    for (name, text) in [(README_FILE, &card.readme), (LINEAGE_FILE, &card.lineage_svg)] {
+        let path = dir.join(name);
+        crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(|source| CardError::Io { path: path.display().to_string(), source })?;
+    }
+    Ok(card)
+}
+
+fn tmpl_err(template: &'static str) -> impl Fn(minijinja::Error) -> CardError {
+    move |e| CardError::Template { template, message: format!("{e:#}") }
+}
+
+fn kind_label(k: ResultKind) -> &'static str {
+    match k {
+        ResultKind::Base => "base",
+        ResultKind::Sibling => "fine-tune",
+        ResultKind::Baseline => "baseline",
+        ResultKind::Tailored => "tailored",
+    }
+}
+
+fn pct(part: f64, whole: f64) -> String {
+    if whole <= 0.0 {
+        "0.0".into()
+    } else {
+        format!("{:.1}", 100.0 * part / whole)
+    }
+}
+
+/// `13.02B`, `6.7M`, `12.3K`, `950`.
+pub fn human_count(n: u64) -> String {
+    let f = n as f64;
+    if f >= 1e9 {
+        format!("{:.2}B", f / 1e9)
+    } else if f >= 1e6 {
+        format!("{:.2}M", f / 1e6)
+    } else if f >= 1e3 {
+        format!("{:.1}K", f / 1e3)
+    } else {
+        n.to_string()
+    }
+}

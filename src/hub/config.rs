@@ -1,0 +1,77 @@
+//! Where the Hub is, who we are, where the cache lives, and whether the network may be used:
+//! read from the same environment variables as Python's `huggingface_hub`, so both share
+//! one cache and one login.
+
+use std::path::PathBuf;
+
+use super::auth::{self, Token};
+
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Base URL without a trailing slash (`HF_ENDPOINT`, default huggingface.co).
+    pub endpoint: String,
+    pub token: Option<Token>,
+    /// The hub cache: `HF_HUB_CACHE`, else `$HF_HOME/hub`.
+    pub cache_dir: PathBuf,
+    /// `HF_HUB_OFFLINE`: use only what the cache holds.
+    pub offline: bool,
+    /// Show progress bars (off with `HF_HUB_DISABLE_PROGRESS_BARS`; indicatif also hides
+    /// them when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl HubConfig {
+    pub fn from_env() -> Self {
+        let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.trim().is_empty()).unwrap_or_else(|| DEFAULT_ENDPOINT.into());
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token: auth::resolve_token(),
+            cache_dir: hub_cache_dir(),
+            offline: env_true("HF_HUB_OFFLINE"),
+            progress: !env_true("HF_HUB_DISABLE_PROGRESS_BARS"),
+        }
+    }
+
+    /// A config for an explicit endpoint and cache (tests, the demo's loopback Hub).
+    pub fn new(endpoint: &str, token: Option<Token>, cache_dir: PathBuf) -> Self {
+        Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, cache_dir, offline: false, progress: false }
+    }
+
+    /// The token, or an error that says how to provide one.
+    pub fn require_token(&self) -> Result<&Token, super::HubError> {
+        self.token.as_ref().ok_or_else(|| super::HubError::NoToken { token_file: auth::token_file().display().to_string() })
+    }
+
+    pub(crate) fn redact(&self, text: &str) -> String {
+        auth::redact(text, self.token.as_ref())
+    }
+}
+
+/// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
+pub fn hf_home() -> PathBuf {
+    if let Some(p) = std::env::var_os("HF_HOME").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p).join("huggingface");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache/huggingface")
+}
+
+/// `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`.
+pub fn hub_cache_dir() -> PathBuf {
+    for var in ["HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"] {
+        if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+    }
+    hf_home().join("hub")
+}
+
+/// `huggingface_hub`'s truthy values: 1, ON, YES, TRUE (any case).
+fn env_true(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| matches!(v.trim().to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE"))
+}

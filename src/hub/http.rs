@@ -1,0 +1,152 @@
+//! The reqwest client hf-tailor talks to the Hub with, and the one place HTTP failures become
+//! [`HubError`]s (with the token and signed query strings redacted).
+
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+
+use super::{HubConfig, HubError};
+
+/// What a 404 means at the call site.
+#[derive(Debug, Clone, Copy)]
+pub enum NotFound<'a> {
+    Repo,
+    Revision(&'a str),
+    Entry { revision: &'a str, file: &'a str },
+}
+
+#[derive(Clone)]
+pub struct Http {
+    pub cfg: HubConfig,
+    /// Never follows redirects: HEAD must see the Hub's own headers, and we choose where the
+    /// token may go.
+    pub client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new(cfg: &HubConfig) -> Result<Self, HubError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("hf-tailor/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(20))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| HubError::Http { repo: "-".into(), message: cfg.redact(&format!("cannot build HTTP client: {e}")) })?;
+        Ok(Self { cfg: cfg.clone(), client })
+    }
+
+    /// Add the bearer token, but only for URLs on the Hub endpoint's own origin (pre-signed
+    /// storage URLs must not receive it).
+    pub fn auth(&self, req: reqwest::RequestBuilder, url: &str) -> reqwest::RequestBuilder {
+        match &self.cfg.token {
+            Some(t) if same_origin(url, &self.cfg.endpoint) => req.header(reqwest::header::AUTHORIZATION, t.bearer()),
+            _ => req,
+        }
+    }
+
+    /// A transport error (no response) as a redacted `HubError`.
+    pub fn transport(&self, repo: &str, what: &str, e: reqwest::Error) -> HubError {
+        HubError::Http { repo: repo.into(), message: self.cfg.redact(&format!("{what}: {}", error_chain(&e))) }
+    }
+
+    /// Turn a non-success response into the error a user can act on.
+    pub async fn check(&self, resp: Response, repo: &str, ctx: NotFound<'_>) -> Result<Response, HubError> {
+        let status = resp.status();
+        if status.is_success() || status.is_redirection() {
+            return Ok(resp);
+        }
+        let code = header(&resp, "x-error-code");
+        let header_msg = header(&resp, "x-error-message");
+        let body = resp.text().await.unwrap_or_default();
+        let message = header_msg
+            .or_else(|| serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v.get("error")?.as_str().map(str::to_string)))
+            .unwrap_or_else(|| body.chars().take(300).collect());
+        Err(self.status_error(status, code.as_deref(), &message, repo, ctx))
+    }
+
+    pub fn status_error(&self, status: StatusCode, code: Option<&str>, message: &str, repo: &str, ctx: NotFound<'_>) -> HubError {
+        let endpoint = self.cfg.endpoint.clone();
+        match (code, status.as_u16()) {
+            // The Hub answers 401 + RepoNotFound for repos it will not admit exist.
+            (Some("RepoNotFound"), _) => HubError::RepoNotFound { repo: repo.into(), endpoint },
+            (Some("RevisionNotFound"), _) => {
+                HubError::RevisionNotFound { repo: repo.into(), revision: revision_of(ctx).unwrap_or("?").into() }
+            }
+            (Some("EntryNotFound"), _) => entry_not_found(repo, ctx),
+            (_, 401) => HubError::Unauthorized { repo: repo.into() },
+            (_, 403) => HubError::Forbidden { repo: repo.into(), message: self.cfg.redact(message) },
+            (_, 404) => match ctx {
+                NotFound::Repo => HubError::RepoNotFound { repo: repo.into(), endpoint },
+                NotFound::Revision(r) => HubError::RevisionNotFound { repo: repo.into(), revision: r.into() },
+                NotFound::Entry { .. } => entry_not_found(repo, ctx),
+            },
+            _ => HubError::Http { repo: repo.into(), message: self.cfg.redact(&format!("HTTP {status}: {message}")) },
+        }
+    }
+}
+
+fn entry_not_found(repo: &str, ctx: NotFound<'_>) -> HubError {
+    match ctx {
+        NotFound::Entry { revision, file } => HubError::EntryNotFound { repo: repo.into(), revision: revision.into(), file: file.into() },
+        NotFound::Revision(r) => HubError::RevisionNotFound { repo: repo.into(), revision: r.into() },
+        NotFound::Repo => HubError::RepoNotFound { repo: repo.into(), endpoint: String::new() },
+    }
+}
+
+fn revision_of<'a>(ctx: NotFound<'a>) -> Option<&'a str> {
+    match ctx {
+        NotFound::Revision(r) | NotFound::Entry { revision: r, .. } => Some(r),
+        NotFound::Repo => None,
+    }
+}
+
+pub fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers().get(name)?.to_str().ok().map(str::to_string)
+}
+
+/// A reqwest error with its causes (reqwest's own Display stops at the top level).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+pub fn same_origin(url: &str, endpoint: &str) -> bool {
+    match (reqwest::Url::parse(url), reqwest::Url::parse(endpoint)) {
+        (Ok(a), Ok(b)) => a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default(),
+        _ => false,
+    }
+}
+
+/// Is this failure worth another try (network trouble, 5xx, 429)?
+pub fn transient_status(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
+}
+
+/// Exponential back-off: 0.25 s, 0.5 s, 1 s, … capped at 8 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((250u64 << attempt.min(5)).min(8000))
+}
+
+/// Percent-encode each path segment of a repo file path (keeps `/` between segments).
+pub fn encode_path(path: &str) -> String {
+    path.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
+}
+
+/// Percent-encode one URL path segment (everything but RFC 3986 unreserved characters).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
