@@ -24,7 +24,7 @@ pub struct Args {
     /// The base model's README.md, for its license (default: the base's cached card, if any).
     #[arg(long)]
     pub base_readme: Option<PathBuf>,
-    /// The equivalent mergekit YAML to show (default: none).
+    /// The equivalent mergekit YAML to show (default: exported from the recipe when possible).
     #[arg(long)]
     pub mergekit: Option<PathBuf>,
     /// Hub repo the model goes to (title and usage snippets); default: the folder name.
@@ -50,7 +50,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     input.license = readme.as_deref().and_then(card::license_from_readme);
     input.mergekit_yaml = match &args.mergekit {
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
-        None => None,
+        // Methods one mergekit config cannot express leave the section out.
+        None => hf_tailor::mergekit::export(&input.recipe).ok(),
     };
     card::write(&args.model, &input)?;
     println!("wrote {} and {}", args.model.join(card::README_FILE).display(), args.model.join(card::LINEAGE_FILE).display());

@@ -163,6 +163,7 @@ fn card_cli_writes_readme_and_svg() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let md = std::fs::read_to_string(model.join("README.md")).unwrap();
     assert!(md.contains("license: apache-2.0") && md.contains("# me/x") && md.contains("**hf-tailor**"), "{md}");
+    assert!(md.contains("merge_method: task_arithmetic") || md.contains("merge_method: passthrough"), "mergekit section: {md}");
     assert!(std::fs::read_to_string(model.join("lineage.svg")).unwrap().starts_with("<svg"));
     // Bad input: one line, non-zero exit, nothing written.
     std::fs::write(tmp.path().join("bad.json"), "[{\"label\": 1}]").unwrap();
