@@ -6,3 +6,5 @@ mod action;
 mod bad_inputs;
 mod build;
 mod card;
+mod hub;
+mod testhub;

@@ -1,0 +1,324 @@
+//! Pull and push against the loopback test Hub, and proof that the test Hub is faithful:
+//! the official Python `huggingface_hub` client downloads from it and uploads to it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hf_tailor::checkpoint::Checkpoint;
+use hf_tailor::fixture::{self, TinySpec};
+use hf_tailor::hub::auth::Token;
+use hf_tailor::hub::{self, HubConfig, HubError, ModelRef, SourceList};
+
+use crate::common;
+use crate::testhub::{sha256_hex, TestHub, TOKEN};
+
+/// Run `tests/py/hub_client.py` against `hub` with its own cache under `home`.
+fn py(hub: &TestHub, home: &Path, token: Option<&str>, args: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/hub_client.py");
+    let mut cmd = Command::new(common::python());
+    cmd.arg(script)
+        .args(args)
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN_PATH")
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env("HF_HOME", home)
+        .env("HF_HUB_CACHE", home.join("hub"))
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .env("NO_PROXY", "127.0.0.1");
+    match token {
+        Some(t) => cmd.env("HF_TOKEN", t),
+        None => cmd.env_remove("HF_TOKEN"),
+    };
+    let out = cmd.output().expect("spawn python");
+    assert!(out.status.success(), "hub_client.py {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Every file of a folder (recursively), as (repo path, bytes).
+fn folder_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn seed_folder(hub: &TestHub, repo: &str, dir: &Path, extra: &[(&str, Vec<u8>)]) -> String {
+    let mut files = folder_files(dir);
+    files.extend(extra.iter().map(|(p, b)| (p.to_string(), b.clone())));
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    hub.seed("models", repo, false, &refs)
+}
+
+fn cfg(hub: &TestHub, cache: &Path) -> HubConfig {
+    HubConfig::new(&hub.url, Token::new(TOKEN), cache.to_path_buf())
+}
+
+const BASE_README: &str = "---\nlicense: llama2\nlanguage: en\n---\n# Tiny base\n";
+
+/// A fixture family on the test Hub: `org/base` (with a README and a stray .bin the job must
+/// not fetch), `org/sib1`, and `org/sib2` whose `tuned` branch differs from `main`.
+struct Family {
+    hub: TestHub,
+    tmp: tempfile::TempDir,
+    dirs: Vec<PathBuf>,
+    tuned_commit: String,
+}
+
+fn family() -> Family {
+    let hub = TestHub::start();
+    let tmp = common::tempdir();
+    let (base, sibs, _) = fixture::write_family(&tmp.path().join("src"), &TinySpec::llama(), 2, 7).unwrap();
+    seed_folder(&hub, "org/base", &base, &[("README.md", BASE_README.as_bytes().to_vec()), ("pytorch_model.bin", vec![1u8; 4096])]);
+    seed_folder(&hub, "org/sib1", &sibs[0], &[]);
+    // sib2: `main` holds a different model, `tuned` the real sibling.
+    seed_folder(&hub, "org/sib2", &base, &[]);
+    let tuned_commit = {
+        // Commit the sibling onto sib2 as its `tuned` branch.
+        let files = folder_files(&sibs[1]);
+        let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+        let main = hub.head("models", "org/sib2", "main").unwrap();
+        let c = hub.seed("models", "org/sib2", false, &refs);
+        hub.branch("models", "org/sib2", "tuned", &c);
+        hub.branch("models", "org/sib2", "main", &main);
+        c
+    };
+    let mut dirs = vec![base];
+    dirs.extend(sibs);
+    Family { hub, tmp, dirs, tuned_commit }
+}
+
+#[test]
+fn python_client_downloads_from_test_hub() {
+    let hub = TestHub::start();
+    let tmp = common::tempdir();
+    let weights: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let commit = hub.seed("models", "org/tiny", false, &[("config.json", b"{\"model_type\": \"llama\"}".to_vec()), ("model.safetensors", weights.clone()), ("sub/notes.txt", b"hi".to_vec())]);
+    let v = py(&hub, tmp.path(), None, &["download", "org/tiny", "main", "config.json", "model.safetensors"]);
+    assert_eq!(v["files"]["model.safetensors"], sha256_hex(&weights));
+    assert_eq!(v["files"]["config.json"], sha256_hex(b"{\"model_type\": \"llama\"}"));
+    assert_eq!(v["commit"], commit);
+    assert_eq!(v["snapshot"]["sub/notes.txt"], sha256_hex(b"hi"));
+    // The LFS file went through the redirect to storage, not through `resolve`'s body.
+    assert!(hub.log().iter().any(|l| l.starts_with("GET /lfs-store/")), "{:?}", hub.log());
+    let e = py(&hub, tmp.path(), None, &["errors", "org/tiny"]);
+    assert_eq!(e, serde_json::json!({"missing_repo": "RepositoryNotFoundError", "missing_revision": "RevisionNotFoundError", "missing_file": "EntryNotFoundError", "bad_token": 401}));
+}
+
+#[test]
+fn python_client_uploads_to_test_hub_with_lfs_and_multipart() {
+    let hub = TestHub::start();
+    hub.set_thresholds(1024, 100_000, 40_000);
+    let tmp = common::tempdir();
+    let folder = tmp.path().join("up");
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    let big: Vec<u8> = (0..250_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    let medium: Vec<u8> = (0..5_000u32).map(|i| (i % 256) as u8).collect();
+    std::fs::write(folder.join("model.safetensors"), &big).unwrap();
+    std::fs::write(folder.join("sub/medium.txt"), &medium).unwrap();
+    std::fs::write(folder.join("config.json"), b"{}").unwrap();
+    std::fs::write(folder.join("README.md"), "---\nlicense: mit\n---\nhello\n").unwrap();
+    let v = py(&hub, tmp.path(), Some(TOKEN), &["upload", "tester/pyup", folder.to_str().unwrap()]);
+    assert_eq!(v["private"], true);
+    assert_eq!(v["commit"], hub.head("models", "tester/pyup", "main").unwrap());
+    for (path, bytes) in [("model.safetensors", &big), ("sub/medium.txt", &medium)] {
+        assert_eq!(hub.file("models", "tester/pyup", "main", path).as_ref(), Some(bytes), "{path}");
+        assert!(matches!(hub.entry("models", "tester/pyup", "main", path), Some(crate::testhub::Entry::Lfs { .. })), "{path} went by LFS");
+    }
+    assert!(matches!(hub.entry("models", "tester/pyup", "main", "config.json"), Some(crate::testhub::Entry::Regular(_))));
+    let st = hub.stats();
+    assert_eq!((st.part_uploads, st.completions, st.basic_uploads), (7, 1, 1), "{:?}", hub.log());
+}
+
+#[test]
+fn pull_fetches_only_what_the_job_needs_and_pins_commits() {
+    let f = family();
+    let cache = f.tmp.path().join("cache");
+    let cfg = cfg(&f.hub, &cache);
+    let list = f.tmp.path().join("finetunes.txt");
+    std::fs::write(&list, "# siblings\norg/sib1\n\norg/sib2@tuned  # the tuned branch\n").unwrap();
+    let finetunes = hub::parse_finetunes_file(&list).unwrap();
+    let pulled = hub::pull_family(&cfg, &ModelRef::parse("org/base").unwrap(), &finetunes).unwrap();
+
+    assert_eq!(pulled.base.source.revision, f.hub.head("models", "org/base", "main"));
+    assert_eq!(pulled.siblings[1].source.revision.as_deref(), Some(f.tuned_commit.as_str()));
+    assert_eq!(pulled.siblings.iter().map(|s| s.source.name.as_str()).collect::<Vec<_>>(), ["sib1", "sib2"]);
+    for (m, dir) in std::iter::once(&pulled.base).chain(&pulled.siblings).zip(&f.dirs) {
+        let mut expected: Vec<String> = folder_files(dir).into_iter().map(|(p, _)| p).collect();
+        expected.retain(|p| p != "README.md");
+        assert_eq!(m.source.files.keys().cloned().collect::<Vec<_>>(), expected, "{}", m.source.name);
+        for (file, sha) in &m.source.files {
+            assert_eq!(sha, &sha256_hex(&std::fs::read(dir.join(file)).unwrap()), "{file}");
+            assert_eq!(std::fs::read(m.dir.join(file)).unwrap(), std::fs::read(dir.join(file)).unwrap());
+        }
+        Checkpoint::open(&m.dir).unwrap();
+    }
+    // The stray weights file was never fetched; the base README came for its license.
+    assert!(!f.hub.log().iter().any(|l| l.contains("pytorch_model.bin")), "{:?}", f.hub.log());
+    let readme = std::fs::read_to_string(pulled.base.readme.as_ref().unwrap()).unwrap();
+    assert_eq!(hf_tailor::card::license_from_readme(&readme).unwrap().id, "llama2");
+    // The cache layout is Python's: huggingface_hub finds the files without the network.
+    let home = f.tmp.path().to_path_buf();
+    std::fs::rename(&cache, home.join("hub")).unwrap();
+    let v = py(&f.hub, &home, None, &["cached", "org/base", "config.json"]);
+    assert_eq!(v["sha"], pulled.base.source.files["config.json"].as_str());
+    std::fs::rename(home.join("hub"), &cache).unwrap();
+    // A second pull is served from the cache: no byte is downloaded again.
+    f.hub.clear_log();
+    let again = hub::pull_family(&cfg, &ModelRef::parse("org/base").unwrap(), &finetunes).unwrap();
+    assert_eq!(again.base.source, pulled.base.source);
+    assert!(!f.hub.log().iter().any(|l| l.starts_with("GET /lfs-store") || l.contains("/resolve/")), "{:?}", f.hub.log());
+    // Offline (no server at all): the same sources from the cache; locate finds them.
+    let mut offline = HubConfig::new("http://127.0.0.1:9", None, cache.clone());
+    offline.offline = true;
+    let off = hub::pull_family(&offline, &ModelRef::parse("org/base").unwrap(), &finetunes).unwrap();
+    assert_eq!(SourceList::from(&off), SourceList::from(&pulled));
+    assert_eq!(hub::locate(&pulled.siblings[1].source, &offline).unwrap(), pulled.siblings[1].dir);
+    // A recorded sha256 that no longer matches is an integrity error, not a silent swap.
+    let mut tampered = pulled.base.source.clone();
+    tampered.files.insert("config.json".into(), "0".repeat(64));
+    assert!(matches!(hub::locate(&tampered, &offline), Err(HubError::Integrity { .. })));
+    // A local folder is its own location.
+    let local = hub::pull_model(&cfg, "loc", &ModelRef::Local(f.dirs[0].clone()), false).unwrap();
+    assert_eq!(local.source.revision, None);
+    assert_eq!(hub::locate(&local.source, &offline).unwrap(), f.dirs[0].canonicalize().unwrap());
+    assert_eq!(local.source.files, pulled.base.source.files);
+}
+
+#[test]
+fn pull_resumes_an_interrupted_download() {
+    let hub = TestHub::start();
+    let tmp = common::tempdir();
+    let weights: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let sha = sha256_hex(&weights);
+    let files = [("config.json", serde_json::to_vec(&fixture::config_json(&TinySpec::llama())).unwrap()), ("model.safetensors", weights.clone())];
+    hub.seed("models", "org/a", false, &files);
+    hub.seed("models", "org/b", false, &files);
+    // Within a run: the connection drops after 50 kB; the download continues from there.
+    hub.cut_downloads_after(Some(50_000));
+    let cache = tmp.path().join("cache");
+    let m = hub::pull_model(&cfg(&hub, &cache), "a", &ModelRef::parse("org/a").unwrap(), false).unwrap();
+    assert_eq!(std::fs::read(m.dir.join("model.safetensors")).unwrap(), weights);
+    assert_eq!(m.source.files["model.safetensors"], sha);
+    assert!(hub.stats().range_requests.contains(&"bytes=50000-".to_string()), "{:?}", hub.log());
+    // Across runs: a previous run left 120 kB in `<blob>.incomplete` (the name Python uses).
+    hub.cut_downloads_after(None);
+    hub.clear_log();
+    let blobs = cache.join("models--org--b/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(blobs.join(format!("{sha}.incomplete")), &weights[..120_000]).unwrap();
+    let m = hub::pull_model(&cfg(&hub, &cache), "b", &ModelRef::parse("org/b").unwrap(), false).unwrap();
+    assert_eq!(std::fs::read(m.dir.join("model.safetensors")).unwrap(), weights);
+    let st = hub.stats();
+    assert_eq!(st.range_requests, vec!["bytes=120000-".to_string()], "{:?}", hub.log());
+    assert!(!blobs.join(format!("{sha}.incomplete")).exists());
+    // A corrupt partial file cannot sneak into the cache: the sha256 check catches it.
+    let mut bad = weights[..120_000].to_vec();
+    bad[5] ^= 0xff;
+    std::fs::write(cache.join("models--org--a/blobs").join(format!("{sha}.incomplete")), &bad).unwrap();
+    std::fs::remove_file(cache.join("models--org--a/blobs").join(&sha)).unwrap();
+    std::fs::remove_dir_all(cache.join("models--org--a/snapshots")).unwrap();
+    let e = hub::pull_model(&cfg(&hub, &cache), "a", &ModelRef::parse("org/a").unwrap(), false).unwrap_err();
+    assert!(matches!(e, HubError::Integrity { .. }), "{e}");
+    assert!(!cache.join("models--org--a/blobs").join(&sha).exists());
+}
+
+#[test]
+fn pull_errors_are_typed_and_never_show_the_token() {
+    let hub = TestHub::start();
+    let tmp = common::tempdir();
+    hub.seed("models", "org/a", false, &[("config.json", b"{}".to_vec()), ("model.safetensors", vec![0; 64])]);
+    hub.seed("models", "org/private", true, &[("config.json", b"{}".to_vec()), ("model.safetensors", vec![0; 64])]);
+    let cache = tmp.path().join("cache");
+    let c = cfg(&hub, &cache);
+    let pull = |c: &HubConfig, s: &str| hub::pull_model(c, "m", &ModelRef::parse(s).unwrap(), false).unwrap_err();
+    assert!(matches!(pull(&c, "org/missing"), HubError::RepoNotFound { .. }));
+    assert!(matches!(pull(&c, "org/a@no-such-branch"), HubError::RevisionNotFound { ref revision, .. } if revision == "no-such-branch"));
+    let bad = HubConfig::new(&hub.url, Token::new("hf_wrongTOKENvalue"), cache.clone());
+    let e = pull(&bad, "org/a");
+    assert!(matches!(e, HubError::Unauthorized { .. }), "{e}");
+    assert!(!format!("{e} {e:?}").contains("hf_wrongTOKENvalue"));
+    // A private repo without a token looks missing; with it, it pulls.
+    let anon = HubConfig::new(&hub.url, None, cache.clone());
+    assert!(matches!(pull(&anon, "org/private"), HubError::RepoNotFound { .. }));
+    hub::pull_model(&c, "p", &ModelRef::parse("org/private").unwrap(), false).unwrap();
+    // No weights in a supported format.
+    hub.seed("models", "org/binonly", false, &[("config.json", b"{}".to_vec()), ("pytorch_model.bin", vec![0; 64])]);
+    assert!(matches!(pull(&c, "org/binonly"), HubError::NoWeights { .. }));
+    // Offline with nothing cached.
+    let mut off = HubConfig::new(&hub.url, None, tmp.path().join("empty"));
+    off.offline = true;
+    assert!(matches!(pull(&off, "org/a"), HubError::NotCached { .. }));
+    // The CLI: one line naming the line of a bad list entry, non-zero exit.
+    std::fs::write(tmp.path().join("list.txt"), "org/a\norg/b c\n").unwrap();
+    let out = common::hf_tailor()
+        .args(["pull", "--base", "org/a", "--finetunes"])
+        .arg(tmp.path().join("list.txt"))
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("list.txt:2:"), "{err}");
+}
+
+#[test]
+fn pull_dataset_fetches_matching_files() {
+    let hub = TestHub::start();
+    let tmp = common::tempdir();
+    let test_file: Vec<u8> = b"PAR1 pretend parquet test".to_vec();
+    hub.seed(
+        "datasets",
+        "cais/mmlu",
+        false,
+        &[("all/test-00000-of-00001.parquet", test_file.clone()), ("all/dev-00000-of-00001.parquet", b"PAR1 dev".to_vec()), ("README.md", b"# MMLU".to_vec())],
+    );
+    let cache = tmp.path().join("cache");
+    let paths = hub::pull_dataset(&cfg(&hub, &cache), "cais/mmlu", None, &["all/test-*.parquet"]).unwrap();
+    assert_eq!(paths.len(), 1);
+    assert!(paths[0].starts_with(cache.join("datasets--cais--mmlu/snapshots")), "{}", paths[0].display());
+    assert_eq!(std::fs::read(&paths[0]).unwrap(), test_file);
+    assert!(!hub.log().iter().any(|l| l.contains("dev-00000")), "{:?}", hub.log());
+    let mut off = HubConfig::new("http://127.0.0.1:9", None, cache);
+    off.offline = true;
+    assert_eq!(hub::pull_dataset(&off, "cais/mmlu", None, &["all/test-*.parquet"]).unwrap(), paths);
+    assert!(hub::pull_dataset(&cfg(&hub, &tmp.path().join("c2")), "cais/mmlu", None, &["nothing/*"]).is_err());
+}
+
+#[test]
+fn pull_cli_writes_the_source_list() {
+    let f = family();
+    let cache = f.tmp.path().join("cache");
+    std::fs::write(f.tmp.path().join("list.txt"), "org/sib1\n").unwrap();
+    let out_file = f.tmp.path().join("sources.yaml");
+    let out = common::hf_tailor()
+        .args(["pull", "--base", "org/base", "--finetunes"])
+        .arg(f.tmp.path().join("list.txt"))
+        .arg("--out")
+        .arg(&out_file)
+        .env("HF_ENDPOINT", &f.hub.url)
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list = SourceList::load(&out_file).unwrap();
+    assert_eq!(list.base.repo, "org/base");
+    assert_eq!(list.base.revision, f.hub.head("models", "org/base", "main"));
+    assert_eq!(list.siblings.len(), 1);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(TOKEN));
+}
