@@ -19,4 +19,5 @@ pub mod merge;
 pub mod mergekit;
 pub mod recipe;
 pub mod score;
+pub mod search;
 pub mod stitch;

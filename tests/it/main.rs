@@ -8,3 +8,4 @@ mod build;
 mod card;
 mod hub;
 mod testhub;
+mod search;

@@ -1,0 +1,133 @@
+//! Single-model depth pruning of the base, run on the same data and scored on the same tasks
+//! as the search, so users see what stitching siblings adds:
+//!
+//! - **ShortGPT** (Men et al. 2024): Block Influence of layer i = 1 − cos(input of i, output
+//!   of i); drop the layers with the lowest influence.
+//! - **Angular distance** (Gromov et al. 2024, "The Unreasonable Ineffectiveness of the
+//!   Deeper Layers"): for the block size n to drop, the contiguous block [ℓ, ℓ+n) whose input
+//!   and output are closest in angle, arccos(cos)/π, is dropped. (The paper uses the last
+//!   token's hidden state; the scorer averages cosines over every token.)
+//! - **SLEB** (Song et al. 2024): greedily drop the layer whose removal leaves the lowest
+//!   calibration perplexity, re-measuring after each removal.
+//!
+//! Each yields a base-only [`Recipe`] of the target depth.
+
+use serde::{Deserialize, Serialize};
+
+use crate::recipe::Recipe;
+use crate::score::Scorer;
+
+use super::space::SearchSpace;
+use super::SearchError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineKind {
+    Shortgpt,
+    Angular,
+    Sleb,
+}
+
+impl BaselineKind {
+    pub const ALL: [BaselineKind; 3] = [BaselineKind::Shortgpt, BaselineKind::Angular, BaselineKind::Sleb];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "shortgpt" => Some(Self::Shortgpt),
+            "angular" => Some(Self::Angular),
+            "sleb" => Some(Self::Sleb),
+            _ => None,
+        }
+    }
+    /// Display name in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Shortgpt => "ShortGPT",
+            Self::Angular => "Angular distance",
+            Self::Sleb => "SLEB",
+        }
+    }
+    /// File-name stem (`shortgpt.yaml`).
+    pub fn stem(self) -> &'static str {
+        match self {
+            Self::Shortgpt => "shortgpt",
+            Self::Angular => "angular",
+            Self::Sleb => "sleb",
+        }
+    }
+}
+
+/// A baseline's pruned base and the criterion behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub kind: BaselineKind,
+    pub removed: Vec<usize>,
+    /// Per-layer (ShortGPT: block influence; angular: distance of the block starting at ℓ)
+    /// or per-step (SLEB: perplexity after each removal) criterion values.
+    pub criterion: Vec<f64>,
+    pub recipe: Recipe,
+}
+
+fn score_err<E: std::error::Error + Send + Sync + 'static>(what: &str) -> impl FnOnce(E) -> SearchError + '_ {
+    move |e| SearchError::Score { what: what.into(), source: Box::new(e) }
+}
+
+/// Run one baseline for `space`'s depth on calibration `texts`.
+pub fn run_baseline<S: Scorer>(kind: BaselineKind, space: &SearchSpace, scorer: &mut S, texts: &[String]) -> Result<Baseline, SearchError> {
+    if texts.is_empty() {
+        return Err(SearchError::Space("baselines need calibration text".into()));
+    }
+    let l = space.source_layers();
+    let drop = l - space.keep;
+    let full = space.to_recipe(&space.base_only(&(0..l).collect::<Vec<_>>()));
+    let (removed, criterion) = match kind {
+        BaselineKind::Shortgpt => {
+            let cos = scorer.boundary_cosines(&full, texts).map_err(score_err("ShortGPT's hidden states"))?;
+            check_matrix(&cos, l)?;
+            let influence: Vec<f64> = (0..l).map(|i| 1.0 - cos[i][i + 1]).collect();
+            let mut order: Vec<usize> = (0..l).collect();
+            order.sort_by(|a, b| influence[*a].total_cmp(&influence[*b]).then(a.cmp(b)));
+            let mut removed: Vec<usize> = order.into_iter().take(drop).collect();
+            removed.sort_unstable();
+            (removed, influence)
+        }
+        BaselineKind::Angular => {
+            let cos = scorer.boundary_cosines(&full, texts).map_err(score_err("angular distance's hidden states"))?;
+            check_matrix(&cos, l)?;
+            let dist: Vec<f64> = (0..=l - drop).map(|s| cos[s][s + drop].clamp(-1.0, 1.0).acos() / std::f64::consts::PI).collect();
+            let start = (0..dist.len()).min_by(|a, b| dist[*a].total_cmp(&dist[*b]).then(a.cmp(b))).expect("at least one block");
+            ((start..start + drop).collect(), dist)
+        }
+        BaselineKind::Sleb => {
+            let mut kept: Vec<usize> = (0..l).collect();
+            let mut removed = Vec::new();
+            let mut steps = Vec::new();
+            for _ in 0..drop {
+                let mut best: Option<(f64, usize)> = None;
+                for (pos, _) in kept.iter().enumerate() {
+                    let mut trial = kept.clone();
+                    trial.remove(pos);
+                    let r = space.to_recipe(&space.base_only(&trial));
+                    let ppl = scorer.perplexity(&r, texts).map_err(score_err("SLEB's perplexity"))?;
+                    if best.is_none_or(|(b, _)| ppl < b) {
+                        best = Some((ppl, pos));
+                    }
+                }
+                let (ppl, pos) = best.expect("kept is never empty while dropping");
+                removed.push(kept.remove(pos));
+                steps.push(ppl);
+            }
+            removed.sort_unstable();
+            (removed, steps)
+        }
+    };
+    let kept: Vec<usize> = (0..l).filter(|i| !removed.contains(i)).collect();
+    Ok(Baseline { kind, removed, criterion, recipe: space.to_recipe(&space.base_only(&kept)) })
+}
+
+fn check_matrix(cos: &[Vec<f64>], l: usize) -> Result<(), SearchError> {
+    if cos.len() != l + 1 || cos.iter().any(|r| r.len() != l + 1) {
+        return Err(SearchError::Space(format!("the scorer returned a {}-row cosine matrix for {l} layers (expected {})", cos.len(), l + 1)));
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The search loop: ask the optimiser, score the candidate (or take the journaled result
+//! when replaying a resumed search), journal it, tell the optimiser.
+
+use std::time::Instant;
+
+use crate::score::{mean_score, Scorer};
+
+use super::journal::{Journal, JournalHeader, TrialRecord, FORMAT};
+use super::optimizer::{Optimizer, OptimizerConfig};
+use super::select::{choose, incumbent_curve};
+use super::space::SearchSpace;
+use super::SearchError;
+
+/// What the loop reports after every trial (for progress bars).
+#[derive(Debug, Clone)]
+pub struct TrialEvent<'a> {
+    pub trial: &'a TrialRecord,
+    pub done: usize,
+    pub total: usize,
+    /// Mean accuracy of the current choice (see [`choose`]).
+    pub best: Option<f64>,
+    /// True when the result came from the journal, not from the scorer.
+    pub replayed: bool,
+}
+
+/// The result of a search.
+#[derive(Debug, Clone)]
+pub struct SearchOutcome {
+    pub trials: Vec<TrialRecord>,
+    /// Index into `trials` of the chosen candidate.
+    pub best: usize,
+    /// Mean accuracy of the choice after each trial.
+    pub curve: Vec<Option<f64>>,
+}
+
+impl SearchOutcome {
+    pub fn best_trial(&self) -> &TrialRecord {
+        &self.trials[self.best]
+    }
+}
+
+/// The journal header this search writes (and requires on resume).
+pub fn header(space: &SearchSpace, cfg: &OptimizerConfig, tasks: Vec<String>) -> JournalHeader {
+    JournalHeader {
+        format: FORMAT.into(),
+        tasks,
+        template: space.template.clone(),
+        keep: space.keep,
+        space: space.options.clone(),
+        optimizer: cfg.clone(),
+    }
+}
+
+/// Run `trials` trials (counting those already in `journal`) and choose the result.
+/// `journal` must have been opened with [`header`] of the same inputs.
+pub fn run_search<S: Scorer>(
+    space: &SearchSpace,
+    journal: &mut Journal,
+    trials: usize,
+    scorer: &mut S,
+    mut on_trial: impl FnMut(&TrialEvent<'_>),
+) -> Result<SearchOutcome, SearchError> {
+    let cfg = journal.header.optimizer.clone();
+    cfg.validate()?;
+    let tasks = journal.header.tasks.clone();
+    if scorer.task_names() != tasks {
+        return Err(SearchError::Space(format!("the scorer's tasks {:?} are not the journal's {:?}", scorer.task_names(), tasks)));
+    }
+    if trials == 0 {
+        return Err(SearchError::Space("--trials must be at least 1".into()));
+    }
+    let mut opt = Optimizer::new(space, cfg, tasks);
+    let journaled = journal.trials.clone();
+    let mut done: Vec<TrialRecord> = Vec::with_capacity(trials);
+    for index in 0..trials.max(journaled.len()) {
+        let p = opt.ask();
+        let (record, replayed) = match journaled.get(index) {
+            Some(j) => {
+                let same = j.budget == p.budget && space.from_recipe(&j.recipe).ok().as_ref() == Some(&p.candidate);
+                if !same {
+                    return Err(SearchError::Journal {
+                        path: journal.path().display().to_string(),
+                        message: format!("trial {index} differs from what this search proposes; the journal was written by other inputs"),
+                    });
+                }
+                (j.clone(), true)
+            }
+            None => {
+                let recipe = space.to_recipe(&p.candidate);
+                let start = Instant::now();
+                let scores = scorer
+                    .score(&recipe, p.budget)
+                    .map_err(|e| SearchError::Score { what: format!("trial {index}"), source: Box::new(e) })?;
+                let seconds = start.elapsed().as_secs_f64();
+                let record = TrialRecord { index, origin: p.origin, budget: p.budget, mean: mean_score(&scores), scores, seconds, recipe };
+                // Tell the optimiser exactly what a replay will read back from the journal.
+                let record = json_round_trip(&record);
+                journal.append(record.clone())?;
+                (record, false)
+            }
+        };
+        opt.tell(&p, &record.scores);
+        done.push(record);
+        let best = choose(&done).map(|i| done[i].mean);
+        on_trial(&TrialEvent { trial: done.last().expect("pushed"), done: done.len(), total: trials, best, replayed });
+    }
+    let best = choose(&done).expect("at least one trial");
+    let curve = incumbent_curve(&done);
+    Ok(SearchOutcome { trials: done, best, curve })
+}
+
+fn json_round_trip(r: &TrialRecord) -> TrialRecord {
+    serde_json::from_str(&serde_json::to_string(r).expect("serialises")).expect("parses what it wrote")
+}

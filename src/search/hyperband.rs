@@ -1,0 +1,124 @@
+//! Hyperband (Li et al. 2018) over item budgets: brackets of successive halving, cycling
+//! from the most aggressive bracket (many candidates at the smallest budget) to the most
+//! conservative (few candidates at the full budget). Candidates promoted to the next
+//! stage are the best by mean task cost at the current stage's budget.
+
+use std::collections::VecDeque;
+
+/// The shape of one bracket: how many candidates run at which budget, stage by stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BracketPlan {
+    pub stages: Vec<(usize, usize)>,
+}
+
+/// The brackets of one Hyperband iteration for increasing `budgets` and rate `eta`.
+/// With budgets 111/333/1000 and η = 3: 9→3→1, 5→1, 3 (22 evaluations).
+pub fn brackets(budgets: &[usize], eta: usize) -> Vec<BracketPlan> {
+    let m = budgets.len();
+    let s_max = m - 1;
+    (0..m)
+        .rev()
+        .map(|s| {
+            let n = ((s_max + 1) as f64 / (s + 1) as f64 * (eta as f64).powi(s as i32)).ceil() as usize;
+            let stages = (0..=s).map(|i| ((n / eta.pow(i as u32)).max(1), budgets[m - 1 - s + i])).collect();
+            BracketPlan { stages }
+        })
+        .collect()
+}
+
+/// Where the schedule stands, and what the next evaluation must be.
+#[derive(Debug, Clone)]
+pub struct Hyperband<C> {
+    plans: Vec<BracketPlan>,
+    bracket: usize,
+    stage: usize,
+    /// Candidates of the current stage evaluated so far with their mean cost.
+    done: Vec<(C, f64)>,
+    /// Candidates promoted into the current stage and not yet evaluated.
+    promoted: VecDeque<C>,
+}
+
+/// The next evaluation Hyperband wants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Slot<C> {
+    /// A new candidate (from the optimizer) at this budget.
+    New(usize),
+    /// Re-evaluate this promoted candidate at this budget.
+    Promoted(C, usize),
+}
+
+impl<C: Clone> Hyperband<C> {
+    pub fn new(budgets: &[usize], eta: usize) -> Self {
+        Self { plans: brackets(budgets, eta), bracket: 0, stage: 0, done: Vec::new(), promoted: VecDeque::new() }
+    }
+
+    fn plan(&self) -> (usize, usize) {
+        self.plans[self.bracket].stages[self.stage]
+    }
+
+    /// What to evaluate next (call `tell` with its result before asking again).
+    pub fn next(&self) -> Slot<C> {
+        let (_, budget) = self.plan();
+        match self.promoted.front() {
+            Some(c) => Slot::Promoted(c.clone(), budget),
+            None => Slot::New(budget),
+        }
+    }
+
+    /// Record the result of the slot `next` returned; advances stages and brackets.
+    pub fn tell(&mut self, candidate: C, mean_cost: f64) {
+        if self.stage > 0 {
+            self.promoted.pop_front();
+        }
+        self.done.push((candidate, mean_cost));
+        let (count, _) = self.plan();
+        if self.done.len() < count {
+            return;
+        }
+        let stages = self.plans[self.bracket].stages.len();
+        if self.stage + 1 < stages {
+            let (next_count, _) = self.plans[self.bracket].stages[self.stage + 1];
+            let mut ranked: Vec<(usize, f64)> = self.done.iter().enumerate().map(|(i, (_, c))| (i, *c)).collect();
+            // Stable: ties keep the order of evaluation.
+            ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+            self.promoted = ranked.iter().take(next_count).map(|(i, _)| self.done[*i].0.clone()).collect();
+            self.stage += 1;
+        } else {
+            self.bracket = (self.bracket + 1) % self.plans.len();
+            self.stage = 0;
+        }
+        self.done.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_budgets_give_the_classic_brackets() {
+        let b = brackets(&[111, 333, 1000], 3);
+        assert_eq!(b[0].stages, vec![(9, 111), (3, 333), (1, 1000)]);
+        assert_eq!(b[1].stages, vec![(5, 333), (1, 1000)]);
+        assert_eq!(b[2].stages, vec![(3, 1000)]);
+        assert_eq!(brackets(&[1000], 3)[0].stages, vec![(1, 1000)]);
+    }
+
+    #[test]
+    fn promotes_the_best_and_cycles() {
+        let mut hb: Hyperband<u32> = Hyperband::new(&[1, 3], 3);
+        // Bracket 0: 3 new at budget 1, best 1 promoted to budget 3.
+        for (c, cost) in [(10, 0.5), (11, 0.2), (12, 0.9)] {
+            assert_eq!(hb.next(), Slot::New(1));
+            hb.tell(c, cost);
+        }
+        assert_eq!(hb.next(), Slot::Promoted(11, 3));
+        hb.tell(11, 0.3);
+        // Bracket 1: 2 new at budget 3, then back to bracket 0.
+        assert_eq!(hb.next(), Slot::New(3));
+        hb.tell(20, 0.1);
+        assert_eq!(hb.next(), Slot::New(3));
+        hb.tell(21, 0.1);
+        assert_eq!(hb.next(), Slot::New(1));
+    }
+}

@@ -1,0 +1,183 @@
+//! The search journal: the source of truth of a search. JSON lines, a header then one line
+//! per evaluated trial, each flushed and fsynced before the next trial starts. A search
+//! killed at any moment (even mid-write) resumes from it, losing at most the trial in
+//! flight: the optimiser is rebuilt by replaying the journaled results.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::recipe::Recipe;
+use crate::score::TaskScores;
+
+use super::optimizer::{OptimizerConfig, Origin};
+use super::space::{RecipeTemplate, SpaceOptions};
+use super::SearchError;
+
+pub const FORMAT: &str = "hf-tailor/search-journal-v1";
+
+/// Everything that determines the sequence of trials. Resuming requires an identical header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalHeader {
+    pub format: String,
+    pub tasks: Vec<String>,
+    pub template: RecipeTemplate,
+    pub keep: usize,
+    pub space: SpaceOptions,
+    pub optimizer: OptimizerConfig,
+}
+
+/// One evaluated trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// 0-based position in the sequence of trials (the optimiser's step).
+    pub index: usize,
+    pub origin: Origin,
+    /// Items per task the scores are based on.
+    pub budget: usize,
+    pub scores: TaskScores,
+    /// Mean accuracy over tasks.
+    pub mean: f64,
+    /// Wall time spent scoring, in seconds.
+    pub seconds: f64,
+    pub recipe: Recipe,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Line {
+    Header(JournalHeader),
+    Trial(TrialRecord),
+}
+
+/// An open journal, positioned for appending.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    pub header: JournalHeader,
+    pub trials: Vec<TrialRecord>,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SearchError + '_ {
+    move |source| SearchError::JournalIo { path: path.display().to_string(), source }
+}
+
+impl Journal {
+    /// Start a new journal at `path`; refuses to overwrite one that holds trials.
+    pub fn create(path: &Path, header: JournalHeader) -> Result<Self, SearchError> {
+        if path.exists() && std::fs::metadata(path).map_err(io_err(path))?.len() > 0 {
+            return Err(SearchError::Journal {
+                path: path.display().to_string(),
+                message: "already exists: pass --resume to continue it, or choose another file".into(),
+            });
+        }
+        let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(path).map_err(io_err(path))?;
+        write_line(&mut file, &Line::Header(header.clone()), path)?;
+        Ok(Self { path: path.into(), file, header, trials: Vec::new() })
+    }
+
+    /// Continue the journal at `path` (or start it if missing or empty). Its header must
+    /// equal `header`; a torn last line (the write in flight when the search was killed)
+    /// is cut off.
+    pub fn resume(path: &Path, header: JournalHeader) -> Result<Self, SearchError> {
+        if !path.exists() {
+            return Self::create(path, header);
+        }
+        let (found, trials, valid_len) = read_lines(path)?;
+        let Some(found) = found else {
+            std::fs::remove_file(path).map_err(io_err(path))?;
+            return Self::create(path, header);
+        };
+        if found != header {
+            return Err(SearchError::Journal { path: path.display().to_string(), message: header_difference(&found, &header) });
+        }
+        let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path))?;
+        file.set_len(valid_len).map_err(io_err(path))?;
+        file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+        Ok(Self { path: path.into(), file, header, trials })
+    }
+
+    /// Append a trial: written, flushed and fsynced before this returns.
+    pub fn append(&mut self, trial: TrialRecord) -> Result<(), SearchError> {
+        write_line(&mut self.file, &Line::Trial(trial.clone()), &self.path)?;
+        self.trials.push(trial);
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read a journal without opening it for writing (reports, inspection).
+    pub fn read(path: &Path) -> Result<(JournalHeader, Vec<TrialRecord>), SearchError> {
+        let (header, trials, _) = read_lines(path)?;
+        let header = header.ok_or_else(|| SearchError::Journal { path: path.display().to_string(), message: "is empty".into() })?;
+        Ok((header, trials))
+    }
+}
+
+fn write_line(file: &mut File, line: &Line, path: &Path) -> Result<(), SearchError> {
+    let mut text = serde_json::to_string(line).expect("journal lines always serialise");
+    text.push('\n');
+    file.write_all(text.as_bytes()).map_err(io_err(path))?;
+    file.flush().map_err(io_err(path))?;
+    file.sync_data().map_err(io_err(path))
+}
+
+/// Header, trials, and the length of the file up to the last complete line.
+fn read_lines(path: &Path) -> Result<(Option<JournalHeader>, Vec<TrialRecord>, u64), SearchError> {
+    let disp = path.display().to_string();
+    let mut bytes = Vec::new();
+    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err(path))?;
+    // Only newline-terminated lines are complete; anything after the last newline is torn.
+    let valid_len = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let text = std::str::from_utf8(&bytes[..valid_len])
+        .map_err(|e| SearchError::Journal { path: disp.clone(), message: format!("is not UTF-8 ({e})") })?;
+    let mut header = None;
+    let mut trials: Vec<TrialRecord> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = |message: String| SearchError::Journal { path: disp.clone(), message: format!("line {}: {message}", n + 1) };
+        let parsed: Line = serde_json::from_str(line).map_err(|e| at(format!("not a journal entry ({e})")))?;
+        match (parsed, n) {
+            (Line::Header(h), 0) => {
+                if h.format != FORMAT {
+                    return Err(at(format!("format `{}` is not `{FORMAT}`", h.format)));
+                }
+                header = Some(h);
+            }
+            (Line::Header(_), _) => return Err(at("a second header".into())),
+            (Line::Trial(_), 0) => return Err(at("a trial before the header".into())),
+            (Line::Trial(t), _) => {
+                if t.index != trials.len() {
+                    return Err(at(format!("trial index {} where {} was expected", t.index, trials.len())));
+                }
+                trials.push(t);
+            }
+        }
+    }
+    Ok((header, trials, valid_len as u64))
+}
+
+/// Which part of the header changed, in words.
+fn header_difference(found: &JournalHeader, wanted: &JournalHeader) -> String {
+    let what = if found.tasks != wanted.tasks {
+        format!("tasks {:?} (now {:?})", found.tasks, wanted.tasks)
+    } else if found.template != wanted.template {
+        "models (base, siblings or their revisions)".to_string()
+    } else if found.keep != wanted.keep {
+        format!("keep {} layers (now {})", found.keep, wanted.keep)
+    } else if found.space != wanted.space {
+        "merge methods or merge settings".to_string()
+    } else if found.optimizer.seed != wanted.optimizer.seed {
+        format!("seed {} (now {})", found.optimizer.seed, wanted.optimizer.seed)
+    } else if found.optimizer.kind != wanted.optimizer.kind {
+        format!("optimizer {} (now {})", found.optimizer.kind.name(), wanted.optimizer.kind.name())
+    } else {
+        "optimizer settings".to_string()
+    };
+    format!("was written by a different search: {what}; resume with the same inputs or start a new journal")
+}

@@ -1,0 +1,44 @@
+//! The layer search (GPTailor): which layers to drop, which sibling each kept layer comes
+//! from, and which kept layers merge several siblings, found by multi-fidelity Bayesian
+//! optimisation over the scores of an in-memory [`Scorer`](crate::score::Scorer).
+//!
+//! - [`space`]: the space and the one translation between candidates and [`Recipe`]s;
+//! - [`optimizer`] (with [`forest`], [`hyperband`], [`warmstart`]): the proposers;
+//! - [`journal`] and [`driver`]: the resumable search loop;
+//! - [`select`]: how the final model is chosen;
+//! - [`baselines`]: ShortGPT, angular distance and SLEB depth pruning of the base;
+//! - [`report`]: JSON, Markdown and SVG reports;
+//! - [`synthetic`]: a scorer with a closed-form optimum, for tests and benchmarks.
+//!
+//! [`Recipe`]: crate::recipe::Recipe
+
+pub mod baselines;
+pub mod driver;
+pub mod forest;
+pub mod hyperband;
+pub mod journal;
+pub mod optimizer;
+pub mod report;
+pub mod select;
+pub mod space;
+pub mod synthetic;
+pub mod warmstart;
+
+pub use driver::{header, run_search, SearchOutcome, TrialEvent};
+pub use journal::{Journal, JournalHeader, TrialRecord};
+pub use optimizer::{OptimizerConfig, OptimizerKind, Scalarization};
+pub use space::{DepthTarget, MergeMethod, RecipeTemplate, SearchSpace, SpaceOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("{0}")]
+    Space(String),
+    #[error("journal {path}: {message}")]
+    Journal { path: String, message: String },
+    #[error("journal {path}: {source}")]
+    JournalIo { path: String, source: std::io::Error },
+    #[error("scoring {what} failed: {source}")]
+    Score { what: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}

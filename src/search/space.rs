@@ -1,0 +1,460 @@
+//! The search space: which layers to drop, which siblings each kept layer comes from, and
+//! how several siblings are merged. This is the one place that translates between the
+//! optimizer's view of a candidate (a [`Candidate`] and its feature vector) and the
+//! [`Recipe`] every other stage reads.
+
+use rand::seq::index::sample;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::Dtype;
+use crate::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
+
+use super::SearchError;
+
+/// How deep the tailored model is, as the user states it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DepthTarget {
+    /// Keep exactly this many layers.
+    KeepLayers(usize),
+    /// Remove this fraction of the layers (rounded to the nearest layer).
+    RemoveRatio(f64),
+    /// Keep as many layers as fit in this many parameters.
+    MaxParams(u64),
+}
+
+impl DepthTarget {
+    /// The number of layers to keep out of `source_layers`; `total_params(k)` is the
+    /// parameter count of a `k`-layer model (see `ModelConfig::total_params`).
+    pub fn keep_layers(&self, source_layers: usize, total_params: impl Fn(usize) -> u64) -> Result<usize, SearchError> {
+        let bad = |message: String| SearchError::Space(message);
+        let k = match *self {
+            DepthTarget::KeepLayers(k) => k,
+            DepthTarget::RemoveRatio(r) => {
+                if !(r.is_finite() && (0.0..1.0).contains(&r)) {
+                    return Err(bad(format!("--remove-ratio must be in [0, 1), got {r}")));
+                }
+                source_layers - (r * source_layers as f64).round() as usize
+            }
+            DepthTarget::MaxParams(p) => match (1..=source_layers).rev().find(|&k| total_params(k) <= p) {
+                Some(k) => k,
+                None => return Err(bad(format!("no depth fits in {p} parameters: one layer already needs {}", total_params(1)))),
+            },
+        };
+        if k == 0 || k > source_layers {
+            return Err(bad(format!("cannot keep {k} of {source_layers} layers (keep between 1 and {source_layers})")));
+        }
+        Ok(k)
+    }
+}
+
+/// A merge method the search may choose for a layer that combines several siblings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeMethod {
+    TaskArithmetic,
+    Ties,
+    Dare,
+}
+
+impl MergeMethod {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "task_arithmetic" | "ta" => Some(Self::TaskArithmetic),
+            "ties" => Some(Self::Ties),
+            "dare" => Some(Self::Dare),
+            _ => None,
+        }
+    }
+}
+
+/// The fixed parts of every recipe the search emits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipeTemplate {
+    pub architecture: String,
+    pub source_layers: usize,
+    pub base: SourceModel,
+    pub siblings: Vec<SourceModel>,
+    pub edges: EdgePolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Dtype>,
+}
+
+/// Options that shape the space beyond the depth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpaceOptions {
+    /// Merge methods a layer with several siblings may use (the reference: task arithmetic only).
+    pub methods: Vec<MergeMethod>,
+    /// Density of TIES / DARE merges (fixed, not searched).
+    pub density: f64,
+    /// Seed of DARE's drop masks (fixed so a recipe always builds the same tensors).
+    pub dare_seed: u64,
+}
+
+impl Default for SpaceOptions {
+    fn default() -> Self {
+        Self { methods: vec![MergeMethod::TaskArithmetic], density: 0.5, dare_seed: 0 }
+    }
+}
+
+/// λ is searched on a grid of this many steps per unit, so recipes are short to read and
+/// compare exactly after a YAML round trip.
+const LAMBDA_GRID: f64 = 1000.0;
+
+/// What one kept layer does: a subset of siblings (bit j = sibling j), and for merges
+/// of two or more siblings the strength λ and the method.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    pub subset: u32,
+    pub lambda: f64,
+    pub method: MergeMethod,
+}
+
+impl Choice {
+    pub const BASE: Choice = Choice { subset: 0, lambda: 0.0, method: MergeMethod::TaskArithmetic };
+
+    /// A choice in canonical form: λ on the grid in [0, 1]; λ and method fixed when unused.
+    pub fn new(subset: u32, lambda: f64, method: MergeMethod) -> Self {
+        if subset.count_ones() < 2 {
+            Choice { subset, ..Self::BASE }
+        } else {
+            Choice { subset, lambda: (lambda.clamp(0.0, 1.0) * LAMBDA_GRID).round() / LAMBDA_GRID, method }
+        }
+    }
+
+    pub fn is_merge(&self) -> bool {
+        self.subset.count_ones() >= 2
+    }
+}
+
+/// A point of the space: for every source layer, `None` (removed) or what the kept layer does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub layers: Vec<Option<Choice>>,
+}
+
+impl Candidate {
+    pub fn kept(&self) -> impl Iterator<Item = usize> + '_ {
+        self.layers.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| i)
+    }
+    pub fn merges(&self) -> usize {
+        self.layers.iter().flatten().filter(|c| c.is_merge()).count()
+    }
+    /// Kept layers not taken from the base.
+    pub fn sibling_layers(&self) -> usize {
+        self.layers.iter().flatten().filter(|c| c.subset != 0).count()
+    }
+}
+
+/// The space: a recipe template, the number of layers kept, and the options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchSpace {
+    pub template: RecipeTemplate,
+    pub keep: usize,
+    pub options: SpaceOptions,
+}
+
+impl SearchSpace {
+    pub fn new(template: RecipeTemplate, keep: usize, options: SpaceOptions) -> Result<Self, SearchError> {
+        let l = template.source_layers;
+        if keep == 0 || keep > l {
+            return Err(SearchError::Space(format!("cannot keep {keep} of {l} layers")));
+        }
+        if template.siblings.len() > 16 {
+            return Err(SearchError::Space(format!("{} siblings: the search handles at most 16", template.siblings.len())));
+        }
+        if options.methods.is_empty() {
+            return Err(SearchError::Space("no merge method allowed".into()));
+        }
+        if !(options.density > 0.0 && options.density <= 1.0) {
+            return Err(SearchError::Space(format!("merge density must be in (0, 1], got {}", options.density)));
+        }
+        Ok(Self { template, keep, options })
+    }
+
+    pub fn source_layers(&self) -> usize {
+        self.template.source_layers
+    }
+    pub fn siblings(&self) -> usize {
+        self.template.siblings.len()
+    }
+    fn subsets(&self) -> u32 {
+        1u32 << self.siblings()
+    }
+
+    /// A uniformly random candidate: a random k-subset of layers, and per kept layer a
+    /// uniform sibling subset, λ ~ U[0, 1] and a uniform method.
+    pub fn sample(&self, rng: &mut impl Rng) -> Candidate {
+        let l = self.source_layers();
+        let mut kept: Vec<usize> = sample(rng, l, self.keep).into_vec();
+        kept.sort_unstable();
+        let mut layers = vec![None; l];
+        for i in kept {
+            layers[i] = Some(self.random_choice(rng));
+        }
+        Candidate { layers }
+    }
+
+    fn random_choice(&self, rng: &mut impl Rng) -> Choice {
+        let subset = rng.random_range(0..self.subsets());
+        let lambda = rng.random::<f64>();
+        let method = self.options.methods[rng.random_range(0..self.options.methods.len())];
+        Choice::new(subset, lambda, method)
+    }
+
+    /// A random neighbour: move a kept layer to a removed position, flip one sibling of a
+    /// layer's subset, nudge a merge's λ, or change a merge's method.
+    pub fn neighbour(&self, c: &Candidate, rng: &mut impl Rng) -> Candidate {
+        let mut out = c.clone();
+        let kept: Vec<usize> = c.kept().collect();
+        let removed: Vec<usize> = (0..c.layers.len()).filter(|i| c.layers[*i].is_none()).collect();
+        let merges: Vec<usize> = kept.iter().copied().filter(|&i| c.layers[i].is_some_and(|x| x.is_merge())).collect();
+        loop {
+            match rng.random_range(0..4) {
+                0 if !removed.is_empty() => {
+                    let from = kept[rng.random_range(0..kept.len())];
+                    let to = removed[rng.random_range(0..removed.len())];
+                    out.layers[to] = if rng.random_bool(0.5) { out.layers[from] } else { Some(self.random_choice(rng)) };
+                    out.layers[from] = None;
+                }
+                1 if self.siblings() > 0 => {
+                    let at = kept[rng.random_range(0..kept.len())];
+                    let ch = out.layers[at].expect("kept");
+                    let subset = ch.subset ^ (1 << rng.random_range(0..self.siblings()));
+                    let lambda = if ch.is_merge() { ch.lambda } else { rng.random::<f64>() };
+                    out.layers[at] = Some(Choice::new(subset, lambda, ch.method));
+                }
+                2 if !merges.is_empty() => {
+                    let at = merges[rng.random_range(0..merges.len())];
+                    let ch = out.layers[at].expect("kept");
+                    let step: f64 = (rng.random::<f64>() - 0.5) * 0.4;
+                    out.layers[at] = Some(Choice::new(ch.subset, ch.lambda + step, ch.method));
+                }
+                3 if !merges.is_empty() && self.options.methods.len() > 1 => {
+                    let at = merges[rng.random_range(0..merges.len())];
+                    let ch = out.layers[at].expect("kept");
+                    let method = self.options.methods[rng.random_range(0..self.options.methods.len())];
+                    out.layers[at] = Some(Choice::new(ch.subset, ch.lambda, method));
+                }
+                _ => continue,
+            }
+            if out != *c {
+                return out;
+            }
+        }
+    }
+
+    /// Features for the surrogate: per source layer `kept`, one bit per sibling, λ
+    /// (−0.5 when the layer is not a merge) and, when several methods are allowed, the
+    /// method's index (−1 when not a merge).
+    pub fn features(&self, c: &Candidate) -> Vec<f64> {
+        let multi = self.options.methods.len() > 1;
+        let mut f = Vec::with_capacity(self.feature_len());
+        for ch in &c.layers {
+            match ch {
+                None => {
+                    f.push(0.0);
+                    f.extend(std::iter::repeat_n(0.0, self.siblings()));
+                    f.push(-0.5);
+                    if multi {
+                        f.push(-1.0);
+                    }
+                }
+                Some(ch) => {
+                    f.push(1.0);
+                    f.extend((0..self.siblings()).map(|j| ((ch.subset >> j) & 1) as f64));
+                    f.push(if ch.is_merge() { ch.lambda } else { -0.5 });
+                    if multi {
+                        let idx = self.options.methods.iter().position(|m| *m == ch.method).unwrap_or(0);
+                        f.push(if ch.is_merge() { idx as f64 } else { -1.0 });
+                    }
+                }
+            }
+        }
+        f
+    }
+
+    pub fn feature_len(&self) -> usize {
+        self.source_layers() * (2 + self.siblings() + usize::from(self.options.methods.len() > 1))
+    }
+
+    /// The recipe a candidate stands for.
+    pub fn to_recipe(&self, c: &Candidate) -> Recipe {
+        let t = &self.template;
+        let layers = c
+            .layers
+            .iter()
+            .enumerate()
+            .filter_map(|(from, ch)| ch.map(|ch| LayerRule { from, rule: self.rule(&ch) }))
+            .collect();
+        let mut r = Recipe::new(&t.architecture, t.source_layers, t.base.clone(), t.siblings.clone(), layers, t.edges);
+        r.dtype = t.dtype;
+        r
+    }
+
+    fn rule(&self, ch: &Choice) -> Rule {
+        let t = &self.template;
+        let members: Vec<String> =
+            (0..self.siblings()).filter(|j| (ch.subset >> j) & 1 == 1).map(|j| t.siblings[j].name.clone()).collect();
+        match members.len() {
+            0 => Rule::Take(t.base.name.clone()),
+            1 => Rule::Take(members.into_iter().next().expect("one")),
+            _ => Rule::Merge(match ch.method {
+                MergeMethod::TaskArithmetic => Merge::TaskArithmetic { models: members, lambda: ch.lambda },
+                MergeMethod::Ties => Merge::Ties { models: members, lambda: ch.lambda, density: self.options.density },
+                MergeMethod::Dare => {
+                    Merge::Dare { models: members, lambda: ch.lambda, density: self.options.density, seed: self.options.dare_seed }
+                }
+            }),
+        }
+    }
+
+    /// The candidate a recipe stands for, or why the recipe is not a point of this space.
+    pub fn from_recipe(&self, r: &Recipe) -> Result<Candidate, SearchError> {
+        let t = &self.template;
+        let bad = |m: String| SearchError::Space(format!("recipe is not in the search space: {m}"));
+        if r.source_layers != t.source_layers || r.base.name != t.base.name {
+            return Err(bad(format!("it is for {} layers of `{}`", r.source_layers, r.base.name)));
+        }
+        if r.layers.len() != self.keep {
+            return Err(bad(format!("it keeps {} layers, the space keeps {}", r.layers.len(), self.keep)));
+        }
+        let sib_index = |name: &str| t.siblings.iter().position(|s| s.name == name);
+        let mut layers = vec![None; t.source_layers];
+        let mut last = None;
+        for (i, l) in r.layers.iter().enumerate() {
+            if l.from >= t.source_layers || last.is_some_and(|p| l.from <= p) {
+                return Err(bad(format!("layers[{i}] (from {}) is out of order or out of range", l.from)));
+            }
+            last = Some(l.from);
+            let choice = match &l.rule {
+                Rule::Take(m) if *m == t.base.name => Choice::BASE,
+                Rule::Take(m) => match sib_index(m) {
+                    Some(j) => Choice::new(1 << j, 0.0, MergeMethod::TaskArithmetic),
+                    None => return Err(bad(format!("layers[{i}] takes unknown model `{m}`"))),
+                },
+                Rule::Merge(m) => {
+                    let (method, lambda) = match m {
+                        Merge::TaskArithmetic { lambda, .. } => (MergeMethod::TaskArithmetic, *lambda),
+                        Merge::Ties { lambda, density, .. } if *density == self.options.density => (MergeMethod::Ties, *lambda),
+                        Merge::Dare { lambda, density, seed, .. }
+                            if *density == self.options.density && *seed == self.options.dare_seed =>
+                        {
+                            (MergeMethod::Dare, *lambda)
+                        }
+                        _ => return Err(bad(format!("layers[{i}] uses a merge the space does not contain ({})", l.rule.label()))),
+                    };
+                    if !self.options.methods.contains(&method) {
+                        return Err(bad(format!("layers[{i}] uses merge method {method:?}, not allowed")));
+                    }
+                    let mut subset = 0u32;
+                    for name in m.models() {
+                        subset |= 1 << sib_index(name).ok_or_else(|| bad(format!("layers[{i}] merges unknown model `{name}`")))?;
+                    }
+                    if subset.count_ones() < 2 {
+                        return Err(bad(format!("layers[{i}] merges fewer than two siblings")));
+                    }
+                    let ch = Choice::new(subset, lambda, method);
+                    if ch.lambda != lambda {
+                        return Err(bad(format!("layers[{i}] has λ={lambda}, off the search's grid or outside [0, 1]")));
+                    }
+                    ch
+                }
+            };
+            layers[l.from] = Some(choice);
+        }
+        Ok(Candidate { layers })
+    }
+
+    /// The base model cut to `kept` layers (baselines and warm starts).
+    pub fn base_only(&self, kept: &[usize]) -> Candidate {
+        let mut layers = vec![None; self.source_layers()];
+        for &i in kept {
+            layers[i] = Some(Choice::BASE);
+        }
+        Candidate { layers }
+    }
+}
+
+/// Templates for tests and benchmarks that need a space but no checkpoint.
+pub mod tests_support {
+    use super::*;
+
+    /// A llama template of `layers` layers with base `base` and siblings `s0`, `s1`, …
+    pub fn template(layers: usize, siblings: usize) -> RecipeTemplate {
+        let src = |n: &str| SourceModel { name: n.into(), repo: format!("org/{n}"), revision: None, files: Default::default() };
+        RecipeTemplate {
+            architecture: "llama".into(),
+            source_layers: layers,
+            base: src("base"),
+            siblings: (0..siblings).map(|j| src(&format!("s{j}"))).collect(),
+            edges: EdgePolicy::FollowLayers,
+            dtype: None,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    pub(crate) use super::tests_support::template;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn depth_targets_resolve() {
+        let p = |k: usize| 100 + 10 * k as u64;
+        assert_eq!(DepthTarget::KeepLayers(30).keep_layers(40, p).unwrap(), 30);
+        assert_eq!(DepthTarget::RemoveRatio(0.25).keep_layers(40, p).unwrap(), 30);
+        assert_eq!(DepthTarget::MaxParams(405).keep_layers(40, p).unwrap(), 30);
+        assert!(DepthTarget::MaxParams(105).keep_layers(40, p).is_err());
+        assert!(DepthTarget::KeepLayers(41).keep_layers(40, p).is_err());
+        assert!(DepthTarget::RemoveRatio(1.0).keep_layers(40, p).is_err());
+    }
+
+    #[test]
+    fn samples_round_trip_through_recipes() {
+        let opts = SpaceOptions { methods: vec![MergeMethod::TaskArithmetic, MergeMethod::Ties, MergeMethod::Dare], ..Default::default() };
+        let space = SearchSpace::new(template(10, 3), 7, opts).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut merges = 0;
+        for _ in 0..200 {
+            let c = space.sample(&mut rng);
+            assert_eq!(c.kept().count(), 7);
+            let r = space.to_recipe(&c);
+            r.validate().unwrap();
+            assert_eq!(space.from_recipe(&r).unwrap(), c);
+            // Through YAML too: λ survives exactly.
+            let back = Recipe::from_yaml_str(&r.to_yaml(), "t").unwrap();
+            assert_eq!(space.from_recipe(&back).unwrap(), c);
+            assert_eq!(space.features(&c).len(), space.feature_len());
+            let n = space.neighbour(&c, &mut rng);
+            assert_ne!(n, c);
+            assert_eq!(n.kept().count(), 7);
+            merges += c.merges();
+        }
+        assert!(merges > 0);
+    }
+
+    #[test]
+    fn rules_follow_the_subset() {
+        let space = SearchSpace::new(template(4, 2), 3, SpaceOptions::default()).unwrap();
+        let c = Candidate {
+            layers: vec![
+                Some(Choice::BASE),
+                None,
+                Some(Choice::new(0b10, 0.3, MergeMethod::TaskArithmetic)),
+                Some(Choice::new(0b11, 0.61234, MergeMethod::TaskArithmetic)),
+            ],
+        };
+        let r = space.to_recipe(&c);
+        assert_eq!(r.removed_layers(), vec![1]);
+        assert_eq!(r.layers[0].rule, Rule::Take("base".into()));
+        assert_eq!(r.layers[1].rule, Rule::Take("s1".into()));
+        assert_eq!(r.layers[2].rule, Rule::Merge(Merge::TaskArithmetic { models: vec!["s0".into(), "s1".into()], lambda: 0.612 }));
+        let mut off = r.clone();
+        off.layers[2].rule = Rule::Merge(Merge::TaskArithmetic { models: vec!["s0".into(), "s1".into()], lambda: 0.6125 });
+        assert!(space.from_recipe(&off).is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! The layer search: optimisers against a synthetic scorer with a closed-form optimum,
+//! the journal's resume semantics, and the reports.
+
+use hf_tailor::score::Scorer;
+use hf_tailor::search::baselines::{run_baseline, BaselineKind};
+use hf_tailor::search::select::choose;
+use hf_tailor::search::space::tests_support::template;
+use hf_tailor::search::synthetic::SyntheticScorer;
+use hf_tailor::search::{
+    header, run_search, Journal, OptimizerConfig, OptimizerKind, SearchError, SearchOutcome, SearchSpace, SpaceOptions,
+};
+
+use crate::common::tempdir;
+
+fn search(space: &SearchSpace, scorer: &mut SyntheticScorer, cfg: &OptimizerConfig, trials: usize, path: &std::path::Path) -> SearchOutcome {
+    let mut journal = Journal::create(path, header(space, cfg, scorer.task_names())).expect("journal");
+    run_search(space, &mut journal, trials, scorer, |_| {}).expect("search")
+}
+
+/// Optimum minus the exact mean accuracy of the candidate the search chose.
+fn regret(space: &SearchSpace, scorer: &SyntheticScorer, out: &SearchOutcome) -> f64 {
+    let chosen = space.from_recipe(&out.best_trial().recipe).expect("in space");
+    scorer.optimum().1 - scorer.exact_mean(&chosen)
+}
+
+#[test]
+fn bo_beats_random_search_over_seeds_at_equal_trials() {
+    // 12 layers keep 9, 3 siblings: C(12,9) × 8^9 × λ candidates; 150 trials each.
+    let space = SearchSpace::new(template(12, 3), 9, SpaceOptions::default()).unwrap();
+    let dir = tempdir();
+    let (mut bo_total, mut random_total, mut bo_wins) = (0.0, 0.0, 0);
+    let seeds = 5;
+    for seed in 0..seeds {
+        let mut r = [0.0; 2];
+        for (i, kind) in [OptimizerKind::Bo, OptimizerKind::Random].into_iter().enumerate() {
+            let mut scorer = SyntheticScorer::new(&space, 2, 1000, 50 + seed);
+            let mut cfg = OptimizerConfig::new(kind, seed);
+            cfg.budgets = vec![1000];
+            let out = search(&space, &mut scorer, &cfg, 150, &dir.path().join(format!("{}-{seed}.jsonl", kind.name())));
+            assert_eq!(out.trials.len(), 150);
+            r[i] = regret(&space, &scorer, &out);
+        }
+        bo_total += r[0];
+        random_total += r[1];
+        bo_wins += usize::from(r[0] < r[1]);
+        eprintln!("seed {seed}: regret bo {:.4} random {:.4}", r[0], r[1]);
+    }
+    eprintln!("mean regret: bo {:.4}, random {:.4}", bo_total / seeds as f64, random_total / seeds as f64);
+    assert!(bo_total < 0.6 * random_total, "bo {bo_total} vs random {random_total}");
+    assert!(bo_wins >= 4, "bo won only {bo_wins} of {seeds} seeds");
+}
+
+#[test]
+fn multi_fidelity_search_finds_the_synthetic_optimum_within_budget() {
+    // 8 layers keep 6, 2 siblings; the closed-form optimum is reached within 1 point of
+    // mean accuracy in 300 trials (Hyperband over 111/333/1000 as the reference).
+    let space = SearchSpace::new(template(8, 2), 6, SpaceOptions::default()).unwrap();
+    let dir = tempdir();
+    for seed in 0..2 {
+        let mut scorer = SyntheticScorer::new(&space, 2, 1000, 7 + seed);
+        let (optimum, best) = scorer.optimum();
+        let cfg = OptimizerConfig::new(OptimizerKind::Bo, seed);
+        let out = search(&space, &mut scorer, &cfg, 300, &dir.path().join(format!("s{seed}.jsonl")));
+        let chosen = space.from_recipe(&out.best_trial().recipe).unwrap();
+        let got = scorer.exact_mean(&chosen);
+        assert_eq!(out.best_trial().budget, 1000);
+        assert!(best - got < 0.01, "seed {seed}: chose {got:.4}, optimum {best:.4}");
+        // The chosen layers are the optimum's.
+        assert_eq!(chosen.kept().collect::<Vec<_>>(), optimum.kept().collect::<Vec<_>>(), "seed {seed}");
+        // Hyperband spent most trials below the full budget.
+        assert!(out.trials.iter().filter(|t| t.budget < 1000).count() > 150);
+    }
+}
+
+#[test]
+fn same_seed_same_trials_and_resume_from_any_cut_reproduces_the_run() {
+    let space = SearchSpace::new(template(8, 2), 6, SpaceOptions::default()).unwrap();
+    let dir = tempdir();
+    let cfg = OptimizerConfig::new(OptimizerKind::Warmstart, 3);
+    let mut scorer = SyntheticScorer::new(&space, 2, 1000, 1);
+    let full_path = dir.path().join("full.jsonl");
+    let full = search(&space, &mut scorer, &cfg, 60, &full_path);
+    let again = search(&space, &mut SyntheticScorer::new(&space, 2, 1000, 1), &cfg, 60, &dir.path().join("again.jsonl"));
+    assert_eq!(full.trials.iter().map(|t| (&t.recipe, t.budget)).collect::<Vec<_>>(), again.trials.iter().map(|t| (&t.recipe, t.budget)).collect::<Vec<_>>());
+    let bytes = std::fs::read(&full_path).unwrap();
+    let lines: Vec<usize> = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1).collect();
+    // A kill -9 leaves a prefix of the journal (each line is fsynced before the next trial):
+    // cut inside the header, exactly at line ends, and inside trial lines.
+    let cuts = [5, lines[0], lines[0] + 17, lines[10], lines[10] + 1, lines[30] - 3, lines[59] - 1];
+    for cut in cuts {
+        let path = dir.path().join(format!("cut-{cut}.jsonl"));
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let kept = bytes[..cut].iter().filter(|b| **b == b'\n').count().saturating_sub(1);
+        let mut scorer = SyntheticScorer::new(&space, 2, 1000, 1);
+        let mut journal = Journal::resume(&path, header(&space, &cfg, scorer.task_names())).unwrap();
+        assert_eq!(journal.trials.len(), kept, "cut at {cut}");
+        let out = run_search(&space, &mut journal, 60, &mut scorer, |_| {}).unwrap();
+        // Only the trials lost to the cut were scored again.
+        assert_eq!(scorer.calls, 60 - kept, "cut at {cut}");
+        assert_eq!(out.best, full.best);
+        assert_eq!(out.curve, full.curve);
+        // The resumed journal holds the uninterrupted run's trials (timings aside).
+        let strip = |p: &std::path::Path| {
+            let (h, mut t) = Journal::read(p).unwrap();
+            t.iter_mut().for_each(|t| t.seconds = 0.0);
+            (h, t)
+        };
+        assert!(strip(&path) == strip(&full_path), "cut at {cut}: the resumed journal differs from the uninterrupted one");
+    }
+}
+
+#[test]
+fn resume_refuses_a_journal_of_other_inputs_and_corrupt_lines() {
+    let space = SearchSpace::new(template(8, 2), 6, SpaceOptions::default()).unwrap();
+    let dir = tempdir();
+    let cfg = OptimizerConfig::new(OptimizerKind::Bo, 0);
+    let path = dir.path().join("j.jsonl");
+    let mut scorer = SyntheticScorer::new(&space, 2, 1000, 1);
+    search(&space, &mut scorer, &cfg, 5, &path);
+    // Same file without --resume: refused, untouched.
+    let before = std::fs::read(&path).unwrap();
+    let err = Journal::create(&path, header(&space, &cfg, scorer.task_names())).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    // Another seed.
+    let other = OptimizerConfig::new(OptimizerKind::Bo, 1);
+    let err = Journal::resume(&path, header(&space, &other, scorer.task_names())).unwrap_err().to_string();
+    assert!(err.contains("seed 0 (now 1)"), "{err}");
+    // Another depth.
+    let shallower = SearchSpace::new(template(8, 2), 5, SpaceOptions::default()).unwrap();
+    let err = Journal::resume(&path, header(&shallower, &cfg, scorer.task_names())).unwrap_err().to_string();
+    assert!(err.contains("keep 6 layers (now 5)"), "{err}");
+    // A corrupt complete line names its line number.
+    let mut text = String::from_utf8(before.clone()).unwrap();
+    let third = text.match_indices('\n').nth(2).unwrap().0;
+    text.replace_range(third - 10..third - 5, "#####");
+    std::fs::write(&path, &text).unwrap();
+    let err = Journal::resume(&path, header(&space, &cfg, scorer.task_names())).unwrap_err();
+    assert!(matches!(err, SearchError::Journal { .. }) && err.to_string().contains("line 3"), "{err}");
+}
+
+#[test]
+fn baselines_prune_the_least_important_layers() {
+    let space = SearchSpace::new(template(10, 2), 7, SpaceOptions::default()).unwrap();
+    let mut scorer = SyntheticScorer::new(&space, 2, 1000, 4);
+    let texts = vec!["calibration".to_string()];
+    // The synthetic cosines and perplexities are monotone in the layers' importance, so
+    // ShortGPT and SLEB both drop the three least important layers.
+    let shortgpt = run_baseline(BaselineKind::Shortgpt, &space, &mut scorer, &texts).unwrap();
+    let sleb = run_baseline(BaselineKind::Sleb, &space, &mut scorer, &texts).unwrap();
+    assert_eq!(shortgpt.removed.len(), 3);
+    assert_eq!(shortgpt.removed, sleb.removed);
+    let influence = &shortgpt.criterion;
+    let mut sorted = influence.clone();
+    sorted.sort_by(f64::total_cmp);
+    for r in &shortgpt.removed {
+        assert!(influence[*r] <= sorted[2]);
+    }
+    let angular = run_baseline(BaselineKind::Angular, &space, &mut scorer, &texts).unwrap();
+    let start = angular.removed[0];
+    assert_eq!(angular.removed, (start..start + 3).collect::<Vec<_>>(), "a contiguous block");
+    let best_block = (0..=7).min_by(|a, b| angular.criterion[*a].total_cmp(&angular.criterion[*b])).unwrap();
+    assert_eq!(start, best_block);
+    for b in [&shortgpt, &sleb, &angular] {
+        b.recipe.validate().unwrap();
+        assert_eq!(b.recipe.removed_layers(), b.removed);
+        assert!(b.recipe.layers.iter().all(|l| l.rule == hf_tailor::recipe::Rule::Take("base".into())));
+    }
+    // Scored on the same tasks as the search.
+    let scores = scorer.score(&shortgpt.recipe, 1000).unwrap();
+    assert_eq!(scores.keys().cloned().collect::<Vec<_>>(), scorer.task_names());
+    let _ = choose(&[]);
+}
