@@ -14,9 +14,11 @@ pub mod finetunes;
 pub mod glob;
 pub mod http;
 pub mod pull;
+pub mod push;
 
 pub use config::HubConfig;
 pub use finetunes::{parse_finetunes, parse_finetunes_file, ModelRef};
+pub use push::{push_folder, PushOptions, PushReport};
 pub use pull::{locate, pull_dataset, pull_family, pull_model, PulledFamily, PulledModel, SourceList};
 
 /// What can go wrong talking to the Hub or reading the files that name what to fetch.

@@ -322,3 +322,148 @@ fn pull_cli_writes_the_source_list() {
     assert_eq!(list.siblings.len(), 1);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(TOKEN));
 }
+
+fn push_opts(private: bool) -> hub::PushOptions {
+    hub::PushOptions { private, max_attempts: 2, ..hub::PushOptions::default() }
+}
+
+/// A built-model-like folder: a tiny checkpoint in one file, its tokenizer and a card.
+fn model_folder(root: &Path) -> PathBuf {
+    let dir = root.join("tailored");
+    let spec = TinySpec { shard_bytes: None, ..TinySpec::llama() };
+    fixture::write_model(&dir, &spec, &fixture::random_weights(&spec, 3)).unwrap();
+    std::fs::write(dir.join("README.md"), "---\nlicense: llama2\nbase_model_relation: merge\n---\n# tailored\n").unwrap();
+    std::fs::write(dir.join(".hidden-temp"), "never uploaded").unwrap();
+    dir
+}
+
+#[test]
+fn push_uploads_lfs_multipart_and_one_commit_that_python_reads_back() {
+    let hub = TestHub::start();
+    hub.set_thresholds(4096, 100_000, 40_000);
+    let tmp = common::tempdir();
+    let dir = model_folder(tmp.path());
+    let weights = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
+    assert!(weights > 100_000, "fixture must be big enough for multipart ({weights} bytes)");
+    let c = cfg(&hub, &tmp.path().join("cache"));
+    let report = hub::push_folder(&c, &dir, "tester/tailored", &push_opts(true)).unwrap();
+    assert_eq!(hub.is_private("models", "tester/tailored"), Some(true));
+    assert_eq!(report.commit, hub.head("models", "tester/tailored", "main"));
+    let local = folder_files(&dir);
+    let local: Vec<_> = local.into_iter().filter(|(p, _)| !p.starts_with('.')).collect();
+    assert_eq!(report.files, local.len());
+    for (path, bytes) in &local {
+        assert_eq!(hub.file("models", "tester/tailored", "main", path).as_ref(), Some(bytes), "{path}");
+    }
+    assert!(hub.file("models", "tester/tailored", "main", ".hidden-temp").is_none());
+    assert!(matches!(hub.entry("models", "tester/tailored", "main", "model.safetensors"), Some(crate::testhub::Entry::Lfs { .. })));
+    assert!(matches!(hub.entry("models", "tester/tailored", "main", "config.json"), Some(crate::testhub::Entry::Regular(_))));
+    let st = hub.stats();
+    assert_eq!(st.part_uploads as u64, weights.div_ceil(40_000), "{:?}", hub.log());
+    assert_eq!(st.completions, 1);
+    assert_eq!(report.lfs_uploaded, report.lfs_files);
+    assert_eq!(report.lfs_uploaded, st.basic_uploads + st.completions);
+    // What hf-tailor pushed, the official client downloads intact.
+    let v = py(&hub, tmp.path(), Some(TOKEN), &["download", "tester/tailored", "main", "model.safetensors", "config.json"]);
+    assert_eq!(v["files"]["model.safetensors"], sha256_hex(&std::fs::read(dir.join("model.safetensors")).unwrap()));
+    // Pushing the same folder again changes nothing and sends no LFS bytes.
+    hub.clear_log();
+    let again = hub::push_folder(&c, &dir, "tester/tailored", &push_opts(true)).unwrap();
+    assert_eq!(again.unchanged, report.lfs_files);
+    assert_eq!(again.lfs_uploaded, 0);
+    assert_eq!(again.bytes_uploaded, 0);
+    let st = hub.stats();
+    assert_eq!((st.part_uploads, st.basic_uploads), (0, 0), "{:?}", hub.log());
+}
+
+#[test]
+fn interrupted_push_resumes_without_resending_stored_objects() {
+    let hub = TestHub::start();
+    hub.set_thresholds(4096, 100_000, 40_000);
+    let tmp = common::tempdir();
+    let dir = tmp.path().join("two");
+    std::fs::create_dir_all(&dir).unwrap();
+    let a: Vec<u8> = (0..250_000u32).map(|i| (i * 3 % 256) as u8).collect();
+    let b: Vec<u8> = (0..250_000u32).map(|i| (i * 5 % 251) as u8).collect();
+    std::fs::write(dir.join("a.safetensors"), &a).unwrap();
+    std::fs::write(dir.join("b.safetensors"), &b).unwrap();
+    std::fs::write(dir.join("config.json"), "{}").unwrap();
+    let c = cfg(&hub, &tmp.path().join("cache"));
+    // Storage fails after 9 parts: a's 7 parts and completion go through, b breaks mid-way.
+    hub.fail_parts_after(Some(9));
+    let e = hub::push_folder(&c, &dir, "tester/two", &push_opts(false)).unwrap_err();
+    assert!(matches!(e, HubError::Upload { ref path, .. } if path == "b.safetensors"), "{e}");
+    assert!(hub.has_object(&sha256_hex(&a)) && !hub.has_object(&sha256_hex(&b)));
+    // Nothing was committed: the branch holds only the repo's initial commit.
+    assert!(hub.file("models", "tester/two", "main", "a.safetensors").is_none());
+    // The resumed push sends b only.
+    hub.fail_parts_after(None);
+    hub.clear_log();
+    let report = hub::push_folder(&c, &dir, "tester/two", &push_opts(false)).unwrap();
+    assert_eq!((report.lfs_uploaded, report.lfs_already_present), (1, 1), "{report:?}");
+    let st = hub.stats();
+    assert_eq!((st.part_uploads, st.completions), (7, 1), "{:?}", hub.log());
+    assert_eq!(hub.file("models", "tester/two", "main", "a.safetensors"), Some(a));
+    assert_eq!(hub.file("models", "tester/two", "main", "b.safetensors"), Some(b));
+}
+
+#[test]
+fn push_errors_are_typed_and_never_show_the_token() {
+    let hub = TestHub::start();
+    let tmp = common::tempdir();
+    let dir = model_folder(tmp.path());
+    let cache = tmp.path().join("cache");
+    let wrong = "hf_wrongPUSHtoken987";
+    let e = hub::push_folder(&HubConfig::new(&hub.url, Token::new(wrong), cache.clone()), &dir, "tester/x", &push_opts(false)).unwrap_err();
+    assert!(matches!(e, HubError::Unauthorized { .. }), "{e}");
+    assert!(!format!("{e} {e:?}").contains(wrong));
+    let e = hub::push_folder(&HubConfig::new(&hub.url, None, cache.clone()), &dir, "tester/x", &push_opts(false)).unwrap_err();
+    assert!(matches!(e, HubError::NoToken { .. }), "{e}");
+    let c = cfg(&hub, &cache);
+    let e = hub::push_folder(&c, &dir, "someone-else/x", &push_opts(false)).unwrap_err();
+    assert!(matches!(e, HubError::Forbidden { .. }), "{e}");
+    let e = hub::push_folder(&c, &dir, "tester/x", &hub::PushOptions { revision: "no-such-branch".into(), ..push_opts(false) }).unwrap_err();
+    assert!(matches!(e, HubError::RevisionNotFound { .. }), "{e}");
+    assert!(matches!(hub::push_folder(&c, &dir, "no-owner", &push_opts(false)), Err(HubError::BadModelRef { .. })));
+    for err in [e.to_string(), format!("{e:?}")] {
+        assert!(!err.contains(TOKEN), "{err}");
+    }
+}
+
+#[test]
+fn push_cli_reads_the_token_file_and_never_prints_it() {
+    let hub = TestHub::start();
+    let tmp = common::tempdir();
+    let dir = model_folder(tmp.path());
+    let home = tmp.path().join("hf-home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("token"), format!("{TOKEN}\n")).unwrap();
+    let out = common::hf_tailor()
+        .args(["push"])
+        .arg(&dir)
+        .args(["tester/from-cli", "--private", "--message", "first upload"])
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", &home)
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_TOKEN_PATH")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("pushed") && stdout.contains("tester/from-cli"), "{stdout}");
+    assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
+    assert!(hub.file("models", "tester/from-cli", "main", "config.json").is_some());
+    // A bad token: one line, non-zero exit, no token in it.
+    let out = common::hf_tailor()
+        .args(["push"])
+        .arg(&dir)
+        .arg("tester/from-cli")
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_TOKEN", "hf_badCLItoken")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("401") && !stderr.contains("hf_badCLItoken"), "{stderr}");
+}
