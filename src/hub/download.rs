@@ -164,7 +164,7 @@ impl Http {
                 Err(e) => self.transport(repo, &format!("GET {file}"), e),
                 Ok(resp) if resp.status() == StatusCode::PARTIAL_CONTENT || resp.status() == StatusCode::OK => {
                     let start = if resp.status() == StatusCode::OK { 0 } else { have };
-                    match self.append_body(resp, incomplete, start, bar, &mut received).await {
+                    match self.append_body(repo, resp, incomplete, start, bar, &mut received).await {
                         Ok(()) => continue,
                         Err(e) => e,
                     }
@@ -193,7 +193,7 @@ impl Http {
         }
     }
 
-    async fn append_body(&self, resp: reqwest::Response, incomplete: &Path, start: u64, bar: &ProgressBar, received: &mut u64) -> Result<(), HubError> {
+    async fn append_body(&self, repo: &str, resp: reqwest::Response, incomplete: &Path, start: u64, bar: &ProgressBar, received: &mut u64) -> Result<(), HubError> {
         let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(incomplete).map_err(io_err(incomplete))?;
         f.set_len(start).map_err(io_err(incomplete))?;
         use std::io::Seek;
@@ -201,7 +201,7 @@ impl Http {
         let mut stream = resp.bytes_stream();
         let mut pos = start;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.transport("-", "download interrupted", e))?;
+            let chunk = chunk.map_err(|e| self.transport(repo, "download interrupted", e))?;
             f.write_all(&chunk).map_err(io_err(incomplete))?;
             pos += chunk.len() as u64;
             *received += chunk.len() as u64;

@@ -87,7 +87,12 @@ pub async fn push_folder_async(cfg: &HubConfig, dir: &Path, repo: &str, opts: &P
         return Err(HubError::Upload { path: dir.display().to_string(), message: "has no file to upload".into() });
     }
     let http = Http::new(cfg)?;
-    let pusher = Pusher { http: &http, repo, opts };
+    let target = if cfg.progress { indicatif::ProgressDrawTarget::stderr() } else { indicatif::ProgressDrawTarget::hidden() };
+    let bar = indicatif::ProgressBar::with_draw_target(Some(0), target).with_style(
+        indicatif::ProgressStyle::with_template("  pushing {msg} {bytes:>10}/{total_bytes:<10} {wide_bar} {bytes_per_sec:>12} {eta:>4}").expect("valid template"),
+    );
+    bar.set_message(repo.to_string());
+    let pusher = Pusher { http: &http, repo, opts, bar: &bar };
     let url = pusher.create_repo().await?;
     pusher.preupload(&mut files).await?;
     for f in files.iter_mut().filter(|f| f.lfs) {
@@ -97,7 +102,9 @@ pub async fn push_folder_async(cfg: &HubConfig, dir: &Path, repo: &str, opts: &P
     let unchanged = files.iter().filter(|f| f.lfs && f.remote_oid.is_some() && f.remote_oid == f.sha256).count();
     files.retain(|f| !(f.lfs && f.remote_oid.is_some() && f.remote_oid == f.sha256));
     let lfs: Vec<&LocalFile> = files.iter().filter(|f| f.lfs).collect();
+    bar.set_length(lfs.iter().map(|f| f.size).sum());
     let (lfs_uploaded, lfs_already_present, bytes_uploaded) = pusher.upload_lfs(&lfs).await?;
+    bar.finish_and_clear();
     let commit = if files.is_empty() { None } else { Some(pusher.commit(&files).await?) };
     Ok(PushReport {
         url,
@@ -139,6 +146,8 @@ struct Pusher<'a> {
     http: &'a Http,
     repo: &'a str,
     opts: &'a PushOptions,
+    /// Bytes of LFS objects done (sent or found already stored).
+    bar: &'a indicatif::ProgressBar,
 }
 
 impl Pusher<'_> {
@@ -228,6 +237,7 @@ impl Pusher<'_> {
                 }
                 let Some(actions) = a.get("actions") else {
                     present += 1;
+                    self.bar.inc(f.size);
                     continue;
                 };
                 let upload = actions.get("upload").ok_or_else(|| self.protocol(&format!("no upload action for {}", f.repo_path)))?;
@@ -261,7 +271,10 @@ impl Pusher<'_> {
             let body = reqwest::Body::wrap_stream(file_stream(file));
             let result = self.http.client.put(href).header("content-length", f.size).body(body).send().await;
             let failure = match result {
-                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if r.status().is_success() => {
+                    self.bar.inc(f.size);
+                    return Ok(());
+                }
                 Ok(r) if !http::transient_status(r.status()) => {
                     return Err(HubError::Upload { path: f.repo_path.clone(), message: format!("storage refused the upload (HTTP {})", r.status()) })
                 }
@@ -325,6 +338,7 @@ impl Pusher<'_> {
         loop {
             let failure = match self.http.client.put(url).body(data.clone()).send().await {
                 Ok(r) if r.status().is_success() => {
+                    self.bar.inc(data.len() as u64);
                     return http::header(&r, "etag").filter(|e| !e.is_empty()).ok_or_else(|| self.protocol(&format!("{} part {n}: storage returned no ETag", f.repo_path)));
                 }
                 Ok(r) if !http::transient_status(r.status()) => {

@@ -467,3 +467,69 @@ fn push_cli_reads_the_token_file_and_never_prints_it() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("401") && !stderr.contains("hf_badCLItoken"), "{stderr}");
 }
+
+/// The stages the pipeline chains, against the test Hub: pull a fixture family, build a
+/// recipe's model from the cache, render its card, push it. The card rendered here is the
+/// example kept in `model-cards/fixture-llama/` (HF_TAILOR_UPDATE_EXAMPLES=1 rewrites it).
+#[test]
+fn pull_build_card_push_round_trip_renders_the_example_card() {
+    use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule};
+    let f = family();
+    let cache = f.tmp.path().join("cache");
+    let c = cfg(&f.hub, &cache);
+    let finetunes = hub::parse_finetunes("org/sib1\norg/sib2@tuned\n", "list").unwrap();
+    let pulled = hub::pull_family(&c, &ModelRef::parse("org/base").unwrap(), &finetunes).unwrap();
+    let (base, siblings) = pulled.sources();
+    let layers = vec![
+        LayerRule { from: 0, rule: Rule::Take("base".into()) },
+        LayerRule { from: 1, rule: Rule::Take("sib1".into()) },
+        LayerRule { from: 2, rule: Rule::Merge(Merge::TaskArithmetic { models: vec!["sib1".into(), "sib2".into()], lambda: 0.7 }) },
+    ];
+    let recipe = Recipe::new("llama", 4, base, siblings, layers, EdgePolicy::Base);
+    let family = hf_tailor::checkpoint::Family::open_for_recipe(&recipe, |s| {
+        hub::locate(s, &c).map_err(|e| hf_tailor::checkpoint::CheckpointError::NotAModel { path: s.repo.clone(), why: e.to_string() })
+    })
+    .unwrap();
+    let out = f.tmp.path().join("out");
+    let report = hf_tailor::build::build(&family, &recipe, &out, &hf_tailor::build::BuildOptions::default()).unwrap();
+    let mut input = hf_tailor::card::CardInput::new(recipe.clone(), "tester/fixture-llama-tailored", &family.base.config);
+    input.repo_id = Some("tester/fixture-llama-tailored".into());
+    assert_eq!((input.params_before, input.params_after), (report.params_before, report.params_after));
+    let readme = std::fs::read_to_string(pulled.base.readme.as_ref().unwrap()).unwrap();
+    input.license = hf_tailor::card::license_from_readme(&readme);
+    input.mergekit_yaml = Some(hf_tailor::mergekit::export(&recipe).unwrap());
+    let card = hf_tailor::card::write(&out, &input).unwrap();
+    assert!(card.readme.contains("license: llama2"));
+    let pushed = hub::push_folder(&c, &out, "tester/fixture-llama-tailored", &push_opts(false)).unwrap();
+    assert_eq!(f.hub.file("models", "tester/fixture-llama-tailored", "main", "README.md"), Some(card.readme.clone().into_bytes()));
+    assert_eq!(f.hub.file("models", "tester/fixture-llama-tailored", "main", "lineage.svg"), Some(card.lineage_svg.clone().into_bytes()));
+    assert_eq!(pushed.files, report.files.len() + 2, "{:?} vs {:?}", pushed, report.files);
+
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("model-cards/fixture-llama");
+    if std::env::var_os("HF_TAILOR_UPDATE_EXAMPLES").is_some() {
+        std::fs::create_dir_all(&examples).unwrap();
+        std::fs::write(examples.join("README.md"), &card.readme).unwrap();
+        std::fs::write(examples.join("lineage.svg"), &card.lineage_svg).unwrap();
+    }
+    // Hashes and commit ids follow the fixture's bytes; everything else must match the example.
+    let stale = "model-cards/fixture-llama is stale: rerun this test with HF_TAILOR_UPDATE_EXAMPLES=1";
+    assert_eq!(mask_hex(&std::fs::read_to_string(examples.join("README.md")).expect(stale)), mask_hex(&card.readme), "{stale}");
+    assert_eq!(std::fs::read_to_string(examples.join("lineage.svg")).expect(stale), card.lineage_svg, "{stale}");
+}
+
+/// Replace every run of 8+ hex digits with `#`.
+fn mask_hex(text: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    for ch in text.chars().chain(std::iter::once(' ')) {
+        if ch.is_ascii_hexdigit() {
+            run.push(ch);
+            continue;
+        }
+        out.push_str(if run.len() >= 8 { "#" } else { &run });
+        run.clear();
+        out.push(ch);
+    }
+    out.pop();
+    out
+}
