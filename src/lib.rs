@@ -12,6 +12,7 @@ pub mod card;
 pub mod checkpoint;
 pub mod config;
 pub mod dtype;
+pub mod eval;
 pub mod fixture;
 pub mod fsutil;
 pub mod hub;

@@ -1,8 +1,105 @@
-//! `hf-tailor eval`.
+//! `hf-tailor eval`: score a model folder or a recipe on calibration tasks, in memory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use hf_tailor::checkpoint::{Checkpoint, CheckpointError, Family};
+use hf_tailor::eval::{DeviceKind, EvalOptions, Evaluator, TaskResult, TaskSpec};
+use hf_tailor::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(after_help = "Task specs: KIND[:NAME]=PATH with KIND mc (JSONL/parquet rows {context, choices, label}), \
+ppl (rows {text}), mmlu (cais/mmlu parquet file or folder), wsc (SuperGLUE wsc.fixed parquet); or a bare JSONL path.\n\n\
+Examples:\n  hf-tailor eval --model ./tailored --tasks mmlu=data/mmlu,wsc=data/wsc.parquet --budget 100\n  \
+hf-tailor eval --recipe tailor.yaml --tasks tasks/arith.jsonl --json")]
+pub struct Args {
+    /// A model folder (config.json + safetensors) to score as it is.
+    #[arg(long, conflicts_with = "recipe", required_unless_present = "recipe")]
+    pub model: Option<PathBuf>,
+    /// A tailoring recipe: its sources are opened and the candidate is built in memory.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// Comma-separated task specs (see below).
+    #[arg(long, required = true)]
+    pub tasks: String,
+    /// Score only the first N items of each task (per subject for MMLU).
+    #[arg(long)]
+    pub budget: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceKind,
+    /// Memory for resident weights, in MiB.
+    #[arg(long, default_value_t = 8192)]
+    pub weight_cache_mb: u64,
+    /// Most padded tokens per forward batch.
+    #[arg(long, default_value_t = 2048)]
+    pub batch_tokens: usize,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`hf-tailor eval` is not wired yet")
+/// Sources of a recipe must be local folders here; `hf-tailor pull` fetches Hub models.
+fn locate(m: &SourceModel) -> Result<PathBuf, CheckpointError> {
+    let p = PathBuf::from(&m.repo);
+    if p.is_dir() {
+        Ok(p)
+    } else {
+        Err(CheckpointError::NotAModel { path: m.repo.clone(), why: format!("model `{}` is not a local folder (pull it first)", m.name) })
+    }
+}
+
+/// The identity recipe of a single model folder.
+fn identity(dir: &std::path::Path) -> anyhow::Result<(Family, Recipe)> {
+    let ckpt = Checkpoint::open(dir)?;
+    let c = &ckpt.config;
+    let name = "model".to_string();
+    let layers = (0..c.num_hidden_layers).map(|from| LayerRule { from, rule: Rule::Take(name.clone()) }).collect();
+    let src = SourceModel { name: name.clone(), repo: dir.display().to_string(), revision: None, files: Default::default() };
+    let recipe = Recipe::new(c.arch.model_type, c.num_hidden_layers, src, vec![], layers, EdgePolicy::Base);
+    Ok((Family::new((name, ckpt), vec![])?, recipe))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let specs = TaskSpec::parse_list(&args.tasks)?;
+    if specs.is_empty() {
+        bail!("--tasks names no task");
+    }
+    let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
+    let (family, recipe) = match (&args.model, &args.recipe) {
+        (Some(dir), _) => identity(dir)?,
+        (None, Some(path)) => {
+            let recipe = Recipe::load(path)?;
+            (Family::open_for_recipe(&recipe, locate)?, recipe)
+        }
+        (None, None) => bail!("give --model DIR or --recipe FILE"),
+    };
+    for w in &family.info.warnings {
+        eprintln!("hf-tailor: warning: {w}");
+    }
+    let options = EvalOptions {
+        device: args.device,
+        weight_cache_bytes: args.weight_cache_mb << 20,
+        max_batch_tokens: args.batch_tokens,
+        ..EvalOptions::default()
+    };
+    let mut ev = Evaluator::new(Arc::new(family), tasks, options)?;
+    let started = std::time::Instant::now();
+    let results = ev.evaluate(&recipe, args.budget.unwrap_or(usize::MAX)).context("scoring failed")?;
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        let out = serde_json::json!({"results": results, "seconds": secs, "tokens": ev.stats().tokens});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("{:<24} {:>8} {:>9} {:>8}", "task", "acc", "acc_norm", "items");
+    for r in &results {
+        match r {
+            TaskResult::MultipleChoice { task, acc, acc_norm, items } => println!("{task:<24} {acc:>8.4} {acc_norm:>9.4} {items:>8}"),
+            TaskResult::Perplexity { task, perplexity, tokens } => println!("{task:<24} perplexity {perplexity:.4} over {tokens} tokens"),
+        }
+    }
+    eprintln!("scored {} tokens in {secs:.1}s", ev.stats().tokens);
+    Ok(())
 }

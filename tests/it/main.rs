@@ -9,3 +9,4 @@ mod card;
 mod hub;
 mod testhub;
 mod search;
+mod eval;

@@ -1,0 +1,202 @@
+//! The decoder forward pass of the Llama family (Llama, Mistral, Qwen2 with q/k/v biases),
+//! written over candle tensors so that any stitched set of layers can run without a model
+//! object: RMSNorm, rotary embeddings (default, linear, llama3), grouped-query attention
+//! with a causal + padding mask, SiLU-gated MLP. Mirrors transformers' `modeling_llama`.
+
+use candle_core::{DType, Device, Tensor, D};
+use serde_json::Value;
+
+use super::weights::{HeadWeights, LayerWeights};
+use super::EvalError;
+use crate::config::ModelConfig;
+
+type CResult<T> = candle_core::Result<T>;
+
+/// The shape facts the forward pass needs, from the base's config.
+#[derive(Debug, Clone)]
+pub struct Dims {
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+    pub eps: f32,
+}
+
+impl Dims {
+    pub fn from_config(c: &ModelConfig) -> Self {
+        Self {
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            intermediate: c.intermediate_size,
+            eps: c.rms_norm_eps as f32,
+        }
+    }
+}
+
+/// Rotary inverse frequencies, computed in f32 exactly as transformers does.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+}
+
+fn num(v: &Value, field: &str) -> Result<f32, EvalError> {
+    v.get(field)
+        .and_then(Value::as_f64)
+        .map(|x| x as f32)
+        .ok_or_else(|| EvalError::Unsupported(format!("rope_scaling lacks a numeric `{field}`")))
+}
+
+impl Rope {
+    pub fn from_config(c: &ModelConfig) -> Result<Self, EvalError> {
+        let dim = c.head_dim;
+        let base = c.rope_theta as f32;
+        let mut inv_freq: Vec<f32> = (0..dim).step_by(2).map(|i| 1.0f32 / base.powf(i as f32 / dim as f32)).collect();
+        if let Some(s) = &c.rope_scaling {
+            let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or("default");
+            match kind {
+                "default" => {}
+                "linear" => {
+                    let factor = num(s, "factor")?;
+                    inv_freq.iter_mut().for_each(|f| *f /= factor);
+                }
+                "llama3" => {
+                    let factor = num(s, "factor")?;
+                    let low = num(s, "low_freq_factor")?;
+                    let high = num(s, "high_freq_factor")?;
+                    let old_len = num(s, "original_max_position_embeddings")?;
+                    let (low_wavelen, high_wavelen) = (old_len / low, old_len / high);
+                    for f in inv_freq.iter_mut() {
+                        let wavelen = 2.0 * std::f32::consts::PI / *f;
+                        let scaled = if wavelen > low_wavelen { *f / factor } else { *f };
+                        let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                        *f = if medium {
+                            let smooth = (old_len / wavelen - low) / (high - low);
+                            (1.0 - smooth) * scaled / factor + smooth * scaled
+                        } else {
+                            scaled
+                        };
+                    }
+                }
+                other => {
+                    return Err(EvalError::Unsupported(format!(
+                        "rope_scaling type `{other}` (supported: default, linear, llama3)"
+                    )))
+                }
+            }
+        }
+        Ok(Self { inv_freq })
+    }
+
+    /// cos and sin tables for positions `0..len`: (len, head_dim / 2) each.
+    pub fn tables(&self, len: usize, device: &Device, dtype: DType) -> CResult<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        for p in 0..len {
+            for f in &self.inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let cos = Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)?;
+        Ok((cos, sin))
+    }
+}
+
+/// Everything about a padded batch the layers share: rope tables and the additive mask.
+pub struct BatchContext {
+    pub batch: usize,
+    pub len: usize,
+    cos: Tensor,
+    sin: Tensor,
+    /// (batch, 1, 1, len, len): 0 where query i may see key j (j <= i, j not padding), -inf elsewhere.
+    mask: Tensor,
+}
+
+impl BatchContext {
+    /// `lengths[b]` real tokens at the start of row b (right padding). Every length must be >= 1
+    /// so that every query row sees at least one key.
+    pub fn new(lengths: &[usize], len: usize, rope: &Rope, device: &Device, dtype: DType) -> CResult<Self> {
+        let (cos, sin) = rope.tables(len, device, dtype)?;
+        let mut m = vec![0f32; lengths.len() * len * len];
+        for (b, &n) in lengths.iter().enumerate() {
+            for i in 0..len {
+                for j in 0..len {
+                    if j > i || j >= n {
+                        m[(b * len + i) * len + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        let mask = Tensor::from_vec(m, (lengths.len(), 1, 1, len, len), device)?.to_dtype(dtype)?;
+        Ok(Self { batch: lengths.len(), len, cos, sin, mask })
+    }
+}
+
+fn linear(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
+    x.matmul(&w.t()?)
+}
+
+/// One decoder layer on hidden states (batch, len, hidden).
+pub fn layer_forward(w: &LayerWeights, x: &Tensor, ctx: &BatchContext, d: &Dims) -> CResult<Tensor> {
+    let (b, t) = (ctx.batch, ctx.len);
+    let (nh, nkv, hd) = (d.heads, d.kv_heads, d.head_dim);
+    let rep = nh / nkv;
+    let x2 = x.reshape((b * t, d.hidden))?;
+
+    // Attention block.
+    let xn = candle_nn::ops::rms_norm(&x2, &w.input_norm, d.eps)?;
+    let mut qkv = linear(&xn, &w.qkv)?;
+    if let Some(bias) = &w.qkv_bias {
+        qkv = qkv.broadcast_add(bias)?;
+    }
+    let heads = |start: usize, n: usize| -> CResult<Tensor> {
+        qkv.narrow(1, start * hd, n * hd)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+    };
+    let q = candle_nn::rotary_emb::rope(&heads(0, nh)?, &ctx.cos, &ctx.sin)?;
+    let k = candle_nn::rotary_emb::rope(&heads(nh, nkv)?, &ctx.cos, &ctx.sin)?;
+    let v = heads(nh + nkv, nkv)?;
+    // Grouped-query attention without copying k/v: the `rep` query heads of a kv group are
+    // adjacent, so (b, nh, t, hd) is (b, nkv, rep * t, hd).
+    let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
+    let scores = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, t))?.broadcast_add(&ctx.mask)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, nkv, rep * t, t))?;
+    let attn = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b * t, nh * hd))?;
+    let h = (x2 + linear(&attn, &w.o)?)?;
+
+    // MLP block.
+    let hn = candle_nn::ops::rms_norm(&h, &w.post_norm, d.eps)?;
+    let gu = linear(&hn, &w.gate_up)?;
+    let i = d.intermediate;
+    let act = (gu.narrow(1, 0, i)?.silu()? * gu.narrow(1, i, i)?)?;
+    let out = (h + linear(&act, &w.down)?)?;
+    out.reshape((b, t, d.hidden))
+}
+
+/// Token embeddings: (batch, len) ids -> (batch, len, hidden).
+pub fn embed(table: &Tensor, ids: &Tensor) -> CResult<Tensor> {
+    let (b, t) = ids.dims2()?;
+    let flat = ids.flatten_all()?;
+    table.index_select(&flat, 0)?.reshape((b, t, table.dim(1)?))
+}
+
+/// Log-probabilities (f32) over the vocabulary at the flat positions `rows` (index into the
+/// batch-major `batch * len` positions) of hidden states (batch, len, hidden).
+pub fn head_log_probs(head: &HeadWeights, hidden: &Tensor, rows: &[u32], eps: f32) -> CResult<Tensor> {
+    let logits = head_logits(head, hidden, rows, eps)?;
+    candle_nn::ops::log_softmax(&logits, D::Minus1)
+}
+
+/// Logits (f32) at the flat positions `rows`: only the rows a score needs go through lm_head.
+pub fn head_logits(head: &HeadWeights, hidden: &Tensor, rows: &[u32], eps: f32) -> CResult<Tensor> {
+    let (b, t, h) = hidden.dims3()?;
+    let idx = Tensor::from_slice(rows, rows.len(), hidden.device())?;
+    let x = hidden.reshape((b * t, h))?.index_select(&idx, 0)?;
+    let x = candle_nn::ops::rms_norm(&x, &head.norm, eps)?;
+    linear(&x, &head.lm_head)?.to_dtype(DType::F32)
+}

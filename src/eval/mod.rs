@@ -1,0 +1,556 @@
+//! The in-memory evaluator: scores recipes (candidate tailored models) on calibration
+//! tasks without writing a checkpoint.
+//!
+//! Weights of each (source layer, rule) are built once through [`crate::stitch`] and kept
+//! in a byte-bounded LRU ([`weights`]); the forward pass is our own ([`forward`]); hidden
+//! states after each prefix of layers are cached per data batch so a candidate only runs
+//! the layers after its first difference from one already scored ([`EvalStats`] reports
+//! the layer-forwards saved); tasks are scored as lm-evaluation-harness scores them
+//! ([`tasks`], [`plan`], [`tokenize`]).
+
+pub mod data;
+pub mod forward;
+pub mod lru;
+pub mod plan;
+pub mod tasks;
+pub mod tokenize;
+pub mod weights;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::{CheckpointError, Family};
+use crate::recipe::{Recipe, RecipeError};
+use crate::score::{Scorer, TaskScores};
+use forward::{BatchContext, Dims, Rope};
+pub use lru::CacheStats;
+use lru::Lru;
+pub use plan::McScore;
+use plan::{Packing, Plan, TaskPlan};
+pub use tasks::{McItem, Task, TaskData, TaskFormat, TaskSpec};
+use tokenize::TextEncoder;
+use weights::{rule_key, WeightStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{0}")]
+    Recipe(#[from] RecipeError),
+    #[error("tensor computation failed at {tensor}: {source}")]
+    Tensor { tensor: String, source: candle_core::Error },
+    #[error("not supported by the evaluator: {0}")]
+    Unsupported(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("{origin}: {message}")]
+    Data { origin: String, message: String },
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("task spec {0}")]
+    Spec(String),
+    #[error("device: {0}")]
+    Device(String),
+    #[error("the recipe does not fit the loaded models: {0}")]
+    Mismatch(String),
+}
+
+fn terr(what: &str) -> impl Fn(candle_core::Error) -> EvalError + '_ {
+    move |source| EvalError::Tensor { tensor: what.to_string(), source }
+}
+
+/// Where the forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    /// A CUDA device by ordinal; needs the `cuda` cargo feature.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => Ok(DeviceKind::Cuda(n)),
+                None => Err(format!("unknown device `{s}` (cpu, cuda, cuda:N)")),
+            },
+        }
+    }
+}
+
+/// Evaluator settings. `Default` suits a CPU run of a small model.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub device: DeviceKind,
+    /// Compute dtype; `None` = f32 on CPU, the base's storage dtype on CUDA (bf16 for f32 sources).
+    pub dtype: Option<crate::dtype::Dtype>,
+    /// Bound on resident layer/embedding/head tensors (bytes).
+    pub weight_cache_bytes: u64,
+    /// Bound on cached hidden states of layer prefixes (bytes); 0 disables prefix sharing.
+    pub prefix_cache_bytes: u64,
+    /// Most padded tokens in one forward batch.
+    pub max_batch_tokens: usize,
+    /// Longest window for perplexity and boundary-cosine texts.
+    pub max_window: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            device: DeviceKind::Cpu,
+            dtype: None,
+            weight_cache_bytes: 8 << 30,
+            prefix_cache_bytes: 4 << 30,
+            max_batch_tokens: 2048,
+            max_window: 1024,
+        }
+    }
+}
+
+/// Work done and saved, and the caches' memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct EvalStats {
+    /// Layer applications run (one layer on one batch).
+    pub layer_forwards_run: u64,
+    /// Layer applications skipped thanks to cached prefixes.
+    pub layer_forwards_saved: u64,
+    /// Real tokens pushed through the model (each batch once per scoring call).
+    pub tokens: u64,
+    pub weights: CacheStats,
+    pub prefix: CacheStats,
+}
+
+impl EvalStats {
+    /// Fraction of layer-forwards the prefix cache saved.
+    pub fn saved_fraction(&self) -> f64 {
+        let total = self.layer_forwards_run + self.layer_forwards_saved;
+        if total == 0 {
+            0.0
+        } else {
+            self.layer_forwards_saved as f64 / total as f64
+        }
+    }
+}
+
+/// The result of one task.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum TaskResult {
+    MultipleChoice { task: String, acc: f64, acc_norm: f64, items: usize },
+    Perplexity { task: String, perplexity: f64, tokens: usize },
+}
+
+impl TaskResult {
+    pub fn task(&self) -> &str {
+        match self {
+            TaskResult::MultipleChoice { task, .. } | TaskResult::Perplexity { task, .. } => task,
+        }
+    }
+}
+
+/// Prefix-cache key: the data batch and the interned rules of the prefix (embeddings first).
+type PrefixKey = ([u8; 32], Vec<u32>);
+
+/// Scores recipes over one family in memory. See the module docs.
+pub struct Evaluator {
+    family: Arc<Family>,
+    tasks: Vec<Task>,
+    encoder: TextEncoder,
+    device: Device,
+    dtype: DType,
+    dims: Dims,
+    rope: Rope,
+    options: EvalOptions,
+    store: WeightStore,
+    prefix: Lru<PrefixKey, Tensor>,
+    interned: HashMap<String, u32>,
+    plans: HashMap<usize, Plan>,
+    stats: EvalStats,
+}
+
+fn candle_dtype(d: crate::dtype::Dtype) -> DType {
+    match d {
+        crate::dtype::Dtype::F32 => DType::F32,
+        crate::dtype::Dtype::F16 => DType::F16,
+        crate::dtype::Dtype::Bf16 => DType::BF16,
+    }
+}
+
+impl Evaluator {
+    /// An evaluator over `family` for `tasks` (loaded with [`TaskSpec::load`]); the
+    /// tokenizer is the base's `tokenizer.json`.
+    pub fn new(family: Arc<Family>, tasks: Vec<Task>, options: EvalOptions) -> Result<Self, EvalError> {
+        let device = match options.device {
+            DeviceKind::Cpu => Device::Cpu,
+            DeviceKind::Cuda(n) => Device::new_cuda(n).map_err(|e| {
+                EvalError::Device(if cfg!(feature = "cuda") {
+                    format!("cannot open CUDA device {n}: {e}")
+                } else {
+                    "this build has no CUDA support; rebuild with `--features cuda`".to_string()
+                })
+            })?,
+        };
+        let dtype = match (options.dtype, options.device) {
+            (Some(d), _) => candle_dtype(d),
+            (None, DeviceKind::Cpu) => DType::F32,
+            (None, DeviceKind::Cuda(_)) => match family.base.storage_dtype() {
+                crate::dtype::Dtype::F16 => DType::F16,
+                _ => DType::BF16,
+            },
+        };
+        let cfg = &family.base.config;
+        let encoder = TextEncoder::from_model_dir(&family.base.dir, &cfg.raw)?;
+        let rope = Rope::from_config(cfg)?;
+        let dims = Dims::from_config(cfg);
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &tasks {
+            if !seen.insert(t.name.as_str()) {
+                return Err(EvalError::Spec(format!("two tasks are named `{}`", t.name)));
+            }
+        }
+        let store = WeightStore::new(family.clone(), device.clone(), dtype, options.weight_cache_bytes);
+        Ok(Self {
+            family,
+            tasks,
+            encoder,
+            device,
+            dtype,
+            dims,
+            rope,
+            prefix: Lru::new(options.prefix_cache_bytes),
+            options,
+            store,
+            interned: HashMap::new(),
+            plans: HashMap::new(),
+            stats: EvalStats::default(),
+        })
+    }
+
+    pub fn tasks(&self) -> &[Task] {
+        &self.tasks
+    }
+
+    pub fn family(&self) -> &Arc<Family> {
+        &self.family
+    }
+
+    pub fn encoder(&self) -> &TextEncoder {
+        &self.encoder
+    }
+
+    /// Counters so far, with the caches' current memory.
+    pub fn stats(&self) -> EvalStats {
+        EvalStats { weights: self.store.stats(), prefix: self.prefix.stats(), ..self.stats }
+    }
+
+    fn packing(&self) -> Packing {
+        Packing { max_batch_tokens: self.options.max_batch_tokens, max_window: self.options.max_window }
+    }
+
+    fn check_recipe(&self, recipe: &Recipe) -> Result<(), EvalError> {
+        recipe.validate()?;
+        let c = &self.family.base.config;
+        if recipe.architecture != c.arch.model_type || recipe.source_layers != c.num_hidden_layers {
+            return Err(EvalError::Mismatch(format!(
+                "the recipe is for {} with {} layers, the base is {} with {} layers",
+                recipe.architecture, recipe.source_layers, c.arch.model_type, c.num_hidden_layers
+            )));
+        }
+        for m in recipe.models() {
+            if self.family.get(&m.name).is_none() {
+                return Err(EvalError::Mismatch(format!("model `{}` is not among the loaded models ({})", m.name, self.family.names.join(", "))));
+            }
+        }
+        if recipe.base.name != self.family.base_name() {
+            return Err(EvalError::Mismatch(format!("the recipe's base is `{}`, the loaded base is `{}`", recipe.base.name, self.family.base_name())));
+        }
+        Ok(())
+    }
+
+    fn intern(&mut self, key: String) -> u32 {
+        let n = self.interned.len() as u32;
+        *self.interned.entry(key).or_insert(n)
+    }
+
+    /// Interned ids of the prefix: `[embeddings, layer 0, layer 1, …]`.
+    fn prefix_ids(&mut self, recipe: &Recipe) -> Vec<u32> {
+        let mut ids = vec![self.intern(format!("embed {}", rule_key(&recipe.embeddings)))];
+        for l in &recipe.layers {
+            ids.push(self.intern(format!("layer {} {}", l.from, rule_key(&l.rule))));
+        }
+        ids
+    }
+
+    /// Hidden states after every layer of `recipe` for each batch of `plan`, resuming
+    /// each batch from the deepest cached prefix.
+    fn run_layers(&mut self, recipe: &Recipe, batches: &[plan::Batch]) -> Result<Vec<Tensor>, EvalError> {
+        let ids = self.prefix_ids(recipe);
+        let n_layers = recipe.layers.len();
+        let use_cache = self.options.prefix_cache_bytes > 0;
+        // (depth, state): depth d = embeddings + d layers applied.
+        let mut states: Vec<Option<(usize, Tensor)>> = Vec::with_capacity(batches.len());
+        for b in batches {
+            let mut found = None;
+            if use_cache {
+                for d in (0..=n_layers).rev() {
+                    let key = (b.key, ids[..=d].to_vec());
+                    if self.prefix.contains(&key) {
+                        found = self.prefix.get(&key).map(|t| (d, t));
+                        break;
+                    }
+                }
+            }
+            self.stats.layer_forwards_saved += found.as_ref().map(|(d, _)| *d as u64).unwrap_or(0);
+            self.stats.tokens += b.lengths.iter().sum::<usize>() as u64;
+            states.push(found);
+        }
+        if states.iter().any(Option::is_none) {
+            let table = self.store.embeddings(&recipe.embeddings)?;
+            for (b, s) in batches.iter().zip(states.iter_mut()) {
+                if s.is_none() {
+                    let h = forward::embed(&table, &b.ids).map_err(terr("embeddings"))?;
+                    self.remember(b, &ids[..1], &h);
+                    *s = Some((0, h));
+                }
+            }
+        }
+        for (l, layer) in recipe.layers.iter().enumerate() {
+            if !states.iter().flatten().any(|(d, _)| *d <= l) {
+                continue;
+            }
+            let w = self.store.layer(layer.from, &layer.rule)?;
+            for (b, s) in batches.iter().zip(states.iter_mut()) {
+                let (d, h) = s.as_mut().expect("every batch has a state");
+                if *d > l {
+                    continue;
+                }
+                let what = format!("output layer {l} (source layer {})", layer.from);
+                *h = forward::layer_forward(&w, h, &b.ctx, &self.dims).map_err(terr(&what))?;
+                *d = l + 1;
+                self.stats.layer_forwards_run += 1;
+                let h = h.clone();
+                self.remember(b, &ids[..=l + 1], &h);
+            }
+        }
+        Ok(states.into_iter().map(|s| s.expect("state").1).collect())
+    }
+
+    fn remember(&mut self, b: &plan::Batch, ids: &[u32], h: &Tensor) {
+        if self.options.prefix_cache_bytes > 0 {
+            let bytes = (h.elem_count() * h.dtype().size_in_bytes()) as u64;
+            self.prefix.insert((b.key, ids.to_vec()), h.clone(), bytes);
+        }
+    }
+
+    /// Log-probabilities of every scored token of `batches`, by plan slot.
+    fn score_tokens(&mut self, recipe: &Recipe, batches: &[plan::Batch], n_scored: usize) -> Result<Vec<f64>, EvalError> {
+        let states = self.run_layers(recipe, batches)?;
+        let head = self.store.head(&recipe.head, &recipe.embeddings)?;
+        let mut scores = vec![0f64; n_scored];
+        const CHUNK: usize = 512;
+        for (b, h) in batches.iter().zip(&states) {
+            for start in (0..b.rows.len()).step_by(CHUNK) {
+                let end = (start + CHUNK).min(b.rows.len());
+                let logp = forward::head_log_probs(&head, h, &b.rows[start..end], self.dims.eps).map_err(terr("lm_head"))?;
+                let idx = Tensor::from_slice(&b.targets[start..end], (end - start, 1), &self.device).map_err(terr("targets"))?;
+                let picked = logp.gather(&idx, 1).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).map_err(terr("targets"))?;
+                for (slot, v) in b.slots[start..end].iter().zip(picked) {
+                    scores[*slot] = v as f64;
+                }
+            }
+        }
+        Ok(scores)
+    }
+
+    fn ensure_plan(&mut self, budget: usize) -> Result<(), EvalError> {
+        if !self.plans.contains_key(&budget) {
+            let p = plan::plan_tasks(&self.tasks, budget, &self.encoder, self.packing(), &self.rope, &self.device, self.dtype)?;
+            self.plans.insert(budget, p);
+        }
+        Ok(())
+    }
+
+    /// Score `recipe` on every task: multiple-choice tasks on their first `budget` items
+    /// (per subject when items have subjects), perplexity tasks on all their texts.
+    pub fn evaluate(&mut self, recipe: &Recipe, budget: usize) -> Result<Vec<TaskResult>, EvalError> {
+        self.check_recipe(recipe)?;
+        self.ensure_plan(budget)?;
+        let plan = self.plans.remove(&budget).expect("plan just made");
+        let scores = self.score_tokens(recipe, &plan.batches, plan.n_scored);
+        let out = scores.map(|scores| {
+            plan.tasks
+                .iter()
+                .map(|t| match t {
+                    TaskPlan::MultipleChoice { name, items } => {
+                        let (s, _) = plan::mc_score(items, &scores);
+                        TaskResult::MultipleChoice { task: name.clone(), acc: s.acc, acc_norm: s.acc_norm, items: s.items }
+                    }
+                    TaskPlan::Perplexity { name, texts } => TaskResult::Perplexity {
+                        task: name.clone(),
+                        perplexity: plan::perplexity(texts, &scores),
+                        tokens: texts.iter().map(|s| s.len).sum(),
+                    },
+                })
+                .collect()
+        });
+        self.plans.insert(budget, plan);
+        out
+    }
+
+    /// Real tokens in the batches `evaluate(_, budget)` runs (for throughput figures).
+    pub fn planned_tokens(&mut self, budget: usize) -> Result<usize, EvalError> {
+        self.ensure_plan(budget)?;
+        Ok(self.plans[&budget].real_tokens)
+    }
+
+    /// Per-choice log-likelihoods of `items` under `recipe` (lm-eval's loglikelihood).
+    pub fn choice_log_likelihoods(&mut self, recipe: &Recipe, items: &[McItem]) -> Result<Vec<Vec<f64>>, EvalError> {
+        self.check_recipe(recipe)?;
+        let task = Task { name: "items".into(), data: TaskData::MultipleChoice(items.to_vec()) };
+        let p = plan::plan_tasks(std::slice::from_ref(&task), usize::MAX, &self.encoder, self.packing(), &self.rope, &self.device, self.dtype)?;
+        let scores = self.score_tokens(recipe, &p.batches, p.n_scored)?;
+        match &p.tasks[0] {
+            TaskPlan::MultipleChoice { items, .. } => Ok(plan::mc_score(items, &scores).1),
+            TaskPlan::Perplexity { .. } => unreachable!("planned as multiple choice"),
+        }
+    }
+
+    /// Full-sequence logits (f32) of `sequences`, run as one right-padded batch:
+    /// `out[s][p]` is the vocabulary row at position p of sequence s (real positions only).
+    pub fn logits(&mut self, recipe: &Recipe, sequences: &[Vec<u32>]) -> Result<Vec<Vec<Vec<f32>>>, EvalError> {
+        self.check_recipe(recipe)?;
+        if sequences.is_empty() || sequences.iter().any(Vec::is_empty) {
+            return Err(EvalError::Spec("logits need at least one non-empty sequence".into()));
+        }
+        let len = sequences.iter().map(Vec::len).max().unwrap_or(1);
+        let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
+        let mut ids = Vec::new();
+        for s in sequences {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(s[0], len - s.len()));
+        }
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        for s in sequences {
+            sha2::Digest::update(&mut hasher, (s.len() as u64).to_le_bytes());
+            s.iter().for_each(|t| sha2::Digest::update(&mut hasher, t.to_le_bytes()));
+        }
+        let batch = plan::Batch {
+            key: sha2::Digest::finalize(hasher).into(),
+            ids: Tensor::from_vec(ids, (sequences.len(), len), &self.device).map_err(terr("batch"))?,
+            ctx: BatchContext::new(&lengths, len, &self.rope, &self.device, self.dtype).map_err(terr("batch"))?,
+            lengths: lengths.clone(),
+            rows: vec![],
+            targets: vec![],
+            slots: vec![],
+        };
+        let states = self.run_layers(recipe, std::slice::from_ref(&batch))?;
+        let head = self.store.head(&recipe.head, &recipe.embeddings)?;
+        let mut out = Vec::new();
+        for (s, n) in lengths.iter().enumerate() {
+            let rows: Vec<u32> = (0..*n).map(|p| (s * len + p) as u32).collect();
+            let l = forward::head_logits(&head, &states[0], &rows, self.dims.eps).and_then(|t| t.to_vec2::<f32>()).map_err(terr("lm_head"))?;
+            out.push(l);
+        }
+        Ok(out)
+    }
+
+    /// Plan `texts` as perplexity windows (prefix token first).
+    fn text_plan(&self, texts: &[String]) -> Result<Plan, EvalError> {
+        let mut set = plan::SequenceSet::default();
+        let spans = plan::plan_texts(&mut set, &self.encoder, texts, self.options.max_window)?;
+        plan::finish(set, vec![TaskPlan::Perplexity { name: "texts".into(), texts: spans }], self.packing(), &self.rope, &self.device, self.dtype)
+    }
+
+    /// Token-weighted perplexity of `recipe` on `texts`.
+    pub fn text_perplexity(&mut self, recipe: &Recipe, texts: &[String]) -> Result<f64, EvalError> {
+        self.check_recipe(recipe)?;
+        let p = self.text_plan(texts)?;
+        let scores = self.score_tokens(recipe, &p.batches, p.n_scored)?;
+        match &p.tasks[0] {
+            TaskPlan::Perplexity { texts, .. } => Ok(plan::perplexity(texts, &scores)),
+            TaskPlan::MultipleChoice { .. } => unreachable!("planned as perplexity"),
+        }
+    }
+
+    /// See [`Scorer::boundary_cosines`]. Runs batch by batch (every boundary of a batch is
+    /// needed at once) and bypasses the prefix cache.
+    pub fn layer_boundary_cosines(&mut self, recipe: &Recipe, texts: &[String]) -> Result<Vec<Vec<f64>>, EvalError> {
+        self.check_recipe(recipe)?;
+        let mut set = plan::SequenceSet::default();
+        for t in texts {
+            let mut tokens = vec![self.encoder.prefix_token];
+            tokens.extend(self.encoder.encode(t)?);
+            tokens.truncate(self.options.max_window.max(1));
+            set.add_plain(tokens);
+        }
+        let p = plan::finish(set, vec![], self.packing(), &self.rope, &self.device, self.dtype)?;
+        let n = recipe.layers.len();
+        let mut sums = vec![vec![0f64; n + 1]; n + 1];
+        let mut count = 0usize;
+        let table = self.store.embeddings(&recipe.embeddings)?;
+        let e = terr("boundary cosines");
+        for b in &p.batches {
+            let (bs, t) = (b.lengths.len(), b.ctx.len);
+            let real: Vec<u32> = b.lengths.iter().enumerate().flat_map(|(r, &l)| (0..l).map(move |i| (r * t + i) as u32)).collect();
+            let idx = Tensor::from_slice(&real, real.len(), &self.device).map_err(&e)?;
+            let unit = |h: &Tensor| -> candle_core::Result<Tensor> {
+                let x = h.reshape((bs * t, self.dims.hidden))?.index_select(&idx, 0)?.to_dtype(DType::F32)?;
+                let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+                x.broadcast_div(&norm)
+            };
+            let mut h = forward::embed(&table, &b.ids).map_err(&e)?;
+            let mut units = vec![unit(&h).map_err(&e)?];
+            for layer in &recipe.layers {
+                let w = self.store.layer(layer.from, &layer.rule)?;
+                h = forward::layer_forward(&w, &h, &b.ctx, &self.dims).map_err(&e)?;
+                self.stats.layer_forwards_run += 1;
+                units.push(unit(&h).map_err(&e)?);
+            }
+            for i in 0..=n {
+                for j in i..=n {
+                    let c = (&units[i] * &units[j]).and_then(|x| x.sum_all()).and_then(|x| x.to_scalar::<f32>()).map_err(&e)? as f64;
+                    sums[i][j] += c;
+                    if i != j {
+                        sums[j][i] += c;
+                    }
+                }
+            }
+            count += real.len();
+        }
+        let count = count.max(1) as f64;
+        Ok(sums.into_iter().map(|row| row.into_iter().map(|s| s / count).collect()).collect())
+    }
+}
+
+impl Scorer for Evaluator {
+    type Error = EvalError;
+
+    fn task_names(&self) -> Vec<String> {
+        self.tasks.iter().filter(|t| matches!(t.data, TaskData::MultipleChoice(_))).map(|t| t.name.clone()).collect()
+    }
+
+    /// Accuracy (`acc`) of every multiple-choice task.
+    fn score(&mut self, recipe: &Recipe, budget: usize) -> Result<TaskScores, EvalError> {
+        Ok(self
+            .evaluate(recipe, budget)?
+            .into_iter()
+            .filter_map(|r| match r {
+                TaskResult::MultipleChoice { task, acc, .. } => Some((task, acc)),
+                TaskResult::Perplexity { .. } => None,
+            })
+            .collect())
+    }
+
+    fn boundary_cosines(&mut self, recipe: &Recipe, texts: &[String]) -> Result<Vec<Vec<f64>>, EvalError> {
+        self.layer_boundary_cosines(recipe, texts)
+    }
+
+    fn perplexity(&mut self, recipe: &Recipe, texts: &[String]) -> Result<f64, EvalError> {
+        self.text_perplexity(recipe, texts)
+    }
+}

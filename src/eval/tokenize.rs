@@ -1,0 +1,69 @@
+//! Tokenisation the way lm-evaluation-harness does it for causal models, so scores match:
+//! no special tokens; trailing spaces of the context move onto the continuation;
+//! `continuation_enc = encode(context + continuation)[len(encode(context)):]`.
+
+use std::path::Path;
+
+use tokenizers::Tokenizer;
+
+use super::EvalError;
+
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    /// lm-eval's `prefix_token_id`: BOS if the tokenizer has one, else EOS. Used as the
+    /// context of an empty-context request and at the start of perplexity windows.
+    pub prefix_token: u32,
+}
+
+fn special_token(cfg: &serde_json::Value, key: &str) -> Option<String> {
+    match cfg.get(key)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        v => v.get("content")?.as_str().map(str::to_owned),
+    }
+}
+
+impl TextEncoder {
+    /// Load `tokenizer.json` from a model folder; `config` supplies token ids the
+    /// tokenizer files do not name.
+    pub fn from_model_dir(dir: &Path, config: &serde_json::Value) -> Result<Self, EvalError> {
+        let path = dir.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&path)
+            .map_err(|e| EvalError::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
+        let tok_cfg: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let by_name = |key: &str| special_token(&tok_cfg, key).and_then(|t| tokenizer.token_to_id(&t));
+        let by_id = |key: &str| config.get(key).and_then(serde_json::Value::as_u64).map(|v| v as u32);
+        let prefix_token = by_name("bos_token")
+            .or_else(|| by_id("bos_token_id"))
+            .or_else(|| by_name("eos_token"))
+            .or_else(|| by_id("eos_token_id"))
+            .ok_or_else(|| EvalError::Tokenizer(format!("{}: no BOS or EOS token to start sequences with", dir.display())))?;
+        Ok(Self { tokenizer, prefix_token })
+    }
+
+    /// Token ids of `text` without special tokens.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, EvalError> {
+        let enc = self.tokenizer.encode(text, false).map_err(|e| EvalError::Tokenizer(format!("cannot encode {text:?}: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// (context tokens, continuation tokens) as lm-eval's `_encode_pair` makes them.
+    pub fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>), EvalError> {
+        if context.is_empty() {
+            return Ok((vec![self.prefix_token], self.encode(continuation)?));
+        }
+        let n_spaces = context.len() - context.trim_end().len();
+        let (context, continuation) = if n_spaces > 0 {
+            let cut = context.len() - n_spaces;
+            (&context[..cut], format!("{}{continuation}", &context[cut..]))
+        } else {
+            (context, continuation.to_string())
+        };
+        let whole = self.encode(&format!("{context}{continuation}"))?;
+        let context_enc = self.encode(context)?;
+        let split = context_enc.len().min(whole.len());
+        Ok((context_enc, whole[split..].to_vec()))
+    }
+}

@@ -1,0 +1,212 @@
+//! The in-memory evaluator against transformers, and prefix/LRU caching against no caching.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hf_tailor::checkpoint::{Checkpoint, Family};
+use hf_tailor::eval::{EvalOptions, Evaluator, McItem, Task, TaskData};
+use hf_tailor::fixture::{self, TinySpec, Weights};
+use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
+use hf_tailor::stitch::stitch;
+
+use crate::common;
+
+fn src(name: &str, dir: &Path) -> SourceModel {
+    SourceModel { name: name.into(), repo: dir.display().to_string(), revision: None, files: Default::default() }
+}
+
+/// A base and two siblings of `spec` under `root`, opened as a family.
+fn family(root: &Path, spec: &TinySpec) -> Arc<Family> {
+    let (base, sibs, _) = fixture::write_family(root, spec, 2, 7).unwrap();
+    let open = |n: &str, d: &Path| (n.to_string(), Checkpoint::open(d).unwrap());
+    Arc::new(Family::new(open("base", &base), vec![open("sib1", &sibs[0]), open("sib2", &sibs[1])]).unwrap())
+}
+
+fn ta(lambda: f64) -> Rule {
+    Rule::Merge(Merge::TaskArithmetic { models: vec!["sib1".into(), "sib2".into()], lambda })
+}
+
+/// `layers` as (source layer, rule) over the family's models.
+fn recipe(fam: &Family, spec: &TinySpec, layers: Vec<(usize, Rule)>) -> Recipe {
+    let sm = |i: usize| src(&fam.names[i], &fam.models().nth(i).unwrap().dir);
+    Recipe::new(
+        spec.model_type,
+        spec.layers,
+        sm(0),
+        vec![sm(1), sm(2)],
+        layers.into_iter().map(|(from, rule)| LayerRule { from, rule }).collect(),
+        EdgePolicy::FollowLayers,
+    )
+}
+
+/// Removal of layer 2, a sibling's layer, a task-arithmetic merge, and a merged head.
+fn stitched(fam: &Family, spec: &TinySpec) -> Recipe {
+    recipe(fam, spec, vec![(0, Rule::Take("sib1".into())), (1, ta(0.6)), (3, Rule::Take("base".into())), (3, ta(0.3))])
+}
+
+/// Write the model `recipe` describes, tensor by tensor through `stitch` (as the writer does).
+fn materialise(fam: &Family, spec: &TinySpec, recipe: &Recipe, dir: &Path) {
+    let arch = spec.arch();
+    let mut w = Weights::new();
+    let mut put = |name: String, rule: &Rule, src_name: &str, rows: Option<usize>| {
+        let s = stitch(fam, rule, src_name, rows).unwrap();
+        w.insert(name, (s.shape().to_vec(), s.into_f32()));
+    };
+    for (i, l) in recipe.layers.iter().enumerate() {
+        for t in arch.layer_tensors {
+            put(arch.layer_tensor_name(i, t.suffix), &l.rule, &arch.layer_tensor_name(l.from, t.suffix), None);
+        }
+    }
+    let vocab = Some(fam.info.common_vocab);
+    put(arch.embed.into(), &recipe.embeddings, arch.embed, vocab);
+    put(arch.final_norm.into(), &recipe.head, arch.final_norm, None);
+    if !spec.tie_embeddings {
+        put(arch.lm_head.into(), &recipe.head, arch.lm_head, vocab);
+    }
+    let out = TinySpec { layers: recipe.layers.len(), ..spec.clone() };
+    fixture::write_model(dir, &out, &w).unwrap();
+}
+
+fn items() -> Vec<McItem> {
+    let mc = |context: &str, choices: &[&str], label: usize| McItem {
+        context: context.into(),
+        choices: choices.iter().map(|c| c.to_string()).collect(),
+        label,
+        subject: None,
+    };
+    vec![
+        mc("The capital of France is", &[" Paris", " London", " Rome"], 0),
+        // Trailing space of the context moves onto the continuation (the WSC prompt).
+        mc("Does the pronoun refer to it?\nA. Yes\nB. No\nAnswer: ", &["B", "A"], 1),
+        // Single-token choices: one forward for the whole item.
+        mc("Q: 2+2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:", &[" A", " B", " C", " D"], 1),
+        mc("abc", &["defgh", "d", "xyz!"], 2),
+    ]
+}
+
+fn max_diff(a: &[Vec<f32>], b: &serde_json::Value) -> f64 {
+    let b = b.as_array().unwrap();
+    assert_eq!(a.len(), b.len(), "positions");
+    let mut m = 0f64;
+    for (ra, rb) in a.iter().zip(b) {
+        let rb = rb.as_array().unwrap();
+        assert_eq!(ra.len(), rb.len(), "vocabulary");
+        for (x, y) in ra.iter().zip(rb) {
+            m = m.max((*x as f64 - y.as_f64().unwrap()).abs());
+        }
+    }
+    m
+}
+
+fn cross_check(spec: TinySpec) {
+    let tmp = common::tempdir();
+    let fam = family(tmp.path(), &spec);
+    let r = stitched(&fam, &spec);
+    let out = tmp.path().join("tailored");
+    materialise(&fam, &spec, &r, &out);
+
+    let mut ev = Evaluator::new(fam.clone(), vec![], EvalOptions::default()).unwrap();
+    let texts = ["Hello, world! This is a longer sentence.", "Short", "Padding in a batch: ok?"];
+    let seqs: Vec<Vec<u32>> = texts.iter().map(|t| ev.encoder().encode(t).unwrap()).collect();
+    let batched = ev.logits(&r, &seqs).unwrap();
+    let single: Vec<_> = seqs.iter().map(|s| ev.logits(&r, std::slice::from_ref(s)).unwrap().remove(0)).collect();
+    let lls = ev.choice_log_likelihoods(&r, &items()).unwrap();
+
+    let req = serde_json::json!({
+        "model": out,
+        "sequences": seqs,
+        "items": items().iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices})).collect::<Vec<_>>(),
+    });
+    let req_path = tmp.path().join("req.json");
+    let ref_path = tmp.path().join("ref.json");
+    std::fs::write(&req_path, req.to_string()).unwrap();
+    common::run_python("eval_crosscheck.py", &[req_path.to_str().unwrap(), ref_path.to_str().unwrap()]);
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ref_path).unwrap()).unwrap();
+
+    for (i, s) in seqs.iter().enumerate() {
+        assert!(s.len() > 3, "sequence {i} too short to test padding");
+        let d1 = max_diff(&single[i], &reference["single"][i]);
+        let d2 = max_diff(&batched[i], &reference["batched"][i]);
+        let d3 = max_diff(&batched[i], &reference["single"][i]);
+        assert!(d1 < 1e-4 && d2 < 1e-4 && d3 < 1e-4, "{}: sequence {i}: logits differ by {d1:e} (alone), {d2:e} (batched), {d3:e} (batched vs alone)", spec.model_type);
+    }
+    for (i, (ours, theirs)) in lls.iter().zip(reference["lls"].as_array().unwrap()).enumerate() {
+        let theirs: Vec<f64> = theirs.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!((a - b).abs() < 1e-4, "{}: item {i}: log-likelihoods {ours:?} vs transformers {theirs:?}", spec.model_type);
+        }
+    }
+}
+
+#[test]
+fn logits_and_choice_log_likelihoods_match_transformers_llama() {
+    cross_check(TinySpec::llama());
+}
+
+#[test]
+fn logits_and_choice_log_likelihoods_match_transformers_mistral() {
+    cross_check(TinySpec::mistral());
+}
+
+#[test]
+fn logits_and_choice_log_likelihoods_match_transformers_qwen2_tied() {
+    cross_check(TinySpec::qwen2());
+}
+
+/// A stream of candidates sharing prefixes, as a search produces.
+fn candidates(fam: &Family, spec: &TinySpec) -> Vec<Recipe> {
+    let b = || Rule::Take("base".into());
+    let s1 = || Rule::Take("sib1".into());
+    vec![
+        recipe(fam, spec, vec![(0, b()), (1, b()), (2, b()), (3, b())]),
+        recipe(fam, spec, vec![(0, b()), (1, b()), (2, b()), (3, s1())]),
+        recipe(fam, spec, vec![(0, b()), (1, ta(0.5)), (3, b())]),
+        recipe(fam, spec, vec![(0, b()), (1, ta(0.5)), (3, ta(0.7))]),
+        recipe(fam, spec, vec![(0, b()), (1, b()), (2, b()), (3, b())]),
+        recipe(fam, spec, vec![(0, s1()), (1, ta(0.5)), (2, b())]),
+    ]
+}
+
+#[test]
+fn prefix_cache_and_lru_eviction_do_not_change_scores() {
+    let tmp = common::tempdir();
+    let spec = TinySpec::llama();
+    let fam = family(tmp.path(), &spec);
+    let tasks = vec![Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) }, Task {
+        name: "text".into(),
+        data: TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()]),
+    }];
+    let layer_bytes = (fixture::shapes(&spec).iter().filter(|(n, _)| n.starts_with("model.layers.0.")).map(|(_, s)| s.iter().product::<usize>()).sum::<usize>() * 4) as u64;
+    let configs = [
+        ("cached", EvalOptions::default()),
+        ("uncached", EvalOptions { prefix_cache_bytes: 0, ..EvalOptions::default() }),
+        // Room for ~2 layers of weights and about one batch of hidden states: constant eviction.
+        ("tight", EvalOptions { weight_cache_bytes: 2 * layer_bytes + 1, prefix_cache_bytes: 100_000, ..EvalOptions::default() }),
+    ];
+    let mut results = Vec::new();
+    for (label, opts) in configs {
+        let mut ev = Evaluator::new(fam.clone(), tasks.clone(), opts).unwrap();
+        let mut lls = Vec::new();
+        let mut scores = Vec::new();
+        for r in candidates(&fam, &spec) {
+            scores.push(ev.evaluate(&r, 100).unwrap());
+            lls.push(ev.choice_log_likelihoods(&r, &items()).unwrap());
+        }
+        let st = ev.stats();
+        match label {
+            "cached" => assert!(st.saved_fraction() > 0.3, "cached run saved only {:.2}: {st:?}", st.saved_fraction()),
+            "uncached" => assert_eq!(st.layer_forwards_saved, 0),
+            _ => assert!(st.weights.evictions > 0 && st.prefix.evictions > 0 && st.weights.peak_bytes <= 2 * layer_bytes + 1, "{st:?}"),
+        }
+        results.push((label, scores, lls));
+    }
+    let (_, s0, l0) = &results[0];
+    for (label, s, l) in &results[1..] {
+        assert_eq!(s, s0, "{label} scores differ from the cached run");
+        // Bit-identical log-likelihoods, not merely close.
+        assert_eq!(l, l0, "{label} log-likelihoods differ from the cached run");
+    }
+    // The candidates are distinct models: their scores are not all the same.
+    assert!(l0.iter().any(|x| x != &l0[0]));
+}

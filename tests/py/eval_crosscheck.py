@@ -1,0 +1,60 @@
+"""Reference numbers for the evaluator cross-check, computed with transformers.
+
+Usage: eval_crosscheck.py REQUEST.json OUT.json
+REQUEST: {"model": DIR, "sequences": [[ids...], ...], "items": [{"context", "choices"}, ...]}
+OUT: {"single": [logits per sequence, run alone],
+      "batched": [logits per sequence, run as one right-padded batch with an attention mask],
+      "lls": [[log-likelihood per choice] per item]}  (lm-eval's tokenisation rule)
+"""
+import json
+import sys
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+req = json.load(open(sys.argv[1]))
+model = AutoModelForCausalLM.from_pretrained(req["model"], dtype=torch.float32)
+model.eval()
+tok = AutoTokenizer.from_pretrained(req["model"])
+
+
+def logits_of(seqs):
+    n = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [s[0]] * (n - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs])
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask).logits
+    return [out[i, : len(s)].tolist() for i, s in enumerate(seqs)]
+
+
+def encode_pair(context, continuation):
+    """lm-evaluation-harness HFLM._encode_pair (causal, no special tokens)."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces > 0:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
+    ctx = tok(context, add_special_tokens=False)["input_ids"]
+    return ctx, whole[len(ctx):]
+
+
+def loglikelihood(context, continuation):
+    ctx, cont = encode_pair(context, continuation)
+    inp = torch.tensor([(ctx + cont)[:-1]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=inp).logits[0].float(), dim=-1)
+    pos = range(len(ctx) - 1, len(ctx) - 1 + len(cont))
+    return float(sum(logp[p, t] for p, t in zip(pos, cont)))
+
+
+seqs = req["sequences"]
+out = {
+    "single": [logits_of([s])[0] for s in seqs],
+    "batched": logits_of(seqs),
+    "lls": [[loglikelihood(it["context"], c) for c in it["choices"]] for it in req["items"]],
+}
+json.dump(out, open(sys.argv[2], "w"))
+print("ok", len(seqs), "sequences", len(req["items"]), "items")
