@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::eval::{EvalOptions, Evaluator, McItem, Task, TaskData};
-use hf_tailor::fixture::{self, TinySpec, Weights};
+use hf_tailor::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
-use hf_tailor::stitch::stitch;
 
 use crate::common;
 
@@ -44,27 +43,9 @@ fn stitched(fam: &Family, spec: &TinySpec) -> Recipe {
     recipe(fam, spec, vec![(0, Rule::Take("sib1".into())), (1, ta(0.6)), (3, Rule::Take("base".into())), (3, ta(0.3))])
 }
 
-/// Write the model `recipe` describes, tensor by tensor through `stitch` (as the writer does).
-fn materialise(fam: &Family, spec: &TinySpec, recipe: &Recipe, dir: &Path) {
-    let arch = spec.arch();
-    let mut w = Weights::new();
-    let mut put = |name: String, rule: &Rule, src_name: &str, rows: Option<usize>| {
-        let s = stitch(fam, rule, src_name, rows).unwrap();
-        w.insert(name, (s.shape().to_vec(), s.into_f32()));
-    };
-    for (i, l) in recipe.layers.iter().enumerate() {
-        for t in arch.layer_tensors {
-            put(arch.layer_tensor_name(i, t.suffix), &l.rule, &arch.layer_tensor_name(l.from, t.suffix), None);
-        }
-    }
-    let vocab = Some(fam.info.common_vocab);
-    put(arch.embed.into(), &recipe.embeddings, arch.embed, vocab);
-    put(arch.final_norm.into(), &recipe.head, arch.final_norm, None);
-    if !spec.tie_embeddings {
-        put(arch.lm_head.into(), &recipe.head, arch.lm_head, vocab);
-    }
-    let out = TinySpec { layers: recipe.layers.len(), ..spec.clone() };
-    fixture::write_model(dir, &out, &w).unwrap();
+/// Write the model `recipe` describes with the writer.
+fn materialise(fam: &Family, recipe: &Recipe, dir: &Path) {
+    hf_tailor::build::build(fam, recipe, dir, &hf_tailor::build::BuildOptions::default()).unwrap();
 }
 
 fn items() -> Vec<McItem> {
@@ -103,7 +84,7 @@ fn cross_check(spec: TinySpec) {
     let fam = family(tmp.path(), &spec);
     let r = stitched(&fam, &spec);
     let out = tmp.path().join("tailored");
-    materialise(&fam, &spec, &r, &out);
+    materialise(&fam, &r, &out);
 
     let mut ev = Evaluator::new(fam.clone(), vec![], EvalOptions::default()).unwrap();
     let texts = ["Hello, world! This is a longer sentence.", "Short", "Padding in a batch: ok?"];
