@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use hf_tailor::checkpoint::{Checkpoint, CheckpointError, Family};
+use hf_tailor::hub::{self, HubConfig};
 use hf_tailor::eval::{DeviceKind, EvalOptions, Evaluator, TaskResult, TaskSpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
 
@@ -40,14 +41,14 @@ pub struct Args {
     pub batch_tokens: usize,
 }
 
-/// Sources of a recipe must be local folders here; `hf-tailor pull` fetches Hub models.
+/// A recipe source's folder: a local path, or a Hub model already in the cache (offline).
 fn locate(m: &SourceModel) -> Result<PathBuf, CheckpointError> {
-    let p = PathBuf::from(&m.repo);
-    if p.is_dir() {
-        Ok(p)
-    } else {
-        Err(CheckpointError::NotAModel { path: m.repo.clone(), why: format!("model `{}` is not a local folder (pull it first)", m.name) })
-    }
+    let mut cfg = HubConfig::from_env();
+    cfg.offline = true;
+    hub::locate(m, &cfg).map_err(|e| CheckpointError::NotAModel {
+        path: m.repo.clone(),
+        why: format!("model `{}` is not available locally ({e}); run `hf-tailor pull` first", m.name),
+    })
 }
 
 /// The identity recipe of a single model folder.
