@@ -1,15 +1,393 @@
-//! `hf-tailor search` and `hf-tailor baselines`.
+//! `hf-tailor search` and `hf-tailor baselines`: parse arguments, open the family and the
+//! evaluator, run `hf_tailor::search::job`, show progress, print the table.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use hf_tailor::checkpoint::{Checkpoint, Family};
+use hf_tailor::eval::{DeviceKind, EvalOptions, Evaluator, TaskData, TaskSpec};
+use hf_tailor::hub::{self, HubConfig, SourceList};
+use hf_tailor::recipe::{EdgePolicy, SourceModel};
+use hf_tailor::search::baselines::BaselineKind;
+use hf_tailor::search::job::{self, JobObserver, JobSpec};
+use hf_tailor::search::report::SearchReport;
+use hf_tailor::search::{DepthTarget, MergeMethod, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions, TrialEvent};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Which models: a source list from `hf-tailor pull`, or folders / Hub ids.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
-
-#[derive(clap::Args, Debug)]
-pub struct BaselinesArgs {}
-
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`hf-tailor search` is not wired yet")
+pub struct FamilyArgs {
+    /// Source list written by `hf-tailor pull`.
+    #[arg(long, conflicts_with_all = ["base", "finetunes"], required_unless_present = "base")]
+    pub sources: Option<PathBuf>,
+    /// Base model: a local folder (or a Hub id already pulled).
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Fine-tuned siblings, comma-separated folders (or pulled Hub ids).
+    #[arg(long, value_delimiter = ',')]
+    pub finetunes: Vec<String>,
 }
 
-pub fn run_baselines(_args: BaselinesArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`hf-tailor baselines` is not wired yet")
+/// How deep the result is: exactly one of these.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct DepthArgs {
+    /// Keep this many layers.
+    #[arg(long)]
+    pub keep_layers: Option<usize>,
+    /// Remove this fraction of the layers (0.25 = a quarter).
+    #[arg(long)]
+    pub remove_ratio: Option<f64>,
+    /// Keep as many layers as fit in this many parameters.
+    #[arg(long)]
+    pub max_params: Option<u64>,
+}
+
+/// Tasks and the evaluator.
+#[derive(clap::Args, Debug)]
+pub struct ScoringArgs {
+    /// Calibration tasks, comma-separated `KIND[:NAME]=PATH` (mc, mmlu, wsc; ppl texts feed the baselines).
+    #[arg(long, required = true)]
+    pub tasks: String,
+    /// Calibration texts for the baselines (`ppl=FILE`); default: the `ppl` tasks of --tasks.
+    #[arg(long)]
+    pub calibration: Option<String>,
+    /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceKind,
+    /// Memory for resident weights, in MiB.
+    #[arg(long, default_value_t = 8192)]
+    pub weight_cache_mb: u64,
+    /// Most padded tokens per forward batch.
+    #[arg(long, default_value_t = 2048)]
+    pub batch_tokens: usize,
+    /// Where embeddings and lm_head come from: follow-layers (first/last kept layer, as the reference) or base.
+    #[arg(long, default_value = "follow-layers", value_parser = parse_edges)]
+    pub edges: EdgePolicy,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "The tailored model is the candidate with the best mean accuracy among those evaluated at the \
+highest budget; ties go to fewer merged layers, then fewer sibling layers.\n\nExamples:\n  \
+hf-tailor search --sources sources.yaml --remove-ratio 0.25 --tasks mmlu=data/mmlu,wsc=data/wsc.parquet --out search-out\n  \
+hf-tailor search --base ./base --finetunes ./math,./code --keep-layers 30 --tasks mc=arith.jsonl --trials 200 --out out --resume")]
+pub struct Args {
+    #[command(flatten)]
+    pub family: FamilyArgs,
+    #[command(flatten)]
+    pub depth: DepthArgs,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+    /// Evaluations to run (each at one budget; a resumed search counts the journaled ones).
+    #[arg(long, default_value_t = 500)]
+    pub trials: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// bo (multi-fidelity Bayesian optimisation), warmstart (bo from the reference's hand-made start), random.
+    #[arg(long, default_value = "bo", value_parser = parse_optimizer)]
+    pub optimizer: OptimizerKind,
+    /// Item budgets of the fidelities, increasing (Hyperband); one value = single fidelity.
+    #[arg(long, value_delimiter = ',', default_value = "111,333,1000")]
+    pub budgets: Vec<usize>,
+    /// What the surrogate models across tasks: mean (the final criterion) or parego (the reference).
+    #[arg(long, default_value = "mean")]
+    pub scalarization: String,
+    /// Merge methods a layer may use when it combines several siblings: task_arithmetic, ties, dare.
+    #[arg(long, value_delimiter = ',', default_value = "task_arithmetic")]
+    pub merge_methods: Vec<String>,
+    /// Baselines to run and report (shortgpt, angular, sleb), or `none`.
+    #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb")]
+    pub baselines: Vec<String>,
+    /// Journal of every trial (default: OUT/journal.jsonl).
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Continue the journal of an interrupted search with the same inputs.
+    #[arg(long)]
+    pub resume: bool,
+    /// Output folder: tailor.yaml, report.{json,md}, search.svg, baselines/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  hf-tailor baselines --base ./base --remove-ratio 0.25 --tasks mc=arith.jsonl,ppl=calib.jsonl --out baselines")]
+pub struct BaselinesArgs {
+    #[command(flatten)]
+    pub family: FamilyArgs,
+    #[command(flatten)]
+    pub depth: DepthArgs,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+    /// Baselines to run (shortgpt, angular, sleb).
+    #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb")]
+    pub which: Vec<String>,
+    /// Items per task for the scores.
+    #[arg(long, default_value_t = 1000)]
+    pub budget: usize,
+    /// Output folder: one recipe per baseline (NAME.yaml) and baselines.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_edges(s: &str) -> Result<EdgePolicy, String> {
+    match s {
+        "follow-layers" => Ok(EdgePolicy::FollowLayers),
+        "base" => Ok(EdgePolicy::Base),
+        _ => Err(format!("`{s}` is not follow-layers or base")),
+    }
+}
+
+fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
+    OptimizerKind::parse(s).ok_or_else(|| format!("`{s}` is not bo, warmstart or random"))
+}
+
+fn parse_baselines(list: &[String]) -> anyhow::Result<Vec<BaselineKind>> {
+    if list.iter().any(|b| b == "none") {
+        return Ok(Vec::new());
+    }
+    list.iter()
+        .map(|b| BaselineKind::parse(b.trim()).with_context(|| format!("unknown baseline `{b}` (shortgpt, angular, sleb, none)")))
+        .collect()
+}
+
+/// A short recipe name for a folder or Hub id, unique among `taken`.
+fn model_name(id: &str, taken: &mut Vec<String>) -> String {
+    let stem = id.trim_end_matches('/').rsplit('/').next().unwrap_or(id).split('@').next().unwrap_or(id);
+    let clean: String = stem.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
+    let clean = if clean.is_empty() { "model".to_string() } else { clean };
+    let mut name = clean.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        name = format!("{clean}-{n}");
+        n += 1;
+    }
+    taken.push(name.clone());
+    name
+}
+
+fn source(id: &str, name: String) -> SourceModel {
+    let (repo, revision) = match id.split_once('@') {
+        Some((r, v)) if !Path::new(id).exists() => (r.to_string(), Some(v.to_string())),
+        _ => (id.to_string(), None),
+    };
+    SourceModel { name, repo, revision, files: Default::default() }
+}
+
+/// The sources (base, siblings) and the opened, checked family.
+fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceModel>, Family)> {
+    let (base, siblings) = match (&args.sources, &args.base) {
+        (Some(p), _) => {
+            let list = SourceList::load(p)?;
+            (list.base, list.siblings)
+        }
+        (None, Some(b)) => {
+            let mut taken = vec!["base".to_string()];
+            let sibs = args.finetunes.iter().map(|f| source(f, model_name(f, &mut taken))).collect();
+            (source(b, "base".into()), sibs)
+        }
+        (None, None) => bail!("give --sources FILE or --base MODEL"),
+    };
+    if siblings.is_empty() {
+        eprintln!("hf-tailor: warning: no fine-tuned siblings: the search only removes layers of the base");
+    }
+    let cfg = HubConfig::from_env();
+    let open = |m: &SourceModel| -> anyhow::Result<(String, Checkpoint)> {
+        let dir = hub::locate(m, &cfg).with_context(|| format!("model `{}` ({})", m.name, m.repo))?;
+        Ok((m.name.clone(), Checkpoint::open_named(&dir, &m.repo)?))
+    };
+    let b = open(&base)?;
+    let s = siblings.iter().map(open).collect::<anyhow::Result<Vec<_>>>()?;
+    let family = Family::new(b, s)?;
+    for w in &family.info.warnings {
+        eprintln!("hf-tailor: warning: {w}");
+    }
+    Ok((base, siblings, family))
+}
+
+fn depth(args: &DepthArgs) -> DepthTarget {
+    match (args.keep_layers, args.remove_ratio, args.max_params) {
+        (Some(k), _, _) => DepthTarget::KeepLayers(k),
+        (_, Some(r), _) => DepthTarget::RemoveRatio(r),
+        (_, _, Some(p)) => DepthTarget::MaxParams(p),
+        _ => unreachable!("clap requires one depth argument"),
+    }
+}
+
+/// Everything both subcommands set up: the space and the evaluator (with calibration texts).
+struct Setup {
+    space: SearchSpace,
+    evaluator: Evaluator,
+    calibration: Vec<String>,
+    params: Box<dyn Fn(usize) -> u64>,
+}
+
+fn setup(family: &FamilyArgs, depth_args: &DepthArgs, scoring: &ScoringArgs, options: SpaceOptions) -> anyhow::Result<Setup> {
+    let specs = TaskSpec::parse_list(&scoring.tasks)?;
+    if specs.is_empty() {
+        bail!("--tasks names no task");
+    }
+    let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
+    if !tasks.iter().any(|t| matches!(t.data, TaskData::MultipleChoice(_))) {
+        bail!("--tasks has no multiple-choice task to score candidates on");
+    }
+    let mut calibration: Vec<String> = Vec::new();
+    let extra = match &scoring.calibration {
+        Some(c) => TaskSpec::parse_list(c)?.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let from = if scoring.calibration.is_some() { &extra } else { &tasks };
+    for t in from {
+        if let TaskData::Perplexity(texts) = &t.data {
+            calibration.extend(texts.iter().cloned());
+        }
+    }
+    let (base, siblings, family) = open_family(family)?;
+    let config = family.base.config.clone();
+    let template = RecipeTemplate::for_family(&family, base, siblings, scoring.edges);
+    let keep = depth(depth_args).keep_layers(config.num_hidden_layers, |k| config.total_params(k))?;
+    let space = SearchSpace::new(template, keep, options)?;
+    let eval_options = EvalOptions {
+        device: scoring.device,
+        weight_cache_bytes: scoring.weight_cache_mb << 20,
+        max_batch_tokens: scoring.batch_tokens,
+        ..EvalOptions::default()
+    };
+    let evaluator = Evaluator::new(Arc::new(family), tasks, eval_options)?;
+    Ok(Setup { space, evaluator, calibration, params: Box::new(move |k| config.total_params(k)) })
+}
+
+/// Progress bars: trials with best-so-far and trials/s, then one line per later stage.
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} search [{bar:30}] {pos}/{len} trials, {per_sec}, eta {eta} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        Self { bar }
+    }
+}
+
+impl JobObserver for Progress {
+    fn trial(&mut self, e: &TrialEvent<'_>) {
+        self.bar.set_length(e.total.max(e.done) as u64);
+        if e.replayed {
+            self.bar.reset_eta();
+        }
+        self.bar.set_position(e.done as u64);
+        let best = e.best.map(|b| format!("best {:.2}%", 100.0 * b)).unwrap_or_default();
+        self.bar.set_message(format!("{best} (last: {:.2}% at {} items)", 100.0 * e.trial.mean, e.trial.budget));
+    }
+    fn stage(&mut self, what: &str) {
+        if !self.bar.is_finished() {
+            self.bar.finish();
+        }
+        eprintln!("hf-tailor: {what}");
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let methods = args
+        .merge_methods
+        .iter()
+        .map(|m| MergeMethod::parse(m.trim()).with_context(|| format!("unknown merge method `{m}` (task_arithmetic, ties, dare)")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let options = SpaceOptions { methods, dare_seed: args.seed, ..SpaceOptions::default() };
+    let mut optimizer = OptimizerConfig::new(args.optimizer, args.seed);
+    optimizer.budgets = args.budgets.clone();
+    optimizer.scalarization = match args.scalarization.as_str() {
+        "mean" => Scalarization::Mean,
+        "parego" => Scalarization::Parego { rho: 0.05 },
+        s => bail!("unknown --scalarization `{s}` (mean, parego)"),
+    };
+    optimizer.validate()?;
+    let baselines = parse_baselines(&args.baselines)?;
+    let mut s = setup(&args.family, &args.depth, &args.scoring, options)?;
+    if !baselines.is_empty() && s.calibration.is_empty() {
+        bail!("the baselines need calibration text: add a `ppl=FILE` task or --calibration ppl=FILE (or --baselines none)");
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let spec = JobSpec {
+        space: s.space.clone(),
+        optimizer,
+        trials: args.trials,
+        journal: args.journal.clone().unwrap_or_else(|| args.out.join("journal.jsonl")),
+        resume: args.resume,
+        baselines,
+        calibration: s.calibration.clone(),
+    };
+    eprintln!(
+        "hf-tailor: searching {} of {} layers, {} siblings, tasks {}, {} trials ({}), journal {}",
+        s.space.keep,
+        s.space.source_layers(),
+        s.space.siblings(),
+        hf_tailor::score::Scorer::task_names(&s.evaluator).join(", "),
+        args.trials,
+        args.optimizer.name(),
+        spec.journal.display()
+    );
+    let mut progress = Progress::new(args.trials);
+    let result = job::run_job(&spec, &mut s.evaluator, &s.params, &mut progress)?;
+    progress.bar.finish_and_clear();
+    job::write_outputs(&result, &args.out)?;
+    print_report(&result.report, args.json)?;
+    eprintln!(
+        "hf-tailor: wrote {} (chosen at trial {}), report.md, report.json, search.svg in {}",
+        job::RECIPE_FILE,
+        result.outcome.best,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn print_report(report: &SearchReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_markdown());
+    }
+    Ok(())
+}
+
+pub fn run_baselines(args: BaselinesArgs) -> anyhow::Result<()> {
+    let kinds = parse_baselines(&args.which)?;
+    if kinds.is_empty() {
+        bail!("--which names no baseline");
+    }
+    let mut s = setup(&args.family, &args.depth, &args.scoring, SpaceOptions::default())?;
+    if s.calibration.is_empty() {
+        bail!("the baselines need calibration text: add a `ppl=FILE` task or --calibration ppl=FILE");
+    }
+    let mut progress = Progress::new(0);
+    let (baselines, rows) =
+        job::run_baselines(&s.space, &kinds, &s.calibration, &mut s.evaluator, args.budget, &*s.params, &mut progress)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    for b in &baselines {
+        job::save(&b.recipe, &args.out.join(format!("{}.yaml", b.kind.stem())))?;
+    }
+    let json = serde_json::json!({"baselines": baselines.iter().zip(&rows).map(|(b, r)| serde_json::json!({
+        "baseline": b.kind, "removed": b.removed, "criterion": b.criterion, "result": r,
+    })).collect::<Vec<_>>()});
+    hf_tailor::fsutil::write_atomic(&args.out.join("baselines.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        for (b, r) in baselines.iter().zip(&rows) {
+            let scores: Vec<String> = r.scores.iter().map(|(t, v)| format!("{t} {:.2}%", 100.0 * v)).collect();
+            println!("{:<18} removes {:?}: {} (mean {:.2}%)", b.kind.label(), b.removed, scores.join(", "), 100.0 * r.mean());
+        }
+        eprintln!("hf-tailor: wrote {} recipe(s) and baselines.json in {}", baselines.len(), args.out.display());
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! - [`journal`] and [`driver`]: the resumable search loop;
 //! - [`select`]: how the final model is chosen;
 //! - [`baselines`]: ShortGPT, angular distance and SLEB depth pruning of the base;
+//! - [`job`]: a whole search job (search, baselines, reference rows, output files);
 //! - [`report`]: JSON, Markdown and SVG reports;
 //! - [`synthetic`]: a scorer with a closed-form optimum, for tests and benchmarks.
 //!
@@ -16,6 +17,7 @@ pub mod baselines;
 pub mod driver;
 pub mod forest;
 pub mod hyperband;
+pub mod job;
 pub mod journal;
 pub mod optimizer;
 pub mod report;

@@ -10,6 +10,9 @@
 use super::journal::TrialRecord;
 use crate::recipe::Rule;
 
+/// The rule in one sentence, for reports and model cards.
+pub const RULE: &str = "The tailored model is the candidate with the best mean accuracy over the calibration tasks among those evaluated at the highest budget; ties go to fewer merged layers, then fewer sibling layers, then the earlier trial.";
+
 /// Index of the chosen trial, or `None` for no trial.
 pub fn choose(trials: &[TrialRecord]) -> Option<usize> {
     let top = trials.iter().map(|t| t.budget).max()?;

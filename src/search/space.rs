@@ -81,6 +81,15 @@ pub struct RecipeTemplate {
     pub dtype: Option<Dtype>,
 }
 
+impl RecipeTemplate {
+    /// The template for an opened family whose models the recipe calls `base` and
+    /// `siblings` (in the family's order).
+    pub fn for_family(family: &crate::checkpoint::Family, base: SourceModel, siblings: Vec<SourceModel>, edges: EdgePolicy) -> Self {
+        let c = &family.base.config;
+        Self { architecture: c.arch.model_type.to_string(), source_layers: c.num_hidden_layers, base, siblings, edges, dtype: None }
+    }
+}
+
 /// Options that shape the space beyond the depth.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpaceOptions {

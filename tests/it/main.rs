@@ -10,3 +10,4 @@ mod hub;
 mod testhub;
 mod search;
 mod eval;
+mod search_e2e;

@@ -1,0 +1,170 @@
+//! A whole search job as the pipeline runs it: the search (resumable through its
+//! journal), the baselines, the reference rows (base and siblings at full depth), the
+//! report, and the files written for the next stages.
+
+use std::path::{Path, PathBuf};
+
+use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule};
+use crate::score::{ModelResult, ResultKind, Scorer, TaskScores};
+
+use super::baselines::{run_baseline, Baseline, BaselineKind};
+use super::driver::{header, run_search, SearchOutcome, TrialEvent};
+use super::journal::Journal;
+use super::optimizer::OptimizerConfig;
+use super::report::{Curve, SearchReport};
+use super::select;
+use super::space::SearchSpace;
+use super::SearchError;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub space: SearchSpace,
+    pub optimizer: OptimizerConfig,
+    pub trials: usize,
+    pub journal: PathBuf,
+    /// Continue the journal if it exists (otherwise a non-empty journal is an error).
+    pub resume: bool,
+    pub baselines: Vec<BaselineKind>,
+    /// Calibration texts for the baselines (hidden states, perplexity).
+    pub calibration: Vec<String>,
+}
+
+/// What a job produced.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub outcome: SearchOutcome,
+    /// The chosen recipe (see [`select`]).
+    pub best: Recipe,
+    pub baselines: Vec<Baseline>,
+    pub report: SearchReport,
+}
+
+/// Progress of the stages after the search (scoring references and baselines).
+pub trait JobObserver {
+    fn trial(&mut self, _event: &TrialEvent<'_>) {}
+    /// A stage starts (`"baseline ShortGPT"`, `"scoring base"`).
+    fn stage(&mut self, _what: &str) {}
+}
+
+/// Observes nothing.
+pub struct Quiet;
+impl JobObserver for Quiet {}
+
+fn score<S: Scorer>(scorer: &mut S, recipe: &Recipe, budget: usize, what: &str) -> Result<TaskScores, SearchError> {
+    scorer.score(recipe, budget).map_err(|e| SearchError::Score { what: what.into(), source: Box::new(e) })
+}
+
+/// The recipe of one source model at full depth (the base, or a sibling as it is).
+pub fn whole_model(space: &SearchSpace, name: &str) -> Recipe {
+    let t = &space.template;
+    let layers = (0..t.source_layers).map(|from| LayerRule { from, rule: Rule::Take(name.to_string()) }).collect();
+    let mut r = Recipe::new(&t.architecture, t.source_layers, t.base.clone(), t.siblings.clone(), layers, EdgePolicy::FollowLayers);
+    r.dtype = t.dtype;
+    r
+}
+
+/// Run the search, then the baselines, then score base, siblings, baselines and the
+/// choice at the full budget. `params(k)` is the parameter count of a `k`-layer model.
+pub fn run_job<S: Scorer>(
+    spec: &JobSpec,
+    scorer: &mut S,
+    params: impl Fn(usize) -> u64,
+    observer: &mut dyn JobObserver,
+) -> Result<JobResult, SearchError> {
+    let space = &spec.space;
+    let head = header(space, &spec.optimizer, scorer.task_names());
+    let mut journal = if spec.resume { Journal::resume(&spec.journal, head)? } else { Journal::create(&spec.journal, head)? };
+    let outcome = run_search(space, &mut journal, spec.trials, scorer, |e| observer.trial(e))?;
+    let full = spec.optimizer.full_budget();
+    let tasks = scorer.task_names();
+    let row = |label: String, kind: ResultKind, recipe: &Recipe, scores: TaskScores| ModelResult {
+        label,
+        kind,
+        layers: recipe.layers.len(),
+        params: params(recipe.layers.len()),
+        scores,
+    };
+    let mut rows = Vec::new();
+    let names: Vec<(String, ResultKind)> = std::iter::once((space.template.base.name.clone(), ResultKind::Base))
+        .chain(space.template.siblings.iter().map(|s| (s.name.clone(), ResultKind::Sibling)))
+        .collect();
+    for (name, kind) in names {
+        observer.stage(&format!("scoring {name}"));
+        let r = whole_model(space, &name);
+        let s = score(scorer, &r, full, &name)?;
+        rows.push(row(name, kind, &r, s));
+    }
+    let (baselines, baseline_rows) = run_baselines(space, &spec.baselines, &spec.calibration, scorer, full, &params, observer)?;
+    rows.extend(baseline_rows);
+    let best_trial = outcome.best_trial();
+    let best = best_trial.recipe.clone();
+    let best_scores = if best_trial.budget == full {
+        best_trial.scores.clone()
+    } else {
+        observer.stage("scoring the choice at the full budget");
+        score(scorer, &best, full, "the chosen recipe")?
+    };
+    rows.push(row("hf-tailor".into(), ResultKind::Tailored, &best, best_scores));
+    let report = SearchReport {
+        tasks,
+        budget: full,
+        rows,
+        curves: vec![Curve { label: spec.optimizer.kind.name().into(), points: outcome.curve.clone() }],
+        selection: select::RULE.into(),
+        optimizer: spec.optimizer.kind.name().into(),
+        seed: spec.optimizer.seed,
+        trials: outcome.trials.len(),
+        scoring_seconds: outcome.trials.iter().map(|t| t.seconds).sum(),
+    };
+    Ok(JobResult { outcome, best, baselines, report })
+}
+
+/// Run `kinds` on `space`'s depth and score each at `budget` on the scorer's tasks.
+pub fn run_baselines<S: Scorer>(
+    space: &SearchSpace,
+    kinds: &[BaselineKind],
+    calibration: &[String],
+    scorer: &mut S,
+    budget: usize,
+    params: &dyn Fn(usize) -> u64,
+    observer: &mut dyn JobObserver,
+) -> Result<(Vec<Baseline>, Vec<ModelResult>), SearchError> {
+    let mut baselines = Vec::new();
+    let mut rows = Vec::new();
+    for kind in kinds {
+        observer.stage(&format!("baseline {}", kind.label()));
+        let b = run_baseline(*kind, space, scorer, calibration)?;
+        let scores = score(scorer, &b.recipe, budget, kind.label())?;
+        let layers = b.recipe.layers.len();
+        rows.push(ModelResult { label: kind.label().into(), kind: ResultKind::Baseline, layers, params: params(layers), scores });
+        baselines.push(b);
+    }
+    Ok((baselines, rows))
+}
+
+/// The recipe file the next stage (`hf-tailor build`) reads.
+pub const RECIPE_FILE: &str = "tailor.yaml";
+
+/// Write `tailor.yaml`, the report files and one recipe per baseline (`baselines/NAME.yaml`) into `dir`.
+pub fn write_outputs(result: &JobResult, dir: &Path) -> Result<(), SearchError> {
+    let werr = |p: &Path| {
+        let p = p.display().to_string();
+        move |source| SearchError::Write { path: p, source }
+    };
+    std::fs::create_dir_all(dir).map_err(werr(dir))?;
+    save(&result.best, &dir.join(RECIPE_FILE))?;
+    if !result.baselines.is_empty() {
+        let bdir = dir.join("baselines");
+        std::fs::create_dir_all(&bdir).map_err(werr(&bdir))?;
+        for b in &result.baselines {
+            save(&b.recipe, &bdir.join(format!("{}.yaml", b.kind.stem())))?;
+        }
+    }
+    result.report.write(dir)
+}
+
+/// Save a recipe, mapping the error into the search's.
+pub fn save(recipe: &Recipe, path: &Path) -> Result<(), SearchError> {
+    recipe.save(path).map_err(|e| SearchError::Write { path: path.display().to_string(), source: std::io::Error::other(e.to_string()) })
+}

@@ -1,0 +1,225 @@
+//! The search on a real tiny family scored by the in-memory evaluator, where the optimum is
+//! known by construction: layers 3 and 4 of the base are exact identities (zero o_proj and
+//! down_proj, so the residual passes through unchanged), sibling `task` changes layer 1 only,
+//! sibling `distractor` changes layer 5 only, and the tasks are labelled by the model
+//! "base with `task`'s layer 1" (the teacher). Keeping 4 of 6 layers, the only way to score
+//! 100 % is to drop layers 3 and 4 and carry `task`'s layer 1 while keeping the base's layer 5.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hf_tailor::arch::Role;
+use hf_tailor::checkpoint::{Checkpoint, Family};
+use hf_tailor::eval::{EvalOptions, Evaluator, McItem, Task, TaskData};
+use hf_tailor::fixture::{perturb_layers, random_weights, write_model, TinySpec};
+use hf_tailor::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
+use hf_tailor::score::Scorer;
+use hf_tailor::search::baselines::{run_baseline, BaselineKind};
+use hf_tailor::search::{header, run_search, Journal, OptimizerConfig, OptimizerKind, RecipeTemplate, SearchSpace, SpaceOptions};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::common::{hf_tailor, tempdir};
+
+const LAYERS: usize = 6;
+const IDENTITY: [usize; 2] = [3, 4];
+
+fn spec() -> TinySpec {
+    TinySpec { layers: LAYERS, ..TinySpec::llama() }
+}
+
+/// Writes base, task and distractor under `root`.
+fn write_identity_family(root: &Path) -> Vec<PathBuf> {
+    let spec = spec();
+    let arch = spec.arch();
+    let mut base = random_weights(&spec, 11);
+    for l in IDENTITY {
+        for role in [Role::O, Role::Down] {
+            let name = arch.layer_tensor_name(l, arch.suffix(role).unwrap());
+            base.get_mut(&name).unwrap().1.iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+    let task = perturb_layers(&spec, &base, &[1], 1.0, 12);
+    let distractor = perturb_layers(&spec, &base, &[5], 1.0, 13);
+    let dirs: Vec<PathBuf> = ["base", "task", "distractor"].iter().map(|n| root.join(n)).collect();
+    for (d, w) in dirs.iter().zip([&base, &task, &distractor]) {
+        write_model(d, &spec, w).unwrap();
+    }
+    dirs
+}
+
+fn src(name: &str, dir: &Path) -> SourceModel {
+    SourceModel { name: name.into(), repo: dir.display().to_string(), revision: None, files: Default::default() }
+}
+
+fn open_family(dirs: &[PathBuf]) -> (Family, SourceModel, Vec<SourceModel>) {
+    let names = ["base", "task", "distractor"];
+    let ck: Vec<(String, Checkpoint)> = names.iter().zip(dirs).map(|(n, d)| (n.to_string(), Checkpoint::open(d).unwrap())).collect();
+    let mut it = ck.into_iter();
+    let family = Family::new(it.next().unwrap(), it.collect()).unwrap();
+    (family, src("base", &dirs[0]), vec![src("task", &dirs[1]), src("distractor", &dirs[2])])
+}
+
+fn full_recipe(base: &SourceModel, sibs: &[SourceModel], rules: [&str; LAYERS]) -> Recipe {
+    let layers = rules.iter().enumerate().map(|(from, r)| LayerRule { from, rule: Rule::Take(r.to_string()) }).collect();
+    Recipe::new("llama", LAYERS, base.clone(), sibs.to_vec(), layers, EdgePolicy::FollowLayers)
+}
+
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len()).max_by(|a, b| v[*a].total_cmp(&v[*b])).unwrap()
+}
+
+/// Two tasks labelled by the teacher: `needs_task` holds items where the base disagrees with
+/// the teacher, `avoid_distractor` items where the teacher with the distractor's layer 5 does.
+fn build_tasks(family: Arc<Family>, base: &SourceModel, sibs: &[SourceModel]) -> Vec<Task> {
+    let mut ev = Evaluator::new(family, vec![], EvalOptions::default()).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let word = |rng: &mut ChaCha8Rng, n: usize| (0..n).map(|_| (b'a' + rng.random_range(0..26u8)) as char).collect::<String>();
+    let items: Vec<McItem> = (0..240)
+        .map(|_| {
+            let n = rng.random_range(6..14);
+            McItem { context: word(&mut rng, n), choices: vec![format!(" {}", word(&mut rng, 3)), format!(" {}", word(&mut rng, 3))], label: 0, subject: None }
+        })
+        .collect();
+    let teacher = full_recipe(base, sibs, ["base", "task", "base", "base", "base", "base"]);
+    let plain = full_recipe(base, sibs, ["base"; LAYERS]);
+    let distracted = full_recipe(base, sibs, ["base", "task", "base", "base", "base", "distractor"]);
+    let t = ev.choice_log_likelihoods(&teacher, &items).unwrap();
+    let p = ev.choice_log_likelihoods(&plain, &items).unwrap();
+    let d = ev.choice_log_likelihoods(&distracted, &items).unwrap();
+    let pick = |other: &[Vec<f64>]| -> Vec<McItem> {
+        items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| argmax(&t[*i]) != argmax(&other[*i]))
+            .map(|(i, it)| McItem { label: argmax(&t[i]), ..it.clone() })
+            .take(24)
+            .collect()
+    };
+    let (a, b) = (pick(&p), pick(&d));
+    assert!(a.len() >= 12 && b.len() >= 12, "the fixture separates the models on too few items: {} and {}", a.len(), b.len());
+    vec![Task { name: "needs_task".into(), data: TaskData::MultipleChoice(a) }, Task { name: "avoid_distractor".into(), data: TaskData::MultipleChoice(b) }]
+}
+
+#[test]
+fn search_finds_the_known_optimum_of_an_identity_family_within_150_trials() {
+    let dir = tempdir();
+    let dirs = write_identity_family(dir.path());
+    let (family, base, sibs) = open_family(&dirs);
+    let family = Arc::new(family);
+    let tasks = build_tasks(family.clone(), &base, &sibs);
+    let mut ev = Evaluator::new(family.clone(), tasks, EvalOptions::default()).unwrap();
+    let template = RecipeTemplate::for_family(&family, base.clone(), sibs.clone(), EdgePolicy::FollowLayers);
+    let space = SearchSpace::new(template, 4, SpaceOptions::default()).unwrap();
+    // By construction: the teacher without its identity layers scores 100 %, the base 0 %.
+    let optimum = space.to_recipe(&space.from_recipe(&{
+        let mut r = full_recipe(&base, &sibs, ["base", "task", "base", "base", "base", "base"]);
+        r.layers.retain(|l| !IDENTITY.contains(&l.from));
+        r
+    }).unwrap());
+    let s = ev.score(&optimum, 24).unwrap();
+    assert!(s.values().all(|v| *v == 1.0), "{s:?}");
+    assert_eq!(ev.score(&full_recipe(&base, &sibs, ["base"; LAYERS]), 24).unwrap()["needs_task"], 0.0);
+
+    let mut cfg = OptimizerConfig::new(OptimizerKind::Bo, 0);
+    cfg.budgets = vec![8, 24];
+    let mut journal = Journal::create(&dir.path().join("j.jsonl"), header(&space, &cfg, ev.task_names())).unwrap();
+    let out = run_search(&space, &mut journal, 150, &mut ev, |_| {}).unwrap();
+    let best = out.best_trial();
+    assert_eq!(best.budget, 24);
+    assert_eq!(best.mean, 1.0, "the search did not reach the optimum in 150 trials: {}", best.recipe.to_yaml());
+    assert_eq!(best.recipe.removed_layers(), IDENTITY.to_vec());
+    let first = out.trials.iter().position(|t| t.mean == 1.0 && t.budget == 24).unwrap();
+    eprintln!("optimum first reached at trial {first} of 150; chosen recipe:\n{}", best.recipe.to_yaml());
+
+    // The depth-pruning baselines see the identity layers: their input and output agree.
+    let texts = vec!["the quick brown fox jumps over the lazy dog".to_string(), "calibration text for hidden states".to_string()];
+    let shortgpt = run_baseline(BaselineKind::Shortgpt, &space, &mut ev, &texts).unwrap();
+    assert_eq!(shortgpt.removed, IDENTITY.to_vec());
+    assert!(shortgpt.criterion[3].abs() < 1e-6 && shortgpt.criterion[4].abs() < 1e-6, "{:?}", shortgpt.criterion);
+    let angular = run_baseline(BaselineKind::Angular, &space, &mut ev, &texts).unwrap();
+    assert_eq!(angular.removed, IDENTITY.to_vec());
+    let sleb = run_baseline(BaselineKind::Sleb, &space, &mut ev, &texts).unwrap();
+    assert_eq!(sleb.removed.len(), 2);
+    sleb.recipe.validate().unwrap();
+}
+
+/// Task files for the CLI: the two tasks as JSONL plus a calibration text file.
+fn write_task_files(root: &Path, tasks: &[Task]) -> String {
+    let mut specs = Vec::new();
+    for t in tasks {
+        let TaskData::MultipleChoice(items) = &t.data else { unreachable!() };
+        let lines: Vec<String> = items
+            .iter()
+            .map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string())
+            .collect();
+        let p = root.join(format!("{}.jsonl", t.name));
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        specs.push(format!("mc:{}={}", t.name, p.display()));
+    }
+    let calib = root.join("calib.jsonl");
+    std::fs::write(&calib, "{\"text\": \"the quick brown fox jumps over the lazy dog\"}\n").unwrap();
+    specs.push(format!("ppl:calib={}", calib.display()));
+    specs.join(",")
+}
+
+fn journal_without_timings(p: &Path) -> (hf_tailor::search::JournalHeader, Vec<hf_tailor::search::TrialRecord>) {
+    let (h, mut t) = Journal::read(p).unwrap();
+    t.iter_mut().for_each(|t| t.seconds = 0.0);
+    (h, t)
+}
+
+#[test]
+fn cli_search_killed_with_sigkill_resumes_to_the_uninterrupted_result() {
+    let dir = tempdir();
+    let dirs = write_identity_family(dir.path());
+    let (family, base, sibs) = open_family(&dirs);
+    let tasks = build_tasks(Arc::new(family), &base, &sibs);
+    let specs = write_task_files(dir.path(), &tasks);
+    let finetunes = format!("{},{}", dirs[1].display(), dirs[2].display());
+    let args = |out: &Path| -> Vec<String> {
+        ["search", "--base", &dirs[0].display().to_string(), "--finetunes", &finetunes, "--keep-layers", "4", "--tasks", &specs,
+         "--trials", "60", "--budgets", "8,24", "--seed", "3", "--baselines", "shortgpt,angular", "--out", &out.display().to_string()]
+            .iter().map(|s| s.to_string()).collect()
+    };
+    // Uninterrupted run.
+    let whole = dir.path().join("whole");
+    let o = hf_tailor().args(args(&whole)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    for row in ["| base | base |", "| task | sibling |", "| distractor | sibling |", "| ShortGPT | baseline |", "| Angular distance | baseline |", "| hf-tailor | tailored |"] {
+        assert!(table.contains(row), "missing {row} in\n{table}");
+    }
+    for f in ["tailor.yaml", "report.json", "report.md", "search.svg", "journal.jsonl", "baselines/shortgpt.yaml", "baselines/angular.yaml"] {
+        assert!(whole.join(f).is_file(), "{f} not written");
+    }
+    Recipe::load(&whole.join("tailor.yaml")).unwrap();
+
+    // Killed with SIGKILL once 25 trials are journaled, then resumed.
+    let killed = dir.path().join("killed");
+    let mut child = hf_tailor().args(args(&killed)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let journal = killed.join("journal.jsonl");
+    let start = std::time::Instant::now();
+    loop {
+        let lines = std::fs::read(&journal).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0);
+        if lines > 25 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the search finished before it could be killed");
+        assert!(start.elapsed().as_secs() < 300, "the search made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let journaled = Journal::read(&journal).unwrap().1.len();
+    assert!(journaled >= 25 && journaled < 60, "{journaled} trials journaled at the kill");
+    // Without --resume the journal is protected.
+    let o = hf_tailor().args(args(&killed)).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    let mut resumed = args(&killed);
+    resumed.push("--resume".into());
+    let o = hf_tailor().args(&resumed).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(journal_without_timings(&journal) == journal_without_timings(&whole.join("journal.jsonl")), "resumed journal differs");
+    assert_eq!(std::fs::read_to_string(killed.join("tailor.yaml")).unwrap(), std::fs::read_to_string(whole.join("tailor.yaml")).unwrap());
+}
