@@ -9,7 +9,8 @@
 //! - [`baselines`]: ShortGPT, angular distance and SLEB depth pruning of the base;
 //! - [`job`]: a whole search job (search, baselines, reference rows, output files);
 //! - [`report`]: JSON, Markdown and SVG reports;
-//! - [`synthetic`]: a scorer with a closed-form optimum, for tests and benchmarks.
+//! - [`synthetic`]: a scorer with a closed-form optimum, for tests and benchmarks;
+//! - [`identity_family`]: a tiny real family whose optimum is known by construction.
 //!
 //! [`Recipe`]: crate::recipe::Recipe
 
@@ -17,6 +18,7 @@ pub mod baselines;
 pub mod driver;
 pub mod forest;
 pub mod hyperband;
+pub mod identity_family;
 pub mod job;
 pub mod journal;
 pub mod optimizer;

@@ -5,121 +5,38 @@
 //! "base with `task`'s layer 1" (the teacher). Keeping 4 of 6 layers, the only way to score
 //! 100 % is to drop layers 3 and 4 and carry `task`'s layer 1 while keeping the base's layer 5.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use hf_tailor::arch::Role;
-use hf_tailor::checkpoint::{Checkpoint, Family};
-use hf_tailor::eval::{EvalOptions, Evaluator, McItem, Task, TaskData};
-use hf_tailor::fixture::{perturb_layers, random_weights, write_model, TinySpec};
-use hf_tailor::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
+use hf_tailor::eval::{EvalOptions, Evaluator, Task, TaskData};
+use hf_tailor::recipe::{EdgePolicy, Recipe};
 use hf_tailor::score::Scorer;
 use hf_tailor::search::baselines::{run_baseline, BaselineKind};
+use hf_tailor::search::identity_family::{IdentityFamily, IDENTITY, LAYERS};
 use hf_tailor::search::{header, run_search, Journal, OptimizerConfig, OptimizerKind, RecipeTemplate, SearchSpace, SpaceOptions};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use crate::common::{hf_tailor, tempdir};
-
-const LAYERS: usize = 6;
-const IDENTITY: [usize; 2] = [3, 4];
-
-fn spec() -> TinySpec {
-    TinySpec { layers: LAYERS, ..TinySpec::llama() }
-}
-
-/// Writes base, task and distractor under `root`.
-fn write_identity_family(root: &Path) -> Vec<PathBuf> {
-    let spec = spec();
-    let arch = spec.arch();
-    let mut base = random_weights(&spec, 11);
-    for l in IDENTITY {
-        for role in [Role::O, Role::Down] {
-            let name = arch.layer_tensor_name(l, arch.suffix(role).unwrap());
-            base.get_mut(&name).unwrap().1.iter_mut().for_each(|v| *v = 0.0);
-        }
-    }
-    let task = perturb_layers(&spec, &base, &[1], 1.0, 12);
-    let distractor = perturb_layers(&spec, &base, &[5], 1.0, 13);
-    let dirs: Vec<PathBuf> = ["base", "task", "distractor"].iter().map(|n| root.join(n)).collect();
-    for (d, w) in dirs.iter().zip([&base, &task, &distractor]) {
-        write_model(d, &spec, w).unwrap();
-    }
-    dirs
-}
-
-fn src(name: &str, dir: &Path) -> SourceModel {
-    SourceModel { name: name.into(), repo: dir.display().to_string(), revision: None, files: Default::default() }
-}
-
-fn open_family(dirs: &[PathBuf]) -> (Family, SourceModel, Vec<SourceModel>) {
-    let names = ["base", "task", "distractor"];
-    let ck: Vec<(String, Checkpoint)> = names.iter().zip(dirs).map(|(n, d)| (n.to_string(), Checkpoint::open(d).unwrap())).collect();
-    let mut it = ck.into_iter();
-    let family = Family::new(it.next().unwrap(), it.collect()).unwrap();
-    (family, src("base", &dirs[0]), vec![src("task", &dirs[1]), src("distractor", &dirs[2])])
-}
-
-fn full_recipe(base: &SourceModel, sibs: &[SourceModel], rules: [&str; LAYERS]) -> Recipe {
-    let layers = rules.iter().enumerate().map(|(from, r)| LayerRule { from, rule: Rule::Take(r.to_string()) }).collect();
-    Recipe::new("llama", LAYERS, base.clone(), sibs.to_vec(), layers, EdgePolicy::FollowLayers)
-}
-
-fn argmax(v: &[f64]) -> usize {
-    (0..v.len()).max_by(|a, b| v[*a].total_cmp(&v[*b])).unwrap()
-}
-
-/// Two tasks labelled by the teacher: `needs_task` holds items where the base disagrees with
-/// the teacher, `avoid_distractor` items where the teacher with the distractor's layer 5 does.
-fn build_tasks(family: Arc<Family>, base: &SourceModel, sibs: &[SourceModel]) -> Vec<Task> {
-    let mut ev = Evaluator::new(family, vec![], EvalOptions::default()).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let word = |rng: &mut ChaCha8Rng, n: usize| (0..n).map(|_| (b'a' + rng.random_range(0..26u8)) as char).collect::<String>();
-    let items: Vec<McItem> = (0..240)
-        .map(|_| {
-            let n = rng.random_range(6..14);
-            McItem { context: word(&mut rng, n), choices: vec![format!(" {}", word(&mut rng, 3)), format!(" {}", word(&mut rng, 3))], label: 0, subject: None }
-        })
-        .collect();
-    let teacher = full_recipe(base, sibs, ["base", "task", "base", "base", "base", "base"]);
-    let plain = full_recipe(base, sibs, ["base"; LAYERS]);
-    let distracted = full_recipe(base, sibs, ["base", "task", "base", "base", "base", "distractor"]);
-    let t = ev.choice_log_likelihoods(&teacher, &items).unwrap();
-    let p = ev.choice_log_likelihoods(&plain, &items).unwrap();
-    let d = ev.choice_log_likelihoods(&distracted, &items).unwrap();
-    let pick = |other: &[Vec<f64>]| -> Vec<McItem> {
-        items
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| argmax(&t[*i]) != argmax(&other[*i]))
-            .map(|(i, it)| McItem { label: argmax(&t[i]), ..it.clone() })
-            .take(24)
-            .collect()
-    };
-    let (a, b) = (pick(&p), pick(&d));
-    assert!(a.len() >= 12 && b.len() >= 12, "the fixture separates the models on too few items: {} and {}", a.len(), b.len());
-    vec![Task { name: "needs_task".into(), data: TaskData::MultipleChoice(a) }, Task { name: "avoid_distractor".into(), data: TaskData::MultipleChoice(b) }]
-}
 
 #[test]
 fn search_finds_the_known_optimum_of_an_identity_family_within_150_trials() {
     let dir = tempdir();
-    let dirs = write_identity_family(dir.path());
-    let (family, base, sibs) = open_family(&dirs);
-    let family = Arc::new(family);
-    let tasks = build_tasks(family.clone(), &base, &sibs);
+    let fam = IdentityFamily::write(dir.path()).unwrap();
+    let family = Arc::new(fam.open().unwrap());
+    let tasks = fam.tasks(family.clone(), 24).unwrap();
+    assert!(tasks.iter().all(|t| matches!(&t.data, TaskData::MultipleChoice(i) if i.len() >= 12)), "the fixture separates the models on too few items");
+    let (base, sibs) = (fam.base.clone(), fam.siblings.clone());
     let mut ev = Evaluator::new(family.clone(), tasks, EvalOptions::default()).unwrap();
     let template = RecipeTemplate::for_family(&family, base.clone(), sibs.clone(), EdgePolicy::FollowLayers);
     let space = SearchSpace::new(template, 4, SpaceOptions::default()).unwrap();
     // By construction: the teacher without its identity layers scores 100 %, the base 0 %.
     let optimum = space.to_recipe(&space.from_recipe(&{
-        let mut r = full_recipe(&base, &sibs, ["base", "task", "base", "base", "base", "base"]);
+        let mut r = fam.teacher();
         r.layers.retain(|l| !IDENTITY.contains(&l.from));
         r
     }).unwrap());
     let s = ev.score(&optimum, 24).unwrap();
     assert!(s.values().all(|v| *v == 1.0), "{s:?}");
-    assert_eq!(ev.score(&full_recipe(&base, &sibs, ["base"; LAYERS]), 24).unwrap()["needs_task"], 0.0);
+    assert_eq!(ev.score(&fam.full_recipe(["base"; LAYERS]), 24).unwrap()["needs_task"], 0.0);
 
     let mut cfg = OptimizerConfig::new(OptimizerKind::Bo, 0);
     cfg.budgets = vec![8, 24];
@@ -172,9 +89,9 @@ fn journal_without_timings(p: &Path) -> (hf_tailor::search::JournalHeader, Vec<h
 #[test]
 fn cli_search_killed_with_sigkill_resumes_to_the_uninterrupted_result() {
     let dir = tempdir();
-    let dirs = write_identity_family(dir.path());
-    let (family, base, sibs) = open_family(&dirs);
-    let tasks = build_tasks(Arc::new(family), &base, &sibs);
+    let fam = IdentityFamily::write(dir.path()).unwrap();
+    let tasks = fam.tasks(Arc::new(fam.open().unwrap()), 24).unwrap();
+    let dirs = &fam.dirs;
     let specs = write_task_files(dir.path(), &tasks);
     let finetunes = format!("{},{}", dirs[1].display(), dirs[2].display());
     let args = |out: &Path| -> Vec<String> {
@@ -212,7 +129,7 @@ fn cli_search_killed_with_sigkill_resumes_to_the_uninterrupted_result() {
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     let journaled = Journal::read(&journal).unwrap().1.len();
-    assert!(journaled >= 25 && journaled < 60, "{journaled} trials journaled at the kill");
+    assert!((25..60).contains(&journaled), "{journaled} trials journaled at the kill");
     // Without --resume the journal is protected.
     let o = hf_tailor().args(args(&killed)).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--resume"));
