@@ -219,6 +219,9 @@ impl SearchSpace {
         let kept: Vec<usize> = c.kept().collect();
         let removed: Vec<usize> = (0..c.layers.len()).filter(|i| c.layers[*i].is_none()).collect();
         let merges: Vec<usize> = kept.iter().copied().filter(|&i| c.layers[i].is_some_and(|x| x.is_merge())).collect();
+        if removed.is_empty() && self.siblings() == 0 {
+            return out; // a one-point space: nothing to move
+        }
         loop {
             match rng.random_range(0..4) {
                 0 if !removed.is_empty() => {
@@ -444,6 +447,13 @@ pub(crate) mod tests {
             merges += c.merges();
         }
         assert!(merges > 0);
+    }
+
+    #[test]
+    fn a_one_point_space_has_no_neighbour_but_does_not_hang() {
+        let space = SearchSpace::new(template(3, 0), 3, SpaceOptions::default()).unwrap();
+        let c = space.sample(&mut ChaCha8Rng::seed_from_u64(0));
+        assert_eq!(space.neighbour(&c, &mut ChaCha8Rng::seed_from_u64(1)), c);
     }
 
     #[test]
