@@ -193,9 +193,6 @@ fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceMode
         }
         (None, None) => bail!("give --sources FILE or --base MODEL"),
     };
-    if siblings.is_empty() {
-        eprintln!("hf-tailor: warning: no fine-tuned siblings: the search only removes layers of the base");
-    }
     let cfg = HubConfig::from_env();
     let open = |m: &SourceModel| -> anyhow::Result<(String, Checkpoint)> {
         let dir = hub::locate(m, &cfg).with_context(|| format!("model `{}` ({})", m.name, m.repo))?;
@@ -227,7 +224,8 @@ struct Setup {
     params: Box<dyn Fn(usize) -> u64>,
 }
 
-fn setup(family: &FamilyArgs, depth_args: &DepthArgs, scoring: &ScoringArgs, options: SpaceOptions) -> anyhow::Result<Setup> {
+/// `needs_calibration`: refuse early (before opening any model) when no calibration text is given.
+fn setup(family: &FamilyArgs, depth_args: &DepthArgs, scoring: &ScoringArgs, options: SpaceOptions, needs_calibration: bool) -> anyhow::Result<Setup> {
     let specs = TaskSpec::parse_list(&scoring.tasks)?;
     if specs.is_empty() {
         bail!("--tasks names no task");
@@ -246,6 +244,9 @@ fn setup(family: &FamilyArgs, depth_args: &DepthArgs, scoring: &ScoringArgs, opt
         if let TaskData::Perplexity(texts) = &t.data {
             calibration.extend(texts.iter().cloned());
         }
+    }
+    if needs_calibration && calibration.is_empty() {
+        bail!("the baselines need calibration text: add a `ppl=FILE` task or --calibration ppl=FILE (or --baselines none for a search)");
     }
     let (base, siblings, family) = open_family(family)?;
     let config = family.base.config.clone();
@@ -313,9 +314,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     optimizer.validate()?;
     let baselines = parse_baselines(&args.baselines)?;
-    let mut s = setup(&args.family, &args.depth, &args.scoring, options)?;
-    if !baselines.is_empty() && s.calibration.is_empty() {
-        bail!("the baselines need calibration text: add a `ppl=FILE` task or --calibration ppl=FILE (or --baselines none)");
+    let mut s = setup(&args.family, &args.depth, &args.scoring, options, !baselines.is_empty())?;
+    if s.space.siblings() == 0 {
+        eprintln!("hf-tailor: warning: no fine-tuned siblings: the search only removes layers of the base");
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let spec = JobSpec {
@@ -365,10 +366,7 @@ pub fn run_baselines(args: BaselinesArgs) -> anyhow::Result<()> {
     if kinds.is_empty() {
         bail!("--which names no baseline");
     }
-    let mut s = setup(&args.family, &args.depth, &args.scoring, SpaceOptions::default())?;
-    if s.calibration.is_empty() {
-        bail!("the baselines need calibration text: add a `ppl=FILE` task or --calibration ppl=FILE");
-    }
+    let mut s = setup(&args.family, &args.depth, &args.scoring, SpaceOptions::default(), true)?;
     let mut progress = Progress::new(0);
     let (baselines, rows) =
         job::run_baselines(&s.space, &kinds, &s.calibration, &mut s.evaluator, args.budget, &*s.params, &mut progress)?;

@@ -140,3 +140,39 @@ fn cli_search_killed_with_sigkill_resumes_to_the_uninterrupted_result() {
     assert!(journal_without_timings(&journal) == journal_without_timings(&whole.join("journal.jsonl")), "resumed journal differs");
     assert_eq!(std::fs::read_to_string(killed.join("tailor.yaml")).unwrap(), std::fs::read_to_string(whole.join("tailor.yaml")).unwrap());
 }
+
+#[test]
+fn cli_baselines_write_one_recipe_each_and_shortgpt_drops_the_identity_layers() {
+    let dir = tempdir();
+    let fam = IdentityFamily::write(dir.path()).unwrap();
+    let tasks = fam.tasks(Arc::new(fam.open().unwrap()), 24).unwrap();
+    let specs = write_task_files(dir.path(), &tasks);
+    let out = dir.path().join("baselines");
+    let finetunes = format!("{},{}", fam.dirs[1].display(), fam.dirs[2].display());
+    let o = hf_tailor()
+        .args(["baselines", "--base", &fam.dirs[0].display().to_string(), "--finetunes", &finetunes, "--remove-ratio", "0.34"])
+        .args(["--tasks", &specs, "--budget", "24", "--out", &out.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for kind in ["shortgpt", "angular", "sleb"] {
+        let r = Recipe::load(&out.join(format!("{kind}.yaml"))).unwrap();
+        assert_eq!(r.layers.len(), 4, "{kind}: 6 − round(0.34·6) = 4 layers");
+        if kind != "sleb" {
+            assert_eq!(r.removed_layers(), IDENTITY.to_vec(), "{kind}");
+        }
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("baselines.json")).unwrap()).unwrap();
+    assert_eq!(json["baselines"].as_array().unwrap().len(), 3);
+    // Without calibration text the baselines refuse with a message naming the fix.
+    let mc_only: Vec<&str> = specs.split(',').filter(|s| !s.starts_with("ppl")).collect();
+    let o = hf_tailor()
+        .args(["baselines", "--base", &fam.dirs[0].display().to_string(), "--keep-layers", "4", "--tasks", &mc_only.join(",")])
+        .args(["--out", &dir.path().join("none").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ppl=FILE") && err.lines().count() == 1, "{err}");
+    assert!(!dir.path().join("none").exists(), "nothing written on a refused run");
+}
