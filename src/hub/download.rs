@@ -217,6 +217,8 @@ fn truncate(path: &Path) -> Result<u64, HubError> {
 }
 
 /// The same advisory lock file Python's `huggingface_hub` takes: `.locks/<repo folder>/<etag>.lock`.
+// `File::lock` is Rust 1.89; hf-hub 1.0 (edition 2024, let-chains, `File::lock`) already needs it.
+#[allow(clippy::incompatible_msrv)]
 fn lock(cache_dir: &Path, cache: &RepoCache, etag: &str) -> Result<std::fs::File, HubError> {
     let folder = cache.root.file_name().expect("repo folder has a name");
     let path = cache_dir.join(".locks").join(folder).join(format!("{etag}.lock"));

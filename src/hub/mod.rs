@@ -32,6 +32,10 @@ pub enum HubError {
     DuplicateEntry { path: String, line: usize, first_line: usize, entry: String },
     #[error("`{value}` is neither a Hub repo id (`owner/name[@revision]`) nor an existing local folder")]
     BadModelRef { value: String },
+    #[error("`{repo}` is not a repo to push to: use `owner/name`")]
+    PushTarget { repo: String },
+    #[error("`{entry}` is the base model; it cannot also be one of its fine-tunes")]
+    BaseAmongFinetunes { entry: String },
     #[error("repository `{repo}` was not found on {endpoint} (check the id, or set HF_TOKEN if it is private or gated)")]
     RepoNotFound { repo: String, endpoint: String },
     #[error("revision `{revision}` was not found in `{repo}`")]

@@ -97,7 +97,7 @@ impl SourceList {
 /// Pull the base (named `base`) and every fine-tune (named after its repo or folder).
 pub fn pull_family(cfg: &HubConfig, base: &ModelRef, finetunes: &[ModelRef]) -> Result<PulledFamily, HubError> {
     if let Some(dup) = finetunes.iter().find(|f| f.is_same_model(base)) {
-        return Err(HubError::BadModelRef { value: format!("{dup} is the base; it cannot also be a fine-tune") });
+        return Err(HubError::BaseAmongFinetunes { entry: dup.to_string() });
     }
     let mut taken = BTreeSet::from(["base".to_string()]);
     let base = pull_model(cfg, "base", base, true)?;

@@ -80,7 +80,7 @@ pub fn push_folder(cfg: &HubConfig, dir: &Path, repo: &str, opts: &PushOptions) 
 pub async fn push_folder_async(cfg: &HubConfig, dir: &Path, repo: &str, opts: &PushOptions) -> Result<PushReport, HubError> {
     cfg.require_token()?;
     if !repo.contains('/') || !super::finetunes::is_repo_id(repo) {
-        return Err(HubError::BadModelRef { value: format!("{repo} (push needs `owner/name`)") });
+        return Err(HubError::PushTarget { repo: repo.into() });
     }
     let mut files = list_folder(dir)?;
     if files.is_empty() {

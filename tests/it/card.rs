@@ -97,7 +97,7 @@ fn card_body_shows_summary_lineage_results_and_recipe() {
     let md = &card.readme;
     let config = ModelConfig::from_file(&tmp.path().join("base/config.json")).unwrap();
     let (before, after) = (config.total_params(4), config.total_params(3));
-    assert!(md.contains(&format!("| Decoder layers | 4 | 3 | 1 (25.0 %) |")), "{md}");
+    assert!(md.contains("| Decoder layers | 4 | 3 | 1 (25.0 %) |"), "{md}");
     assert!(md.contains(&format!("| Parameters | {} | {} |", card::human_count(before), card::human_count(after))), "{md}");
     // Lineage rows: output → source model@revision, source layer, rule, λ.
     assert!(md.contains("| 0 | [meta-llama/Llama-2-13b-hf@aaaaaaaa](https://huggingface.co/meta-llama/Llama-2-13b-hf/tree/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa) | 0 | take |  |"), "{md}");

@@ -256,6 +256,8 @@ fn pull_errors_are_typed_and_never_show_the_token() {
     // No weights in a supported format.
     hub.seed("models", "org/binonly", false, &[("config.json", b"{}".to_vec()), ("pytorch_model.bin", vec![0; 64])]);
     assert!(matches!(pull(&c, "org/binonly"), HubError::NoWeights { .. }));
+    let e = hub::pull_family(&c, &ModelRef::parse("org/a").unwrap(), &[ModelRef::parse("ORG/a@main").unwrap()]).unwrap_err();
+    assert!(matches!(e, HubError::BaseAmongFinetunes { .. }), "{e}");
     // Offline with nothing cached.
     let mut off = HubConfig::new(&hub.url, None, tmp.path().join("empty"));
     off.offline = true;
@@ -424,7 +426,7 @@ fn push_errors_are_typed_and_never_show_the_token() {
     assert!(matches!(e, HubError::Forbidden { .. }), "{e}");
     let e = hub::push_folder(&c, &dir, "tester/x", &hub::PushOptions { revision: "no-such-branch".into(), ..push_opts(false) }).unwrap_err();
     assert!(matches!(e, HubError::RevisionNotFound { .. }), "{e}");
-    assert!(matches!(hub::push_folder(&c, &dir, "no-owner", &push_opts(false)), Err(HubError::BadModelRef { .. })));
+    assert!(matches!(hub::push_folder(&c, &dir, "no-owner", &push_opts(false)), Err(HubError::PushTarget { .. })));
     for err in [e.to_string(), format!("{e:?}")] {
         assert!(!err.contains(TOKEN), "{err}");
     }

@@ -405,7 +405,7 @@ async fn handle(axum::extract::State(shared): axum::extract::State<Shared>, meth
                 _ => error(StatusCode::NOT_FOUND, None, "Not Found"),
             }
         }
-        (m @ (Method::GET | Method::HEAD), [rest @ ..]) if rest.len() >= 5 && (rest[2] == "resolve" || rest.get(3) == Some(&"resolve")) => {
+        (m @ (Method::GET | Method::HEAD), rest) if rest.len() >= 5 && (rest[2] == "resolve" || rest.get(3) == Some(&"resolve")) => {
             let (kind, owner, name, rev, file) = if rest[0] == "datasets" && rest[3] == "resolve" {
                 ("datasets", rest[1], rest[2], rest[4], rest[5..].join("/"))
             } else {
