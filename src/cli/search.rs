@@ -346,7 +346,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "hf-tailor: wrote {} (chosen at trial {}), report.md, report.json, search.svg in {}",
         job::RECIPE_FILE,
-        result.outcome.best,
+        result.outcome.best + 1,
         args.out.display()
     );
     Ok(())

@@ -70,12 +70,12 @@ impl SearchReport {
         s
     }
 
-    /// Best mean accuracy against trials, one line per curve, dashed lines for the
+    /// The current choice's mean accuracy against trials, one line per curve, dashed lines for the
     /// non-searched rows (base, siblings, baselines).
     pub fn to_svg(&self) -> String {
         let refs: Vec<(String, f64)> =
             self.rows.iter().filter(|r| r.kind != ResultKind::Tailored).map(|r| (r.label.clone(), r.mean())).collect();
-        plot_svg("Best mean accuracy against trials", &self.curves, &refs)
+        plot_svg("Mean accuracy of the search's current choice", &self.curves, &refs)
     }
 
     /// Write `report.json`, `report.md` and `search.svg` into `dir`.
@@ -166,7 +166,18 @@ pub fn plot_svg(title: &str, curves: &[Curve], refs: &[(String, f64)]) -> String
             ["4 3", "1 3", "8 3", "2 2"][i % 4],
             yv = y(*v)
         );
-        let _ = writeln!(s, r##"<text x="{}" y="{:.1}" fill="#666">{} ({:.1})</text>"##, w - right + 8.0, legend_y, esc(label), 100.0 * v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#999" stroke-dasharray="{}"/><text x="{}" y="{:.1}" fill="#666">{} ({:.1})</text>"##,
+            w - right + 8.0,
+            w - right + 20.0,
+            ["4 3", "1 3", "8 3", "2 2"][i % 4],
+            w - right + 24.0,
+            legend_y,
+            esc(label),
+            100.0 * v,
+            y = legend_y - 4.0
+        );
         legend_y += 16.0;
     }
     legend_y += 8.0;
