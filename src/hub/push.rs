@@ -268,7 +268,7 @@ impl Pusher<'_> {
         let mut attempt = 0;
         loop {
             let file = tokio::fs::File::open(&f.path).await.map_err(io_err(&f.path))?;
-            let body = reqwest::Body::wrap_stream(file_stream(file));
+            let body = reqwest::Body::wrap_stream(file_stream(file, f.size));
             let result = self.http.client.put(href).header("content-length", f.size).body(body).send().await;
             let failure = match result {
                 Ok(r) if r.status().is_success() => {
@@ -305,8 +305,7 @@ impl Pusher<'_> {
         let etags: Vec<(u64, String)> = futures::stream::iter(parts.into_iter().map(|(n, url)| async move {
             let start = (n - 1) * chunk_size;
             let len = chunk_size.min(f.size - start);
-            let data = read_slice(&f.path, start, len).await?;
-            Ok::<_, HubError>((n, self.put_part(f, n, &url, data).await?))
+            Ok::<_, HubError>((n, self.put_part(f, n, &url, start, len).await?))
         }))
         .buffered(self.opts.parallel_parts.max(1))
         .try_collect()
@@ -333,12 +332,15 @@ impl Pusher<'_> {
         }
     }
 
-    async fn put_part(&self, f: &LocalFile, n: u64, url: &str, data: Vec<u8>) -> Result<String, HubError> {
+    /// PUT bytes `start..start+len` of the file, streamed from disk (memory stays at one
+    /// read buffer per part in flight, whatever the Hub's chunk size).
+    async fn put_part(&self, f: &LocalFile, n: u64, url: &str, start: u64, len: u64) -> Result<String, HubError> {
         let mut attempt = 0;
         loop {
-            let failure = match self.http.client.put(url).body(data.clone()).send().await {
+            let body = reqwest::Body::wrap_stream(file_stream(open_at(&f.path, start).await?, len));
+            let failure = match self.http.client.put(url).header("content-length", len).body(body).send().await {
                 Ok(r) if r.status().is_success() => {
-                    self.bar.inc(data.len() as u64);
+                    self.bar.inc(len);
                     return http::header(&r, "etag").filter(|e| !e.is_empty()).ok_or_else(|| self.protocol(&format!("{} part {n}: storage returned no ETag", f.repo_path)));
                 }
                 Ok(r) if !http::transient_status(r.status()) => {
@@ -390,30 +392,27 @@ fn sample(path: &Path) -> Result<Vec<u8>, HubError> {
     Ok(buf)
 }
 
-async fn read_slice(path: &Path, start: u64, len: u64) -> Result<Vec<u8>, HubError> {
-    let p = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Seek};
-        let mut f = std::fs::File::open(&p).map_err(io_err(&p))?;
-        f.seek(std::io::SeekFrom::Start(start)).map_err(io_err(&p))?;
-        let mut buf = vec![0u8; len as usize];
-        f.read_exact(&mut buf).map_err(io_err(&p))?;
-        Ok(buf)
-    })
-    .await
-    .expect("read task does not panic")
+async fn open_at(path: &Path, start: u64) -> Result<tokio::fs::File, HubError> {
+    use tokio::io::AsyncSeekExt;
+    let mut f = tokio::fs::File::open(path).await.map_err(io_err(path))?;
+    f.seek(std::io::SeekFrom::Start(start)).await.map_err(io_err(path))?;
+    Ok(f)
 }
 
-/// A file as a stream of 1 MiB chunks, for streamed request bodies.
-fn file_stream(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
-    futures::stream::try_unfold(file, |mut f| async move {
+/// The next `len` bytes of a file as a stream of chunks of at most 1 MiB, for streamed
+/// request bodies; a file that ends early is an error, not a short upload.
+fn file_stream(file: tokio::fs::File, len: u64) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures::stream::try_unfold((file, len), |(mut f, left)| async move {
         use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 1 << 20];
-        let n = f.read(&mut buf).await?;
-        if n == 0 {
+        if left == 0 {
             return Ok(None);
         }
+        let mut buf = vec![0u8; left.min(1 << 20) as usize];
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while it was being uploaded"));
+        }
         buf.truncate(n);
-        Ok(Some((buf, f)))
+        Ok(Some((buf, (f, left - n as u64))))
     })
 }
