@@ -5,7 +5,7 @@ Random weights cannot show that tailoring works, so the demo ships a real (tiny)
 family. The base learns a mixture of three synthetic skills; each sibling continues from
 the base and sharpens one skill:
 
-  arith    the last digit of a sum of three digits         "7+5+2=4"
+  arith    the last digit of a sum of two numbers            "47+38=5"
   reverse  write a string of letters backwards               "rev kqzmw=wmzqk"
   recall   look a key up in a list of key=value pairs        "b=4 q=1 x=7;x=7"
 
@@ -57,14 +57,16 @@ REPO = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- the skills
 
 ARITH_TERMS = 2
-REVERSE_LEN = (5, 5)
+REVERSE_LEN = (5, 8)
 RECALL_PAIRS = 3
+# The base sees reversal less often: it is the quickest skill to learn.
+BASE_MIXTURE = (0.4, 0.2, 0.4)
 
 
 def arith_example(rng):
-    """Digits and the last digit of their sum; the answer is the final character."""
-    digits = [rng.randrange(10) for _ in range(ARITH_TERMS)]
-    return "+".join(map(str, digits)) + "=", str(sum(digits) % 10)
+    """Two-digit numbers and the last digit of their sum (addition mod 10)."""
+    terms = [rng.randrange(10, 100) for _ in range(ARITH_TERMS)]
+    return "+".join(map(str, terms)) + "=", str(sum(terms) % 10)
 
 
 def reverse_example(rng):
@@ -128,7 +130,11 @@ def make_tasks(seed, n_calibration, n_test):
     for skill in SKILLS:
         seen = set()
         items = []
+        attempts = 0
         while len(items) < n_calibration + n_test:
+            attempts += 1
+            if attempts > 100 * (n_calibration + n_test):
+                sys.exit(f"{skill}: cannot draw {n_calibration + n_test} distinct items")
             item = mc_item(skill, rng)
             if item["context"] in seen:
                 continue
@@ -145,7 +151,7 @@ def encode(text):
     return [BOS] + list(text.encode("utf-8"))
 
 
-def batch(rng, weights, size):
+def batch(rng, weights, size, answers_only=True):
     """`size` training sequences, each skill drawn with probability `weights[skill]`."""
     skills = list(weights)
     probs = [weights[s] for s in skills]
@@ -157,6 +163,12 @@ def batch(rng, weights, size):
         ids[r, : len(toks)] = torch.tensor(toks)
     labels = ids.clone()
     labels[labels == PAD] = -100
+    if answers_only:
+        # Learn the answers (everything after the last "="), not the random prompts: the
+        # prompts are unpredictable by construction and only add noise to the gradient.
+        for r, toks in enumerate(rows):
+            last_eq = max(i for i, t in enumerate(toks) if t == ord("="))
+            labels[r, : last_eq + 1] = -100
     attention = (ids != PAD).long()
     return ids, attention, labels
 
@@ -193,8 +205,7 @@ class StochasticDepth:
         self.generator = generator
         self.skip = set()
         self.layers = list(model.model.layers)
-        for i, layer in enumerate(self.layers):
-            layer.register_forward_hook(self._hook(i))
+        self.handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
 
     def _hook(self, i):
         def hook(module, inputs, output):
@@ -209,23 +220,21 @@ class StochasticDepth:
         self.skip = {i for i, d in enumerate(draws.tolist()) if d < self.p}
 
 
-def train(model, weights, steps, lr, seed, args, label):
+def train(model, weights, max_steps, lr, seed, args, label, done=None, check_every=200):
+    """AdamW with a short warm-up then a constant rate, for `max_steps` steps or until
+    `done(model)` (checked every `check_every` steps) says the model is good enough."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     depth = StochasticDepth(model, args.layer_drop, gen)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-
-    def schedule(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor((step - warmup) / max(1, steps - warmup) * 3.14159265)).item())
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    model.train()
+    warmup = 50
     t0 = time.time()
     running = None
-    for step in range(steps):
+    step = 0
+    for step in range(1, max_steps + 1):
+        model.train()
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, step / warmup)
         ids, attention, labels = batch(rng, weights, args.batch)
         depth.resample()
         logits = model(input_ids=ids, attention_mask=attention).logits
@@ -234,12 +243,18 @@ def train(model, weights, steps, lr, seed, args, label):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if (step + 1) % max(1, steps // 5) == 0:
-            print(f"  [{label}] step {step + 1}/{steps} loss {running:.3f} ({time.time() - t0:.0f}s)", flush=True)
-    depth.p = 0.0
+        running = loss.item() if running is None else 0.97 * running + 0.03 * loss.item()
+        if step % check_every == 0 or step == max_steps:
+            model.eval()  # no layer is skipped outside training
+            verdict = done(model) if done else None
+            print(f"  [{label}] step {step}/{max_steps} loss {running:.3f} ({time.time() - t0:.0f}s)"
+                  + (f" {verdict[1]}" if verdict else ""), flush=True)
+            if verdict and verdict[0]:
+                break
+    for handle in depth.handles:
+        handle.remove()
     model.eval()
+    return step
 
 
 # ---------------------------------------------------------------- evaluation
@@ -271,6 +286,10 @@ def mc_accuracy(model, items):
 
 def accuracy_row(model, tasks, split):
     return {skill: mc_accuracy(model, tasks[skill][split]) for skill in SKILLS}
+
+
+def fmt_row(row):
+    return " ".join(f"{k}={v:.2f}" for k, v in row.items())
 
 
 # ---------------------------------------------------------------- writing
@@ -309,7 +328,7 @@ def write_tasks(tasks, out):
 def check_tokenizer(folder):
     """The byte-level mapping this script assumes is what transformers' tokenizer does."""
     tok = AutoTokenizer.from_pretrained(folder)
-    for text in ["rev abc=cba", "b=4 q=1;q=1", "7+5+2=4"]:
+    for text in ["rev abc=cba", "b=4 q=1;q=1", "47+38=5"]:
         got = tok(text)["input_ids"]
         assert got == encode(text), (text, got, encode(text))
 
@@ -324,10 +343,9 @@ def main():
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--base-steps", type=int, default=1500)
-    ap.add_argument("--sibling-steps", type=int, default=500)
-    ap.add_argument("--base-lr", type=float, default=3e-3)
-    ap.add_argument("--sibling-lr", type=float, default=1e-3)
+    ap.add_argument("--base-steps", type=int, default=1200)
+    ap.add_argument("--sibling-steps", type=int, default=1400, help="at most; each sibling stops once sharp enough")
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--layer-drop", type=float, default=0.1)
     ap.add_argument("--calibration-items", type=int, default=200)
     ap.add_argument("--test-items", type=int, default=500)
@@ -352,26 +370,38 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tok_dir = tokenizer_files(tmp)
 
-        print(f"base: {args.base_steps} steps on the mixture of {', '.join(SKILLS)}", flush=True)
+        print(f"base: {args.base_steps} steps on a mixture of {', '.join(SKILLS)}", flush=True)
         torch.manual_seed(args.seed)
         base = new_model(args)
-        mixture = {s: 1.0 / len(SKILLS) for s in SKILLS}
-        train(base, mixture, args.base_steps, args.base_lr, args.seed * 1000 + 1, args, "base")
+        mixture = dict(zip(SKILLS, BASE_MIXTURE))
+        base_rows = {}
+
+        def base_progress(model):
+            base_rows.update(accuracy_row(model, tasks, "calibration"))
+            return False, fmt_row(base_rows)
+
+        train(base, mixture, args.base_steps, args.lr, args.seed * 1000 + 1, args, "base", base_progress)
         save(base, out / "base", tok_dir, dtype)
         check_tokenizer(out / "base")
         base_state = {k: v.clone() for k, v in base.state_dict().items()}
+        base_cal = accuracy_row(base, tasks, "calibration")
 
-        siblings = {}
         for j, skill in enumerate(SKILLS):
-            print(f"{skill}: {args.sibling_steps} steps from the base, sharpening {skill}", flush=True)
+            print(f"{skill}: from the base, sharpening {skill} until it beats the base by "
+                  f"{args.min_gap:.2f} on the calibration split (at most {args.sibling_steps} steps)", flush=True)
             model = new_model(args)
             model.load_state_dict(base_state)
             # Mostly the sibling's skill, with some of the mixture replayed so that the
             # sibling does not forget the other skills (as real fine-tunes mostly do not).
             weights = {s: (0.8 if s == skill else 0.1) for s in SKILLS}
-            train(model, weights, args.sibling_steps, args.sibling_lr, args.seed * 1000 + 10 + j, args, skill)
+
+            def sharp_enough(m, skill=skill):
+                row = accuracy_row(m, tasks, "calibration")
+                # A margin over the target so that the held-out split shows the gap too.
+                return row[skill] >= base_cal[skill] + args.min_gap + 0.05, fmt_row(row)
+
+            train(model, weights, args.sibling_steps, args.lr, args.seed * 1000 + 10 + j, args, skill, sharp_enough)
             save(model, out / skill, tok_dir, dtype)
-            siblings[skill] = model
 
     # Score what was written (reloaded from disk, in the stored dtype, computed in f32).
     table = {}

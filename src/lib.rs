@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod hub;
 pub mod merge;
 pub mod mergekit;
+pub mod pipeline;
 pub mod recipe;
 pub mod score;
 pub mod search;

@@ -13,8 +13,33 @@ mod push;
 mod run;
 mod search;
 
+const EXAMPLES: &str = "\
+Examples:
+  # Tailor the built-in demo family end to end, offline
+  hf-tailor demo
+
+  # The whole job: pull, search, build, verify, card, push (removes 25% of the layers)
+  hf-tailor --base meta-llama/Llama-2-13b-hf --finetunes finetunes.txt --push you/tailored
+
+  # What would it download, and how much memory would it need?
+  hf-tailor --base meta-llama/Llama-2-7b-hf --finetunes finetunes.txt --keep-layers 23 --dry-run
+
+  # Stage by stage: stop, inspect or edit the recipe, go on
+  hf-tailor pull --base meta-llama/Llama-2-7b-hf --finetunes finetunes.txt --out work
+  hf-tailor search --help
+
+finetunes.txt lists one Hub id (optionally @revision) or local folder per line; blank
+lines and # comments are allowed. The Hub token comes from HF_TOKEN or `hf auth login`.";
+
 #[derive(Parser, Debug)]
-#[command(name = "hf-tailor", version, about = "Cut and stitch transformer layers from a base model and its fine-tunes into a smaller model, and publish it on the Hugging Face Hub.")]
+#[command(
+    name = "hf-tailor",
+    version,
+    about = "Cut and stitch transformer layers from a base model and its fine-tunes into a smaller model, and publish it on the Hugging Face Hub.",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -45,7 +70,11 @@ pub enum Command {
 }
 
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => return Err(UsageError(one_line(&e)).into()),
+    };
     match cli.command {
         None => run::run(cli.run),
         Some(Command::Pull(a)) => pull::run(a),
@@ -60,7 +89,59 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Exit status for an error: 2 for bad input the user can fix, 1 otherwise.
-pub fn exit_code(_err: &anyhow::Error) -> u8 {
+/// A mistake in how hf-tailor was called (a missing flag, a value out of range): the user
+/// fixes the command line. Exits with status 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A clap error as one line: the message and its tip, without the usage block.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.trim_start_matches("error: ").to_string());
+        }
+    }
+    parts.push("(see --help)".into());
+    parts.join("; ").replacen("; (see --help)", " (see --help)", 1)
+}
+
+/// Shorthand: return a [`UsageError`].
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new($crate::cli::UsageError(format!($($arg)*))))
+    };
+}
+pub(crate) use usage;
+
+/// Exit status for an error: 2 for usage mistakes and bad input the user can fix (a malformed
+/// recipe, finetunes list or model folder), 1 for everything else (network, disk, bugs).
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    use hf_tailor::checkpoint::CheckpointError;
+    use hf_tailor::config::ConfigError;
+    use hf_tailor::recipe::RecipeError;
+    for cause in err.chain() {
+        if cause.is::<UsageError>() {
+            return 2;
+        }
+        if let Some(e) = cause.downcast_ref::<RecipeError>() {
+            return if matches!(e, RecipeError::Io { .. }) { 1 } else { 2 };
+        }
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
+            return if matches!(e, ConfigError::Io { .. }) { 1 } else { 2 };
+        }
+        if let Some(e) = cause.downcast_ref::<CheckpointError>() {
+            return match e {
+                CheckpointError::Io { .. } => 1,
+                CheckpointError::Config(c) if matches!(c, ConfigError::Io { .. }) => 1,
+                _ => 2,
+            };
+        }
+    }
     1
 }

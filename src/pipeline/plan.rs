@@ -1,0 +1,189 @@
+//! What a tailoring job will cost before it runs (`--dry-run`): the files to download, the
+//! parameter count before and after, and the memory the search and the build need.
+
+use serde::Serialize;
+
+use crate::config::ModelConfig;
+use crate::dtype::Dtype;
+
+/// One model of the family as the job will fetch it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelFiles {
+    /// Recipe name (`base`, `sib1`, …).
+    pub name: String,
+    /// Hub id (with `@revision` when pinned) or local folder.
+    pub source: String,
+    /// Whether the files still have to be downloaded (false: local folder or already cached).
+    pub download: bool,
+    /// (file name, size in bytes), in download order.
+    pub files: Vec<(String, u64)>,
+}
+
+impl ModelFiles {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Where the candidates are scored; decides the dtype the resident layers are held in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+/// The dry-run summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub models: Vec<ModelFiles>,
+    pub download_bytes: u64,
+    pub source_layers: usize,
+    pub keep_layers: usize,
+    pub params_before: u64,
+    pub params_after: u64,
+    /// Share of parameters removed, in percent.
+    pub removed_percent: f64,
+    pub device: Device,
+    /// Every model's decoder layers resident for in-memory scoring, in the compute dtype.
+    pub search_resident_bytes: u64,
+    /// The tailored checkpoint on disk (in the base's storage dtype).
+    pub output_bytes: u64,
+}
+
+impl Plan {
+    /// `storage` is the base's dtype on disk; CPU scoring holds layers in f32, CUDA in the
+    /// storage dtype (f16/bf16), as the evaluator does.
+    pub fn new(config: &ModelConfig, storage: Dtype, keep_layers: usize, device: Device, models: Vec<ModelFiles>) -> Self {
+        let params_before = config.total_params(config.num_hidden_layers);
+        let params_after = config.total_params(keep_layers);
+        let compute = match device {
+            Device::Cpu => Dtype::F32,
+            Device::Cuda => storage,
+        };
+        let per_model = config.total_params(config.num_hidden_layers) * compute.size() as u64;
+        Plan {
+            download_bytes: models.iter().filter(|m| m.download).map(ModelFiles::bytes).sum(),
+            search_resident_bytes: per_model * models.len() as u64,
+            output_bytes: params_after * storage.size() as u64,
+            models,
+            source_layers: config.num_hidden_layers,
+            keep_layers,
+            params_before,
+            params_after,
+            removed_percent: 100.0 * (params_before - params_after) as f64 / params_before as f64,
+            device,
+        }
+    }
+
+    /// The human-readable summary `--dry-run` prints.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for m in &self.models {
+            let what = if m.download { "download" } else { "use" };
+            s += &format!("{what} {} ({}): {} files, {}\n", m.name, m.source, m.files.len(), human_bytes(m.bytes()));
+            for (f, n) in &m.files {
+                s += &format!("    {f:<40} {:>10}\n", human_bytes(*n));
+            }
+        }
+        s += &format!("to download: {}\n", human_bytes(self.download_bytes));
+        s += &format!(
+            "layers: {} -> {} ({} removed)\n",
+            self.source_layers,
+            self.keep_layers,
+            self.source_layers - self.keep_layers
+        );
+        s += &format!(
+            "parameters: {} -> {} ({:.1}% removed)\n",
+            human_count(self.params_before),
+            human_count(self.params_after),
+            self.removed_percent
+        );
+        s += &format!(
+            "memory for the search ({:?}): {} to keep all {} models' layers resident\n",
+            self.device,
+            human_bytes(self.search_resident_bytes),
+            self.models.len()
+        );
+        s += &format!("tailored checkpoint: {}\n", human_bytes(self.output_bytes));
+        s
+    }
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `300 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `13.0B`, `6.7M`, `512K`, `999`.
+pub fn human_count(n: u64) -> String {
+    let v = n as f64;
+    if v >= 1e9 {
+        format!("{:.2}B", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}K", v / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llama2_7b() -> ModelConfig {
+        let raw = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+            "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 32, "vocab_size": 32000, "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 4096, "tie_word_embeddings": false, "torch_dtype": "float16"
+        });
+        ModelConfig::from_value(raw, "config.json").expect("valid")
+    }
+
+    #[test]
+    fn llama2_7b_keeping_23_of_32_layers_matches_the_paper() {
+        let files = |name: &str| ModelFiles {
+            name: name.into(),
+            source: format!("org/{name}"),
+            download: true,
+            files: vec![("model.safetensors".into(), 13_476_839_424)],
+        };
+        let plan = Plan::new(&llama2_7b(), Dtype::F16, 23, Device::Cuda, vec![files("base"), files("a"), files("b")]);
+        // Llama-2-7B has 6,738,415,616 parameters and 202,383,360 per layer; the paper
+        // reports ~27.1% removed at 23 layers (9 x 202M = 27.03% of the whole model).
+        assert_eq!(plan.params_before, 6_738_415_616);
+        assert_eq!(plan.params_after, 6_738_415_616 - 9 * 202_383_360);
+        assert!((plan.removed_percent - 27.03).abs() < 0.01, "{}", plan.removed_percent);
+        assert_eq!(plan.download_bytes, 3 * 13_476_839_424);
+        assert_eq!(plan.search_resident_bytes, 3 * 6_738_415_616 * 2);
+        assert_eq!(plan.output_bytes, plan.params_after * 2);
+        let text = plan.render();
+        assert!(text.contains("layers: 32 -> 23 (9 removed)"), "{text}");
+        assert!(text.contains("parameters: 6.74B -> 4.92B (27.0% removed)"), "{text}");
+        // CPU scoring holds f32 layers: twice the memory.
+        let cpu = Plan::new(&llama2_7b(), Dtype::F16, 23, Device::Cpu, vec![files("base")]);
+        assert_eq!(cpu.search_resident_bytes, 6_738_415_616 * 4);
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_bytes(300), "300 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+        assert_eq!(human_count(6_738_415_616), "6.74B");
+        assert_eq!(human_count(1_234), "1.2K");
+    }
+}
