@@ -1,8 +1,85 @@
-//! `hf-tailor demo`.
+//! `hf-tailor demo`: tailor the built-in demo family end to end, offline.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use hf_tailor::eval::TaskSpec;
+use hf_tailor::hub::{self, HubConfig, ModelRef};
+use hf_tailor::pipeline::{self, demo, JobOptions};
+use hf_tailor::search::DepthTarget;
+
+use super::{run::print_outcome, run::StderrProgress, usage};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(after_help = "Examples:\n  hf-tailor demo\n  hf-tailor demo --out /tmp/demo --trials 40 --force\n\n\
+The family: a tiny Llama base trained on three synthetic skills (arith: last digit of a sum;\n\
+reverse: write a word backwards; recall: look a key up) and three siblings, each fine-tuned\n\
+from the base to sharpen one skill. The search keeps 6 of its 8 layers.")]
+pub struct Args {
+    /// Working folder: the family, the search journal, recipe, report and tailored model.
+    #[arg(long, value_name = "DIR", default_value = "tailored-demo")]
+    pub out: PathBuf,
+    /// Search budget in trials.
+    #[arg(long, value_name = "N", default_value_t = 120)]
+    pub trials: usize,
+    /// Layers to keep of the family's 8.
+    #[arg(long, value_name = "K", default_value_t = 6)]
+    pub keep_layers: usize,
+    /// Seed of the search.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use this family folder instead of the embedded one (layout of assets/demo-family).
+    #[arg(long, value_name = "DIR")]
+    pub family: Option<PathBuf>,
+    /// Replace the results of an earlier demo run in --out.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`hf-tailor demo` is not wired yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.trials == 0 {
+        usage!("--trials must be at least 1")
+    }
+    if args.keep_layers == 0 || args.keep_layers > 8 {
+        usage!("--keep-layers must be between 1 and 8 (the demo family has 8 layers), got {}", args.keep_layers)
+    }
+    let journal = args.out.join(pipeline::tailor::JOURNAL_FILE);
+    if journal.exists() {
+        if !args.force {
+            usage!("{} holds an earlier demo run; pass --force to replace it or --out to choose another folder", args.out.display())
+        }
+        std::fs::remove_file(&journal).with_context(|| format!("removing {}", journal.display()))?;
+    }
+    let family = match &args.family {
+        Some(dir) => demo::layout(dir),
+        None => demo::write_family(&args.out.join("family")).with_context(|| format!("writing the demo family to {}", args.out.display()))?,
+    };
+
+    // Served from local folders through the same pull stage a Hub job uses (offline).
+    let mut cfg = HubConfig::from_env();
+    cfg.offline = true;
+    let base = ModelRef::parse(&family.base.display().to_string())?;
+    let siblings = family.siblings.iter().map(|p| ModelRef::parse(&p.display().to_string())).collect::<Result<Vec<_>, _>>()?;
+    let pulled = hub::pull_family(&cfg, &base, &siblings)?;
+
+    let load = |paths: &[PathBuf]| -> anyhow::Result<Vec<hf_tailor::eval::Task>> {
+        paths.iter().map(|p| Ok(TaskSpec::parse(&format!("mc={}", p.display()))?.load()?)).collect()
+    };
+    let calibration = load(&family.calibration)?;
+    let test = load(&family.test)?;
+
+    let mut opts = JobOptions::new(args.out.clone(), "hf-tailor-demo");
+    opts.depth = DepthTarget::KeepLayers(args.keep_layers);
+    opts.trials = args.trials;
+    opts.seed = args.seed;
+    // The calibration splits hold 200 items a task: three fidelities, η = 3.
+    opts.budgets = Some(vec![22, 66, 200]);
+    opts.force = args.force;
+    let mut progress = StderrProgress::new(args.json);
+    let outcome = pipeline::tailor(&pulled, calibration, test, &opts, &mut progress)?;
+    progress.finish();
+    print_outcome(&outcome, args.json, "held-out test split")
 }

@@ -2,6 +2,13 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+use hf_tailor::eval::{DeviceKind, Task, TaskSpec};
+use hf_tailor::hub::{self, HubConfig, ModelRef, PushOptions};
+use hf_tailor::pipeline::{self, JobOptions, JobOutcome, Progress};
+use hf_tailor::search::DepthTarget;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
 use super::usage;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +105,168 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (_base, _finetunes) = args.validate()?;
-    anyhow::bail!("the whole pipeline is not wired yet: run the stages one by one (see --help)")
+    let (base, finetunes) = args.validate()?;
+    let cfg = HubConfig::from_env();
+    let base_ref = ModelRef::parse(base)?;
+    let finetune_refs = hub::parse_finetunes_file(finetunes)?;
+    if finetune_refs.is_empty() {
+        usage!("{} lists no fine-tune: tailoring needs at least one sibling of the base", finetunes.display())
+    }
+    let depth = match args.keep_layers {
+        Some(k) => DepthTarget::KeepLayers(k),
+        None => DepthTarget::RemoveRatio(args.remove_ratio),
+    };
+    if args.dry_run {
+        let plan = pipeline::plan::plan_job(&cfg, &base_ref, &finetune_refs, depth, args.device.into())?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", plan.render());
+        }
+        return Ok(());
+    }
+    if args.push.is_some() {
+        // Fail before hours of search, not after.
+        cfg.require_token()?;
+    }
+
+    let mut progress = StderrProgress::new(args.json);
+    progress.stage("pulling the base and its fine-tunes");
+    let family = hub::pull_family(&cfg, &base_ref, &finetune_refs)?;
+    progress.stage(&format!("loading the calibration tasks: {}", args.tasks.join(", ")));
+    let tasks = load_tasks(&cfg, &args.tasks)?;
+
+    let title = args.push.clone().unwrap_or_else(|| folder_name(&args.out));
+    let mut opts = JobOptions::new(args.out.clone(), &title);
+    opts.depth = depth;
+    opts.trials = args.trials;
+    opts.seed = args.seed;
+    opts.device = match args.device {
+        DeviceArg::Cpu => DeviceKind::Cpu,
+        DeviceArg::Cuda => DeviceKind::Cuda(0),
+    };
+    opts.resume = args.resume;
+    opts.repo_id = args.push.clone();
+    let outcome = pipeline::tailor(&family, tasks.clone(), tasks, &opts, &mut progress)?;
+    progress.finish();
+
+    let pushed = match &args.push {
+        Some(repo) => {
+            eprintln!("hf-tailor: pushing {} to {repo}", outcome.model_dir.display());
+            let push_opts = PushOptions { private: args.private, ..PushOptions::default() };
+            Some(hub::push_folder(&cfg, &outcome.model_dir, repo, &push_opts)?)
+        }
+        None => None,
+    };
+    print_outcome(&outcome, args.json, "calibration tasks")?;
+    if let Some(p) = pushed {
+        if !args.json {
+            println!("pushed to {}", p.url);
+        }
+    }
+    Ok(())
+}
+
+/// Built-in calibration task names and the Hub datasets they come from (the reference's
+/// MMLU validation split and SuperGLUE WSC train split); anything else is a local file
+/// spec as `hf-tailor eval --tasks` reads it.
+const BUILTIN_TASKS: &[(&str, &str, &str)] = &[("mmlu", "cais/mmlu", "all/validation-*"), ("wsc", "aps/super_glue", "wsc.fixed/train-*")];
+
+fn load_tasks(cfg: &HubConfig, names: &[String]) -> anyhow::Result<Vec<Task>> {
+    let mut tasks = Vec::new();
+    for name in names {
+        let spec = match BUILTIN_TASKS.iter().find(|(n, _, _)| n == name) {
+            Some((n, repo, pattern)) => {
+                let files = hub::pull_dataset(cfg, repo, None, &[pattern])?;
+                let dir = files
+                    .first()
+                    .and_then(|f| f.parent())
+                    .with_context(|| format!("dataset {repo} has no file matching {pattern}"))?
+                    .to_path_buf();
+                TaskSpec::parse(&format!("{n}={}", dir.display()))?
+            }
+            None => TaskSpec::parse(name)?,
+        };
+        tasks.push(spec.load()?);
+    }
+    Ok(tasks)
+}
+
+fn folder_name(p: &std::path::Path) -> String {
+    p.canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "tailored".into())
+}
+
+/// Stage lines and a trial progress bar on stderr (nothing but errors with --json).
+pub struct StderrProgress {
+    quiet: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl StderrProgress {
+    pub fn new(quiet: bool) -> Self {
+        Self { quiet, bar: None }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for StderrProgress {
+    fn stage(&mut self, message: &str) {
+        self.finish();
+        if !self.quiet {
+            eprintln!("hf-tailor: {message}");
+        }
+    }
+
+    fn trial(&mut self, done: usize, total: usize, best: Option<f64>) {
+        if self.quiet {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("  trials {bar:30} {pos}/{len} {per_sec} best {msg} eta {eta}")
+                    .expect("valid template"),
+            );
+            bar
+        });
+        bar.set_position(done as u64);
+        bar.set_message(best.map_or("-".into(), |b| format!("{:.1}%", 100.0 * b)));
+    }
+}
+
+/// The results table and where everything was written (or the outcome as JSON).
+pub fn print_outcome(outcome: &JobOutcome, json: bool, what: &str) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(outcome)?);
+        return Ok(());
+    }
+    for w in &outcome.warnings {
+        eprintln!("hf-tailor: warning: {w}");
+    }
+    println!("\nAccuracy (%) on the {what}, {} items per task:\n", outcome.report_items);
+    print!("{}", pipeline::results_table(&outcome.rows, &outcome.report_tasks));
+    let t = outcome.tailored();
+    println!(
+        "\ntailored: {} of {} layers ({} removed, {} merged), recipe {}",
+        outcome.recipe.layers.len(),
+        outcome.recipe.source_layers,
+        outcome.recipe.removed_layers().len(),
+        outcome.recipe.merge_count(),
+        outcome.recipe_path.display()
+    );
+    println!("checkpoint, card and lineage picture: {}", outcome.model_dir.display());
+    println!(
+        "verified: the written checkpoint scores {:.1}% on average (in memory: {:.1}%)",
+        100.0 * hf_tailor::score::mean_score(&outcome.verified),
+        100.0 * t.mean()
+    );
+    Ok(())
 }

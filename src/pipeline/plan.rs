@@ -1,10 +1,16 @@
 //! What a tailoring job will cost before it runs (`--dry-run`): the files to download, the
 //! parameter count before and after, and the memory the search and the build need.
 
+use std::path::{Path, PathBuf};
+
 use serde::Serialize;
 
+use super::PipelineError;
+use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
+use crate::hub::{HubConfig, ModelRef};
+use crate::search::DepthTarget;
 
 /// One model of the family as the job will fetch it.
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +114,58 @@ impl Plan {
         s += &format!("tailored checkpoint: {}\n", human_bytes(self.output_bytes));
         s
     }
+}
+
+/// The files a job reads from a local model folder, with their sizes.
+fn local_files(name: &str, dir: &Path) -> Result<ModelFiles, PipelineError> {
+    let ckpt = Checkpoint::open_named(dir, name)?;
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(&ckpt.dir).map_err(|e| PipelineError::io(dir, e))?;
+    let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for n in names {
+        let wanted = n == "config.json"
+            || n.ends_with(".safetensors")
+            || n == crate::checkpoint::INDEX_FILE
+            || crate::build::COPIED_FILES.contains(&n.as_str());
+        if wanted {
+            let len = std::fs::metadata(ckpt.dir.join(&n)).map_err(|e| PipelineError::io(dir, e))?.len();
+            files.push((n, len));
+        }
+    }
+    Ok(ModelFiles { name: name.into(), source: dir.display().to_string(), download: false, files })
+}
+
+/// The plan of a job: local folders are read in place; Hub models must already be in the
+/// cache (`hf-tailor pull`) for their sizes and config to be known without downloading.
+pub fn plan_job(cfg: &HubConfig, base: &ModelRef, finetunes: &[ModelRef], depth: DepthTarget, device: Device) -> Result<Plan, PipelineError> {
+    let mut offline = cfg.clone();
+    offline.offline = true;
+    let mut models = Vec::new();
+    let mut base_dir = None;
+    let mut taken = std::collections::BTreeSet::from(["base".to_string()]);
+    for (i, m) in std::iter::once(base).chain(finetunes).enumerate() {
+        let name = if i == 0 { "base".to_string() } else { crate::hub::pull::unique_name(m, &mut taken) };
+        let dir = match m {
+            ModelRef::Local(dir) => dir.clone(),
+            ModelRef::Hub { .. } => crate::hub::pull_model(&offline, &name, m, false)
+                .map_err(|e| {
+                    PipelineError::Plan(format!(
+                        "{m} is not in the Hub cache ({e}); the dry run reads sizes and config from the cache: run `hf-tailor pull` first"
+                    ))
+                })?
+                .dir,
+        };
+        let mut files = local_files(&name, &dir)?;
+        files.source = m.to_string();
+        models.push(files);
+        base_dir.get_or_insert(dir);
+    }
+    let base_dir: PathBuf = base_dir.expect("the base is always planned");
+    let ckpt = Checkpoint::open_named(&base_dir, &models[0].source)?;
+    let config = ckpt.config.clone();
+    let keep = depth.keep_layers(config.num_hidden_layers, |k| config.total_params(k))?;
+    Ok(Plan::new(&config, ckpt.storage_dtype(), keep, device, models))
 }
 
 /// `1.5 GiB`, `12.0 MiB`, `300 B`.

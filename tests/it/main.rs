@@ -11,3 +11,4 @@ mod testhub;
 mod search;
 mod eval;
 mod search_e2e;
+mod cli;

@@ -1,0 +1,321 @@
+//! The tailoring job after the pull: compatibility check → search → baselines → results
+//! table → build → verify → model card. The root command and `hf-tailor demo` both call
+//! [`tailor`]; pushing is left to the caller (it needs the network and a token).
+//!
+//! Files written under `out` (each stage's output, so a stage can be re-run alone):
+//! `sources.yaml`, `journal.jsonl`, `recipe.yaml`, `baselines/<name>.yaml`,
+//! `report.{json,md}` + `search.svg`, and `model/` (the checkpoint with README.md and
+//! lineage.svg, the folder that is pushed).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::build::{self, BuildOptions};
+use crate::card::{self, CardInput};
+use crate::checkpoint::{Checkpoint, Family};
+use crate::eval::{DeviceKind, EvalOptions, Evaluator, Task, TaskData};
+use crate::hub::{PulledFamily, SourceList};
+use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
+use crate::score::{ModelResult, ResultKind, Scorer, TaskScores};
+use crate::search::baselines::{run_baseline, BaselineKind};
+use crate::search::report::{Curve, SearchReport};
+use crate::search::{
+    header, run_search, DepthTarget, Journal, OptimizerConfig, OptimizerKind, RecipeTemplate, SearchSpace, SpaceOptions,
+};
+
+use super::PipelineError;
+
+pub const SOURCES_FILE: &str = "sources.yaml";
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+pub const RECIPE_FILE: &str = "recipe.yaml";
+pub const MODEL_DIR: &str = "model";
+pub const BASELINES_DIR: &str = "baselines";
+
+/// Calibration texts per task for the baselines' hidden-state statistics.
+const BASELINE_TEXTS_PER_TASK: usize = 64;
+
+/// Every choice the job makes, with the defaults of the root command.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    pub depth: DepthTarget,
+    pub trials: usize,
+    pub seed: u64,
+    pub optimizer: OptimizerKind,
+    /// Item budgets of the search's fidelities (None: the reference's 111/333/1000).
+    pub budgets: Option<Vec<usize>>,
+    pub device: DeviceKind,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub baselines: Vec<BaselineKind>,
+    /// Title of the card (the target repo id, or a folder name).
+    pub title: String,
+    /// The Hub repo the model will be pushed to (for the card's usage snippets).
+    pub repo_id: Option<String>,
+    /// Replace an existing `out/model`.
+    pub force: bool,
+}
+
+impl JobOptions {
+    pub fn new(out: PathBuf, title: &str) -> Self {
+        Self {
+            depth: DepthTarget::RemoveRatio(0.25),
+            trials: 500,
+            seed: 0,
+            optimizer: OptimizerKind::Bo,
+            budgets: None,
+            device: DeviceKind::Cpu,
+            out,
+            resume: false,
+            baselines: vec![BaselineKind::Shortgpt],
+            title: title.into(),
+            repo_id: None,
+            force: false,
+        }
+    }
+}
+
+/// Progress the job reports as it goes (the CLI prints it; tests ignore it).
+pub trait Progress {
+    fn stage(&mut self, message: &str);
+    fn trial(&mut self, done: usize, total: usize, best: Option<f64>);
+}
+
+/// A [`Progress`] that says nothing.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn stage(&mut self, _: &str) {}
+    fn trial(&mut self, _: usize, _: usize, _: Option<f64>) {}
+}
+
+/// What the job produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobOutcome {
+    pub out: PathBuf,
+    pub model_dir: PathBuf,
+    pub recipe_path: PathBuf,
+    pub recipe: Recipe,
+    /// Base, siblings, baselines and the tailored model on the report tasks.
+    pub rows: Vec<ModelResult>,
+    pub report_tasks: Vec<String>,
+    /// Items per report task behind `rows`.
+    pub report_items: usize,
+    pub trials: usize,
+    pub search_seconds: f64,
+    /// Scores of the written checkpoint, re-read from disk (must match the tailored row).
+    pub verified: TaskScores,
+    pub warnings: Vec<String>,
+}
+
+impl JobOutcome {
+    pub fn tailored(&self) -> &ModelResult {
+        self.rows.iter().find(|r| r.kind == ResultKind::Tailored).expect("the job always adds the tailored row")
+    }
+}
+
+/// Run the job on a pulled family. `calibration` drives the search; `report` (the same
+/// tasks, or held-out splits of them) fills the results table and the card.
+pub fn tailor(
+    family: &PulledFamily,
+    calibration: Vec<Task>,
+    report: Vec<Task>,
+    opts: &JobOptions,
+    progress: &mut dyn Progress,
+) -> Result<JobOutcome, PipelineError> {
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(|e| PipelineError::io(out, e))?;
+    SourceList::from(family).save(&out.join(SOURCES_FILE))?;
+
+    progress.stage("checking that the models are one family");
+    let fam = Arc::new(open_family(family)?);
+    let mut warnings = fam.info.warnings.clone();
+    let config = fam.base.config.clone();
+    let source_layers = config.num_hidden_layers;
+    let keep = opts.depth.keep_layers(source_layers, |k| config.total_params(k))?;
+    let (base, siblings) = family.sources();
+    let template = RecipeTemplate {
+        architecture: config.arch.model_type.to_string(),
+        source_layers,
+        base: base.clone(),
+        siblings: siblings.clone(),
+        edges: EdgePolicy::FollowLayers,
+        dtype: None,
+    };
+    let space = SearchSpace::new(template, keep, SpaceOptions::default())?;
+    let eval_options = EvalOptions { device: opts.device, ..EvalOptions::default() };
+
+    // Search.
+    let mut scorer = Evaluator::new(fam.clone(), calibration.clone(), eval_options.clone())?;
+    let mut cfg = OptimizerConfig::new(opts.optimizer, opts.seed);
+    if let Some(b) = &opts.budgets {
+        cfg.budgets = b.clone();
+    }
+    let full_budget = cfg.full_budget();
+    let journal_path = out.join(JOURNAL_FILE);
+    let head = header(&space, &cfg, scorer.task_names());
+    let mut journal = if opts.resume { Journal::resume(&journal_path, head)? } else { Journal::create(&journal_path, head)? };
+    progress.stage(&format!(
+        "searching: keep {keep} of {source_layers} layers, {} siblings, {} trials on {}",
+        siblings.len(),
+        opts.trials,
+        scorer.task_names().join(", ")
+    ));
+    let started = Instant::now();
+    let outcome = run_search(&space, &mut journal, opts.trials, &mut scorer, |e| progress.trial(e.done, e.total, e.best))?;
+    let search_seconds = started.elapsed().as_secs_f64();
+    let best = outcome.best_trial().recipe.clone();
+    let recipe_path = out.join(RECIPE_FILE);
+    best.save(&recipe_path)?;
+
+    // Baselines, on the same calibration data.
+    let texts = calibration_texts(&calibration);
+    let mut baseline_recipes = Vec::new();
+    for kind in &opts.baselines {
+        progress.stage(&format!("baseline: {}", kind.label()));
+        let b = run_baseline(*kind, &space, &mut scorer, &texts)?;
+        let dir = out.join(BASELINES_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| PipelineError::io(&dir, e))?;
+        b.recipe.save(&dir.join(format!("{}.yaml", kind.stem())))?;
+        baseline_recipes.push((kind.label().to_string(), b.recipe));
+    }
+    drop(scorer);
+
+    // The results table on the report tasks, every row by the same evaluator.
+    progress.stage("scoring base, siblings, baselines and the tailored model");
+    let report_names: Vec<String> = report.iter().map(|t| t.name.clone()).collect();
+    let report_items = report.iter().map(task_len).max().unwrap_or(0);
+    let mut reporter = Evaluator::new(fam.clone(), report.clone(), eval_options.clone())?;
+    let whole = |name: &str| whole_model(&best, name);
+    let mut rows = Vec::new();
+    let mut push_row = |label: &str, kind: ResultKind, recipe: &Recipe, scorer: &mut Evaluator| -> Result<(), PipelineError> {
+        let scores = scorer.score(recipe, report_items)?;
+        rows.push(ModelResult { label: label.into(), kind, layers: recipe.layers.len(), params: config.total_params(recipe.layers.len()), scores });
+        Ok(())
+    };
+    push_row(&base.name, ResultKind::Base, &whole(&base.name), &mut reporter)?;
+    for s in &siblings {
+        push_row(&s.name, ResultKind::Sibling, &whole(&s.name), &mut reporter)?;
+    }
+    for (label, r) in &baseline_recipes {
+        push_row(label, ResultKind::Baseline, r, &mut reporter)?;
+    }
+    push_row("hf-tailor", ResultKind::Tailored, &best, &mut reporter)?;
+    drop(reporter);
+
+    // Build, then verify the written checkpoint scores what the in-memory model scored.
+    let model_dir = out.join(MODEL_DIR);
+    progress.stage(&format!("writing the tailored checkpoint to {}", model_dir.display()));
+    let built = build::build(&fam, &best, &model_dir, &BuildOptions { force: opts.force || opts.resume, ..BuildOptions::default() })?;
+    warnings.extend(built.warnings.iter().cloned());
+    progress.stage("verifying the written checkpoint");
+    let verified = score_folder(&model_dir, report, eval_options, report_items)?;
+    let tailored = rows.last().expect("tailored row").clone();
+    check_verified(&tailored.scores, &verified, report_items)?;
+
+    // The model card with the results table and the lineage picture.
+    progress.stage("rendering the model card");
+    let mut input = CardInput::new(best.clone(), &opts.title, &config);
+    input.repo_id = opts.repo_id.clone();
+    input.results = rows.clone();
+    input.license = family.base.readme.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).as_deref().and_then(card::license_from_readme);
+    input.mergekit_yaml = crate::mergekit::export(&best).ok();
+    card::write(&model_dir, &input)?;
+
+    let search_report = SearchReport {
+        tasks: report_names.clone(),
+        budget: report_items,
+        rows: rows.clone(),
+        curves: vec![Curve { label: "hf-tailor".into(), points: outcome.curve.clone() }],
+        selection: format!(
+            "The tailored model is the candidate with the best mean calibration accuracy at the full budget ({full_budget} items), ties broken toward fewer merges."
+        ),
+        optimizer: opts.optimizer.name().into(),
+        seed: opts.seed,
+        trials: outcome.trials.len(),
+        scoring_seconds: outcome.trials.iter().map(|t| t.seconds).sum(),
+    };
+    search_report.write(out)?;
+
+    Ok(JobOutcome {
+        out: out.clone(),
+        model_dir,
+        recipe_path,
+        recipe: best,
+        rows,
+        report_tasks: report_names,
+        report_items,
+        trials: outcome.trials.len(),
+        search_seconds,
+        verified,
+        warnings,
+    })
+}
+
+/// Open every pulled model and check they can be stitched.
+pub fn open_family(family: &PulledFamily) -> Result<Family, PipelineError> {
+    let open = |m: &crate::hub::PulledModel| -> Result<(String, Checkpoint), PipelineError> {
+        Ok((m.source.name.clone(), Checkpoint::open_named(&m.dir, &m.source.repo)?))
+    };
+    let base = open(&family.base)?;
+    let siblings = family.siblings.iter().map(open).collect::<Result<Vec<_>, _>>()?;
+    Ok(Family::new(base, siblings)?)
+}
+
+/// `name`'s whole model as a recipe over the same sources (every layer, its embeddings and head).
+pub fn whole_model(like: &Recipe, name: &str) -> Recipe {
+    let layers = (0..like.source_layers).map(|from| LayerRule { from, rule: Rule::Take(name.into()) }).collect();
+    Recipe::new(&like.architecture, like.source_layers, like.base.clone(), like.siblings.clone(), layers, EdgePolicy::FollowLayers)
+}
+
+fn task_len(t: &Task) -> usize {
+    match &t.data {
+        TaskData::MultipleChoice(items) => items.len(),
+        TaskData::Perplexity(texts) => texts.len(),
+    }
+}
+
+/// Texts for the baselines' statistics: each item's context with its correct answer.
+pub fn calibration_texts(tasks: &[Task]) -> Vec<String> {
+    let mut texts = Vec::new();
+    for t in tasks {
+        match &t.data {
+            TaskData::MultipleChoice(items) => {
+                texts.extend(items.iter().take(BASELINE_TEXTS_PER_TASK).map(|i| format!("{}{}", i.context, i.choices[i.label])))
+            }
+            TaskData::Perplexity(t) => texts.extend(t.iter().take(BASELINE_TEXTS_PER_TASK).cloned()),
+        }
+    }
+    texts
+}
+
+/// Score the checkpoint written to `dir` as a model of its own, read back from disk.
+fn score_folder(dir: &Path, tasks: Vec<Task>, options: EvalOptions, budget: usize) -> Result<TaskScores, PipelineError> {
+    const NAME: &str = "tailored";
+    let ckpt = Checkpoint::open_named(dir, NAME)?;
+    let layers = ckpt.config.num_hidden_layers;
+    let architecture = ckpt.config.arch.model_type.to_string();
+    let source = SourceModel { name: NAME.into(), repo: dir.display().to_string(), revision: None, files: Default::default() };
+    let single = Family::new((NAME.into(), ckpt), vec![])?;
+    let take_all = (0..layers).map(|from| LayerRule { from, rule: Rule::Take(NAME.into()) }).collect();
+    let recipe = Recipe::new(&architecture, layers, source, vec![], take_all, EdgePolicy::Base);
+    let mut scorer = Evaluator::new(Arc::new(single), tasks, options)?;
+    Ok(scorer.score(&recipe, budget)?)
+}
+
+/// The written model must score what the in-memory candidate scored: only the final
+/// cast of merged layers to the output dtype may flip an item or two.
+fn check_verified(expected: &TaskScores, got: &TaskScores, items: usize) -> Result<(), PipelineError> {
+    let tolerance = (2.0 / items.max(1) as f64).max(0.01);
+    for (task, want) in expected {
+        let have = got.get(task).copied().unwrap_or(f64::NAN);
+        if !((have - want).abs() <= tolerance) {
+            return Err(PipelineError::Verify(format!(
+                "the written checkpoint scores {have:.4} on {task}, the in-memory model {want:.4} (tolerance {tolerance:.4})"
+            )));
+        }
+    }
+    Ok(())
+}

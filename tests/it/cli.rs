@@ -1,0 +1,151 @@
+//! The command line as users meet it: usage errors (exit 2, one line), help with examples,
+//! `--dry-run`, and the built-in demo end to end (cross-checked against the accuracy table
+//! transformers computed when the family was made).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use hf_tailor::fixture::{write_family, TinySpec};
+
+use crate::common::{hf_tailor, tempdir};
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    hf_tailor().args(args).current_dir(cwd).env("HF_HUB_OFFLINE", "1").output().expect("spawn hf-tailor")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Exit status 2 and exactly one line on stderr that names the problem.
+fn assert_usage_error(out: &Output, mentions: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "want exit 2, got {:?}; stderr: {err}", out.status);
+    assert_eq!(err.trim_end().lines().count(), 1, "want one line on stderr, got:\n{err}");
+    assert!(err.starts_with("hf-tailor: error: "), "{err}");
+    assert!(err.contains(mentions), "stderr should mention {mentions:?}: {err}");
+}
+
+#[test]
+fn usage_mistakes_exit_2_with_one_line() {
+    let dir = tempdir();
+    let d = dir.path();
+    assert_usage_error(&run(&[], d), "missing --base");
+    assert_usage_error(&run(&["--base", "org/model"], d), "missing --finetunes");
+    assert_usage_error(&run(&["--bogus"], d), "--bogus");
+    assert_usage_error(&run(&["--bas", "x"], d), "--base");
+    assert_usage_error(&run(&["--base", "a/b", "--finetunes", "f.txt", "--remove-ratio", "1.5"], d), "--remove-ratio");
+    assert_usage_error(&run(&["--base", "a/b", "--finetunes", "f.txt", "--keep-layers", "3", "--remove-ratio", "0.2"], d), "--keep-layers");
+    assert_usage_error(&run(&["--base", "a/b", "--finetunes", "f.txt", "--push", "not-a-repo-id"], d), "user/name");
+    assert_usage_error(&run(&["--base", "a/b", "--finetunes", "f.txt", "--device", "tpu"], d), "tpu");
+    assert_usage_error(&run(&["demo", "--keep-layers", "0"], d), "--keep-layers");
+    // A finetunes file that does not exist is bad input too.
+    let out = run(&["--base", "a/b", "--finetunes", "missing.txt"], d);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stderr).trim_end().lines().count(), 1, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("missing.txt"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn help_lists_every_stage_and_examples() {
+    let out = run(&["--help"], Path::new("."));
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for word in ["pull", "search", "baselines", "build", "eval", "card", "push", "demo", "Examples:", "--dry-run", "--keep-layers", "--resume"] {
+        assert!(help.contains(word), "--help should mention {word}:\n{help}");
+    }
+}
+
+fn fixture_job(root: &Path) -> (PathBuf, PathBuf) {
+    let spec = TinySpec::llama();
+    let (base, sibs, _) = write_family(&root.join("family"), &spec, 2, 7).expect("fixture family");
+    let list = root.join("finetunes.txt");
+    let lines: Vec<String> = sibs.iter().map(|s| s.display().to_string()).collect();
+    std::fs::write(&list, format!("# two siblings\n{}\n\n", lines.join("\n"))).expect("write list");
+    (base, list)
+}
+
+#[test]
+fn dry_run_prints_files_parameters_and_memory_and_writes_nothing() {
+    let dir = tempdir();
+    let (base, list) = fixture_job(dir.path());
+    let base_s = base.display().to_string();
+    let list_s = list.display().to_string();
+    let out = run(&["--base", &base_s, "--finetunes", &list_s, "--keep-layers", "3", "--dry-run"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let config = hf_tailor::config::ModelConfig::from_file(&base.join("config.json")).expect("config");
+    let (before, after) = (config.total_params(4), config.total_params(3));
+    assert!(stdout.contains("layers: 4 -> 3 (1 removed)"), "{stdout}");
+    assert!(stdout.contains(&hf_tailor::pipeline::plan::human_count(before)), "{stdout}");
+    assert!(stdout.contains(&hf_tailor::pipeline::plan::human_count(after)), "{stdout}");
+    assert!(stdout.contains("model-00001-of-"), "the shards to read should be listed: {stdout}");
+    assert!(stdout.contains("memory for the search"), "{stdout}");
+    assert!(!dir.path().join("tailored").exists(), "a dry run must not write anything");
+
+    let out = run(&["--base", &base_s, "--finetunes", &list_s, "--remove-ratio", "0.5", "--dry-run", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON plan");
+    assert_eq!(plan["keep_layers"], 2);
+    assert_eq!(plan["params_before"], before);
+    assert_eq!(plan["params_after"], config.total_params(2));
+    assert_eq!(plan["models"].as_array().map(Vec::len), Some(3));
+    // Three f32 models resident on the CPU.
+    assert_eq!(plan["search_resident_bytes"], 3 * before * 4);
+}
+
+/// The demo on a small budget: the whole job runs offline, writes the checkpoint, its card
+/// and lineage picture, and its base/sibling rows agree with transformers' accuracies.
+#[test]
+fn the_demo_tailors_the_builtin_family_end_to_end() {
+    let dir = tempdir();
+    let out_dir = dir.path().join("demo");
+    let out_s = out_dir.display().to_string();
+    let out = run(&["demo", "--out", &out_s, "--trials", "10", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "demo failed:\n{}", text(&out.stderr));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON outcome");
+
+    let model = out_dir.join("model");
+    for f in ["config.json", "README.md", "lineage.svg", "tokenizer.json", "generation_config.json"] {
+        assert!(model.join(f).is_file(), "{f} missing from the tailored model");
+    }
+    let config = hf_tailor::config::ModelConfig::from_file(&model.join("config.json")).expect("config");
+    assert_eq!(config.num_hidden_layers, 6, "the demo keeps 6 of 8 layers");
+    let recipe = hf_tailor::recipe::Recipe::load(&out_dir.join("recipe.yaml")).expect("recipe");
+    assert_eq!(recipe.layers.len(), 6);
+    assert!(out_dir.join("report.md").is_file() && out_dir.join("baselines/shortgpt.yaml").is_file());
+    let card = std::fs::read_to_string(model.join("README.md")).expect("card");
+    assert!(card.contains("base_model_relation: merge") && card.contains("lineage.svg"), "{card}");
+
+    // Rows: base, three siblings, ShortGPT, the tailored model, on the held-out test split.
+    let rows = outcome["rows"].as_array().expect("rows");
+    let labels: Vec<&str> = rows.iter().map(|r| r["label"].as_str().unwrap_or("")).collect();
+    assert_eq!(labels, ["base", "arith", "reverse", "recall", "ShortGPT", "hf-tailor"]);
+    assert_eq!(outcome["report_items"], 500);
+
+    // hf-tailor's scores of the untouched models equal transformers' (the generator's table).
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo-family/accuracy.json")).expect("accuracy.json"),
+    )
+    .expect("JSON");
+    for row in &rows[..4] {
+        let name = row["label"].as_str().unwrap_or("");
+        for skill in ["arith", "reverse", "recall"] {
+            let ours = row["scores"][skill].as_f64().expect("score");
+            let theirs = reference["accuracy"][name]["test"][skill].as_f64().expect("reference score");
+            // Two items of 500 of slack for log-likelihood ties decided differently in f32.
+            assert!((ours - theirs).abs() <= 0.004 + 1e-9, "{name} on {skill}: hf-tailor {ours}, transformers {theirs}");
+        }
+    }
+    // The written checkpoint scores what the in-memory candidate scored.
+    let tailored = &rows[5]["scores"];
+    for skill in ["arith", "reverse", "recall"] {
+        let a = tailored[skill].as_f64().expect("score");
+        let b = outcome["verified"][skill].as_f64().expect("verified score");
+        assert!((a - b).abs() <= 0.01, "{skill}: in memory {a}, written {b}");
+    }
+
+    // A second run into the same folder needs --force, and says so on one line.
+    let again = run(&["demo", "--out", &out_s, "--trials", "2"], dir.path());
+    assert_usage_error(&again, "--force");
+}
