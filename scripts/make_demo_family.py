@@ -260,16 +260,19 @@ def train(model, weights, max_steps, lr, seed, args, label, done=None, check_eve
 # ---------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def mc_accuracy(model, items):
+def mc_accuracy(model, items, bos=True):
     """lm-eval style: the choice with the highest continuation log-likelihood wins.
 
     Every choice is one token, so one forward pass per item scores all its choices.
+    `bos=False` is lm-evaluation-harness's protocol (and hf-tailor's evaluator's): the
+    context is encoded without special tokens. The family is trained with <s> first, so
+    the training-time checks use `bos=True`.
     """
     model.eval()
     correct = 0
     for start in range(0, len(items), 128):
         chunk = items[start : start + 128]
-        seqs = [encode(it["context"]) for it in chunk]
+        seqs = [encode(it["context"])[(0 if bos else 1):] for it in chunk]
         width = max(map(len, seqs))
         ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
         for r, s in enumerate(seqs):
@@ -284,8 +287,8 @@ def mc_accuracy(model, items):
     return correct / len(items)
 
 
-def accuracy_row(model, tasks, split):
-    return {skill: mc_accuracy(model, tasks[skill][split]) for skill in SKILLS}
+def accuracy_row(model, tasks, split, bos=True):
+    return {skill: mc_accuracy(model, tasks[skill][split], bos) for skill in SKILLS}
 
 
 def fmt_row(row):
@@ -354,6 +357,7 @@ def main():
     ap.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
     # One thread: on a shared 2-core machine two OpenMP threads are several times slower.
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--evaluate-only", action="store_true", help="score the checkpoints already in --out; train nothing")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -368,55 +372,67 @@ def main():
     write_tasks(tasks, out)
 
     with tempfile.TemporaryDirectory() as tmp:
-        tok_dir = tokenizer_files(tmp)
+        if not args.evaluate_only:
+            train_family(args, tasks, out, dtype, tmp)
 
-        print(f"base: {args.base_steps} steps on a mixture of {', '.join(SKILLS)}", flush=True)
-        torch.manual_seed(args.seed)
-        base = new_model(args)
-        mixture = dict(zip(SKILLS, BASE_MIXTURE))
-        base_rows = {}
+    report(args, tasks, out, t_start)
 
-        def base_progress(model):
-            base_rows.update(accuracy_row(model, tasks, "calibration"))
-            return False, fmt_row(base_rows)
 
-        train(base, mixture, args.base_steps, args.lr, args.seed * 1000 + 1, args, "base", base_progress)
-        save(base, out / "base", tok_dir, dtype)
-        check_tokenizer(out / "base")
-        base_state = {k: v.clone() for k, v in base.state_dict().items()}
-        base_cal = accuracy_row(base, tasks, "calibration")
+def train_family(args, tasks, out, dtype, tmp):
+    """The base on the mixture, then each sibling from the base (see the module docs)."""
+    tok_dir = tokenizer_files(tmp)
 
-        for j, skill in enumerate(SKILLS):
-            print(f"{skill}: from the base, sharpening {skill} until it beats the base by "
-                  f"{args.min_gap:.2f} on the calibration split (at most {args.sibling_steps} steps)", flush=True)
-            model = new_model(args)
-            model.load_state_dict(base_state)
-            # Mostly the sibling's skill, with some of the mixture replayed so that the
-            # sibling does not forget the other skills (as real fine-tunes mostly do not).
-            weights = {s: (0.8 if s == skill else 0.1) for s in SKILLS}
+    print(f"base: {args.base_steps} steps on a mixture of {', '.join(SKILLS)}", flush=True)
+    torch.manual_seed(args.seed)
+    base = new_model(args)
+    mixture = dict(zip(SKILLS, BASE_MIXTURE))
+    base_rows = {}
 
-            def sharp_enough(m, skill=skill):
-                row = accuracy_row(m, tasks, "calibration")
-                # A margin over the target so that the held-out split shows the gap too.
-                return row[skill] >= base_cal[skill] + args.min_gap + 0.05, fmt_row(row)
+    def base_progress(model):
+        base_rows.update(accuracy_row(model, tasks, "calibration"))
+        return False, fmt_row(base_rows)
 
-            train(model, weights, args.sibling_steps, args.lr, args.seed * 1000 + 10 + j, args, skill, sharp_enough)
-            save(model, out / skill, tok_dir, dtype)
+    train(base, mixture, args.base_steps, args.lr, args.seed * 1000 + 1, args, "base", base_progress)
+    save(base, out / "base", tok_dir, dtype)
+    check_tokenizer(out / "base")
+    base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    base_cal = accuracy_row(base, tasks, "calibration")
 
-    # Score what was written (reloaded from disk, in the stored dtype, computed in f32).
-    table = {}
+    for j, skill in enumerate(SKILLS):
+        print(f"{skill}: from the base, sharpening {skill} until it beats the base by "
+              f"{args.min_gap:.2f} on the calibration split (at most {args.sibling_steps} steps)", flush=True)
+        model = new_model(args)
+        model.load_state_dict(base_state)
+        # Mostly the sibling's skill, with some of the mixture replayed so that the
+        # sibling does not forget the other skills (as real fine-tunes mostly do not).
+        weights = {s: (0.8 if s == skill else 0.1) for s in SKILLS}
+
+        def sharp_enough(m, skill=skill):
+            row = accuracy_row(m, tasks, "calibration")
+            # A margin over the target so that the held-out split shows the gap too.
+            return row[skill] >= base_cal[skill] + args.min_gap + 0.05, fmt_row(row)
+
+        train(model, weights, args.sibling_steps, args.lr, args.seed * 1000 + 10 + j, args, skill, sharp_enough)
+        save(model, out / skill, tok_dir, dtype)
+
+def report(args, tasks, out, t_start):
+    """Score what was written (reloaded from disk, computed in f32) under both protocols."""
+    table, table_bos = {}, {}
     for name in ["base"] + SKILLS:
         model = LlamaForCausalLM.from_pretrained(out / name, dtype=torch.float32)
-        table[name] = {split: accuracy_row(model, tasks, split) for split in ["calibration", "test"]}
+        table[name] = {split: accuracy_row(model, tasks, split, bos=False) for split in ["calibration", "test"]}
+        table_bos[name] = {split: accuracy_row(model, tasks, split, bos=True) for split in ["calibration", "test"]}
 
-    print()
-    print(f"held-out test accuracy ({args.test_items} items per task, chance = 0.25)")
-    print(f"{'model':<10}" + "".join(f"{s:>10}" for s in SKILLS) + f"{'mean':>10}")
-    for name, row in table.items():
-        accs = [row["test"][s] for s in SKILLS]
-        print(f"{name:<10}" + "".join(f"{a:>10.3f}" for a in accs) + f"{sum(accs) / len(accs):>10.3f}")
+    for title, t in [("lm-eval protocol, no special tokens (what hf-tailor scores)", table), ("with <s> first, as trained", table_bos)]:
+        print()
+        print(f"held-out test accuracy, {title} ({args.test_items} items per task, chance = 0.25)")
+        print(f"{'model':<10}" + "".join(f"{s:>10}" for s in SKILLS) + f"{'mean':>10}")
+        for name, row in t.items():
+            accs = [row["test"][s] for s in SKILLS]
+            print(f"{name:<10}" + "".join(f"{a:>10.3f}" for a in accs) + f"{sum(accs) / len(accs):>10.3f}")
+    train_args = {k: v for k, v in vars(args).items() if k not in ("out", "evaluate_only")}
     with open(out / "accuracy.json", "w") as f:
-        json.dump({"seed": args.seed, "args": vars(args), "accuracy": table}, f, indent=2)
+        json.dump({"seed": args.seed, "args": train_args, "accuracy": table, "accuracy_with_bos": table_bos}, f, indent=2)
         f.write("\n")
 
     failures = [
