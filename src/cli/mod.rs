@@ -120,28 +120,74 @@ macro_rules! usage {
 pub(crate) use usage;
 
 /// Exit status for an error: 2 for usage mistakes and bad input the user can fix (a malformed
-/// recipe, finetunes list or model folder), 1 for everything else (network, disk, bugs).
+/// recipe, finetunes list, task spec or model folder, a missing repo or token), 1 for
+/// everything else (network, disk, bugs).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    use hf_tailor::checkpoint::CheckpointError;
-    use hf_tailor::config::ConfigError;
-    use hf_tailor::recipe::RecipeError;
     for cause in err.chain() {
         if cause.is::<UsageError>() {
             return 2;
         }
-        if let Some(e) = cause.downcast_ref::<RecipeError>() {
-            return if matches!(e, RecipeError::Io { .. }) { 1 } else { 2 };
-        }
-        if let Some(e) = cause.downcast_ref::<ConfigError>() {
-            return if matches!(e, ConfigError::Io { .. }) { 1 } else { 2 };
-        }
-        if let Some(e) = cause.downcast_ref::<CheckpointError>() {
-            return match e {
-                CheckpointError::Io { .. } => 1,
-                CheckpointError::Config(c) if matches!(c, ConfigError::Io { .. }) => 1,
-                _ => 2,
-            };
+        if let Some(code) = library_code(cause) {
+            return code;
         }
     }
     1
+}
+
+/// The exit status a library error implies, when it is one hf-tailor knows.
+fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    use hf_tailor::checkpoint::CheckpointError as C;
+    use hf_tailor::config::ConfigError as K;
+    use hf_tailor::eval::EvalError as E;
+    use hf_tailor::hub::HubError as H;
+    use hf_tailor::pipeline::PipelineError as P;
+    use hf_tailor::recipe::RecipeError as R;
+    let bad_input = |yes: bool| Some(if yes { 2 } else { 1 });
+    if let Some(e) = cause.downcast_ref::<P>() {
+        return match e {
+            P::Hub(h) => library_code(h),
+            P::Checkpoint(c) => library_code(c),
+            P::Recipe(r) => library_code(r),
+            P::Eval(v) => library_code(v),
+            P::Plan(_) => Some(2),
+            _ => Some(1),
+        };
+    }
+    if let Some(e) = cause.downcast_ref::<R>() {
+        return bad_input(!matches!(e, R::Io { .. }));
+    }
+    if let Some(e) = cause.downcast_ref::<K>() {
+        return bad_input(!matches!(e, K::Io { .. }));
+    }
+    if let Some(e) = cause.downcast_ref::<C>() {
+        return match e {
+            C::Config(k) => library_code(k),
+            C::Io { source, .. } => bad_input(source.kind() == std::io::ErrorKind::NotFound),
+            _ => Some(2),
+        };
+    }
+    if let Some(e) = cause.downcast_ref::<E>() {
+        return match e {
+            E::Checkpoint(c) => library_code(c),
+            E::Recipe(r) => library_code(r),
+            E::Spec(_) | E::Data { .. } | E::Unsupported(_) | E::Tokenizer(_) => Some(2),
+            _ => Some(1),
+        };
+    }
+    if let Some(e) = cause.downcast_ref::<H>() {
+        return bad_input(matches!(
+            e,
+            H::ListLine { .. }
+                | H::DuplicateEntry { .. }
+                | H::BadModelRef { .. }
+                | H::PushTarget { .. }
+                | H::BaseAmongFinetunes { .. }
+                | H::RepoNotFound { .. }
+                | H::RevisionNotFound { .. }
+                | H::Unauthorized { .. }
+                | H::NoToken { .. }
+                | H::NoWeights { .. }
+        ) || matches!(e, H::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+    }
+    None
 }

@@ -39,11 +39,10 @@ fn usage_mistakes_exit_2_with_one_line() {
     assert_usage_error(&run(&["--base", "a/b", "--finetunes", "f.txt", "--push", "not-a-repo-id"], d), "user/name");
     assert_usage_error(&run(&["--base", "a/b", "--finetunes", "f.txt", "--device", "tpu"], d), "tpu");
     assert_usage_error(&run(&["demo", "--keep-layers", "0"], d), "--keep-layers");
-    // A finetunes file that does not exist is bad input too.
-    let out = run(&["--base", "a/b", "--finetunes", "missing.txt"], d);
-    assert_ne!(out.status.code(), Some(0));
-    assert_eq!(text(&out.stderr).trim_end().lines().count(), 1, "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("missing.txt"), "{}", text(&out.stderr));
+    // A finetunes file that does not exist, or a malformed one, is bad input too.
+    assert_usage_error(&run(&["--base", "a/b", "--finetunes", "missing.txt"], d), "missing.txt");
+    std::fs::write(d.join("bad.txt"), "org/ok\nnot a repo id !\n").expect("write");
+    assert_usage_error(&run(&["--base", "a/b", "--finetunes", "bad.txt"], d), "bad.txt");
 }
 
 #[test]
@@ -148,4 +147,52 @@ fn the_demo_tailors_the_builtin_family_end_to_end() {
     // A second run into the same folder needs --force, and says so on one line.
     let again = run(&["demo", "--out", &out_s, "--trials", "2"], dir.path());
     assert_usage_error(&again, "--force");
+}
+
+/// The root command on a local fixture family with a JSONL task: the whole job without a
+/// push, then `--resume` continuing the same journal to a larger budget.
+#[test]
+fn the_root_command_runs_the_whole_job_and_resumes() {
+    let dir = tempdir();
+    let (base, list) = fixture_job(dir.path());
+    let task = dir.path().join("letters.jsonl");
+    let items: Vec<String> = (0..24)
+        .map(|i| {
+            let a = (b'a' + (i % 20) as u8) as char;
+            let b = (b'a' + ((i + 1) % 20) as u8) as char;
+            let c = (b'a' + ((i + 7) % 20) as u8) as char;
+            serde_json::json!({"context": format!("{a}{b}{a}{b}{a}"), "choices": [b.to_string(), c.to_string()], "label": 0}).to_string()
+        })
+        .collect();
+    std::fs::write(&task, items.join("\n") + "\n").expect("task file");
+    let out_dir = dir.path().join("job");
+    let (base_s, list_s, task_s, out_s) =
+        (base.display().to_string(), list.display().to_string(), task.display().to_string(), out_dir.display().to_string());
+    let job = |extra: &[&str]| {
+        let mut args = vec!["--base", &base_s, "--finetunes", &list_s, "--tasks", &task_s, "--keep-layers", "3", "--out", &out_s, "--json"];
+        args.extend_from_slice(extra);
+        run(&args, dir.path())
+    };
+    let out = job(&["--trials", "4"]);
+    assert_eq!(out.status.code(), Some(0), "job failed:\n{}", text(&out.stderr));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON outcome");
+    assert_eq!(outcome["trials"], 4);
+    let labels: Vec<&str> = outcome["rows"].as_array().expect("rows").iter().map(|r| r["label"].as_str().unwrap_or("")).collect();
+    assert_eq!(labels, ["base", "sib1", "sib2", "ShortGPT", "hf-tailor"]);
+    let config = hf_tailor::config::ModelConfig::from_file(&out_dir.join("model/config.json")).expect("config");
+    assert_eq!(config.num_hidden_layers, 3);
+    for f in ["sources.yaml", "journal.jsonl", "recipe.yaml", "report.md", "model/README.md", "model/lineage.svg"] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+
+    // Without --resume the journal is not overwritten; with it the search goes on.
+    let again = job(&["--trials", "6"]);
+    assert_ne!(again.status.code(), Some(0));
+    assert!(text(&again.stderr).contains("--resume"), "{}", text(&again.stderr));
+    let resumed = job(&["--trials", "6", "--resume"]);
+    assert_eq!(resumed.status.code(), Some(0), "resume failed:\n{}", text(&resumed.stderr));
+    let outcome: serde_json::Value = serde_json::from_slice(&resumed.stdout).expect("JSON outcome");
+    assert_eq!(outcome["trials"], 6);
+    let journal = std::fs::read_to_string(out_dir.join("journal.jsonl")).expect("journal");
+    assert_eq!(journal.lines().count(), 1 + 6, "a header and six trials");
 }
