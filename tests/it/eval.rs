@@ -191,3 +191,97 @@ fn prefix_cache_and_lru_eviction_do_not_change_scores() {
     // The candidates are distinct models: their scores are not all the same.
     assert!(l0.iter().any(|x| x != &l0[0]));
 }
+
+/// Write `cais/mmlu`-layout rows (question, subject, choices: list<string>, answer: int64) as parquet.
+fn write_mmlu_parquet(path: &Path, rows: &[(&str, &str, [&str; 4], i64)]) {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = parquet::schema::parser::parse_message_type(
+        "message schema { REQUIRED BYTE_ARRAY question (UTF8); REQUIRED BYTE_ARRAY subject (UTF8);
+         REQUIRED group choices (LIST) { REPEATED group list { REQUIRED BYTE_ARRAY element (UTF8); } }
+         REQUIRED INT64 answer; }",
+    )
+    .unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(WriterProperties::builder().build())).unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    let bytes = |v: Vec<&str>| v.into_iter().map(ByteArray::from).collect::<Vec<_>>();
+    let mut col = 0;
+    while let Some(mut c) = rg.next_column().unwrap() {
+        match col {
+            0 | 1 => {
+                let vals = bytes(rows.iter().map(|r| if col == 0 { r.0 } else { r.1 }).collect());
+                c.typed::<ByteArrayType>().write_batch(&vals, None, None).unwrap();
+            }
+            2 => {
+                let vals = bytes(rows.iter().flat_map(|r| r.2).collect());
+                let def = vec![1i16; vals.len()];
+                let rep: Vec<i16> = rows.iter().flat_map(|_| [0i16, 1, 1, 1]).collect();
+                c.typed::<ByteArrayType>().write_batch(&vals, Some(&def), Some(&rep)).unwrap();
+            }
+            _ => {
+                let vals: Vec<i64> = rows.iter().map(|r| r.3).collect();
+                c.typed::<Int64Type>().write_batch(&vals, None, None).unwrap();
+            }
+        }
+        c.close().unwrap();
+        col += 1;
+    }
+    rg.close().unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn mmlu_parquet_folder_and_jsonl_tasks_score_through_the_cli() {
+    let tmp = common::tempdir();
+    let spec = TinySpec::llama();
+    let fam = family(tmp.path(), &spec);
+    // The cais/mmlu layout: all/ plus per-subject folders; only all/validation-* is read.
+    let mmlu = tmp.path().join("mmlu");
+    let rows = [
+        ("What is 1+1?", "elementary_mathematics", ["1", "2", "3", "4"], 1),
+        ("Which is a prime?", "elementary_mathematics", ["4", "6", "7", "9"], 2),
+        ("Who wrote it?", "world_history", ["a", "b", "c", "d"], 0),
+    ];
+    write_mmlu_parquet(&mmlu.join("all/validation-00000-of-00001.parquet"), &rows);
+    write_mmlu_parquet(&mmlu.join("all/test-00000-of-00001.parquet"), &rows[..1]);
+    write_mmlu_parquet(&mmlu.join("world_history/validation-00000-of-00001.parquet"), &rows[2..]);
+    let task = hf_tailor::eval::TaskSpec::parse(&format!("mmlu={}", mmlu.display())).unwrap().load().unwrap();
+    let TaskData::MultipleChoice(mmlu_items) = &task.data else { panic!("mmlu is multiple choice") };
+    assert_eq!(mmlu_items.len(), 3);
+    assert_eq!(mmlu_items[1].label, 2);
+    assert_eq!(mmlu_items[1].choices, [" A", " B", " C", " D"]);
+    assert_eq!(
+        mmlu_items[1].context,
+        "The following are multiple choice questions (with answers) about elementary mathematics.\n\nWhich is a prime?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:"
+    );
+
+    // The same scores from the library and from `hf-tailor eval --json`, budget 1 per subject.
+    let jsonl = tmp.path().join("mc.jsonl");
+    let lines: Vec<String> = items()
+        .iter()
+        .map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string())
+        .collect();
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+    let mc = hf_tailor::eval::TaskSpec::parse(jsonl.to_str().unwrap()).unwrap().load().unwrap();
+    let mut ev = Evaluator::new(fam.clone(), vec![task, mc], EvalOptions::default()).unwrap();
+    let base = recipe(&fam, &spec, (0..spec.layers).map(|l| (l, Rule::Take("base".into()))).collect());
+    let lib = ev.evaluate(&base, 1).unwrap();
+    assert!(matches!(lib[0], hf_tailor::eval::TaskResult::MultipleChoice { items: 2, .. }), "{lib:?}");
+    let out = common::hf_tailor()
+        .args(["eval", "--model", fam.base.dir.to_str().unwrap(), "--budget", "1", "--json", "--tasks"])
+        .arg(format!("mmlu={},{}", mmlu.display(), jsonl.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"], serde_json::to_value(&lib).unwrap());
+
+    // Bad input: one line on stderr naming the file and line, non-zero exit.
+    std::fs::write(&jsonl, "{\"context\": \"x\", \"choices\": [\" a\"], \"label\": 0}\n").unwrap();
+    let out = common::hf_tailor().args(["eval", "--model", fam.base.dir.to_str().unwrap(), "--tasks", jsonl.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("mc.jsonl:1") && err.contains("at least 2") && err.trim().lines().count() == 1, "{err}");
+}
