@@ -242,7 +242,9 @@ pub fn write_model(dir: &Path, spec: &TinySpec, weights: &Weights) -> std::io::R
     write_json(&dir.join("config.json"), &config_json(spec))?;
     write_tokenizer_files(dir)?;
     // Group tensors into shards by byte budget, in name order.
-    let mut shards: Vec<Vec<(&String, Vec<u8>, &Vec<usize>)>> = vec![vec![]];
+    // (name, bytes, shape) per tensor, grouped by shard.
+    type ShardTensors<'a> = Vec<(&'a String, Vec<u8>, &'a Vec<usize>)>;
+    let mut shards: Vec<ShardTensors<'_>> = vec![vec![]];
     let mut size = 0;
     for (name, (shape, values)) in weights {
         let bytes = dtype::from_f32(spec.dtype, values);

@@ -244,10 +244,8 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
         }
     };
     let params = cfg.get("parameters");
-    if task_arithmetic {
-        if params.and_then(|p| p.get("normalize")).and_then(Value::as_bool) == Some(true) {
-            return Err(import_err("parameters.normalize", "normalize: true divides by the weight sum, which is not task arithmetic on the base"));
-        }
+    if task_arithmetic && params.and_then(|p| p.get("normalize")).and_then(Value::as_bool) == Some(true) {
+        return Err(import_err("parameters.normalize", "normalize: true divides by the weight sum, which is not task arithmetic on the base"));
     }
     let lambda = scalar_weight(params.and_then(|p| p.get("lambda")), "parameters.lambda")?.unwrap_or(1.0);
     let global_weight = scalar_weight(params.and_then(|p| p.get("weight")), "parameters.weight")?;
