@@ -1,7 +1,10 @@
 //! Producing one output tensor's bytes with bounded memory.
 //!
-//! * A taken tensor already in the output dtype is copied from the memory map as is (no
-//!   float round trip), the same bytes `stitch::Stitched::to_bytes` would borrow.
+//! * A taken tensor already in the output dtype is copied as stored (no float round trip),
+//!   the same bytes `stitch::Stitched::to_bytes` would borrow from the memory map: by the
+//!   kernel, file to file (`copy_file_range`, what `cp` does), which on a cold page cache
+//!   measured faster than faulting the map in (see /work/notes/core.md); the map-streaming
+//!   path is kept for the unit test that checks both give identical bytes.
 //! * A taken tensor in another dtype, and an element-wise merge (task arithmetic, linear),
 //!   is computed in f32 chunk by chunk and cast once, so memory stays a few MiB whatever
 //!   the tensor size.
@@ -12,7 +15,7 @@
 //! stays a few tens of MiB whatever the checkpoint or tensor size (whole-tensor merges
 //! excepted: they hold each operand in f32).
 
-use crate::checkpoint::{CheckpointError, Family, TensorView};
+use crate::checkpoint::{Checkpoint, CheckpointError, Family, TensorView};
 use crate::dtype;
 use crate::merge;
 use crate::recipe::{Merge, Rule};
@@ -53,70 +56,118 @@ fn elementwise(m: &Merge) -> bool {
     matches!(m, Merge::TaskArithmetic { .. } | Merge::Linear { .. })
 }
 
+fn model_ckpt<'a>(family: &'a Family, model: &str) -> Result<&'a Checkpoint, BuildError> {
+    family.get(model).ok_or_else(|| BuildError::Recipe(format!("the recipe names model `{model}`, which is not in the family")))
+}
+
+/// Bytes the kernel is asked to read ahead of the consumer, per source model.
+const READ_AHEAD: usize = 64 << 20;
+
+/// Sequential consumption of one source tensor: keeps a read-ahead window in flight and
+/// releases pages behind the consumer.
+struct Cursor<'a> {
+    ckpt: &'a Checkpoint,
+    tensor: &'a str,
+    elem: usize,
+    ahead_to: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(family: &'a Family, model: &str, tensor: &'a str) -> Result<Self, BuildError> {
+        let ckpt = family
+            .get(model)
+            .ok_or_else(|| BuildError::Recipe(format!("the recipe names model `{model}`, which is not in the family")))?;
+        let elem = ckpt.info(tensor)?.dtype.size();
+        Ok(Self { ckpt, tensor, elem, ahead_to: 0 })
+    }
+
+    /// The consumer is about to read elements up to `to`: keep the window ahead of it.
+    fn advance(&mut self, to: usize) {
+        let pos = to.saturating_mul(self.elem);
+        if pos + READ_AHEAD / 2 >= self.ahead_to {
+            let end = pos.saturating_add(READ_AHEAD);
+            self.ckpt.prefetch_part(self.tensor, self.ahead_to.max(pos.saturating_sub(pos % READ_AHEAD)), end);
+            self.ahead_to = end;
+        }
+    }
+
+    /// Elements `from..to` are consumed.
+    fn release(&self, from: usize, to: usize) {
+        self.ckpt.release_part(self.tensor, from.saturating_mul(self.elem), to.saturating_mul(self.elem));
+    }
+}
+
 /// Write tensor `t` into `w`, releasing the source pages as they are consumed.
 pub fn write_tensor(family: &Family, t: &PlannedTensor, w: &mut ShardWriter) -> Result<(), BuildError> {
-    write_tensor_in_chunks(family, t, w, CHUNK, COPY_CHUNK)
+    write_tensor_in_chunks(family, t, w, CHUNK, COPY_CHUNK, true)
 }
 
 /// [`write_tensor`] with explicit chunk sizes (elements of f32 work, bytes of verbatim copy).
-fn write_tensor_in_chunks(family: &Family, t: &PlannedTensor, w: &mut ShardWriter, chunk: usize, copy_chunk: usize) -> Result<(), BuildError> {
+/// `kernel_copy` lets the kernel copy verbatim tensors file to file; without it they are
+/// copied from the memory map.
+fn write_tensor_in_chunks(
+    family: &Family,
+    t: &PlannedTensor,
+    w: &mut ShardWriter,
+    chunk: usize,
+    copy_chunk: usize,
+    kernel_copy: bool,
+) -> Result<(), BuildError> {
     let io = |e: std::io::Error| BuildError::Io { path: format!("output tensor `{}`", t.name), source: e };
-    let models: Vec<String> = match &t.rule {
-        Rule::Take(m) => vec![m.clone()],
-        Rule::Merge(m) => std::iter::once(family.base_name().to_string()).chain(m.models().iter().cloned()).collect(),
-    };
+    let n = t.numel();
     match &t.rule {
+        Rule::Take(m) if kernel_copy && view(family, m, t)?.dtype == t.dtype => {
+            // Verbatim: the kernel copies the stored bytes (a prefix when rows are truncated).
+            let (path, offset, _) = model_ckpt(family, m)?.file_range(&t.source)?;
+            w.copy_from_file(path, offset, t.nbytes() as u64).map_err(io)?;
+        }
         Rule::Take(m) => {
             let v = view(family, m, t)?;
-            let ckpt = family.get(m).expect("view() found it");
-            if v.dtype == t.dtype {
-                for from in (0..v.data.len()).step_by(copy_chunk) {
-                    let to = (from + copy_chunk).min(v.data.len());
-                    w.write(&v.data[from..to]).map_err(io)?;
-                    ckpt.release_part(&t.source, from, to);
-                }
-            } else {
-                let s = v.dtype.size();
-                for from in (0..t.numel()).step_by(chunk) {
-                    let to = (from + chunk).min(t.numel());
+            let mut cur = Cursor::new(family, m, &t.source)?;
+            // Verbatim: copy bytes; otherwise decode, cast once.
+            let step = if v.dtype == t.dtype { (copy_chunk / v.dtype.size()).max(1) } else { chunk };
+            for from in (0..n).step_by(step) {
+                let to = from.saturating_add(step).min(n);
+                cur.advance(to);
+                if v.dtype == t.dtype {
+                    let s = v.dtype.size();
+                    w.write(&v.data[from * s..to * s]).map_err(io)?;
+                } else {
                     w.write(&dtype::from_f32(t.dtype, &decode(&v, from, to))).map_err(io)?;
-                    ckpt.release_part(&t.source, from * s, to * s);
                 }
+                cur.release(from, to);
             }
         }
         Rule::Merge(m) if elementwise(m) => {
             let base = view(family, family.base_name(), t)?;
             let sources = m.models().iter().map(|name| view(family, name, t)).collect::<Result<Vec<_>, _>>()?;
-            for from in (0..t.numel()).step_by(chunk) {
-                let to = (from + chunk).min(t.numel());
+            let mut cursors = std::iter::once(family.base_name())
+                .chain(m.models().iter().map(String::as_str))
+                .map(|name| Cursor::new(family, name, &t.source))
+                .collect::<Result<Vec<_>, _>>()?;
+            for from in (0..n).step_by(chunk) {
+                let to = from.saturating_add(chunk).min(n);
+                cursors.iter_mut().for_each(|c| c.advance(to));
                 let b = decode(&base, from, to);
                 let vals: Vec<Vec<f32>> = sources.iter().map(|s| decode(s, from, to)).collect();
                 let refs: Vec<&[f32]> = vals.iter().map(Vec::as_slice).collect();
                 let out = merge::apply(m, &b, &refs, &t.source);
                 w.write(&dtype::from_f32(t.dtype, &out)).map_err(io)?;
-                for name in &models {
-                    if let Some(c) = family.get(name) {
-                        let s = c.info(&t.source)?.dtype.size();
-                        c.release_part(&t.source, from * s, to * s);
-                    }
-                }
+                cursors.iter().for_each(|c| c.release(from, to));
             }
         }
-        Rule::Merge(_) => {
+        Rule::Merge(m) => {
             let s = stitch::stitch(family, &t.rule, &t.source, t.rows)?;
             if s.shape() != t.shape.as_slice() {
                 return Err(BuildError::Verify(format!("`{}` was computed with shape {:?}, planned {:?}", t.name, s.shape(), t.shape)));
             }
             w.write(&s.to_bytes(t.dtype)).map_err(io)?;
+            for name in std::iter::once(family.base_name()).chain(m.models().iter().map(String::as_str)) {
+                Cursor::new(family, name, &t.source)?.release(0, n);
+            }
         }
     }
-    w.end_tensor().map_err(io)?;
-    for m in &models {
-        if let Some(c) = family.get(m) {
-            c.release(&t.source);
-        }
-    }
-    Ok(())
+    w.end_tensor().map_err(io)
 }
 
 #[cfg(test)]
@@ -149,14 +200,14 @@ mod tests {
             for t in &plan.tensors {
                 let layout = [(t.name.as_str(), t.dtype, t.shape.as_slice())];
                 let whole = stitch::stitch(&family, &t.rule, &t.source, t.rows).unwrap().to_bytes(t.dtype).into_owned();
-                for (chunk, copy) in [(7, 10), (1000, 3), (usize::MAX / 4, usize::MAX / 4)] {
+                for (chunk, copy, kernel) in [(7, 10, false), (1000, 3, false), (usize::MAX / 4, usize::MAX / 4, false), (7, 10, true)] {
                     let path = tmp.join("t.safetensors");
                     let mut w = ShardWriter::create(&path, &layout).unwrap();
-                    write_tensor_in_chunks(&family, t, &mut w, chunk, copy).unwrap();
+                    write_tensor_in_chunks(&family, t, &mut w, chunk, copy, kernel).unwrap();
                     w.finish().unwrap();
                     let bytes = std::fs::read(&path).unwrap();
                     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-                    assert_eq!(st.tensor(&t.name).unwrap().data(), &whole[..], "{} ({out_dtype}, chunk {chunk}/{copy})", t.name);
+                    assert_eq!(st.tensor(&t.name).unwrap().data(), &whole[..], "{} ({out_dtype}, chunk {chunk}/{copy}, kernel copy {kernel})", t.name);
                 }
             }
         }

@@ -81,6 +81,30 @@ impl ShardWriter {
         Ok(())
     }
 
+    /// Append `len` bytes of the current tensor copied from `path` at `offset`. `std::io::copy`
+    /// turns a file-to-file copy into `copy_file_range` on Linux (an in-kernel copy, as `cp`
+    /// does; no user-space buffer) and falls back to read/write where that is unsupported.
+    pub fn copy_from_file(&mut self, path: &Path, offset: u64, len: u64) -> std::io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let want = self.expected.get(self.next).copied().unwrap_or(0) as u64;
+        if self.written_in_tensor as u64 + len > want {
+            return Err(std::io::Error::other(format!("tensor {} of this shard would get more bytes than its header says ({want})", self.next)));
+        }
+        let mut src = File::open(path)?;
+        src.seek(SeekFrom::Start(offset))?;
+        self.out.flush()?;
+        let copied = std::io::copy(&mut src.take(len), self.out.get_mut())?;
+        if copied != len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{} ended after {copied} of {len} bytes at offset {offset}", path.display()),
+            ));
+        }
+        self.written_in_tensor += len as usize;
+        self.bytes += len;
+        Ok(())
+    }
+
     /// Mark the current tensor complete.
     pub fn end_tensor(&mut self) -> std::io::Result<()> {
         let want = self.expected.get(self.next).copied().unwrap_or(0);

@@ -267,6 +267,23 @@ impl Checkpoint {
         }
     }
 
+    /// Start reading bytes `from..to` of tensor `name` in the background (clamped to the tensor).
+    pub fn prefetch_part(&self, name: &str, from: usize, to: usize) {
+        if let Some(info) = self.tensors.get(name) {
+            let start = info.start.saturating_add(from).min(info.end);
+            let end = info.start.saturating_add(to).min(info.end);
+            self.shards[info.shard].prefetch(start, end);
+        }
+    }
+
+    /// Where tensor `name`'s bytes lie on disk: (shard file, offset in the file, length), so a
+    /// writer can have the kernel copy them (`copy_file_range`) without reading them itself.
+    pub fn file_range(&self, name: &str) -> Result<(&Path, u64, u64), CheckpointError> {
+        let info = self.info(name)?;
+        let shard = &self.shards[info.shard];
+        Ok((shard.path.as_path(), shard.file_offset(info.start), info.nbytes() as u64))
+    }
+
     /// A tensor decoded to f32.
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>, CheckpointError> {
         Ok(self.view(name)?.to_f32())

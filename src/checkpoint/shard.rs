@@ -34,6 +34,11 @@ impl Shard {
         Ok(Self { path: path.to_path_buf(), mmap, data_start: 8 + header_len })
     }
 
+    /// Offset in the file of data byte `start` (relative to `data()`).
+    pub fn file_offset(&self, start: usize) -> u64 {
+        (self.data_start + start) as u64
+    }
+
     /// The data section (after the header).
     pub fn data(&self) -> &[u8] {
         &self.mmap[self.data_start..]
@@ -52,6 +57,18 @@ impl Shard {
         // entries; the contents seen through existing borrows stay identical (re-read from the file).
         #[cfg(unix)]
         let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+    }
+
+    /// Ask the kernel to start reading data bytes `start..end` (relative to `data()`) in the
+    /// background, so a sequential reader of a cold file does not wait on one small
+    /// readahead window per page fault.
+    pub fn prefetch(&self, start: usize, end: usize) {
+        let (offset, len) = (self.data_start + start, end.saturating_sub(start));
+        if len == 0 || offset + len > self.mmap.len() {
+            return;
+        }
+        #[cfg(unix)]
+        let _ = self.mmap.advise_range(memmap2::Advice::WillNeed, offset, len);
     }
 
     /// The tensors of this shard, with byte ranges relative to `data()`; `shard` is left 0.
