@@ -3,7 +3,7 @@
 //! [`tailor`]; pushing is left to the caller (it needs the network and a token).
 //!
 //! Files written under `out` (each stage's output, so a stage can be re-run alone):
-//! `sources.yaml`, `journal.jsonl`, `recipe.yaml`, `baselines/<name>.yaml`,
+//! `sources.yaml`, `journal.jsonl`, `tailor.yaml` (the recipe), `baselines/<name>.yaml`,
 //! `report.{json,md}` + `search.svg`, and `model/` (the checkpoint with README.md and
 //! lineage.svg, the folder that is pushed).
 
@@ -20,19 +20,15 @@ use crate::eval::{DeviceKind, EvalOptions, Evaluator, Task, TaskData};
 use crate::hub::{PulledFamily, SourceList};
 use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
 use crate::score::{ModelResult, ResultKind, Scorer, TaskScores};
-use crate::search::baselines::{run_baseline, BaselineKind};
-use crate::search::report::{Curve, SearchReport};
-use crate::search::{
-    header, run_search, DepthTarget, Journal, OptimizerConfig, OptimizerKind, RecipeTemplate, SearchSpace, SpaceOptions,
-};
+use crate::search::baselines::BaselineKind;
+use crate::search::job::{run_job, whole_model, write_outputs, JobObserver, JobResult, JobSpec, RECIPE_FILE};
+use crate::search::{DepthTarget, OptimizerConfig, OptimizerKind, RecipeTemplate, SearchSpace, SpaceOptions, TrialEvent};
 
 use super::PipelineError;
 
 pub const SOURCES_FILE: &str = "sources.yaml";
 pub const JOURNAL_FILE: &str = "journal.jsonl";
-pub const RECIPE_FILE: &str = "recipe.yaml";
 pub const MODEL_DIR: &str = "model";
-pub const BASELINES_DIR: &str = "baselines";
 
 /// Calibration texts per task for the baselines' hidden-state statistics.
 const BASELINE_TEXTS_PER_TASK: usize = 64;
@@ -91,6 +87,18 @@ impl Progress for Quiet {
     fn trial(&mut self, _: usize, _: usize, _: Option<f64>) {}
 }
 
+/// Feeds the search stage's progress into a [`Progress`].
+struct Observe<'a>(&'a mut dyn Progress);
+
+impl JobObserver for Observe<'_> {
+    fn trial(&mut self, e: &TrialEvent<'_>) {
+        self.0.trial(e.done, e.total, e.best);
+    }
+    fn stage(&mut self, what: &str) {
+        self.0.stage(what);
+    }
+}
+
 /// What the job produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobOutcome {
@@ -147,16 +155,21 @@ pub fn tailor(
     let space = SearchSpace::new(template, keep, SpaceOptions::default())?;
     let eval_options = EvalOptions { device: opts.device, ..EvalOptions::default() };
 
-    // Search.
+    // Search, baselines and the calibration table: the search stage's own job.
     let mut scorer = Evaluator::new(fam.clone(), calibration.clone(), eval_options.clone())?;
-    let mut cfg = OptimizerConfig::new(opts.optimizer, opts.seed);
+    let mut optimizer = OptimizerConfig::new(opts.optimizer, opts.seed);
     if let Some(b) = &opts.budgets {
-        cfg.budgets = b.clone();
+        optimizer.budgets = b.clone();
     }
-    let full_budget = cfg.full_budget();
-    let journal_path = out.join(JOURNAL_FILE);
-    let head = header(&space, &cfg, scorer.task_names());
-    let mut journal = if opts.resume { Journal::resume(&journal_path, head)? } else { Journal::create(&journal_path, head)? };
+    let spec = JobSpec {
+        space,
+        optimizer,
+        trials: opts.trials,
+        journal: out.join(JOURNAL_FILE),
+        resume: opts.resume,
+        baselines: opts.baselines.clone(),
+        calibration: calibration_texts(&calibration),
+    };
     progress.stage(&format!(
         "searching: keep {keep} of {source_layers} layers, {} siblings, {} trials on {}",
         siblings.len(),
@@ -164,46 +177,38 @@ pub fn tailor(
         scorer.task_names().join(", ")
     ));
     let started = Instant::now();
-    let outcome = run_search(&space, &mut journal, opts.trials, &mut scorer, |e| progress.trial(e.done, e.total, e.best))?;
+    let params = |k: usize| config.total_params(k);
+    let result = run_job(&spec, &mut scorer, params, &mut Observe(progress))?;
     let search_seconds = started.elapsed().as_secs_f64();
-    let best = outcome.best_trial().recipe.clone();
-    let recipe_path = out.join(RECIPE_FILE);
-    best.save(&recipe_path)?;
-
-    // Baselines, on the same calibration data.
-    let texts = calibration_texts(&calibration);
-    let mut baseline_recipes = Vec::new();
-    for kind in &opts.baselines {
-        progress.stage(&format!("baseline: {}", kind.label()));
-        let b = run_baseline(*kind, &space, &mut scorer, &texts)?;
-        let dir = out.join(BASELINES_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| PipelineError::io(&dir, e))?;
-        b.recipe.save(&dir.join(format!("{}.yaml", kind.stem())))?;
-        baseline_recipes.push((kind.label().to_string(), b.recipe));
-    }
     drop(scorer);
+    let best = result.best.clone();
 
-    // The results table on the report tasks, every row by the same evaluator.
-    progress.stage("scoring base, siblings, baselines and the tailored model");
+    // With held-out report tasks, every row is scored again on them by one evaluator.
     let report_names: Vec<String> = report.iter().map(|t| t.name.clone()).collect();
     let report_items = report.iter().map(task_len).max().unwrap_or(0);
-    let mut reporter = Evaluator::new(fam.clone(), report.clone(), eval_options.clone())?;
-    let whole = |name: &str| whole_model(&best, name);
-    let mut rows = Vec::new();
-    let mut push_row = |label: &str, kind: ResultKind, recipe: &Recipe, scorer: &mut Evaluator| -> Result<(), PipelineError> {
-        let scores = scorer.score(recipe, report_items)?;
-        rows.push(ModelResult { label: label.into(), kind, layers: recipe.layers.len(), params: config.total_params(recipe.layers.len()), scores });
-        Ok(())
-    };
-    push_row(&base.name, ResultKind::Base, &whole(&base.name), &mut reporter)?;
-    for s in &siblings {
-        push_row(&s.name, ResultKind::Sibling, &whole(&s.name), &mut reporter)?;
+    let mut search_report = result.report.clone();
+    if report != calibration {
+        progress.stage("scoring base, siblings, baselines and the tailored model on the report tasks");
+        let mut reporter = Evaluator::new(fam.clone(), report.clone(), eval_options.clone())?;
+        let mut recipes: Vec<Recipe> = std::iter::once(base.name.clone())
+            .chain(siblings.iter().map(|s| s.name.clone()))
+            .map(|name| whole_model(&spec.space, &name))
+            .collect();
+        recipes.extend(result.baselines.iter().map(|b| b.recipe.clone()));
+        recipes.push(best.clone());
+        debug_assert_eq!(search_report.rows.len(), recipes.len(), "rows: base, siblings, baselines, tailored");
+        for (row, recipe) in search_report.rows.iter_mut().zip(&recipes) {
+            row.scores = reporter.score(recipe, report_items)?;
+        }
+        search_report.tasks = report_names.clone();
+        search_report.budget = report_items;
     }
-    for (label, r) in &baseline_recipes {
-        push_row(label, ResultKind::Baseline, r, &mut reporter)?;
-    }
-    push_row("hf-tailor", ResultKind::Tailored, &best, &mut reporter)?;
-    drop(reporter);
+    // Items per task behind the rows (the search's full budget when they are the calibration tasks).
+    let report_items = search_report.budget;
+    let rows = search_report.rows.clone();
+    let trials_run = result.outcome.trials.len();
+    write_outputs(&JobResult { report: search_report, ..result }, out)?;
+    let recipe_path = out.join(RECIPE_FILE);
 
     // Build, then verify the written checkpoint scores what the in-memory model scored.
     let model_dir = out.join(MODEL_DIR);
@@ -224,21 +229,6 @@ pub fn tailor(
     input.mergekit_yaml = crate::mergekit::export(&best).ok();
     card::write(&model_dir, &input)?;
 
-    let search_report = SearchReport {
-        tasks: report_names.clone(),
-        budget: report_items,
-        rows: rows.clone(),
-        curves: vec![Curve { label: "hf-tailor".into(), points: outcome.curve.clone() }],
-        selection: format!(
-            "The tailored model is the candidate with the best mean calibration accuracy at the full budget ({full_budget} items), ties broken toward fewer merges."
-        ),
-        optimizer: opts.optimizer.name().into(),
-        seed: opts.seed,
-        trials: outcome.trials.len(),
-        scoring_seconds: outcome.trials.iter().map(|t| t.seconds).sum(),
-    };
-    search_report.write(out)?;
-
     Ok(JobOutcome {
         out: out.clone(),
         model_dir,
@@ -247,7 +237,7 @@ pub fn tailor(
         rows,
         report_tasks: report_names,
         report_items,
-        trials: outcome.trials.len(),
+        trials: trials_run,
         search_seconds,
         verified,
         warnings,
@@ -262,12 +252,6 @@ pub fn open_family(family: &PulledFamily) -> Result<Family, PipelineError> {
     let base = open(&family.base)?;
     let siblings = family.siblings.iter().map(open).collect::<Result<Vec<_>, _>>()?;
     Ok(Family::new(base, siblings)?)
-}
-
-/// `name`'s whole model as a recipe over the same sources (every layer, its embeddings and head).
-pub fn whole_model(like: &Recipe, name: &str) -> Recipe {
-    let layers = (0..like.source_layers).map(|from| LayerRule { from, rule: Rule::Take(name.into()) }).collect();
-    Recipe::new(&like.architecture, like.source_layers, like.base.clone(), like.siblings.clone(), layers, EdgePolicy::FollowLayers)
 }
 
 fn task_len(t: &Task) -> usize {

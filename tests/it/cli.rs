@@ -110,7 +110,7 @@ fn the_demo_tailors_the_builtin_family_end_to_end() {
     }
     let config = hf_tailor::config::ModelConfig::from_file(&model.join("config.json")).expect("config");
     assert_eq!(config.num_hidden_layers, 6, "the demo keeps 6 of 8 layers");
-    let recipe = hf_tailor::recipe::Recipe::load(&out_dir.join("recipe.yaml")).expect("recipe");
+    let recipe = hf_tailor::recipe::Recipe::load(&out_dir.join("tailor.yaml")).expect("recipe");
     assert_eq!(recipe.layers.len(), 6);
     assert!(out_dir.join("report.md").is_file() && out_dir.join("baselines/shortgpt.yaml").is_file());
     let card = std::fs::read_to_string(model.join("README.md")).expect("card");
@@ -181,7 +181,7 @@ fn the_root_command_runs_the_whole_job_and_resumes() {
     assert_eq!(labels, ["base", "sib1", "sib2", "ShortGPT", "hf-tailor"]);
     let config = hf_tailor::config::ModelConfig::from_file(&out_dir.join("model/config.json")).expect("config");
     assert_eq!(config.num_hidden_layers, 3);
-    for f in ["sources.yaml", "journal.jsonl", "recipe.yaml", "report.md", "model/README.md", "model/lineage.svg"] {
+    for f in ["sources.yaml", "journal.jsonl", "tailor.yaml", "report.md", "model/README.md", "model/lineage.svg"] {
         assert!(out_dir.join(f).is_file(), "{f} missing");
     }
 
