@@ -16,8 +16,9 @@ else
     export HF_TAILOR_PYTHON="$repo/.venv/bin/python"
 fi
 
-# Tests never touch the real Hub.
-export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+# Tests never touch the real Hub: the Hub tests run a loopback server (HF_ENDPOINT set per
+# test), so offline mode must stay off here.
+export HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 
 cargo test --all-targets "$@"
 cargo test --doc
