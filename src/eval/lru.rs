@@ -53,6 +53,12 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
         }
     }
 
+    /// Count a miss for a lookup made with [`Lru::contains`] probes (e.g. several keys tried
+    /// for one answer).
+    pub fn record_miss(&mut self) {
+        self.stats.misses += 1;
+    }
+
     /// Whether `key` is held, without touching recency or counters.
     pub fn contains(&self, key: &K) -> bool {
         self.map.contains_key(key)

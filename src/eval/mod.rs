@@ -304,6 +304,9 @@ impl Evaluator {
                         break;
                     }
                 }
+                if found.is_none() {
+                    self.prefix.record_miss();
+                }
             }
             self.stats.layer_forwards_saved += found.as_ref().map(|(d, _)| *d as u64).unwrap_or(0);
             self.stats.tokens += b.lengths.iter().sum::<usize>() as u64;
