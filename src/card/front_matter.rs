@@ -48,9 +48,13 @@ pub fn license_from_readme(readme: &str) -> Option<License> {
 pub fn render(input: &CardInput) -> String {
     let r = &input.recipe;
     let mut m = Map::new();
-    let base_models: Vec<Value> = r.models().map(|s| Value::String(s.repo.clone())).collect();
-    m.insert("base_model".into(), Value::Array(base_models));
-    m.insert("base_model_relation".into(), json!("merge"));
+    // The Hub rejects `base_model` entries that are not repo ids, so local folders (the demo,
+    // private checkouts) are listed only in the card's sources table, never in the metadata.
+    let base_models: Vec<Value> = r.models().filter(|s| is_hub_source(&s.repo)).map(|s| Value::String(s.repo.clone())).collect();
+    if !base_models.is_empty() {
+        m.insert("base_model".into(), Value::Array(base_models));
+        m.insert("base_model_relation".into(), json!("merge"));
+    }
     m.insert("library_name".into(), json!("transformers"));
     m.insert("pipeline_tag".into(), json!("text-generation"));
     if let Some(l) = &input.license {
@@ -72,6 +76,11 @@ pub fn render(input: &CardInput) -> String {
         m.insert("model-index".into(), index);
     }
     serde_norway::to_string(&Value::Object(m)).expect("JSON values serialise to YAML")
+}
+
+/// True when a recipe source names a Hub repo rather than a local folder.
+fn is_hub_source(repo: &str) -> bool {
+    crate::hub::finetunes::is_repo_id(repo) && !std::path::Path::new(repo).is_dir()
 }
 
 /// `model-index` with the tailored model's scores (the Hub's evaluation widget reads it).
