@@ -16,6 +16,7 @@ pub mod eval;
 pub mod fixture;
 pub mod fsutil;
 pub mod hub;
+pub mod human;
 pub mod merge;
 pub mod mergekit;
 pub mod pipeline;

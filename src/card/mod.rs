@@ -221,16 +221,4 @@ fn pct(part: f64, whole: f64) -> String {
     }
 }
 
-/// `13.02B`, `6.7M`, `12.3K`, `950`.
-pub fn human_count(n: u64) -> String {
-    let f = n as f64;
-    if f >= 1e9 {
-        format!("{:.2}B", f / 1e9)
-    } else if f >= 1e6 {
-        format!("{:.2}M", f / 1e6)
-    } else if f >= 1e3 {
-        format!("{:.1}K", f / 1e3)
-    } else {
-        n.to_string()
-    }
-}
+pub use crate::human::human_count;

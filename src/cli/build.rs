@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use hf_tailor::build::{self, BuildOptions};
+use hf_tailor::human::human_count;
 use hf_tailor::checkpoint::Family;
 use hf_tailor::recipe::Recipe;
 
@@ -55,12 +56,3 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 13015864320 -> "13.02B", 44448 -> "44.4K".
-fn human_count(n: u64) -> String {
-    match n {
-        0..=9_999 => n.to_string(),
-        10_000..=999_999 => format!("{:.1}K", n as f64 / 1e3),
-        1_000_000..=999_999_999 => format!("{:.1}M", n as f64 / 1e6),
-        _ => format!("{:.2}B", n as f64 / 1e9),
-    }
-}

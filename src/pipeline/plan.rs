@@ -168,35 +168,8 @@ pub fn plan_job(cfg: &HubConfig, base: &ModelRef, finetunes: &[ModelRef], depth:
     Ok(Plan::new(&config, ckpt.storage_dtype(), keep, device, models))
 }
 
-/// `1.5 GiB`, `12.0 MiB`, `300 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::human::{human_bytes, human_count};
 
-/// `13.0B`, `6.7M`, `512K`, `999`.
-pub fn human_count(n: u64) -> String {
-    let v = n as f64;
-    if v >= 1e9 {
-        format!("{:.2}B", v / 1e9)
-    } else if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}K", v / 1e3)
-    } else {
-        n.to_string()
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -237,11 +210,4 @@ mod tests {
         assert_eq!(cpu.search_resident_bytes, 6_738_415_616 * 4);
     }
 
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(human_bytes(300), "300 B");
-        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
-        assert_eq!(human_count(6_738_415_616), "6.74B");
-        assert_eq!(human_count(1_234), "1.2K");
-    }
 }

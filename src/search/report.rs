@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::human::human_count;
 use crate::score::{ModelResult, ResultKind};
 
 use super::SearchError;
@@ -57,7 +58,7 @@ impl SearchReport {
                 r.label,
                 kind_name(r.kind),
                 r.layers,
-                human_params(r.params),
+                human_count(r.params),
                 cells.join(" | "),
                 100.0 * r.mean()
             );
@@ -96,20 +97,6 @@ fn kind_name(k: ResultKind) -> &'static str {
         ResultKind::Sibling => "sibling",
         ResultKind::Baseline => "baseline",
         ResultKind::Tailored => "tailored",
-    }
-}
-
-/// `6.74B`, `125M`, `52.3K`.
-pub fn human_params(p: u64) -> String {
-    let f = p as f64;
-    if f >= 1e9 {
-        format!("{:.2}B", f / 1e9)
-    } else if f >= 1e6 {
-        format!("{:.1}M", f / 1e6)
-    } else if f >= 1e3 {
-        format!("{:.1}K", f / 1e3)
-    } else {
-        p.to_string()
     }
 }
 
@@ -232,7 +219,7 @@ mod tests {
             scoring_seconds: 1.0,
         };
         let md = r.to_markdown();
-        assert!(md.contains("| base | base | 4 | 1.2M | 50.00 | 70.00 | 60.00 |"), "{md}");
+        assert!(md.contains("| base | base | 4 | 1.23M | 50.00 | 70.00 | 60.00 |"), "{md}");
         assert!(md.contains("| hf-tailor | tailored |"), "{md}");
         let svg = r.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
