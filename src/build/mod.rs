@@ -86,18 +86,6 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
 }
 
-/// Files copied byte for byte from the base when present (plus any `chat_template.*`).
-pub const COPIED_FILES: &[&str] = &[
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "generation_config.json",
-];
-
 /// Resolve a recipe source that is a local folder: as written (absolute, or relative to the
 /// working directory), else relative to `recipe_dir`. Hub ids are resolved by the hub
 /// module's download cache; this function only says so.
@@ -243,7 +231,7 @@ fn copy_side_files(base: &Path, dir: &Path) -> Result<u64, BuildError> {
     for e in entries {
         let e = e.map_err(|e| BuildError::Io { path: base.display().to_string(), source: e })?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let wanted = COPIED_FILES.contains(&name.as_str()) || name.starts_with("chat_template.");
+        let wanted = crate::checkpoint::is_side_file(&name);
         if !wanted || !e.path().is_file() {
             continue;
         }

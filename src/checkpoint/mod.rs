@@ -101,6 +101,29 @@ pub struct Checkpoint {
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub const SINGLE_FILE: &str = "model.safetensors";
 
+/// Tokenizer files a model folder may carry besides weights and config: what the Hub pull
+/// fetches and what the writer copies byte for byte (with [`GENERATION_CONFIG`]).
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+];
+
+/// Generation defaults (EOS ids); a merge that drops it gives wrong stopping behaviour.
+pub const GENERATION_CONFIG: &str = "generation_config.json";
+
+/// True for the side files a tailored model carries over unchanged from its base:
+/// tokenizer files, the generation config and any `chat_template.*`.
+pub fn is_side_file(name: &str) -> bool {
+    TOKENIZER_FILES.contains(&name) || name == GENERATION_CONFIG || name.starts_with("chat_template.")
+}
+
 impl Checkpoint {
     /// Open `dir`, naming the model by its folder.
     pub fn open(dir: &Path) -> Result<Self, CheckpointError> {

@@ -18,20 +18,8 @@ use super::http::Http;
 use super::{block_on, glob, io_err, HubConfig, HubError};
 use crate::recipe::SourceModel;
 
-/// Files a tailoring job reads besides the weights, fetched when the repo has them.
-pub const TOKENIZER_FILES: &[&str] = &[
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-];
+pub use crate::checkpoint::{GENERATION_CONFIG, TOKENIZER_FILES};
 pub const CONFIG_FILE: &str = "config.json";
-pub const GENERATION_CONFIG: &str = "generation_config.json";
 pub const README: &str = "README.md";
 const INDEX: &str = crate::checkpoint::INDEX_FILE;
 const SINGLE: &str = crate::checkpoint::SINGLE_FILE;

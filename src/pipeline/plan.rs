@@ -127,7 +127,7 @@ fn local_files(name: &str, dir: &Path) -> Result<ModelFiles, PipelineError> {
         let wanted = n == "config.json"
             || n.ends_with(".safetensors")
             || n == crate::checkpoint::INDEX_FILE
-            || crate::build::COPIED_FILES.contains(&n.as_str());
+            || crate::checkpoint::is_side_file(&n);
         if wanted {
             let len = std::fs::metadata(ckpt.dir.join(&n)).map_err(|e| PipelineError::io(dir, e))?.len();
             files.push((n, len));
