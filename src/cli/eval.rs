@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use hf_tailor::checkpoint::{Checkpoint, CheckpointError, Family};
 use hf_tailor::hub::{self, HubConfig};
-use hf_tailor::eval::{DeviceKind, EvalOptions, Evaluator, TaskResult, TaskSpec};
+use hf_tailor::eval::{Evaluator, TaskResult, TaskSpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
 
 #[derive(clap::Args, Debug)]
@@ -30,15 +30,8 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceKind,
-    /// Memory for resident weights, in MiB.
-    #[arg(long, default_value_t = 8192)]
-    pub weight_cache_mb: u64,
-    /// Most padded tokens per forward batch.
-    #[arg(long, default_value_t = 2048)]
-    pub batch_tokens: usize,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
 }
 
 /// A recipe source's folder: a local path, or a Hub model already in the cache (offline).
@@ -79,12 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for w in &family.info.warnings {
         eprintln!("hf-tailor: warning: {w}");
     }
-    let options = EvalOptions {
-        device: args.device,
-        weight_cache_bytes: args.weight_cache_mb << 20,
-        max_batch_tokens: args.batch_tokens,
-        ..EvalOptions::default()
-    };
+    let options = args.engine.options();
     let mut ev = Evaluator::new(Arc::new(family), tasks, options)?;
     let started = std::time::Instant::now();
     let results = ev.evaluate(&recipe, args.budget.unwrap_or(usize::MAX)).context("scoring failed")?;

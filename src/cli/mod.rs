@@ -69,6 +69,32 @@ pub enum Command {
     Demo(demo::Args),
 }
 
+/// How candidates are scored: shared by `eval`, `search` and `baselines`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: hf_tailor::eval::DeviceKind,
+    /// Memory for resident weights, in MiB.
+    #[arg(long, default_value_t = 8192)]
+    pub weight_cache_mb: u64,
+    /// Most padded tokens per forward batch.
+    #[arg(long, default_value_t = 2048)]
+    pub batch_tokens: usize,
+}
+
+impl EngineArgs {
+    pub fn options(&self) -> hf_tailor::eval::EvalOptions {
+        hf_tailor::eval::EvalOptions {
+            device: self.device,
+            weight_cache_bytes: self.weight_cache_mb << 20,
+            max_batch_tokens: self.batch_tokens,
+            ..hf_tailor::eval::EvalOptions::default()
+        }
+    }
+}
+
+
 pub fn main() -> anyhow::Result<()> {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

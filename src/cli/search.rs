@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use hf_tailor::checkpoint::{Checkpoint, Family};
-use hf_tailor::eval::{DeviceKind, EvalOptions, Evaluator, TaskData, TaskSpec};
+use hf_tailor::eval::{Evaluator, TaskData, TaskSpec};
 use hf_tailor::hub::{self, HubConfig, SourceList};
 use hf_tailor::recipe::{EdgePolicy, SourceModel};
 use hf_tailor::search::baselines::BaselineKind;
@@ -53,15 +53,8 @@ pub struct ScoringArgs {
     /// Calibration texts for the baselines (`ppl=FILE`); default: the `ppl` tasks of --tasks.
     #[arg(long)]
     pub calibration: Option<String>,
-    /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceKind,
-    /// Memory for resident weights, in MiB.
-    #[arg(long, default_value_t = 8192)]
-    pub weight_cache_mb: u64,
-    /// Most padded tokens per forward batch.
-    #[arg(long, default_value_t = 2048)]
-    pub batch_tokens: usize,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
     /// Where embeddings and lm_head come from: follow-layers (first/last kept layer, as the reference) or base.
     #[arg(long, default_value = "follow-layers", value_parser = parse_edges)]
     pub edges: EdgePolicy,
@@ -253,12 +246,7 @@ fn setup(family: &FamilyArgs, depth_args: &DepthArgs, scoring: &ScoringArgs, opt
     let template = RecipeTemplate::for_family(&family, base, siblings, scoring.edges);
     let keep = depth(depth_args).keep_layers(config.num_hidden_layers, |k| config.total_params(k))?;
     let space = SearchSpace::new(template, keep, options)?;
-    let eval_options = EvalOptions {
-        device: scoring.device,
-        weight_cache_bytes: scoring.weight_cache_mb << 20,
-        max_batch_tokens: scoring.batch_tokens,
-        ..EvalOptions::default()
-    };
+    let eval_options = scoring.engine.options();
     let evaluator = Evaluator::new(Arc::new(family), tasks, eval_options)?;
     Ok(Setup { space, evaluator, calibration, params: Box::new(move |k| config.total_params(k)) })
 }
