@@ -179,11 +179,18 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             _ => Some(1),
         };
     }
+    // A file that is not there is the user's to fix (2); other I/O failures are ours (1).
     if let Some(e) = cause.downcast_ref::<R>() {
-        return bad_input(!matches!(e, R::Io { .. }));
+        return bad_input(match e {
+            R::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => true,
+        });
     }
     if let Some(e) = cause.downcast_ref::<K>() {
-        return bad_input(!matches!(e, K::Io { .. }));
+        return bad_input(match e {
+            K::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => true,
+        });
     }
     if let Some(e) = cause.downcast_ref::<C>() {
         return match e {

@@ -179,3 +179,16 @@ fn hub_ids_and_missing_recipes_get_one_line() {
     build_fails(tmp.path(), &r, &tmp.path().join("out"), "not a local folder");
     build_fails(tmp.path(), &tmp.path().join("nope.yaml"), &tmp.path().join("out"), "nope.yaml");
 }
+
+#[test]
+fn missing_recipe_file_is_bad_input_and_says_so_once() {
+    let tmp = common::tempdir();
+    let missing = tmp.path().join("nope.yaml");
+    let o = common::hf_tailor().args(["build", "--recipe"]).arg(&missing).arg("--out").arg(tmp.path().join("out")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "a missing input file is the user's to fix: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("nope.yaml"), "{stderr}");
+    // The OS reason appears once, not once per layer of the error chain.
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}
