@@ -535,3 +535,51 @@ fn mask_hex(text: &str) -> String {
     out.pop();
     out
 }
+
+/// The command users type, against the test Hub: pull base + siblings (one at a branch),
+/// search, build, card, push — and the pushed repo is a complete checkpoint whose card
+/// names the Hub sources, with the token nowhere in the output.
+#[test]
+fn root_command_pulls_tailors_and_pushes_through_the_hub() {
+    let f = family();
+    let root = f.tmp.path();
+    std::fs::write(root.join("list.txt"), "# siblings\norg/sib1\norg/sib2@tuned\n").unwrap();
+    let items: Vec<String> = (0..12)
+        .map(|i| {
+            let a = (b'a' + i as u8) as char;
+            let b = (b'a' + (i as u8 + 3) % 26) as char;
+            serde_json::json!({"context": format!("{a}{b}{a}{b}{a}"), "choices": [b.to_string(), a.to_string()], "label": 0}).to_string()
+        })
+        .collect();
+    std::fs::write(root.join("task.jsonl"), items.join("\n") + "\n").unwrap();
+    let out = common::hf_tailor()
+        .current_dir(root)
+        .args(["--base", "org/base", "--finetunes", "list.txt", "--tasks", "task.jsonl", "--keep-layers", "3"])
+        .args(["--trials", "3", "--out", "job", "--push", "tester/tailored", "--private", "--json"])
+        .env("HF_ENDPOINT", &f.hub.url)
+        .env("HF_HUB_CACHE", root.join("cache"))
+        .env("HF_HOME", root.join("home"))
+        .env("HF_TOKEN", TOKEN)
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "job failed:\n{stderr}");
+    assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN), "the token leaked");
+    assert_eq!(f.hub.is_private("models", "tester/tailored"), Some(true));
+    for file in ["config.json", "README.md", "lineage.svg", "model.safetensors.index.json", "tokenizer.json", "generation_config.json"] {
+        assert!(f.hub.file("models", "tester/tailored", "main", file).is_some(), "{file} was not pushed");
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&f.hub.file("models", "tester/tailored", "main", "config.json").unwrap()).unwrap();
+    assert_eq!(config["num_hidden_layers"], 3);
+    let card = String::from_utf8(f.hub.file("models", "tester/tailored", "main", "README.md").unwrap()).unwrap();
+    let front = card.split("\n---\n").next().unwrap();
+    for id in ["org/base", "org/sib1", "org/sib2"] {
+        assert!(front.contains(id), "{id} missing from base_model:\n{front}");
+    }
+    assert!(front.contains("license: llama2"), "license not inherited:\n{front}");
+    // The sibling pinned to a branch is recorded at that branch's commit.
+    let sources = std::fs::read_to_string(root.join("job/sources.yaml")).unwrap();
+    assert!(sources.contains(&f.tuned_commit), "{sources}");
+}
