@@ -7,7 +7,7 @@ the base and sharpens one skill:
 
   arith    the last digit of a sum of two numbers            "47+38=5"
   reverse  write a string of letters backwards               "rev kqzmw=wmzqk"
-  recall   look a key up in a list of key=value pairs        "b=4 q=1 x=7;x=7"
+  recall   look a key up in a list of key-value pairs        "b4 q1 x7;x7"
 
 Each skill has a multiple-choice task (context + single-character choices, the JSONL
 format hf-tailor's evaluator reads) with a calibration split (what the search optimises)
@@ -77,20 +77,22 @@ def reverse_example(rng):
 
 
 def recall_example(rng):
-    """Key=value pairs, then a query key; the answer is its value."""
+    """Key-value pairs (a letter and its digit), then a query key; the answer is its value.
+
+    The query key is the context's last token, so the lookup is one induction step
+    (attend to the token that followed this key before, copy it): a tiny model learns
+    it in a few thousand steps. With a separator between key and value ("x=7;x=") it is
+    a two-hop lookup that this model size did not learn at all (it stayed at the 1-in-3
+    "some listed value" plateau).
+    """
     keys = rng.sample(KEYS, RECALL_PAIRS)
     values = [rng.randrange(10) for _ in keys]
     query = rng.randrange(RECALL_PAIRS)
-    pairs = " ".join(f"{k}={v}" for k, v in zip(keys, values))
-    return f"{pairs};{keys[query]}=", str(values[query])
+    pairs = " ".join(f"{k}{v}" for k, v in zip(keys, values))
+    return f"{pairs};{keys[query]}", str(values[query])
 
 
 MAKERS = {"arith": arith_example, "reverse": reverse_example, "recall": recall_example}
-
-
-def training_text(skill, rng):
-    prompt, answer = MAKERS[skill](rng)
-    return prompt + answer
 
 
 def mc_item(skill, rng):
@@ -108,7 +110,7 @@ def mc_item(skill, rng):
         pool = [c for c in answer if c != correct]
     elif skill == "recall":
         context, correct = prompt, answer
-        listed = sorted({p[2] for p in prompt.split(";")[0].split(" ")} - {correct})
+        listed = sorted({p[1] for p in prompt.split(";")[0].split(" ")} - {correct})
         rest = [d for d in "0123456789" if d != correct and d not in listed]
         rng.shuffle(listed)
         rng.shuffle(rest)
@@ -151,11 +153,24 @@ def encode(text):
     return [BOS] + list(text.encode("utf-8"))
 
 
-def batch(rng, weights, size, answers_only=True):
-    """`size` training sequences, each skill drawn with probability `weights[skill]`."""
+def batch(rng, weights, size):
+    """`size` training sequences, each skill drawn with probability `weights[skill]`.
+
+    Only the answers are learned, not the prompts: the prompts are random by construction
+    and would only add noise to the gradient. Half the rows start with <s> and half do
+    not, so that the family scores alike under lm-eval's protocol (context encoded without
+    special tokens, which is what hf-tailor's evaluator does) and under transformers'
+    default tokenisation (<s> first).
+    """
     skills = list(weights)
     probs = [weights[s] for s in skills]
-    rows = [encode(training_text(rng.choices(skills, probs)[0], rng)) + [EOS] for _ in range(size)]
+    rows, prompt_lens = [], []
+    for _ in range(size):
+        prompt, answer = MAKERS[rng.choices(skills, probs)[0]](rng)
+        skip = 1 if rng.random() < 0.5 else 0
+        prompt_ids = encode(prompt)[skip:]
+        rows.append(prompt_ids + list(answer.encode("utf-8")) + [EOS])
+        prompt_lens.append(len(prompt_ids))
     width = max(map(len, rows))
     assert width <= SEQ_LEN, width
     ids = torch.full((size, width), PAD, dtype=torch.long)
@@ -163,12 +178,8 @@ def batch(rng, weights, size, answers_only=True):
         ids[r, : len(toks)] = torch.tensor(toks)
     labels = ids.clone()
     labels[labels == PAD] = -100
-    if answers_only:
-        # Learn the answers (everything after the last "="), not the random prompts: the
-        # prompts are unpredictable by construction and only add noise to the gradient.
-        for r, toks in enumerate(rows):
-            last_eq = max(i for i, t in enumerate(toks) if t == ord("="))
-            labels[r, : last_eq + 1] = -100
+    for r, n in enumerate(prompt_lens):
+        labels[r, :n] = -100
     attention = (ids != PAD).long()
     return ids, attention, labels
 
@@ -260,13 +271,13 @@ def train(model, weights, max_steps, lr, seed, args, label, done=None, check_eve
 # ---------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def mc_accuracy(model, items, bos=True):
+def mc_accuracy(model, items, bos=False):
     """lm-eval style: the choice with the highest continuation log-likelihood wins.
 
     Every choice is one token, so one forward pass per item scores all its choices.
     `bos=False` is lm-evaluation-harness's protocol (and hf-tailor's evaluator's): the
-    context is encoded without special tokens. The family is trained with <s> first, so
-    the training-time checks use `bos=True`.
+    context is encoded without special tokens; the family is trained with and without <s>
+    (see `batch`) and scored both ways.
     """
     model.eval()
     correct = 0
@@ -287,7 +298,7 @@ def mc_accuracy(model, items, bos=True):
     return correct / len(items)
 
 
-def accuracy_row(model, tasks, split, bos=True):
+def accuracy_row(model, tasks, split, bos=False):
     return {skill: mc_accuracy(model, tasks[skill][split], bos) for skill in SKILLS}
 
 
@@ -347,7 +358,7 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--base-steps", type=int, default=1200)
-    ap.add_argument("--sibling-steps", type=int, default=1400, help="at most; each sibling stops once sharp enough")
+    ap.add_argument("--sibling-steps", type=int, default=2400, help="at most; each sibling stops once sharp enough")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--layer-drop", type=float, default=0.1)
     ap.add_argument("--calibration-items", type=int, default=200)
@@ -423,7 +434,7 @@ def report(args, tasks, out, t_start):
         table[name] = {split: accuracy_row(model, tasks, split, bos=False) for split in ["calibration", "test"]}
         table_bos[name] = {split: accuracy_row(model, tasks, split, bos=True) for split in ["calibration", "test"]}
 
-    for title, t in [("lm-eval protocol, no special tokens (what hf-tailor scores)", table), ("with <s> first, as trained", table_bos)]:
+    for title, t in [("lm-eval protocol, no special tokens (what hf-tailor scores)", table), ("with <s> first, as transformers tokenises by default", table_bos)]:
         print()
         print(f"held-out test accuracy, {title} ({args.test_items} items per task, chance = 0.25)")
         print(f"{'model':<10}" + "".join(f"{s:>10}" for s in SKILLS) + f"{'mean':>10}")

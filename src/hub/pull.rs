@@ -262,6 +262,44 @@ async fn pull_hub_model(cfg: &HubConfig, name: &str, repo: &str, revision: &str,
     Ok(PulledModel { source: SourceModel { name: name.into(), repo: repo.into(), revision: Some(commit), files: hashes }, dir, readme })
 }
 
+/// What pulling a Hub model would fetch, learned without downloading its weights.
+#[derive(Debug, Clone)]
+pub struct RemoteModelPlan {
+    /// The commit `revision` resolves to now.
+    pub commit: String,
+    /// (file, size in bytes) of every file a pull would fetch, in pull order.
+    pub files: Vec<(String, u64)>,
+    /// config.json, fetched into the cache (the plan needs the architecture).
+    pub config: PathBuf,
+}
+
+/// Plan a pull for `--dry-run`: resolve the revision, fetch config.json and the shard index
+/// (a few KB, into the cache, where the real pull will find them) and size every other
+/// file with a HEAD request. No weight byte is downloaded.
+pub fn plan_hub_model(cfg: &HubConfig, repo: &str, revision: &str) -> Result<RemoteModelPlan, HubError> {
+    block_on(async {
+        let http = Http::new(cfg)?;
+        let (commit, present) = repo_listing(cfg, RepoKind::Model, repo, revision).await?;
+        let quiet = Progress { multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()) };
+        let mut fetched = BTreeMap::new();
+        for f in [CONFIG_FILE, INDEX] {
+            if present.iter().any(|p| p == f) {
+                fetched.insert(f, fetch_one(&http, &quiet, RepoKind::Model, repo, &commit, f).await?.0);
+            }
+        }
+        let files = select_files(repo, &present, |_| read_index_shards(&fetched[INDEX], repo))?;
+        let mut sized = Vec::with_capacity(files.len());
+        for f in files {
+            let size = match fetched.get(f.as_str()) {
+                Some(path) => std::fs::metadata(path).map_err(io_err(path))?.len(),
+                None => http.head_file(RepoKind::Model, repo, &commit, &f).await?.size,
+            };
+            sized.push((f, size));
+        }
+        Ok(RemoteModelPlan { commit, files: sized, config: fetched.remove(CONFIG_FILE).expect("select_files requires config.json") })
+    })
+}
+
 /// Offline: the snapshot the cache holds for `revision`, with the files a job needs.
 fn cached_model(cache: &RepoCache, name: &str, repo: &str, revision: &str, with_readme: bool) -> Result<PulledModel, HubError> {
     let not_cached = |file: &str| HubError::NotCached { repo: repo.into(), revision: revision.into(), file: file.into() };

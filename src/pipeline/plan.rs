@@ -1,7 +1,7 @@
 //! What a tailoring job will cost before it runs (`--dry-run`): the files to download, the
 //! parameter count before and after, and the memory the search and the build need.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -136,36 +136,59 @@ fn local_files(name: &str, dir: &Path) -> Result<ModelFiles, PipelineError> {
     Ok(ModelFiles { name: name.into(), source: dir.display().to_string(), download: false, files })
 }
 
-/// The plan of a job: local folders are read in place; Hub models must already be in the
-/// cache (`hf-tailor pull`) for their sizes and config to be known without downloading.
+/// The plan of a job: local folders and cached Hub snapshots are read in place; a Hub model
+/// not yet cached is planned remotely (config.json and the shard index fetched, every other
+/// file sized with a HEAD request), so a dry run downloads no weights.
 pub fn plan_job(cfg: &HubConfig, base: &ModelRef, finetunes: &[ModelRef], depth: DepthTarget, device: Device) -> Result<Plan, PipelineError> {
     let mut offline = cfg.clone();
     offline.offline = true;
     let mut models = Vec::new();
-    let mut base_dir = None;
+    let mut base_shape = None;
     let mut taken = std::collections::BTreeSet::from(["base".to_string()]);
     for (i, m) in std::iter::once(base).chain(finetunes).enumerate() {
         let name = if i == 0 { "base".to_string() } else { crate::hub::pull::unique_name(m, &mut taken) };
-        let dir = match m {
-            ModelRef::Local(dir) => dir.clone(),
-            ModelRef::Hub { .. } => crate::hub::pull_model(&offline, &name, m, false)
-                .map_err(|e| {
-                    PipelineError::Plan(format!(
-                        "{m} is not in the Hub cache ({e}); the dry run reads sizes and config from the cache: run `hf-tailor pull` first"
-                    ))
-                })?
-                .dir,
+        let cached = match m {
+            ModelRef::Local(dir) => Some(dir.clone()),
+            ModelRef::Hub { .. } => crate::hub::pull_model(&offline, &name, m, false).ok().map(|p| p.dir),
         };
-        let mut files = local_files(&name, &dir)?;
+        let (mut files, shape) = match (cached, m) {
+            (Some(dir), _) => {
+                let files = local_files(&name, &dir)?;
+                let shape = (i == 0).then(|| Checkpoint::open_named(&dir, &m.to_string())).transpose()?.map(|c| (c.config.clone(), c.storage_dtype()));
+                (files, shape)
+            }
+            (None, ModelRef::Hub { repo, revision }) => remote_files(cfg, &name, repo, revision.as_deref().unwrap_or("main"), i == 0)?,
+            (None, ModelRef::Local(_)) => unreachable!("a local folder is always read in place"),
+        };
         files.source = m.to_string();
         models.push(files);
-        base_dir.get_or_insert(dir);
+        if let Some(shape) = shape {
+            base_shape.get_or_insert(shape);
+        }
     }
-    let base_dir: PathBuf = base_dir.expect("the base is always planned");
-    let ckpt = Checkpoint::open_named(&base_dir, &models[0].source)?;
-    let config = ckpt.config.clone();
+    let (config, storage) = base_shape.expect("the base is always planned first");
     let keep = depth.keep_layers(config.num_hidden_layers, |k| config.total_params(k))?;
-    Ok(Plan::new(&config, ckpt.storage_dtype(), keep, device, models))
+    Ok(Plan::new(&config, storage, keep, device, models))
+}
+
+/// A Hub model that is not cached: its files and sizes from the Hub, and (for the base) its
+/// config and storage dtype, the one `torch_dtype`/`dtype` declares (f32 when it declares none,
+/// as transformers loads it).
+fn remote_files(cfg: &HubConfig, name: &str, repo: &str, revision: &str, want_shape: bool) -> Result<(ModelFiles, Option<(ModelConfig, Dtype)>), PipelineError> {
+    if cfg.offline {
+        return Err(PipelineError::Plan(format!(
+            "{repo}@{revision} is not in the Hub cache and HF_HUB_OFFLINE is set: run `hf-tailor pull` first, or plan online"
+        )));
+    }
+    let remote = crate::hub::pull::plan_hub_model(cfg, repo, revision)?;
+    let shape = if want_shape {
+        let config = ModelConfig::from_file(&remote.config).map_err(crate::checkpoint::CheckpointError::from)?;
+        let storage = config.declared_dtype.as_deref().and_then(Dtype::parse).unwrap_or(Dtype::F32);
+        Some((config, storage))
+    } else {
+        None
+    };
+    Ok((ModelFiles { name: name.into(), source: String::new(), download: true, files: remote.files }, shape))
 }
 
 pub use crate::human::{human_bytes, human_count};

@@ -583,3 +583,45 @@ fn root_command_pulls_tailors_and_pushes_through_the_hub() {
     let sources = std::fs::read_to_string(root.join("job/sources.yaml")).unwrap();
     assert!(sources.contains(&f.tuned_commit), "{sources}");
 }
+
+#[test]
+fn dry_run_plans_hub_models_without_downloading_weights() {
+    let f = family();
+    let root = f.tmp.path();
+    std::fs::write(root.join("list.txt"), "org/sib1\norg/sib2@tuned\n").unwrap();
+    let out = common::hf_tailor()
+        .current_dir(root)
+        .args(["--base", "org/base", "--finetunes", "list.txt", "--keep-layers", "3", "--dry-run", "--json"])
+        .env("HF_ENDPOINT", &f.hub.url)
+        .env("HF_HUB_CACHE", root.join("cache"))
+        .env("HF_HOME", root.join("home"))
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dry run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Every model is to be downloaded, each file with its size on the Hub (the source folders
+    // hold the same bytes); the README and pytorch_model.bin are not among them.
+    let mut expected_total = 0;
+    for (model, dir) in plan["models"].as_array().unwrap().iter().zip(&f.dirs) {
+        assert_eq!(model["download"], true, "{model}");
+        let files = model["files"].as_array().unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f[0].as_str().unwrap()).collect();
+        assert!(names.contains(&"config.json") && names.iter().any(|n| n.ends_with(".safetensors")), "{names:?}");
+        assert!(!names.contains(&"README.md") && !names.contains(&"pytorch_model.bin"), "{names:?}");
+        for file in files {
+            let size = std::fs::metadata(dir.join(file[0].as_str().unwrap())).unwrap().len();
+            assert_eq!(file[1], size, "{file}");
+            expected_total += size;
+        }
+    }
+    assert_eq!(plan["download_bytes"], expected_total);
+    assert_eq!((plan["source_layers"].as_u64(), plan["keep_layers"].as_u64()), (Some(4), Some(3)));
+    let base = hf_tailor::checkpoint::Checkpoint::open(&f.dirs[0]).unwrap();
+    assert_eq!(plan["params_before"], base.config.total_params(4));
+    assert_eq!(plan["params_after"], base.config.total_params(3));
+    // No weight byte crossed the wire: no GET of a shard, neither on `resolve` nor in storage.
+    let log = f.hub.log();
+    assert!(!log.iter().any(|l| l.starts_with("GET /lfs-store/") || (l.starts_with("GET ") && l.contains(".safetensors") && !l.contains(".index.json"))), "{log:?}");
+}
