@@ -40,8 +40,23 @@ pub fn source_link(m: &SourceModel) -> String {
         };
         format!("[{label}](https://huggingface.co/{}/tree/{rev})", m.repo)
     } else {
-        format!("`{}`", m.repo)
+        format!("`{}`", local_label(&m.repo))
     }
+}
+
+/// What the card and picture call a model: its Hub id, or a local folder's last component.
+/// A local path says nothing to a reader of the published card and would leak the layout of
+/// the machine that made it.
+pub fn display_name(m: &SourceModel) -> String {
+    if is_hub_id(&m.repo) {
+        m.repo.clone()
+    } else {
+        local_label(&m.repo)
+    }
+}
+
+fn local_label(path: &str) -> String {
+    std::path::Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.to_string())
 }
 
 fn is_hub_id(repo: &str) -> bool {
@@ -183,7 +198,7 @@ pub fn picture(recipe: &Recipe, title: &str) -> Picture {
     let legend_y = bottom_y + h + 46.0;
     let mut lx = margin;
     for m in recipe.models() {
-        rects.push(Rect { x: lx, y: legend_y, w: 12.0, h: 12.0, fill: model_colour(recipe, &m.name).into(), title: m.repo.clone() });
+        rects.push(Rect { x: lx, y: legend_y, w: 12.0, h: 12.0, fill: model_colour(recipe, &m.name).into(), title: display_name(m) });
         let label = if m.name == recipe.base.name { format!("{} (base)", m.name) } else { m.name.clone() };
         lx += 20.0 + label.chars().count() as f64 * 6.5 + 16.0;
         texts.push(Text { x: lx - label.chars().count() as f64 * 6.5 - 16.0, y: legend_y + 10.0, text: label, size: 11.0, anchor: "start" });
