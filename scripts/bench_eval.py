@@ -8,9 +8,14 @@ Usage: bench_eval.py MODEL_DIR ITEMS.jsonl THREADS MAX_BATCH_TOKENS
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+# The lm-eval tokenisation rule, shared with the cross-check test.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "py"))
+from lm_eval_protocol import encode_pair  # noqa: E402
 
 model_dir, items_path, threads, max_batch_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
@@ -19,22 +24,12 @@ tok = AutoTokenizer.from_pretrained(model_dir)
 items = [json.loads(line) for line in open(items_path) if line.strip()]
 
 
-def encode_pair(context, continuation):
-    n = len(context) - len(context.rstrip())
-    if n > 0:
-        continuation = context[-n:] + continuation
-        context = context[:-n]
-    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = tok(context, add_special_tokens=False)["input_ids"]
-    return ctx, whole[len(ctx):]
-
-
 # Distinct inputs and, per (item, choice), the (input, position, target) triples it sums.
 inputs, index, needs = [], {}, []
 for it in items:
     per_choice = []
     for c in it["choices"]:
-        ctx, cont = encode_pair(it["context"], c)
+        ctx, cont = encode_pair(tok, it["context"], c)
         inp = tuple((ctx + cont)[:-1])
         if inp not in index:
             index[inp] = len(inputs)

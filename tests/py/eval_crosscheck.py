@@ -12,6 +12,8 @@ import sys
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from lm_eval_protocol import encode_pair
+
 torch.manual_seed(0)
 torch.set_num_threads(1)
 
@@ -30,19 +32,8 @@ def logits_of(seqs):
     return [out[i, : len(s)].tolist() for i, s in enumerate(seqs)]
 
 
-def encode_pair(context, continuation):
-    """lm-evaluation-harness HFLM._encode_pair (causal, no special tokens)."""
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces > 0:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = tok(context, add_special_tokens=False)["input_ids"]
-    return ctx, whole[len(ctx):]
-
-
 def loglikelihood(context, continuation):
-    ctx, cont = encode_pair(context, continuation)
+    ctx, cont = encode_pair(tok, context, continuation)
     inp = torch.tensor([(ctx + cont)[:-1]])
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=inp).logits[0].float(), dim=-1)
