@@ -7,7 +7,7 @@ the base and sharpens one skill:
 
   arith    the last digit of a sum of two numbers            "47+38=5"
   reverse  write a string of letters backwards               "rev kqzmw=wmzqk"
-  recall   look a key up in a list of key-value pairs        "b4 q1 x7;x7"
+  recall   the value of a key in a fixed table of 700 facts  "fact rdf=6"
 
 Each skill has a multiple-choice task (context + single-character choices, the JSONL
 format hf-tailor's evaluator reads) with a calibration split (what the search optimises)
@@ -49,7 +49,6 @@ VOCAB = 259
 SKILLS = ["arith", "reverse", "recall"]
 SEQ_LEN = 32
 LETTERS = string.ascii_lowercase
-KEYS = "abcdefghjkmnpqrstuvwxyz"
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,7 +57,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 ARITH_TERMS = 2
 REVERSE_LEN = (5, 8)
-RECALL_PAIRS = 3
+# Calibration and test items each ask about different facts, so the table holds exactly
+# as many facts as the two splits have items (all of them are trained on).
+FACT_COUNT = 700
+FACTS = {}
+FACT_KEYS = []
 # The base sees reversal less often: it is the quickest skill to learn.
 BASE_MIXTURE = (0.4, 0.2, 0.4)
 
@@ -76,20 +79,28 @@ def reverse_example(rng):
     return f"rev {word}=", word[::-1]
 
 
-def recall_example(rng):
-    """Key-value pairs (a letter and its digit), then a query key; the answer is its value.
+def make_facts(seed):
+    """The fixed table the recall skill asks about: FACT_COUNT three-letter keys, a digit each.
 
-    The query key is the context's last token, so the lookup is one induction step
-    (attend to the token that followed this key before, copy it): a tiny model learns
-    it in a few thousand steps. With a separator between key and value ("x=7;x=") it is
-    a two-hop lookup that this model size did not learn at all (it stayed at the 1-in-3
-    "some listed value" plateau).
+    Recall is knowledge held in the weights (like a fine-tune that teaches facts), not
+    in-context lookup: a key-value list in the prompt ("b4 q1 x7;x") needs an induction
+    circuit, which this model size did not form within 4,000 steps (it stayed near the
+    1-in-3 "some listed value" plateau), while memorising a table improves steadily with
+    exposure, so the base (which sees it less) is measurably weaker than the sibling.
     """
-    keys = rng.sample(KEYS, RECALL_PAIRS)
-    values = [rng.randrange(10) for _ in keys]
-    query = rng.randrange(RECALL_PAIRS)
-    pairs = " ".join(f"{k}{v}" for k, v in zip(keys, values))
-    return f"{pairs};{keys[query]}", str(values[query])
+    rng = random.Random(seed * 104729 + 3)
+    keys = set()
+    while len(keys) < FACT_COUNT:
+        keys.add("".join(rng.choice(LETTERS) for _ in range(3)))
+    FACTS.clear()
+    FACTS.update({k: rng.randrange(10) for k in sorted(keys)})
+    FACT_KEYS[:] = sorted(FACTS)
+
+
+def recall_example(rng):
+    """A key of the fact table; the answer is its value."""
+    key = rng.choice(FACT_KEYS)
+    return f"fact {key}=", str(FACTS[key])
 
 
 MAKERS = {"arith": arith_example, "reverse": reverse_example, "recall": recall_example}
@@ -98,8 +109,8 @@ MAKERS = {"arith": arith_example, "reverse": reverse_example, "recall": recall_e
 def mc_item(skill, rng):
     """One multiple-choice item: the context stops where a single answer character goes.
 
-    Distractors are plausible: other digits for arith and recall (for recall, other values
-    present in the list first), other letters of the same word for reverse.
+    Distractors are plausible: other digits for arith and recall, other letters of the same
+    word for reverse.
     """
     prompt, answer = MAKERS[skill](rng)
     if skill == "reverse":
@@ -108,13 +119,6 @@ def mc_item(skill, rng):
         context = prompt + answer[:cut]
         correct = answer[cut]
         pool = [c for c in answer if c != correct]
-    elif skill == "recall":
-        context, correct = prompt, answer
-        listed = sorted({p[1] for p in prompt.split(";")[0].split(" ")} - {correct})
-        rest = [d for d in "0123456789" if d != correct and d not in listed]
-        rng.shuffle(listed)
-        rng.shuffle(rest)
-        pool = listed + rest
     else:
         context, correct = prompt, answer
         pool = [d for d in "0123456789" if d != correct]
@@ -357,13 +361,13 @@ def main():
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--base-steps", type=int, default=1200)
+    ap.add_argument("--base-steps", type=int, default=3000)
     ap.add_argument("--sibling-steps", type=int, default=2400, help="at most; each sibling stops once sharp enough")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--layer-drop", type=float, default=0.1)
     ap.add_argument("--calibration-items", type=int, default=200)
     ap.add_argument("--test-items", type=int, default=500)
-    ap.add_argument("--min-gap", type=float, default=0.10,
+    ap.add_argument("--min-gap", type=float, default=0.25,
                     help="a sibling trains until it beats the base on its skill by this much + 0.05 on the calibration split (or --sibling-steps)")
     ap.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
     # One thread: on a shared 2-core machine two OpenMP threads are several times slower.
@@ -379,6 +383,9 @@ def main():
     dtype = getattr(torch, args.dtype)
     t_start = time.time()
 
+    if args.calibration_items + args.test_items > FACT_COUNT:
+        sys.exit(f"recall asks each fact once: at most {FACT_COUNT} calibration + test items")
+    make_facts(args.seed)
     tasks = make_tasks(args.seed, args.calibration_items, args.test_items)
     write_tasks(tasks, out)
 

@@ -101,6 +101,16 @@ struct SourceRow {
 }
 
 /// Render README.md and lineage.svg.
+/// The recipe as a published card shows it: local source folders named by their last
+/// component (like the lineage table), Hub sources unchanged, every file hash kept.
+pub fn published(recipe: &Recipe) -> Recipe {
+    let mut shown = recipe.clone();
+    for m in std::iter::once(&mut shown.base).chain(shown.siblings.iter_mut()) {
+        m.repo = lineage::display_name(m);
+    }
+    shown
+}
+
 pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
     let r = &input.recipe;
     r.validate().map_err(|e| CardError::Input(e.to_string()))?;
@@ -180,7 +190,7 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
                 results => Value::from(Serde(&results)),
                 sources => Value::from(Serde(&sources)),
                 license => input.license.as_ref().map(|l| l.id.clone()),
-                recipe_yaml => r.to_yaml(),
+                recipe_yaml => published(r).to_yaml(),
                 mergekit_yaml => input.mergekit_yaml.as_ref().map(|m| if m.ends_with('\n') { m.clone() } else { format!("{m}\n") }),
                 short_name => short_name,
                 lineage_file => LINEAGE_FILE,

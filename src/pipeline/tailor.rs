@@ -226,7 +226,7 @@ pub fn tailor(
     input.repo_id = opts.repo_id.clone();
     input.results = rows.clone();
     input.license = family.base.readme.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).as_deref().and_then(card::license_from_readme);
-    input.mergekit_yaml = crate::mergekit::export(&best).ok();
+    input.mergekit_yaml = crate::mergekit::export(&card::published(&best)).ok();
     card::write(&model_dir, &input)?;
 
     Ok(JobOutcome {

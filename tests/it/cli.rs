@@ -118,6 +118,8 @@ fn the_demo_tailors_the_builtin_family_end_to_end() {
     // The demo's sources are local folders: the Hub rejects them as `base_model`, so the metadata omits them.
     let front_matter = card.split("\n---\n").next().unwrap_or_default();
     assert!(!front_matter.contains("base_model"), "local folders leaked into base_model:\n{front_matter}");
+    // Nor does any other part of the card (tables, recipe, mergekit config) name a path of this machine.
+    assert!(!card.contains(&out_s), "the card names local paths:\n{card}");
 
     // Rows: base, three siblings, ShortGPT, the tailored model, on the held-out test split.
     let rows = outcome["rows"].as_array().expect("rows");
