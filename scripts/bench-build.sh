@@ -13,7 +13,10 @@
 # read base and sibling), so its ratio is conservative.
 #
 # Usage: scripts/bench-build.sh   (env: LAYERS HIDDEN INTER VOCAB sizes, SHARD_SIZE of the
-#                                   output, BENCH_DIR where to put the ~11 GB of files)
+#                                   output, BENCH_DIR where to put the ~11 GB of files,
+#                                   HF_TAILOR_BIN the binary to measure instead of a release
+#                                   build, BASELINE_BIN a second binary to compare it with on
+#                                   the merge recipe, in the same run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAYERS=${LAYERS:-8}
@@ -26,9 +29,11 @@ TARGET=${CARGO_TARGET_DIR:-target}
 # The generator's speed is not measured: build it in the dev profile (already built by the
 # tests); the measured build is the release binary.
 cargo build --example bench_build
-cargo build --release --bin hf-tailor
+if [[ -z "${HF_TAILOR_BIN:-}" ]]; then
+  cargo build --release --bin hf-tailor
+fi
 GEN="$TARGET/debug/examples/bench_build"
-BIN="$TARGET/release/hf-tailor"
+BIN=${HF_TAILOR_BIN:-$TARGET/release/hf-tailor}
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/hft-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
@@ -80,10 +85,10 @@ sync "$WORK"/cp-copy/*
 t2=$(now)
 rm -rf "$WORK/cp-copy"
 
-run_build() { # recipe report-name
+run_build() { # recipe report-name [binary]
   rm -rf "$WORK/out"
   evict
-  /usr/bin/time -v "$BIN" build --recipe "$1" --out "$WORK/out" --shard-size "$SHARD_SIZE" --json >"$WORK/$2.json" 2>"$WORK/$2.time" || {
+  /usr/bin/time -v "${3:-$BIN}" build --recipe "$1" --out "$WORK/out" --shard-size "$SHARD_SIZE" --json >"$WORK/$2.json" 2>"$WORK/$2.time" || {
     cat "$WORK/$2.time"
     exit 1
   }
@@ -92,6 +97,15 @@ run_build() { # recipe report-name
 verbatim_rss_kb=$(run_build "$WORK/verbatim.yaml" verbatim)
 verbatim_seconds=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["seconds"], r["bytes"])' "$WORK/verbatim.json")
 time_rss_kb=$(run_build "$WORK/tailor.yaml" report)
+if [[ -n "${BASELINE_BIN:-}" ]]; then
+  run_build "$WORK/tailor.yaml" baseline "$BASELINE_BIN" >/dev/null
+  python3 - "$WORK/report.json" "$WORK/baseline.json" <<'PY'
+import json, sys
+new, old = (json.load(open(p)) for p in sys.argv[1:3])
+print(f"merge recipe: {new['bytes'] / new['seconds'] / 1e6:.0f} MB/s vs the baseline binary's "
+      f"{old['bytes'] / old['seconds'] / 1e6:.0f} MB/s: {old['seconds'] / new['seconds']:.2f} x faster")
+PY
+fi
 
 python3 - "$WORK/report.json" "$cp_bytes" "$t0" "$t1" "$t2" "$time_rss_kb" "$WORK" $verbatim_seconds "$verbatim_rss_kb" <<'PY'
 import glob, json, struct, sys

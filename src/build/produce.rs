@@ -126,6 +126,48 @@ impl OperandReader {
     }
 }
 
+/// Chunks of merge operands decoded ahead of the consumer: a reader thread per operand
+/// reads and decodes chunk k+1 (and k+2) while `consume` merges and writes chunk k, so the
+/// disk, the f32 work and the writes overlap instead of taking turns. At most
+/// `READ_QUEUE` chunks per operand wait in memory.
+fn merge_pipelined(
+    readers: Vec<OperandReader>,
+    n: usize,
+    chunk: usize,
+    mut consume: impl FnMut(&[f32], &[&[f32]]) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
+    const READ_QUEUE: usize = 2;
+    std::thread::scope(|scope| {
+        let receivers: Vec<_> = readers
+            .into_iter()
+            .map(|mut reader| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<f32>, BuildError>>(READ_QUEUE);
+                scope.spawn(move || {
+                    for from in (0..n).step_by(chunk) {
+                        let vals = reader.read(from, from.saturating_add(chunk).min(n));
+                        let failed = vals.is_err();
+                        // A closed channel means the consumer stopped (on an error of its own).
+                        if tx.send(vals).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+                rx
+            })
+            .collect();
+        for _ in (0..n).step_by(chunk) {
+            let mut vals = Vec::with_capacity(receivers.len());
+            for rx in &receivers {
+                // A reader only hangs up early after sending its error, which comes first.
+                vals.push(rx.recv().map_err(|_| BuildError::Verify("a merge operand reader stopped early".into()))??);
+            }
+            let refs: Vec<&[f32]> = vals[1..].iter().map(Vec::as_slice).collect();
+            consume(&vals[0], &refs)?;
+        }
+        Ok(())
+    })
+}
+
 /// Write tensor `t` into `w`, releasing the source pages as they are consumed.
 pub fn write_tensor(family: &Family, t: &PlannedTensor, w: &mut ShardWriter) -> Result<(), BuildError> {
     write_tensor_in_chunks(family, t, w, CHUNK, COPY_CHUNK, true)
@@ -170,18 +212,14 @@ fn write_tensor_in_chunks(
         Rule::Merge(m) if elementwise(m) => {
             // Operands are read with positioned reads (sequential per file, so the kernel's
             // readahead streams them), which measured faster than faulting maps in on a cold cache.
-            let mut readers = std::iter::once(family.base_name())
+            let readers = std::iter::once(family.base_name())
                 .chain(m.models().iter().map(String::as_str))
                 .map(|name| OperandReader::new(family, name, t))
                 .collect::<Result<Vec<_>, _>>()?;
-            for from in (0..n).step_by(chunk) {
-                let to = from.saturating_add(chunk).min(n);
-                let mut vals = readers.iter_mut().map(|r| r.read(from, to)).collect::<Result<Vec<_>, _>>()?;
-                let b = vals.remove(0);
-                let refs: Vec<&[f32]> = vals.iter().map(Vec::as_slice).collect();
-                let out = merge::apply(m, &b, &refs, &t.source);
-                w.write(&dtype::from_f32(t.dtype, &out)).map_err(io)?;
-            }
+            merge_pipelined(readers, n, chunk, |b, refs| {
+                let out = merge::apply(m, b, refs, &t.source);
+                w.write(&dtype::from_f32(t.dtype, &out)).map_err(io)
+            })?;
         }
         Rule::Merge(m) => {
             let s = stitch::stitch(family, &t.rule, &t.source, t.rows)?;
