@@ -49,6 +49,9 @@ pub struct CardInput {
     pub results: Vec<ModelResult>,
     /// The equivalent mergekit config, when one can be written.
     pub mergekit_yaml: Option<String>,
+    /// What the results were measured on, when the caller knows (e.g. "held-out test
+    /// splits the search never saw, 500 items per task").
+    pub results_note: Option<String>,
 }
 
 impl CardInput {
@@ -57,7 +60,7 @@ impl CardInput {
     pub fn new(recipe: Recipe, title: &str, source_config: &ModelConfig) -> Self {
         let params_before = source_config.total_params(recipe.source_layers);
         let params_after = source_config.total_params(recipe.layers.len());
-        Self { recipe, title: title.into(), repo_id: None, params_before, params_after, license: None, results: Vec::new(), mergekit_yaml: None }
+        Self { recipe, title: title.into(), repo_id: None, params_before, params_after, license: None, results: Vec::new(), mergekit_yaml: None, results_note: None }
     }
 }
 
@@ -188,6 +191,7 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
                 dtype => r.dtype.map(|d| format!("{d:?}").to_lowercase()),
                 tasks => tasks,
                 results => Value::from(Serde(&results)),
+                results_note => input.results_note.clone(),
                 sources => Value::from(Serde(&sources)),
                 license => input.license.as_ref().map(|l| l.id.clone()),
                 recipe_yaml => published(r).to_yaml(),

@@ -187,7 +187,8 @@ pub fn tailor(
     let report_names: Vec<String> = report.iter().map(|t| t.name.clone()).collect();
     let report_items = report.iter().map(task_len).max().unwrap_or(0);
     let mut search_report = result.report.clone();
-    if report != calibration {
+    let held_out = report != calibration;
+    if held_out {
         progress.stage("scoring base, siblings, baselines and the tailored model on the report tasks");
         let mut reporter = Evaluator::new(fam.clone(), report.clone(), eval_options.clone())?;
         let mut recipes: Vec<Recipe> = std::iter::once(base.name.clone())
@@ -227,6 +228,11 @@ pub fn tailor(
     input.results = rows.clone();
     input.license = family.base.readme.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).as_deref().and_then(card::license_from_readme);
     input.mergekit_yaml = crate::mergekit::export(&card::published(&best)).ok();
+    input.results_note = Some(if held_out {
+        format!("held-out tasks the search never saw, at most {report_items} items per task")
+    } else {
+        format!("the calibration tasks the search optimised, at most {report_items} items per task")
+    });
     card::write(&model_dir, &input)?;
 
     Ok(JobOutcome {

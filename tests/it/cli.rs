@@ -115,6 +115,8 @@ fn the_demo_tailors_the_builtin_family_end_to_end() {
     assert!(out_dir.join("report.md").is_file() && out_dir.join("baselines/shortgpt.yaml").is_file());
     let card = std::fs::read_to_string(model.join("README.md")).expect("card");
     assert!(card.contains("lineage.svg") && card.contains("pipeline_tag: text-generation"), "{card}");
+    // The results table says it was measured on the held-out split, not the calibration one.
+    assert!(card.contains("held-out tasks the search never saw, at most 500 items per task"), "{card}");
     // The demo's sources are local folders: the Hub rejects them as `base_model`, so the metadata omits them.
     let front_matter = card.split("\n---\n").next().unwrap_or_default();
     assert!(!front_matter.contains("base_model"), "local folders leaked into base_model:\n{front_matter}");
