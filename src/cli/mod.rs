@@ -81,6 +81,10 @@ pub struct EngineArgs {
     /// Most padded tokens per forward batch.
     #[arg(long, default_value_t = 2048)]
     pub batch_tokens: usize,
+    /// Memory for the hidden states of batches in flight, in MiB: larger calibration sets
+    /// are scored in groups of batches that fit.
+    #[arg(long, default_value_t = 4096)]
+    pub state_mb: u64,
 }
 
 impl EngineArgs {
@@ -89,6 +93,7 @@ impl EngineArgs {
             device: self.device,
             weight_cache_bytes: self.weight_cache_mb << 20,
             max_batch_tokens: self.batch_tokens,
+            state_bytes: self.state_mb << 20,
             ..hf_tailor::eval::EvalOptions::default()
         }
     }

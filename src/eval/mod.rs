@@ -95,6 +95,11 @@ pub struct EvalOptions {
     pub prefix_cache_bytes: u64,
     /// Most padded tokens in one forward batch.
     pub max_batch_tokens: usize,
+    /// Bound on the hidden states held at once while scoring (bytes): the batches go through
+    /// the layers in groups that fit (at least one batch each), so a large calibration set
+    /// does not need all its activations resident. Each extra group fetches the layers'
+    /// weights again (from the weight cache when they fit there).
+    pub state_bytes: u64,
     /// Longest window for perplexity and boundary-cosine texts.
     pub max_window: usize,
 }
@@ -107,6 +112,7 @@ impl Default for EvalOptions {
             weight_cache_bytes: 8 << 30,
             prefix_cache_bytes: 4 << 30,
             max_batch_tokens: 2048,
+            state_bytes: 4 << 30,
             max_window: 1024,
         }
     }
@@ -121,6 +127,8 @@ pub struct EvalStats {
     pub layer_forwards_saved: u64,
     /// Real tokens pushed through the model (each batch once per scoring call).
     pub tokens: u64,
+    /// Groups of batches run through the layers together (see `EvalOptions::state_bytes`).
+    pub state_groups: u64,
     pub weights: CacheStats,
     pub prefix: CacheStats,
 }
@@ -352,9 +360,29 @@ impl Evaluator {
 
     /// Log-probabilities of every scored token of `batches`, by plan slot.
     fn score_tokens(&mut self, recipe: &Recipe, batches: &[plan::Batch], n_scored: usize) -> Result<Vec<f64>, EvalError> {
+        let mut scores = vec![0f64; n_scored];
+        let per_token = (self.dims.hidden * self.dtype.size_in_bytes()) as u64;
+        let state_bytes = |b: &plan::Batch| (b.ctx.batch * b.ctx.len) as u64 * per_token;
+        let mut start = 0;
+        while start < batches.len() {
+            // The longest run of batches whose hidden states fit the bound (at least one).
+            let mut end = start + 1;
+            let mut bytes = state_bytes(&batches[start]);
+            while end < batches.len() && bytes + state_bytes(&batches[end]) <= self.options.state_bytes {
+                bytes += state_bytes(&batches[end]);
+                end += 1;
+            }
+            self.stats.state_groups += 1;
+            self.score_group(recipe, &batches[start..end], &mut scores)?;
+            start = end;
+        }
+        Ok(scores)
+    }
+
+    /// Run one group of batches through every layer and the head, filling their score slots.
+    fn score_group(&mut self, recipe: &Recipe, batches: &[plan::Batch], scores: &mut [f64]) -> Result<(), EvalError> {
         let states = self.run_layers(recipe, batches)?;
         let head = self.store.head(&recipe.head, &recipe.embeddings)?;
-        let mut scores = vec![0f64; n_scored];
         const CHUNK: usize = 512;
         for (b, h) in batches.iter().zip(&states) {
             for start in (0..b.rows.len()).step_by(CHUNK) {
@@ -367,7 +395,7 @@ impl Evaluator {
                 }
             }
         }
-        Ok(scores)
+        Ok(())
     }
 
     fn ensure_plan(&mut self, budget: usize) -> Result<(), EvalError> {

@@ -159,18 +159,24 @@ fn prefix_cache_and_lru_eviction_do_not_change_scores() {
         data: TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()]),
     }];
     let layer_bytes = (fixture::shapes(&spec).iter().filter(|(n, _)| n.starts_with("model.layers.0.")).map(|(_, s)| s.iter().product::<usize>()).sum::<usize>() * 4) as u64;
+    // Small batches, so that the items and texts make several of them.
+    let small = EvalOptions { max_batch_tokens: 96, ..EvalOptions::default() };
     let configs = [
-        ("cached", EvalOptions::default()),
-        ("uncached", EvalOptions { prefix_cache_bytes: 0, ..EvalOptions::default() }),
+        ("cached", small.clone()),
+        ("uncached", EvalOptions { prefix_cache_bytes: 0, ..small.clone() }),
         // Room for ~2 layers of weights and about one batch of hidden states: constant eviction.
-        ("tight", EvalOptions { weight_cache_bytes: 2 * layer_bytes + 1, prefix_cache_bytes: 100_000, ..EvalOptions::default() }),
+        ("tight", EvalOptions { weight_cache_bytes: 2 * layer_bytes + 1, prefix_cache_bytes: 100_000, ..small.clone() }),
+        // Room for one batch of hidden states at a time: every batch is its own group.
+        ("grouped", EvalOptions { state_bytes: 1, ..small.clone() }),
     ];
     let mut results = Vec::new();
     for (label, opts) in configs {
         let mut ev = Evaluator::new(fam.clone(), tasks.clone(), opts).unwrap();
         let mut lls = Vec::new();
         let mut scores = Vec::new();
+        let mut calls = 0;
         for r in candidates(&fam, &spec) {
+            calls += 2;
             scores.push(ev.evaluate(&r, 100).unwrap());
             lls.push(ev.choice_log_likelihoods(&r, &items()).unwrap());
         }
@@ -178,6 +184,8 @@ fn prefix_cache_and_lru_eviction_do_not_change_scores() {
         match label {
             "cached" => assert!(st.saved_fraction() > 0.3, "cached run saved only {:.2}: {st:?}", st.saved_fraction()),
             "uncached" => assert_eq!(st.layer_forwards_saved, 0),
+            // More groups than scoring calls: the batches really went through the layers apart.
+            "grouped" => assert!(st.state_groups > calls, "{st:?}"),
             _ => assert!(st.weights.evictions > 0 && st.prefix.evictions > 0 && st.weights.peak_bytes <= 2 * layer_bytes + 1, "{st:?}"),
         }
         results.push((label, scores, lls));
