@@ -16,6 +16,12 @@ else
     export HF_TAILOR_PYTHON="$repo/.venv/bin/python"
 fi
 
+# llama.cpp's converter, for the GGUF conversion test (HF_TAILOR_LLAMA_CPP overrides).
+if [[ -z "${HF_TAILOR_LLAMA_CPP:-}" ]]; then
+    bash scripts/setup-llama-cpp.sh
+    export HF_TAILOR_LLAMA_CPP="$repo/.venv/llama.cpp"
+fi
+
 # Tests never touch the real Hub: the Hub tests run a loopback server (HF_ENDPOINT set per
 # test), so offline mode must stay off here.
 export HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false

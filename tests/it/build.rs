@@ -343,6 +343,36 @@ fn transformers_loads_the_output_without_missing_or_unexpected_keys() {
     }
 }
 
+/// llama.cpp's own converter (`convert_hf_to_gguf.py`, pinned release) turns a tailored
+/// checkpoint into a GGUF whose metadata counts the kept layers and whose every tensor is the
+/// written one (q/k permuted as llama.cpp expects): "outputs llama.cpp cannot convert" is a
+/// standing complaint about merge tools.
+#[test]
+fn llama_cpp_converts_the_output_to_gguf() {
+    let tmp = common::tempdir();
+    let llama_cpp = common::llama_cpp();
+    for spec in [TinySpec::llama(), TinySpec::mistral()] {
+        let root = tmp.path().join(spec.model_type);
+        let f = family(&root, spec.clone(), 2);
+        // A Llama-2-style tokenizer, which the converter recognises (the fixtures' own is not).
+        common::run_python("llama_cpp_check.py", &["tokenizer", f.dirs[0].to_str().unwrap()]);
+        let r = recipe(&f, vec![(0, take(0)), (1, ta(&[1, 2], 0.7)), (3, take(2))], EdgePolicy::FollowLayers);
+        let out = root.join("out");
+        build(&open(&r), &r, &out, &BuildOptions { shard_size: 30_000, force: false }).unwrap();
+        let gguf = root.join("out.gguf");
+        let stdout = common::run_python("llama_cpp_check.py", &["convert", out.to_str().unwrap(), llama_cpp.to_str().unwrap(), gguf.to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default()).expect("JSON summary");
+        assert_eq!(v["arch"], "llama", "{v}");
+        assert_eq!(v["block_count"], 3, "{v}");
+        assert_eq!((v["embedding_length"].as_u64(), v["feed_forward_length"].as_u64()), (Some(spec.hidden as u64), Some(spec.intermediate as u64)), "{v}");
+        assert_eq!((v["head_count"].as_u64(), v["head_count_kv"].as_u64()), (Some(spec.heads as u64), Some(spec.kv_heads as u64)), "{v}");
+        assert_eq!(v["vocab_tokens"], spec.vocab, "{v}");
+        assert_eq!(v["tensors"].as_array().map(Vec::len), Some(3 * 9 + 3), "{v}");
+        assert_eq!((v["unexpected"].as_array().map(Vec::len), v["mismatched"].as_array().map(Vec::len)), (Some(0), Some(0)), "{v}");
+        assert_eq!(v["max_abs_diff"], 0.0, "{v}");
+    }
+}
+
 #[test]
 fn cli_builds_a_recipe_and_converts_it_to_mergekit_and_back() {
     let tmp = common::tempdir();

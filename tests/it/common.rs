@@ -22,6 +22,17 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// A llama.cpp checkout with `convert_hf_to_gguf.py` and `gguf-py`: `HF_TAILOR_LLAMA_CPP`,
+/// else `<repo>/.venv/llama.cpp` (made by `scripts/setup-llama-cpp.sh`). Missing is a
+/// failure, never a skip.
+pub fn llama_cpp() -> PathBuf {
+    let p = std::env::var_os("HF_TAILOR_LLAMA_CPP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/llama.cpp"));
+    assert!(p.join("convert_hf_to_gguf.py").is_file(), "no llama.cpp at {}: run `bash scripts/setup-llama-cpp.sh` or set HF_TAILOR_LLAMA_CPP", p.display());
+    p
+}
+
 /// Run `tests/py/<script>` with `args`; panics with its stderr unless it exits 0. Returns stdout.
 pub fn run_python(script: &str, args: &[&str]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);

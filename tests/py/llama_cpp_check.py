@@ -1,0 +1,140 @@
+"""llama.cpp's view of a tailored checkpoint (the Rust test `llama_cpp` drives this).
+
+  llama_cpp_check.py tokenizer DIR
+      Write a Llama-2-style tokenizer (byte-fallback BPE: <0x00>..<0xFF>, then <s>, </s>,
+      <unk> at 256..258, the ids of the test fixtures) into DIR. llama.cpp's converter
+      recognises Llama tokenizers by their shape; the fixtures' own byte-level BPE is not one.
+
+  llama_cpp_check.py convert MODEL LLAMA_CPP OUT.gguf
+      Convert MODEL with LLAMA_CPP/convert_hf_to_gguf.py (f32), read OUT.gguf back with
+      llama.cpp's gguf-py and compare it with MODEL's safetensors: metadata (block count,
+      widths, heads, vocabulary) and every tensor, q/k permuted the way llama.cpp's Llama
+      converter permutes them. Prints a JSON summary.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def write_tokenizer(folder):
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    vocab = {f"<0x{b:02X}>": b for b in range(256)}
+    vocab.update({"<s>": 256, "</s>": 257, "<unk>": 258})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.add_special_tokens(["<s>", "</s>", "<unk>"])
+    folder = Path(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "LlamaTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "model_max_length": 2048,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}) + "\n")
+
+
+def llama_permute(w, n_head):
+    """convert_hf_to_gguf's LlamaModel.permute: HF's rotary halves to llama.cpp's interleaving."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+GGUF_NAMES = {
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+}
+
+
+def convert(model, llama_cpp, out):
+    from safetensors.numpy import load_file
+
+    model, llama_cpp, out = Path(model), Path(llama_cpp), Path(out)
+    run = subprocess.run(
+        [sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(model), "--outfile", str(out), "--outtype", "f32"],
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode != 0:
+        sys.exit(f"convert_hf_to_gguf.py failed ({run.returncode}):\n{run.stderr[-4000:]}")
+
+    sys.path.insert(0, str(llama_cpp / "gguf-py"))
+    import gguf
+
+    config = json.loads((model / "config.json").read_text())
+    weights = {}
+    for f in sorted(model.glob("*.safetensors")):
+        weights.update({k: v.astype(np.float32) for k, v in load_file(f).items()})
+
+    reader = gguf.GGUFReader(out)
+    fields = {name: reader.fields[name] for name in reader.fields}
+
+    def scalar(key):
+        f = fields[key]
+        return f.parts[f.data[0]].tolist()[0]
+
+    expected = {"token_embd.weight": weights["model.embed_tokens.weight"], "output_norm.weight": weights["model.norm.weight"]}
+    if "lm_head.weight" in weights:
+        expected["output.weight"] = weights["lm_head.weight"]
+    n_head, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
+    for i in range(config["num_hidden_layers"]):
+        for hf, gg in GGUF_NAMES.items():
+            w = weights[f"model.layers.{i}.{hf}"]
+            if hf.startswith("self_attn.q_proj"):
+                w = llama_permute(w, n_head)
+            elif hf.startswith("self_attn.k_proj"):
+                w = llama_permute(w, n_kv)
+            expected[f"blk.{i}.{gg}"] = w
+
+    got = {}
+    for t in reader.tensors:
+        # gguf-py reports shapes innermost-first; the data is row-major like the HF tensor.
+        got[t.name] = np.asarray(t.data, dtype=np.float32).reshape(list(reversed([int(d) for d in t.shape])))
+    max_diff = 0.0
+    mismatched = []
+    for name, want in expected.items():
+        have = got.get(name)
+        if have is None or have.shape != want.shape:
+            mismatched.append(f"{name}: {None if have is None else have.shape} vs {want.shape}")
+            continue
+        max_diff = max(max_diff, float(np.max(np.abs(have - want))))
+    print(json.dumps({
+        "arch": bytes(fields["general.architecture"].parts[-1]).decode(),
+        "block_count": scalar("llama.block_count"),
+        "embedding_length": scalar("llama.embedding_length"),
+        "feed_forward_length": scalar("llama.feed_forward_length"),
+        "head_count": scalar("llama.attention.head_count"),
+        "head_count_kv": scalar("llama.attention.head_count_kv"),
+        "vocab_tokens": len(fields["tokenizer.ggml.tokens"].data),
+        "tensors": sorted(got),
+        "unexpected": sorted(set(got) - set(expected) - {"rope_freqs.weight"}),
+        "mismatched": mismatched,
+        "max_abs_diff": max_diff,
+    }))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["tokenizer"] and len(sys.argv) == 3:
+        write_tokenizer(sys.argv[2])
+    elif sys.argv[1:2] == ["convert"] and len(sys.argv) == 5:
+        convert(*sys.argv[2:])
+    else:
+        sys.exit(__doc__)
