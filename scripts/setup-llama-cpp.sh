@@ -23,7 +23,11 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 echo "setup-llama-cpp: fetching node-llama-cpp $version (llama.cpp ${commit:0:8}) from $registry"
 curl -fsSL --retry 3 -o "$work/pkg.tgz" "${registry%/}/node-llama-cpp/-/node-llama-cpp-$version.tgz"
-echo "$sha256  $work/pkg.tgz" | sha256sum --check --quiet
+got="$( (command -v sha256sum >/dev/null && sha256sum "$work/pkg.tgz" || shasum -a 256 "$work/pkg.tgz") | cut -d' ' -f1)"
+if [[ "$got" != "$sha256" ]]; then
+    echo "setup-llama-cpp: node-llama-cpp-$version.tgz has sha256 $got, expected $sha256" >&2
+    exit 1
+fi
 tar -xzf "$work/pkg.tgz" -C "$work" package/llama/gitRelease.bundle
 rm -rf "$dest"
 mkdir -p "$(dirname "$dest")"
