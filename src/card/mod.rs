@@ -49,8 +49,8 @@ pub struct CardInput {
     pub results: Vec<ModelResult>,
     /// The equivalent mergekit config, when one can be written.
     pub mergekit_yaml: Option<String>,
-    /// What the results were measured on, when the caller knows (e.g. "held-out test
-    /// splits the search never saw, 500 items per task").
+    /// What the results were measured on, when the caller knows (e.g. "held-out tasks the
+    /// search never saw, at most 500 items per task").
     pub results_note: Option<String>,
 }
 
