@@ -272,6 +272,32 @@ fn padded_sibling_vocabulary_is_aligned_to_common_rows() {
     check_tensors(&f, &r, &out, Dtype::F32, f.spec.vocab);
 }
 
+/// A base with more rows than a sibling, whose tokenizer uses one of the extra rows: keeping
+/// only the shared rows would leave that token without an embedding, so the family is
+/// refused with one message naming the token and the short sibling.
+#[test]
+fn base_tokenizer_beyond_the_shared_rows_is_refused() {
+    let tmp = common::tempdir();
+    let mut f = family(tmp.path(), TinySpec::llama(), 1);
+    let padded = TinySpec { vocab: f.spec.vocab + 1, ..f.spec.clone() };
+    let w = fixture::random_weights(&padded, 98);
+    std::fs::remove_dir_all(&f.dirs[0]).unwrap();
+    fixture::write_model(&f.dirs[0], &padded, &w).unwrap();
+    f.weights[0] = w;
+    let r = recipe(&f, vec![(0, take(1)), (1, take(0))], EdgePolicy::Base);
+    // Padding rows alone are fine: the base's tokenizer stops below the shared rows.
+    assert!(Family::open_for_recipe(&r, |m| Ok(PathBuf::from(&m.repo))).is_ok());
+    // A token added on the extra row is not.
+    let tok_path = f.dirs[0].join("tokenizer.json");
+    let mut tok = json(&tok_path);
+    let id = f.spec.vocab;
+    tok["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({"id": id, "content": "<extra>", "special": true, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false}));
+    std::fs::write(&tok_path, tok.to_string()).unwrap();
+    let e = Family::open_for_recipe(&r, |m| Ok(PathBuf::from(&m.repo))).err().expect("refused");
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("token id {id} (`<extra>`)")) && msg.contains("sib1") && msg.contains(&format!("only {id} vocabulary rows")), "{msg}");
+}
+
 #[test]
 fn destination_is_refused_unless_forced_and_replaced_only_when_complete() {
     let tmp = common::tempdir();
