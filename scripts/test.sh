@@ -16,10 +16,12 @@ else
     export HF_TAILOR_PYTHON="$repo/.venv/bin/python"
 fi
 
-# llama.cpp's converter, for the GGUF conversion test (HF_TAILOR_LLAMA_CPP overrides).
-if [[ -z "${HF_TAILOR_LLAMA_CPP:-}" ]]; then
+# llama.cpp's converter and runtime, for the GGUF test (HF_TAILOR_LLAMA_CPP and
+# HF_TAILOR_LLAMA_CPP_RUNTIME override them).
+if [[ -z "${HF_TAILOR_LLAMA_CPP:-}" || -z "${HF_TAILOR_LLAMA_CPP_RUNTIME:-}" ]]; then
     bash scripts/setup-llama-cpp.sh
-    export HF_TAILOR_LLAMA_CPP="$repo/.venv/llama.cpp"
+    export HF_TAILOR_LLAMA_CPP="${HF_TAILOR_LLAMA_CPP:-$repo/.venv/llama.cpp}"
+    export HF_TAILOR_LLAMA_CPP_RUNTIME="${HF_TAILOR_LLAMA_CPP_RUNTIME:-$repo/.venv/node-llama-cpp}"
 fi
 
 # Tests never touch the real Hub: the Hub tests run a loopback server (HF_ENDPOINT set per

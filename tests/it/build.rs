@@ -371,12 +371,14 @@ fn transformers_loads_the_output_without_missing_or_unexpected_keys() {
 
 /// llama.cpp's own converter (`convert_hf_to_gguf.py`, pinned release) turns a tailored
 /// checkpoint into a GGUF whose metadata counts the kept layers and whose every tensor is the
-/// written one (q/k permuted as llama.cpp expects): "outputs llama.cpp cannot convert" is a
-/// standing complaint about merge tools.
+/// written one (q/k permuted as llama.cpp expects), and llama.cpp itself runs it to the
+/// logits transformers computes from the checkpoint: "outputs llama.cpp cannot convert" is
+/// a standing complaint about merge tools.
 #[test]
-fn llama_cpp_converts_the_output_to_gguf() {
+fn llama_cpp_converts_and_runs_the_output() {
     let tmp = common::tempdir();
     let llama_cpp = common::llama_cpp();
+    let runtime = common::llama_cpp_runtime();
     for spec in [TinySpec::llama(), TinySpec::mistral()] {
         let root = tmp.path().join(spec.model_type);
         let f = family(&root, spec.clone(), 2);
@@ -386,7 +388,10 @@ fn llama_cpp_converts_the_output_to_gguf() {
         let out = root.join("out");
         build(&open(&r), &r, &out, &BuildOptions { shard_size: 30_000, force: false }).unwrap();
         let gguf = root.join("out.gguf");
-        let stdout = common::run_python("llama_cpp_check.py", &["convert", out.to_str().unwrap(), llama_cpp.to_str().unwrap(), gguf.to_str().unwrap()]);
+        let stdout = common::run_python(
+            "llama_cpp_check.py",
+            &["convert", out.to_str().unwrap(), llama_cpp.to_str().unwrap(), runtime.to_str().unwrap(), gguf.to_str().unwrap()],
+        );
         let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default()).expect("JSON summary");
         assert_eq!(v["arch"], "llama", "{v}");
         assert_eq!(v["block_count"], 3, "{v}");
@@ -396,6 +401,13 @@ fn llama_cpp_converts_the_output_to_gguf() {
         assert_eq!(v["tensors"].as_array().map(Vec::len), Some(3 * 9 + 3), "{v}");
         assert_eq!((v["unexpected"].as_array().map(Vec::len), v["mismatched"].as_array().map(Vec::len)), (Some(0), Some(0)), "{v}");
         assert_eq!(v["max_abs_diff"], 0.0, "{v}");
+        // llama.cpp's logits at every position: within 0.05 of transformers' (its KV cache is
+        // f16; the same GGUF against the untailored base differs by ~4.8), and the same winner
+        // wherever transformers' top two are not a near-tie.
+        let run = &v["llama_cpp_run"];
+        assert_eq!(run["logits_shape_matches"], true, "{run}");
+        assert!(run["max_abs_logit_diff"].as_f64().is_some_and(|d| d < 0.05), "{run}");
+        assert!(run["clear_positions"].as_u64().is_some_and(|n| n >= 10) && run["argmax_agree_on_clear"] == true, "{run}");
     }
 }
 

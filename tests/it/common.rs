@@ -33,6 +33,21 @@ pub fn llama_cpp() -> PathBuf {
     p
 }
 
+/// llama.cpp's runtime: node-llama-cpp with its prebuilt CPU binaries and a `node`:
+/// `HF_TAILOR_LLAMA_CPP_RUNTIME`, else `<repo>/.venv/node-llama-cpp` (made by
+/// `scripts/setup-llama-cpp.sh`). Missing is a failure, never a skip.
+pub fn llama_cpp_runtime() -> PathBuf {
+    let p = std::env::var_os("HF_TAILOR_LLAMA_CPP_RUNTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/node-llama-cpp"));
+    assert!(
+        p.join("node").exists() && p.join("node_modules/node-llama-cpp").is_dir(),
+        "no llama.cpp runtime at {}: run `bash scripts/setup-llama-cpp.sh` or set HF_TAILOR_LLAMA_CPP_RUNTIME",
+        p.display()
+    );
+    p
+}
+
 /// Run `tests/py/<script>` with `args`; panics with its stderr unless it exits 0. Returns stdout.
 pub fn run_python(script: &str, args: &[&str]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);

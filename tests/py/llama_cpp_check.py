@@ -5,11 +5,13 @@
       <unk> at 256..258, the ids of the test fixtures) into DIR. llama.cpp's converter
       recognises Llama tokenizers by their shape; the fixtures' own byte-level BPE is not one.
 
-  llama_cpp_check.py convert MODEL LLAMA_CPP OUT.gguf
+  llama_cpp_check.py convert MODEL LLAMA_CPP RUNTIME OUT.gguf
       Convert MODEL with LLAMA_CPP/convert_hf_to_gguf.py (f32), read OUT.gguf back with
       llama.cpp's gguf-py and compare it with MODEL's safetensors: metadata (block count,
       widths, heads, vocabulary) and every tensor, q/k permuted the way llama.cpp's Llama
-      converter permutes them. Prints a JSON summary.
+      converter permutes them. Then run OUT.gguf in llama.cpp itself (RUNTIME: node-llama-cpp
+      and `node`, see scripts/setup-llama-cpp.sh) and compare its logits on a token sequence
+      with transformers' on MODEL. Prints a JSON summary.
 """
 
 import json
@@ -64,7 +66,36 @@ GGUF_NAMES = {
 }
 
 
-def convert(model, llama_cpp, out):
+def run_in_llama_cpp(model, runtime, gguf_path):
+    """llama.cpp's and transformers' logits at every position of one token sequence."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((Path(model) / "config.json").read_text())
+    text = b"Tailored layers, stitched and run by llama.cpp."
+    tokens = [config["bos_token_id"]] + [b % config["vocab_size"] for b in text]
+    script = Path(__file__).resolve().parent.parent / "js" / "llama_cpp_logits.mjs"
+    entry = Path(runtime) / "node_modules" / "node-llama-cpp" / "dist" / "index.js"
+    run = subprocess.run([str(Path(runtime) / "node"), str(script), str(entry), str(gguf_path), json.dumps(tokens)], capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"llama.cpp (node-llama-cpp) failed ({run.returncode}):\n{run.stderr[-4000:]}")
+    theirs = np.array(json.loads(run.stdout.strip().splitlines()[-1])["rows"], dtype=np.float64)
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    with torch.no_grad():
+        ours = hf(input_ids=torch.tensor([tokens])).logits[0].double().numpy()
+    top2 = np.sort(ours, axis=-1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.05  # positions whose winner is not a near-tie
+    return {
+        "positions": len(tokens),
+        "logits_shape_matches": list(theirs.shape) == list(ours.shape),
+        "max_abs_logit_diff": float(np.max(np.abs(theirs - ours))) if theirs.shape == ours.shape else None,
+        "max_abs_logit": float(np.max(np.abs(ours))),
+        "clear_positions": int(clear.sum()),
+        "argmax_agree_on_clear": bool(theirs.shape == ours.shape and np.all(theirs.argmax(-1)[clear] == ours.argmax(-1)[clear])),
+    }
+
+
+def convert(model, llama_cpp, runtime, out):
     from safetensors.numpy import load_file
 
     model, llama_cpp, out = Path(model), Path(llama_cpp), Path(out)
@@ -128,13 +159,14 @@ def convert(model, llama_cpp, out):
         "unexpected": sorted(set(got) - set(expected) - {"rope_freqs.weight"}),
         "mismatched": mismatched,
         "max_abs_diff": max_diff,
+        "llama_cpp_run": run_in_llama_cpp(model, runtime, out),
     }))
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["tokenizer"] and len(sys.argv) == 3:
         write_tokenizer(sys.argv[2])
-    elif sys.argv[1:2] == ["convert"] and len(sys.argv) == 5:
+    elif sys.argv[1:2] == ["convert"] and len(sys.argv) == 6:
         convert(*sys.argv[2:])
     else:
         sys.exit(__doc__)
