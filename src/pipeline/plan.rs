@@ -116,8 +116,9 @@ impl Plan {
     }
 }
 
-/// The files a job reads from a local model folder, with their sizes.
-fn local_files(name: &str, dir: &Path) -> Result<ModelFiles, PipelineError> {
+/// The files a job reads from a local model folder, with their sizes, and the opened
+/// checkpoint (the base's gives the plan its config and storage dtype).
+fn local_files(name: &str, dir: &Path) -> Result<(ModelFiles, Checkpoint), PipelineError> {
     let ckpt = Checkpoint::open_named(dir, name)?;
     let mut files = Vec::new();
     let entries = std::fs::read_dir(&ckpt.dir).map_err(|e| PipelineError::io(dir, e))?;
@@ -133,7 +134,7 @@ fn local_files(name: &str, dir: &Path) -> Result<ModelFiles, PipelineError> {
             files.push((n, len));
         }
     }
-    Ok(ModelFiles { name: name.into(), source: dir.display().to_string(), download: false, files })
+    Ok((ModelFiles { name: name.into(), source: dir.display().to_string(), download: false, files }, ckpt))
 }
 
 /// The plan of a job: local folders and cached Hub snapshots are read in place; a Hub model
@@ -147,18 +148,16 @@ pub fn plan_job(cfg: &HubConfig, base: &ModelRef, finetunes: &[ModelRef], depth:
     let mut taken = std::collections::BTreeSet::from(["base".to_string()]);
     for (i, m) in std::iter::once(base).chain(finetunes).enumerate() {
         let name = if i == 0 { "base".to_string() } else { crate::hub::pull::unique_name(m, &mut taken) };
-        let cached = match m {
-            ModelRef::Local(dir) => Some(dir.clone()),
-            ModelRef::Hub { .. } => crate::hub::pull_model(&offline, &name, m, false).ok().map(|p| p.dir),
+        let in_place = |dir: &Path| -> Result<_, PipelineError> {
+            let (files, ckpt) = local_files(&name, dir)?;
+            Ok((files, (i == 0).then(|| (ckpt.config.clone(), ckpt.storage_dtype()))))
         };
-        let (mut files, shape) = match (cached, m) {
-            (Some(dir), _) => {
-                let files = local_files(&name, &dir)?;
-                let shape = (i == 0).then(|| Checkpoint::open_named(&dir, &m.to_string())).transpose()?.map(|c| (c.config.clone(), c.storage_dtype()));
-                (files, shape)
-            }
-            (None, ModelRef::Hub { repo, revision }) => remote_files(cfg, &name, repo, revision.as_deref().unwrap_or("main"), i == 0)?,
-            (None, ModelRef::Local(_)) => unreachable!("a local folder is always read in place"),
+        let (mut files, shape) = match m {
+            ModelRef::Local(dir) => in_place(dir)?,
+            ModelRef::Hub { repo, revision } => match crate::hub::pull_model(&offline, &name, m, false) {
+                Ok(cached) => in_place(&cached.dir)?,
+                Err(_) => remote_files(cfg, &name, repo, revision.as_deref().unwrap_or("main"), i == 0)?,
+            },
         };
         files.source = m.to_string();
         models.push(files);
