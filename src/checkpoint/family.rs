@@ -162,39 +162,17 @@ pub fn check_family(base: &Checkpoint, siblings: &[Checkpoint]) -> Result<Family
 }
 
 /// The highest token id the tokenizer files in `dir` can produce, with its token: the
-/// vocabulary and added tokens of tokenizer.json, and added_tokens.json. None when the
-/// folder has neither (e.g. only a SentencePiece tokenizer.model).
+/// vocabulary and added tokens of tokenizer.json (read by the `tokenizers` crate, as the
+/// evaluator reads it), and added_tokens.json. None when the folder has neither (e.g. only
+/// a SentencePiece tokenizer.model).
 fn highest_token_id(dir: &std::path::Path) -> Option<(usize, String)> {
-    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok());
     let mut ids: Vec<(usize, String)> = Vec::new();
-    let mut push = |token: &str, id: Option<u64>| {
-        if let Some(id) = id {
-            ids.push((id as usize, token.to_string()));
-        }
-    };
-    if let Some(t) = read("tokenizer.json") {
-        match t.pointer("/model/vocab") {
-            // BPE and WordPiece: token -> id.
-            Some(Value::Object(vocab)) => {
-                for (token, id) in vocab {
-                    push(token, id.as_u64());
-                }
-            }
-            // Unigram: [token, score] pairs, the id is the position.
-            Some(Value::Array(vocab)) if !vocab.is_empty() => {
-                let token = vocab[vocab.len() - 1].get(0).and_then(Value::as_str).unwrap_or("?");
-                push(token, Some(vocab.len() as u64 - 1));
-            }
-            _ => {}
-        }
-        for added in t.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
-            push(added.get("content").and_then(Value::as_str).unwrap_or("?"), added.get("id").and_then(Value::as_u64));
-        }
+    if let Ok(t) = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")) {
+        ids.extend(t.get_vocab(true).into_iter().map(|(token, id)| (id as usize, token)));
     }
-    if let Some(Value::Object(added)) = read("added_tokens.json") {
-        for (token, id) in &added {
-            push(token, id.as_u64());
-        }
+    let added = std::fs::read_to_string(dir.join("added_tokens.json")).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    if let Some(Value::Object(added)) = added {
+        ids.extend(added.iter().filter_map(|(token, id)| Some((id.as_u64()? as usize, token.clone()))));
     }
     ids.into_iter().max_by_key(|(id, _)| *id)
 }
