@@ -26,9 +26,7 @@ pub fn python() -> PathBuf {
 /// else `<repo>/.venv/llama.cpp` (made by `scripts/setup-llama-cpp.sh`). Missing is a
 /// failure, never a skip.
 pub fn llama_cpp() -> PathBuf {
-    let p = std::env::var_os("HF_TAILOR_LLAMA_CPP")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/llama.cpp"));
+    let p = env_or_repo("HF_TAILOR_LLAMA_CPP", ".venv/llama.cpp");
     assert!(p.join("convert_hf_to_gguf.py").is_file(), "no llama.cpp at {}: run `bash scripts/setup-llama-cpp.sh` or set HF_TAILOR_LLAMA_CPP", p.display());
     p
 }
@@ -37,15 +35,18 @@ pub fn llama_cpp() -> PathBuf {
 /// `HF_TAILOR_LLAMA_CPP_RUNTIME`, else `<repo>/.venv/node-llama-cpp` (made by
 /// `scripts/setup-llama-cpp.sh`). Missing is a failure, never a skip.
 pub fn llama_cpp_runtime() -> PathBuf {
-    let p = std::env::var_os("HF_TAILOR_LLAMA_CPP_RUNTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/node-llama-cpp"));
+    let p = env_or_repo("HF_TAILOR_LLAMA_CPP_RUNTIME", ".venv/node-llama-cpp");
     assert!(
         p.join("node").exists() && p.join("node_modules/node-llama-cpp").is_dir(),
         "no llama.cpp runtime at {}: run `bash scripts/setup-llama-cpp.sh` or set HF_TAILOR_LLAMA_CPP_RUNTIME",
         p.display()
     );
     p
+}
+
+/// The path in environment variable `var`, else `<repo>/<default>`.
+fn env_or_repo(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(default))
 }
 
 /// Run `tests/py/<script>` with `args`; panics with its stderr unless it exits 0. Returns stdout.
