@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::arch::Arch;
+use crate::arch::{Arch, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -126,14 +126,28 @@ impl ModelConfig {
         })
     }
 
+    /// The shape of a per-layer tensor with `role`, as this config implies it (the
+    /// architecture table says which roles a layer has).
+    pub fn layer_tensor_shape(&self, role: Role) -> Vec<usize> {
+        let h = self.hidden_size;
+        let q = self.num_attention_heads * self.head_dim;
+        let kv = self.num_key_value_heads * self.head_dim;
+        let i = self.intermediate_size;
+        match role {
+            Role::Q => vec![q, h],
+            Role::K | Role::V => vec![kv, h],
+            Role::O => vec![h, q],
+            Role::QBias => vec![q],
+            Role::KBias | Role::VBias => vec![kv],
+            Role::Gate | Role::Up => vec![i, h],
+            Role::Down => vec![h, i],
+            Role::InputNorm | Role::PostAttentionNorm => vec![h],
+        }
+    }
+
     /// Parameters in one decoder layer (weights and biases), from the shapes the config implies.
     pub fn params_per_layer(&self) -> u64 {
-        let h = self.hidden_size as u64;
-        let q = (self.num_attention_heads * self.head_dim) as u64;
-        let kv = (self.num_key_value_heads * self.head_dim) as u64;
-        let i = self.intermediate_size as u64;
-        let bias = if self.arch.model_type == "qwen2" { q + 2 * kv } else { 0 };
-        h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h + bias
+        self.arch.layer_tensors.iter().map(|t| self.layer_tensor_shape(t.role).iter().product::<usize>() as u64).sum()
     }
 
     /// Parameters outside the layers (embeddings, final norm, untied lm_head).

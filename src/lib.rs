@@ -17,6 +17,7 @@ pub mod fixture;
 pub mod fsutil;
 pub mod hub;
 pub mod human;
+pub mod layout;
 pub mod merge;
 pub mod mergekit;
 pub mod pipeline;

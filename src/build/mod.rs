@@ -10,7 +10,6 @@
 //! folder beside the destination, reopened and verified there, and only then renamed into
 //! place, so a failure never leaves a half-written model behind.
 
-mod out_config;
 mod plan;
 mod produce;
 mod shard_writer;
@@ -25,8 +24,7 @@ use serde_json::json;
 use crate::checkpoint::{Checkpoint, CheckpointError, Family, INDEX_FILE};
 use crate::recipe::{Recipe, RecipeError};
 
-pub use out_config::output_config;
-pub use plan::{Plan, PlannedTensor};
+pub use plan::Plan;
 pub use shard_writer::{header_bytes, ShardWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +39,8 @@ pub enum BuildError {
     Destination { path: String, why: String },
     #[error("writing {path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("output config.json: {0}")]
-    Config(String),
+    #[error("{0}")]
+    Layout(#[from] crate::layout::LayoutError),
     #[error("the written checkpoint failed verification: {0}")]
     Verify(String),
     #[error("invalid size `{0}`: use bytes or a unit such as 500MB, 5GB, 2GiB")]
@@ -136,7 +134,7 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
     let sources: Vec<&Path> = family.models().map(|m| m.dir.as_path()).collect();
     staging::check_destination(out, opts.force, &sources)?;
     let plan = Plan::new(family, recipe, opts.shard_size.max(1))?;
-    let config = output_config(&family.base.config.raw, family.base.arch(), recipe, &plan)?;
+    let config = plan.layout.output_config(&family.base.config.raw, family.base.arch())?;
 
     let stage = staging::Staging::create(out)?;
     let mut bytes = write_shards(family, &plan, &stage.dir)?;
@@ -152,14 +150,14 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
     stage.commit()?;
 
     let mut warnings = family.info.warnings.clone();
-    warnings.extend(plan.notes.iter().cloned());
+    warnings.extend(plan.layout.notes.iter().cloned());
     Ok(BuildReport {
         out: out.display().to_string(),
         layers_before: recipe.source_layers,
         layers_after: recipe.layers.len(),
-        params_before: family.base.tensors.values().map(|t| t.numel() as u64).sum(),
-        params_after: plan.total_params(),
-        dtype: plan.dtype.torch_name().into(),
+        params_before: crate::layout::Layout::of_base(&family.base.config, recipe.source_layers, plan.layout.dtype).total_params(),
+        params_after: plan.layout.total_params(),
+        dtype: plan.layout.dtype.torch_name().into(),
         bytes,
         files,
         shards: plan.shards.len(),
@@ -194,10 +192,10 @@ fn write_shards(family: &Family, plan: &Plan, dir: &Path) -> Result<u64, BuildEr
         let path = dir.join(plan.shard_file(i));
         let io = |e: std::io::Error| BuildError::Io { path: path.display().to_string(), source: e };
         let layout: Vec<(&str, crate::dtype::Dtype, &[usize])> =
-            shard.iter().map(|&t| (plan.tensors[t].name.as_str(), plan.tensors[t].dtype, plan.tensors[t].shape.as_slice())).collect();
+            shard.iter().map(|&t| (plan.layout.tensors[t].name.as_str(), plan.layout.tensors[t].dtype, plan.layout.tensors[t].shape.as_slice())).collect();
         let mut w = ShardWriter::create(&path, &layout).map_err(io)?;
         for &t in shard {
-            produce::write_tensor(family, &plan.tensors[t], &mut w)?;
+            produce::write_tensor(family, &plan.layout.tensors[t], &mut w)?;
         }
         bytes += w.finish().map_err(io)?;
     }
@@ -209,14 +207,14 @@ fn index_json(plan: &Plan) -> serde_json::Value {
     let mut entries: Vec<(&str, String)> = Vec::new();
     for (i, shard) in plan.shards.iter().enumerate() {
         for &t in shard {
-            entries.push((plan.tensors[t].name.as_str(), plan.shard_file(i)));
+            entries.push((plan.layout.tensors[t].name.as_str(), plan.shard_file(i)));
         }
     }
     entries.sort();
     for (name, file) in entries {
         map.insert(name.into(), json!(file));
     }
-    json!({"metadata": {"total_size": plan.total_bytes(), "total_parameters": plan.total_params()}, "weight_map": map})
+    json!({"metadata": {"total_size": plan.layout.total_bytes(), "total_parameters": plan.layout.total_params()}, "weight_map": map})
 }
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<u64, BuildError> {
@@ -244,10 +242,10 @@ fn copy_side_files(base: &Path, dir: &Path) -> Result<u64, BuildError> {
 /// and every tensor the config implies) and check every tensor against the plan.
 fn verify(dir: &Path, plan: &Plan) -> Result<(), BuildError> {
     let ckpt = Checkpoint::open(dir).map_err(|e| BuildError::Verify(e.to_string()))?;
-    if ckpt.tensors.len() != plan.tensors.len() {
-        return Err(BuildError::Verify(format!("{} tensors written, {} planned", ckpt.tensors.len(), plan.tensors.len())));
+    if ckpt.tensors.len() != plan.layout.tensors.len() {
+        return Err(BuildError::Verify(format!("{} tensors written, {} planned", ckpt.tensors.len(), plan.layout.tensors.len())));
     }
-    for t in &plan.tensors {
+    for t in &plan.layout.tensors {
         let info = ckpt.info(&t.name).map_err(|e| BuildError::Verify(e.to_string()))?;
         if info.shape != t.shape || info.dtype != t.dtype {
             return Err(BuildError::Verify(format!(

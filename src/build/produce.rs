@@ -21,7 +21,7 @@ use crate::merge;
 use crate::recipe::{Merge, Rule};
 use crate::stitch;
 
-use super::plan::PlannedTensor;
+use crate::layout::OutputTensor;
 use super::shard_writer::ShardWriter;
 use super::BuildError;
 
@@ -31,7 +31,7 @@ const CHUNK: usize = 1 << 20;
 /// Bytes per chunk of a verbatim copy: large writes, few syscalls, bounded resident pages.
 const COPY_CHUNK: usize = 64 << 20;
 
-fn view<'a>(family: &'a Family, model: &str, t: &PlannedTensor) -> Result<TensorView<'a>, BuildError> {
+fn view<'a>(family: &'a Family, model: &str, t: &OutputTensor) -> Result<TensorView<'a>, BuildError> {
     let ckpt = family
         .get(model)
         .ok_or_else(|| BuildError::Recipe(format!("the recipe names model `{model}`, which is not in the family")))?;
@@ -107,7 +107,7 @@ struct OperandReader {
 }
 
 impl OperandReader {
-    fn new(family: &Family, model: &str, t: &PlannedTensor) -> Result<Self, BuildError> {
+    fn new(family: &Family, model: &str, t: &OutputTensor) -> Result<Self, BuildError> {
         let dtype = view(family, model, t)?.dtype; // also checks the shape
         let (path, offset, _) = model_ckpt(family, model)?.file_range(&t.source)?;
         let file = std::fs::File::open(path).map_err(|e| BuildError::Io { path: path.display().to_string(), source: e })?;
@@ -169,7 +169,7 @@ fn merge_pipelined(
 }
 
 /// Write tensor `t` into `w`, releasing the source pages as they are consumed.
-pub fn write_tensor(family: &Family, t: &PlannedTensor, w: &mut ShardWriter) -> Result<(), BuildError> {
+pub fn write_tensor(family: &Family, t: &OutputTensor, w: &mut ShardWriter) -> Result<(), BuildError> {
     write_tensor_in_chunks(family, t, w, CHUNK, COPY_CHUNK, true)
 }
 
@@ -178,7 +178,7 @@ pub fn write_tensor(family: &Family, t: &PlannedTensor, w: &mut ShardWriter) -> 
 /// copied from the memory map.
 fn write_tensor_in_chunks(
     family: &Family,
-    t: &PlannedTensor,
+    t: &OutputTensor,
     w: &mut ShardWriter,
     chunk: usize,
     copy_chunk: usize,
@@ -262,7 +262,7 @@ mod tests {
             recipe.dtype = Some(out_dtype);
             let family = Family::open_for_recipe(&recipe, |m| Ok(m.repo.clone().into())).unwrap();
             let plan = Plan::new(&family, &recipe, u64::MAX).unwrap();
-            for t in &plan.tensors {
+            for t in &plan.layout.tensors {
                 let layout = [(t.name.as_str(), t.dtype, t.shape.as_slice())];
                 let whole = stitch::stitch(&family, &t.rule, &t.source, t.rows).unwrap().to_bytes(t.dtype).into_owned();
                 for (chunk, copy, kernel) in [(7, 10, false), (1000, 3, false), (usize::MAX / 4, usize::MAX / 4, false), (7, 10, true)] {

@@ -13,7 +13,6 @@ use serde::Serialize;
 
 pub use front_matter::{license_from_readme, License};
 
-use crate::config::ModelConfig;
 use crate::recipe::Recipe;
 use crate::score::{ModelResult, ResultKind};
 
@@ -55,11 +54,9 @@ pub struct CardInput {
 }
 
 impl CardInput {
-    /// Parameter counts from the source config: before = all source layers, after = the
-    /// recipe's layers (merged layers have the same shapes as the layers they replace).
-    pub fn new(recipe: Recipe, title: &str, source_config: &ModelConfig) -> Self {
-        let params_before = source_config.total_params(recipe.source_layers);
-        let params_after = source_config.total_params(recipe.layers.len());
+    /// Parameter counts come from the output layout ([`crate::layout::Layout`]): `before`
+    /// of the untailored base, `after` of the recipe's output, as the writer writes it.
+    pub fn new(recipe: Recipe, title: &str, params_before: u64, params_after: u64) -> Self {
         Self { recipe, title: title.into(), repo_id: None, params_before, params_after, license: None, results: Vec::new(), mergekit_yaml: None, results_note: None }
     }
 }

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use hf_tailor::card::{self, CardInput};
+use hf_tailor::checkpoint::Checkpoint;
 use hf_tailor::config::ModelConfig;
+use hf_tailor::layout::Layout;
 use hf_tailor::hub::{self, HubConfig};
 use hf_tailor::recipe::Recipe;
 use hf_tailor::score::ModelResult;
@@ -34,10 +36,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let recipe = Recipe::load(&args.recipe)?;
-    let config = ModelConfig::from_file(&args.model.join("config.json"))?;
-    // The output config describes the kept layers; the source count comes from the recipe.
+    let (before, after) = param_counts(&args.model, &recipe)?;
     let title = args.repo.clone().unwrap_or_else(|| args.model.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "tailored".into()));
-    let mut input = CardInput::new(recipe, &title, &config);
+    let mut input = CardInput::new(recipe, &title, before, after);
     input.repo_id = args.repo.clone();
     input.results = match &args.results {
         Some(p) => read_results(p)?,
@@ -72,6 +73,22 @@ fn read_results(path: &std::path::Path) -> anyhow::Result<Vec<ModelResult>> {
 }
 
 /// The base's README from the local cache or folder, without touching the network.
+/// Parameters before (the base's layout, when the base can be found locally or in the Hub
+/// cache; else the output's config at the source depth) and after (the written tensors,
+/// which are the recipe's layout).
+fn param_counts(model: &std::path::Path, recipe: &Recipe) -> anyhow::Result<(u64, u64)> {
+    let written = Checkpoint::open(model)?;
+    let after = written.tensors.values().map(|t| t.numel() as u64).sum();
+    let mut cfg = HubConfig::from_env();
+    cfg.offline = true;
+    let base_config = hub::locate(&recipe.base, &cfg).ok().and_then(|dir| ModelConfig::from_file(&dir.join("config.json")).ok());
+    let before = match base_config {
+        Some(c) => Layout::of_base(&c, recipe.source_layers, written.storage_dtype()).total_params(),
+        None => written.config.total_params(recipe.source_layers),
+    };
+    Ok((before, after))
+}
+
 fn cached_base_readme(recipe: &Recipe) -> Option<String> {
     let mut cfg = HubConfig::from_env();
     cfg.offline = true;

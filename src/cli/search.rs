@@ -8,7 +8,8 @@ use anyhow::{bail, Context};
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::eval::{Evaluator, TaskData, TaskSpec};
 use hf_tailor::hub::{self, HubConfig, SourceList};
-use hf_tailor::recipe::{EdgePolicy, SourceModel};
+use hf_tailor::layout::Layout;
+use hf_tailor::recipe::{EdgePolicy, Recipe, SourceModel};
 use hf_tailor::search::baselines::BaselineKind;
 use hf_tailor::search::job::{self, JobObserver, JobSpec};
 use hf_tailor::search::report::SearchReport;
@@ -214,7 +215,7 @@ struct Setup {
     space: SearchSpace,
     evaluator: Evaluator,
     calibration: Vec<String>,
-    params: Box<dyn Fn(usize) -> u64>,
+    params: Box<dyn Fn(&Recipe) -> u64>,
 }
 
 /// `needs_calibration`: refuse early (before opening any model) when no calibration text is given.
@@ -247,8 +248,10 @@ fn setup(family: &FamilyArgs, depth_args: &DepthArgs, scoring: &ScoringArgs, opt
     let keep = depth(depth_args).keep_layers(config.num_hidden_layers, |k| config.total_params(k))?;
     let space = SearchSpace::new(template, keep, options)?;
     let eval_options = scoring.engine.options();
-    let evaluator = Evaluator::new(Arc::new(family), tasks, eval_options)?;
-    Ok(Setup { space, evaluator, calibration, params: Box::new(move |k| config.total_params(k)) })
+    let family = Arc::new(family);
+    let evaluator = Evaluator::new(family.clone(), tasks, eval_options)?;
+    let params = Box::new(move |r: &Recipe| Layout::for_family(&family, r).map(|l| l.total_params()).unwrap_or_default());
+    Ok(Setup { space, evaluator, calibration, params })
 }
 
 /// Progress bars: trials with best-so-far and trials/s, then one line per later stage.

@@ -321,7 +321,7 @@ impl Evaluator {
             states.push(found);
         }
         if states.iter().any(Option::is_none) {
-            let table = self.store.embeddings(&recipe.embeddings)?;
+            let table = self.store.embeddings(recipe)?;
             for (b, s) in batches.iter().zip(states.iter_mut()) {
                 if s.is_none() {
                     let h = forward::embed(&table, &b.ids).map_err(terr("embeddings"))?;
@@ -334,7 +334,7 @@ impl Evaluator {
             if !states.iter().flatten().any(|(d, _)| *d <= l) {
                 continue;
             }
-            let w = self.store.layer(layer.from, &layer.rule)?;
+            let w = self.store.layer(l, layer)?;
             for (b, s) in batches.iter().zip(states.iter_mut()) {
                 let (d, h) = s.as_mut().expect("every batch has a state");
                 if *d > l {
@@ -382,7 +382,7 @@ impl Evaluator {
     /// Run one group of batches through every layer and the head, filling their score slots.
     fn score_group(&mut self, recipe: &Recipe, batches: &[plan::Batch], scores: &mut [f64]) -> Result<(), EvalError> {
         let states = self.run_layers(recipe, batches)?;
-        let head = self.store.head(&recipe.head, &recipe.embeddings)?;
+        let head = self.store.head(recipe)?;
         const CHUNK: usize = 512;
         for (b, h) in batches.iter().zip(&states) {
             for start in (0..b.rows.len()).step_by(CHUNK) {
@@ -480,7 +480,7 @@ impl Evaluator {
             slots: vec![],
         };
         let states = self.run_layers(recipe, std::slice::from_ref(&batch))?;
-        let head = self.store.head(&recipe.head, &recipe.embeddings)?;
+        let head = self.store.head(recipe)?;
         let mut out = Vec::new();
         for (s, n) in lengths.iter().enumerate() {
             let rows: Vec<u32> = (0..*n).map(|p| (s * len + p) as u32).collect();
@@ -523,7 +523,7 @@ impl Evaluator {
         let n = recipe.layers.len();
         let mut sums = vec![vec![0f64; n + 1]; n + 1];
         let mut count = 0usize;
-        let table = self.store.embeddings(&recipe.embeddings)?;
+        let table = self.store.embeddings(recipe)?;
         let e = terr("boundary cosines");
         for b in &p.batches {
             let (bs, t) = (b.lengths.len(), b.ctx.len);
@@ -536,8 +536,8 @@ impl Evaluator {
             };
             let mut h = forward::embed(&table, &b.ids).map_err(&e)?;
             let mut units = vec![unit(&h).map_err(&e)?];
-            for layer in &recipe.layers {
-                let w = self.store.layer(layer.from, &layer.rule)?;
+            for (l, layer) in recipe.layers.iter().enumerate() {
+                let w = self.store.layer(l, layer)?;
                 h = forward::layer_forward(&w, &h, &b.ctx, &self.dims).map_err(&e)?;
                 self.stats.layer_forwards_run += 1;
                 units.push(unit(&h).map_err(&e)?);

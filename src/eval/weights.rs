@@ -1,6 +1,8 @@
-//! Weights of candidate models as device tensors, built from recipe rules through
+//! Weights of candidate models as device tensors: the tensors of the recipe's output layout
+//! ([`crate::layout`], the same one the writer writes), each made through
 //! [`crate::stitch::stitch`] (so the evaluator sees exactly the values the writer writes),
-//! computed once per (source layer, rule) and kept in a byte-bounded LRU.
+//! computed once per (source layer, rule) and kept in a byte-bounded LRU. Names, row cuts
+//! and tying are the layout's; nothing here re-derives them.
 
 use std::sync::Arc;
 
@@ -10,7 +12,8 @@ use super::lru::{CacheStats, Lru};
 use super::EvalError;
 use crate::arch::Role;
 use crate::checkpoint::Family;
-use crate::recipe::Rule;
+use crate::layout::{self, Edges, OutputTensor};
+use crate::recipe::{LayerRule, Recipe, Rule};
 use crate::stitch::{stitch, Stitched};
 
 /// One decoder layer, with q/k/v and gate/up fused so each projection is one matrix product.
@@ -31,7 +34,7 @@ pub struct LayerWeights {
 #[derive(Debug)]
 pub struct HeadWeights {
     pub norm: Tensor,
-    /// (vocab, hidden); for tied models the embedding matrix the written model would tie to.
+    /// (vocab, hidden): the layout's output projection (the embeddings themselves when tied).
     pub lm_head: Tensor,
 }
 
@@ -39,14 +42,19 @@ pub struct HeadWeights {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Layer { from: usize, rule: String },
-    Embed(String),
-    Head { norm_rule: String, lm_head_rule: String },
+    /// A matrix outside the layers: (source tensor, rule).
+    Matrix { source: String, rule: String },
+    Head { norm_rule: String, projection: Box<Key> },
+}
+
+fn matrix_key(t: &OutputTensor) -> Key {
+    Key::Matrix { source: t.source.clone(), rule: rule_key(&t.rule) }
 }
 
 #[derive(Clone)]
 enum Cached {
     Layer(Arc<LayerWeights>),
-    Embed(Tensor),
+    Matrix(Tensor),
     Head(Arc<HeadWeights>),
 }
 
@@ -80,10 +88,16 @@ impl WeightStore {
         &self.family
     }
 
-    /// One tensor under `rule`, on the device in the compute dtype.
-    fn tensor(&self, rule: &Rule, name: &str, rows: Option<usize>) -> Result<Tensor, EvalError> {
-        let stitched = stitch(&self.family, rule, name, rows)?;
-        let wrap = |e: candle_core::Error| EvalError::Tensor { tensor: name.to_string(), source: e };
+    /// The edges (embeddings, final norm, output projection) of `recipe`'s output layout.
+    fn edges(&self, recipe: &Recipe) -> Edges {
+        let base = &self.family.base;
+        layout::edges(&base.config, recipe, self.family.info.common_vocab, base.storage_dtype())
+    }
+
+    /// One output tensor, on the device in the compute dtype.
+    fn tensor(&self, t: &OutputTensor) -> Result<Tensor, EvalError> {
+        let stitched = stitch(&self.family, &t.rule, &t.source, t.rows)?;
+        let wrap = |e: candle_core::Error| EvalError::Tensor { tensor: t.name.clone(), source: e };
         let t = match stitched {
             Stitched::Verbatim(v) => {
                 let dt = match v.dtype {
@@ -98,32 +112,25 @@ impl WeightStore {
         t.to_dtype(self.dtype).map_err(wrap)
     }
 
-    fn layer_tensor(&self, from: usize, rule: &Rule, role: Role) -> Result<Option<Tensor>, EvalError> {
-        let arch = self.family.base.config.arch;
-        match arch.suffix(role) {
-            Some(suffix) => Ok(Some(self.tensor(rule, &arch.layer_tensor_name(from, suffix), None)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Source layer `from` under `rule`.
-    pub fn layer(&mut self, from: usize, rule: &Rule) -> Result<Arc<LayerWeights>, EvalError> {
-        let key = Key::Layer { from, rule: rule_key(rule) };
+    /// Output layer `index`, made from `layer` (cached by source layer and rule).
+    pub fn layer(&mut self, index: usize, layer: &LayerRule) -> Result<Arc<LayerWeights>, EvalError> {
+        let from = layer.from;
+        let key = Key::Layer { from, rule: rule_key(&layer.rule) };
         if let Some(Cached::Layer(w)) = self.cache.get(&key) {
             return Ok(w);
         }
+        let base = &self.family.base;
+        let tensors = layout::layer_tensors(&base.config, index, layer, base.storage_dtype());
+        let find = |role: Role| tensors.iter().find(|t| matches!(t.slot, layout::Slot::Layer { role: r, .. } if r == role));
+        let maybe = |role: Role| -> Result<Option<Tensor>, EvalError> { find(role).map(|t| self.tensor(t)).transpose() };
         let need = |role: Role| -> Result<Tensor, EvalError> {
-            self.layer_tensor(from, rule, role)?.ok_or_else(|| EvalError::Unsupported(format!("architecture has no {role:?} tensor")))
+            maybe(role)?.ok_or_else(|| EvalError::Unsupported(format!("architecture has no {role:?} tensor")))
         };
         let cat = |parts: &[Tensor], what: &str| {
             Tensor::cat(parts, 0).map_err(|source| EvalError::Tensor { tensor: format!("layer {from} {what}"), source })
         };
         let qkv = cat(&[need(Role::Q)?, need(Role::K)?, need(Role::V)?], "q/k/v")?;
-        let qkv_bias = match (
-            self.layer_tensor(from, rule, Role::QBias)?,
-            self.layer_tensor(from, rule, Role::KBias)?,
-            self.layer_tensor(from, rule, Role::VBias)?,
-        ) {
+        let qkv_bias = match (maybe(Role::QBias)?, maybe(Role::KBias)?, maybe(Role::VBias)?) {
             (Some(q), Some(k), Some(v)) => Some(cat(&[q, k, v], "q/k/v bias")?),
             (None, None, None) => None,
             _ => return Err(EvalError::Unsupported("an architecture with only some of the q/k/v biases".into())),
@@ -143,34 +150,35 @@ impl WeightStore {
         Ok(w)
     }
 
-    /// The embedding matrix under `rule`, cut to the rows every model of the family shares.
-    pub fn embeddings(&mut self, rule: &Rule) -> Result<Tensor, EvalError> {
-        let key = Key::Embed(rule_key(rule));
-        if let Some(Cached::Embed(t)) = self.cache.get(&key) {
-            return Ok(t);
-        }
-        let arch = self.family.base.config.arch;
-        let t = self.tensor(rule, arch.embed, Some(self.family.info.common_vocab))?;
-        self.cache.insert(key, Cached::Embed(t.clone()), bytes_of(&t));
-        Ok(t)
+    /// The embedding matrix of `recipe`'s layout (cut to the family's common rows).
+    pub fn embeddings(&mut self, recipe: &Recipe) -> Result<Tensor, EvalError> {
+        let edges = self.edges(recipe);
+        self.matrix(&edges.embeddings)
     }
 
-    /// Final norm under `head`, and lm_head under `head`, or, for tied models, the
-    /// embeddings under `embeddings` (what a written model ties its output projection to).
-    pub fn head(&mut self, head: &Rule, embeddings: &Rule) -> Result<Arc<HeadWeights>, EvalError> {
-        let tied = self.family.base.config.tie_word_embeddings;
-        let lm_head_rule = if tied { embeddings } else { head };
-        let key = Key::Head { norm_rule: rule_key(head), lm_head_rule: rule_key(lm_head_rule) };
+    fn matrix(&mut self, t: &OutputTensor) -> Result<Tensor, EvalError> {
+        let key = matrix_key(t);
+        if let Some(Cached::Matrix(m)) = self.cache.get(&key) {
+            return Ok(m);
+        }
+        let m = self.tensor(t)?;
+        self.cache.insert(key, Cached::Matrix(m.clone()), bytes_of(&m));
+        Ok(m)
+    }
+
+    /// Final norm and output projection of `recipe`'s layout. A projection tied to the
+    /// embeddings is the embedding tensor itself (shared, not copied).
+    pub fn head(&mut self, recipe: &Recipe) -> Result<Arc<HeadWeights>, EvalError> {
+        let edges = self.edges(recipe);
+        let projection = edges.projection();
+        let key = Key::Head { norm_rule: rule_key(&edges.final_norm.rule), projection: Box::new(matrix_key(projection)) };
         if let Some(Cached::Head(h)) = self.cache.get(&key) {
             return Ok(h);
         }
-        let arch = self.family.base.config.arch;
-        let norm = self.tensor(head, arch.final_norm, None)?;
-        // A tied lm_head is the embedding tensor itself: share it rather than hold a copy.
-        let lm_head = if tied { self.embeddings(embeddings)? } else { self.tensor(head, arch.lm_head, Some(self.family.info.common_vocab))? };
-        let bytes = bytes_of(&norm) + if tied { 0 } else { bytes_of(&lm_head) };
+        let norm = self.tensor(&edges.final_norm)?;
+        let lm_head = self.matrix(projection)?;
         let h = Arc::new(HeadWeights { norm, lm_head });
-        self.cache.insert(key, Cached::Head(h.clone()), bytes);
+        self.cache.insert(key, Cached::Head(h.clone()), bytes_of(&h.norm));
         Ok(h)
     }
 }

@@ -10,6 +10,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
 use crate::hub::{HubConfig, ModelRef};
+use crate::layout::Layout;
 use crate::search::DepthTarget;
 
 /// One model of the family as the job will fetch it.
@@ -61,13 +62,13 @@ impl Plan {
     /// `storage` is the base's dtype on disk; CPU scoring holds layers in f32, CUDA in the
     /// storage dtype (f16/bf16), as the evaluator does.
     pub fn new(config: &ModelConfig, storage: Dtype, keep_layers: usize, device: Device, models: Vec<ModelFiles>) -> Self {
-        let params_before = config.total_params(config.num_hidden_layers);
-        let params_after = config.total_params(keep_layers);
+        let params_before = Layout::of_base(config, config.num_hidden_layers, storage).total_params();
+        let params_after = Layout::of_base(config, keep_layers, storage).total_params();
         let compute = match device {
             Device::Cpu => Dtype::F32,
             Device::Cuda => storage,
         };
-        let per_model = config.total_params(config.num_hidden_layers) * compute.size() as u64;
+        let per_model = params_before * compute.size() as u64;
         Plan {
             download_bytes: models.iter().filter(|m| m.download).map(ModelFiles::bytes).sum(),
             search_resident_bytes: per_model * models.len() as u64,

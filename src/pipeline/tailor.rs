@@ -18,6 +18,7 @@ use crate::card::{self, CardInput};
 use crate::checkpoint::{Checkpoint, Family};
 use crate::eval::{DeviceKind, EvalOptions, Evaluator, Task, TaskData};
 use crate::hub::{PulledFamily, SourceList};
+use crate::layout::Layout;
 use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
 use crate::score::{ModelResult, ResultKind, Scorer, TaskScores};
 use crate::search::baselines::BaselineKind;
@@ -177,7 +178,7 @@ pub fn tailor(
         scorer.task_names().join(", ")
     ));
     let started = Instant::now();
-    let params = |k: usize| config.total_params(k);
+    let params = |r: &Recipe| Layout::for_family(&fam, r).map(|l| l.total_params()).unwrap_or_default();
     let result = run_job(&spec, &mut scorer, params, &mut Observe(progress))?;
     let search_seconds = started.elapsed().as_secs_f64();
     drop(scorer);
@@ -223,7 +224,7 @@ pub fn tailor(
 
     // The model card with the results table and the lineage picture.
     progress.stage("rendering the model card");
-    let mut input = CardInput::new(best.clone(), &opts.title, &config);
+    let mut input = CardInput::new(best.clone(), &opts.title, built.params_before, built.params_after);
     input.repo_id = opts.repo_id.clone();
     input.results = rows.clone();
     input.license = family.base.readme.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).as_deref().and_then(card::license_from_readme);

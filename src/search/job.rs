@@ -65,11 +65,12 @@ pub fn whole_model(space: &SearchSpace, name: &str) -> Recipe {
 }
 
 /// Run the search, then the baselines, then score base, siblings, baselines and the
-/// choice at the full budget. `params(k)` is the parameter count of a `k`-layer model.
+/// choice at the full budget. `params(r)` is the parameter count of recipe `r`'s output
+/// (its [`crate::layout::Layout`]).
 pub fn run_job<S: Scorer>(
     spec: &JobSpec,
     scorer: &mut S,
-    params: impl Fn(usize) -> u64,
+    params: impl Fn(&Recipe) -> u64,
     observer: &mut dyn JobObserver,
 ) -> Result<JobResult, SearchError> {
     let space = &spec.space;
@@ -82,7 +83,7 @@ pub fn run_job<S: Scorer>(
         label,
         kind,
         layers: recipe.layers.len(),
-        params: params(recipe.layers.len()),
+        params: params(recipe),
         scores,
     };
     let mut rows = Vec::new();
@@ -127,7 +128,7 @@ pub fn run_baselines<S: Scorer>(
     calibration: &[String],
     scorer: &mut S,
     budget: usize,
-    params: &dyn Fn(usize) -> u64,
+    params: &dyn Fn(&Recipe) -> u64,
     observer: &mut dyn JobObserver,
 ) -> Result<(Vec<Baseline>, Vec<ModelResult>), SearchError> {
     let mut baselines = Vec::new();
@@ -137,7 +138,7 @@ pub fn run_baselines<S: Scorer>(
         let b = run_baseline(*kind, space, scorer, calibration)?;
         let scores = score(scorer, &b.recipe, budget, kind.label())?;
         let layers = b.recipe.layers.len();
-        rows.push(ModelResult { label: kind.label().into(), kind: ResultKind::Baseline, layers, params: params(layers), scores });
+        rows.push(ModelResult { label: kind.label().into(), kind: ResultKind::Baseline, layers, params: params(&b.recipe), scores });
         baselines.push(b);
     }
     Ok((baselines, rows))

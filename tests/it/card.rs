@@ -41,7 +41,7 @@ fn input(dir: &std::path::Path) -> CardInput {
     let spec = TinySpec::llama();
     fixture::write_model(&dir.join("base"), &spec, &fixture::random_weights(&spec, 1)).unwrap();
     let config = ModelConfig::from_file(&dir.join("base/config.json")).unwrap();
-    let mut input = CardInput::new(recipe(), "me/llama-tailored", &config);
+    let mut input = CardInput::new(recipe(), "me/llama-tailored", config.total_params(4), config.total_params(3));
     input.repo_id = Some("me/llama-tailored".into());
     input.license = card::license_from_readme("---\nlicense: llama2\n---\n# Llama 2\n");
     input.results = vec![
@@ -142,9 +142,10 @@ fn card_without_results_or_license_says_so() {
 fn card_cli_writes_readme_and_svg() {
     let tmp = common::tempdir();
     let input = input(tmp.path());
+    // A written model of the recipe's depth: its tensors are what the card counts.
     let model = tmp.path().join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    std::fs::copy(tmp.path().join("base/config.json"), model.join("config.json")).unwrap();
+    let spec = TinySpec { layers: input.recipe.layers.len(), ..TinySpec::llama() };
+    fixture::write_model(&model, &spec, &fixture::random_weights(&spec, 2)).unwrap();
     input.recipe.save(&tmp.path().join("tailor.yaml")).unwrap();
     std::fs::write(tmp.path().join("results.json"), serde_json::to_string(&serde_json::json!({"results": input.results})).unwrap()).unwrap();
     std::fs::write(tmp.path().join("BASE.md"), "---\nlicense: apache-2.0\n---\n").unwrap();
@@ -165,6 +166,10 @@ fn card_cli_writes_readme_and_svg() {
     assert!(md.contains("license: apache-2.0") && md.contains("# me/x") && md.contains("**hf-tailor**"), "{md}");
     assert!(md.contains("merge_method: task_arithmetic") || md.contains("merge_method: passthrough"), "mergekit section: {md}");
     assert!(std::fs::read_to_string(model.join("lineage.svg")).unwrap().starts_with("<svg"));
+    let written: u64 = hf_tailor::checkpoint::Checkpoint::open(&model).unwrap().tensors.values().map(|t| t.numel() as u64).sum();
+    let base_config = ModelConfig::from_file(&tmp.path().join("base/config.json")).unwrap();
+    let row = format!("| Parameters | {} | {} |", card::human_count(base_config.total_params(4)), card::human_count(written));
+    assert!(md.contains(&row), "{row} in {md}");
     // Bad input: one line, non-zero exit, nothing written.
     std::fs::write(tmp.path().join("bad.json"), "[{\"label\": 1}]").unwrap();
     let out = common::hf_tailor()

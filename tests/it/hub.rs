@@ -494,7 +494,9 @@ fn pull_build_card_push_round_trip_renders_the_example_card() {
     .unwrap();
     let out = f.tmp.path().join("out");
     let report = hf_tailor::build::build(&family, &recipe, &out, &hf_tailor::build::BuildOptions::default()).unwrap();
-    let mut input = hf_tailor::card::CardInput::new(recipe.clone(), "tester/fixture-llama-tailored", &family.base.config);
+    let layout = hf_tailor::layout::Layout::for_family(&family, &recipe).unwrap();
+    let before = hf_tailor::layout::Layout::of_base(&family.base.config, 4, layout.dtype).total_params();
+    let mut input = hf_tailor::card::CardInput::new(recipe.clone(), "tester/fixture-llama-tailored", before, layout.total_params());
     input.repo_id = Some("tester/fixture-llama-tailored".into());
     assert_eq!((input.params_before, input.params_after), (report.params_before, report.params_after));
     let readme = std::fs::read_to_string(pulled.base.readme.as_ref().unwrap()).unwrap();

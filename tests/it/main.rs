@@ -10,5 +10,6 @@ mod hub;
 mod testhub;
 mod search;
 mod eval;
+mod layout;
 mod search_e2e;
 mod cli;

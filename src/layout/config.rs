@@ -5,21 +5,19 @@
 use serde_json::{json, Value};
 
 use crate::arch::{Arch, PerLayerField};
-use crate::recipe::Recipe;
 
-use super::plan::Plan;
-use super::BuildError;
+use super::{Layout, LayoutError};
 
-/// The base config `base` rewritten for the output of `recipe` laid out by `plan`.
-pub fn output_config(base: &Value, arch: &Arch, recipe: &Recipe, plan: &Plan) -> Result<Value, BuildError> {
+/// The base config `base` rewritten for the output `layout`.
+pub fn output_config(base: &Value, arch: &Arch, layout: &Layout) -> Result<Value, LayoutError> {
     let mut cfg = base.clone();
-    let obj = cfg.as_object_mut().ok_or_else(|| BuildError::Config("the base config.json is not an object".into()))?;
-    let kept: Vec<usize> = recipe.layers.iter().map(|l| l.from).collect();
+    let obj = cfg.as_object_mut().ok_or_else(|| LayoutError::Config("the base config.json is not an object".into()))?;
+    let kept = &layout.kept;
     obj.insert("num_hidden_layers".into(), json!(kept.len()));
-    obj.insert("vocab_size".into(), json!(plan.vocab));
-    obj.insert("tie_word_embeddings".into(), json!(plan.tied));
+    obj.insert("vocab_size".into(), json!(layout.vocab));
+    obj.insert("tie_word_embeddings".into(), json!(layout.tied));
     // transformers 4.x writes `torch_dtype`, 5.x `dtype`; keep whichever the base has.
-    let dtype = plan.dtype.torch_name();
+    let dtype = layout.dtype.torch_name();
     let mut wrote_dtype = false;
     for key in ["torch_dtype", "dtype"] {
         if obj.contains_key(key) {
@@ -38,14 +36,14 @@ pub fn output_config(base: &Value, arch: &Arch, recipe: &Recipe, plan: &Plan) ->
         match *field {
             PerLayerField::List(name) => match obj.get(name) {
                 None | Some(Value::Null) => {}
-                Some(Value::Array(items)) if items.len() == recipe.source_layers => {
+                Some(Value::Array(items)) if items.len() == layout.source_layers => {
                     let picked: Vec<Value> = kept.iter().map(|&l| items[l].clone()).collect();
                     obj.insert(name.into(), Value::Array(picked));
                 }
                 Some(other) => {
-                    return Err(BuildError::Config(format!(
+                    return Err(LayoutError::Config(format!(
                         "the base config's `{name}` should list {} entries (one per layer), found {}",
-                        recipe.source_layers,
+                        layout.source_layers,
                         other.as_array().map_or_else(|| other.to_string(), |a| format!("{} entries", a.len()))
                     )))
                 }
@@ -56,7 +54,7 @@ pub fn output_config(base: &Value, arch: &Arch, recipe: &Recipe, plan: &Plan) ->
                 let leading = kept.iter().take_while(|&&l| below(l)).count();
                 // Layers under the count must still form a prefix, or one number cannot say which they are.
                 if sliding && kept[leading..].iter().any(|&l| below(l)) {
-                    return Err(BuildError::Config(format!(
+                    return Err(LayoutError::Config(format!(
                         "`{name}` = {count} marks the first {count} source layers, but the recipe puts some of them after a later layer; \
                          with use_sliding_window on, the output cannot express that"
                     )));
@@ -73,7 +71,7 @@ mod tests {
     use super::*;
     use crate::arch::QWEN2;
     use crate::dtype::Dtype;
-    use crate::recipe::{EdgePolicy, LayerRule, Rule, SourceModel};
+    use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
 
     fn recipe(from: &[usize]) -> Recipe {
         let base = SourceModel { name: "b".into(), repo: "b".into(), revision: None, files: Default::default() };
@@ -81,8 +79,9 @@ mod tests {
         Recipe::new("qwen2", 6, base, vec![], layers, EdgePolicy::Base)
     }
 
-    fn plan() -> Plan {
-        Plan { tensors: vec![], shards: vec![], dtype: Dtype::Bf16, vocab: 100, tied: false, notes: vec![] }
+    fn layout(r: &Recipe) -> Layout {
+        let kept = r.layers.iter().map(|l| l.from).collect();
+        Layout { tensors: vec![], dtype: Dtype::Bf16, vocab: 100, tied: false, kept, source_layers: r.source_layers, notes: vec![] }
     }
 
     #[test]
@@ -90,7 +89,7 @@ mod tests {
         let base = json!({"model_type": "qwen2", "num_hidden_layers": 6, "vocab_size": 101, "dtype": "float32",
             "tie_word_embeddings": true, "use_sliding_window": true, "max_window_layers": 3,
             "layer_types": ["full_attention", "full_attention", "full_attention", "sliding_attention", "sliding_attention", "sliding_attention"]});
-        let out = output_config(&base, &QWEN2, &recipe(&[0, 2, 3, 5]), &plan()).unwrap();
+        let out = output_config(&base, &QWEN2, &layout(&recipe(&[0, 2, 3, 5]))).unwrap();
         assert_eq!(out["num_hidden_layers"], 4);
         assert_eq!(out["vocab_size"], 100);
         assert_eq!(out["dtype"], "bfloat16");
@@ -100,9 +99,9 @@ mod tests {
         assert_eq!(out["layer_types"], json!(["full_attention", "full_attention", "sliding_attention", "sliding_attention"]));
         assert_eq!(out["architectures"], json!(["Qwen2ForCausalLM"]));
         // Layer 1 (full attention) after layer 4 (sliding) cannot be said with a leading count.
-        let err = output_config(&base, &QWEN2, &recipe(&[0, 4, 1]), &plan()).unwrap_err();
+        let err = output_config(&base, &QWEN2, &layout(&recipe(&[0, 4, 1]))).unwrap_err();
         assert!(err.to_string().contains("max_window_layers"), "{err}");
         let bad = json!({"layer_types": ["full_attention"]});
-        assert!(output_config(&bad, &QWEN2, &recipe(&[0]), &plan()).is_err());
+        assert!(output_config(&bad, &QWEN2, &layout(&recipe(&[0]))).is_err());
     }
 }
