@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::eval::{EvalOptions, Evaluator, TaskResult, TaskSpec};
-use hf_tailor::fixture::{self, TinySpec};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
 use rand::{Rng, SeedableRng};
 
@@ -70,7 +70,7 @@ fn family(dir: &Path) -> Arc<Family> {
 }
 
 fn source(dir: &Path, n: &str) -> SourceModel {
-    SourceModel { name: n.into(), repo: dir.join(n).display().to_string(), revision: None, files: Default::default() }
+    SourceModel::local(n, dir.join(n))
 }
 
 fn recipe(dir: &Path, n_layers: usize, layers: Vec<LayerRule>) -> Recipe {

@@ -4,12 +4,12 @@
 //!
 //! `bench_search synthetic [--layers 40 --keep 30 --siblings 3 --tasks 2 --trials 300 --seeds 5 --parego --single-fidelity --svg FILE]`
 //! `bench_search family [--trials 150 --seeds 5]`: the same optimisers on the tiny identity
-//! family of `hf_tailor::search::identity_family`, scored by the in-memory evaluator.
+//! family of `hf_tailor::testkit::identity_family`, scored by the in-memory evaluator.
 //! Run through `scripts/bench-search.sh`.
 
 use hf_tailor::search::report::{plot_svg, Curve};
-use hf_tailor::search::space::tests_support::template;
-use hf_tailor::search::synthetic::SyntheticScorer;
+use hf_tailor::testkit::template;
+use hf_tailor::testkit::synthetic::SyntheticScorer;
 use hf_tailor::search::{header, run_search, Journal, OptimizerConfig, OptimizerKind, SearchSpace, SpaceOptions};
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
@@ -83,7 +83,7 @@ fn scorer_tasks(n: usize) -> Vec<String> {
 /// The optimisers on a real tiny family with a known optimum (100 % on both tasks).
 fn family(args: &[String]) {
     use hf_tailor::recipe::EdgePolicy;
-    use hf_tailor::search::identity_family::IdentityFamily;
+    use hf_tailor::testkit::identity_family::IdentityFamily;
     use hf_tailor::search::RecipeTemplate;
     use std::sync::Arc;
     let (trials, seeds) = (arg(args, "--trials", 150), arg(args, "--seeds", 5));

@@ -119,6 +119,11 @@ pub static QWEN2: Arch = Arch {
 /// Every architecture hf-tailor knows, looked up by `model_type`.
 pub static ARCHITECTURES: &[&Arch] = &[&LLAMA, &MISTRAL, &QWEN2];
 
+/// The supported `model_type`s, for messages: "llama, mistral, qwen2".
+pub fn supported_list() -> String {
+    ARCHITECTURES.iter().map(|a| a.model_type).collect::<Vec<_>>().join(", ")
+}
+
 impl Arch {
     /// The table for a config's `model_type`, if supported.
     pub fn for_model_type(model_type: &str) -> Option<&'static Arch> {

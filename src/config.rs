@@ -16,7 +16,7 @@ pub enum ConfigError {
     Json { path: String, source: serde_json::Error },
     #[error("{path}: field `{field}` is missing or not {expected}")]
     Field { path: String, field: &'static str, expected: &'static str },
-    #[error("{path}: model_type `{model_type}` is not supported (supported: llama, mistral, qwen2)")]
+    #[error("{path}: model_type `{model_type}` is not supported (supported: {supported})", supported = crate::arch::supported_list())]
     UnsupportedArch { path: String, model_type: String },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },

@@ -2,18 +2,17 @@
 //! and stitching whole transformer layers (GPTailor), then publish it on the Hub.
 //!
 //! The pipeline: `hub` pulls models, `checkpoint` opens and validates them, `search`
-//! proposes [`recipe::Recipe`]s scored in memory by `eval`, `build` writes the winner,
+//! proposes [`recipe::Recipe`]s scored in memory by `eval`, `writer` writes the winner,
 //! `card` renders its model card and `hub` pushes it. The recipe is the one data type
-//! that flows between the stages.
+//! that flows between the stages; [`layout`] turns it into the output's tensors for both
+//! the evaluator and the writer, and [`source`] is what a model reference is.
 
 pub mod arch;
-pub mod build;
 pub mod card;
 pub mod checkpoint;
 pub mod config;
 pub mod dtype;
 pub mod eval;
-pub mod fixture;
 pub mod fsutil;
 pub mod hub;
 pub mod human;
@@ -23,5 +22,9 @@ pub mod mergekit;
 pub mod pipeline;
 pub mod recipe;
 pub mod score;
+pub mod source;
 pub mod search;
 pub mod stitch;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+pub mod writer;

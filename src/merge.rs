@@ -9,6 +9,56 @@ use sha2::{Digest, Sha256};
 
 use crate::recipe::Merge;
 
+/// The facts about one merge method that recipe validation, stitching, the writer, the
+/// search space, mergekit export and the model card read: kept beside the implementation
+/// so that adding a method means one entry here and one arm in [`apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodInfo {
+    /// The name in recipes (`method: ties`).
+    pub name: &'static str,
+    /// The name mergekit's `merge_method` uses.
+    pub mergekit_name: &'static str,
+    /// What the card calls it ("task arithmetic", "TIES", …).
+    pub title: &'static str,
+    /// Parameters as written in recipes, the headline one first.
+    pub parameters: &'static [&'static str],
+    /// The symbol tables and pictures show for the headline parameter, if it has one.
+    pub symbol: Option<&'static str>,
+    /// Every output element depends only on the same element of the inputs (so tensors
+    /// can be merged chunk by chunk); TIES' magnitude trim and SLERP's norms are global.
+    pub elementwise: bool,
+    /// Reads the base only as the anchor of task vectors (`W_j − base`); linear and SLERP
+    /// treat the base like any other model (it may be listed among the models).
+    pub anchors_on_base: bool,
+}
+
+/// Every merge method, in the order the docs list them.
+pub static METHODS: &[MethodInfo] = &[
+    MethodInfo {
+        name: "task_arithmetic",
+        mergekit_name: "task_arithmetic",
+        title: "task arithmetic",
+        parameters: &["lambda"],
+        symbol: Some("λ"),
+        elementwise: true,
+        anchors_on_base: true,
+    },
+    MethodInfo { name: "linear", mergekit_name: "linear", title: "linear", parameters: &["weights"], symbol: None, elementwise: true, anchors_on_base: false },
+    MethodInfo { name: "slerp", mergekit_name: "slerp", title: "SLERP", parameters: &["t"], symbol: Some("t"), elementwise: false, anchors_on_base: false },
+    MethodInfo { name: "ties", mergekit_name: "ties", title: "TIES", parameters: &["lambda", "density"], symbol: Some("λ"), elementwise: false, anchors_on_base: true },
+    MethodInfo { name: "dare", mergekit_name: "dare_linear", title: "DARE", parameters: &["lambda", "density", "seed"], symbol: Some("λ"), elementwise: false, anchors_on_base: true },
+];
+
+/// The registry entry of a method name, if known.
+pub fn method(name: &str) -> Option<&'static MethodInfo> {
+    METHODS.iter().find(|m| m.name == name)
+}
+
+/// `task_arithmetic, linear, slerp, ties, dare`, for messages.
+pub fn method_list() -> String {
+    METHODS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+}
+
 /// Apply `merge` to one tensor. `base` is the anchor; the linear method may list the base
 /// among its models, in which case the caller passes the base again in `models`.
 pub fn apply(merge: &Merge, base: &[f32], models: &[&[f32]], seed_key: &str) -> Vec<f32> {

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::dtype::Dtype;
 use crate::recipe::{LayerRule, Merge, Recipe, RecipeError, Rule, SourceModel, FORMAT};
+use crate::source::ModelSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergekitError {
@@ -45,10 +46,7 @@ fn import_err(at: &str, why: impl Into<String>) -> MergekitError {
 
 /// How mergekit refers to a model: `repo` or `repo@revision`.
 fn model_ref(m: &SourceModel) -> String {
-    match &m.revision {
-        Some(r) => format!("{}@{r}", m.repo),
-        None => m.repo.clone(),
-    }
+    m.source.to_string()
 }
 
 fn slice_source(model: &str, from: usize, len: usize, weight: Option<f64>) -> Value {
@@ -167,14 +165,34 @@ fn task_arithmetic_slices(recipe: &Recipe, refs: &BTreeMap<&str, String>) -> Res
     Ok(slices)
 }
 
-/// What a mergekit config does not say and a recipe needs.
-#[derive(Debug, Clone)]
+/// What a mergekit config does not say and a recipe needs: the sources' depth and
+/// architecture, given or read from the base's config.
+#[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
-    /// Decoder layers in the source models.
-    pub source_layers: usize,
-    /// `model_type` of the sources (llama, mistral, qwen2); when absent it is read from
-    /// the base's `config.json`, which works when the base is a local folder.
+    /// Decoder layers in the source models (default: the base config's).
+    pub source_layers: Option<usize>,
+    /// `model_type` of the sources (default: the base config's).
     pub architecture: Option<String>,
+    /// The base's config.json, when it is reachable (a local folder or the Hub cache).
+    pub base_config: Option<crate::config::ModelConfig>,
+}
+
+/// The base of a mergekit config (`base_model`, else the first model it names), so that the
+/// caller can find the base's config.json before importing.
+pub fn base_source(text: &str) -> Result<ModelSource, MergekitError> {
+    let cfg: Value = serde_norway::from_str(text).map_err(|e| import_err("config", e.to_string()))?;
+    fn first_model(v: Option<&Value>) -> Option<&str> {
+        v.and_then(Value::as_array).and_then(|a| a.first()).and_then(|m| m.get("model")).and_then(Value::as_str)
+    }
+    let first = cfg.get("base_model").and_then(Value::as_str).or_else(|| first_model(cfg.get("models"))).or_else(|| {
+        cfg.get("slices").and_then(Value::as_array).and_then(|s| s.first()).and_then(|s| first_model(s.get("sources")))
+    });
+    let r = first.ok_or_else(|| import_err("base_model", "names no model"))?;
+    let (repo, revision) = parse_ref(r);
+    Ok(match revision {
+        Some(rev) => ModelSource::hub(&repo, Some(&rev)).unwrap_or(ModelSource::Local(r.into())),
+        None => ModelSource::parse(&repo).unwrap_or(ModelSource::Local(repo.into())),
+    })
 }
 
 /// One input slice of a mergekit config.
@@ -254,6 +272,23 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
         return Err(import_err("base_model", "task_arithmetic needs a base_model"));
     }
 
+    let base_config = opts.base_config.as_ref();
+    let architecture = match (&opts.architecture, base_config) {
+        (Some(a), _) => a.clone(),
+        (None, Some(c)) => c.arch.model_type.to_string(),
+        (None, None) => {
+            return Err(import_err(
+                "base_model",
+                format!("the base's config.json is not reachable (not a local folder or cached), so its architecture is unknown: pass the architecture ({})", crate::arch::supported_list()),
+            ))
+        }
+    };
+    let source_layers = match (opts.source_layers, base_config) {
+        (Some(n), _) => n,
+        (None, Some(c)) => c.num_hidden_layers,
+        (None, None) => return Err(import_err("base_model", "the base's config.json is not reachable (not a local folder or cached): pass --source-layers")),
+    };
+
     // Both forms become a list of output slices, each a list of input slices.
     let mut slices: Vec<Vec<InputSlice>> = Vec::new();
     match (cfg.get("slices"), cfg.get("models")) {
@@ -275,11 +310,11 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
             let mut srcs = list
                 .iter()
                 .enumerate()
-                .map(|(j, v)| parse_source(v, &format!("models[{j}]"), global_weight, Some(opts.source_layers)))
+                .map(|(j, v)| parse_source(v, &format!("models[{j}]"), global_weight, Some(source_layers)))
                 .collect::<Result<Vec<_>, _>>()?;
             if let Some(b) = &base_ref {
                 if !srcs.iter().any(|s| &s.model == b) {
-                    srcs.push(InputSlice { model: b.clone(), range: (0, opts.source_layers), weight: None });
+                    srcs.push(InputSlice { model: b.clone(), range: (0, source_layers), weight: None });
                 }
             }
             slices.push(srcs);
@@ -303,7 +338,12 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
         let (repo, revision) = parse_ref(r);
         let name = derive_name(&repo, &names);
         names.push(name.clone());
-        models.push(SourceModel { name, repo, revision, files: BTreeMap::new() });
+        // A mergekit model is a Hub id (optionally `@revision`) or a path, as in mergekit.
+        let source = match revision {
+            Some(rev) => ModelSource::hub(&repo, Some(&rev)).ok_or_else(|| import_err("models", format!("`{r}` is not a Hub repo id with a revision")))?,
+            None => ModelSource::parse(&repo).unwrap_or(ModelSource::Local(repo.clone().into())),
+        };
+        models.push(SourceModel::new(&name, source));
     }
     let name_of: BTreeMap<&str, &str> = order.iter().map(String::as_str).zip(names.iter().map(String::as_str)).collect();
     let base_name = names[0].clone();
@@ -336,15 +376,11 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
         None => None,
         Some(d) => Some(Dtype::parse(d).ok_or_else(|| import_err("dtype", format!("`{d}` is not float32, float16 or bfloat16")))?),
     };
-    let architecture = match &opts.architecture {
-        Some(a) => a.clone(),
-        None => local_model_type(&models[0].repo)?,
-    };
     let mut models = models.into_iter();
     let recipe = Recipe {
         format: FORMAT.into(),
         architecture,
-        source_layers: opts.source_layers,
+        source_layers,
         base: models.next().expect("at least one model"),
         siblings: models.collect(),
         layers,
@@ -354,15 +390,6 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
     };
     recipe.validate()?;
     Ok(recipe)
-}
-
-/// `model_type` from a local model folder's config.json.
-fn local_model_type(repo: &str) -> Result<String, MergekitError> {
-    let path = std::path::Path::new(repo).join("config.json");
-    let missing = || import_err("base_model", format!("{repo} is not a local model folder, so its architecture is unknown: pass the architecture (llama, mistral, qwen2)"));
-    let text = std::fs::read_to_string(&path).map_err(|_| missing())?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| import_err("base_model", format!("{}: {e}", path.display())))?;
-    v.get("model_type").and_then(Value::as_str).map(str::to_owned).ok_or_else(missing)
 }
 
 /// The rule a task_arithmetic slice describes: base alone, one sibling at weight 1, or
@@ -402,11 +429,11 @@ mod tests {
     use crate::recipe::EdgePolicy;
 
     fn src(name: &str) -> SourceModel {
-        SourceModel { name: name.into(), repo: format!("org/{name}"), revision: None, files: BTreeMap::new() }
+        SourceModel::hub(name, &format!("org/{name}"), None)
     }
 
     fn opts() -> ImportOptions {
-        ImportOptions { source_layers: 6, architecture: Some("llama".into()) }
+        ImportOptions { source_layers: Some(6), architecture: Some("llama".into()), base_config: None }
     }
 
     fn layers(spec: &[(usize, Rule)]) -> Vec<LayerRule> {
@@ -423,8 +450,7 @@ mod tests {
 
     #[test]
     fn passthrough_round_trip_groups_runs() {
-        let mut base = src("base");
-        base.revision = Some("abc123".into());
+        let base = SourceModel::hub("base", "org/base", Some("abc123"));
         let mut r = Recipe::new(
             "llama",
             6,

@@ -6,11 +6,12 @@
 //! Human-readable as YAML (and JSON); see `mergekit.rs` for the mergekit serialisation.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::dtype::Dtype;
+use crate::source::ModelSource;
 
 /// Written in every recipe so future formats can be told apart.
 pub const FORMAT: &str = "hf-tailor/recipe-v1";
@@ -25,20 +26,80 @@ pub enum RecipeError {
     Invalid { at: String, message: String },
 }
 
-/// A model the recipe draws from: a Hub repo id or a local folder.
+/// A model the recipe draws from: a Hub repo at a revision or a local folder
+/// ([`ModelSource`]). In YAML a Hub model is `repo: org/name` with `revision: SHA`, a
+/// local one `path: DIR` (relative paths are relative to the recipe's folder).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "SourceRepr", into = "SourceRepr")]
 pub struct SourceModel {
     /// Short handle used by the rules (`take: wizardlm`).
     pub name: String,
-    /// Hub repo id (`org/name`) or local folder path.
-    pub repo: String,
-    /// Resolved commit sha (Hub) so the result is reproducible.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
+    pub source: ModelSource,
     /// sha256 of each file used, by file name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
+}
+
+impl SourceModel {
+    pub fn new(name: &str, source: ModelSource) -> Self {
+        Self { name: name.into(), source, files: BTreeMap::new() }
+    }
+
+    /// A local folder.
+    pub fn local(name: &str, dir: impl Into<PathBuf>) -> Self {
+        Self::new(name, ModelSource::Local(dir.into()))
+    }
+
+    /// A Hub repo at `revision` (None: the default branch).
+    pub fn hub(name: &str, repo: &str, revision: Option<&str>) -> Self {
+        Self::new(name, ModelSource::Hub { repo: repo.into(), revision: revision.map(str::to_string) })
+    }
+
+    pub fn revision(&self) -> Option<&str> {
+        self.source.revision()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceRepr {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    files: BTreeMap<String, String>,
+}
+
+impl TryFrom<SourceRepr> for SourceModel {
+    type Error = String;
+    fn try_from(r: SourceRepr) -> Result<Self, String> {
+        let source = match (r.repo, r.path) {
+            (None, Some(p)) if r.revision.is_none() => ModelSource::Local(p),
+            (None, Some(_)) => return Err(format!("model `{}`: a local `path` takes no `revision`", r.name)),
+            (Some(repo), None) => match (&r.revision, ModelSource::hub(&repo, r.revision.as_deref())) {
+                // Recipes before `path:` wrote local folders as `repo:` without a revision.
+                (None, _) if Path::new(&repo).is_absolute() || Path::new(&repo).is_dir() => ModelSource::Local(repo.into()),
+                (_, Some(hub)) => hub,
+                (_, None) => return Err(format!("model `{}`: `{repo}` is not a Hub repo id (`owner/name`); a local folder is `path: DIR`", r.name)),
+            },
+            (Some(_), Some(_)) => return Err(format!("model `{}`: give `repo` (Hub) or `path` (local folder), not both", r.name)),
+            (None, None) => return Err(format!("model `{}`: needs `repo: owner/name` (Hub) or `path: DIR` (local folder)", r.name)),
+        };
+        Ok(SourceModel { name: r.name, source, files: r.files })
+    }
+}
+
+impl From<SourceModel> for SourceRepr {
+    fn from(m: SourceModel) -> Self {
+        let (repo, revision, path) = match m.source {
+            ModelSource::Hub { repo, revision } => (Some(repo), revision, None),
+            ModelSource::Local(p) => (None, None, Some(p)),
+        };
+        SourceRepr { name: m.name, repo, revision, path, files: m.files }
+    }
 }
 
 /// How several models' tensors are combined. Every method anchors on the base where it
@@ -69,15 +130,21 @@ impl Merge {
         }
     }
 
-    /// The method's name as written in YAML.
-    pub fn method_name(&self) -> &'static str {
-        match self {
+    /// The method's facts ([`crate::merge::METHODS`]).
+    pub fn info(&self) -> &'static crate::merge::MethodInfo {
+        let name = match self {
             Merge::TaskArithmetic { .. } => "task_arithmetic",
             Merge::Linear { .. } => "linear",
             Merge::Slerp { .. } => "slerp",
             Merge::Ties { .. } => "ties",
             Merge::Dare { .. } => "dare",
-        }
+        };
+        crate::merge::method(name).expect("every Merge variant has a registry entry")
+    }
+
+    /// The method's name as written in YAML.
+    pub fn method_name(&self) -> &'static str {
+        self.info().name
     }
 
     /// The main scalar parameter (λ, t, …) for tables and pictures.
@@ -210,7 +277,7 @@ impl Rule {
         match self {
             Rule::Take(m) => m.clone(),
             Rule::Merge(m) => match m.strength() {
-                Some(s) => format!("{}({}, {}={s})", m.method_name(), m.models().join("+"), strength_symbol(m)),
+                Some(s) => format!("{}({}, {}={s})", m.method_name(), m.models().join("+"), m.info().symbol.unwrap_or("w")),
                 None => format!("{}({})", m.method_name(), m.models().join("+")),
             },
         }
@@ -225,13 +292,6 @@ impl Rule {
             Rule::Take(_) => Ok(()),
             Rule::Merge(m) => m.validate(at, names, base),
         }
-    }
-}
-
-fn strength_symbol(m: &Merge) -> &'static str {
-    match m {
-        Merge::Slerp { .. } => "t",
-        _ => "λ",
     }
 }
 
@@ -275,7 +335,7 @@ impl From<LayerRule> for LayerRepr {
 pub struct Recipe {
     /// Always [`FORMAT`].
     pub format: String,
-    /// `model_type` of every source (llama, mistral, qwen2).
+    /// `model_type` of every source (one of [`crate::arch::ARCHITECTURES`]).
     pub architecture: String,
     /// Number of decoder layers in the sources.
     pub source_layers: usize,
@@ -344,10 +404,33 @@ impl Recipe {
         self.models().find(|m| m.name == name)
     }
 
+    /// The recipe as published files show it (the model card, the written model's
+    /// `tailor.yaml`): local source folders named by their last component (a path says
+    /// nothing to a reader and would leak the machine's layout), Hub sources unchanged,
+    /// every file hash kept.
+    pub fn published(&self) -> Recipe {
+        let mut shown = self.clone();
+        for m in std::iter::once(&mut shown.base).chain(shown.siblings.iter_mut()) {
+            if let ModelSource::Local(_) = m.source {
+                m.source = ModelSource::Local(m.source.public_name().into());
+            }
+        }
+        shown
+    }
+
     /// Source layer indices that no output layer uses.
     pub fn removed_layers(&self) -> Vec<usize> {
         let used: BTreeSet<usize> = self.layers.iter().map(|l| l.from).collect();
         (0..self.source_layers).filter(|i| !used.contains(i)).collect()
+    }
+
+    /// The merge methods the recipe's rules use, each once, in registry order.
+    pub fn merge_methods(&self) -> Vec<&'static crate::merge::MethodInfo> {
+        let used: Vec<&str> = self.layers.iter().map(|l| &l.rule).chain([&self.embeddings, &self.head]).filter_map(|r| match r {
+            Rule::Merge(m) => Some(m.method_name()),
+            Rule::Take(_) => None,
+        }).collect();
+        crate::merge::METHODS.iter().filter(|m| used.contains(&m.name)).collect()
     }
 
     pub fn merge_count(&self) -> usize {
@@ -361,7 +444,7 @@ impl Recipe {
             return Err(inv("format", format!("`{}` is not supported (expected `{FORMAT}`)", self.format)));
         }
         if crate::arch::Arch::for_model_type(&self.architecture).is_none() {
-            return Err(inv("architecture", format!("`{}` is not supported (llama, mistral, qwen2)", self.architecture)));
+            return Err(inv("architecture", format!("`{}` is not supported ({})", self.architecture, crate::arch::supported_list())));
         }
         if self.source_layers == 0 {
             return Err(inv("source_layers", "must be positive".into()));
@@ -374,9 +457,6 @@ impl Recipe {
             }
             if !names.insert(m.name.as_str()) {
                 return Err(inv(&format!("{at}.name"), format!("`{}` is used by two models", m.name)));
-            }
-            if m.repo.trim().is_empty() {
-                return Err(inv(&format!("{at}.repo"), "is empty".into()));
             }
         }
         if self.layers.is_empty() {
@@ -404,11 +484,21 @@ impl Recipe {
         Ok(r)
     }
 
-    /// Read a recipe file (`.yaml`, `.yml` or `.json`) and validate it.
+    /// Read a recipe file (`.yaml`, `.yml` or `.json`) and validate it. Relative local
+    /// folders are relative to the recipe's own folder (as written beside it by `search`).
     pub fn load(path: &Path) -> Result<Self, RecipeError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io { path: p.clone(), source })?;
-        Self::from_yaml_str(&text, &p)
+        let mut recipe = Self::from_yaml_str(&text, &p)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for m in std::iter::once(&mut recipe.base).chain(recipe.siblings.iter_mut()) {
+            if let ModelSource::Local(local) = &mut m.source {
+                if local.is_relative() && !local.is_dir() && dir.join(&*local).is_dir() {
+                    *local = dir.join(&*local);
+                }
+            }
+        }
+        Ok(recipe)
     }
 
     pub fn to_yaml(&self) -> String {
@@ -436,7 +526,7 @@ mod tests {
     use super::*;
 
     fn src(name: &str) -> SourceModel {
-        SourceModel { name: name.into(), repo: format!("org/{name}"), revision: None, files: BTreeMap::new() }
+        SourceModel::hub(name, &format!("org/{name}"), None)
     }
 
     fn sample() -> Recipe {

@@ -76,7 +76,7 @@ pub fn stitch<'a>(family: &'a Family, rule: &Rule, tensor: &str, rows: Option<us
     }
 }
 
-/// True when `merge` reads the base only as its anchor (every method but linear/slerp).
+/// True when `merge` reads the base only as its anchor (see [`crate::merge::MethodInfo`]).
 pub fn anchors_on_base(merge: &Merge) -> bool {
-    !matches!(merge, Merge::Linear { .. } | Merge::Slerp { .. })
+    merge.info().anchors_on_base
 }

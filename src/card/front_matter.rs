@@ -50,7 +50,7 @@ pub fn render(input: &CardInput) -> String {
     let mut m = Map::new();
     // The Hub rejects `base_model` entries that are not repo ids, so local folders (the demo,
     // private checkouts) are listed only in the card's sources table, never in the metadata.
-    let base_models: Vec<Value> = r.models().filter(|s| is_hub_source(&s.repo)).map(|s| Value::String(s.repo.clone())).collect();
+    let base_models: Vec<Value> = r.models().filter_map(|s| s.source.repo_id()).map(|id| Value::String(id.to_string())).collect();
     if !base_models.is_empty() {
         m.insert("base_model".into(), Value::Array(base_models));
         m.insert("base_model_relation".into(), json!("merge"));
@@ -66,21 +66,14 @@ pub fn render(input: &CardInput) -> String {
             m.insert("license_link".into(), json!(k));
         }
     }
-    let mut tags = vec!["merge", "pruned", "hf-tailor", "layer-pruning"];
-    if r.merge_count() > 0 {
-        tags.push("task-arithmetic");
-    }
-    tags.push(r.architecture.as_str());
+    let mut tags: Vec<String> = ["merge", "pruned", "hf-tailor", "layer-pruning"].map(String::from).to_vec();
+    tags.extend(r.merge_methods().iter().map(|m| m.name.replace('_', "-")));
+    tags.push(r.architecture.clone());
     m.insert("tags".into(), json!(tags));
     if let Some(index) = model_index(input) {
         m.insert("model-index".into(), index);
     }
     serde_norway::to_string(&Value::Object(m)).expect("JSON values serialise to YAML")
-}
-
-/// True when a recipe source names a Hub repo rather than a local folder.
-fn is_hub_source(repo: &str) -> bool {
-    crate::hub::finetunes::is_repo_id(repo) && !std::path::Path::new(repo).is_dir()
 }
 
 /// `model-index` with the tailored model's scores (the Hub's evaluation widget reads it).

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::source::ModelSource;
 use crate::recipe::{Recipe, Rule, SourceModel};
 
 /// Distinct, colour-blind-friendly fills (Okabe–Ito, then Tableau); the base takes the first.
@@ -31,16 +32,15 @@ pub fn model_colour(recipe: &Recipe, name: &str) -> &'static str {
 
 /// `repo@abcdef12`, linked to the Hub tree at that commit for Hub models.
 pub fn source_link(m: &SourceModel) -> String {
-    let short = m.revision.as_deref().map(|r| &r[..r.len().min(8)]);
-    if is_hub_id(&m.repo) {
-        let rev = m.revision.as_deref().unwrap_or("main");
-        let label = match short {
-            Some(s) => format!("{}@{s}", m.repo),
-            None => m.repo.clone(),
-        };
-        format!("[{label}](https://huggingface.co/{}/tree/{rev})", m.repo)
-    } else {
-        format!("`{}`", local_label(&m.repo))
+    match &m.source {
+        ModelSource::Hub { repo, revision } => {
+            let label = match revision {
+                Some(r) => format!("{repo}@{}", &r[..r.len().min(8)]),
+                None => repo.clone(),
+            };
+            format!("[{label}](https://huggingface.co/{repo}/tree/{})", revision.as_deref().unwrap_or("main"))
+        }
+        ModelSource::Local(_) => format!("`{}`", m.source.public_name()),
     }
 }
 
@@ -48,19 +48,7 @@ pub fn source_link(m: &SourceModel) -> String {
 /// A local path says nothing to a reader of the published card and would leak the layout of
 /// the machine that made it.
 pub fn display_name(m: &SourceModel) -> String {
-    if is_hub_id(&m.repo) {
-        m.repo.clone()
-    } else {
-        local_label(&m.repo)
-    }
-}
-
-fn local_label(path: &str) -> String {
-    std::path::Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.to_string())
-}
-
-fn is_hub_id(repo: &str) -> bool {
-    crate::hub::finetunes::is_repo_id(repo) && !std::path::Path::new(repo).is_absolute()
+    m.source.public_name()
 }
 
 pub fn rule_text(rule: &Rule) -> (String, String) {

@@ -101,14 +101,9 @@ struct SourceRow {
 }
 
 /// Render README.md and lineage.svg.
-/// The recipe as a published card shows it: local source folders named by their last
-/// component (like the lineage table), Hub sources unchanged, every file hash kept.
+/// The recipe as a published card shows it ([`Recipe::published`]).
 pub fn published(recipe: &Recipe) -> Recipe {
-    let mut shown = recipe.clone();
-    for m in std::iter::once(&mut shown.base).chain(shown.siblings.iter_mut()) {
-        m.repo = lineage::display_name(m);
-    }
-    shown
+    recipe.published()
 }
 
 pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
@@ -162,7 +157,7 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
             name: m.name.clone(),
             role: if m.name == *base_name { "base" } else { "fine-tune" },
             link: lineage::source_link(m),
-            revision: m.revision.clone().unwrap_or_else(|| "(local folder)".into()),
+            revision: m.revision().map(str::to_string).unwrap_or_else(|| "(local folder)".into()),
         })
         .collect();
     let edges = [("Embeddings", &r.embeddings), ("Final norm and lm_head", &r.head)]
@@ -180,6 +175,7 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
                 repo_id => repo_id,
                 base => lineage::source_link(&r.base),
                 architecture => r.architecture.clone(),
+                merge_methods => r.merge_methods().iter().map(|m| m.title).collect::<Vec<_>>(),
                 siblings => r.siblings.iter().map(lineage::source_link).collect::<Vec<_>>(),
                 summary => Value::from(Serde(&summary)),
                 rows => Value::from(Serde(lineage::rows(r))),

@@ -52,7 +52,7 @@ impl Family {
         mut locate: impl FnMut(&crate::recipe::SourceModel) -> Result<std::path::PathBuf, CheckpointError>,
     ) -> Result<Self, CheckpointError> {
         let mut open = |m: &crate::recipe::SourceModel| -> Result<(String, Checkpoint), CheckpointError> {
-            Ok((m.name.clone(), Checkpoint::open_named(&locate(m)?, &m.repo)?))
+            Ok((m.name.clone(), Checkpoint::open_named(&locate(m)?, &m.source.to_string())?))
         };
         let base = open(&recipe.base)?;
         let siblings = recipe.siblings.iter().map(&mut open).collect::<Result<Vec<_>, _>>()?;

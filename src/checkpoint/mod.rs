@@ -373,7 +373,7 @@ fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>), Ch
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{self, TinySpec};
+    use crate::testkit::fixture::{self, TinySpec};
 
     #[test]
     fn opens_sharded_fixture_family_and_aligns_padded_vocab() {

@@ -2,15 +2,14 @@
 
 use std::path::PathBuf;
 
-use hf_tailor::build::{self, BuildOptions};
+use hf_tailor::writer::{self, BuildOptions};
 use hf_tailor::human::human_count;
-use hf_tailor::checkpoint::Family;
-use hf_tailor::recipe::Recipe;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  hf-tailor build --recipe tailor.yaml --out tailored\n  hf-tailor build --recipe tailor.yaml --out tailored --shard-size 2GB --force --json")]
 pub struct Args {
-    /// Recipe file (YAML or JSON), as written by `hf-tailor search`.
+    /// Recipe file (YAML or JSON), as written by `hf-tailor search`, or a mergekit YAML;
+    /// Hub sources are resolved as `search` resolves them (cache, then download).
     #[arg(long)]
     pub recipe: PathBuf,
     /// Output folder; must be absent or empty unless --force.
@@ -28,11 +27,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let opts = BuildOptions { shard_size: build::parse_size(&args.shard_size)?, force: args.force };
-    let recipe = Recipe::load(&args.recipe)?;
-    let recipe_dir = args.recipe.parent().map(PathBuf::from).unwrap_or_default();
-    let family = Family::open_for_recipe(&recipe, |m| build::locate_local(m, &recipe_dir))?;
-    let report = build::build(&family, &recipe, &args.out, &opts)?;
+    let opts = BuildOptions { shard_size: writer::parse_size(&args.shard_size)?, force: args.force };
+    let recipe = super::sources::load_recipe(&args.recipe)?;
+    let family = super::sources::open_family(&recipe)?;
+    let report = writer::build(&family, &recipe, &args.out, &opts)?;
     for w in &report.warnings {
         eprintln!("hf-tailor: warning: {w}");
     }

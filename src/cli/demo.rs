@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use hf_tailor::eval::TaskSpec;
-use hf_tailor::hub::{self, HubConfig, ModelRef};
+use hf_tailor::hub::{self, HubConfig, ModelSource};
 use hf_tailor::pipeline::{self, demo, JobOptions};
 use hf_tailor::search::DepthTarget;
 
@@ -61,8 +61,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Served from local folders through the same pull stage a Hub job uses (offline).
     let mut cfg = HubConfig::from_env();
     cfg.offline = true;
-    let base = ModelRef::parse(&family.base.display().to_string())?;
-    let siblings = family.siblings.iter().map(|p| ModelRef::parse(&p.display().to_string())).collect::<Result<Vec<_>, _>>()?;
+    let base = ModelSource::parse(&family.base.display().to_string())?;
+    let siblings = family.siblings.iter().map(|p| ModelSource::parse(&p.display().to_string())).collect::<Result<Vec<_>, _>>()?;
     let pulled = hub::pull_family(&cfg, &base, &siblings)?;
 
     let load = |paths: &[PathBuf]| -> anyhow::Result<Vec<hf_tailor::eval::Task>> {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use hf_tailor::checkpoint::{Checkpoint, CheckpointError, Family};
-use hf_tailor::hub::{self, HubConfig};
+use hf_tailor::checkpoint::{Checkpoint, Family};
+use hf_tailor::source::ModelSource;
 use hf_tailor::eval::{Evaluator, TaskResult, TaskSpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
 
@@ -15,9 +15,10 @@ ppl (rows {text}), mmlu (cais/mmlu parquet file or folder), wsc (SuperGLUE wsc.f
 Examples:\n  hf-tailor eval --model ./tailored --tasks mmlu=data/mmlu,wsc=data/wsc.parquet --budget 100\n  \
 hf-tailor eval --recipe tailor.yaml --tasks tasks/arith.jsonl --json")]
 pub struct Args {
-    /// A model folder (config.json + safetensors) to score as it is.
+    /// A model to score as it is: a folder (config.json + safetensors) or a Hub id
+    /// (`owner/name[@revision]`, from the cache or downloaded unless offline).
     #[arg(long, conflicts_with = "recipe", required_unless_present = "recipe")]
-    pub model: Option<PathBuf>,
+    pub model: Option<String>,
     /// A tailoring recipe: its sources are opened and the candidate is built in memory.
     #[arg(long)]
     pub recipe: Option<PathBuf>,
@@ -34,23 +35,13 @@ pub struct Args {
     pub engine: super::EngineArgs,
 }
 
-/// A recipe source's folder: a local path, or a Hub model already in the cache (offline).
-fn locate(m: &SourceModel) -> Result<PathBuf, CheckpointError> {
-    let mut cfg = HubConfig::from_env();
-    cfg.offline = true;
-    hub::locate(m, &cfg).map_err(|e| CheckpointError::NotAModel {
-        path: m.repo.clone(),
-        why: format!("model `{}` is not available locally ({e}); run `hf-tailor pull` first", m.name),
-    })
-}
-
 /// The identity recipe of a single model folder.
 fn identity(dir: &std::path::Path) -> anyhow::Result<(Family, Recipe)> {
     let ckpt = Checkpoint::open(dir)?;
     let c = &ckpt.config;
     let name = "model".to_string();
     let layers = (0..c.num_hidden_layers).map(|from| LayerRule { from, rule: Rule::Take(name.clone()) }).collect();
-    let src = SourceModel { name: name.clone(), repo: dir.display().to_string(), revision: None, files: Default::default() };
+    let src = SourceModel::local(&name, dir);
     let recipe = Recipe::new(c.arch.model_type, c.num_hidden_layers, src, vec![], layers, EdgePolicy::Base);
     Ok((Family::new((name, ckpt), vec![])?, recipe))
 }
@@ -62,10 +53,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
     let (family, recipe) = match (&args.model, &args.recipe) {
-        (Some(dir), _) => identity(dir)?,
+        (Some(model), _) => {
+            let source = SourceModel::new("model", ModelSource::parse(model)?);
+            identity(&super::sources::locate(&source)?)?
+        }
         (None, Some(path)) => {
-            let recipe = Recipe::load(path)?;
-            (Family::open_for_recipe(&recipe, locate)?, recipe)
+            let recipe = super::sources::load_recipe(path)?;
+            (super::sources::open_family(&recipe)?, recipe)
         }
         (None, None) => bail!("give --model DIR or --recipe FILE"),
     };

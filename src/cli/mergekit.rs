@@ -24,15 +24,15 @@ pub enum Command {
         output: Option<PathBuf>,
     },
     /// Read a mergekit passthrough / task_arithmetic config into a recipe.
-    #[command(after_help = "Example:\n  hf-tailor mergekit import merge.yaml --source-layers 40 -o tailor.yaml")]
+    #[command(after_help = "Example:\n  hf-tailor mergekit import merge.yaml -o tailor.yaml\n  hf-tailor mergekit import merge.yaml --source-layers 40 --architecture llama -o tailor.yaml")]
     Import {
         /// mergekit YAML config.
         config: PathBuf,
-        /// Decoder layers in the source models (mergekit configs do not say).
+        /// Decoder layers in the source models (mergekit configs do not say); read from the
+        /// base's config.json when the base is a local folder or a cached Hub model.
         #[arg(long)]
-        source_layers: usize,
-        /// model_type of the sources (llama, mistral, qwen2); read from the base's
-        /// config.json when the base is a local folder.
+        source_layers: Option<usize>,
+        /// model_type of the sources; read from the base's config.json like --source-layers.
         #[arg(long)]
         architecture: Option<String>,
         /// Recipe file to write (.yaml or .json).
@@ -52,7 +52,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Import { config, source_layers, architecture, output } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
-            let recipe = mergekit::import(&text, &ImportOptions { source_layers, architecture })
+            let base_config = super::sources::base_config(&mergekit::base_source(&text)?);
+            let recipe = mergekit::import(&text, &ImportOptions { source_layers, architecture, base_config })
                 .with_context(|| format!("importing {}", config.display()))?;
             recipe.save(&output)?;
             eprintln!("wrote {} ({} of {} layers kept, {} merged)", output.display(), recipe.layers.len(), recipe.source_layers, recipe.merge_count());

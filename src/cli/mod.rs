@@ -12,6 +12,7 @@ mod pull;
 mod push;
 mod run;
 mod search;
+mod sources;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -174,6 +175,10 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     use hf_tailor::pipeline::PipelineError as P;
     use hf_tailor::recipe::RecipeError as R;
     let bad_input = |yes: bool| Some(if yes { 2 } else { 1 });
+    // A recipe that does not fit its base, or a text that names no model, is the user's.
+    if cause.is::<hf_tailor::layout::LayoutError>() || cause.is::<hf_tailor::source::BadSource>() {
+        return Some(2);
+    }
     if let Some(e) = cause.downcast_ref::<P>() {
         return match e {
             P::Hub(h) => library_code(h),
@@ -218,6 +223,7 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             H::ListLine { .. }
                 | H::DuplicateEntry { .. }
                 | H::BadModelRef { .. }
+                | H::NoSuchFolder { .. }
                 | H::PushTarget { .. }
                 | H::BaseAmongFinetunes { .. }
                 | H::RepoNotFound { .. }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use hf_tailor::hub::{self, HubConfig, ModelRef, SourceList};
+use hf_tailor::hub::{self, HubConfig, ModelSource, SourceList};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  hf-tailor pull --base meta-llama/Llama-2-13b-hf --finetunes finetunes.txt\n  HF_HUB_OFFLINE=1 hf-tailor pull --base ./base --finetunes list.txt --out sources.yaml")]
@@ -12,9 +12,10 @@ pub struct Args {
     /// Base model: Hub id (`owner/name[@revision]`) or local folder.
     #[arg(long)]
     pub base: String,
-    /// Fine-tunes list: one Hub id[@revision] or folder a line; `#` comments allowed.
+    /// Fine-tunes list: one Hub id[@revision] or folder a line; `#` comments allowed (or
+    /// the siblings themselves, comma-separated).
     #[arg(long)]
-    pub finetunes: Option<PathBuf>,
+    pub finetunes: Option<String>,
     /// Where to write the source list (YAML; `.json` for JSON).
     #[arg(long, default_value = "sources.yaml")]
     pub out: PathBuf,
@@ -29,11 +30,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = HubConfig::from_env();
     cfg.offline |= args.offline;
-    let base = ModelRef::parse(&args.base)?;
-    let finetunes = match &args.finetunes {
-        Some(p) => hub::parse_finetunes_file(p)?,
-        None => Vec::new(),
-    };
+    let base = ModelSource::parse(&args.base)?;
+    let finetunes = hub::parse_finetunes_arg(args.finetunes.as_slice())?;
     let family = hub::pull_family(&cfg, &base, &finetunes)?;
     let list = SourceList::from(&family);
     list.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
@@ -41,8 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         for m in std::iter::once(&family.base).chain(&family.siblings) {
-            let rev = m.source.revision.as_deref().unwrap_or("local");
-            println!("{:<24} {}@{}  {} files  {}", m.source.name, m.source.repo, rev, m.source.files.len(), m.dir.display());
+            println!("{:<24} {}  {} files  {}", m.source.name, m.source.source, m.source.files.len(), m.dir.display());
         }
         println!("wrote {}", args.out.display());
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use hf_tailor::eval::{DeviceKind, Task, TaskSpec};
-use hf_tailor::hub::{self, HubConfig, ModelRef, PushOptions};
+use hf_tailor::hub::{self, HubConfig, ModelSource, PushOptions};
 use hf_tailor::pipeline::{self, JobOptions, JobOutcome, Progress};
 use hf_tailor::search::DepthTarget;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -32,9 +32,10 @@ pub struct Args {
     /// Base model: Hub id (optionally @revision) or local folder.
     #[arg(long, value_name = "ID")]
     pub base: Option<String>,
-    /// File listing the fine-tuned siblings, one Hub id (optionally @revision) or folder a line.
+    /// File listing the fine-tuned siblings, one Hub id (optionally @revision) or folder a
+    /// line; or the siblings themselves, comma-separated.
     #[arg(long, value_name = "FILE")]
-    pub finetunes: Option<PathBuf>,
+    pub finetunes: Option<String>,
     /// Push the tailored model to this Hub repo (user/name); without it the model stays in --out.
     #[arg(long, value_name = "REPO")]
     pub push: Option<String>,
@@ -75,7 +76,7 @@ pub struct Args {
 
 impl Args {
     /// The checks clap cannot express; each failure is a one-line usage error (exit 2).
-    fn validate(&self) -> anyhow::Result<(&str, &PathBuf)> {
+    fn validate(&self) -> anyhow::Result<(&str, &String)> {
         let Some(base) = self.base.as_deref() else {
             usage!("missing --base: give the base model's Hub id or folder (or run a subcommand, e.g. `hf-tailor demo`; see --help)")
         };
@@ -107,10 +108,10 @@ impl Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (base, finetunes) = args.validate()?;
     let cfg = HubConfig::from_env();
-    let base_ref = ModelRef::parse(base)?;
-    let finetune_refs = hub::parse_finetunes_file(finetunes)?;
+    let base_ref = ModelSource::parse(base)?;
+    let finetune_refs = hub::parse_finetunes_arg(std::slice::from_ref(finetunes))?;
     if finetune_refs.is_empty() {
-        usage!("{} lists no fine-tune: tailoring needs at least one sibling of the base", finetunes.display())
+        usage!("{finetunes} lists no fine-tune: tailoring needs at least one sibling of the base")
     }
     let depth = match args.keep_layers {
         Some(k) => DepthTarget::KeepLayers(k),

@@ -1,7 +1,7 @@
 //! `hf-tailor search` and `hf-tailor baselines`: parse arguments, open the family and the
 //! evaluator, run `hf_tailor::search::job`, show progress, print the table.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -10,6 +10,7 @@ use hf_tailor::eval::{Evaluator, TaskData, TaskSpec};
 use hf_tailor::hub::{self, HubConfig, SourceList};
 use hf_tailor::layout::Layout;
 use hf_tailor::recipe::{EdgePolicy, Recipe, SourceModel};
+use hf_tailor::source::ModelSource;
 use hf_tailor::search::baselines::BaselineKind;
 use hf_tailor::search::job::{self, JobObserver, JobSpec};
 use hf_tailor::search::report::SearchReport;
@@ -22,11 +23,12 @@ pub struct FamilyArgs {
     /// Source list written by `hf-tailor pull`.
     #[arg(long, conflicts_with_all = ["base", "finetunes"], required_unless_present = "base")]
     pub sources: Option<PathBuf>,
-    /// Base model: a local folder (or a Hub id already pulled).
+    /// Base model: a local folder or a Hub id (`owner/name[@revision]`).
     #[arg(long)]
     pub base: Option<String>,
-    /// Fine-tuned siblings, comma-separated folders (or pulled Hub ids).
-    #[arg(long, value_delimiter = ',')]
+    /// Fine-tuned siblings: a fine-tunes list file (one a line, as the root command takes),
+    /// or comma-separated folders / Hub ids (Hub models are downloaded unless offline).
+    #[arg(long)]
     pub finetunes: Vec<String>,
 }
 
@@ -150,29 +152,6 @@ fn parse_baselines(list: &[String]) -> anyhow::Result<Vec<BaselineKind>> {
         .collect()
 }
 
-/// A short recipe name for a folder or Hub id, unique among `taken`.
-fn model_name(id: &str, taken: &mut Vec<String>) -> String {
-    let stem = id.trim_end_matches('/').rsplit('/').next().unwrap_or(id).split('@').next().unwrap_or(id);
-    let clean: String = stem.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
-    let clean = if clean.is_empty() { "model".to_string() } else { clean };
-    let mut name = clean.clone();
-    let mut n = 2;
-    while taken.contains(&name) {
-        name = format!("{clean}-{n}");
-        n += 1;
-    }
-    taken.push(name.clone());
-    name
-}
-
-fn source(id: &str, name: String) -> SourceModel {
-    let (repo, revision) = match id.split_once('@') {
-        Some((r, v)) if !Path::new(id).exists() => (r.to_string(), Some(v.to_string())),
-        _ => (id.to_string(), None),
-    };
-    SourceModel { name, repo, revision, files: Default::default() }
-}
-
 /// The sources (base, siblings) and the opened, checked family.
 fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceModel>, Family)> {
     let (base, siblings) = match (&args.sources, &args.base) {
@@ -181,16 +160,16 @@ fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceMode
             (list.base, list.siblings)
         }
         (None, Some(b)) => {
-            let mut taken = vec!["base".to_string()];
-            let sibs = args.finetunes.iter().map(|f| source(f, model_name(f, &mut taken))).collect();
-            (source(b, "base".into()), sibs)
+            let mut taken = std::collections::BTreeSet::from(["base".to_string()]);
+            let sibs = hub::parse_finetunes_arg(&args.finetunes)?.into_iter().map(|f| SourceModel::new(&hub::pull::unique_name(&f, &mut taken), f)).collect();
+            (SourceModel::new("base", ModelSource::parse(b)?), sibs)
         }
         (None, None) => bail!("give --sources FILE or --base MODEL"),
     };
     let cfg = HubConfig::from_env();
     let open = |m: &SourceModel| -> anyhow::Result<(String, Checkpoint)> {
-        let dir = hub::locate(m, &cfg).with_context(|| format!("model `{}` ({})", m.name, m.repo))?;
-        Ok((m.name.clone(), Checkpoint::open_named(&dir, &m.repo)?))
+        let dir = hub::locate(m, &cfg).with_context(|| format!("model `{}` ({})", m.name, m.source))?;
+        Ok((m.name.clone(), Checkpoint::open_named(&dir, &m.source.to_string())?))
     };
     let b = open(&base)?;
     let s = siblings.iter().map(open).collect::<anyhow::Result<Vec<_>>>()?;

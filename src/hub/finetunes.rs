@@ -1,96 +1,16 @@
 //! The fine-tunes list: one model a line, a Hub id with an optional `@revision` or a local
 //! folder; blank lines and `#` comments are allowed. Every mistake names its line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::HubError;
 
-/// A model named by the user: on the Hub (at a branch, tag or commit) or in a local folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelRef {
-    Hub { repo: String, revision: Option<String> },
-    Local(PathBuf),
-}
-
-impl ModelRef {
-    /// Parse `owner/name`, `owner/name@rev`, or a folder (`/abs`, `./rel`, `~/x`, or any
-    /// existing directory, which wins over a Hub id as with `from_pretrained`).
-    pub fn parse(text: &str) -> Result<Self, HubError> {
-        let bad = || HubError::BadModelRef { value: text.to_string() };
-        let s = text.trim();
-        if s.is_empty() {
-            return Err(bad());
-        }
-        let looks_local = s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s == "." || s == ".." || s.starts_with("~/");
-        if looks_local || Path::new(s).is_dir() {
-            let p = match s.strip_prefix("~/") {
-                Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
-                None => PathBuf::from(s),
-            };
-            if !p.is_dir() {
-                return Err(HubError::BadModelRef { value: format!("{s} (no such folder)") });
-            }
-            return Ok(ModelRef::Local(p));
-        }
-        let (repo, revision) = match s.split_once('@') {
-            Some((r, rev)) => (r, Some(rev)),
-            None => (s, None),
-        };
-        if !is_repo_id(repo) {
-            return Err(bad());
-        }
-        if let Some(rev) = revision {
-            if rev.is_empty() || rev.chars().any(|c| c.is_whitespace() || c.is_control()) || rev.contains("..") {
-                return Err(bad());
-            }
-        }
-        Ok(ModelRef::Hub { repo: repo.to_string(), revision: revision.map(str::to_string) })
-    }
-
-    /// What makes two entries the same model: Hub ids compare case-insensitively (the Hub
-    /// does) with the default branch spelled `main`; folders compare by canonical path.
-    fn identity(&self) -> String {
-        match self {
-            ModelRef::Hub { repo, revision } => format!("hub:{}@{}", repo.to_lowercase(), revision.as_deref().unwrap_or("main")),
-            ModelRef::Local(p) => format!("local:{}", std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display()),
-        }
-    }
-
-    pub fn is_same_model(&self, other: &ModelRef) -> bool {
-        self.identity() == other.identity()
-    }
-}
-
-impl std::fmt::Display for ModelRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ModelRef::Hub { repo, revision: Some(r) } => write!(f, "{repo}@{r}"),
-            ModelRef::Hub { repo, revision: None } => f.write_str(repo),
-            ModelRef::Local(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
-/// `huggingface_hub`'s repo-id rule: `[owner/]name` of `[A-Za-z0-9_.-]`, at most 96 characters a
-/// part, no `--` or `..`, no leading/trailing `-`/`.`, not ending in `.git`.
-pub fn is_repo_id(id: &str) -> bool {
-    let parts: Vec<&str> = id.split('/').collect();
-    if parts.is_empty() || parts.len() > 2 || id.contains("--") || id.contains("..") || id.ends_with(".git") {
-        return false;
-    }
-    parts.iter().all(|p| {
-        !p.is_empty()
-            && p.len() <= 96
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            && !p.starts_with(['-', '.'])
-            && !p.ends_with(['-', '.'])
-    })
-}
+pub use crate::source::{is_repo_id, ModelSource};
 
 /// Parse a fine-tunes list; `path` only labels errors. Relative folders resolve against the
 /// current directory (run from where the list's paths make sense, as with any CLI).
-pub fn parse_finetunes(text: &str, path: &str) -> Result<Vec<ModelRef>, HubError> {
-    let mut out: Vec<(usize, ModelRef)> = Vec::new();
+pub fn parse_finetunes(text: &str, path: &str) -> Result<Vec<ModelSource>, HubError> {
+    let mut out: Vec<(usize, ModelSource)> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let content = strip_comment(raw).trim();
@@ -104,7 +24,7 @@ pub fn parse_finetunes(text: &str, path: &str) -> Result<Vec<ModelRef>, HubError
                 message: format!("`{content}` holds more than one entry (one model a line)"),
             });
         }
-        let m = ModelRef::parse(content).map_err(|e| HubError::ListLine { path: path.into(), line, message: e.to_string() })?;
+        let m = ModelSource::parse(content).map_err(|e| HubError::ListLine { path: path.into(), line, message: e.to_string() })?;
         if let Some((first_line, _)) = out.iter().find(|(_, o)| o.is_same_model(&m)) {
             return Err(HubError::DuplicateEntry { path: path.into(), line, first_line: *first_line, entry: content.into() });
         }
@@ -113,9 +33,33 @@ pub fn parse_finetunes(text: &str, path: &str) -> Result<Vec<ModelRef>, HubError
     Ok(out.into_iter().map(|(_, m)| m).collect())
 }
 
-pub fn parse_finetunes_file(path: &Path) -> Result<Vec<ModelRef>, HubError> {
+pub fn parse_finetunes_file(path: &Path) -> Result<Vec<ModelSource>, HubError> {
     let text = std::fs::read_to_string(path).map_err(super::io_err(path))?;
     parse_finetunes(&text, &path.display().to_string())
+}
+
+/// `--finetunes` as every command takes it: each value that is an existing file, or that
+/// is named like a list file (`.txt`, `.list`, `.lst`), is a fine-tunes list (the format
+/// above); any other value is a comma-separated list of Hub ids or folders. Duplicates are
+/// refused either way.
+pub fn parse_finetunes_arg(values: &[String]) -> Result<Vec<ModelSource>, HubError> {
+    let mut out: Vec<ModelSource> = Vec::new();
+    for value in values {
+        let path = Path::new(value);
+        let list_name = path.extension().is_some_and(|e| ["txt", "list", "lst"].contains(&e.to_string_lossy().as_ref()));
+        let found = if path.is_file() || (list_name && !value.contains(',')) {
+            parse_finetunes_file(Path::new(value))?
+        } else {
+            value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| ModelSource::parse(v).map_err(HubError::from)).collect::<Result<_, _>>()?
+        };
+        for m in found {
+            if out.iter().any(|o| o.is_same_model(&m)) {
+                return Err(HubError::BadModelRef { value: format!("{m} (listed twice)") });
+            }
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
 
 /// A `#` starts a comment at the start of a line or after whitespace (ids never hold `#`).
@@ -142,10 +86,10 @@ mod tests {
         assert_eq!(
             refs,
             vec![
-                ModelRef::Hub { repo: "WizardLM/WizardLM-13B-V1.2".into(), revision: None },
-                ModelRef::Hub { repo: "lmsys/vicuna-13b-v1.5".into(), revision: Some("abc123".into()) },
-                ModelRef::Local(dir.path().to_path_buf()),
-                ModelRef::Hub { repo: "gpt2".into(), revision: None },
+                ModelSource::Hub { repo: "WizardLM/WizardLM-13B-V1.2".into(), revision: None },
+                ModelSource::Hub { repo: "lmsys/vicuna-13b-v1.5".into(), revision: Some("abc123".into()) },
+                ModelSource::Local(dir.path().to_path_buf()),
+                ModelSource::Hub { repo: "gpt2".into(), revision: None },
             ]
         );
     }
@@ -164,15 +108,5 @@ mod tests {
         assert!(matches!(e, HubError::DuplicateEntry { line: 3, first_line: 1, .. }), "{e}");
         // Different revisions of one repo are different models.
         assert_eq!(parse_finetunes("a/b@v1\na/b@v2\n", "l").unwrap().len(), 2);
-    }
-
-    #[test]
-    fn repo_id_rule() {
-        for ok in ["gpt2", "a/b", "Org-1/model_x.v2"] {
-            assert!(is_repo_id(ok), "{ok}");
-        }
-        for bad in ["", "a//b", "a/b/c", "a--b/c", "a/b.git", "-a/b", "a/b.", "a b/c", "a/.."] {
-            assert!(!is_repo_id(bad), "{bad}");
-        }
     }
 }

@@ -17,7 +17,7 @@ pub mod pull;
 pub mod push;
 
 pub use config::HubConfig;
-pub use finetunes::{parse_finetunes, parse_finetunes_file, ModelRef};
+pub use finetunes::{parse_finetunes, parse_finetunes_arg, parse_finetunes_file, ModelSource};
 pub use push::{push_folder, PushOptions, PushReport};
 pub use pull::{locate, pull_dataset, pull_family, pull_model, PulledFamily, PulledModel, SourceList};
 
@@ -32,6 +32,8 @@ pub enum HubError {
     DuplicateEntry { path: String, line: usize, first_line: usize, entry: String },
     #[error("`{value}` is neither a Hub repo id (`owner/name[@revision]`) nor an existing local folder")]
     BadModelRef { value: String },
+    #[error("local model folder {path} does not exist")]
+    NoSuchFolder { path: String },
     #[error("`{repo}` is not a repo to push to: use `owner/name`")]
     PushTarget { repo: String },
     #[error("`{entry}` is the base model; it cannot also be one of its fine-tunes")]
@@ -60,6 +62,12 @@ pub enum HubError {
     NoToken { token_file: String },
     #[error("{path}: {message}")]
     Upload { path: String, message: String },
+}
+
+impl From<crate::source::BadSource> for HubError {
+    fn from(e: crate::source::BadSource) -> Self {
+        HubError::BadModelRef { value: e.value }
+    }
 }
 
 pub type Result<T, E = HubError> = std::result::Result<T, E>;

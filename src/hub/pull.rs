@@ -13,7 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::cache::{is_commit_hash, RepoCache, RepoKind};
 use super::download::sha256_file;
-use super::finetunes::ModelRef;
+use super::finetunes::ModelSource;
 use super::http::Http;
 use super::{block_on, glob, io_err, HubConfig, HubError};
 use crate::recipe::SourceModel;
@@ -83,7 +83,7 @@ impl SourceList {
 }
 
 /// Pull the base (named `base`) and every fine-tune (named after its repo or folder).
-pub fn pull_family(cfg: &HubConfig, base: &ModelRef, finetunes: &[ModelRef]) -> Result<PulledFamily, HubError> {
+pub fn pull_family(cfg: &HubConfig, base: &ModelSource, finetunes: &[ModelSource]) -> Result<PulledFamily, HubError> {
     if let Some(dup) = finetunes.iter().find(|f| f.is_same_model(base)) {
         return Err(HubError::BaseAmongFinetunes { entry: dup.to_string() });
     }
@@ -98,11 +98,8 @@ pub fn pull_family(cfg: &HubConfig, base: &ModelRef, finetunes: &[ModelRef]) -> 
 }
 
 /// A short handle for recipe rules: the repo's (or folder's) last component, made unique.
-pub fn unique_name(m: &ModelRef, taken: &mut BTreeSet<String>) -> String {
-    let raw = match m {
-        ModelRef::Hub { repo, .. } => repo.rsplit('/').next().unwrap_or(repo).to_string(),
-        ModelRef::Local(p) => p.canonicalize().unwrap_or_else(|_| p.clone()).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
-    };
+pub fn unique_name(m: &ModelSource, taken: &mut BTreeSet<String>) -> String {
+    let raw = m.short_name();
     let stem: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     let stem = if stem.is_empty() { "model".to_string() } else { stem };
     let mut name = stem.clone();
@@ -115,10 +112,10 @@ pub fn unique_name(m: &ModelRef, taken: &mut BTreeSet<String>) -> String {
 }
 
 /// Pull one model; `with_readme` also fetches its README.md (not recorded among the files).
-pub fn pull_model(cfg: &HubConfig, name: &str, m: &ModelRef, with_readme: bool) -> Result<PulledModel, HubError> {
+pub fn pull_model(cfg: &HubConfig, name: &str, m: &ModelSource, with_readme: bool) -> Result<PulledModel, HubError> {
     match m {
-        ModelRef::Local(dir) => local_model(name, dir),
-        ModelRef::Hub { repo, revision } => block_on(pull_hub_model(cfg, name, repo, revision.as_deref().unwrap_or("main"), with_readme)),
+        ModelSource::Local(dir) => local_model(name, dir),
+        ModelSource::Hub { repo, revision } => block_on(pull_hub_model(cfg, name, repo, revision.as_deref().unwrap_or("main"), with_readme)),
     }
 }
 
@@ -135,7 +132,7 @@ fn local_model(name: &str, dir: &Path) -> Result<PulledModel, HubError> {
         hashes.insert(f.clone(), sha256_file(&dir.join(f))?);
     }
     let readme = Some(dir.join(README)).filter(|p| p.is_file());
-    Ok(PulledModel { source: SourceModel { name: name.into(), repo, revision: None, files: hashes }, dir, readme })
+    Ok(PulledModel { source: SourceModel { files: hashes, ..SourceModel::local(name, &dir) }, dir, readme })
 }
 
 /// The files a job needs out of `present`: config, weights (the index and the shards it
@@ -259,7 +256,7 @@ async fn pull_hub_model(cfg: &HubConfig, name: &str, repo: &str, revision: &str,
     hashes.retain(|f, _| files.contains(f));
     let dir = cache.snapshot_dir(&commit);
     let readme = results.iter().find(|(f, _)| f == README).map(|(_, (p, _))| p.clone());
-    Ok(PulledModel { source: SourceModel { name: name.into(), repo: repo.into(), revision: Some(commit), files: hashes }, dir, readme })
+    Ok(PulledModel { source: SourceModel { files: hashes, ..SourceModel::hub(name, repo, Some(&commit)) }, dir, readme })
 }
 
 /// What pulling a Hub model would fetch, learned without downloading its weights.
@@ -321,7 +318,7 @@ fn cached_model(cache: &RepoCache, name: &str, repo: &str, revision: &str, with_
         hashes.insert(f.clone(), cached_sha256(&p)?);
     }
     let readme = Some(dir.join(README)).filter(|p| with_readme && p.is_file());
-    Ok(PulledModel { source: SourceModel { name: name.into(), repo: repo.into(), revision: Some(commit), files: hashes }, dir, readme })
+    Ok(PulledModel { source: SourceModel { files: hashes, ..SourceModel::hub(name, repo, Some(&commit)) }, dir, readme })
 }
 
 /// sha256 of a cached file: LFS blobs are named by it; other blobs are hashed.
@@ -354,31 +351,37 @@ async fn fetch_one(http: &Http, progress: &Progress, kind: RepoKind, repo: &str,
 /// cached snapshot at its recorded commit, downloaded first unless offline. Every file the
 /// recipe recorded must be there with the recorded sha256.
 pub fn locate(source: &SourceModel, cfg: &HubConfig) -> Result<PathBuf, HubError> {
-    let local = Path::new(&source.repo);
-    if source.revision.is_none() && local.is_dir() {
-        return Ok(local.to_path_buf());
-    }
-    if !super::finetunes::is_repo_id(&source.repo) {
-        return Err(HubError::BadModelRef { value: source.repo.clone() });
-    }
-    let revision = source.revision.as_deref().unwrap_or("main");
-    let cache = RepoCache::new(&cfg.cache_dir, RepoKind::Model, &source.repo);
+    let (repo, revision) = match &source.source {
+        ModelSource::Local(dir) if dir.is_dir() => return Ok(dir.clone()),
+        ModelSource::Local(dir) => return Err(HubError::NoSuchFolder { path: dir.display().to_string() }),
+        ModelSource::Hub { repo, revision } => (repo, revision.as_deref().unwrap_or("main")),
+    };
+    let cache = RepoCache::new(&cfg.cache_dir, RepoKind::Model, repo);
     let dir = match cache.resolve(revision).map(|c| cache.snapshot_dir(&c)) {
+        // A recipe lists the files it was made from; one without (e.g. imported from mergekit)
+        // takes a cached snapshot that has a config and weights.
         Some(d) if !source.files.is_empty() && source.files.keys().all(|f| d.join(f).is_file()) => d,
+        Some(d)
+            if source.files.is_empty()
+                && d.join(CONFIG_FILE).is_file()
+                && (d.join(crate::checkpoint::SINGLE_FILE).is_file() || d.join(crate::checkpoint::INDEX_FILE).is_file()) =>
+        {
+            d
+        }
         _ if cfg.offline => {
             let missing = source.files.keys().next().map(String::as_str).unwrap_or(CONFIG_FILE);
-            return Err(HubError::NotCached { repo: source.repo.clone(), revision: revision.into(), file: missing.into() });
+            return Err(HubError::NotCached { repo: repo.to_string(), revision: revision.into(), file: missing.into() });
         }
-        _ => pull_model(cfg, &source.name, &ModelRef::Hub { repo: source.repo.clone(), revision: Some(revision.into()) }, false)?.dir,
+        _ => pull_model(cfg, &source.name, &ModelSource::Hub { repo: repo.clone(), revision: Some(revision.into()) }, false)?.dir,
     };
     for (file, expected) in &source.files {
         let p = dir.join(file);
         if !p.is_file() {
-            return Err(HubError::NotCached { repo: source.repo.clone(), revision: revision.into(), file: file.clone() });
+            return Err(HubError::NotCached { repo: repo.to_string(), revision: revision.into(), file: file.clone() });
         }
         let actual = cached_sha256(&p)?;
         if &actual != expected {
-            return Err(HubError::Integrity { repo: source.repo.clone(), file: file.clone(), what: "sha256", expected: expected.clone(), actual });
+            return Err(HubError::Integrity { repo: repo.to_string(), file: file.clone(), what: "sha256", expected: expected.clone(), actual });
         }
     }
     Ok(dir)
@@ -480,9 +483,9 @@ mod tests {
     #[test]
     fn names_are_unique_handles() {
         let mut taken = BTreeSet::from(["base".to_string()]);
-        let a = ModelRef::Hub { repo: "org/Model-X".into(), revision: None };
-        let b = ModelRef::Hub { repo: "other/Model-X".into(), revision: None };
-        let c = ModelRef::Hub { repo: "base".into(), revision: None };
+        let a = ModelSource::Hub { repo: "org/Model-X".into(), revision: None };
+        let b = ModelSource::Hub { repo: "other/Model-X".into(), revision: None };
+        let c = ModelSource::Hub { repo: "base".into(), revision: None };
         assert_eq!(unique_name(&a, &mut taken), "Model-X");
         assert_eq!(unique_name(&b, &mut taken), "Model-X-2");
         assert_eq!(unique_name(&c, &mut taken), "base-2");

@@ -74,7 +74,7 @@ mod tests {
     use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
 
     fn recipe(from: &[usize]) -> Recipe {
-        let base = SourceModel { name: "b".into(), repo: "b".into(), revision: None, files: Default::default() };
+        let base = SourceModel::local("b", "b");
         let layers = from.iter().map(|&f| LayerRule { from: f, rule: Rule::Take("b".into()) }).collect();
         Recipe::new("qwen2", 6, base, vec![], layers, EdgePolicy::Base)
     }

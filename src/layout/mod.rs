@@ -204,7 +204,7 @@ impl Layout {
     /// at full depth, what "parameters before" counts; at `k`, any `k`-layer output whose
     /// embeddings and head keep the base's tying (what `--dry-run` plans before a search).
     pub fn of_base(config: &ModelConfig, depth: usize, dtype: Dtype) -> Self {
-        let base = crate::recipe::SourceModel { name: "base".into(), repo: "base".into(), revision: None, files: Default::default() };
+        let base = crate::recipe::SourceModel::local("base", "base");
         let take = Rule::Take(base.name.clone());
         let layers = (0..depth.min(config.num_hidden_layers)).map(|from| LayerRule { from, rule: take.clone() }).collect();
         let recipe = Recipe::new(config.arch.model_type, config.num_hidden_layers, base, vec![], layers, crate::recipe::EdgePolicy::Base);
@@ -258,7 +258,7 @@ mod tests {
     }
 
     fn src(name: &str) -> SourceModel {
-        SourceModel { name: name.into(), repo: name.into(), revision: None, files: Default::default() }
+        SourceModel::local(name, name)
     }
 
     fn recipe(first: &str, last: &str) -> Recipe {

@@ -26,7 +26,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Eval(#[from] crate::eval::EvalError),
     #[error(transparent)]
-    Build(#[from] crate::build::BuildError),
+    Build(#[from] crate::writer::BuildError),
     #[error(transparent)]
     Card(#[from] crate::card::CardError),
     #[error("cannot write {path}: {source}")]

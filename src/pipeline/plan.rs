@@ -9,7 +9,7 @@ use super::PipelineError;
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
-use crate::hub::{HubConfig, ModelRef};
+use crate::hub::{HubConfig, ModelSource};
 use crate::layout::Layout;
 use crate::search::DepthTarget;
 
@@ -141,7 +141,7 @@ fn local_files(name: &str, dir: &Path) -> Result<(ModelFiles, Checkpoint), Pipel
 /// The plan of a job: local folders and cached Hub snapshots are read in place; a Hub model
 /// not yet cached is planned remotely (config.json and the shard index fetched, every other
 /// file sized with a HEAD request), so a dry run downloads no weights.
-pub fn plan_job(cfg: &HubConfig, base: &ModelRef, finetunes: &[ModelRef], depth: DepthTarget, device: Device) -> Result<Plan, PipelineError> {
+pub fn plan_job(cfg: &HubConfig, base: &ModelSource, finetunes: &[ModelSource], depth: DepthTarget, device: Device) -> Result<Plan, PipelineError> {
     let mut offline = cfg.clone();
     offline.offline = true;
     let mut models = Vec::new();
@@ -154,8 +154,8 @@ pub fn plan_job(cfg: &HubConfig, base: &ModelRef, finetunes: &[ModelRef], depth:
             Ok((files, (i == 0).then(|| (ckpt.config.clone(), ckpt.storage_dtype()))))
         };
         let (mut files, shape) = match m {
-            ModelRef::Local(dir) => in_place(dir)?,
-            ModelRef::Hub { repo, revision } => match crate::hub::pull_model(&offline, &name, m, false) {
+            ModelSource::Local(dir) => in_place(dir)?,
+            ModelSource::Hub { repo, revision } => match crate::hub::pull_model(&offline, &name, m, false) {
                 Ok(cached) => in_place(&cached.dir)?,
                 Err(_) => remote_files(cfg, &name, repo, revision.as_deref().unwrap_or("main"), i == 0)?,
             },

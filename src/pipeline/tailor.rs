@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::build::{self, BuildOptions};
+use crate::writer::{self, BuildOptions};
 use crate::card::{self, CardInput};
 use crate::checkpoint::{Checkpoint, Family};
 use crate::eval::{DeviceKind, EvalOptions, Evaluator, Task, TaskData};
@@ -215,7 +215,7 @@ pub fn tailor(
     // Build, then verify the written checkpoint scores what the in-memory model scored.
     let model_dir = out.join(MODEL_DIR);
     progress.stage(&format!("writing the tailored checkpoint to {}", model_dir.display()));
-    let built = build::build(&fam, &best, &model_dir, &BuildOptions { force: opts.force || opts.resume, ..BuildOptions::default() })?;
+    let built = writer::build(&fam, &best, &model_dir, &BuildOptions { force: opts.force || opts.resume, ..BuildOptions::default() })?;
     warnings.extend(built.warnings.iter().cloned());
     progress.stage("verifying the written checkpoint");
     let verified = score_folder(&model_dir, report, eval_options, report_items)?;
@@ -254,7 +254,7 @@ pub fn tailor(
 /// Open every pulled model and check they can be stitched.
 pub fn open_family(family: &PulledFamily) -> Result<Family, PipelineError> {
     let open = |m: &crate::hub::PulledModel| -> Result<(String, Checkpoint), PipelineError> {
-        Ok((m.source.name.clone(), Checkpoint::open_named(&m.dir, &m.source.repo)?))
+        Ok((m.source.name.clone(), Checkpoint::open_named(&m.dir, &m.source.source.to_string())?))
     };
     let base = open(&family.base)?;
     let siblings = family.siblings.iter().map(open).collect::<Result<Vec<_>, _>>()?;
@@ -288,7 +288,7 @@ fn score_folder(dir: &Path, tasks: Vec<Task>, options: EvalOptions, budget: usiz
     let ckpt = Checkpoint::open_named(dir, NAME)?;
     let layers = ckpt.config.num_hidden_layers;
     let architecture = ckpt.config.arch.model_type.to_string();
-    let source = SourceModel { name: NAME.into(), repo: dir.display().to_string(), revision: None, files: Default::default() };
+    let source = SourceModel::local(NAME, dir);
     let single = Family::new((NAME.into(), ckpt), vec![])?;
     let take_all = (0..layers).map(|from| LayerRule { from, rule: Rule::Take(NAME.into()) }).collect();
     let recipe = Recipe::new(&architecture, layers, source, vec![], take_all, EdgePolicy::Base);

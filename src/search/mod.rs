@@ -8,9 +8,7 @@
 //! - [`select`]: how the final model is chosen;
 //! - [`baselines`]: ShortGPT, angular distance and SLEB depth pruning of the base;
 //! - [`job`]: a whole search job (search, baselines, reference rows, output files);
-//! - [`report`]: JSON, Markdown and SVG reports;
-//! - [`synthetic`]: a scorer with a closed-form optimum, for tests and benchmarks;
-//! - [`identity_family`]: a tiny real family whose optimum is known by construction.
+//! - [`report`]: JSON, Markdown and SVG reports.
 //!
 //! [`Recipe`]: crate::recipe::Recipe
 
@@ -18,14 +16,12 @@ pub mod baselines;
 pub mod driver;
 pub mod forest;
 pub mod hyperband;
-pub mod identity_family;
 pub mod job;
 pub mod journal;
 pub mod optimizer;
 pub mod report;
 pub mod select;
 pub mod space;
-pub mod synthetic;
 pub mod warmstart;
 
 pub use driver::{header, run_search, SearchOutcome, TrialEvent};

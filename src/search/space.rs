@@ -389,28 +389,10 @@ impl SearchSpace {
     }
 }
 
-/// Templates for tests and benchmarks that need a space but no checkpoint.
-pub mod tests_support {
-    use super::*;
-
-    /// A llama template of `layers` layers with base `base` and siblings `s0`, `s1`, …
-    pub fn template(layers: usize, siblings: usize) -> RecipeTemplate {
-        let src = |n: &str| SourceModel { name: n.into(), repo: format!("org/{n}"), revision: None, files: Default::default() };
-        RecipeTemplate {
-            architecture: "llama".into(),
-            source_layers: layers,
-            base: src("base"),
-            siblings: (0..siblings).map(|j| src(&format!("s{j}"))).collect(),
-            edges: EdgePolicy::FollowLayers,
-            dtype: None,
-        }
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    pub(crate) use super::tests_support::template;
+    pub(crate) use crate::testkit::template;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hf_tailor::fixture::TinySpec;
+use hf_tailor::testkit::fixture::TinySpec;
 use hf_tailor::recipe::{EdgePolicy, Merge, Rule};
 
 use crate::build::{family, name, recipe, Fam};
@@ -135,7 +135,7 @@ fn mismatched_architectures() {
     let (f, r) = setup(tmp.path());
     let narrow = TinySpec { intermediate: 48, ..TinySpec::llama() };
     std::fs::remove_dir_all(&f.dirs[1]).unwrap();
-    hf_tailor::fixture::write_model(&f.dirs[1], &narrow, &hf_tailor::fixture::random_weights(&narrow, 5)).unwrap();
+    hf_tailor::testkit::fixture::write_model(&f.dirs[1], &narrow, &hf_tailor::testkit::fixture::random_weights(&narrow, 5)).unwrap();
     let line = build_fails(tmp.path(), &r, &tmp.path().join("out"), "intermediate_size");
     assert!(line.contains("48") && line.contains("64"), "{line}");
 }
@@ -174,9 +174,22 @@ fn hub_ids_and_missing_recipes_get_one_line() {
     let tmp = common::tempdir();
     let (_, r) = setup(tmp.path());
     let text = std::fs::read_to_string(&r).unwrap();
-    let base_repo = hf_tailor::recipe::Recipe::load(&r).unwrap().base.repo;
-    std::fs::write(&r, text.replace(&base_repo, "meta-llama/Llama-2-13b-hf")).unwrap();
-    build_fails(tmp.path(), &r, &tmp.path().join("out"), "not a local folder");
+    let base_repo = hf_tailor::recipe::Recipe::load(&r).unwrap().base.source.to_string();
+    std::fs::write(&r, text.replace(&format!("path: {base_repo}"), "repo: meta-llama/Llama-2-13b-hf")).unwrap();
+    // A Hub source is resolved as `search` resolves it: offline and not cached, it says so.
+    let o = common::hf_tailor()
+        .args(["build", "--recipe"])
+        .arg(&r)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", tmp.path().join("hf-home"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success() && stderr.lines().count() == 1, "{stderr}");
+    assert!(stderr.contains("meta-llama/Llama-2-13b-hf") && stderr.contains("offline"), "{stderr}");
+    assert!(!tmp.path().join("out").exists());
     build_fails(tmp.path(), &tmp.path().join("nope.yaml"), &tmp.path().join("out"), "nope.yaml");
 }
 

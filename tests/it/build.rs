@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hf_tailor::build::{build, BuildOptions};
+use hf_tailor::writer::{build, BuildOptions};
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::dtype::{self, Dtype};
-use hf_tailor::fixture::{self, TinySpec, Weights};
+use hf_tailor::testkit::fixture::{self, TinySpec, Weights};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
 
 use crate::common;
@@ -29,7 +29,7 @@ pub fn name(i: usize) -> String {
 }
 
 pub fn recipe(f: &Fam, layers: Vec<(usize, Rule)>, policy: EdgePolicy) -> Recipe {
-    let src = |i: usize| SourceModel { name: name(i), repo: f.dirs[i].display().to_string(), revision: None, files: BTreeMap::new() };
+    let src = |i: usize| SourceModel::local(&name(i), &f.dirs[i]);
     Recipe::new(
         f.spec.model_type,
         f.spec.layers,
@@ -41,7 +41,7 @@ pub fn recipe(f: &Fam, layers: Vec<(usize, Rule)>, policy: EdgePolicy) -> Recipe
 }
 
 pub fn open(r: &Recipe) -> Family {
-    Family::open_for_recipe(r, |m| Ok(PathBuf::from(&m.repo))).unwrap()
+    Family::open_for_recipe(r, |m| Ok(PathBuf::from(m.source.to_string()))).unwrap()
 }
 
 fn take(i: usize) -> Rule {
@@ -286,14 +286,14 @@ fn base_tokenizer_beyond_the_shared_rows_is_refused() {
     f.weights[0] = w;
     let r = recipe(&f, vec![(0, take(1)), (1, take(0))], EdgePolicy::Base);
     // Padding rows alone are fine: the base's tokenizer stops below the shared rows.
-    assert!(Family::open_for_recipe(&r, |m| Ok(PathBuf::from(&m.repo))).is_ok());
+    assert!(Family::open_for_recipe(&r, |m| Ok(PathBuf::from(m.source.to_string()))).is_ok());
     // A token added on the extra row is not.
     let tok_path = f.dirs[0].join("tokenizer.json");
     let mut tok = json(&tok_path);
     let id = f.spec.vocab;
     tok["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({"id": id, "content": "<extra>", "special": true, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false}));
     std::fs::write(&tok_path, tok.to_string()).unwrap();
-    let e = Family::open_for_recipe(&r, |m| Ok(PathBuf::from(&m.repo))).err().expect("refused");
+    let e = Family::open_for_recipe(&r, |m| Ok(PathBuf::from(m.source.to_string()))).err().expect("refused");
     let msg = e.to_string();
     assert!(msg.contains(&format!("token id {id} (`<extra>`)")) && msg.contains("sib1") && msg.contains(&format!("only {id} vocabulary rows")), "{msg}");
 }

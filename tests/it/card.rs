@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use hf_tailor::card::{self, CardInput, License};
 use hf_tailor::config::ModelConfig;
-use hf_tailor::fixture::{self, TinySpec};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
 use hf_tailor::score::{ModelResult, ResultKind};
 
 use crate::common;
 
 fn source(name: &str, repo: &str, rev: Option<&str>) -> SourceModel {
-    SourceModel { name: name.into(), repo: repo.into(), revision: rev.map(str::to_string), files: BTreeMap::new() }
+    SourceModel::hub(name, repo, rev)
 }
 
 /// 4 source layers → 3: layer 0 from the base, layer 1 from sib1, layer 2 removed, layer 3

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use hf_tailor::fixture::{write_family, TinySpec};
+use hf_tailor::testkit::fixture::{write_family, TinySpec};
 
 use crate::common::{hf_tailor, tempdir};
 

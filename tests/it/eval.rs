@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::eval::{EvalOptions, Evaluator, McItem, Task, TaskData};
-use hf_tailor::fixture::{self, TinySpec};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
 
 use crate::common;
 
 fn src(name: &str, dir: &Path) -> SourceModel {
-    SourceModel { name: name.into(), repo: dir.display().to_string(), revision: None, files: Default::default() }
+    SourceModel::local(name, dir)
 }
 
 /// A base and two siblings of `spec` under `root`, opened as a family.
@@ -45,7 +45,7 @@ fn stitched(fam: &Family, spec: &TinySpec) -> Recipe {
 
 /// Write the model `recipe` describes with the writer.
 fn materialise(fam: &Family, recipe: &Recipe, dir: &Path) {
-    hf_tailor::build::build(fam, recipe, dir, &hf_tailor::build::BuildOptions::default()).unwrap();
+    hf_tailor::writer::build(fam, recipe, dir, &hf_tailor::writer::BuildOptions::default()).unwrap();
 }
 
 fn items() -> Vec<McItem> {

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hf_tailor::checkpoint::Checkpoint;
-use hf_tailor::fixture::{self, TinySpec};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::hub::auth::Token;
-use hf_tailor::hub::{self, HubConfig, HubError, ModelRef, SourceList};
+use hf_tailor::hub::{self, HubConfig, HubError, ModelSource, SourceList};
 
 use crate::common;
 use crate::testhub::{sha256_hex, TestHub, TOKEN};
@@ -149,10 +149,10 @@ fn pull_fetches_only_what_the_job_needs_and_pins_commits() {
     let list = f.tmp.path().join("finetunes.txt");
     std::fs::write(&list, "# siblings\norg/sib1\n\norg/sib2@tuned  # the tuned branch\n").unwrap();
     let finetunes = hub::parse_finetunes_file(&list).unwrap();
-    let pulled = hub::pull_family(&cfg, &ModelRef::parse("org/base").unwrap(), &finetunes).unwrap();
+    let pulled = hub::pull_family(&cfg, &ModelSource::parse("org/base").unwrap(), &finetunes).unwrap();
 
-    assert_eq!(pulled.base.source.revision, f.hub.head("models", "org/base", "main"));
-    assert_eq!(pulled.siblings[1].source.revision.as_deref(), Some(f.tuned_commit.as_str()));
+    assert_eq!(pulled.base.source.revision().map(str::to_string), f.hub.head("models", "org/base", "main"));
+    assert_eq!(pulled.siblings[1].source.revision(), Some(f.tuned_commit.as_str()));
     assert_eq!(pulled.siblings.iter().map(|s| s.source.name.as_str()).collect::<Vec<_>>(), ["sib1", "sib2"]);
     for (m, dir) in std::iter::once(&pulled.base).chain(&pulled.siblings).zip(&f.dirs) {
         let mut expected: Vec<String> = folder_files(dir).into_iter().map(|(p, _)| p).collect();
@@ -176,13 +176,13 @@ fn pull_fetches_only_what_the_job_needs_and_pins_commits() {
     std::fs::rename(home.join("hub"), &cache).unwrap();
     // A second pull is served from the cache: no byte is downloaded again.
     f.hub.clear_log();
-    let again = hub::pull_family(&cfg, &ModelRef::parse("org/base").unwrap(), &finetunes).unwrap();
+    let again = hub::pull_family(&cfg, &ModelSource::parse("org/base").unwrap(), &finetunes).unwrap();
     assert_eq!(again.base.source, pulled.base.source);
     assert!(!f.hub.log().iter().any(|l| l.starts_with("GET /lfs-store") || l.contains("/resolve/")), "{:?}", f.hub.log());
     // Offline (no server at all): the same sources from the cache; locate finds them.
     let mut offline = HubConfig::new("http://127.0.0.1:9", None, cache.clone());
     offline.offline = true;
-    let off = hub::pull_family(&offline, &ModelRef::parse("org/base").unwrap(), &finetunes).unwrap();
+    let off = hub::pull_family(&offline, &ModelSource::parse("org/base").unwrap(), &finetunes).unwrap();
     assert_eq!(SourceList::from(&off), SourceList::from(&pulled));
     assert_eq!(hub::locate(&pulled.siblings[1].source, &offline).unwrap(), pulled.siblings[1].dir);
     // A recorded sha256 that no longer matches is an integrity error, not a silent swap.
@@ -190,8 +190,8 @@ fn pull_fetches_only_what_the_job_needs_and_pins_commits() {
     tampered.files.insert("config.json".into(), "0".repeat(64));
     assert!(matches!(hub::locate(&tampered, &offline), Err(HubError::Integrity { .. })));
     // A local folder is its own location.
-    let local = hub::pull_model(&cfg, "loc", &ModelRef::Local(f.dirs[0].clone()), false).unwrap();
-    assert_eq!(local.source.revision, None);
+    let local = hub::pull_model(&cfg, "loc", &ModelSource::Local(f.dirs[0].clone()), false).unwrap();
+    assert_eq!(local.source.revision(), None);
     assert_eq!(hub::locate(&local.source, &offline).unwrap(), f.dirs[0].canonicalize().unwrap());
     assert_eq!(local.source.files, pulled.base.source.files);
 }
@@ -208,7 +208,7 @@ fn pull_resumes_an_interrupted_download() {
     // Within a run: the connection drops after 50 kB; the download continues from there.
     hub.cut_downloads_after(Some(50_000));
     let cache = tmp.path().join("cache");
-    let m = hub::pull_model(&cfg(&hub, &cache), "a", &ModelRef::parse("org/a").unwrap(), false).unwrap();
+    let m = hub::pull_model(&cfg(&hub, &cache), "a", &ModelSource::parse("org/a").unwrap(), false).unwrap();
     assert_eq!(std::fs::read(m.dir.join("model.safetensors")).unwrap(), weights);
     assert_eq!(m.source.files["model.safetensors"], sha);
     assert!(hub.stats().range_requests.contains(&"bytes=50000-".to_string()), "{:?}", hub.log());
@@ -218,7 +218,7 @@ fn pull_resumes_an_interrupted_download() {
     let blobs = cache.join("models--org--b/blobs");
     std::fs::create_dir_all(&blobs).unwrap();
     std::fs::write(blobs.join(format!("{sha}.incomplete")), &weights[..120_000]).unwrap();
-    let m = hub::pull_model(&cfg(&hub, &cache), "b", &ModelRef::parse("org/b").unwrap(), false).unwrap();
+    let m = hub::pull_model(&cfg(&hub, &cache), "b", &ModelSource::parse("org/b").unwrap(), false).unwrap();
     assert_eq!(std::fs::read(m.dir.join("model.safetensors")).unwrap(), weights);
     let st = hub.stats();
     assert_eq!(st.range_requests, vec!["bytes=120000-".to_string()], "{:?}", hub.log());
@@ -229,7 +229,7 @@ fn pull_resumes_an_interrupted_download() {
     std::fs::write(cache.join("models--org--a/blobs").join(format!("{sha}.incomplete")), &bad).unwrap();
     std::fs::remove_file(cache.join("models--org--a/blobs").join(&sha)).unwrap();
     std::fs::remove_dir_all(cache.join("models--org--a/snapshots")).unwrap();
-    let e = hub::pull_model(&cfg(&hub, &cache), "a", &ModelRef::parse("org/a").unwrap(), false).unwrap_err();
+    let e = hub::pull_model(&cfg(&hub, &cache), "a", &ModelSource::parse("org/a").unwrap(), false).unwrap_err();
     assert!(matches!(e, HubError::Integrity { .. }), "{e}");
     assert!(!cache.join("models--org--a/blobs").join(&sha).exists());
 }
@@ -242,7 +242,7 @@ fn pull_errors_are_typed_and_never_show_the_token() {
     hub.seed("models", "org/private", true, &[("config.json", b"{}".to_vec()), ("model.safetensors", vec![0; 64])]);
     let cache = tmp.path().join("cache");
     let c = cfg(&hub, &cache);
-    let pull = |c: &HubConfig, s: &str| hub::pull_model(c, "m", &ModelRef::parse(s).unwrap(), false).unwrap_err();
+    let pull = |c: &HubConfig, s: &str| hub::pull_model(c, "m", &ModelSource::parse(s).unwrap(), false).unwrap_err();
     assert!(matches!(pull(&c, "org/missing"), HubError::RepoNotFound { .. }));
     assert!(matches!(pull(&c, "org/a@no-such-branch"), HubError::RevisionNotFound { ref revision, .. } if revision == "no-such-branch"));
     let bad = HubConfig::new(&hub.url, Token::new("hf_wrongTOKENvalue"), cache.clone());
@@ -252,11 +252,11 @@ fn pull_errors_are_typed_and_never_show_the_token() {
     // A private repo without a token looks missing; with it, it pulls.
     let anon = HubConfig::new(&hub.url, None, cache.clone());
     assert!(matches!(pull(&anon, "org/private"), HubError::RepoNotFound { .. }));
-    hub::pull_model(&c, "p", &ModelRef::parse("org/private").unwrap(), false).unwrap();
+    hub::pull_model(&c, "p", &ModelSource::parse("org/private").unwrap(), false).unwrap();
     // No weights in a supported format.
     hub.seed("models", "org/binonly", false, &[("config.json", b"{}".to_vec()), ("pytorch_model.bin", vec![0; 64])]);
     assert!(matches!(pull(&c, "org/binonly"), HubError::NoWeights { .. }));
-    let e = hub::pull_family(&c, &ModelRef::parse("org/a").unwrap(), &[ModelRef::parse("ORG/a@main").unwrap()]).unwrap_err();
+    let e = hub::pull_family(&c, &ModelSource::parse("org/a").unwrap(), &[ModelSource::parse("ORG/a@main").unwrap()]).unwrap_err();
     assert!(matches!(e, HubError::BaseAmongFinetunes { .. }), "{e}");
     // Offline with nothing cached.
     let mut off = HubConfig::new(&hub.url, None, tmp.path().join("empty"));
@@ -319,8 +319,8 @@ fn pull_cli_writes_the_source_list() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list = SourceList::load(&out_file).unwrap();
-    assert_eq!(list.base.repo, "org/base");
-    assert_eq!(list.base.revision, f.hub.head("models", "org/base", "main"));
+    assert_eq!(list.base.source.repo_id(), Some("org/base"));
+    assert_eq!(list.base.revision().map(str::to_string), f.hub.head("models", "org/base", "main"));
     assert_eq!(list.siblings.len(), 1);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(TOKEN));
 }
@@ -480,7 +480,7 @@ fn pull_build_card_push_round_trip_renders_the_example_card() {
     let cache = f.tmp.path().join("cache");
     let c = cfg(&f.hub, &cache);
     let finetunes = hub::parse_finetunes("org/sib1\norg/sib2@tuned\n", "list").unwrap();
-    let pulled = hub::pull_family(&c, &ModelRef::parse("org/base").unwrap(), &finetunes).unwrap();
+    let pulled = hub::pull_family(&c, &ModelSource::parse("org/base").unwrap(), &finetunes).unwrap();
     let (base, siblings) = pulled.sources();
     let layers = vec![
         LayerRule { from: 0, rule: Rule::Take("base".into()) },
@@ -489,11 +489,11 @@ fn pull_build_card_push_round_trip_renders_the_example_card() {
     ];
     let recipe = Recipe::new("llama", 4, base, siblings, layers, EdgePolicy::Base);
     let family = hf_tailor::checkpoint::Family::open_for_recipe(&recipe, |s| {
-        hub::locate(s, &c).map_err(|e| hf_tailor::checkpoint::CheckpointError::NotAModel { path: s.repo.clone(), why: e.to_string() })
+        hub::locate(s, &c).map_err(|e| hf_tailor::checkpoint::CheckpointError::NotAModel { path: s.source.to_string(), why: e.to_string() })
     })
     .unwrap();
     let out = f.tmp.path().join("out");
-    let report = hf_tailor::build::build(&family, &recipe, &out, &hf_tailor::build::BuildOptions::default()).unwrap();
+    let report = hf_tailor::writer::build(&family, &recipe, &out, &hf_tailor::writer::BuildOptions::default()).unwrap();
     let layout = hf_tailor::layout::Layout::for_family(&family, &recipe).unwrap();
     let before = hf_tailor::layout::Layout::of_base(&family.base.config, 4, layout.dtype).total_params();
     let mut input = hf_tailor::card::CardInput::new(recipe.clone(), "tester/fixture-llama-tailored", before, layout.total_params());
@@ -508,6 +508,29 @@ fn pull_build_card_push_round_trip_renders_the_example_card() {
     assert_eq!(f.hub.file("models", "tester/fixture-llama-tailored", "main", "README.md"), Some(card.readme.clone().into_bytes()));
     assert_eq!(f.hub.file("models", "tester/fixture-llama-tailored", "main", "lineage.svg"), Some(card.lineage_svg.clone().into_bytes()));
     assert_eq!(pushed.files, report.files.len() + 2, "{:?} vs {:?}", pushed, report.files);
+
+    // The written folder carries its recipe and mergekit config: the stages downstream take
+    // them as they are. `build` resolves the recipe's Hub sources through the cache exactly
+    // as `search` does (offline here) and rebuilds the same tensors; `build` also takes the
+    // mergekit YAML directly, and `eval --model` takes a Hub id.
+    assert!(report.files.iter().any(|f| f == "tailor.yaml") && report.files.iter().any(|f| f == "mergekit_config.yml"), "{:?}", report.files);
+    let shipped = hf_tailor::recipe::Recipe::load(&out.join("tailor.yaml")).unwrap();
+    assert_eq!(shipped, recipe.published());
+    let cli = |args: &[&str]| {
+        let o = common::hf_tailor().args(args).env("HF_HUB_CACHE", &cache).env("HF_HUB_OFFLINE", "1").env("HF_ENDPOINT", &f.hub.url).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let shards = |dir: &Path| -> Vec<(String, Vec<u8>)> { folder_files(dir).into_iter().filter(|(p, _)| p.ends_with(".safetensors")).collect() };
+    for (i, source) in ["tailor.yaml", "mergekit_config.yml"].iter().enumerate() {
+        let again = f.tmp.path().join(format!("rebuilt{i}"));
+        cli(&["build", "--recipe", out.join(source).to_str().unwrap(), "--out", again.to_str().unwrap()]);
+        assert_eq!(shards(&again), shards(&out), "rebuilt from {source}");
+    }
+    let tasks = f.tmp.path().join("items.jsonl");
+    std::fs::write(&tasks, "{\"context\": \"ab\", \"choices\": [\"c\", \"d\"], \"label\": 0}\n").unwrap();
+    let scored = cli(&["eval", "--model", "org/base", "--tasks", tasks.to_str().unwrap(), "--json"]);
+    assert!(scored.contains("acc"), "{scored}");
 
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("model-cards/fixture-llama");
     if std::env::var_os("HF_TAILOR_UPDATE_EXAMPLES").is_some() {

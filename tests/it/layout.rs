@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::eval::{EvalOptions, Evaluator};
-use hf_tailor::fixture::{self, TinySpec, Weights};
+use hf_tailor::testkit::fixture::{self, TinySpec, Weights};
 use hf_tailor::layout::Layout;
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
 use rand::{Rng, SeedableRng};
@@ -38,7 +38,7 @@ fn family(root: &Path, spec: &TinySpec) -> (Arc<Family>, Vec<PathBuf>) {
 }
 
 fn src(name: &str, dir: &Path) -> SourceModel {
-    SourceModel { name: name.into(), repo: dir.display().to_string(), revision: None, files: Default::default() }
+    SourceModel::local(name, dir)
 }
 
 /// Recipes whose embeddings rule differs from their head rule (and one where they agree).
@@ -92,7 +92,7 @@ fn in_memory_equals_written(spec: TinySpec) {
     let mut requests = Vec::new();
     for (i, r) in recipes.iter().enumerate() {
         let out = tmp.path().join(format!("out{i}"));
-        let report = hf_tailor::build::build(&fam, r, &out, &hf_tailor::build::BuildOptions::default()).unwrap();
+        let report = hf_tailor::writer::build(&fam, r, &out, &hf_tailor::writer::BuildOptions::default()).unwrap();
         let layout = Layout::for_family(&fam, r).unwrap();
         let written = Checkpoint::open(&out).unwrap();
         let mut on_disk: Vec<&str> = written.tensors.keys().map(String::as_str).collect();

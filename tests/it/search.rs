@@ -4,8 +4,8 @@
 use hf_tailor::score::Scorer;
 use hf_tailor::search::baselines::{run_baseline, BaselineKind};
 use hf_tailor::search::select::choose;
-use hf_tailor::search::space::tests_support::template;
-use hf_tailor::search::synthetic::SyntheticScorer;
+use hf_tailor::testkit::template;
+use hf_tailor::testkit::synthetic::SyntheticScorer;
 use hf_tailor::search::{
     header, run_search, Journal, OptimizerConfig, OptimizerKind, SearchError, SearchOutcome, SearchSpace, SpaceOptions,
 };

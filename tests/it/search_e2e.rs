@@ -12,7 +12,7 @@ use hf_tailor::eval::{EvalOptions, Evaluator, Task, TaskData};
 use hf_tailor::recipe::{EdgePolicy, Recipe};
 use hf_tailor::score::Scorer;
 use hf_tailor::search::baselines::{run_baseline, BaselineKind};
-use hf_tailor::search::identity_family::{IdentityFamily, IDENTITY, LAYERS};
+use hf_tailor::testkit::identity_family::{IdentityFamily, IDENTITY, LAYERS};
 use hf_tailor::search::{header, run_search, Journal, OptimizerConfig, OptimizerKind, RecipeTemplate, SearchSpace, SpaceOptions};
 
 use crate::common::{hf_tailor, tempdir};

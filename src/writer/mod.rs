@@ -56,6 +56,11 @@ pub struct BuildOptions {
     pub force: bool,
 }
 
+/// The recipe inside a written model folder.
+pub const RECIPE_FILE: &str = "tailor.yaml";
+/// mergekit's name for the config inside its outputs.
+pub const MERGEKIT_FILE: &str = "mergekit_config.yml";
+
 /// transformers' default `max_shard_size` ("5GB").
 pub const DEFAULT_SHARD_SIZE: u64 = 5_000_000_000;
 
@@ -82,24 +87,6 @@ pub struct BuildReport {
     pub seconds: f64,
     /// Things the user should know (aligned vocabularies, untied embeddings, …).
     pub warnings: Vec<String>,
-}
-
-/// Resolve a recipe source that is a local folder: as written (absolute, or relative to the
-/// working directory), else relative to `recipe_dir`. Hub ids are resolved by the hub
-/// module's download cache; this function only says so.
-pub fn locate_local(m: &crate::recipe::SourceModel, recipe_dir: &Path) -> Result<std::path::PathBuf, CheckpointError> {
-    let p = Path::new(&m.repo);
-    if p.is_dir() {
-        return Ok(p.to_path_buf());
-    }
-    let beside = recipe_dir.join(p);
-    if p.is_relative() && beside.is_dir() {
-        return Ok(beside);
-    }
-    Err(CheckpointError::NotAModel {
-        path: m.repo.clone(),
-        why: format!("model `{}` is not a local folder (download Hub models with `hf-tailor pull` and point the recipe at the folder)", m.name),
-    })
 }
 
 /// Parse a size such as `5GB`, `500MB`, `2GiB` or `1234` (bytes). Units are transformers'
@@ -141,6 +128,13 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
     bytes += write_json(&stage.dir.join(INDEX_FILE), &index_json(&plan))?;
     bytes += write_json(&stage.dir.join("config.json"), &config)?;
     bytes += copy_side_files(&family.base.dir, &stage.dir)?;
+    // The model carries its own recipe (and mergekit's form of it when one config can say
+    // it), so a pushed repo can be rebuilt from itself.
+    let published = recipe.published();
+    bytes += write_text(&stage.dir.join(RECIPE_FILE), &published.to_yaml())?;
+    if let Ok(yaml) = crate::mergekit::export(&published) {
+        bytes += write_text(&stage.dir.join(MERGEKIT_FILE), &yaml)?;
+    }
     verify(&stage.dir, &plan)?;
     let mut files: Vec<String> = std::fs::read_dir(&stage.dir)
         .map_err(|e| BuildError::Io { path: stage.dir.display().to_string(), source: e })?
@@ -170,7 +164,7 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
 fn check_recipe_fits(family: &Family, recipe: &Recipe) -> Result<(), BuildError> {
     for m in recipe.models() {
         if family.get(&m.name).is_none() {
-            return Err(BuildError::Recipe(format!("model `{}` ({}) was not opened", m.name, m.repo)));
+            return Err(BuildError::Recipe(format!("model `{}` ({}) was not opened", m.name, m.source)));
         }
     }
     if family.base_name() != recipe.base.name {
@@ -218,7 +212,10 @@ fn index_json(plan: &Plan) -> serde_json::Value {
 }
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<u64, BuildError> {
-    let text = serde_json::to_string_pretty(v).expect("JSON values serialise") + "\n";
+    write_text(path, &(serde_json::to_string_pretty(v).expect("JSON values serialise") + "\n"))
+}
+
+fn write_text(path: &Path, text: &str) -> Result<u64, BuildError> {
     crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|e| BuildError::Io { path: path.display().to_string(), source: e })?;
     Ok(text.len() as u64)
 }

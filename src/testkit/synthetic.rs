@@ -1,5 +1,5 @@
 //! A synthetic [`Scorer`] whose optimum is known in closed form, for testing and
-//! benchmarking the optimisers without a model (like `crate::fixture` for checkpoints).
+//! benchmarking the optimisers without a model (like `crate::testkit::fixture` for checkpoints).
 //!
 //! Each source layer ℓ has an importance `w_ℓ` (a few layers are nearly redundant), and
 //! each sibling j improves its own task on a few layers (`a[t][ℓ][j] > 0`) while slightly
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::recipe::Recipe;
 use crate::score::{Scorer, TaskScores};
 
-use super::space::{Candidate, Choice, MergeMethod, SearchSpace};
+use crate::search::space::{Candidate, Choice, MergeMethod, SearchSpace};
 
 #[derive(Debug, thiserror::Error)]
 #[error("synthetic scorer: {0}")]

@@ -53,7 +53,7 @@ fn decode(v: &TensorView<'_>, from: usize, to: usize) -> Vec<f32> {
 
 /// Whether `merge` is element-wise, so chunks can be merged independently with identical results.
 fn elementwise(m: &Merge) -> bool {
-    matches!(m, Merge::TaskArithmetic { .. } | Merge::Linear { .. })
+    m.info().elementwise
 }
 
 fn model_ckpt<'a>(family: &'a Family, model: &str) -> Result<&'a Checkpoint, BuildError> {
@@ -238,8 +238,8 @@ fn write_tensor_in_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::plan::Plan;
-    use crate::fixture::{self, TinySpec};
+    use crate::writer::plan::Plan;
+    use crate::testkit::fixture::{self, TinySpec};
     use crate::recipe::{EdgePolicy, LayerRule, Recipe, SourceModel};
 
     /// Chunked production must give exactly the bytes of the whole-tensor computation
@@ -250,7 +250,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&tmp);
         let spec = TinySpec { dtype: crate::dtype::Dtype::F16, ..TinySpec::llama() };
         let (base, sibs, _) = fixture::write_family(&tmp, &spec, 2, 5).unwrap();
-        let src = |n: &str, d: &std::path::Path| SourceModel { name: n.into(), repo: d.display().to_string(), revision: None, files: Default::default() };
+        let src = |n: &str, d: &std::path::Path| SourceModel::local(n, d);
         let rules = [
             Rule::Take("b".into()),
             Rule::Merge(Merge::TaskArithmetic { models: vec!["s1".into(), "s2".into()], lambda: 0.7 }),
@@ -260,7 +260,7 @@ mod tests {
         let mut recipe = Recipe::new("llama", 4, src("b", &base), vec![src("s1", &sibs[0]), src("s2", &sibs[1])], layers, EdgePolicy::FollowLayers);
         for out_dtype in [crate::dtype::Dtype::F16, crate::dtype::Dtype::Bf16] {
             recipe.dtype = Some(out_dtype);
-            let family = Family::open_for_recipe(&recipe, |m| Ok(m.repo.clone().into())).unwrap();
+            let family = Family::open_for_recipe(&recipe, |m| Ok(m.source.to_string().into())).unwrap();
             let plan = Plan::new(&family, &recipe, u64::MAX).unwrap();
             for t in &plan.layout.tensors {
                 let layout = [(t.name.as_str(), t.dtype, t.shape.as_slice())];

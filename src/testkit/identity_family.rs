@@ -1,5 +1,5 @@
 //! A tiny real family whose best tailoring is known by construction, for end-to-end tests
-//! and the search benchmark (like [`crate::fixture`], but with tasks that need the search).
+//! and the search benchmark (like [`crate::testkit::fixture`], but with tasks that need the search).
 //!
 //! The base (6 Llama layers) has exact identity layers 3 and 4: zero `o_proj` and
 //! `down_proj`, so the residual stream passes through unchanged. Sibling `task` changes
@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::arch::Role;
 use crate::checkpoint::{Checkpoint, CheckpointError, Family};
 use crate::eval::{EvalError, EvalOptions, Evaluator, McItem, Task, TaskData};
-use crate::fixture::{perturb_layers, random_weights, write_model, TinySpec};
+use crate::testkit::fixture::{perturb_layers, random_weights, write_model, TinySpec};
 use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
 
 /// Source layers of the family.
@@ -54,7 +54,7 @@ impl IdentityFamily {
         for (d, w) in dirs.iter().zip([&base, &task, &distractor]) {
             write_model(d, &spec, w)?;
         }
-        let src = |i: usize| SourceModel { name: NAMES[i].into(), repo: dirs[i].display().to_string(), revision: None, files: Default::default() };
+        let src = |i: usize| SourceModel::local(NAMES[i], &dirs[i]);
         Ok(Self { base: src(0), siblings: vec![src(1), src(2)], dirs })
     }
 
