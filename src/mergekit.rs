@@ -449,6 +449,19 @@ mod tests {
     }
 
     #[test]
+    fn depth_and_architecture_come_from_the_base_config_when_not_given() {
+        let yaml = "merge_method: passthrough\nslices:\n- sources:\n  - model: org/base\n    layer_range: [0, 3]\n";
+        let raw = json!({"model_type": "qwen2", "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 5,
+            "num_attention_heads": 2, "vocab_size": 20});
+        let config = crate::config::ModelConfig::from_value(raw, "t").unwrap();
+        let r = import(yaml, &ImportOptions { base_config: Some(config), ..ImportOptions::default() }).unwrap();
+        assert_eq!((r.architecture.as_str(), r.source_layers, r.layers.len()), ("qwen2", 5, 3));
+        assert_eq!(base_source(yaml).unwrap(), ModelSource::Hub { repo: "org/base".into(), revision: None });
+        let e = import(yaml, &ImportOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("architecture") || e.contains("--source-layers"), "{e}");
+    }
+
+    #[test]
     fn passthrough_round_trip_groups_runs() {
         let base = SourceModel::hub("base", "org/base", Some("abc123"));
         let mut r = Recipe::new(

@@ -95,6 +95,23 @@ mod tests {
     }
 
     #[test]
+    fn finetunes_arg_takes_a_list_file_or_comma_separated_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("siblings");
+        std::fs::write(&list, "a/b\nc/d@v1 # pinned\n").unwrap();
+        let folder = dir.path().display().to_string();
+        let from_file = parse_finetunes_arg(&[list.display().to_string()]).unwrap();
+        assert_eq!(from_file, parse_finetunes_arg(&["a/b,c/d@v1".into()]).unwrap());
+        let mixed = parse_finetunes_arg(&[list.display().to_string(), format!("e/f,{folder}")]).unwrap();
+        assert_eq!(mixed.len(), 4);
+        assert_eq!(mixed[3], ModelSource::Local(dir.path().to_path_buf()));
+        // A missing list file is an error naming it, not a Hub id called `list.txt`.
+        let e = parse_finetunes_arg(&[dir.path().join("list.txt").display().to_string()]).unwrap_err();
+        assert!(matches!(e, HubError::Io { .. }), "{e}");
+        assert!(parse_finetunes_arg(&["a/b,A/B".into()]).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let e = parse_finetunes("a/b\n\nbad id here\n", "l.txt").unwrap_err().to_string();
         assert!(e.starts_with("l.txt:3:"), "{e}");
