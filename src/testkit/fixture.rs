@@ -30,6 +30,12 @@ pub struct TinySpec {
     pub dtype: Dtype,
     /// Split tensors into shards of at most this many bytes (None: one `model.safetensors`).
     pub shard_bytes: Option<usize>,
+    /// An explicit `head_dim` in config.json (None: `hidden / heads`, not written).
+    pub head_dim: Option<usize>,
+    /// `rope_scaling` written to config.json as is (e.g. linear or llama3 scaling).
+    pub rope_scaling: Option<serde_json::Value>,
+    /// Mistral's `sliding_window` (None: written as null, full attention).
+    pub sliding_window: Option<usize>,
 }
 
 impl TinySpec {
@@ -45,19 +51,31 @@ impl TinySpec {
             tie_embeddings: false,
             dtype: Dtype::F32,
             shard_bytes: Some(64 * 1024),
+            head_dim: None,
+            rope_scaling: None,
+            sliding_window: None,
         }
+    }
+    /// Llama with `lm_head` tied to the embeddings (as Llama-3.2-1B/3B are).
+    pub fn llama_tied() -> Self {
+        Self { tie_embeddings: true, ..Self::llama() }
     }
     pub fn mistral() -> Self {
         Self { model_type: "mistral", ..Self::llama() }
     }
+    /// Qwen2 with tied embeddings (as the 0.5B-3B models are).
     pub fn qwen2() -> Self {
         Self { model_type: "qwen2", tie_embeddings: true, ..Self::llama() }
+    }
+    /// Qwen2 with its own `lm_head` (as the 7B and larger models are).
+    pub fn qwen2_untied() -> Self {
+        Self { tie_embeddings: false, ..Self::qwen2() }
     }
     pub fn arch(&self) -> &'static Arch {
         Arch::for_model_type(self.model_type).expect("fixture uses a supported model_type")
     }
     pub fn head_dim(&self) -> usize {
-        self.hidden / self.heads
+        self.head_dim.unwrap_or(self.hidden / self.heads)
     }
 }
 
@@ -122,19 +140,45 @@ pub fn random_weights(spec: &TinySpec, seed: u64) -> Weights {
 
 /// A sibling: `base` with every tensor of `layers` shifted by random noise of `scale`.
 pub fn perturb_layers(spec: &TinySpec, base: &Weights, layers: &[usize], scale: f32, seed: u64) -> Weights {
+    perturb(spec, base, layers, scale, 0.0, seed)
+}
+
+/// A sibling: `base` with every tensor of `layers` shifted by random noise of `scale` and
+/// every other tensor (embeddings, final norm, `lm_head`, biases, other layers) by noise of
+/// `background`, so that no tensor of the sibling equals the base's.
+pub fn perturb(spec: &TinySpec, base: &Weights, layers: &[usize], scale: f32, background: f32, seed: u64) -> Weights {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let arch = spec.arch();
     base.iter()
         .map(|(name, (shape, values))| {
             let touched = arch.parse_layer_tensor(name).is_some_and(|(l, _)| layers.contains(&l));
-            let values = if touched {
-                values.iter().map(|v| v + scale * (rng.random::<f32>() - 0.5)).collect()
-            } else {
-                values.clone()
-            };
+            let s = if touched { scale } else { background };
+            let values = if s != 0.0 { values.iter().map(|v| v + s * (rng.random::<f32>() - 0.5)).collect() } else { values.clone() };
             (name.clone(), (shape.clone(), values))
         })
         .collect()
+}
+
+/// Noise every tensor of sibling `j` (0-based) of a [`write_family`] family carries outside
+/// its two strongly changed layers: a different size per sibling.
+pub fn background_scale(j: usize) -> f32 {
+    0.02 * (j + 1) as f32
+}
+
+/// `weights` of `spec` with `extra` vocabulary rows appended to the embeddings (and
+/// `lm_head` when untied), as padded fine-tunes carry: returns the padded spec and weights.
+pub fn pad_vocab(spec: &TinySpec, weights: &Weights, extra: usize, seed: u64) -> (TinySpec, Weights) {
+    let padded = TinySpec { vocab: spec.vocab + extra, ..spec.clone() };
+    let arch = spec.arch();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = weights.clone();
+    for name in [arch.embed, arch.lm_head] {
+        if let Some((shape, values)) = out.get_mut(name) {
+            shape[0] += extra;
+            values.extend((0..extra * shape[1]).map(|_| 0.7 * (rng.random::<f32>() - 0.5)));
+        }
+    }
+    (padded, out)
 }
 
 /// config.json for `spec`, as transformers writes it for that family.
@@ -160,13 +204,19 @@ pub fn config_json(spec: &TinySpec) -> serde_json::Value {
         "initializer_range": 0.02,
     });
     let obj = c.as_object_mut().expect("object");
+    if let Some(d) = spec.head_dim {
+        obj.insert("head_dim".into(), json!(d));
+    }
+    if let Some(r) = &spec.rope_scaling {
+        obj.insert("rope_scaling".into(), r.clone());
+    }
     match spec.model_type {
         "llama" => {
             obj.insert("attention_bias".into(), json!(false));
             obj.insert("mlp_bias".into(), json!(false));
         }
         "mistral" => {
-            obj.insert("sliding_window".into(), serde_json::Value::Null);
+            obj.insert("sliding_window".into(), json!(spec.sliding_window));
         }
         "qwen2" => {
             obj.insert("use_sliding_window".into(), json!(false));
@@ -288,7 +338,10 @@ pub fn write_model(dir: &Path, spec: &TinySpec, weights: &Weights) -> std::io::R
 }
 
 /// A base and `siblings` fine-tunes under `root` (`root/base`, `root/sib1`, …). Sibling j
-/// perturbs layer `j % layers` and the one after it. Returns (base, sibling folders, weights).
+/// (0-based) changes layer `j % layers` and the one after it strongly (noise 0.3) and every
+/// other tensor, embeddings, final norm, `lm_head` and biases included, by noise of
+/// [`background_scale`]`(j)`: no tensor of any model equals another model's, so a test sees
+/// which model every output tensor followed. Returns (base, sibling folders, weights).
 pub fn write_family(root: &Path, spec: &TinySpec, siblings: usize, seed: u64) -> std::io::Result<(PathBuf, Vec<PathBuf>, Vec<Weights>)> {
     let base = random_weights(spec, seed);
     let base_dir = root.join("base");
@@ -297,7 +350,7 @@ pub fn write_family(root: &Path, spec: &TinySpec, siblings: usize, seed: u64) ->
     let mut all = vec![base.clone()];
     for j in 0..siblings {
         let layers = [j % spec.layers, (j + 1) % spec.layers];
-        let w = perturb_layers(spec, &base, &layers, 0.3, seed + 1 + j as u64);
+        let w = perturb(spec, &base, &layers, 0.3, background_scale(j), seed + 1 + j as u64);
         let d = root.join(format!("sib{}", j + 1));
         write_model(&d, spec, &w)?;
         dirs.push(d);
