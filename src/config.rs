@@ -38,6 +38,9 @@ pub struct ModelConfig {
     /// `rope_scaling` (4.x) or the non-theta parts of `rope_parameters` (5.x), as written.
     pub rope_scaling: Option<Value>,
     pub max_position_embeddings: usize,
+    /// Sliding-window attention on every layer (Mistral's `sliding_window`; Qwen2's when
+    /// `use_sliding_window` is on): a position sees only the `window` latest positions.
+    pub sliding_window: Option<usize>,
     pub tie_word_embeddings: bool,
     /// The dtype the checkpoint declares (`torch_dtype` or `dtype`), if any.
     pub declared_dtype: Option<String>,
@@ -102,6 +105,14 @@ impl ModelConfig {
             }),
             Some(v) => Some(v.clone()),
         };
+        let uses_window = arch.model_type != "qwen2" || raw.get("use_sliding_window").and_then(Value::as_bool).unwrap_or(false);
+        let sliding_window = match raw.get("sliding_window") {
+            Some(Value::Number(n)) if uses_window => match n.as_u64() {
+                Some(w) if w > 0 => Some(w as usize),
+                _ => return Err(ConfigError::Invalid { path: path.into(), message: format!("sliding_window {n} must be a positive integer") }),
+            },
+            _ => None,
+        };
         let declared_dtype = raw
             .get("torch_dtype")
             .or_else(|| raw.get("dtype"))
@@ -120,6 +131,7 @@ impl ModelConfig {
             rope_theta,
             rope_scaling,
             max_position_embeddings: raw.get("max_position_embeddings").and_then(Value::as_u64).unwrap_or(2048) as usize,
+            sliding_window,
             tie_word_embeddings: raw.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
             declared_dtype,
             raw,

@@ -36,10 +36,13 @@ impl Dims {
     }
 }
 
-/// Rotary inverse frequencies, computed in f32 exactly as transformers does.
+/// The positional rules of attention: rotary inverse frequencies, computed in f32 exactly
+/// as transformers does, and the sliding attention window if the model has one.
 #[derive(Debug, Clone)]
 pub struct Rope {
     inv_freq: Vec<f32>,
+    /// Query i sees key j only when `i - j < window` (transformers' sliding-window mask).
+    window: Option<usize>,
 }
 
 fn num(v: &Value, field: &str) -> Result<f32, EvalError> {
@@ -87,7 +90,13 @@ impl Rope {
                 }
             }
         }
-        Ok(Self { inv_freq })
+        // One window for every layer: a config whose layers mix full and sliding attention
+        // (Qwen2's `max_window_layers`) would be scored wrongly, so it is refused.
+        let mixed = c.raw.get("layer_types").and_then(Value::as_array).is_some_and(|t| t.iter().any(|x| x != "sliding_attention"));
+        if c.sliding_window.is_some() && mixed {
+            return Err(EvalError::Unsupported("attention that slides on some layers only (layer_types mixes full and sliding attention)".into()));
+        }
+        Ok(Self { inv_freq, window: c.sliding_window })
     }
 
     /// cos and sin tables for positions `0..len`: (len, head_dim / 2) each.
@@ -114,7 +123,8 @@ pub struct BatchContext {
     pub len: usize,
     cos: Tensor,
     sin: Tensor,
-    /// (batch, 1, 1, len, len): 0 where query i may see key j (j <= i, j not padding), -inf elsewhere.
+    /// (batch, 1, 1, len, len): 0 where query i may see key j (j <= i, j not padding, j
+    /// inside the sliding window), -inf elsewhere.
     mask: Tensor,
 }
 
@@ -127,7 +137,9 @@ impl BatchContext {
         for (b, &n) in lengths.iter().enumerate() {
             for i in 0..len {
                 for j in 0..len {
-                    if j > i || j >= n {
+                    // Padding queries (i >= n) keep every real key: one that saw none would
+                    // turn its row into NaN, and NaN times a zero weight is still NaN.
+                    if j > i || j >= n || (i < n && rope.window.is_some_and(|w| i - j >= w)) {
                         m[(b * len + i) * len + j] = f32::NEG_INFINITY;
                     }
                 }
