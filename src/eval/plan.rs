@@ -145,7 +145,8 @@ fn plan_item(set: &mut SequenceSet, enc: &TextEncoder, item: &McItem) -> Result<
 
 /// Each text as lm-eval's rolling log-likelihood with context 1: the prefix token, then
 /// disjoint windows of up to `window` tokens, each starting with the previous window's last
-/// token. One span per text covering all its tokens.
+/// token, except the last, shorter one, which (as lm-eval's does) is preceded by as much of
+/// the text as fills a whole window. One span per text covering all its tokens.
 pub fn plan_texts(set: &mut SequenceSet, enc: &TextEncoder, texts: &[String], window: usize) -> Result<Vec<Span>, EvalError> {
     let mut spans = Vec::new();
     for t in texts {
@@ -154,8 +155,10 @@ pub fn plan_texts(set: &mut SequenceSet, enc: &TextEncoder, texts: &[String], wi
         let start = set.n_scored;
         let mut pos = 0;
         while pos + 1 < tokens.len() {
-            let end = (pos + window.max(2)).min(tokens.len());
-            set.score_all(&tokens[pos..end]);
+            let window = window.max(2);
+            let end = (pos + window).min(tokens.len());
+            let from = end.saturating_sub(window).min(pos);
+            set.score(&tokens[from..=pos], &tokens[pos + 1..end], &mut Vec::new());
             pos = end - 1;
         }
         spans.push(Span { start, len: set.n_scored - start });
