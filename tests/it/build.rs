@@ -253,13 +253,7 @@ fn padded_sibling_vocabulary_is_aligned_to_common_rows() {
     let tmp = common::tempdir();
     let mut f = family(tmp.path(), TinySpec::llama(), 1);
     // Replace sib1 by a copy padded with one vocabulary row, as Llama-2 fine-tunes are.
-    let padded = TinySpec { vocab: f.spec.vocab + 1, ..f.spec.clone() };
-    let mut w = fixture::random_weights(&padded, 99);
-    for (k, v) in &f.weights[1] {
-        if !k.contains("embed") && !k.contains("lm_head") {
-            w.insert(k.clone(), v.clone());
-        }
-    }
+    let (padded, w) = fixture::pad_vocab(&f.spec, &f.weights[1], 1, 99);
     std::fs::remove_dir_all(&f.dirs[1]).unwrap();
     fixture::write_model(&f.dirs[1], &padded, &w).unwrap();
     f.weights[1] = w;
@@ -330,43 +324,109 @@ fn destination_is_refused_unless_forced_and_replaced_only_when_complete() {
 }
 
 /// Describe, for the Python cross-check, what every output tensor should equal: the source
-/// tensors it is made of, so Python recomputes them with torch from the source files.
-fn python_expectations(f: &Fam, r: &Recipe) -> serde_json::Value {
+/// tensors it is made of and the rule, so numpy recomputes it from the source files.
+fn python_expectations(f: &Fam, r: &Recipe, out: &Path) -> serde_json::Value {
     let arch = f.spec.arch();
     let dir = |n: &str| f.dirs[(0..f.dirs.len()).find(|&i| name(i) == n).unwrap()].display().to_string();
+    let dirs = |models: &[String]| models.iter().map(|m| dir(m)).collect::<Vec<_>>();
     let rule_json = |rule: &Rule| match rule {
         Rule::Take(m) => serde_json::json!({"take": dir(m)}),
-        Rule::Merge(Merge::TaskArithmetic { models, lambda }) => {
-            serde_json::json!({"base": dir("base"), "models": models.iter().map(|m| dir(m)).collect::<Vec<_>>(), "lambda": lambda})
+        Rule::Merge(m) => {
+            let mut v = serde_json::to_value(m).unwrap();
+            v["models"] = dirs(m.models()).into();
+            v["base"] = dir("base").into();
+            v
         }
-        _ => unreachable!(),
     };
     let mut checks = vec![];
     for (o, l) in r.layers.iter().enumerate() {
-        for suffix in ["self_attn.q_proj.weight", "mlp.down_proj.weight", "input_layernorm.weight"] {
-            checks.push(serde_json::json!({"out": arch.layer_tensor_name(o, suffix), "src": arch.layer_tensor_name(l.from, suffix), "rule": rule_json(&l.rule)}));
+        for t in arch.layer_tensors {
+            checks.push(serde_json::json!({"out": arch.layer_tensor_name(o, t.suffix), "src": arch.layer_tensor_name(l.from, t.suffix), "rule": rule_json(&l.rule)}));
         }
     }
     checks.push(serde_json::json!({"out": arch.embed, "src": arch.embed, "rule": rule_json(&r.embeddings)}));
     checks.push(serde_json::json!({"out": arch.final_norm, "src": arch.final_norm, "rule": rule_json(&r.head)}));
-    serde_json::json!({"checks": checks})
+    // transformers' state dict always holds lm_head (the embeddings' tensor when tied).
+    let tied_out = json(&out.join("config.json"))["tie_word_embeddings"].as_bool().unwrap();
+    let (head_src, head_rule) = match (tied_out, f.spec.tie_embeddings) {
+        (true, _) => (arch.embed, &r.embeddings),
+        (false, true) => (arch.embed, &r.head),
+        (false, false) => (arch.lm_head, &r.head),
+    };
+    checks.push(serde_json::json!({"out": arch.lm_head, "src": head_src, "rule": rule_json(head_rule)}));
+    serde_json::json!({"out": out, "checks": checks})
 }
 
+fn linear(models: &[usize], weights: &[f64]) -> Rule {
+    Rule::Merge(Merge::Linear { models: models.iter().map(|&i| name(i)).collect(), weights: weights.to_vec() })
+}
+
+fn ties(models: &[usize], lambda: f64, density: f64) -> Rule {
+    Rule::Merge(Merge::Ties { models: models.iter().map(|&i| name(i)).collect(), lambda, density })
+}
+
+fn dare(models: &[usize], lambda: f64, density: f64) -> Rule {
+    Rule::Merge(Merge::Dare { models: models.iter().map(|&i| name(i)).collect(), lambda, density, seed: 5 })
+}
+
+fn slerp(a: usize, b: usize, t: f64) -> Rule {
+    Rule::Merge(Merge::Slerp { models: vec![name(a), name(b)], t })
+}
+
+/// Every architecture variant and merge method, written by the writer, loaded by
+/// transformers, and every tensor (biases, embeddings, final norm and lm_head included)
+/// recomputed with numpy from the sources: one Python process for all of them.
 #[test]
-fn transformers_loads_the_output_without_missing_or_unexpected_keys() {
+fn transformers_loads_every_output_and_numpy_recomputes_every_tensor() {
     let tmp = common::tempdir();
-    for (spec, dtype) in [(TinySpec::llama(), None), (TinySpec::mistral(), Some(Dtype::Bf16)), (TinySpec { layers: 5, ..TinySpec::qwen2() }, None)] {
-        let root = tmp.path().join(spec.model_type);
+    let llama3 = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
+    let linear_rope = serde_json::json!({"rope_type": "linear", "factor": 2.0});
+    let variants: Vec<(&str, TinySpec, Option<Dtype>)> = vec![
+        ("llama", TinySpec::llama(), None),
+        ("mistral-bf16", TinySpec { sliding_window: Some(6), ..TinySpec::mistral() }, Some(Dtype::Bf16)),
+        ("qwen2-tied", TinySpec { layers: 5, ..TinySpec::qwen2() }, None),
+        ("qwen2-untied", TinySpec::qwen2_untied(), None),
+        ("llama-tied", TinySpec::llama_tied(), None),
+        ("llama-head-dim-llama3-rope", TinySpec { head_dim: Some(16), rope_scaling: Some(llama3), ..TinySpec::llama() }, None),
+        ("llama-linear-rope-f16", TinySpec { rope_scaling: Some(linear_rope), dtype: Dtype::F16, ..TinySpec::llama() }, None),
+    ];
+    let mut jobs = vec![];
+    for (label, spec, dtype) in variants {
+        let root = tmp.path().join(label);
         let f = family(&root, spec, 2);
-        let mut r = recipe(&f, vec![(0, take(0)), (1, ta(&[1, 2], 0.7)), (3, take(2))], EdgePolicy::FollowLayers);
-        r.dtype = dtype;
-        let out = root.join("out");
-        build(&open(&r), &r, &out, &BuildOptions { shard_size: 30_000, force: false }).unwrap();
-        let spec_file = root.join("expect.json");
-        std::fs::write(&spec_file, python_expectations(&f, &r).to_string()).unwrap();
-        let stdout = common::run_python("check_build.py", &[out.to_str().unwrap(), spec_file.to_str().unwrap()]);
-        assert!(stdout.contains("OK"), "{stdout}");
+        // Edges follow the first and last layers: different rules, so a tied base unties.
+        let mut recipes = vec![recipe(&f, vec![(0, take(0)), (1, ta(&[1, 2], 0.7)), (3, take(2))], EdgePolicy::FollowLayers)];
+        // Every other merge method, on layers, embeddings and head.
+        let mut methods = recipe(
+            &f,
+            vec![(0, linear(&[0, 1, 2], &[0.5, 0.3, 0.2])), (1, ties(&[1, 2], 0.8, 0.4)), (2, dare(&[1, 2], 0.9, 0.5)), (2, dare(&[2], 1.0, 0.3)), (3, slerp(1, 2, 0.3))],
+            EdgePolicy::FollowLayers,
+        );
+        methods.embeddings = ties(&[1, 2], 1.0, 0.6);
+        methods.head = linear(&[1, 2], &[1.0, 3.0]);
+        recipes.push(methods);
+        // One rule for both edges: a tied base stays tied.
+        recipes.push(recipe(&f, vec![(2, take(1)), (0, take(1))], EdgePolicy::FollowLayers));
+        for (i, mut r) in recipes.into_iter().enumerate() {
+            r.dtype = dtype;
+            let out = root.join(format!("out{i}"));
+            let report = build(&open(&r), &r, &out, &BuildOptions { shard_size: 30_000, force: false }).unwrap();
+            let cfg = json(&out.join("config.json"));
+            let tied = f.spec.tie_embeddings && r.embeddings == r.head;
+            assert_eq!(cfg["tie_word_embeddings"], tied, "{label} recipe {i}");
+            assert_eq!(report.warnings.iter().any(|w| w.contains("untied")), f.spec.tie_embeddings && !tied, "{label} recipe {i}: {:?}", report.warnings);
+            let other_method = |rule: &Rule| matches!(rule, Rule::Merge(m) if m.method_name() != "task_arithmetic");
+            if !r.layers.iter().any(|l| other_method(&l.rule)) && !other_method(&r.embeddings) && !other_method(&r.head) {
+                // Take and task arithmetic, recomputed here too (bit-exact).
+                check_tensors(&f, &r, &out, r.dtype.unwrap_or(f.spec.dtype), f.spec.vocab);
+            }
+            jobs.push(python_expectations(&f, &r, &out));
+        }
     }
+    let spec_file = tmp.path().join("expect.json");
+    std::fs::write(&spec_file, serde_json::json!({"jobs": jobs}).to_string()).unwrap();
+    let stdout = common::run_python("check_build.py", &[spec_file.to_str().unwrap()]);
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("OK ")).count(), jobs.len(), "{stdout}");
 }
 
 /// llama.cpp's own converter (`convert_hf_to_gguf.py`, pinned release) turns a tailored
