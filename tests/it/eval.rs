@@ -79,11 +79,28 @@ fn max_diff(a: &[Vec<f32>], b: &serde_json::Value) -> f64 {
     m
 }
 
-fn cross_check(spec: TinySpec) {
-    let tmp = common::tempdir();
-    let fam = family(tmp.path(), &spec);
-    let r = stitched(&fam, &spec);
-    let out = tmp.path().join("tailored");
+/// What hf-tailor computes for one variant, and the request for transformers.
+struct Ours {
+    label: String,
+    seqs: Vec<Vec<u32>>,
+    single: Vec<Vec<Vec<f32>>>,
+    batched: Vec<Vec<Vec<f32>>>,
+    lls: Vec<Vec<f64>>,
+    perplexity: f64,
+}
+
+/// Perplexity windows of this many tokens (prefix token included): the texts need several.
+const PPL_WINDOW: usize = 12;
+
+fn ppl_texts() -> Vec<String> {
+    vec!["A text long enough to need several perplexity windows of twelve tokens.".into(), "Short one.".into()]
+}
+
+/// Build `recipe` (the stitched one unless given) for `spec` and compute hf-tailor's numbers.
+fn ours(root: &Path, label: &str, spec: &TinySpec, make: impl Fn(&Family) -> Recipe) -> (Ours, serde_json::Value) {
+    let fam = family(root, spec);
+    let r = make(&fam);
+    let out = root.join("tailored");
     materialise(&fam, &r, &out);
 
     let mut ev = Evaluator::new(fam.clone(), vec![], EvalOptions::default()).unwrap();
@@ -92,47 +109,93 @@ fn cross_check(spec: TinySpec) {
     let batched = ev.logits(&r, &seqs).unwrap();
     let single: Vec<_> = seqs.iter().map(|s| ev.logits(&r, std::slice::from_ref(s)).unwrap().remove(0)).collect();
     let lls = ev.choice_log_likelihoods(&r, &items()).unwrap();
-
+    let mut windowed = Evaluator::new(fam.clone(), vec![], EvalOptions { max_window: PPL_WINDOW, ..EvalOptions::default() }).unwrap();
+    let perplexity = windowed.text_perplexity(&r, &ppl_texts()).unwrap();
+    if let Some(w) = spec.sliding_window {
+        assert!(seqs[0].len() > 2 * w, "{label}: the sliding window must be exercised");
+    }
     let req = serde_json::json!({
+        "label": label,
         "model": out,
         "sequences": seqs,
         "items": items().iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices})).collect::<Vec<_>>(),
+        "texts": ppl_texts(),
+        "window": PPL_WINDOW,
     });
-    let req_path = tmp.path().join("req.json");
-    let ref_path = tmp.path().join("ref.json");
-    std::fs::write(&req_path, req.to_string()).unwrap();
-    common::run_python("eval_crosscheck.py", &[req_path.to_str().unwrap(), ref_path.to_str().unwrap()]);
-    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ref_path).unwrap()).unwrap();
+    (Ours { label: label.into(), seqs, single, batched, lls, perplexity }, req)
+}
 
-    for (i, s) in seqs.iter().enumerate() {
-        assert!(s.len() > 3, "sequence {i} too short to test padding");
-        let d1 = max_diff(&single[i], &reference["single"][i]);
-        let d2 = max_diff(&batched[i], &reference["batched"][i]);
-        let d3 = max_diff(&batched[i], &reference["single"][i]);
-        assert!(d1 < 1e-4 && d2 < 1e-4 && d3 < 1e-4, "{}: sequence {i}: logits differ by {d1:e} (alone), {d2:e} (batched), {d3:e} (batched vs alone)", spec.model_type);
+/// Every disagreement of `o` with transformers' `reference`, as messages.
+fn compare(o: &Ours, reference: &serde_json::Value) -> Vec<String> {
+    let label = &o.label;
+    let mut bad = vec![];
+    macro_rules! check {
+        ($ok:expr, $($msg:tt)*) => { if !$ok { bad.push(format!($($msg)*)); } };
     }
-    for (i, (ours, theirs)) in lls.iter().zip(reference["lls"].as_array().unwrap()).enumerate() {
+    for (i, s) in o.seqs.iter().enumerate() {
+        assert!(s.len() > 3, "sequence {i} too short to test padding");
+        let d1 = max_diff(&o.single[i], &reference["single"][i]);
+        let d2 = max_diff(&o.batched[i], &reference["batched"][i]);
+        let d3 = max_diff(&o.batched[i], &reference["single"][i]);
+        check!(d1 < 1e-4 && d2 < 1e-4 && d3 < 1e-4, "{label}: sequence {i}: logits differ by {d1:e} (alone), {d2:e} (batched), {d3:e} (batched vs alone)");
+    }
+    for (i, (ours, theirs)) in o.lls.iter().zip(reference["lls"].as_array().unwrap()).enumerate() {
         let theirs: Vec<f64> = theirs.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert_eq!(ours.len(), theirs.len());
-        for (a, b) in ours.iter().zip(&theirs) {
-            assert!((a - b).abs() < 1e-4, "{}: item {i}: log-likelihoods {ours:?} vs transformers {theirs:?}", spec.model_type);
+        check!(ours.iter().zip(&theirs).all(|(a, b)| (a - b).abs() < 1e-4), "{label}: item {i}: log-likelihoods {ours:?} vs transformers {theirs:?}");
+    }
+    let theirs = reference["perplexity"].as_f64().unwrap();
+    assert!(reference["windows"].as_u64().unwrap() > 3, "{label}: perplexity texts fit in too few windows");
+    check!(((o.perplexity - theirs) / theirs).abs() < 1e-5, "{label}: perplexity {} vs transformers {theirs}", o.perplexity);
+    bad
+}
+
+/// The in-memory evaluator against transformers on the written checkpoint, for every
+/// architecture variant: logits at every position (alone and batched), lm-eval
+/// log-likelihoods, and windowed perplexity (lm-eval's rolling windows). The family's
+/// siblings differ from the base in every tensor, so the embeddings' and head's rules show.
+#[test]
+fn logits_log_likelihoods_and_perplexity_match_transformers_on_every_variant() {
+    let tmp = common::tempdir();
+    let llama3 = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16});
+    let linear_rope = serde_json::json!({"rope_type": "linear", "factor": 4.0});
+    let variants: Vec<(&str, TinySpec)> = vec![
+        ("llama", TinySpec::llama()),
+        ("llama-tied", TinySpec::llama_tied()),
+        // A window shorter than the sequences, so that it changes the result.
+        ("mistral-sliding-window", TinySpec { sliding_window: Some(5), ..TinySpec::mistral() }),
+        ("qwen2-tied", TinySpec::qwen2()),
+        ("qwen2-untied", TinySpec::qwen2_untied()),
+        ("llama-head-dim-llama3-rope", TinySpec { head_dim: Some(16), rope_scaling: Some(llama3), ..TinySpec::llama() }),
+        ("llama-linear-rope", TinySpec { rope_scaling: Some(linear_rope), ..TinySpec::llama() }),
+    ];
+    let mut all = vec![];
+    let mut reqs = vec![];
+    for (label, spec) in &variants {
+        let (o, req) = ours(&tmp.path().join(label), label, spec, |fam| stitched(fam, spec));
+        all.push(o);
+        reqs.push(req);
+        if spec.tie_embeddings {
+            // Both edges from one rule: the output stays tied.
+            let same = format!("{label}-same-edges");
+            let (o, req) = ours(&tmp.path().join(&same), &same, spec, |fam| {
+                let mut r = stitched(fam, spec);
+                r.head = r.embeddings.clone();
+                r
+            });
+            all.push(o);
+            reqs.push(req);
         }
     }
-}
-
-#[test]
-fn logits_and_choice_log_likelihoods_match_transformers_llama() {
-    cross_check(TinySpec::llama());
-}
-
-#[test]
-fn logits_and_choice_log_likelihoods_match_transformers_mistral() {
-    cross_check(TinySpec::mistral());
-}
-
-#[test]
-fn logits_and_choice_log_likelihoods_match_transformers_qwen2_tied() {
-    cross_check(TinySpec::qwen2());
+    let req_path = tmp.path().join("req.json");
+    let ref_path = tmp.path().join("ref.json");
+    std::fs::write(&req_path, serde_json::json!({"requests": reqs}).to_string()).unwrap();
+    common::run_python("eval_crosscheck.py", &[req_path.to_str().unwrap(), ref_path.to_str().unwrap()]);
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ref_path).unwrap()).unwrap();
+    let reference = reference["results"].as_array().unwrap();
+    assert_eq!(reference.len(), all.len());
+    let bad: Vec<String> = all.iter().zip(reference).flat_map(|(o, r)| compare(o, r)).collect();
+    assert!(bad.is_empty(), "{} disagreements with transformers:\n{}", bad.len(), bad.join("\n"));
 }
 
 /// A stream of candidates sharing prefixes, as a search produces.
