@@ -13,6 +13,7 @@ mod push;
 mod run;
 mod search;
 mod sources;
+mod test_hooks;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -259,6 +259,7 @@ impl JobObserver for Progress {
         self.bar.set_position(e.done as u64);
         let best = e.best.map(|b| format!("best {:.2}%", 100.0 * b)).unwrap_or_default();
         self.bar.set_message(format!("{best} (last: {:.2}% at {} items)", 100.0 * e.trial.mean, e.trial.budget));
+        super::test_hooks::after_trial(e.done, e.replayed);
     }
     fn stage(&mut self, what: &str) {
         if !self.bar.is_finished() {

@@ -78,6 +78,8 @@ impl JobOptions {
 pub trait Progress {
     fn stage(&mut self, message: &str);
     fn trial(&mut self, done: usize, total: usize, best: Option<f64>);
+    /// The checkpoint is written to `model_dir` and about to be verified.
+    fn built(&mut self, _model_dir: &Path) {}
 }
 
 /// A [`Progress`] that says nothing.
@@ -217,6 +219,7 @@ pub fn tailor(
     progress.stage(&format!("writing the tailored checkpoint to {}", model_dir.display()));
     let built = writer::build(&fam, &best, &model_dir, &BuildOptions { force: opts.force || opts.resume, ..BuildOptions::default() })?;
     warnings.extend(built.warnings.iter().cloned());
+    progress.built(&model_dir);
     progress.stage("verifying the written checkpoint");
     let verified = score_folder(&model_dir, report, eval_options, report_items)?;
     let tailored = rows.last().expect("tailored row").clone();
@@ -309,4 +312,42 @@ fn check_verified(expected: &TaskScores, got: &TaskScores, items: usize) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(v: &[(&str, f64)]) -> TaskScores {
+        v.iter().map(|(k, s)| (k.to_string(), *s)).collect()
+    }
+
+    fn verify_message(expected: &[(&str, f64)], got: &[(&str, f64)], items: usize) -> Option<String> {
+        check_verified(&scores(expected), &scores(got), items).err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn verify_accepts_two_flipped_items_and_no_more() {
+        // 500 items: two flips are 0.004, under the 0.01 floor.
+        assert_eq!(verify_message(&[("a", 0.5), ("b", 0.7)], &[("a", 0.5), ("b", 0.7)], 500), None);
+        assert_eq!(verify_message(&[("a", 0.5)], &[("a", 0.509)], 500), None);
+        assert_eq!(verify_message(&[("a", 0.5)], &[("a", 0.4901)], 500), None, "downwards too");
+        let msg = verify_message(&[("a", 0.5), ("b", 0.7)], &[("a", 0.5), ("b", 0.688)], 500).expect("0.012 > 0.01 fails");
+        assert!(msg.starts_with("verification failed") && msg.contains("0.6880 on b") && msg.contains("0.7000") && msg.contains("tolerance 0.0100"), "{msg}");
+        // 50 items: two flips (0.04) pass, three (0.06) fail.
+        assert_eq!(verify_message(&[("a", 0.5)], &[("a", 0.5399)], 50), None);
+        assert!(verify_message(&[("a", 0.5)], &[("a", 0.56)], 50).is_some());
+        assert!(verify_message(&[("a", 0.5)], &[("a", 0.44)], 50).is_some());
+    }
+
+    #[test]
+    fn verify_fails_on_a_missing_task_or_nan() {
+        let msg = verify_message(&[("a", 0.5), ("b", 0.6)], &[("a", 0.5)], 500).expect("missing task fails");
+        assert!(msg.contains("on b"), "{msg}");
+        assert!(verify_message(&[("a", 0.5)], &[("a", f64::NAN)], 500).is_some(), "NaN written score");
+        assert!(verify_message(&[("a", f64::NAN)], &[("a", 0.5)], 500).is_some(), "NaN in-memory score");
+        assert!(verify_message(&[("a", f64::NAN)], &[("a", f64::NAN)], 500).is_some(), "NaN on both sides is no agreement");
+        // Tasks the in-memory row does not report are not compared.
+        assert_eq!(verify_message(&[("a", 0.5)], &[("a", 0.5), ("extra", 0.0)], 500), None);
+    }
 }
