@@ -143,12 +143,14 @@ fn the_demo_tailors_the_builtin_family_end_to_end() {
             assert!((ours - theirs).abs() <= 0.004 + 1e-9, "{name} on {skill}: hf-tailor {ours}, transformers {theirs}");
         }
     }
-    // The written checkpoint scores what the in-memory candidate scored.
+    // The written checkpoint scores what the in-memory candidate scored: at most one item of
+    // 500 apart (the final cast of merged layers), tighter than verify's own 0.01, so this
+    // checks the numbers rather than restating that the job succeeded.
     let tailored = &rows[5]["scores"];
     for skill in ["arith", "reverse", "recall"] {
         let a = tailored[skill].as_f64().expect("score");
         let b = outcome["verified"][skill].as_f64().expect("verified score");
-        assert!((a - b).abs() <= 0.01, "{skill}: in memory {a}, written {b}");
+        assert!((a - b).abs() <= 0.002 + 1e-9, "{skill}: in memory {a}, written {b}");
     }
 
     // A second run into the same folder needs --force, and says so on one line.

@@ -13,3 +13,4 @@ mod eval;
 mod layout;
 mod search_e2e;
 mod cli;
+mod verify;
