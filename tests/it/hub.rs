@@ -532,6 +532,48 @@ fn pull_build_card_push_round_trip_renders_the_example_card() {
     let scored = cli(&["eval", "--model", "org/base", "--tasks", tasks.to_str().unwrap(), "--json"]);
     assert!(scored.contains("acc"), "{scored}");
 
+    // The facts the example shows, computed here from the recipe and the config.
+    let md = &card.readme;
+    let (src_layers, kept) = (recipe.source_layers, recipe.layers.len());
+    let removed: Vec<usize> = (0..src_layers).filter(|l| !recipe.layers.iter().any(|r| r.from == *l)).collect();
+    let row = format!("| Decoder layers | {src_layers} | {kept} | {} ({:.1} %) |", removed.len(), 100.0 * removed.len() as f64 / src_layers as f64);
+    assert!(md.contains(&row), "{row} missing:\n{md}");
+    let (before, after) = (family.base.config.total_params(src_layers), family.base.config.total_params(kept));
+    assert_eq!((before, after), (report.params_before, report.params_after));
+    let row = format!("| Parameters | {} | {} | {:.1} % |", hf_tailor::card::human_count(before), hf_tailor::card::human_count(after), 100.0 * (before - after) as f64 / before as f64);
+    assert!(md.contains(&row), "{row} missing:\n{md}");
+    let sources: Vec<&hf_tailor::recipe::SourceModel> = std::iter::once(&recipe.base).chain(&recipe.siblings).collect();
+    let link = |name: &str| {
+        let s = sources.iter().find(|s| s.name == name).unwrap();
+        let rev = s.revision.as_deref().unwrap();
+        format!("[{}@{}](https://huggingface.co/{}/tree/{rev})", s.repo, &rev[..8], s.repo)
+    };
+    for (o, l) in recipe.layers.iter().enumerate() {
+        let line = md.lines().find(|x| x.starts_with(&format!("| {o} | "))).unwrap_or_else(|| panic!("no lineage row {o}:\n{md}"));
+        let (method, strength) = match &l.rule {
+            Rule::Take(m) => {
+                assert!(line.contains(&link(m)), "{line}");
+                ("take".to_string(), String::new())
+            }
+            Rule::Merge(m) => {
+                for name in m.models() {
+                    assert!(line.contains(&link(name)), "{line}");
+                }
+                assert!(line.contains(&format!("on base {}", link("base"))), "{line}");
+                (m.method_name().to_string(), m.strength().unwrap().to_string())
+            }
+        };
+        assert!(line.ends_with(&format!("| {} | {method} | {strength} |", l.from)), "{line}");
+    }
+    assert_eq!(md.lines().filter(|x| x.starts_with("| ") && x.split('|').nth(1).is_some_and(|c| c.trim().parse::<usize>().is_ok())).count(), kept, "one lineage row per output layer");
+    let removed_list = removed.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ");
+    assert!(md.contains(&format!("Removed source layers: {removed_list}.")), "{md}");
+    // The picture: background, one stripe per model of each tailored layer, one legend swatch
+    // per model, the removed swatch, and an outline per source and per tailored layer.
+    let stripes: usize = recipe.layers.iter().map(|l| l.rule.models().len()).sum();
+    let rects = 1 + stripes + sources.len() + usize::from(!removed.is_empty()) + src_layers + kept;
+    assert_eq!(card.lineage_svg.matches("<rect").count(), rects, "{}", card.lineage_svg);
+
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("model-cards/fixture-llama");
     if std::env::var_os("HF_TAILOR_UPDATE_EXAMPLES").is_some() {
         std::fs::create_dir_all(&examples).unwrap();
