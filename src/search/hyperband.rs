@@ -78,9 +78,11 @@ impl<C: Clone> Hyperband<C> {
         let stages = self.plans[self.bracket].stages.len();
         if self.stage + 1 < stages {
             let (next_count, _) = self.plans[self.bracket].stages[self.stage + 1];
-            let mut ranked: Vec<(usize, f64)> = self.done.iter().enumerate().map(|(i, (_, c))| (i, *c)).collect();
+            // A NaN cost (of either sign: x86 makes negative ones, which `total_cmp` puts
+            // before every number) is never promoted; the stage then takes new candidates.
+            let mut ranked: Vec<(usize, f64)> = self.done.iter().enumerate().map(|(i, (_, c))| (i, *c)).filter(|(_, c)| !c.is_nan()).collect();
             // Stable: ties keep the order of evaluation.
-            ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+            ranked.sort_by(|a, b| a.1.partial_cmp(&b.1).expect("NaN filtered out"));
             self.promoted = ranked.iter().take(next_count).map(|(i, _)| self.done[*i].0.clone()).collect();
             self.stage += 1;
         } else {
@@ -102,6 +104,48 @@ mod tests {
         assert_eq!(b[1].stages, vec![(5, 333), (1, 1000)]);
         assert_eq!(b[2].stages, vec![(3, 1000)]);
         assert_eq!(brackets(&[1000], 3)[0].stages, vec![(1, 1000)]);
+    }
+
+    /// Feed `(candidate, cost)` pairs, checking each slot asked for first.
+    fn run(hb: &mut Hyperband<u32>, want: &[Slot<u32>], costs: &[(u32, f64)]) {
+        assert_eq!(want.len(), costs.len());
+        for (w, (c, cost)) in want.iter().zip(costs) {
+            assert_eq!(&hb.next(), w);
+            hb.tell(*c, *cost);
+        }
+    }
+
+    #[test]
+    fn nine_three_one_promotes_the_best_in_order_stably_and_never_nan() {
+        let mut hb: Hyperband<u32> = Hyperband::new(&[111, 333, 1000], 3);
+        // Runtime NaNs: x86's default NaN (0/0) is negative.
+        let zero = std::hint::black_box(0.0f64);
+        let neg_nan = zero / zero;
+        // Stage 1: 9 new candidates at 111 items; 0.3 three times, two NaNs of either sign.
+        let costs = [(0, 0.5), (1, 0.3), (2, 0.3), (3, 0.9), (4, f64::NAN), (5, 0.1), (6, neg_nan), (7, 0.3), (8, -f64::NAN)];
+        run(&mut hb, &vec![Slot::New(111); 9], &costs);
+        // Stage 2: the best 3 at 333, best first, ties in evaluation order (1, 2 before 7).
+        run(&mut hb, &[Slot::Promoted(5, 333), Slot::Promoted(1, 333), Slot::Promoted(2, 333)], &[(5, 0.4), (1, 0.2), (2, 0.2)]);
+        // Stage 3: the best of those (1 ties with 2 and was evaluated first) at 1000.
+        run(&mut hb, &[Slot::Promoted(1, 1000)], &[(1, 0.25)]);
+        // Bracket 2: 5 new at 333, best one at 1000.
+        run(&mut hb, &vec![Slot::New(333); 5], &[(10, 0.6), (11, neg_nan), (12, 0.5), (13, 0.5), (14, 0.7)]);
+        run(&mut hb, &[Slot::Promoted(12, 1000)], &[(12, 0.5)]);
+        // Bracket 3: 3 new at the full budget, then back to the first bracket.
+        run(&mut hb, &vec![Slot::New(1000); 3], &[(20, 0.1), (21, 0.2), (22, 0.3)]);
+        assert_eq!(hb.next(), Slot::New(111));
+    }
+
+    #[test]
+    fn a_stage_of_nans_promotes_nothing_and_fills_with_new_candidates() {
+        let mut hb: Hyperband<u32> = Hyperband::new(&[10, 30], 3);
+        // 3 at 10 items, one promoted: all NaN, so the 30-item stage takes a new candidate.
+        run(&mut hb, &vec![Slot::New(10); 3], &[(0, f64::NAN), (1, -f64::NAN), (2, f64::NAN)]);
+        run(&mut hb, &[Slot::New(30)], &[(3, 0.5)]);
+        // One NaN among numbers: the number is promoted.
+        run(&mut hb, &vec![Slot::New(30); 2], &[(4, 0.5), (5, 0.4)]);
+        run(&mut hb, &vec![Slot::New(10); 3], &[(6, -f64::NAN), (7, 0.8), (8, f64::NAN)]);
+        assert_eq!(hb.next(), Slot::Promoted(7, 30));
     }
 
     #[test]
