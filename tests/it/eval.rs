@@ -356,3 +356,58 @@ fn mmlu_parquet_folder_and_jsonl_tasks_score_through_the_cli() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("mc.jsonl:1") && err.contains("at least 2") && err.trim().lines().count() == 1, "{err}");
 }
+
+/// Candidates that share a prefix and differ in exactly one thing: a merge's λ, its model
+/// list, its method, a layer's source layer, the embeddings' rule, the head's rule. One
+/// evaluator reused across all of them and across budgets must give, bit for bit, what a
+/// fresh evaluator gives each (candidate, budget), and every candidate must score
+/// differently (the family differs in every tensor, so a cache that confused two would show).
+#[test]
+fn prefix_cache_tells_apart_candidates_that_differ_in_one_rule() {
+    let tmp = common::tempdir();
+    let spec = TinySpec::llama();
+    let fam = family(tmp.path(), &spec);
+    let b = || Rule::Take("base".into());
+    let s1 = || Rule::Take("sib1".into());
+    let merge = |m: Merge| Rule::Merge(m);
+    let two = || vec!["sib1".to_string(), "sib2".to_string()];
+    let prefix = |r1: Rule, from2: usize| recipe(&fam, &spec, vec![(0, b()), (1, r1), (from2, b()), (3, b())]);
+    let mut cands = vec![
+        ("reference", prefix(ta(0.5), 2)),
+        ("lambda", prefix(ta(0.6), 2)),
+        ("model list", prefix(merge(Merge::TaskArithmetic { models: vec!["sib1".into()], lambda: 0.5 }), 2)),
+        ("method", prefix(merge(Merge::Ties { models: two(), lambda: 0.5, density: 1.0 }), 2)),
+        ("source layer", prefix(ta(0.5), 1)),
+    ];
+    let mut emb = prefix(ta(0.5), 2);
+    emb.embeddings = s1();
+    cands.push(("embeddings rule", emb));
+    let mut head = prefix(ta(0.5), 2);
+    head.head = s1();
+    cands.push(("head rule", head));
+    let tasks = vec![Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) }, Task {
+        name: "text".into(),
+        data: TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()]),
+    }];
+    let small = EvalOptions { max_batch_tokens: 96, ..EvalOptions::default() };
+    let mut shared = Evaluator::new(fam.clone(), tasks.clone(), small.clone()).unwrap();
+    let mut reused = vec![];
+    // Interleave budgets so the cache holds states of both plans at once.
+    for budget in [2usize, 4] {
+        for (label, r) in &cands {
+            reused.push((*label, budget, shared.evaluate(r, budget).unwrap(), shared.choice_log_likelihoods(r, &items()).unwrap()));
+        }
+    }
+    assert!(shared.stats().layer_forwards_saved > 0, "the shared prefix was never reused: {:?}", shared.stats());
+    for (label, budget, scores, lls) in &reused {
+        let r = &cands.iter().find(|(l, _)| l == label).unwrap().1;
+        let mut fresh = Evaluator::new(fam.clone(), tasks.clone(), small.clone()).unwrap();
+        assert_eq!(&fresh.evaluate(r, *budget).unwrap(), scores, "{label} at budget {budget}: reused evaluator differs from a fresh one");
+        assert_eq!(&fresh.choice_log_likelihoods(r, &items()).unwrap(), lls, "{label}: log-likelihoods differ from a fresh evaluator's");
+    }
+    for (i, (a, _, _, la)) in reused.iter().enumerate().take(cands.len()) {
+        for (b, _, _, lb) in reused.iter().take(cands.len()).skip(i + 1) {
+            assert_ne!(la, lb, "{a} and {b} score the same: the difference was lost");
+        }
+    }
+}
