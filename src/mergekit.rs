@@ -162,7 +162,29 @@ fn task_arithmetic_slices(recipe: &Recipe, refs: &BTreeMap<&str, String>) -> Res
     if recipe.head != recipe.layers[recipe.layers.len() - 1].rule {
         slices.push(sources("head", &recipe.head, 0, 0)?);
     }
+    pad_first_slice(&mut slices);
     Ok(slices)
+}
+
+/// mergekit merges the final norm and lm_head over the last slice's sources but counts
+/// them by the first slice's, so a first slice with fewer sources silently drops the last
+/// slice's extra models from the head. Give the first slice those models at weight 0 (in
+/// task arithmetic `base + 0·(W − base)` is the base's value exactly; import skips them).
+fn pad_first_slice(slices: &mut [Value]) {
+    let models = |s: &Value| -> Vec<String> {
+        s["sources"].as_array().map(|a| a.iter().filter_map(|x| x["model"].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    };
+    let (Some(first), Some(last)) = (slices.first(), slices.last()) else { return };
+    let (have, want) = (models(first), models(last));
+    if have.len() >= want.len() {
+        return;
+    }
+    let range = first["sources"][0]["layer_range"].clone();
+    let missing: Vec<String> = want.into_iter().filter(|m| !have.contains(m)).collect();
+    let sources = slices[0]["sources"].as_array_mut().expect("slices have sources");
+    for m in missing {
+        sources.push(json!({"model": m, "layer_range": range, "parameters": {"weight": 0.0}}));
+    }
 }
 
 /// What a mergekit config does not say and a recipe needs: the sources' depth and
@@ -506,6 +528,20 @@ mod tests {
         r.embeddings = take("a");
         r.head = ta(&["a", "b"], 0.25);
         assert_eq!(import(&export(&r).unwrap(), &opts()).unwrap(), r);
+    }
+
+    #[test]
+    fn the_first_slice_lists_every_model_of_the_last_so_mergekit_merges_the_whole_head() {
+        // The head follows the last layer, a merge of a and b; the first slice takes the base.
+        let r = Recipe::new("llama", 6, src("base"), vec![src("a"), src("b")], layers(&[(0, take("base")), (4, ta(&["a", "b"], 0.5))]), EdgePolicy::FollowLayers);
+        let y = export(&r).unwrap();
+        let v: Value = serde_norway::from_str(&y).unwrap();
+        let first = v["slices"][0]["sources"].as_array().unwrap();
+        assert_eq!(first.len(), v["slices"][1]["sources"].as_array().unwrap().len(), "{y}");
+        assert_eq!(first[1], json!({"model": "org/a", "layer_range": [0, 1], "parameters": {"weight": 0.0}}), "{y}");
+        assert_eq!(first[2], json!({"model": "org/b", "layer_range": [0, 1], "parameters": {"weight": 0.0}}), "{y}");
+        // Weight 0 is no merge: the import reads the base's layer back.
+        assert_eq!(import(&y, &opts()).unwrap(), r);
     }
 
     #[test]
