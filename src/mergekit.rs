@@ -57,9 +57,23 @@ fn slice_source(model: &str, from: usize, len: usize, weight: Option<f64>) -> Va
     s
 }
 
-/// Export `recipe` as an equivalent mergekit YAML config.
-pub fn export(recipe: &Recipe) -> Result<String, MergekitError> {
+/// Export `recipe` as an equivalent mergekit YAML config. `base_ties_embeddings`: the
+/// base's config has `tie_word_embeddings` (mergekit then writes no lm_head and keeps the
+/// output tied, so a recipe whose head rule differs from its embeddings rule, which
+/// hf-tailor writes untied, cannot be said and is refused).
+pub fn export(recipe: &Recipe, base_ties_embeddings: bool) -> Result<String, MergekitError> {
     recipe.validate()?;
+    if base_ties_embeddings && recipe.embeddings != recipe.head {
+        return Err(export_err(
+            "head",
+            format!(
+                "the base ties lm_head to its embeddings and the recipe takes them from different rules (embeddings {}, head {}): \
+                 hf-tailor unties them, mergekit keeps them tied, so its model would differ",
+                recipe.embeddings.label(),
+                recipe.head.label()
+            ),
+        ));
+    }
     let refs: BTreeMap<&str, String> = recipe.models().map(|m| (m.name.as_str(), model_ref(m))).collect();
     let uses_merges = recipe.layers.iter().any(|l| l.rule.is_merge()) || recipe.embeddings.is_merge() || recipe.head.is_merge();
     let mut config = serde_json::Map::new();
@@ -495,7 +509,7 @@ mod tests {
             EdgePolicy::FollowLayers,
         );
         r.dtype = Some(Dtype::Bf16);
-        let y = export(&r).unwrap();
+        let y = export(&r, false).unwrap();
         assert!(y.contains("merge_method: passthrough"), "{y}");
         assert!(y.contains("org/base@abc123"), "{y}");
         assert_eq!(y.matches("layer_range").count(), 3, "three runs: {y}");
@@ -513,7 +527,7 @@ mod tests {
             layers(&[(0, take("a")), (2, ta(&["a", "b"], 0.6)), (3, take("base")), (5, take("b"))]),
             EdgePolicy::Base,
         );
-        let y = export(&r).unwrap();
+        let y = export(&r, false).unwrap();
         assert!(y.contains("merge_method: task_arithmetic") && y.contains("normalize: false") && y.contains("base_model: org/base"), "{y}");
         // Embeddings from the base while layer 0 takes `a`, head from the base while the last takes `b`:
         // zero-length slices first and last carry them.
@@ -527,14 +541,14 @@ mod tests {
         assert_eq!(import(&y, &opts()).unwrap(), r);
         r.embeddings = take("a");
         r.head = ta(&["a", "b"], 0.25);
-        assert_eq!(import(&export(&r).unwrap(), &opts()).unwrap(), r);
+        assert_eq!(import(&export(&r, false).unwrap(), &opts()).unwrap(), r);
     }
 
     #[test]
     fn the_first_slice_lists_every_model_of_the_last_so_mergekit_merges_the_whole_head() {
         // The head follows the last layer, a merge of a and b; the first slice takes the base.
         let r = Recipe::new("llama", 6, src("base"), vec![src("a"), src("b")], layers(&[(0, take("base")), (4, ta(&["a", "b"], 0.5))]), EdgePolicy::FollowLayers);
-        let y = export(&r).unwrap();
+        let y = export(&r, false).unwrap();
         let v: Value = serde_norway::from_str(&y).unwrap();
         let first = v["slices"][0]["sources"].as_array().unwrap();
         assert_eq!(first.len(), v["slices"][1]["sources"].as_array().unwrap().len(), "{y}");
@@ -542,6 +556,16 @@ mod tests {
         assert_eq!(first[2], json!({"model": "org/b", "layer_range": [0, 1], "parameters": {"weight": 0.0}}), "{y}");
         // Weight 0 is no merge: the import reads the base's layer back.
         assert_eq!(import(&y, &opts()).unwrap(), r);
+    }
+
+    #[test]
+    fn a_tied_base_with_edges_from_two_rules_is_refused() {
+        let mut r = Recipe::new("llama", 6, src("base"), vec![src("a")], layers(&[(0, take("a")), (3, take("base"))]), EdgePolicy::FollowLayers);
+        let e = export(&r, true).unwrap_err().to_string();
+        assert!(e.contains("ties lm_head to its embeddings") && e.contains("embeddings a, head base"), "{e}");
+        assert!(export(&r, false).is_ok(), "an untied base has its own lm_head");
+        r.head = r.embeddings.clone();
+        assert!(export(&r, true).is_ok(), "one rule for both edges stays tied in both tools");
     }
 
     #[test]
@@ -554,7 +578,7 @@ mod tests {
             layers(&[(0, take("a")), (1, Rule::Merge(Merge::Slerp { models: vec!["a".into(), "b".into()], t: 0.5 }))]),
             EdgePolicy::Base,
         );
-        let e = export(&r).unwrap_err().to_string();
+        let e = export(&r, false).unwrap_err().to_string();
         assert!(e.contains("layers[1]") && e.contains("slerp"), "{e}");
     }
 

@@ -41,10 +41,28 @@ pub enum Command {
     },
 }
 
+/// Whether the recipe's base ties lm_head to its embeddings, from its config.json in a
+/// local folder or the Hub cache (never the network); None when it cannot be found.
+pub(super) fn base_ties_embeddings(recipe: &Recipe) -> Option<bool> {
+    let mut cfg = hf_tailor::hub::HubConfig::from_env();
+    cfg.offline = true;
+    let dir = hf_tailor::hub::locate(&recipe.base, &cfg).ok()?;
+    hf_tailor::config::ModelConfig::from_file(&dir.join("config.json")).ok().map(|c| c.tie_word_embeddings)
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Export { recipe, output } => {
-            let yaml = mergekit::export(&Recipe::load(&recipe)?)?;
+            let recipe = Recipe::load(&recipe)?;
+            // Tying matters only when the edges follow different rules.
+            let tied = if recipe.embeddings == recipe.head {
+                false
+            } else {
+                base_ties_embeddings(&recipe).with_context(|| {
+                    format!("cannot tell whether the base {} ties lm_head to its embeddings: it is neither a local folder nor in the Hub cache (run `hf-tailor pull` first)", recipe.base.repo)
+                })?
+            };
+            let yaml = mergekit::export(&recipe, tied)?;
             match output {
                 Some(path) => hf_tailor::fsutil::write_atomic(&path, yaml.as_bytes()).with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{yaml}"),

@@ -231,7 +231,7 @@ pub fn tailor(
     input.repo_id = opts.repo_id.clone();
     input.results = rows.clone();
     input.license = family.base.readme.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).as_deref().and_then(card::license_from_readme);
-    input.mergekit_yaml = crate::mergekit::export(&card::published(&best)).ok();
+    input.mergekit_yaml = crate::mergekit::export(&card::published(&best), config.tie_word_embeddings).ok();
     input.results_note = Some(if held_out {
         format!("held-out tasks the search never saw, at most {report_items} items per task")
     } else {
