@@ -496,3 +496,71 @@ fn cli_builds_a_recipe_and_converts_it_to_mergekit_and_back() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(Recipe::load(&back).unwrap(), r, "fixture folders are named base/sib1/sib2, as the import names them");
 }
+
+/// mergekit itself (`mergekit-yaml`, pinned) run on the config `hf-tailor mergekit export`
+/// writes for every exportable recipe shape of these tests builds the same tensors as
+/// `hf-tailor build` (<= 1e-6 in f32, one rounding step in bf16): one Python process.
+#[test]
+fn mergekit_builds_every_exported_config_to_the_same_tensors() {
+    let tmp = common::tempdir();
+    let mut jobs = vec![];
+    let mut add = |label: &str, f: &Fam, r: Recipe| {
+        let dir = tmp.path().join("jobs").join(label);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ours = dir.join("ours");
+        build(&open(&r), &r, &ours, &BuildOptions::default()).unwrap();
+        let yaml = hf_tailor::mergekit::export(&r, f.spec.tie_embeddings).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let config = dir.join("mergekit.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        jobs.push(serde_json::json!({"label": label, "config": config, "out": dir.join("mergekit"), "ours": ours}));
+    };
+    let llama = family(&tmp.path().join("llama"), TinySpec { layers: 5, ..TinySpec::llama() }, 2);
+    add("llama-take-and-merge", &llama, recipe(&llama, vec![(0, take(0)), (1, take(1)), (3, ta(&[1, 2], 0.6))], EdgePolicy::FollowLayers));
+    add("llama-passthrough-runs", &llama, recipe(&llama, vec![(0, take(0)), (1, take(0)), (2, take(1)), (3, take(1)), (4, take(2))], EdgePolicy::FollowLayers));
+    add("llama-base-edges", &llama, recipe(&llama, vec![(1, ta(&[1, 2], 0.4)), (4, take(2))], EdgePolicy::Base));
+    let mut edges = recipe(&llama, vec![(0, take(0)), (2, ta(&[1], 0.8)), (4, take(1))], EdgePolicy::FollowLayers);
+    edges.embeddings = take(2);
+    edges.head = ta(&[1, 2], 0.5);
+    add("llama-edges-of-their-own", &llama, edges);
+    let mistral = family(&tmp.path().join("mistral"), TinySpec { dtype: Dtype::F16, sliding_window: Some(6), ..TinySpec::mistral() }, 2);
+    let mut bf16 = recipe(&mistral, vec![(3, ta(&[2], 0.5)), (0, take(2)), (1, ta(&[1, 2], 1.0))], EdgePolicy::Base);
+    bf16.dtype = Some(Dtype::Bf16);
+    add("mistral-f16-to-bf16", &mistral, bf16);
+    let qwen = family(&tmp.path().join("qwen2"), TinySpec { layers: 6, ..TinySpec::qwen2() }, 2);
+    assert!(hf_tailor::mergekit::export(&recipe(&qwen, vec![(0, take(1)), (2, take(0)), (5, take(2))], EdgePolicy::FollowLayers), true).is_err());
+    add("qwen2-tied-merged-edges", &qwen, recipe(&qwen, vec![(0, ta(&[1, 2], 0.3)), (2, take(0)), (4, ta(&[1, 2], 0.3))], EdgePolicy::FollowLayers));
+    add("qwen2-tied-kept", &qwen, recipe(&qwen, vec![(0, take(1)), (5, take(1))], EdgePolicy::FollowLayers));
+    let qwen_untied = family(&tmp.path().join("qwen2-untied"), TinySpec::qwen2_untied(), 2);
+    add("qwen2-untied", &qwen_untied, recipe(&qwen_untied, vec![(0, ta(&[1, 2], 0.7)), (1, take(2)), (3, take(0))], EdgePolicy::FollowLayers));
+    let tied = family(&tmp.path().join("llama-tied"), TinySpec::llama_tied(), 2);
+    add("llama-tied-kept", &tied, recipe(&tied, vec![(0, take(2)), (1, ta(&[1, 2], 0.5)), (3, take(2))], EdgePolicy::FollowLayers));
+    // A tied base with edges from different rules: hf-tailor unties, mergekit cannot, so
+    // the export refuses rather than describe another model.
+    let untie = recipe(&tied, vec![(0, take(2)), (1, ta(&[1, 2], 0.5)), (3, take(1))], EdgePolicy::FollowLayers);
+    let e = hf_tailor::mergekit::export(&untie, true).unwrap_err().to_string();
+    assert!(e.contains("ties lm_head to its embeddings"), "{e}");
+    let rope = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
+    let hd = family(&tmp.path().join("head-dim"), TinySpec { head_dim: Some(16), rope_scaling: Some(rope), ..TinySpec::llama() }, 2);
+    add("llama-head-dim-llama3-rope", &hd, recipe(&hd, vec![(0, take(0)), (2, ta(&[1, 2], 0.6)), (3, take(2))], EdgePolicy::FollowLayers));
+    let jobs_file = tmp.path().join("mergekit-jobs.json");
+    let n = jobs.len();
+    std::fs::write(&jobs_file, serde_json::json!({"jobs": jobs}).to_string()).unwrap();
+    let stdout = common::run_python("mergekit_check.py", &[jobs_file.to_str().unwrap()]);
+    let results: Vec<serde_json::Value> = stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(results.len(), n, "{stdout}");
+    let problems: Vec<String> = results
+        .iter()
+        .flat_map(|r| r["problems"].as_array().unwrap().iter().map(move |p| format!("{}: {}", r["label"].as_str().unwrap(), p.as_str().unwrap())))
+        .collect();
+    // mergekit 0.1.5 sets num_hidden_layers on transformers 5's Qwen2 config, whose
+    // `layer_types` keeps the source depth, and transformers rejects it: no Qwen2 model of
+    // another depth can be made by mergekit here. Pinned, so an upgrade that fixes it shows.
+    let (qwen, others): (Vec<String>, Vec<String>) = problems.into_iter().partition(|p| p.starts_with("qwen2"));
+    assert!(others.is_empty(), "mergekit disagrees with hf-tailor build:\n{}", others.join("\n"));
+    let qwen_jobs = results.iter().filter(|r| r["label"].as_str().unwrap().starts_with("qwen2")).count();
+    assert_eq!(qwen.len(), qwen_jobs, "{qwen:?}");
+    assert!(qwen.iter().all(|p| p.contains("must be equal to the number of `layer_types`")), "{qwen:?}");
+    for r in results.iter().filter(|r| !r["label"].as_str().unwrap().starts_with("qwen2")) {
+        assert!(r["tensors"].as_u64().unwrap() > 20, "{r}");
+    }
+}
