@@ -279,9 +279,10 @@ def mc_accuracy(model, items, bos=False):
     """lm-eval style: the choice with the highest continuation log-likelihood wins.
 
     Every choice is one token, so one forward pass per item scores all its choices.
-    `bos=False` is lm-evaluation-harness's protocol (and hf-tailor's evaluator's): the
-    context is encoded without special tokens; the family is trained with and without <s>
-    (see `batch`) and scored both ways.
+    `bos=True` is lm-evaluation-harness 0.4.13's protocol (and hf-tailor's evaluator's): the
+    context keeps the tokenizer's <s>; older lm-eval releases encoded it without special
+    tokens (`bos=False`). The family is trained with and without <s> (see `batch`) and
+    scored both ways.
     """
     model.eval()
     correct = 0
@@ -441,7 +442,7 @@ def report(args, tasks, out, t_start):
         table[name] = {split: accuracy_row(model, tasks, split, bos=False) for split in ["calibration", "test"]}
         table_bos[name] = {split: accuracy_row(model, tasks, split, bos=True) for split in ["calibration", "test"]}
 
-    for title, t in [("lm-eval protocol, no special tokens (what hf-tailor scores)", table), ("with <s> first, as transformers tokenises by default", table_bos)]:
+    for title, t in [("no special tokens (lm-eval before 0.4.13)", table), ("with <s> first, as transformers tokenises by default (lm-eval 0.4.13, what hf-tailor scores)", table_bos)]:
         print()
         print(f"held-out test accuracy, {title} ({args.test_items} items per task, chance = 0.25)")
         print(f"{'model':<10}" + "".join(f"{s:>10}" for s in SKILLS) + f"{'mean':>10}")

@@ -1,6 +1,9 @@
-//! Tokenisation the way lm-evaluation-harness does it for causal models, so scores match:
-//! no special tokens; trailing spaces of the context move onto the continuation;
-//! `continuation_enc = encode(context + continuation)[len(encode(context)):]`.
+//! Tokenisation the way lm-evaluation-harness (0.4.13, its HF backend) does it for causal
+//! models, so scores match: the tokenizer's own special tokens (its BOS, when its template
+//! adds one) unless the text already starts with the BOS text; trailing spaces of the
+//! context move onto the continuation;
+//! `continuation_enc = encode(context + continuation)[len(encode(context)):]`; an empty
+//! context is the prefix token, the continuation encoded without special tokens.
 
 use std::path::Path;
 
@@ -13,6 +16,8 @@ pub struct TextEncoder {
     /// lm-eval's `prefix_token_id`: BOS if the tokenizer has one, else EOS. Used as the
     /// context of an empty-context request and at the start of perplexity windows.
     pub prefix_token: u32,
+    /// The prefix token's text (`<s>`): a string starting with it gets no special tokens.
+    prefix_text: Option<String>,
 }
 
 fn special_token(cfg: &serde_json::Value, key: &str) -> Option<String> {
@@ -40,7 +45,8 @@ impl TextEncoder {
             .or_else(|| by_name("eos_token"))
             .or_else(|| by_id("eos_token_id"))
             .ok_or_else(|| EvalError::Tokenizer(format!("{}: no BOS or EOS token to start sequences with", dir.display())))?;
-        Ok(Self { tokenizer, prefix_token })
+        let prefix_text = tokenizer.id_to_token(prefix_token);
+        Ok(Self { tokenizer, prefix_token, prefix_text })
     }
 
     /// Token ids of `text` without special tokens.
@@ -49,10 +55,23 @@ impl TextEncoder {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// (context tokens, continuation tokens) as lm-eval's `_encode_pair` makes them.
+    /// Token ids as lm-eval's `tok_encode` makes them: the tokenizer's default special
+    /// tokens, none when the text already starts with the prefix token's text.
+    fn encode_default(&self, text: &str) -> Result<Vec<u32>, EvalError> {
+        let specials = !self.prefix_text.as_deref().is_some_and(|p| text.starts_with(p));
+        let enc = self.tokenizer.encode(text, specials).map_err(|e| EvalError::Tokenizer(format!("cannot encode {text:?}: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// (context tokens, continuation tokens) as lm-eval's `loglikelihood` makes them.
     pub fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>), EvalError> {
         if context.is_empty() {
-            return Ok((vec![self.prefix_token], self.encode(continuation)?));
+            let cont = self.encode(continuation)?;
+            // The prefix token as context, unless the continuation already starts with it.
+            return Ok(match cont.split_first() {
+                Some((first, rest)) if *first == self.prefix_token => (vec![*first], rest.to_vec()),
+                _ => (vec![self.prefix_token], cont),
+            });
         }
         let n_spaces = context.len() - context.trim_end().len();
         let (context, continuation) = if n_spaces > 0 {
@@ -61,8 +80,8 @@ impl TextEncoder {
         } else {
             (context, continuation.to_string())
         };
-        let whole = self.encode(&format!("{context}{continuation}"))?;
-        let context_enc = self.encode(context)?;
+        let whole = self.encode_default(&format!("{context}{continuation}"))?;
+        let context_enc = self.encode_default(context)?;
         let split = context_enc.len().min(whole.len());
         Ok((context_enc, whole[split..].to_vec()))
     }

@@ -138,7 +138,8 @@ fn the_demo_tailors_the_builtin_family_end_to_end() {
         let name = row["label"].as_str().unwrap_or("");
         for skill in ["arith", "reverse", "recall"] {
             let ours = row["scores"][skill].as_f64().expect("score");
-            let theirs = reference["accuracy"][name]["test"][skill].as_f64().expect("reference score");
+            // lm-eval 0.4.13 (and so hf-tailor) keeps the tokenizer's <s> before the context.
+            let theirs = reference["accuracy_with_bos"][name]["test"][skill].as_f64().expect("reference score");
             // Two items of 500 of slack for log-likelihood ties decided differently in f32.
             assert!((ours - theirs).abs() <= 0.004 + 1e-9, "{name} on {skill}: hf-tailor {ours}, transformers {theirs}");
         }
