@@ -411,3 +411,65 @@ fn prefix_cache_tells_apart_candidates_that_differ_in_one_rule() {
         }
     }
 }
+
+/// lm-evaluation-harness itself (its HF backend on CPU, each JSONL a custom task) on the
+/// written checkpoint: hf-tailor's in-memory `acc` and `acc_norm` of the recipe are exactly
+/// lm-eval's, and every choice's log-likelihood agrees. Two tasks because lm-eval's target
+/// delimiter is per task: choices written with a leading space (delimiter " ", as MMLU
+/// answers are) and without (delimiter "", after a context that ends in a space).
+#[test]
+fn lm_evaluation_harness_scores_the_written_model_as_hf_tailor_does() {
+    let tmp = common::tempdir();
+    let spec = TinySpec::llama();
+    let fam = family(tmp.path(), &spec);
+    let r = stitched(&fam, &spec);
+    let out = tmp.path().join("tailored");
+    materialise(&fam, &r, &out);
+    let word = |i: usize, len: usize| -> String { (0..len).map(|k| (b'a' + ((i * 7 + k * 3) % 26) as u8) as char).collect() };
+    // Choices of different lengths, so acc_norm's division by length decides some items.
+    let spaced: Vec<McItem> = (0..24)
+        .map(|i| McItem { context: format!("{} {}:", word(i, 5), word(i + 1, 3)), choices: (0..3).map(|c| format!(" {}", word(i + c, [1, 7, 3][(i + c) % 3]))).collect(), label: i % 3, subject: None })
+        .collect();
+    let bare: Vec<McItem> = (0..16)
+        .map(|i| McItem { context: format!("Q{i}: {}?\nAnswer: ", word(i, 4)), choices: vec![word(i, 1), word(i + 2, 6 + i % 3)], label: (i / 2) % 2, subject: None })
+        .collect();
+    let mut tasks = vec![];
+    let mut reqs = vec![];
+    for (name, items, delimiter) in [("hft_spaced", &spaced, " "), ("hft_bare", &bare, "")] {
+        let path = tmp.path().join(format!("{name}.jsonl"));
+        let lines: Vec<String> = items
+            .iter()
+            .map(|i| serde_json::json!({"context": i.context, "choices": i.choices.iter().map(|c| c.strip_prefix(delimiter).unwrap()).collect::<Vec<_>>(), "label": i.label}).to_string())
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        tasks.push(Task { name: name.into(), data: TaskData::MultipleChoice(items.clone()) });
+        reqs.push(serde_json::json!({"name": name, "jsonl": path, "delimiter": delimiter}));
+    }
+    let req_path = tmp.path().join("lm-eval-request.json");
+    let res_path = tmp.path().join("lm-eval-results.json");
+    std::fs::write(&req_path, serde_json::json!({"model": out, "tasks": reqs}).to_string()).unwrap();
+    common::run_python("lm_eval_check.py", &[req_path.to_str().unwrap(), res_path.to_str().unwrap()]);
+    let theirs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&res_path).unwrap()).unwrap();
+    assert_eq!(theirs["lm_eval"], "0.4.13", "the pinned lm-eval");
+
+    let mut ev = Evaluator::new(fam.clone(), tasks.clone(), EvalOptions::default()).unwrap();
+    let ours = ev.evaluate(&r, usize::MAX).unwrap();
+    let mut distinct = false;
+    for (task, result) in tasks.iter().zip(&ours) {
+        let t = &theirs["results"][&task.name];
+        let hf_tailor::eval::TaskResult::MultipleChoice { acc, acc_norm, items, .. } = result else { panic!("{result:?}") };
+        assert_eq!(*items as u64, t["items"].as_u64().unwrap(), "{}", task.name);
+        let TaskData::MultipleChoice(items) = &task.data else { unreachable!() };
+        let lls = ev.choice_log_likelihoods(&r, items).unwrap();
+        assert_eq!((*acc, *acc_norm), (t["acc"].as_f64().unwrap(), t["acc_norm"].as_f64().unwrap()), "{}: hf-tailor vs lm-eval", task.name);
+        for (i, (a, b)) in lls.iter().zip(t["lls"].as_array().unwrap()).enumerate() {
+            // Items where dividing by the choice length changes the winner exercise acc_norm.
+            let best = |v: Vec<f64>| (0..v.len()).fold(0, |m, k| if v[k] > v[m] { k } else { m });
+            let lens: Vec<f64> = items[i].choices.iter().map(|c| McItem::norm_len(c) as f64).collect();
+            distinct |= best(a.clone()) != best(a.iter().zip(&lens).map(|(x, n)| x / n).collect());
+            let b: Vec<f64> = b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            assert!(a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "{} item {i}: hf-tailor {a:?}, lm-eval {b:?}", task.name);
+        }
+    }
+    assert!(distinct, "length normalisation changes no item's winner: acc_norm is not exercised");
+}
