@@ -30,5 +30,5 @@ fi
 "$venv/bin/python" -m pip install --disable-pip-version-check --quiet --upgrade pip
 echo "setup-python: installing $(grep -cv '^\s*\(#\|$\)' "$requirements") packages from scripts/python-requirements.txt (first time: a few minutes)"
 "$venv/bin/python" -m pip install --disable-pip-version-check --quiet -r "$requirements"
-"$venv/bin/python" -c "import torch, transformers, safetensors, huggingface_hub, numpy; print('setup-python: torch', torch.__version__, '/ transformers', transformers.__version__, '/ huggingface_hub', huggingface_hub.__version__)"
+"$venv/bin/python" -c "import torch, transformers, safetensors, huggingface_hub, numpy, mergekit, lm_eval; print('setup-python: torch', torch.__version__, '/ transformers', transformers.__version__, '/ huggingface_hub', huggingface_hub.__version__)"
 echo "$want" > "$stamp"

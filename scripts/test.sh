@@ -9,7 +9,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 # The tests find Python through HF_TAILOR_PYTHON, else <repo>/.venv/bin/python.
-if [[ -n "${HF_TAILOR_PYTHON:-}" ]] && "$HF_TAILOR_PYTHON" -c "import torch, transformers, huggingface_hub" 2>/dev/null; then
+if [[ -n "${HF_TAILOR_PYTHON:-}" ]] && "$HF_TAILOR_PYTHON" -c "import torch, transformers, huggingface_hub, mergekit, lm_eval" 2>/dev/null; then
     echo "test.sh: using the Python reference at $HF_TAILOR_PYTHON"
 else
     bash scripts/setup-python.sh
