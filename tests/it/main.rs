@@ -14,3 +14,4 @@ mod layout;
 mod search_e2e;
 mod cli;
 mod verify;
+mod transfer_edges;

@@ -5,8 +5,10 @@
 //! (basic and multipart transfers, verify) and NDJSON commits; 401 for a bad token, 404 with
 //! the Hub's `X-Error-Code` for a missing repo, revision or file.
 //!
-//! It can also misbehave on purpose: fail multipart part uploads after N parts, and cut the
-//! first download of each LFS object after N bytes.
+//! It can also misbehave on purpose: fail multipart part uploads after N parts, fail chosen
+//! parts once each and accept their retries, fail the next N commits, give `chunk_size` as a
+//! JSON number instead of a string, and cut the first download of each LFS object after N
+//! bytes.
 
 #![allow(dead_code)]
 
@@ -93,6 +95,13 @@ struct State {
     cut_downloads_after: Option<u64>,
     cut_done: HashSet<String>,
     log: Vec<String>,
+    /// Part numbers whose first upload (per multipart upload) answers 500.
+    fail_parts_once: HashSet<u32>,
+    failed_once: HashSet<(String, u32)>,
+    /// Commits still to answer 500 to.
+    fail_commits: usize,
+    /// `chunk_size` as a JSON number (some servers) instead of a string (the Hub).
+    numeric_chunk_size: bool,
 }
 
 /// Counts of what the server received, for assertions.
@@ -153,6 +162,10 @@ impl TestHub {
             cut_downloads_after: None,
             cut_done: HashSet::new(),
             log: Vec::new(),
+            fail_parts_once: HashSet::new(),
+            failed_once: HashSet::new(),
+            fail_commits: 0,
+            numeric_chunk_size: false,
         }));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
@@ -182,6 +195,24 @@ impl TestHub {
     pub fn fail_parts_after(&self, n: Option<usize>) {
         let mut s = self.state.lock().unwrap();
         s.fail_parts_after = n.map(|n| s.parts_received + n);
+    }
+
+    /// Answer 500 to the first upload of each of these part numbers (in every multipart
+    /// upload), and accept the retry.
+    pub fn fail_parts_once(&self, parts: &[u32]) {
+        let mut s = self.state.lock().unwrap();
+        s.fail_parts_once = parts.iter().copied().collect();
+        s.failed_once.clear();
+    }
+
+    /// Answer 500 to the next `n` commit requests (after their uploads went through).
+    pub fn fail_commits(&self, n: usize) {
+        self.state.lock().unwrap().fail_commits = n;
+    }
+
+    /// Send multipart `chunk_size` as a JSON number instead of the Hub's string.
+    pub fn numeric_chunk_size(&self, on: bool) {
+        self.state.lock().unwrap().numeric_chunk_size = on;
     }
 
     /// Cut the first download of each LFS object after `n` bytes (the connection drops).
@@ -379,6 +410,10 @@ async fn handle(axum::extract::State(shared): axum::extract::State<Shared>, meth
                 (Method::GET, ["revision", rev]) => info(&s, &key, &repo, rev),
                 (Method::GET, ["tree", rev, sub @ ..]) => tree(&s, &key, rev, &sub.join("/")),
                 (Method::POST, ["preupload", rev]) if authed => preupload(&s, &key, rev, &body),
+                (Method::POST, ["commit", _]) if authed && s.fail_commits > 0 => {
+                    s.fail_commits -= 1;
+                    error(StatusCode::INTERNAL_SERVER_ERROR, None, "commit service unavailable")
+                }
                 (Method::POST, ["commit", rev]) if authed => commit(&mut s, &key, &repo, rev, &body),
                 (Method::POST, _) => error(StatusCode::UNAUTHORIZED, None, "You must be authenticated to write"),
                 _ => error(StatusCode::NOT_FOUND, None, "Not Found"),
@@ -427,6 +462,9 @@ async fn handle(axum::extract::State(shared): axum::extract::State<Shared>, meth
                 return error(StatusCode::INTERNAL_SERVER_ERROR, None, "storage is having a bad day");
             }
             let Ok(n) = part.parse::<u32>() else { return error(StatusCode::BAD_REQUEST, None, "bad part") };
+            if s.fail_parts_once.contains(&n) && s.failed_once.insert((id.to_string(), n)) {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, None, "part lost, try again");
+            }
             let etag = format!("\"{}\"", &sha256_hex(&body)[..32]);
             let Some(up) = s.uploads.get_mut(*id) else { return error(StatusCode::NOT_FOUND, None, "no such upload") };
             up.parts.insert(n, (body.to_vec(), etag.clone()));
@@ -650,7 +688,7 @@ fn lfs_batch(s: &mut State, repo: &str, kind: &str, body: &[u8]) -> Response {
             let chunk = s.chunk_size;
             let n = size.div_ceil(chunk);
             let mut header = serde_json::Map::new();
-            header.insert("chunk_size".into(), json!(chunk.to_string()));
+            header.insert("chunk_size".into(), if s.numeric_chunk_size { json!(chunk) } else { json!(chunk.to_string()) });
             for i in 1..=n {
                 header.insert(format!("{i:05}"), json!(format!("{}/lfs-multipart/{id}/{i}?X-Amz-Signature=s3cr3t", s.storage_url)));
             }
