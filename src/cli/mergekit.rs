@@ -44,10 +44,7 @@ pub enum Command {
 /// Whether the recipe's base ties lm_head to its embeddings, from its config.json in a
 /// local folder or the Hub cache (never the network); None when it cannot be found.
 pub(super) fn base_ties_embeddings(recipe: &Recipe) -> Option<bool> {
-    let mut cfg = hf_tailor::hub::HubConfig::from_env();
-    cfg.offline = true;
-    let dir = hf_tailor::hub::locate(&recipe.base, &cfg).ok()?;
-    hf_tailor::config::ModelConfig::from_file(&dir.join("config.json")).ok().map(|c| c.tie_word_embeddings)
+    super::sources::base_config(&recipe.base.source).map(|c| c.tie_word_embeddings)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -59,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 false
             } else {
                 base_ties_embeddings(&recipe).with_context(|| {
-                    format!("cannot tell whether the base {} ties lm_head to its embeddings: it is neither a local folder nor in the Hub cache (run `hf-tailor pull` first)", recipe.base.repo)
+                    format!("cannot tell whether the base {} ties lm_head to its embeddings: it is neither a local folder nor in the Hub cache (run `hf-tailor pull` first)", recipe.base.source)
                 })?
             };
             let yaml = mergekit::export(&recipe, tied)?;

@@ -132,7 +132,7 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
     // it), so a pushed repo can be rebuilt from itself.
     let published = recipe.published();
     bytes += write_text(&stage.dir.join(RECIPE_FILE), &published.to_yaml())?;
-    if let Ok(yaml) = crate::mergekit::export(&published) {
+    if let Ok(yaml) = crate::mergekit::export(&published, family.base.config.tie_word_embeddings) {
         bytes += write_text(&stage.dir.join(MERGEKIT_FILE), &yaml)?;
     }
     verify(&stage.dir, &plan)?;

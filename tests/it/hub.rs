@@ -560,8 +560,8 @@ fn pull_build_card_push_round_trip_renders_the_example_card() {
     let sources: Vec<&hf_tailor::recipe::SourceModel> = std::iter::once(&recipe.base).chain(&recipe.siblings).collect();
     let link = |name: &str| {
         let s = sources.iter().find(|s| s.name == name).unwrap();
-        let rev = s.revision.as_deref().unwrap();
-        format!("[{}@{}](https://huggingface.co/{}/tree/{rev})", s.repo, &rev[..8], s.repo)
+        let (repo, rev) = (s.source.repo_id().unwrap(), s.revision().unwrap());
+        format!("[{repo}@{}](https://huggingface.co/{repo}/tree/{rev})", &rev[..8])
     };
     for (o, l) in recipe.layers.iter().enumerate() {
         let line = md.lines().find(|x| x.starts_with(&format!("| {o} | "))).unwrap_or_else(|| panic!("no lineage row {o}:\n{md}"));

@@ -1,7 +1,7 @@
 //! The verify stage shown to fail: a checkpoint altered between the build and the verify is
 //! caught, the job exits non-zero, and nothing reaches the Hub.
 
-use hf_tailor::fixture::{write_family, TinySpec};
+use hf_tailor::testkit::fixture::{write_family, TinySpec};
 
 use crate::common;
 use crate::testhub::{TestHub, TOKEN};
