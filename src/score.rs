@@ -15,12 +15,20 @@ pub type TaskScores = BTreeMap<String, f64>;
 pub trait Scorer {
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Names of the calibration tasks `score` reports, in a fixed order.
+    /// Names of the multiple-choice calibration tasks (those with accuracy), in a fixed order.
     fn task_names(&self) -> Vec<String>;
 
-    /// Score `recipe` on the first `budget` items of every calibration task (for MMLU,
-    /// the first `budget` per subject). Deterministic for a given recipe and budget.
-    fn score(&mut self, recipe: &Recipe, budget: usize) -> Result<TaskScores, Self::Error>;
+    /// Measure `recipe` on the first `budget` of `items` of every multiple-choice task (for
+    /// MMLU, the first `budget` per subject) and on every calibration text of `items`, all
+    /// from one set of forward passes: multiple-choice tasks carry [`Metric::Acc`],
+    /// [`Metric::Loglik`] and [`Metric::Margin`], text tasks [`Metric::Ppl`], each with its
+    /// standard error and per-item values. Deterministic for a given recipe, budget and items.
+    fn measure(&mut self, recipe: &Recipe, budget: usize, items: Items) -> Result<Measures, Self::Error>;
+
+    /// Accuracy of `recipe` on the first `budget` items of every multiple-choice task.
+    fn score(&mut self, recipe: &Recipe, budget: usize) -> Result<TaskScores, Self::Error> {
+        Ok(accuracies(&self.measure(recipe, budget, Items::All)?))
+    }
 
     /// Mean cosine similarity between the hidden states at layer boundaries on `texts`:
     /// entry `[i][j]` compares the input of output layer `i` with the input of layer `j`
@@ -32,6 +40,16 @@ pub trait Scorer {
     fn perplexity(&mut self, recipe: &Recipe, texts: &[String]) -> Result<f64, Self::Error>;
 }
 
+/// Accuracy per task of the tasks that have one.
+pub fn accuracies(m: &Measures) -> TaskScores {
+    m.iter().filter_map(|(t, x)| x.metrics.get(&Metric::Acc).map(|e| (t.clone(), e.value))).collect()
+}
+
+/// Standard errors of the accuracies of [`accuracies`].
+pub fn accuracy_errors(m: &Measures) -> TaskScores {
+    m.iter().filter_map(|(t, x)| x.metrics.get(&Metric::Acc).map(|e| (t.clone(), e.se))).collect()
+}
+
 /// One row of a results table: a model (base, sibling, baseline or tailored) and its scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelResult {
@@ -41,6 +59,9 @@ pub struct ModelResult {
     pub layers: usize,
     pub params: u64,
     pub scores: TaskScores,
+    /// Standard error of each score (empty in reports written before they were recorded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub se: TaskScores,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +78,12 @@ impl ModelResult {
     pub fn mean(&self) -> f64 {
         mean_score(&self.scores)
     }
+
+    /// Standard error of [`ModelResult::mean`] (tasks independent); 0 when not recorded.
+    pub fn mean_se(&self) -> f64 {
+        let n = self.scores.len().max(1) as f64;
+        self.se.values().map(|s| s * s).sum::<f64>().sqrt() / n
+    }
 }
 
 /// Unweighted mean over tasks; 0 for no task.
@@ -67,3 +94,178 @@ pub fn mean_score(scores: &TaskScores) -> f64 {
         scores.values().sum::<f64>() / scores.len() as f64
     }
 }
+
+/// A measured mean with its standard error (of the mean over items).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Estimate {
+    pub value: f64,
+    pub se: f64,
+}
+
+impl Estimate {
+    /// The mean of `values` and its standard error (sample standard deviation / √n; 0 for
+    /// fewer than two values).
+    pub fn of(values: &[f64]) -> Self {
+        Self::weighted(values, &vec![1.0; values.len()])
+    }
+
+    /// The `weights`-weighted mean of `values` (a ratio estimator: Σwx / Σw) and its
+    /// standard error by linearisation, √(n/(n−1) Σ w²(x − mean)²) / Σw — for unit weights
+    /// the usual s/√n. Token-weighted per-text log-likelihoods use it.
+    pub fn weighted(values: &[f64], weights: &[f64]) -> Self {
+        let n = values.len();
+        let total: f64 = weights.iter().sum();
+        if n == 0 || total <= 0.0 {
+            return Self::default();
+        }
+        let value = values.iter().zip(weights).map(|(x, w)| x * w).sum::<f64>() / total;
+        if n < 2 {
+            return Self { value, se: 0.0 };
+        }
+        let ss: f64 = values.iter().zip(weights).map(|(x, w)| (w * (x - value)).powi(2)).sum();
+        Self { value, se: (ss * n as f64 / (n - 1) as f64).sqrt() / total }
+    }
+
+    /// The unweighted mean of independent estimates (tasks): √(Σ se²) / n.
+    pub fn mean_of(parts: &[Estimate]) -> Self {
+        if parts.is_empty() {
+            return Self::default();
+        }
+        let n = parts.len() as f64;
+        Self { value: parts.iter().map(|e| e.value).sum::<f64>() / n, se: parts.iter().map(|e| e.se * e.se).sum::<f64>().sqrt() / n }
+    }
+}
+
+/// What a score measures, item by item; higher is better for all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Multiple choice: 1 when the correct choice has the highest log-likelihood (lm-eval `acc`).
+    Acc,
+    /// Multiple choice: log-likelihood per token of the correct choice.
+    Loglik,
+    /// Multiple choice: log-likelihood per token of the correct choice minus the best wrong
+    /// choice's (positive exactly when the per-token ranking is right).
+    Margin,
+    /// Calibration text: log-likelihood per token, token-weighted (−ln perplexity).
+    Ppl,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [Metric::Acc, Metric::Loglik, Metric::Margin, Metric::Ppl];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Acc => "acc",
+            Metric::Loglik => "loglik",
+            Metric::Margin => "margin",
+            Metric::Ppl => "ppl",
+        }
+    }
+
+    /// The value as people read it: accuracy in %, perplexity, nats per token.
+    pub fn display(self, e: Estimate) -> String {
+        match self {
+            Metric::Acc => format!("{:.1} ± {:.1}", 100.0 * e.value, 100.0 * e.se),
+            // exp(−x) ± its delta-method error.
+            Metric::Ppl => format!("{:.2} ± {:.2}", (-e.value).exp(), (-e.value).exp() * e.se),
+            Metric::Loglik | Metric::Margin => format!("{:.3} ± {:.3}", e.value, e.se),
+        }
+    }
+}
+
+/// Per-item values of one metric on one task (weights: 1 per multiple-choice item, tokens
+/// per text), kept so that two candidates scored on the same items can be compared paired.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ItemValues {
+    pub values: Vec<f64>,
+    pub weights: Vec<f64>,
+}
+
+impl ItemValues {
+    pub fn estimate(&self) -> Estimate {
+        Estimate::weighted(&self.values, &self.weights)
+    }
+}
+
+/// What one scoring call measured on one task.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TaskMeasures {
+    /// Items (multiple choice) or texts (perplexity) scored.
+    pub items: usize,
+    pub metrics: BTreeMap<Metric, Estimate>,
+    /// The per-item values behind `metrics` (not journaled).
+    #[serde(skip)]
+    pub per_item: BTreeMap<Metric, ItemValues>,
+}
+
+/// Measures of every task (multiple-choice and perplexity) by task name.
+pub type Measures = BTreeMap<String, TaskMeasures>;
+
+/// Which calibration items a scoring call sees. The selection split is held out from the
+/// calibration items the search sees, so the final choice is made on items that did not
+/// drive the search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Items {
+    /// Every item (budgets count from the first).
+    All,
+    /// The items `HoldOut` leaves to the search.
+    Search(HoldOut),
+    /// The items `HoldOut` keeps back for the final selection (budget ignored: all of them).
+    Selection(HoldOut),
+}
+
+/// A seeded split of each task's items into search and selection items.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HoldOut {
+    /// Fraction of each task's items (texts too) kept for selection, in (0, 1).
+    pub fraction: f64,
+    pub seed: u64,
+}
+
+impl HoldOut {
+    /// Whether each of `n` items of `task` is held out for selection: `round(fraction · n)`
+    /// items (at least one, and at least one left to the search when `n ≥ 2`), drawn by a
+    /// seeded shuffle that depends on the task's name, so tasks do not share a pattern.
+    pub fn selection_mask(&self, task: &str, n: usize) -> Vec<bool> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let mut mask = vec![false; n];
+        if n < 2 {
+            return mask;
+        }
+        let k = ((self.fraction * n as f64).round() as usize).clamp(1, n - 1);
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut h, self.seed.to_le_bytes());
+        sha2::Digest::update(&mut h, task.as_bytes());
+        let seed: [u8; 32] = sha2::Digest::finalize(h).into();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::from_seed(seed));
+        for &i in &order[..k] {
+            mask[i] = true;
+        }
+        mask
+    }
+}
+
+/// The difference `a − b` of one metric between two candidates scored on the same items,
+/// with the standard error of the paired difference (task by task, then the mean over
+/// tasks). `None` when the per-item values are missing or the items differ.
+pub fn paired_difference(a: &Measures, b: &Measures, metric: Metric) -> Option<Estimate> {
+    let mut parts = Vec::new();
+    for (task, ma) in a {
+        let Some(va) = ma.per_item.get(&metric) else { continue };
+        let vb = b.get(task)?.per_item.get(&metric)?;
+        if va.values.len() != vb.values.len() || va.weights != vb.weights {
+            return None;
+        }
+        let d: Vec<f64> = va.values.iter().zip(&vb.values).map(|(x, y)| x - y).collect();
+        parts.push(Estimate::weighted(&d, &va.weights));
+    }
+    (!parts.is_empty()).then(|| Estimate::mean_of(&parts))
+}
+

@@ -54,6 +54,13 @@ pub struct Args {
     /// Seed of the search (same seed and inputs give the same result).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// What the search optimises: acc, loglik, margin, ppl, or GUIDE+acc (default margin;
+    /// see `hf-tailor search --help`).
+    #[arg(long, value_parser = |s: &str| hf_tailor::search::Objective::parse(s).ok_or_else(|| format!("`{s}` is not an objective ({})", hf_tailor::search::objective::NAMES)))]
+    pub objective: Option<hf_tailor::search::Objective>,
+    /// Fraction of each calibration task held out to choose the final candidate (0 = off; default 1/3).
+    #[arg(long, value_name = "F")]
+    pub selection_split: Option<f64>,
     /// Where candidates are scored.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
@@ -142,6 +149,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     opts.depth = depth;
     opts.trials = args.trials;
     opts.seed = args.seed;
+    opts.objective = args.objective;
+    if let Some(f) = args.selection_split {
+        if !(f == 0.0 || (f > 0.0 && f < 1.0)) {
+            anyhow::bail!("--selection-split must be 0 (off) or a fraction in (0, 1), got {f}");
+        }
+    }
+    opts.selection_split = args.selection_split;
     opts.device = match args.device {
         DeviceArg::Cpu => DeviceKind::Cpu,
         DeviceArg::Cuda => DeviceKind::Cuda(0),

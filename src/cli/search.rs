@@ -14,7 +14,11 @@ use hf_tailor::source::ModelSource;
 use hf_tailor::search::baselines::BaselineKind;
 use hf_tailor::search::job::{self, JobObserver, JobSpec};
 use hf_tailor::search::report::SearchReport;
-use hf_tailor::search::{DepthTarget, MergeMethod, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions, TrialEvent};
+use hf_tailor::score::HoldOut;
+use hf_tailor::search::{
+    DepthTarget, MergeMethod, Objective, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions, TrialEvent,
+    DEFAULT_OBJECTIVE, DEFAULT_SELECTION_FRACTION,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Which models: a source list from `hf-tailor pull`, or folders / Hub ids.
@@ -64,8 +68,9 @@ pub struct ScoringArgs {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "The tailored model is the candidate with the best mean accuracy among those evaluated at the \
-highest budget; ties go to fewer merged layers, then fewer sibling layers.\n\nExamples:\n  \
+#[command(after_help = "The tailored model is chosen among the top candidates at the highest budget by their score on \
+a selection split held out from the calibration items (--selection-split); a simpler finalist within two standard errors \
+of the best wins.\n\nExamples:\n  \
 hf-tailor search --sources sources.yaml --remove-ratio 0.25 --tasks mmlu=data/mmlu,wsc=data/wsc.parquet --out search-out\n  \
 hf-tailor search --base ./base --finetunes ./math,./code --keep-layers 30 --tasks mc=arith.jsonl --trials 200 --out out --resume")]
 pub struct Args {
@@ -86,6 +91,17 @@ pub struct Args {
     /// Item budgets of the fidelities, increasing (Hyperband); one value = single fidelity.
     #[arg(long, value_delimiter = ',', default_value = "111,333,1000")]
     pub budgets: Vec<usize>,
+    /// What the search optimises: acc, loglik (of the correct choice), margin (over the best
+    /// wrong choice, per token), ppl (calibration-text log-likelihood), or GUIDE+acc (guide
+    /// the search with GUIDE, choose the final candidate by accuracy). Default: margin; on
+    /// --resume, the journal's.
+    #[arg(long, value_parser = parse_objective)]
+    pub objective: Option<Objective>,
+    /// Fraction of each calibration task's items held out (seeded by --seed) to choose the
+    /// final candidate among the top ones; 0 = choose on the search's own items. Default
+    /// 1/3; on --resume, the journal's.
+    #[arg(long)]
+    pub selection_split: Option<f64>,
     /// What the surrogate models across tasks: mean (the final criterion) or parego (the reference).
     #[arg(long, default_value = "mean")]
     pub scalarization: String,
@@ -136,6 +152,19 @@ fn parse_edges(s: &str) -> Result<EdgePolicy, String> {
         "follow-layers" => Ok(EdgePolicy::FollowLayers),
         "base" => Ok(EdgePolicy::Base),
         _ => Err(format!("`{s}` is not follow-layers or base")),
+    }
+}
+
+fn parse_objective(s: &str) -> Result<Objective, String> {
+    Objective::parse(s).ok_or_else(|| format!("`{s}` is not an objective ({})", hf_tailor::search::objective::NAMES))
+}
+
+/// The selection split of `--selection-split` (None: off).
+pub fn hold_out(fraction: Option<f64>, seed: u64) -> anyhow::Result<Option<HoldOut>> {
+    match fraction.unwrap_or(DEFAULT_SELECTION_FRACTION) {
+        0.0 => Ok(None),
+        f if f > 0.0 && f < 1.0 => Ok(Some(HoldOut { fraction: f, seed })),
+        f => bail!("--selection-split must be 0 (off) or a fraction in (0, 1), got {f}"),
     }
 }
 
@@ -257,7 +286,7 @@ impl JobObserver for Progress {
             self.bar.reset_eta();
         }
         self.bar.set_position(e.done as u64);
-        let best = e.best.map(|b| format!("best {:.2}%", 100.0 * b)).unwrap_or_default();
+        let best = e.best.map(|b| format!("best {:.2}% acc", 100.0 * b)).unwrap_or_default();
         self.bar.set_message(format!("{best} (last: {:.2}% at {} items)", 100.0 * e.trial.mean, e.trial.budget));
         super::test_hooks::after_trial(e.done, e.replayed);
     }
@@ -283,6 +312,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "parego" => Scalarization::Parego { rho: 0.05 },
         s => bail!("unknown --scalarization `{s}` (mean, parego)"),
     };
+    optimizer.objective = args.objective.unwrap_or(DEFAULT_OBJECTIVE);
+    optimizer.hold_out = hold_out(args.selection_split, args.seed)?;
     optimizer.validate()?;
     let baselines = parse_baselines(&args.baselines)?;
     let mut s = setup(&args.family, &args.depth, &args.scoring, options, !baselines.is_empty())?;
@@ -298,6 +329,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resume: args.resume,
         baselines,
         calibration: s.calibration.clone(),
+        inherit: job::Inherit { objective: args.objective.is_none(), hold_out: args.selection_split.is_none() },
     };
     eprintln!(
         "hf-tailor: searching {} of {} layers, {} siblings, tasks {}, {} trials ({}), journal {}",

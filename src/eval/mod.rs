@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::{CheckpointError, Family};
 use crate::recipe::{Recipe, RecipeError};
-use crate::score::{Scorer, TaskScores};
+use crate::score::{Estimate, HoldOut, ItemValues, Items, Measures, Metric, Scorer, TaskMeasures};
 use forward::{BatchContext, Dims, Rope};
 pub use lru::CacheStats;
 use lru::Lru;
@@ -161,6 +161,25 @@ impl TaskResult {
     }
 }
 
+/// Which items a cached plan covers: the first `budget` of all items, or of one side of a
+/// hold-out split (fraction bits, seed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PlanKey {
+    All(usize),
+    Search(u64, u64, usize),
+    Selection(u64, u64),
+}
+
+impl PlanKey {
+    fn of(items: Items, budget: usize) -> Self {
+        match items {
+            Items::All => PlanKey::All(budget),
+            Items::Search(h) => PlanKey::Search(h.fraction.to_bits(), h.seed, budget),
+            Items::Selection(h) => PlanKey::Selection(h.fraction.to_bits(), h.seed),
+        }
+    }
+}
+
 /// Prefix-cache key: the data batch and the interned rules of the prefix (embeddings first).
 type PrefixKey = ([u8; 32], Vec<u32>);
 
@@ -177,7 +196,7 @@ pub struct Evaluator {
     store: WeightStore,
     prefix: Lru<PrefixKey, Tensor>,
     interned: HashMap<String, u32>,
-    plans: HashMap<usize, Plan>,
+    plans: HashMap<PlanKey, Plan>,
     stats: EvalStats,
 }
 
@@ -398,20 +417,78 @@ impl Evaluator {
         Ok(())
     }
 
-    fn ensure_plan(&mut self, budget: usize) -> Result<(), EvalError> {
-        if !self.plans.contains_key(&budget) {
-            let p = plan::plan_tasks(&self.tasks, budget, &self.encoder, self.packing(), &self.rope, &self.device, self.dtype)?;
-            self.plans.insert(budget, p);
+    fn ensure_plan(&mut self, key: PlanKey) -> Result<(), EvalError> {
+        if !self.plans.contains_key(&key) {
+            let p = match key {
+                PlanKey::All(budget) => plan::plan_tasks(&self.tasks, budget, &self.encoder, self.packing(), &self.rope, &self.device, self.dtype)?,
+                PlanKey::Search(f, seed, budget) => {
+                    let tasks = self.split_tasks(&HoldOut { fraction: f64::from_bits(f), seed }, false);
+                    plan::plan_tasks(&tasks, budget, &self.encoder, self.packing(), &self.rope, &self.device, self.dtype)?
+                }
+                PlanKey::Selection(f, seed) => {
+                    let tasks = self.split_tasks(&HoldOut { fraction: f64::from_bits(f), seed }, true);
+                    plan::plan_tasks(&tasks, usize::MAX, &self.encoder, self.packing(), &self.rope, &self.device, self.dtype)?
+                }
+            };
+            self.plans.insert(key, p);
         }
         Ok(())
+    }
+
+    /// Each task with only its selection items (`selection`) or only its search items.
+    fn split_tasks(&self, h: &HoldOut, selection: bool) -> Vec<Task> {
+        fn keep<T: Clone>(v: &[T], mask: &[bool], selection: bool) -> Vec<T> {
+            v.iter().zip(mask).filter(|(_, m)| **m == selection).map(|(x, _)| x.clone()).collect()
+        }
+        self.tasks
+            .iter()
+            .map(|t| {
+                let data = match &t.data {
+                    TaskData::MultipleChoice(items) => TaskData::MultipleChoice(keep(items, &h.selection_mask(&t.name, items.len()), selection)),
+                    TaskData::Perplexity(texts) => TaskData::Perplexity(keep(texts, &h.selection_mask(&t.name, texts.len()), selection)),
+                };
+                Task { name: t.name.clone(), data }
+            })
+            .collect()
+    }
+
+    /// See [`Scorer::measure`]: every task's metrics from one scoring of the plan.
+    pub fn measure_items(&mut self, recipe: &Recipe, budget: usize, items: Items) -> Result<Measures, EvalError> {
+        self.check_recipe(recipe)?;
+        let key = PlanKey::of(items, budget);
+        self.ensure_plan(key)?;
+        let plan = self.plans.remove(&key).expect("plan just made");
+        let scores = self.score_tokens(recipe, &plan.batches, plan.n_scored);
+        let out = scores.map(|scores| {
+            let unit = |v: Vec<f64>| {
+                let weights = vec![1.0; v.len()];
+                ItemValues { values: v, weights }
+            };
+            plan.tasks
+                .iter()
+                .map(|t| match t {
+                    TaskPlan::MultipleChoice { name, items } => {
+                        let (s, _) = plan::mc_score(items, &scores);
+                        let per_item = [(Metric::Acc, unit(s.correct)), (Metric::Loglik, unit(s.loglik)), (Metric::Margin, unit(s.margin))];
+                        (name.clone(), measures(s.items, per_item.into_iter().collect()))
+                    }
+                    TaskPlan::Perplexity { name, texts } => {
+                        let (values, weights) = plan::text_logliks(texts, &scores);
+                        (name.clone(), measures(texts.len(), [(Metric::Ppl, ItemValues { values, weights })].into_iter().collect()))
+                    }
+                })
+                .collect()
+        });
+        self.plans.insert(key, plan);
+        out
     }
 
     /// Score `recipe` on every task: multiple-choice tasks on their first `budget` items
     /// (per subject when items have subjects), perplexity tasks on all their texts.
     pub fn evaluate(&mut self, recipe: &Recipe, budget: usize) -> Result<Vec<TaskResult>, EvalError> {
         self.check_recipe(recipe)?;
-        self.ensure_plan(budget)?;
-        let plan = self.plans.remove(&budget).expect("plan just made");
+        self.ensure_plan(PlanKey::All(budget))?;
+        let plan = self.plans.remove(&PlanKey::All(budget)).expect("plan just made");
         let scores = self.score_tokens(recipe, &plan.batches, plan.n_scored);
         let out = scores.map(|scores| {
             plan.tasks
@@ -429,14 +506,14 @@ impl Evaluator {
                 })
                 .collect()
         });
-        self.plans.insert(budget, plan);
+        self.plans.insert(PlanKey::All(budget), plan);
         out
     }
 
     /// Real tokens in the batches `evaluate(_, budget)` runs (for throughput figures).
     pub fn planned_tokens(&mut self, budget: usize) -> Result<usize, EvalError> {
-        self.ensure_plan(budget)?;
-        Ok(self.plans[&budget].real_tokens)
+        self.ensure_plan(PlanKey::All(budget))?;
+        Ok(self.plans[&PlanKey::All(budget)].real_tokens)
     }
 
     /// Per-choice log-likelihoods of `items` under `recipe` (lm-eval's loglikelihood).
@@ -558,6 +635,12 @@ impl Evaluator {
     }
 }
 
+/// A task's measures from its per-item values.
+fn measures(items: usize, per_item: std::collections::BTreeMap<Metric, ItemValues>) -> TaskMeasures {
+    let metrics = per_item.iter().map(|(m, v)| (*m, v.estimate())).collect::<std::collections::BTreeMap<Metric, Estimate>>();
+    TaskMeasures { items, metrics, per_item }
+}
+
 impl Scorer for Evaluator {
     type Error = EvalError;
 
@@ -565,16 +648,8 @@ impl Scorer for Evaluator {
         self.tasks.iter().filter(|t| matches!(t.data, TaskData::MultipleChoice(_))).map(|t| t.name.clone()).collect()
     }
 
-    /// Accuracy (`acc`) of every multiple-choice task.
-    fn score(&mut self, recipe: &Recipe, budget: usize) -> Result<TaskScores, EvalError> {
-        Ok(self
-            .evaluate(recipe, budget)?
-            .into_iter()
-            .filter_map(|r| match r {
-                TaskResult::MultipleChoice { task, acc, .. } => Some((task, acc)),
-                TaskResult::Perplexity { .. } => None,
-            })
-            .collect())
+    fn measure(&mut self, recipe: &Recipe, budget: usize, items: Items) -> Result<Measures, EvalError> {
+        self.measure_items(recipe, budget, items)
     }
 
     fn boundary_cosines(&mut self, recipe: &Recipe, texts: &[String]) -> Result<Vec<Vec<f64>>, EvalError> {

@@ -209,12 +209,24 @@ pub fn finish(set: SequenceSet, tasks: Vec<TaskPlan>, pack: Packing, rope: &Rope
     Ok(Plan { batches, n_scored: set.n_scored, tasks, real_tokens })
 }
 
-/// Accuracy figures of one multiple-choice task.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+/// The scores of one multiple-choice task: accuracy as lm-eval computes it, and the
+/// per-item continuous measures the search can optimise instead (less variance than
+/// accuracy: every item contributes how sure the model is, not only which side it is on).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct McScore {
     pub acc: f64,
     pub acc_norm: f64,
     pub items: usize,
+    /// Per item: 1 when the correct choice has the highest log-likelihood (mean = `acc`).
+    #[serde(skip)]
+    pub correct: Vec<f64>,
+    /// Per item: log-likelihood per token of the correct choice.
+    #[serde(skip)]
+    pub loglik: Vec<f64>,
+    /// Per item: log-likelihood per token of the correct choice minus the highest of the
+    /// wrong choices' (0 for an item with one choice).
+    #[serde(skip)]
+    pub margin: Vec<f64>,
 }
 
 /// numpy's argmax: the first maximum.
@@ -232,23 +244,37 @@ fn span_sum(scores: &[f64], s: Span) -> f64 {
     scores[s.start..s.start + s.len].iter().sum()
 }
 
-/// acc and acc_norm from per-token log-probabilities, as lm-eval computes them.
+/// acc and acc_norm from per-token log-probabilities, as lm-eval computes them, with the
+/// per-item measures of [`McScore`]; also each item's per-choice log-likelihoods.
 pub fn mc_score(items: &[McPlanItem], scores: &[f64]) -> (McScore, Vec<Vec<f64>>) {
     let (mut acc, mut acc_norm) = (0usize, 0usize);
     let mut lls = Vec::with_capacity(items.len());
+    let (mut correct, mut loglik, mut margin) = (Vec::new(), Vec::new(), Vec::new());
     for it in items {
         let ll: Vec<f64> = it.choices.iter().map(|s| span_sum(scores, *s)).collect();
         let normed: Vec<f64> = ll.iter().zip(&it.norm_lens).map(|(l, n)| l / (*n).max(1) as f64).collect();
-        acc += (argmax(&ll) == it.label) as usize;
+        let hit = argmax(&ll) == it.label;
+        acc += hit as usize;
         acc_norm += (argmax(&normed) == it.label) as usize;
+        let per_token: Vec<f64> = ll.iter().zip(&it.choices).map(|(l, s)| l / s.len.max(1) as f64).collect();
+        let wrong = per_token.iter().enumerate().filter(|(i, _)| *i != it.label).map(|(_, v)| *v).fold(f64::NEG_INFINITY, f64::max);
+        correct.push(if hit { 1.0 } else { 0.0 });
+        loglik.push(per_token[it.label]);
+        margin.push(if wrong.is_finite() { per_token[it.label] - wrong } else { 0.0 });
         lls.push(ll);
     }
     let n = items.len().max(1) as f64;
-    (McScore { acc: acc as f64 / n, acc_norm: acc_norm as f64 / n, items: items.len() }, lls)
+    (McScore { acc: acc as f64 / n, acc_norm: acc_norm as f64 / n, items: items.len(), correct, loglik, margin }, lls)
 }
 
 /// Token-weighted perplexity over spans.
 pub fn perplexity(spans: &[Span], scores: &[f64]) -> f64 {
     let (sum, n) = spans.iter().fold((0.0, 0usize), |(s, n), sp| (s + span_sum(scores, *sp), n + sp.len));
     (-sum / n.max(1) as f64).exp()
+}
+
+/// Per text: log-likelihood per token and the text's token count (its weight in the
+/// token-weighted mean, whose exp(−·) is [`perplexity`]).
+pub fn text_logliks(spans: &[Span], scores: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    spans.iter().filter(|s| s.len > 0).map(|s| (span_sum(scores, *s) / s.len as f64, s.len as f64)).unzip()
 }

@@ -43,6 +43,11 @@ pub struct JobOptions {
     pub optimizer: OptimizerKind,
     /// Item budgets of the search's fidelities (None: the reference's 111/333/1000).
     pub budgets: Option<Vec<usize>>,
+    /// What the search optimises (None: the default; on resume, the journal's).
+    pub objective: Option<crate::search::Objective>,
+    /// Fraction of calibration items held out for the final selection (None: the default,
+    /// or the journal's on resume; Some(0.0): off).
+    pub selection_split: Option<f64>,
     pub device: DeviceKind,
     pub out: PathBuf,
     pub resume: bool,
@@ -63,6 +68,8 @@ impl JobOptions {
             seed: 0,
             optimizer: OptimizerKind::Bo,
             budgets: None,
+            objective: None,
+            selection_split: None,
             device: DeviceKind::Cpu,
             out,
             resume: false,
@@ -164,6 +171,10 @@ pub fn tailor(
     if let Some(b) = &opts.budgets {
         optimizer.budgets = b.clone();
     }
+    optimizer.objective = opts.objective.unwrap_or(crate::search::DEFAULT_OBJECTIVE);
+    let fraction = opts.selection_split.unwrap_or(crate::search::DEFAULT_SELECTION_FRACTION);
+    optimizer.hold_out = (fraction > 0.0).then_some(crate::score::HoldOut { fraction, seed: opts.seed });
+    optimizer.validate()?;
     let spec = JobSpec {
         space,
         optimizer,
@@ -172,6 +183,7 @@ pub fn tailor(
         resume: opts.resume,
         baselines: opts.baselines.clone(),
         calibration: calibration_texts(&calibration),
+        inherit: crate::search::job::Inherit { objective: opts.objective.is_none(), hold_out: opts.selection_split.is_none() },
     };
     progress.stage(&format!(
         "searching: keep {keep} of {source_layers} layers, {} siblings, {} trials on {}",

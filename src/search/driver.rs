@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
-use crate::score::{mean_score, Scorer};
+use crate::score::{accuracies, mean_score, Items, Scorer, TaskScores};
 
 use super::journal::{Journal, JournalHeader, TrialRecord, FORMAT};
+use super::objective;
 use super::optimizer::{Optimizer, OptimizerConfig};
 use super::select::{choose, incumbent_curve};
 use super::space::SearchSpace;
@@ -19,6 +20,8 @@ pub struct TrialEvent<'a> {
     pub total: usize,
     /// Mean accuracy of the current choice (see [`choose`]).
     pub best: Option<f64>,
+    /// The objective's value of the current choice.
+    pub best_objective: Option<f64>,
     /// True when the result came from the journal, not from the scorer.
     pub replayed: bool,
 }
@@ -69,6 +72,8 @@ pub fn run_search<S: Scorer>(
     if trials == 0 {
         return Err(SearchError::Space("--trials must be at least 1".into()));
     }
+    let guide = cfg.objective.guide;
+    let items = cfg.hold_out.map_or(Items::All, Items::Search);
     let mut opt = Optimizer::new(space, cfg, tasks);
     let journaled = journal.trials.clone();
     let mut done: Vec<TrialRecord> = Vec::with_capacity(trials);
@@ -88,25 +93,53 @@ pub fn run_search<S: Scorer>(
             None => {
                 let recipe = space.to_recipe(&p.candidate);
                 let start = Instant::now();
-                let scores = scorer
-                    .score(&recipe, p.budget)
+                let measures = scorer
+                    .measure(&recipe, p.budget, items)
                     .map_err(|e| SearchError::Score { what: format!("trial {index}"), source: Box::new(e) })?;
                 let seconds = start.elapsed().as_secs_f64();
-                let record = TrialRecord { index, origin: p.origin, budget: p.budget, mean: mean_score(&scores), scores, seconds, recipe };
+                let scores = accuracies(&measures);
+                let value = objective::overall(&measures, guide)?;
+                let record = TrialRecord {
+                    index,
+                    origin: p.origin,
+                    budget: p.budget,
+                    mean: mean_score(&scores),
+                    scores,
+                    seconds,
+                    recipe,
+                    objective: Some(value),
+                    measures,
+                };
                 // Tell the optimiser exactly what a replay will read back from the journal.
                 let record = json_round_trip(&record);
                 journal.append(record.clone())?;
                 (record, false)
             }
         };
-        opt.tell(&p, &record.scores);
+        opt.tell(&p, &guide_values(&record, guide, journal.path())?);
         done.push(record);
-        let best = choose(&done).map(|i| done[i].mean);
-        on_trial(&TrialEvent { trial: done.last().expect("pushed"), done: done.len(), total: trials, best, replayed });
+        let chosen = choose(&done);
+        let (best, best_objective) = (chosen.map(|i| done[i].mean), chosen.map(|i| done[i].objective_value()));
+        on_trial(&TrialEvent { trial: done.last().expect("pushed"), done: done.len(), total: trials, best, best_objective, replayed });
     }
     let best = choose(&done).expect("at least one trial");
     let curve = incumbent_curve(&done);
     Ok(SearchOutcome { trials: done, best, curve })
+}
+
+/// The guiding metric's value per task of a trial (journals written before objectives
+/// hold accuracy only).
+fn guide_values(r: &TrialRecord, guide: crate::score::Metric, path: &std::path::Path) -> Result<TaskScores, SearchError> {
+    if r.measures.is_empty() {
+        return match guide {
+            crate::score::Metric::Acc => Ok(r.scores.clone()),
+            _ => Err(SearchError::Journal {
+                path: path.display().to_string(),
+                message: format!("trial {} has no measures for the objective `{}`", r.index, guide.name()),
+            }),
+        };
+    }
+    Ok(objective::task_values(&r.measures, guide).into_iter().map(|(t, e)| (t, e.value)).collect())
 }
 
 fn json_round_trip(r: &TrialRecord) -> TrialRecord {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule};
-use crate::score::{ModelResult, ResultKind, Scorer, TaskScores};
+use crate::score::{accuracies, accuracy_errors, Items, Measures, ModelResult, ResultKind, Scorer};
 
 use super::baselines::{run_baseline, Baseline, BaselineKind};
 use super::driver::{header, run_search, SearchOutcome, TrialEvent};
@@ -28,6 +28,17 @@ pub struct JobSpec {
     pub baselines: Vec<BaselineKind>,
     /// Calibration texts for the baselines (hidden states, perplexity).
     pub calibration: Vec<String>,
+    /// On resume, take these settings from the journal instead of `optimizer` (the user did
+    /// not choose them), so journals written with other defaults (or before objectives and
+    /// selection splits existed) continue as they started.
+    pub inherit: Inherit,
+}
+
+/// Settings a resumed search takes from its journal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inherit {
+    pub objective: bool,
+    pub hold_out: bool,
 }
 
 /// What a job produced.
@@ -51,8 +62,8 @@ pub trait JobObserver {
 pub struct Quiet;
 impl JobObserver for Quiet {}
 
-fn score<S: Scorer>(scorer: &mut S, recipe: &Recipe, budget: usize, what: &str) -> Result<TaskScores, SearchError> {
-    scorer.score(recipe, budget).map_err(|e| SearchError::Score { what: what.into(), source: Box::new(e) })
+fn measure<S: Scorer>(scorer: &mut S, recipe: &Recipe, budget: usize, items: Items, what: &str) -> Result<Measures, SearchError> {
+    scorer.measure(recipe, budget, items).map_err(|e| SearchError::Score { what: what.into(), source: Box::new(e) })
 }
 
 /// The recipe of one source model at full depth (the base, or a sibling as it is).
@@ -74,18 +85,46 @@ pub fn run_job<S: Scorer>(
     observer: &mut dyn JobObserver,
 ) -> Result<JobResult, SearchError> {
     let space = &spec.space;
-    let head = header(space, &spec.optimizer, scorer.task_names());
+    // The baselines first: their removal sets seed the search's initial design.
+    let (baselines, baseline_rows) = run_baselines(space, &spec.baselines, &spec.calibration, scorer, spec.optimizer.full_budget(), &params, observer)?;
+    let mut optimizer = spec.optimizer.clone();
+    optimizer.warm_removals = baselines.iter().map(|b| b.removed.clone()).collect();
+    if spec.resume && (spec.inherit.objective || spec.inherit.hold_out) && spec.journal.exists() {
+        if let Ok((found, _)) = Journal::read(&spec.journal) {
+            if spec.inherit.objective {
+                optimizer.objective = found.optimizer.objective;
+            }
+            if spec.inherit.hold_out {
+                optimizer.hold_out = found.optimizer.hold_out;
+            }
+        }
+    }
+    let head = header(space, &optimizer, scorer.task_names());
     let mut journal = if spec.resume { Journal::resume(&spec.journal, head)? } else { Journal::create(&spec.journal, head)? };
-    let outcome = run_search(space, &mut journal, spec.trials, scorer, |e| observer.trial(e))?;
-    let full = spec.optimizer.full_budget();
+    let mut outcome = run_search(space, &mut journal, spec.trials, scorer, |e| observer.trial(e))?;
+    let full = optimizer.full_budget();
     let tasks = scorer.task_names();
-    let row = |label: String, kind: ResultKind, recipe: &Recipe, scores: TaskScores| ModelResult {
+    let row = |label: String, kind: ResultKind, recipe: &Recipe, m: &Measures| ModelResult {
         label,
         kind,
         layers: recipe.layers.len(),
         params: params(recipe),
-        scores,
+        scores: accuracies(m),
+        se: accuracy_errors(m),
     };
+    // The final choice: on the selection split when there is one.
+    let mut finalists = Vec::new();
+    if let Some(h) = optimizer.hold_out {
+        let top = select::finalists(&outcome.trials, select::TOP);
+        let mut measured = Vec::new();
+        for (k, &t) in top.iter().enumerate() {
+            observer.stage(&format!("scoring finalist {} of {} (trial {}) on the selection split", k + 1, top.len(), t + 1));
+            measured.push(measure(scorer, &outcome.trials[t].recipe, full, Items::Selection(h), "a finalist on the selection split")?);
+        }
+        let (chosen, rows) = select::choose_finalist(&outcome.trials, &top, &measured, optimizer.objective.select);
+        outcome.best = top[chosen];
+        finalists = rows;
+    }
     let mut rows = Vec::new();
     let names: Vec<(String, ResultKind)> = std::iter::once((space.template.base.name.clone(), ResultKind::Base))
         .chain(space.template.siblings.iter().map(|s| (s.name.clone(), ResultKind::Sibling)))
@@ -93,30 +132,33 @@ pub fn run_job<S: Scorer>(
     for (name, kind) in names {
         observer.stage(&format!("scoring {name}"));
         let r = whole_model(space, &name);
-        let s = score(scorer, &r, full, &name)?;
-        rows.push(row(name, kind, &r, s));
+        let m = measure(scorer, &r, full, Items::All, &name)?;
+        rows.push(row(name, kind, &r, &m));
     }
-    let (baselines, baseline_rows) = run_baselines(space, &spec.baselines, &spec.calibration, scorer, full, &params, observer)?;
     rows.extend(baseline_rows);
     let best_trial = outcome.best_trial();
     let best = best_trial.recipe.clone();
-    let best_scores = if best_trial.budget == full {
-        best_trial.scores.clone()
+    // Every row is scored on the same items: the first `full` of all calibration items.
+    let best_measures = if best_trial.budget == full && optimizer.hold_out.is_none() && !best_trial.measures.is_empty() {
+        best_trial.measures.clone()
     } else {
         observer.stage("scoring the choice at the full budget");
-        score(scorer, &best, full, "the chosen recipe")?
+        measure(scorer, &best, full, Items::All, "the chosen recipe")?
     };
-    rows.push(row("hf-tailor".into(), ResultKind::Tailored, &best, best_scores));
+    rows.push(row("hf-tailor".into(), ResultKind::Tailored, &best, &best_measures));
     let report = SearchReport {
         tasks,
         budget: full,
         rows,
         curves: vec![Curve { label: spec.optimizer.kind.name().into(), points: outcome.curve.clone() }],
-        selection: select::RULE.into(),
+        selection: if optimizer.hold_out.is_some() { select::SPLIT_RULE } else { select::RULE }.into(),
         optimizer: spec.optimizer.kind.name().into(),
         seed: spec.optimizer.seed,
         trials: outcome.trials.len(),
         scoring_seconds: outcome.trials.iter().map(|t| t.seconds).sum(),
+        objective: optimizer.objective.name(),
+        hold_out: optimizer.hold_out,
+        finalists,
     };
     Ok(JobResult { outcome, best, baselines, report })
 }
@@ -136,9 +178,16 @@ pub fn run_baselines<S: Scorer>(
     for kind in kinds {
         observer.stage(&format!("baseline {}", kind.label()));
         let b = run_baseline(*kind, space, scorer, calibration)?;
-        let scores = score(scorer, &b.recipe, budget, kind.label())?;
+        let m = measure(scorer, &b.recipe, budget, Items::All, kind.label())?;
         let layers = b.recipe.layers.len();
-        rows.push(ModelResult { label: kind.label().into(), kind: ResultKind::Baseline, layers, params: params(&b.recipe), scores });
+        rows.push(ModelResult {
+            label: kind.label().into(),
+            kind: ResultKind::Baseline,
+            layers,
+            params: params(&b.recipe),
+            scores: accuracies(&m),
+            se: accuracy_errors(&m),
+        });
         baselines.push(b);
     }
     Ok((baselines, rows))

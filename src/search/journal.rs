@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::recipe::Recipe;
-use crate::score::TaskScores;
+use crate::score::{Estimate, Measures, TaskScores};
 
 use super::optimizer::{OptimizerConfig, Origin};
 use super::space::{RecipeTemplate, SpaceOptions};
@@ -43,6 +43,20 @@ pub struct TrialRecord {
     /// Wall time spent scoring, in seconds.
     pub seconds: f64,
     pub recipe: Recipe,
+    /// The objective's guiding value (mean over tasks, higher is better) with its standard
+    /// error. Absent in journals written before objectives: their objective is `mean`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<Estimate>,
+    /// Every task's measures (accuracy, log-likelihoods, margins) with standard errors.
+    #[serde(default, skip_serializing_if = "Measures::is_empty")]
+    pub measures: Measures,
+}
+
+impl TrialRecord {
+    /// The value the search ranks this trial by (higher is better).
+    pub fn objective_value(&self) -> f64 {
+        self.objective.map_or(self.mean, |e| e.value)
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -18,6 +18,7 @@ pub mod forest;
 pub mod hyperband;
 pub mod job;
 pub mod journal;
+pub mod objective;
 pub mod optimizer;
 pub mod report;
 pub mod select;
@@ -26,7 +27,8 @@ pub mod warmstart;
 
 pub use driver::{header, run_search, SearchOutcome, TrialEvent};
 pub use journal::{Journal, JournalHeader, TrialRecord};
-pub use optimizer::{OptimizerConfig, OptimizerKind, Scalarization};
+pub use objective::Objective;
+pub use optimizer::{OptimizerConfig, OptimizerKind, Scalarization, DEFAULT_OBJECTIVE, DEFAULT_SELECTION_FRACTION};
 pub use space::{DepthTarget, MergeMethod, RecipeTemplate, SearchSpace, SpaceOptions};
 
 #[derive(Debug, thiserror::Error)]

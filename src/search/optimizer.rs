@@ -13,12 +13,20 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::score::TaskScores;
+use crate::score::{HoldOut, Metric, TaskScores};
 
 use super::forest::{expected_improvement, Forest, ForestParams};
 use super::hyperband::{Hyperband, Slot};
+use super::objective::{self, Objective};
 use super::space::{Candidate, SearchSpace};
-use super::warmstart::warm_start;
+use super::warmstart::{baseline_warm_start, warm_start};
+
+/// The objective of the command line and the root command when none is given; chosen by
+/// `scripts/bench-quality.sh` (see the README).
+pub const DEFAULT_OBJECTIVE: Objective = Objective { guide: Metric::Margin, select: Metric::Margin };
+
+/// Fraction of each calibration task's items held out for the final selection by default.
+pub const DEFAULT_SELECTION_FRACTION: f64 = 1.0 / 3.0;
 
 /// Which optimiser proposes candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +89,17 @@ pub struct OptimizerConfig {
     pub acquisition_samples: usize,
     /// Local searches (hill climbing on expected improvement) per proposal.
     pub local_searches: usize,
+    /// What the search optimises (journals without one optimised accuracy).
+    #[serde(default)]
+    pub objective: Objective,
+    /// The selection split held out from the calibration items (None: the final choice is
+    /// made on the search's own items, as journals without one did).
+    #[serde(default)]
+    pub hold_out: Option<HoldOut>,
+    /// Removal sets of the baselines (ShortGPT, angular, SLEB) that seed the initial
+    /// design, each with all-base layers and with each sibling's layers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm_removals: Vec<Vec<usize>>,
 }
 
 impl OptimizerConfig {
@@ -102,6 +121,9 @@ impl OptimizerConfig {
             trees: 10,
             acquisition_samples: 500,
             local_searches: 10,
+            objective: Objective::default(),
+            hold_out: None,
+            warm_removals: Vec::new(),
         }
     }
 
@@ -123,6 +145,11 @@ impl OptimizerConfig {
         if self.trees == 0 {
             return bad("the forest needs at least one tree".into());
         }
+        if let Some(h) = &self.hold_out {
+            if !(h.fraction > 0.0 && h.fraction < 1.0) {
+                return bad(format!("the selection split must be a fraction in (0, 1), got {}", h.fraction));
+            }
+        }
         Ok(())
     }
 }
@@ -133,6 +160,8 @@ impl OptimizerConfig {
 pub enum Origin {
     Initial,
     WarmStart,
+    /// A baseline's removal set (all-base, or one sibling's layers).
+    Baseline,
     Random,
     Model,
     Promoted,
@@ -168,9 +197,15 @@ impl<'s> Optimizer<'s> {
     /// `tasks` fixes the order of per-task costs.
     pub fn new(space: &'s SearchSpace, cfg: OptimizerConfig, tasks: Vec<String>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let baselines: Vec<(Candidate, Origin)> =
+            baseline_warm_start(space, &cfg.warm_removals).into_iter().map(|c| (c, Origin::Baseline)).collect();
         let queue: VecDeque<(Candidate, Origin)> = match cfg.kind {
-            OptimizerKind::Bo => (0..cfg.initial_design).map(|_| (space.sample(&mut rng), Origin::Initial)).collect(),
-            OptimizerKind::Warmstart => warm_start(space).into_iter().map(|c| (c, Origin::WarmStart)).collect(),
+            OptimizerKind::Bo => {
+                // The baselines' candidates take the place of up to half the random design.
+                let random = if baselines.is_empty() { cfg.initial_design } else { (cfg.initial_design / 2).max(cfg.initial_design.saturating_sub(baselines.len())) };
+                baselines.into_iter().chain((0..random).map(|_| (space.sample(&mut rng), Origin::Initial))).collect()
+            }
+            OptimizerKind::Warmstart => baselines.into_iter().chain(warm_start(space).into_iter().map(|c| (c, Origin::WarmStart))).collect(),
             OptimizerKind::Random => VecDeque::new(),
         };
         let hyperband = (cfg.kind != OptimizerKind::Random).then(|| Hyperband::new(&cfg.budgets, cfg.eta));
@@ -201,11 +236,18 @@ impl<'s> Optimizer<'s> {
         p
     }
 
-    /// Record the scores of the last proposal.
-    pub fn tell(&mut self, proposal: &Proposal, scores: &TaskScores) {
+    /// Record the last proposal's values of the guiding metric, per task (higher is better).
+    pub fn tell(&mut self, proposal: &Proposal, values: &TaskScores) {
         debug_assert_eq!(self.pending.as_ref(), Some(proposal), "tell answers the last ask");
         self.pending = None;
-        let costs: Vec<f64> = self.tasks.iter().map(|t| 1.0 - scores.get(t).copied().unwrap_or(0.0)).collect();
+        let guide = self.cfg.objective.guide;
+        // The journal's task order when the metric is per multiple-choice task (as ParEGO's
+        // weights were always drawn), else the tasks that carry it (texts).
+        let costs: Vec<f64> = if self.tasks.iter().all(|t| values.contains_key(t)) {
+            self.tasks.iter().map(|t| objective::cost(guide, values[t])).collect()
+        } else {
+            values.values().map(|v| objective::cost(guide, *v)).collect()
+        };
         let mean = costs.iter().sum::<f64>() / costs.len().max(1) as f64;
         if let Some(hb) = &mut self.hyperband {
             hb.tell(proposal.candidate.clone(), mean);
@@ -257,7 +299,8 @@ impl<'s> Optimizer<'s> {
     /// Surrogate targets: scalarised costs, log-scaled (as SMAC's HPO facade) so the
     /// model resolves differences among good candidates.
     fn targets(&mut self) -> Vec<f64> {
-        let t = self.tasks.len();
+        // Costs per task: the multiple-choice tasks, or the texts for the ppl metric.
+        let t = self.history.first().map_or(self.tasks.len(), |o| o.costs.len());
         let scalar: Vec<f64> = match self.cfg.scalarization {
             Scalarization::Mean => self.history.iter().map(|o| o.costs.iter().sum::<f64>() / t.max(1) as f64).collect(),
             Scalarization::Parego { rho } => {
@@ -285,7 +328,11 @@ impl<'s> Optimizer<'s> {
                     .collect()
             }
         };
-        scalar.into_iter().map(|s| (s + 1e-3).ln()).collect()
+        if objective::log_scaled(self.cfg.objective.guide) {
+            scalar.into_iter().map(|s| (s + 1e-3).ln()).collect()
+        } else {
+            scalar
+        }
     }
 
     /// The unevaluated candidate with the highest expected improvement at the full budget,

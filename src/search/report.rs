@@ -7,7 +7,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::human::human_count;
-use crate::score::{ModelResult, ResultKind};
+use crate::score::{HoldOut, Metric, ModelResult, ResultKind};
+
+use super::objective::Objective;
+use super::select::Finalist;
 
 use super::SearchError;
 
@@ -33,6 +36,19 @@ pub struct SearchReport {
     pub trials: usize,
     /// Seconds spent scoring trials.
     pub scoring_seconds: f64,
+    /// What the search optimised (`acc` in reports written before objectives).
+    #[serde(default = "acc")]
+    pub objective: String,
+    /// The selection split the final choice was made on, if any.
+    #[serde(default)]
+    pub hold_out: Option<HoldOut>,
+    /// The top candidates with their search and selection scores.
+    #[serde(default)]
+    pub finalists: Vec<Finalist>,
+}
+
+fn acc() -> String {
+    "acc".into()
 }
 
 /// Files [`SearchReport::write`] creates in the output folder.
@@ -48,26 +64,58 @@ impl SearchReport {
     /// A Markdown table: one row per model, one column per task plus the mean.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "| model | kind | layers | params | {} | mean |", self.tasks.join(" | "));
+        let _ = writeln!(s, "| model | kind | layers | params | {} | mean ± s.e. |", self.tasks.join(" | "));
         let _ = writeln!(s, "|---|---|---:|---:|{}---:|", "---:|".repeat(self.tasks.len()));
         for r in &self.rows {
             let cells: Vec<String> = self.tasks.iter().map(|t| r.scores.get(t).map_or("–".into(), |v| format!("{:.2}", 100.0 * v))).collect();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {:.2}{} |",
                 r.label,
                 kind_name(r.kind),
                 r.layers,
                 human_count(r.params),
                 cells.join(" | "),
-                100.0 * r.mean()
+                100.0 * r.mean(),
+                if r.se.is_empty() { String::new() } else { format!(" ± {:.2}", 100.0 * r.mean_se()) }
             );
         }
         let _ = writeln!(
             s,
-            "\nAccuracy in %, first {} items per task. Search: {} (seed {}), {} trials, {:.1} s scoring. {}",
-            self.budget, self.optimizer, self.seed, self.trials, self.scoring_seconds, self.selection
+            "\nAccuracy in %, first {} items per task (± one standard error). Search: {} (seed {}, objective {}), {} trials, {:.1} s scoring. {}",
+            self.budget, self.optimizer, self.seed, self.objective, self.trials, self.scoring_seconds, self.selection
         );
+        if !self.finalists.is_empty() {
+            let o = Objective::parse(&self.objective).unwrap_or_default();
+            let split = self.hold_out.map_or(String::new(), |h| format!(" ({:.0} % of each task's items, seed {})", 100.0 * h.fraction, h.seed));
+            let _ = writeln!(s, "\nFinalists: the top candidates at the highest budget, scored again on the selection split{split}.\n");
+            let _ = writeln!(
+                s,
+                "| trial | merges | sibling layers | search {} | search acc | selection {} | selection acc | vs best | chosen |",
+                o.guide.name(),
+                o.select.name()
+            );
+            let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|");
+            for f in &self.finalists {
+                let diff = match o.select {
+                    Metric::Acc => format!("{:+.1} ± {:.1}", 100.0 * f.behind_best.value, 100.0 * f.behind_best.se),
+                    _ => format!("{:+.3} ± {:.3}", f.behind_best.value, f.behind_best.se),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {:.1} | {} | {:.1} | {} | {} |",
+                    f.trial + 1,
+                    f.merges,
+                    f.sibling_layers,
+                    o.guide.display(f.search),
+                    100.0 * f.search_acc,
+                    o.select.display(f.selection),
+                    100.0 * f.selection_acc,
+                    diff,
+                    if f.chosen { "✓" } else { "" }
+                );
+            }
+        }
         s
     }
 
@@ -202,7 +250,7 @@ mod tests {
     use super::*;
 
     fn row(label: &str, kind: ResultKind, a: f64, b: f64) -> ModelResult {
-        ModelResult { label: label.into(), kind, layers: 4, params: 1_234_567, scores: [("a".into(), a), ("b".into(), b)].into() }
+        ModelResult { label: label.into(), kind, layers: 4, params: 1_234_567, scores: [("a".into(), a), ("b".into(), b)].into(), se: Default::default() }
     }
 
     #[test]
@@ -217,6 +265,9 @@ mod tests {
             seed: 0,
             trials: 3,
             scoring_seconds: 1.0,
+            objective: "acc".into(),
+            hold_out: None,
+            finalists: vec![],
         };
         let md = r.to_markdown();
         assert!(md.contains("| base | base | 4 | 1.23M | 50.00 | 70.00 | 60.00 |"), "{md}");

@@ -1,38 +1,145 @@
 //! How the final model is chosen from the evaluated trials (the reference does not say).
 //!
-//! **Rule:** among the trials evaluated at the highest budget any trial reached, take the
-//! one with the best mean accuracy over the calibration tasks; ties (equal means) go to the
-//! recipe with fewer merged layers, then to fewer layers taken from siblings, then to the
-//! earlier trial. Low-budget scores only steer the search: they are based on fewer items
-//! and are never compared with full-budget ones. Fewer merges win ties because a merged
-//! layer is extra work to build and harder to explain in the lineage.
+//! **Without a selection split:** among the trials evaluated at the highest budget any
+//! trial reached, take the one with the best objective (mean accuracy for `acc`); ties go
+//! to the recipe with fewer merged layers, then to fewer layers taken from siblings, then
+//! to the earlier trial. Low-budget scores only steer the search: they are based on fewer
+//! items and are never compared with full-budget ones.
+//!
+//! **With a selection split** (the default): the best-of-many choice on the items that
+//! drove the search is biased upward, so the [`TOP`] distinct candidates at the highest
+//! budget are scored again on the selection items the search never saw; the best there
+//! wins, except that any finalist within two standard errors of it (of the paired
+//! difference on the same items) that is simpler — fewer merges, then fewer sibling layers
+//! — is preferred: the data cannot tell them apart, and a simpler recipe is cheaper to
+//! build and easier to explain in the lineage.
+
+use serde::{Deserialize, Serialize};
 
 use super::journal::TrialRecord;
-use crate::recipe::Rule;
+use crate::recipe::{Recipe, Rule};
+use crate::score::{paired_difference, Estimate, Measures, Metric};
 
-/// The rule in one sentence, for reports and model cards.
-pub const RULE: &str = "The tailored model is the candidate with the best mean accuracy over the calibration tasks among those evaluated at the highest budget; ties go to fewer merged layers, then fewer sibling layers, then the earlier trial.";
+/// The rule in one sentence, for reports and model cards (no selection split).
+pub const RULE: &str = "The tailored model is the candidate with the best objective over the calibration tasks among those evaluated at the highest budget; ties go to fewer merged layers, then fewer sibling layers, then the earlier trial.";
+
+/// The rule with a selection split, for reports and model cards.
+pub const SPLIT_RULE: &str = "The tailored model is chosen among the top candidates at the highest budget by their score on selection items held out from the calibration items (the search never saw them); a simpler finalist (fewer merged layers, then fewer sibling layers) within two standard errors of the best is preferred.";
+
+/// Finalists scored on the selection split.
+pub const TOP: usize = 5;
+
+/// (merged layers, sibling layers): lower is simpler.
+pub fn simplicity(recipe: &Recipe) -> (usize, usize) {
+    let base = &recipe.base.name;
+    let siblings = recipe.layers.iter().filter(|l| !matches!(&l.rule, Rule::Take(m) if m == base)).count();
+    (recipe.merge_count(), siblings)
+}
 
 /// Index of the chosen trial, or `None` for no trial.
 pub fn choose(trials: &[TrialRecord]) -> Option<usize> {
-    let top = trials.iter().map(|t| t.budget).max()?;
-    let key = |t: &TrialRecord| {
-        let base = &t.recipe.base.name;
-        let siblings = t.recipe.layers.iter().filter(|l| !matches!(&l.rule, Rule::Take(m) if m == base)).count();
-        (t.recipe.merge_count(), siblings)
-    };
-    let mut best: Option<usize> = None;
-    for (i, t) in trials.iter().enumerate().filter(|(_, t)| t.budget == top) {
-        best = match best {
-            None => Some(i),
-            Some(b) => {
-                let bt = &trials[b];
-                let better = t.mean > bt.mean || (t.mean == bt.mean && key(t) < key(bt));
-                Some(if better { i } else { b })
-            }
-        };
+    ranked(trials).first().copied()
+}
+
+/// Trials at the highest budget, best first (objective, then simpler, then earlier).
+fn ranked(trials: &[TrialRecord]) -> Vec<usize> {
+    let Some(top) = trials.iter().map(|t| t.budget).max() else { return Vec::new() };
+    let mut idx: Vec<usize> = (0..trials.len()).filter(|&i| trials[i].budget == top).collect();
+    idx.sort_by(|&a, &b| {
+        let (ta, tb) = (&trials[a], &trials[b]);
+        tb.objective_value()
+            .total_cmp(&ta.objective_value())
+            .then_with(|| simplicity(&ta.recipe).cmp(&simplicity(&tb.recipe)))
+            .then(a.cmp(&b))
+    });
+    idx
+}
+
+/// The best `k` trials at the highest budget with distinct recipes, best first.
+pub fn finalists(trials: &[TrialRecord], k: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for i in ranked(trials) {
+        if out.len() == k {
+            break;
+        }
+        if !out.iter().any(|&j| trials[j].recipe == trials[i].recipe) {
+            out.push(i);
+        }
     }
-    best
+    out
+}
+
+/// One finalist as the report shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finalist {
+    /// 0-based trial index.
+    pub trial: usize,
+    pub merges: usize,
+    pub sibling_layers: usize,
+    /// The guiding objective on the search's items (at the highest budget).
+    pub search: Estimate,
+    /// Mean accuracy on the search's items.
+    pub search_acc: f64,
+    /// The selection metric on the selection split.
+    pub selection: Estimate,
+    /// Mean accuracy on the selection split.
+    pub selection_acc: f64,
+    /// Selection value minus the best finalist's, with the paired standard error.
+    pub behind_best: Estimate,
+    pub chosen: bool,
+}
+
+/// Choose among finalists (best first by the search) from their selection-split measures:
+/// the best by `metric`, or the simplest finalist within two standard errors of it.
+/// Returns the position in `finalists` and the filled-in report rows.
+pub fn choose_finalist(trials: &[TrialRecord], finalists: &[usize], selection: &[Measures], metric: Metric) -> (usize, Vec<Finalist>) {
+    let value = |m: &Measures| super::objective::overall(m, metric).unwrap_or_default();
+    let acc = |m: &Measures| super::objective::overall(m, Metric::Acc).map_or(0.0, |e| e.value);
+    let values: Vec<Estimate> = selection.iter().map(value).collect();
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if v.value > values[best].value {
+            best = i;
+        }
+    }
+    let behind: Vec<Estimate> = (0..finalists.len())
+        .map(|i| {
+            if i == best {
+                return Estimate { value: 0.0, se: 0.0 };
+            }
+            paired_difference(&selection[i], &selection[best], metric).unwrap_or_else(|| Estimate {
+                value: values[i].value - values[best].value,
+                se: (values[i].se.powi(2) + values[best].se.powi(2)).sqrt(),
+            })
+        })
+        .collect();
+    let mut chosen = best;
+    for i in 0..finalists.len() {
+        let close = -behind[i].value <= 2.0 * behind[i].se;
+        let (ki, kc) = (simplicity(&trials[finalists[i]].recipe), simplicity(&trials[finalists[chosen]].recipe));
+        if close && (ki < kc || (ki == kc && values[i].value > values[chosen].value)) {
+            chosen = i;
+        }
+    }
+    let rows = finalists
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let (merges, sibling_layers) = simplicity(&trials[t].recipe);
+            Finalist {
+                trial: t,
+                merges,
+                sibling_layers,
+                search: trials[t].objective.unwrap_or(Estimate { value: trials[t].mean, se: 0.0 }),
+                search_acc: trials[t].mean,
+                selection: values[i],
+                selection_acc: acc(&selection[i]),
+                behind_best: behind[i],
+                chosen: i == chosen,
+            }
+        })
+        .collect();
+    (chosen, rows)
 }
 
 /// Mean accuracy of the choice after each trial (the search's progress curve).
@@ -50,7 +157,7 @@ mod tests {
         let t = crate::search::space::tests::template(4, 2);
         let layers = rules.iter().enumerate().map(|(from, rule)| LayerRule { from, rule: rule.clone() }).collect();
         let recipe = crate::recipe::Recipe::new("llama", 4, t.base, t.siblings, layers, t.edges);
-        TrialRecord { index, origin: Origin::Random, budget, scores: [("t".to_string(), mean)].into(), mean, seconds: 0.0, recipe }
+        TrialRecord { index, origin: Origin::Random, budget, scores: [("t".to_string(), mean)].into(), mean, seconds: 0.0, recipe, objective: None, measures: Default::default() }
     }
 
     #[test]
@@ -70,5 +177,39 @@ mod tests {
         assert_eq!(choose(&trials[..3]), Some(2));
         assert_eq!(choose(&[]), None);
         assert_eq!(incumbent_curve(&trials), vec![Some(0.99), Some(0.7), Some(0.7), Some(0.7), Some(0.7)]);
+    }
+
+    fn measures(per_item: &[f64]) -> Measures {
+        use crate::score::{ItemValues, TaskMeasures};
+        let v = ItemValues { values: per_item.to_vec(), weights: vec![1.0; per_item.len()] };
+        let m = TaskMeasures { items: per_item.len(), metrics: [(Metric::Acc, v.estimate())].into(), per_item: [(Metric::Acc, v)].into() };
+        [("t".to_string(), m)].into()
+    }
+
+    #[test]
+    fn selection_prefers_the_simpler_finalist_unless_it_is_clearly_worse() {
+        let base = Rule::Take("base".into());
+        let s0 = Rule::Take("s0".into());
+        let trials = vec![
+            trial(0, 100, 0.9, &[s0.clone(), s0.clone()]),
+            trial(1, 100, 0.8, &[base.clone(), base.clone()]),
+            trial(2, 100, 0.7, &[s0.clone(), base.clone()]),
+            trial(3, 10, 0.99, &[base.clone(), s0.clone()]),
+        ];
+        let f = finalists(&trials, 5);
+        assert_eq!(f, vec![0, 1, 2]);
+        // Within noise: trial 0 is best on selection by one item of ten, the all-base
+        // trial 1 is within two paired standard errors and simpler.
+        let a = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0];
+        let b = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0];
+        let (c, rows) = choose_finalist(&trials, &f, &[measures(&a), measures(&b), measures(&b)], Metric::Acc);
+        assert_eq!(c, 1);
+        assert!(rows[1].chosen && !rows[0].chosen);
+        assert!((rows[1].behind_best.value + 0.1).abs() < 1e-12 && rows[1].behind_best.se > 0.05);
+        assert_eq!((rows[0].merges, rows[0].sibling_layers), (0, 2));
+        // Clearly better on every item where they differ: the complex finalist stays.
+        let worse = [0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+        let (c, _) = choose_finalist(&trials, &f, &[measures(&a), measures(&worse), measures(&worse)], Metric::Acc);
+        assert_eq!(c, 0);
     }
 }

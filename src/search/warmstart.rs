@@ -97,6 +97,36 @@ pub fn warm_start(space: &SearchSpace) -> Vec<Candidate> {
     out
 }
 
+/// Candidates from known removal sets (the baselines'): for each set, every kept layer
+/// from the base, then every kept layer from one sibling, sibling by sibling; each once.
+/// Sets of the wrong size for `space` are skipped.
+pub fn baseline_warm_start(space: &SearchSpace, removals: &[Vec<usize>]) -> Vec<Candidate> {
+    let l = space.source_layers();
+    let method = space.options.methods[0];
+    let mut out: Vec<Candidate> = Vec::new();
+    for removed in removals {
+        let kept: Vec<usize> = (0..l).filter(|i| !removed.contains(i)).collect();
+        if kept.len() != space.keep || removed.iter().any(|&r| r >= l) {
+            continue;
+        }
+        let base = space.base_only(&kept);
+        let mut variants = vec![base.clone()];
+        for j in 0..space.siblings() {
+            let mut c = base.clone();
+            for i in &kept {
+                c.layers[*i] = Some(Choice::new(1 << j, 1.0, method));
+            }
+            variants.push(c);
+        }
+        for c in variants {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +155,21 @@ mod tests {
             assert_eq!(c.kept().count(), 30);
             space.to_recipe(c).validate().unwrap();
         }
+    }
+
+    #[test]
+    fn baseline_removals_give_base_and_one_candidate_per_sibling() {
+        let space = SearchSpace::new(template(8, 2), 6, SpaceOptions::default()).unwrap();
+        // Two baselines agree on one set; a set of the wrong size is skipped.
+        let ws = baseline_warm_start(&space, &[vec![3, 4], vec![3, 4], vec![1, 6], vec![2]]);
+        assert_eq!(ws.len(), 2 * 3);
+        assert_eq!(ws[0], space.base_only(&[0, 1, 2, 5, 6, 7]));
+        for c in &ws {
+            assert_eq!(c.kept().count(), 6);
+            assert_eq!(c.merges(), 0);
+            space.to_recipe(c).validate().unwrap();
+        }
+        assert_eq!(ws[1].sibling_layers(), 6);
+        assert_eq!(ws[3], space.base_only(&[0, 2, 3, 4, 5, 7]));
     }
 }

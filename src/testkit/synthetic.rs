@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use crate::recipe::Recipe;
-use crate::score::{Scorer, TaskScores};
+use crate::score::{Estimate, Items, Measures, Metric, Scorer, TaskMeasures, TaskScores};
 
 use crate::search::space::{Candidate, Choice, MergeMethod, SearchSpace};
 
@@ -217,23 +217,46 @@ impl Scorer for SyntheticScorer {
         self.tasks.clone()
     }
 
-    fn score(&mut self, recipe: &Recipe, budget: usize) -> Result<TaskScores, SyntheticError> {
+    /// Accuracy as the module docs say (on the selection split, an independent draw at
+    /// `fraction × full budget` items); `loglik` and `margin` increasing functions of the
+    /// exact accuracy with half its noise; one text task, `calibration`, whose log-likelihood
+    /// per token is −0.1 × the importance of the dropped layers (exact).
+    fn measure(&mut self, recipe: &Recipe, budget: usize, items: Items) -> Result<Measures, SyntheticError> {
         self.calls += 1;
         let c = self.candidate(recipe)?;
-        let b = budget.min(self.full_budget).max(1) as f64;
-        let spread = (1.0 / b - 1.0 / self.full_budget as f64).max(0.0);
-        Ok(self
+        let (b, salt) = match items {
+            Items::All | Items::Search(_) => (budget.min(self.full_budget).max(1), None),
+            Items::Selection(h) => (((h.fraction * self.full_budget as f64).round() as usize).max(1), Some(h.seed)),
+        };
+        let spread = (1.0 / b as f64 - 1.0 / self.full_budget as f64).max(0.0);
+        let spread = if salt.is_some() { 1.0 / b as f64 } else { spread };
+        let mut out: Measures = self
             .exact(&c)
             .into_iter()
             .map(|(t, p)| {
-                let mut rng = ChaCha8Rng::seed_from_u64(noise_key(recipe, budget, &t));
-                // Box–Muller.
-                let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
-                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-                let v = p + z * (p * (1.0 - p) * spread).sqrt();
-                (t, v.clamp(0.0, 1.0))
+                let key = noise_key(recipe, budget, &t) ^ salt.map_or(0, |s| s.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+                let mut rng = ChaCha8Rng::seed_from_u64(key);
+                let mut normal = || {
+                    // Box–Muller.
+                    let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
+                    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+                };
+                let sd = (p * (1.0 - p) * spread).sqrt();
+                let acc = (p + normal() * sd).clamp(0.0, 1.0);
+                let (z1, z2) = (normal(), normal());
+                let n = b as f64;
+                let metrics = [
+                    (Metric::Acc, Estimate { value: acc, se: (acc * (1.0 - acc) / n).sqrt() }),
+                    (Metric::Loglik, Estimate { value: (0.05 + p).ln() + 0.5 * z1 * sd / (0.05 + p), se: 0.5 / (n.sqrt() * (0.05 + p)) }),
+                    (Metric::Margin, Estimate { value: 4.0 * (p - 0.5) + 2.0 * z2 * sd, se: 2.0 / n.sqrt() }),
+                ];
+                (t, TaskMeasures { items: b, metrics: metrics.into_iter().collect(), per_item: Default::default() })
             })
-            .collect())
+            .collect();
+        let dropped: f64 = recipe.removed_layers().iter().map(|&l| self.importance[l]).sum();
+        let text = TaskMeasures { items: 1, metrics: [(Metric::Ppl, Estimate { value: -0.1 * dropped, se: 0.0 })].into(), per_item: Default::default() };
+        out.insert("calibration".into(), text);
+        Ok(out)
     }
 
     /// Cosines that shrink with the importance of the layers between two boundaries:

@@ -34,7 +34,7 @@ fn recipe() -> Recipe {
 }
 
 fn result(label: &str, kind: ResultKind, layers: usize, mmlu: f64, wsc: f64) -> ModelResult {
-    ModelResult { label: label.into(), kind, layers, params: 1000 * layers as u64, scores: BTreeMap::from([("mmlu".into(), mmlu), ("wsc".into(), wsc)]) }
+    ModelResult { label: label.into(), kind, layers, params: 1000 * layers as u64, scores: BTreeMap::from([("mmlu".into(), mmlu), ("wsc".into(), wsc)]), se: BTreeMap::new() }
 }
 
 fn input(dir: &std::path::Path) -> CardInput {

