@@ -250,7 +250,7 @@ def cmd_table(a):
             rows[key] = []
             order.append(key)
         rows[key].append(r)
-    prefer = ["base", "ShortGPT", "angular", "SLEB"]
+    prefer = ["base, 30 layers", "ShortGPT", "angular", "SLEB", "random search"]
     order.sort(key=lambda k: (prefer.index(k) if k in prefer else len(prefer), k))
     short = None
     lines = ["| model (%s) | seeds | calibration acc | selection acc | held-out cloze acc (%d items) | held-out perplexity, geomean of %d domains | vs ShortGPT |"

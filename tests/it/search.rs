@@ -12,6 +12,11 @@ use hf_tailor::search::{
 
 use crate::common::tempdir;
 
+use hf_tailor::score::{HoldOut, Metric};
+use hf_tailor::search::job::{run_job, Inherit, JobSpec, Quiet};
+use hf_tailor::search::optimizer::Origin;
+use hf_tailor::search::Objective;
+
 fn search(space: &SearchSpace, scorer: &mut SyntheticScorer, cfg: &OptimizerConfig, trials: usize, path: &std::path::Path) -> SearchOutcome {
     let mut journal = Journal::create(path, header(space, cfg, scorer.task_names())).expect("journal");
     run_search(space, &mut journal, trials, scorer, |_| {}).expect("search")
@@ -170,4 +175,116 @@ fn baselines_prune_the_least_important_layers() {
     let scores = scorer.score(&shortgpt.recipe, 1000).unwrap();
     assert_eq!(scores.keys().cloned().collect::<Vec<_>>(), scorer.task_names());
     let _ = choose(&[]);
+}
+
+#[test]
+fn journals_written_before_objectives_resume_as_accuracy_searches() {
+    let space = SearchSpace::new(template(8, 2), 6, SpaceOptions::default()).unwrap();
+    let dir = tempdir();
+    let mut cfg = OptimizerConfig::new(OptimizerKind::Bo, 5);
+    cfg.budgets = vec![100, 1000];
+    let full_path = dir.path().join("full.jsonl");
+    let full = search(&space, &mut SyntheticScorer::new(&space, 2, 1000, 2), &cfg, 30, &full_path);
+    // The old format: no objective or selection split in the header, no measures or
+    // objective in the trials; 12 trials written before the interruption.
+    let text = std::fs::read_to_string(&full_path).unwrap();
+    let mut old = String::new();
+    for line in text.lines().take(13) {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let o = v.as_object_mut().unwrap();
+        if let Some(opt) = o.get_mut("optimizer").and_then(|x| x.as_object_mut()) {
+            assert!(opt.remove("objective").is_some() && opt.remove("hold_out").is_some());
+        }
+        if o.get("kind").and_then(|k| k.as_str()) == Some("trial") {
+            assert!(o.remove("objective").is_some() && o.remove("measures").is_some());
+        }
+        old.push_str(&serde_json::to_string(&v).unwrap());
+        old.push('\n');
+    }
+    let path = dir.path().join("old.jsonl");
+    std::fs::write(&path, old).unwrap();
+    let mut scorer = SyntheticScorer::new(&space, 2, 1000, 2);
+    let mut journal = Journal::resume(&path, header(&space, &cfg, scorer.task_names())).unwrap();
+    assert_eq!(journal.trials.len(), 12);
+    let out = run_search(&space, &mut journal, 30, &mut scorer, |_| {}).unwrap();
+    assert_eq!(scorer.calls, 18);
+    let key = |o: &SearchOutcome| o.trials.iter().map(|t| (t.recipe.clone(), t.budget, t.mean)).collect::<Vec<_>>();
+    assert_eq!(key(&out), key(&full));
+    assert_eq!(out.best, full.best);
+}
+
+/// The synthetic scorer scores only candidates of its space; whole models (the job's
+/// reference rows) get the scores of the space's first all-base candidate.
+struct WholeModelsToo(SyntheticScorer, hf_tailor::recipe::Recipe);
+
+impl Scorer for WholeModelsToo {
+    type Error = <SyntheticScorer as Scorer>::Error;
+    fn task_names(&self) -> Vec<String> {
+        self.0.task_names()
+    }
+    fn measure(&mut self, r: &hf_tailor::recipe::Recipe, budget: usize, items: hf_tailor::score::Items) -> Result<hf_tailor::score::Measures, Self::Error> {
+        let r = if r.layers.len() == self.1.layers.len() { r } else { &self.1.clone() };
+        self.0.measure(r, budget, items)
+    }
+    fn boundary_cosines(&mut self, r: &hf_tailor::recipe::Recipe, t: &[String]) -> Result<Vec<Vec<f64>>, Self::Error> {
+        self.0.boundary_cosines(r, t)
+    }
+    fn perplexity(&mut self, r: &hf_tailor::recipe::Recipe, t: &[String]) -> Result<f64, Self::Error> {
+        self.0.perplexity(r, t)
+    }
+}
+
+#[test]
+fn a_job_warm_starts_from_the_baselines_and_chooses_on_the_selection_split() {
+    let space = SearchSpace::new(template(10, 2), 7, SpaceOptions::default()).unwrap();
+    let dir = tempdir();
+    let run = |objective: Objective, resume: bool| {
+        let mut cfg = OptimizerConfig::new(OptimizerKind::Bo, 1);
+        cfg.budgets = vec![100, 1000];
+        cfg.objective = objective;
+        cfg.hold_out = Some(HoldOut { fraction: 0.3, seed: 1 });
+        let spec = JobSpec {
+            space: space.clone(),
+            optimizer: cfg,
+            trials: 40,
+            journal: dir.path().join(format!("{}.jsonl", objective.name())),
+            resume,
+            baselines: vec![BaselineKind::Shortgpt, BaselineKind::Sleb],
+            calibration: vec!["text".into()],
+            inherit: Inherit::default(),
+        };
+        let first = space.to_recipe(&space.base_only(&(0..7).collect::<Vec<_>>()));
+        let mut scorer = WholeModelsToo(SyntheticScorer::new(&space, 2, 1000, 4), first);
+        (run_job(&spec, &mut scorer, |k| k as u64, &mut Quiet).unwrap(), scorer.0.calls)
+    };
+    for objective in [Objective::of(Metric::Margin), Objective::of(Metric::Acc), Objective::parse("loglik+acc").unwrap(), Objective::of(Metric::Ppl)] {
+        let (r, _) = run(objective, false);
+        let trials = &r.outcome.trials;
+        // ShortGPT and SLEB agree on the synthetic family: one removal set, all-base and
+        // one candidate per sibling, first in the initial design.
+        assert_eq!(r.baselines[0].removed, r.baselines[1].removed);
+        assert!(trials[..3].iter().all(|t| t.origin == Origin::Baseline), "{objective:?}");
+        assert_eq!(trials[0].recipe, r.baselines[0].recipe);
+        assert!(trials.iter().all(|t| t.objective.is_some_and(|e| e.se >= 0.0)));
+        // The choice is one of the finalists, scored on both splits in the report.
+        let f = &r.report.finalists;
+        assert!(!f.is_empty() && f.len() <= 5);
+        assert_eq!(f.iter().filter(|x| x.chosen).count(), 1);
+        assert_eq!(f.iter().find(|x| x.chosen).unwrap().trial, r.outcome.best);
+        assert!(f.iter().all(|x| trials[x.trial].budget == 1000));
+        assert_eq!(r.report.objective, objective.name());
+        assert!(r.report.to_markdown().contains("selection split"), "{}", r.report.to_markdown());
+        assert!(r.report.rows.iter().all(|row| row.se.len() == 2), "every row has standard errors");
+    }
+    // Resuming the finished journal scores no trial again and chooses the same.
+    std::fs::remove_file(dir.path().join("margin.jsonl")).unwrap();
+    let (first, _) = run(Objective::of(Metric::Margin), false);
+    std::fs::remove_file(dir.path().join("margin.jsonl")).unwrap();
+    let (again, _) = run(Objective::of(Metric::Margin), false);
+    let (resumed, calls) = run(Objective::of(Metric::Margin), true);
+    // Finalists and the table's rows only (base, 2 siblings, 2 baselines, the choice).
+    assert!(calls <= 5 + 6, "{calls} scoring calls on resume");
+    assert_eq!(first.outcome.best, again.outcome.best);
+    assert_eq!(resumed.outcome.best, first.outcome.best);
+    assert_eq!(resumed.report.finalists, first.report.finalists);
 }

