@@ -57,8 +57,11 @@ PYTHONPATH="$cache/pylib" $nice "$python" "$repo/scripts/bench_quality.py" famil
 data="$family/data"
 domains="drama code news"
 join() { local IFS=,; echo "$*"; }
-calib_mc=(); calib_txt=(); held=()
+calib_mc=(); calib_txt=(); base_txt=(); held=()
 for d in $domains; do
+    # The baselines' statistics (SLEB re-scores them ~200 times): two texts per domain.
+    head -n 2 "$data/calib-text-$d.jsonl" > "$data/baseline-text-$d.jsonl"
+    base_txt+=("ppl:$d-text=$data/baseline-text-$d.jsonl")
     calib_mc+=("mc:$d=$data/calib-$d.jsonl")
     calib_txt+=("ppl:$d-text=$data/calib-text-$d.jsonl")
     held+=("mc:$d=$data/heldout-$d.jsonl" "ppl:$d-text=$data/heldout-text-$d.jsonl")
@@ -91,7 +94,7 @@ fi
 if [[ ! -f "$runs/baselines/baselines.json" ]]; then
     echo "bench-quality: baselines (ShortGPT, angular, SLEB) at $keep of 30 layers" >&2
     $nice "$bin" baselines "${models[@]}" --keep-layers "$keep" --tasks "$(join "${calib_mc[@]}")" \
-        --calibration "$(join "${calib_txt[@]}")" --budget "$full" --out "$runs/baselines.tmp" --json > /dev/null
+        --calibration "$(join "${base_txt[@]}")" --budget "$full" --out "$runs/baselines.tmp" --json > /dev/null
     rm -rf "$runs/baselines" && mv "$runs/baselines.tmp" "$runs/baselines"
 fi
 for b in shortgpt:ShortGPT angular:angular sleb:SLEB; do
@@ -116,7 +119,8 @@ for seed in $seeds; do
         echo "bench-quality: search $name ($trials trials)" >&2
         rm -rf "$out"
         start=$(date +%s)
-        $nice "$bin" search "${models[@]}" --keep-layers "$keep" --tasks "$tasks" --calibration "$(join "${calib_txt[@]}")" \
+        $nice "$bin" search "${models[@]}" --keep-layers "$keep" --tasks "$tasks" --calibration "$(join "${base_txt[@]}")" \
+            --baselines-from "$runs/baselines/baselines.json" \
             "${args[@]}" --trials "$trials" --seed "$seed" --out "$out" --json > "$out.report.json" 2> "$out.log"
         echo "bench-quality:   $name took $(( $(date +%s) - start )) s" >&2
         read -r cal sel < <("$python" -c "
@@ -133,3 +137,5 @@ done
 
 # 6. The table.
 "$python" "$repo/scripts/bench_quality.py" table --runs "$runs/rows" --depth "$keep/30 layers"
+echo
+"$python" "$repo/scripts/bench_quality.py" reliability --runs "$runs"

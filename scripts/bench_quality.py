@@ -31,7 +31,7 @@ import tarfile
 import zipfile
 
 DOMAINS = ["drama", "code", "news"]
-SETTINGS = {"version": 3, "steps": 20, "lr": 1e-4, "batch": 4, "seq": 128, "seed": 0,
+SETTINGS = {"version": 3, "steps": 10, "lr": 1e-4, "batch": 4, "seq": 128, "seed": 0,
             "calib_items": 60, "heldout_items": 100, "calib_texts": 6, "heldout_texts": 12,
             "context_words": 28, "text_words": 90}
 
@@ -195,6 +195,7 @@ def cmd_family(a):
     data = os.path.join(cache, "data")
     os.makedirs(data, exist_ok=True)
     s = SETTINGS
+    trains = []
     for di, domain in enumerate(DOMAINS):
         rng = random.Random(1000 + di)
         docs = read_domain_texts(a.pkgs, domain)
@@ -217,6 +218,10 @@ def cmd_family(a):
         write_jsonl(os.path.join(data, f"heldout-text-{domain}.jsonl"), [{"text": t} for t in held_texts])
         log(f"{domain}: {len(calib)} calibration + {len(held)} held-out items, {len(calib_texts)} + {len(held_texts)} texts, "
             f"{len(train)} training slices, {len(vocab)} single-token words")
+        trains.append(train)
+    if a.data_only:
+        return
+    for di, (domain, train) in enumerate(zip(DOMAINS, trains)):
         sib = os.path.join(cache, domain)
         if not os.path.exists(os.path.join(sib, "config.json")):
             log(f"fine-tuning the {domain} sibling ({s['steps']} steps of {s['batch']}x{s['seq']} tokens)")
@@ -278,6 +283,38 @@ def cmd_table(a):
           f"Item-level standard error of held-out accuracy ≈ {sum(100 * r['heldout_acc_se'] for rs in rows.values() for r in rs) / sum(len(rs) for rs in rows.values()):.1f} points.")
 
 
+def cmd_reliability(a):
+    """How much of each metric's spread across candidates is signal: over the trials of every
+    journal at the full budget, 1 − mean(se²) / var(value) of the mean over tasks (0: the
+    ranking is noise; 1: noise-free). Every trial records every metric, so one search run
+    measures all of them."""
+    per = {}
+    for p in sorted(glob.glob(os.path.join(a.runs, "*.out", "journal.jsonl"))):
+        trials = [json.loads(l) for l in open(p) if '"kind":"trial"' in l]
+        top = max((t["budget"] for t in trials), default=0)
+        seen = set()
+        for t in trials:
+            key = json.dumps(t["recipe"], sort_keys=True)
+            if t["budget"] != top or key in seen or not t.get("measures"):
+                continue
+            seen.add(key)
+            for metric in ["acc", "loglik", "margin", "ppl"]:
+                parts = [m["metrics"][metric] for m in t["measures"].values() if metric in m["metrics"]]
+                if parts:
+                    v = sum(x["value"] for x in parts) / len(parts)
+                    se = math.sqrt(sum(x["se"] ** 2 for x in parts)) / len(parts)
+                    per.setdefault(metric, []).append((v, se))
+    print("| metric | candidates | spread (sd) across candidates | mean standard error | reliability 1 − se²/var |")
+    print("|---|---:|---:|---:|---:|")
+    for metric, xs in per.items():
+        vals = [v for v, _ in xs]
+        m = sum(vals) / len(vals)
+        var = sum((v - m) ** 2 for v in vals) / max(1, len(vals) - 1)
+        se2 = sum(se ** 2 for _, se in xs) / len(xs)
+        rel = 1 - se2 / var if var > 0 else float("nan")
+        print(f"| {metric} | {len(xs)} | {math.sqrt(var):.4f} | {math.sqrt(se2):.4f} | {rel:.2f} |")
+
+
 def cmd_heldout(a):
     """One run's JSON row from `hf-tailor eval --json` outputs (held-out items and texts)."""
     ev = json.load(open(a.eval_json))
@@ -304,9 +341,12 @@ def main():
     f = sub.add_parser("family")
     f.add_argument("--cache", required=True)
     f.add_argument("--pkgs", required=True)
+    f.add_argument("--data-only", action="store_true", help="write the task files, train nothing")
     t = sub.add_parser("table")
     t.add_argument("--runs", required=True)
     t.add_argument("--depth", default="22/30 layers")
+    r = sub.add_parser("reliability")
+    r.add_argument("--runs", required=True)
     h = sub.add_parser("heldout")
     h.add_argument("--eval-json", required=True)
     h.add_argument("--method", required=True)
@@ -315,7 +355,7 @@ def main():
     h.add_argument("--selection-acc", type=float)
     h.add_argument("--out", required=True)
     a = ap.parse_args()
-    {"family": cmd_family, "table": cmd_table, "heldout": cmd_heldout}[a.cmd](a)
+    {"family": cmd_family, "table": cmd_table, "heldout": cmd_heldout, "reliability": cmd_reliability}[a.cmd](a)
 
 
 if __name__ == "__main__":

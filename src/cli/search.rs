@@ -111,6 +111,10 @@ pub struct Args {
     /// Baselines to run and report (shortgpt, angular, sleb), or `none`.
     #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb")]
     pub baselines: Vec<String>,
+    /// Reuse the baselines of `hf-tailor baselines` (its baselines.json, same models and
+    /// depth) instead of computing them again.
+    #[arg(long, value_name = "FILE")]
+    pub baselines_from: Option<PathBuf>,
     /// Journal of every trial (default: OUT/journal.jsonl).
     #[arg(long)]
     pub journal: Option<PathBuf>,
@@ -166,6 +170,26 @@ pub fn hold_out(fraction: Option<f64>, seed: u64) -> anyhow::Result<Option<HoldO
         f if f > 0.0 && f < 1.0 => Ok(Some(HoldOut { fraction: f, seed })),
         f => bail!("--selection-split must be 0 (off) or a fraction in (0, 1), got {f}"),
     }
+}
+
+/// The baselines in a `baselines.json` of `hf-tailor baselines`.
+fn load_baselines(path: &Path) -> anyhow::Result<Vec<hf_tailor::search::baselines::Baseline>> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        baseline: BaselineKind,
+        removed: Vec<usize>,
+        #[serde(default)]
+        criterion: Vec<f64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        baselines: Vec<Entry>,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: File = serde_json::from_str(&text).with_context(|| format!("{} is not a baselines.json of `hf-tailor baselines`", path.display()))?;
+    // The recipe is rebuilt for this search's space by the job.
+    let placeholder = hf_tailor::recipe::Recipe::new("", 0, SourceModel { name: String::new(), repo: String::new(), revision: None, files: Default::default() }, vec![], vec![], EdgePolicy::Base);
+    Ok(file.baselines.into_iter().map(|e| hf_tailor::search::baselines::Baseline { kind: e.baseline, removed: e.removed, criterion: e.criterion, recipe: placeholder.clone() }).collect())
 }
 
 fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
@@ -330,6 +354,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         baselines,
         calibration: s.calibration.clone(),
         inherit: job::Inherit { objective: args.objective.is_none(), hold_out: args.selection_split.is_none() },
+        precomputed: match &args.baselines_from {
+            Some(p) => load_baselines(p)?,
+            None => Vec::new(),
+        },
     };
     eprintln!(
         "hf-tailor: searching {} of {} layers, {} siblings, tasks {}, {} trials ({}), journal {}",

@@ -184,6 +184,7 @@ pub fn tailor(
         baselines: opts.baselines.clone(),
         calibration: calibration_texts(&calibration),
         inherit: crate::search::job::Inherit { objective: opts.objective.is_none(), hold_out: opts.selection_split.is_none() },
+        precomputed: Vec::new(),
     };
     progress.stage(&format!(
         "searching: keep {keep} of {source_layers} layers, {} siblings, {} trials on {}",

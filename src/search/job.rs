@@ -32,6 +32,9 @@ pub struct JobSpec {
     /// not choose them), so journals written with other defaults (or before objectives and
     /// selection splits existed) continue as they started.
     pub inherit: Inherit,
+    /// Baselines already computed for this space (`hf-tailor baselines`): used instead of
+    /// running those kinds again.
+    pub precomputed: Vec<Baseline>,
 }
 
 /// Settings a resumed search takes from its journal.
@@ -86,7 +89,8 @@ pub fn run_job<S: Scorer>(
 ) -> Result<JobResult, SearchError> {
     let space = &spec.space;
     // The baselines first: their removal sets seed the search's initial design.
-    let (baselines, baseline_rows) = run_baselines(space, &spec.baselines, &spec.calibration, scorer, spec.optimizer.full_budget(), &params, observer)?;
+    let (baselines, baseline_rows) =
+        run_baselines_reusing(space, &spec.baselines, &spec.precomputed, &spec.calibration, scorer, spec.optimizer.full_budget(), &params, observer)?;
     let mut optimizer = spec.optimizer.clone();
     optimizer.warm_removals = baselines.iter().map(|b| b.removed.clone()).collect();
     if spec.resume && (spec.inherit.objective || spec.inherit.hold_out) && spec.journal.exists() {
@@ -173,11 +177,44 @@ pub fn run_baselines<S: Scorer>(
     params: &dyn Fn(&Recipe) -> u64,
     observer: &mut dyn JobObserver,
 ) -> Result<(Vec<Baseline>, Vec<ModelResult>), SearchError> {
+    run_baselines_reusing(space, kinds, &[], calibration, scorer, budget, params, observer)
+}
+
+/// [`run_baselines`], taking the removal sets of `precomputed` baselines of the same kind
+/// (checked against the space) instead of computing them again.
+#[allow(clippy::too_many_arguments)]
+pub fn run_baselines_reusing<S: Scorer>(
+    space: &SearchSpace,
+    kinds: &[BaselineKind],
+    precomputed: &[Baseline],
+    calibration: &[String],
+    scorer: &mut S,
+    budget: usize,
+    params: &dyn Fn(usize) -> u64,
+    observer: &mut dyn JobObserver,
+) -> Result<(Vec<Baseline>, Vec<ModelResult>), SearchError> {
     let mut baselines = Vec::new();
     let mut rows = Vec::new();
+    let l = space.source_layers();
     for kind in kinds {
-        observer.stage(&format!("baseline {}", kind.label()));
-        let b = run_baseline(*kind, space, scorer, calibration)?;
+        let b = match precomputed.iter().find(|b| b.kind == *kind) {
+            Some(b) => {
+                if b.removed.len() != l - space.keep || b.removed.iter().any(|&r| r >= l) {
+                    return Err(SearchError::Space(format!(
+                        "the precomputed {} baseline removes layers {:?}; this search keeps {} of {l}",
+                        kind.label(),
+                        b.removed,
+                        space.keep
+                    )));
+                }
+                let kept: Vec<usize> = (0..l).filter(|i| !b.removed.contains(i)).collect();
+                Baseline { recipe: space.to_recipe(&space.base_only(&kept)), ..b.clone() }
+            }
+            None => {
+                observer.stage(&format!("baseline {}", kind.label()));
+                run_baseline(*kind, space, scorer, calibration)?
+            }
+        };
         let m = measure(scorer, &b.recipe, budget, Items::All, kind.label())?;
         let layers = b.recipe.layers.len();
         rows.push(ModelResult {
