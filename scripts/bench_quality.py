@@ -163,6 +163,15 @@ def finetune(base_dir, out_dir, texts, tok, seed, s):
     os.replace(out_dir + ".tmp", out_dir)
 
 
+def strip_quantization(model_dir):
+    """Drop a leftover GGUF `quantization_config` (the weights are plain f32)."""
+    p = os.path.join(model_dir, "config.json")
+    c = json.load(open(p))
+    if c.pop("quantization_config", None) is not None:
+        with open(p, "w") as f:
+            json.dump(c, f, indent=2)
+
+
 def cmd_family(a):
     import torch
     torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "1")))
@@ -185,12 +194,17 @@ def cmd_family(a):
         src_dir = os.path.join(gdir, os.path.dirname(name))
         fname = os.path.basename(name)
         loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=fname, dtype=torch.float32)
-        fresh = LlamaForCausalLM(loaded.config)
+        config = loaded.config
+        # The weights are dequantised: the copy is a plain f32 model (no GGUF quantizer).
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = LlamaForCausalLM(config)
         fresh.load_state_dict(loaded.state_dict())
         tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=fname)
         fresh.save_pretrained(base_dir + ".tmp", safe_serialization=True)
         tok.save_pretrained(base_dir + ".tmp")
         os.replace(base_dir + ".tmp", base_dir)
+    strip_quantization(base_dir)
     tok = AutoTokenizer.from_pretrained(base_dir)
     data = os.path.join(cache, "data")
     os.makedirs(data, exist_ok=True)

@@ -341,6 +341,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     optimizer.validate()?;
     let baselines = parse_baselines(&args.baselines)?;
     let mut s = setup(&args.family, &args.depth, &args.scoring, options, !baselines.is_empty())?;
+    let o = optimizer.objective;
+    if (o.guide == hf_tailor::score::Metric::Ppl || o.select == hf_tailor::score::Metric::Ppl)
+        && !s.evaluator.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)))
+    {
+        bail!("--objective {} needs calibration texts to score: add a `ppl=FILE` task to --tasks", o.name());
+    }
     if s.space.siblings() == 0 {
         eprintln!("hf-tailor: warning: no fine-tuned siblings: the search only removes layers of the base");
     }
