@@ -190,7 +190,7 @@ pub fn run_baselines_reusing<S: Scorer>(
     calibration: &[String],
     scorer: &mut S,
     budget: usize,
-    params: &dyn Fn(usize) -> u64,
+    params: &dyn Fn(&Recipe) -> u64,
     observer: &mut dyn JobObserver,
 ) -> Result<(Vec<Baseline>, Vec<ModelResult>), SearchError> {
     let mut baselines = Vec::new();

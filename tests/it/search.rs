@@ -256,7 +256,7 @@ fn a_job_warm_starts_from_the_baselines_and_chooses_on_the_selection_split() {
         };
         let first = space.to_recipe(&space.base_only(&(0..7).collect::<Vec<_>>()));
         let mut scorer = WholeModelsToo(SyntheticScorer::new(&space, 2, 1000, 4), first);
-        (run_job(&spec, &mut scorer, |k| k as u64, &mut Quiet).unwrap(), scorer.0.calls)
+        (run_job(&spec, &mut scorer, |r: &hf_tailor::recipe::Recipe| r.layers.len() as u64, &mut Quiet).unwrap(), scorer.0.calls)
     };
     for objective in [Objective::of(Metric::Margin), Objective::of(Metric::Acc), Objective::parse("loglik+acc").unwrap(), Objective::of(Metric::Ppl)] {
         let (r, _) = run(objective, false);
