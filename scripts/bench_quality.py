@@ -298,18 +298,19 @@ def cmd_table(a):
 
 
 def cmd_reliability(a):
-    """How much of each metric's spread across candidates is signal: over the trials of every
-    journal at the full budget, 1 − mean(se²) / var(value) of the mean over tasks (0: the
-    ranking is noise; 1: noise-free). Every trial records every metric, so one search run
-    measures all of them."""
+    """How much of each metric's spread across candidates is signal, per budget: over the
+    distinct (recipe, budget) evaluations of every journal, 1 − mean(se²) / var(value) of
+    the mean over tasks (0: the ranking is noise; 1: noise-free). Every trial records every
+    metric, so one search run measures all of them."""
     per = {}
+    seen = set()
     for p in sorted(glob.glob(os.path.join(a.runs, "*.out", "journal.jsonl"))):
-        trials = [json.loads(l) for l in open(p) if '"kind":"trial"' in l]
-        top = max((t["budget"] for t in trials), default=0)
-        seen = set()
-        for t in trials:
-            key = json.dumps(t["recipe"], sort_keys=True)
-            if t["budget"] != top or key in seen or not t.get("measures"):
+        for line in open(p):
+            t = json.loads(line)
+            if t.get("kind") != "trial" or not t.get("measures"):
+                continue
+            key = (json.dumps(t["recipe"], sort_keys=True), t["budget"])
+            if key in seen:
                 continue
             seen.add(key)
             for metric in ["acc", "loglik", "margin", "ppl"]:
@@ -317,16 +318,16 @@ def cmd_reliability(a):
                 if parts:
                     v = sum(x["value"] for x in parts) / len(parts)
                     se = math.sqrt(sum(x["se"] ** 2 for x in parts)) / len(parts)
-                    per.setdefault(metric, []).append((v, se))
-    print("| metric | candidates | spread (sd) across candidates | mean standard error | reliability 1 − se²/var |")
-    print("|---|---:|---:|---:|---:|")
-    for metric, xs in per.items():
+                    per.setdefault((t["budget"], metric), []).append((v, se))
+    print("| items per task | metric | candidates | spread (sd) across candidates | mean standard error | reliability 1 − se²/var |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for (budget, metric), xs in sorted(per.items()):
         vals = [v for v, _ in xs]
         m = sum(vals) / len(vals)
         var = sum((v - m) ** 2 for v in vals) / max(1, len(vals) - 1)
         se2 = sum(se ** 2 for _, se in xs) / len(xs)
         rel = 1 - se2 / var if var > 0 else float("nan")
-        print(f"| {metric} | {len(xs)} | {math.sqrt(var):.4f} | {math.sqrt(se2):.4f} | {rel:.2f} |")
+        print(f"| {budget} | {metric} | {len(xs)} | {math.sqrt(var):.4f} | {math.sqrt(se2):.4f} | {rel:.2f} |")
 
 
 def cmd_heldout(a):

@@ -93,7 +93,7 @@ pub struct Args {
     pub budgets: Vec<usize>,
     /// What the search optimises: acc, loglik (of the correct choice), margin (over the best
     /// wrong choice, per token), ppl (calibration-text log-likelihood), or GUIDE+acc (guide
-    /// the search with GUIDE, choose the final candidate by accuracy). Default: margin; on
+    /// the search with GUIDE, choose the final candidate by accuracy). Default: loglik; on
     /// --resume, the journal's.
     #[arg(long, value_parser = parse_objective)]
     pub objective: Option<Objective>,

@@ -23,7 +23,7 @@ use super::warmstart::{baseline_warm_start, warm_start};
 
 /// The objective of the command line and the root command when none is given; chosen by
 /// `scripts/bench-quality.sh` (see the README).
-pub const DEFAULT_OBJECTIVE: Objective = Objective { guide: Metric::Margin, select: Metric::Margin };
+pub const DEFAULT_OBJECTIVE: Objective = Objective { guide: Metric::Loglik, select: Metric::Loglik };
 
 /// Fraction of each calibration task's items held out for the final selection by default.
 pub const DEFAULT_SELECTION_FRACTION: f64 = 1.0 / 3.0;
