@@ -173,23 +173,14 @@ pub fn hold_out(fraction: Option<f64>, seed: u64) -> anyhow::Result<Option<HoldO
 }
 
 /// The baselines in a `baselines.json` of `hf-tailor baselines`.
-fn load_baselines(path: &Path) -> anyhow::Result<Vec<hf_tailor::search::baselines::Baseline>> {
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        baseline: BaselineKind,
-        removed: Vec<usize>,
-        #[serde(default)]
-        criterion: Vec<f64>,
-    }
+fn load_baselines(path: &std::path::Path) -> anyhow::Result<Vec<job::Precomputed>> {
     #[derive(serde::Deserialize)]
     struct File {
-        baselines: Vec<Entry>,
+        baselines: Vec<job::Precomputed>,
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file: File = serde_json::from_str(&text).with_context(|| format!("{} is not a baselines.json of `hf-tailor baselines`", path.display()))?;
-    // The recipe is rebuilt for this search's space by the job.
-    let placeholder = hf_tailor::recipe::Recipe::new("", 0, SourceModel { name: String::new(), repo: String::new(), revision: None, files: Default::default() }, vec![], vec![], EdgePolicy::Base);
-    Ok(file.baselines.into_iter().map(|e| hf_tailor::search::baselines::Baseline { kind: e.baseline, removed: e.removed, criterion: e.criterion, recipe: placeholder.clone() }).collect())
+    Ok(file.baselines)
 }
 
 fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {

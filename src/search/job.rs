@@ -34,7 +34,17 @@ pub struct JobSpec {
     pub inherit: Inherit,
     /// Baselines already computed for this space (`hf-tailor baselines`): used instead of
     /// running those kinds again.
-    pub precomputed: Vec<Baseline>,
+    pub precomputed: Vec<Precomputed>,
+}
+
+/// A baseline's result from an earlier run (`baselines.json` of `hf-tailor baselines`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Precomputed {
+    #[serde(rename = "baseline")]
+    pub kind: BaselineKind,
+    pub removed: Vec<usize>,
+    #[serde(default)]
+    pub criterion: Vec<f64>,
 }
 
 /// Settings a resumed search takes from its journal.
@@ -186,7 +196,7 @@ pub fn run_baselines<S: Scorer>(
 pub fn run_baselines_reusing<S: Scorer>(
     space: &SearchSpace,
     kinds: &[BaselineKind],
-    precomputed: &[Baseline],
+    precomputed: &[Precomputed],
     calibration: &[String],
     scorer: &mut S,
     budget: usize,
@@ -208,7 +218,7 @@ pub fn run_baselines_reusing<S: Scorer>(
                     )));
                 }
                 let kept: Vec<usize> = (0..l).filter(|i| !b.removed.contains(i)).collect();
-                Baseline { recipe: space.to_recipe(&space.base_only(&kept)), ..b.clone() }
+                Baseline { kind: b.kind, removed: b.removed.clone(), criterion: b.criterion.clone(), recipe: space.to_recipe(&space.base_only(&kept)) }
             }
             None => {
                 observer.stage(&format!("baseline {}", kind.label()));
