@@ -38,6 +38,39 @@ pub trait Scorer {
 
     /// Perplexity of `recipe` on `texts` (token-weighted, SLEB's criterion).
     fn perplexity(&mut self, recipe: &Recipe, texts: &[String]) -> Result<f64, Self::Error>;
+
+    /// Layer applications run and saved so far (cumulative), for scorers that run layers.
+    fn layer_work(&self) -> Option<LayerWork> {
+        None
+    }
+
+    /// A hint: `recipe` (the search's incumbent) is worth keeping warm in any cache.
+    fn prefer(&mut self, _recipe: &Recipe) {}
+}
+
+/// Layer applications (one layer on one batch) a scorer ran, and those it skipped by
+/// reusing cached hidden states of shared prefixes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerWork {
+    pub run: u64,
+    pub saved: u64,
+}
+
+impl LayerWork {
+    /// The work done between `earlier` and `self`.
+    pub fn since(self, earlier: LayerWork) -> LayerWork {
+        LayerWork { run: self.run.saturating_sub(earlier.run), saved: self.saved.saturating_sub(earlier.saved) }
+    }
+
+    /// Fraction of the layer applications that were saved.
+    pub fn saved_fraction(self) -> f64 {
+        let total = self.run + self.saved;
+        if total == 0 {
+            0.0
+        } else {
+            self.saved as f64 / total as f64
+        }
+    }
 }
 
 /// Accuracy per task of the tasks that have one.

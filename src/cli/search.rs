@@ -371,6 +371,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     progress.bar.finish_and_clear();
     job::write_outputs(&result, &args.out)?;
     print_report(&result.report, args.json)?;
+    if let Some(w) = result.outcome.layer_work() {
+        let st = s.evaluator.stats();
+        eprintln!(
+            "hf-tailor: shared prefixes saved {} of {} layer-forwards ({:.1}%); prefix cache: {} hits, {} misses, peak {} MiB",
+            w.saved,
+            w.run + w.saved,
+            100.0 * w.saved_fraction(),
+            st.prefix.hits,
+            st.prefix.misses,
+            st.prefix.peak_bytes >> 20
+        );
+    }
     eprintln!(
         "hf-tailor: wrote {} (chosen at trial {}), report.md, report.json, search.svg in {}",
         job::RECIPE_FILE,

@@ -117,14 +117,47 @@ impl Rope {
     }
 }
 
+/// How one row of a batch is laid out: `context` tokens, then `branches` that each continue
+/// the context on their own (a packed multiple-choice item: every continuation sees the
+/// context and itself, never another continuation, and its positions restart right after
+/// the context). A plain sequence is a context without branches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RowLayout {
+    pub context: usize,
+    pub branches: Vec<usize>,
+}
+
+impl RowLayout {
+    pub fn plain(len: usize) -> Self {
+        Self { context: len, branches: Vec::new() }
+    }
+
+    /// Real tokens in the row.
+    pub fn len(&self) -> usize {
+        self.context + self.branches.iter().sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// (segment, position id) of every real token: segment 0 is the context, k the k-th branch.
+    fn tokens(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let ctx = (0..self.context).map(|p| (0, p));
+        let branches = self.branches.iter().enumerate().flat_map(move |(k, &n)| (0..n).map(move |q| (k + 1, self.context + q)));
+        ctx.chain(branches)
+    }
+}
+
 /// Everything about a padded batch the layers share: rope tables and the additive mask.
 pub struct BatchContext {
     pub batch: usize,
     pub len: usize,
+    /// (len, head_dim / 2) when every row has positions 0..len, else (batch, len, head_dim / 2).
     cos: Tensor,
     sin: Tensor,
-    /// (batch, 1, 1, len, len): 0 where query i may see key j (j <= i, j not padding, j
-    /// inside the sliding window), -inf elsewhere.
+    /// (batch, 1, 1, len, len): 0 where query i may see key j (see [`BatchContext::packed`]),
+    /// -inf elsewhere.
     mask: Tensor,
 }
 
@@ -132,21 +165,60 @@ impl BatchContext {
     /// `lengths[b]` real tokens at the start of row b (right padding). Every length must be >= 1
     /// so that every query row sees at least one key.
     pub fn new(lengths: &[usize], len: usize, rope: &Rope, device: &Device, dtype: DType) -> CResult<Self> {
-        let (cos, sin) = rope.tables(len, device, dtype)?;
-        let mut m = vec![0f32; lengths.len() * len * len];
-        for (b, &n) in lengths.iter().enumerate() {
+        let rows: Vec<RowLayout> = lengths.iter().map(|&n| RowLayout::plain(n)).collect();
+        Self::packed(&rows, len, rope, device, dtype)
+    }
+
+    /// Rows laid out as `rows` say, right-padded to `len`. Query i sees key j when j <= i,
+    /// j is not padding, and j is in the context or in i's own branch; padding queries see
+    /// the context (their output is never read). Every row needs a context of >= 1 token.
+    pub fn packed(rows: &[RowLayout], len: usize, rope: &Rope, device: &Device, dtype: DType) -> CResult<Self> {
+        const PAD: usize = usize::MAX;
+        let plain = rows.iter().all(|r| r.branches.iter().all(|&n| n == 0));
+        let mut m = vec![0f32; rows.len() * len * len];
+        let mut positions = Vec::with_capacity(if plain { 0 } else { rows.len() * len });
+        let mut segment = vec![PAD; len];
+        let mut pos_of: Vec<usize> = (0..len).collect();
+        for (b, row) in rows.iter().enumerate() {
+            segment.iter_mut().for_each(|s| *s = PAD);
+            pos_of.iter_mut().enumerate().for_each(|(i, p)| *p = i);
+            let mut n = 0;
+            for (i, (seg, pos)) in row.tokens().enumerate().take(len) {
+                segment[i] = seg;
+                pos_of[i] = pos;
+                if !plain {
+                    positions.push(pos as u32);
+                }
+                n = i + 1;
+            }
+            if !plain {
+                positions.extend((n..len).map(|p| p as u32));
+            }
             for i in 0..len {
+                let own = segment[i];
                 for j in 0..len {
-                    // Padding queries (i >= n) keep every real key: one that saw none would
-                    // turn its row into NaN, and NaN times a zero weight is still NaN.
-                    if j > i || j >= n || (i < n && rope.window.is_some_and(|w| i - j >= w)) {
+                    // Padding queries keep the context: one that saw no key would turn its
+                    // row into NaN, and NaN times a zero weight is still NaN. The sliding
+                    // window counts positions, which restart after the context in a branch.
+                    let in_window = own == PAD || rope.window.is_none_or(|w| pos_of[i] - pos_of[j] < w);
+                    let visible = j <= i && segment[j] != PAD && (segment[j] == 0 || segment[j] == own) && in_window;
+                    if !visible {
                         m[(b * len + i) * len + j] = f32::NEG_INFINITY;
                     }
                 }
             }
         }
-        let mask = Tensor::from_vec(m, (lengths.len(), 1, 1, len, len), device)?.to_dtype(dtype)?;
-        Ok(Self { batch: lengths.len(), len, cos, sin, mask })
+        let (cos, sin) = if plain {
+            rope.tables(len, device, dtype)?
+        } else {
+            let (cos, sin) = rope.tables(len, device, dtype)?;
+            let idx = Tensor::from_vec(positions, rows.len() * len, device)?;
+            let half = cos.dim(1)?;
+            let gather = |t: &Tensor| t.index_select(&idx, 0)?.reshape((rows.len(), len, half))?.contiguous();
+            (gather(&cos)?, gather(&sin)?)
+        };
+        let mask = Tensor::from_vec(m, (rows.len(), 1, 1, len, len), device)?.to_dtype(dtype)?;
+        Ok(Self { batch: rows.len(), len, cos, sin, mask })
     }
 }
 

@@ -1,5 +1,10 @@
 //! A least-recently-used map bounded by the bytes of its values, with counters so the
 //! evaluator can report how much memory its caches hold and how often they help.
+//!
+//! A segmented cache ([`Lru::segmented`]) ranks entries before recency: entries never read
+//! since their insertion go first, then entries read at least once, then preferred ones
+//! ([`Lru::prefer`]); so a stream of one-off values cannot push out the values that keep
+//! being reused (the prefix states of a search's incumbent).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -22,6 +27,8 @@ struct Entry<V> {
     value: V,
     bytes: u64,
     last_used: u64,
+    /// 0 = not read since inserted, 1 = read, 2 = preferred (segmented caches only).
+    class: u8,
 }
 
 /// Values are cheap handles (`Arc`, candle `Tensor`) so a value evicted while still in use
@@ -30,11 +37,29 @@ pub struct Lru<K, V> {
     map: HashMap<K, Entry<V>>,
     tick: u64,
     stats: CacheStats,
+    segmented: bool,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
     pub fn new(capacity_bytes: u64) -> Self {
-        Self { map: HashMap::new(), tick: 0, stats: CacheStats { capacity_bytes, ..CacheStats::default() } }
+        Self { map: HashMap::new(), tick: 0, stats: CacheStats { capacity_bytes, ..CacheStats::default() }, segmented: false }
+    }
+
+    /// A cache that evicts by class first (see the module docs), then by recency.
+    pub fn segmented(capacity_bytes: u64) -> Self {
+        Self { segmented: true, ..Self::new(capacity_bytes) }
+    }
+
+    /// Mark the held entries `keep` accepts as preferred, and demote previously preferred
+    /// ones it rejects to "read".
+    pub fn prefer(&mut self, keep: impl Fn(&K) -> bool) {
+        for (k, e) in self.map.iter_mut() {
+            if keep(k) {
+                e.class = 2;
+            } else if e.class == 2 {
+                e.class = 1;
+            }
+        }
     }
 
     /// The value for `key`, marking it recently used; counts a hit or a miss.
@@ -43,6 +68,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
         match self.map.get_mut(key) {
             Some(e) => {
                 e.last_used = self.tick;
+                e.class = e.class.max(1);
                 self.stats.hits += 1;
                 Some(e.value.clone())
             }
@@ -67,16 +93,24 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
     /// Insert, then evict least-recently-used entries until the bound holds. A value larger
     /// than the whole bound is not kept.
     pub fn insert(&mut self, key: K, value: V, bytes: u64) {
+        self.insert_preferred(key, value, bytes, false);
+    }
+
+    /// [`Lru::insert`], as a preferred entry when `preferred` (segmented caches).
+    pub fn insert_preferred(&mut self, key: K, value: V, bytes: u64, preferred: bool) {
         self.tick += 1;
         if bytes > self.stats.capacity_bytes {
             return;
         }
-        if let Some(old) = self.map.insert(key, Entry { value, bytes, last_used: self.tick }) {
+        let class = if preferred { 2 } else { 0 };
+        if let Some(old) = self.map.insert(key, Entry { value, bytes, last_used: self.tick, class }) {
             self.stats.bytes -= old.bytes;
         }
         self.stats.bytes += bytes;
+        let segmented = self.segmented;
         while self.stats.bytes > self.stats.capacity_bytes {
-            let oldest = self.map.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| k.clone());
+            let rank = |e: &Entry<V>| (if segmented { e.class } else { 0 }, e.last_used);
+            let oldest = self.map.iter().min_by_key(|(_, e)| rank(e)).map(|(k, _)| k.clone());
             let Some(k) = oldest else { break };
             let e = self.map.remove(&k).expect("key just found");
             self.stats.bytes -= e.bytes;
@@ -117,5 +151,26 @@ mod tests {
         assert!(!c.contains(&"huge"));
         assert_eq!(c.get(&"b"), None);
         assert_eq!((c.stats().hits, c.stats().misses), (1, 1));
+    }
+
+    #[test]
+    fn segmented_cache_evicts_one_off_entries_before_reused_and_preferred_ones() {
+        let mut c: Lru<&str, u32> = Lru::segmented(12);
+        c.insert_preferred("incumbent", 0, 4, true);
+        c.insert("reused", 1, 4);
+        assert_eq!(c.get(&"reused"), Some(1));
+        c.insert("once", 2, 4);
+        // Full: a newer one-off entry pushes out the older one-off one, not the others
+        // (a plain LRU would evict "incumbent", the least recently used).
+        c.insert("once again", 3, 4);
+        assert!(c.contains(&"incumbent") && c.contains(&"reused") && c.contains(&"once again") && !c.contains(&"once"));
+        // Without one-off entries left, the read one goes before the preferred one.
+        c.prefer(|k| *k == "incumbent" || *k == "once again");
+        c.insert_preferred("new", 4, 4, true);
+        assert!(c.contains(&"incumbent") && !c.contains(&"reused"), "the read entry goes first");
+        // Demoted when no longer preferred.
+        c.prefer(|k| *k == "new");
+        c.insert_preferred("newer", 5, 4, true);
+        assert!(c.contains(&"new") && c.contains(&"newer") && c.len() == 3);
     }
 }

@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::{CheckpointError, Family};
 use crate::recipe::{Recipe, RecipeError};
-use crate::score::{Estimate, HoldOut, ItemValues, Items, Measures, Metric, Scorer, TaskMeasures};
+use crate::score::{Estimate, HoldOut, ItemValues, Items, LayerWork, Measures, Metric, Scorer, TaskMeasures};
 use forward::{BatchContext, Dims, Rope};
 pub use lru::CacheStats;
 use lru::Lru;
@@ -102,6 +102,19 @@ pub struct EvalOptions {
     pub state_bytes: u64,
     /// Longest window for perplexity and boundary-cosine texts.
     pub max_window: usize,
+    /// Whether a multiple-choice item's context runs once, its continuations as branches of
+    /// one row (see [`plan`]), or once per choice as lm-eval does. Same scores either way.
+    pub pack_choices: PackChoices,
+}
+
+/// See [`EvalOptions::pack_choices`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackChoices {
+    /// Pack an item when the packed row costs fewer FLOPs than its separate sequences.
+    WhenCheaper,
+    Always,
+    /// One sequence per distinct choice input (lm-eval's requests).
+    Never,
 }
 
 impl Default for EvalOptions {
@@ -114,6 +127,7 @@ impl Default for EvalOptions {
             max_batch_tokens: 2048,
             state_bytes: 4 << 30,
             max_window: 1024,
+            pack_choices: PackChoices::WhenCheaper,
         }
     }
 }
@@ -195,6 +209,8 @@ pub struct Evaluator {
     options: EvalOptions,
     store: WeightStore,
     prefix: Lru<PrefixKey, Tensor>,
+    /// Prefix ids of the recipe the caller prefers to keep cached (the search's incumbent).
+    preferred: Vec<u32>,
     interned: HashMap<String, u32>,
     plans: HashMap<PlanKey, Plan>,
     stats: EvalStats,
@@ -249,7 +265,8 @@ impl Evaluator {
             dtype,
             dims,
             rope,
-            prefix: Lru::new(options.prefix_cache_bytes),
+            prefix: Lru::segmented(options.prefix_cache_bytes),
+            preferred: Vec::new(),
             options,
             store,
             interned: HashMap::new(),
@@ -276,7 +293,17 @@ impl Evaluator {
     }
 
     fn packing(&self) -> Packing {
-        Packing { max_batch_tokens: self.options.max_batch_tokens, max_window: self.options.max_window }
+        let d = &self.dims;
+        // FLOPs per token through a layer's linear maps, and per query-key pair of attention
+        // (scores, softmax and the weighted sum over all heads).
+        let linear = 2.0 * (d.hidden * (d.heads + 2 * d.kv_heads) * d.head_dim + d.heads * d.head_dim * d.hidden + 3 * d.hidden * d.intermediate) as f64;
+        let pair = (d.heads * (4 * d.head_dim + 5)) as f64;
+        Packing {
+            max_batch_tokens: self.options.max_batch_tokens,
+            max_window: self.options.max_window,
+            pack_choices: self.options.pack_choices,
+            pair_cost: pair / linear.max(1.0),
+        }
     }
 
     fn check_recipe(&self, recipe: &Recipe) -> Result<(), EvalError> {
@@ -373,8 +400,21 @@ impl Evaluator {
     fn remember(&mut self, b: &plan::Batch, ids: &[u32], h: &Tensor) {
         if self.options.prefix_cache_bytes > 0 {
             let bytes = (h.elem_count() * h.dtype().size_in_bytes()) as u64;
-            self.prefix.insert((b.key, ids.to_vec()), h.clone(), bytes);
+            let preferred = self.preferred.starts_with(ids);
+            self.prefix.insert_preferred((b.key, ids.to_vec()), h.clone(), bytes, preferred);
         }
+    }
+
+    /// Keep the cached hidden states of `recipe`'s prefixes in preference to others when
+    /// the prefix cache is full (the search calls this with its incumbent, whose prefixes
+    /// its next proposals tend to share); replaces the previous preference.
+    pub fn prefer_prefixes_of(&mut self, recipe: &Recipe) {
+        if self.check_recipe(recipe).is_err() {
+            return;
+        }
+        let ids = self.prefix_ids(recipe);
+        self.prefix.prefer(|(_, k)| ids.starts_with(k));
+        self.preferred = ids;
     }
 
     /// Log-probabilities of every scored token of `batches`, by plan slot.
@@ -551,6 +591,7 @@ impl Evaluator {
             key: sha2::Digest::finalize(hasher).into(),
             ids: Tensor::from_vec(ids, (sequences.len(), len), &self.device).map_err(terr("batch"))?,
             ctx: BatchContext::new(&lengths, len, &self.rope, &self.device, self.dtype).map_err(terr("batch"))?,
+            layouts: lengths.iter().map(|&n| forward::RowLayout::plain(n)).collect(),
             lengths: lengths.clone(),
             rows: vec![],
             targets: vec![],
@@ -658,5 +699,13 @@ impl Scorer for Evaluator {
 
     fn perplexity(&mut self, recipe: &Recipe, texts: &[String]) -> Result<f64, EvalError> {
         self.text_perplexity(recipe, texts)
+    }
+
+    fn layer_work(&self) -> Option<LayerWork> {
+        Some(LayerWork { run: self.stats.layer_forwards_run, saved: self.stats.layer_forwards_saved })
+    }
+
+    fn prefer(&mut self, recipe: &Recipe) {
+        self.prefer_prefixes_of(recipe);
     }
 }

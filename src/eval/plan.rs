@@ -1,18 +1,24 @@
 //! Turning task items into padded token batches and back into scores.
 //!
 //! Every score is a sum of log-probabilities of target tokens at known positions. A plan
-//! lists the distinct input sequences (choices of one item that need the same input are
-//! merged, so single-token choices cost one sequence per item, as in lm-eval), packs them
-//! into batches sorted by length, and remembers which scored tokens make up each
-//! choice's log-likelihood or each text's perplexity.
+//! lists the input rows, packs them into batches sorted by length, and remembers which
+//! scored tokens make up each choice's log-likelihood or each text's perplexity.
+//!
+//! A multiple-choice item runs its context once: its row is the context followed by each
+//! distinct continuation (less its last token) as a branch that sees the context and itself
+//! only, positions restarting after the context ([`RowLayout`]). The scores are those of
+//! one sequence per choice (lm-eval's requests); single-token choices all read the
+//! context's last position, so such an item is one plain sequence, as in lm-eval. When
+//! the packed row would cost more than separate sequences (continuations much longer than
+//! the context, where attention over the long row dominates), the choices run apart.
 
 use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 
-use super::forward::{BatchContext, Rope};
+use super::forward::{BatchContext, RowLayout, Rope};
 use super::tasks::{first_n, McItem, Task, TaskData};
 use super::tokenize::TextEncoder;
-use super::EvalError;
+use super::{EvalError, PackChoices};
 
 /// A padded batch, ready to run, with the tokens it scores.
 pub struct Batch {
@@ -22,6 +28,8 @@ pub struct Batch {
     pub ids: Tensor,
     pub lengths: Vec<usize>,
     pub ctx: BatchContext,
+    /// How each row is laid out (context and branches).
+    pub layouts: Vec<RowLayout>,
     /// Flat positions (`row * len + pos`) whose next-token distribution is scored.
     pub rows: Vec<u32>,
     /// The target token at each of `rows`.
@@ -57,34 +65,86 @@ pub struct Plan {
     pub real_tokens: usize,
 }
 
-/// Sequences under construction: tokens and (position, target, slot) triples.
-#[derive(Default)]
-pub struct SequenceSet {
-    seqs: Vec<(Vec<u32>, Vec<(usize, u32, usize)>)>,
-    n_scored: usize,
+/// One input row under construction: tokens, layout and (row index, target, slot) triples.
+struct Row {
+    tokens: Vec<u32>,
+    layout: RowLayout,
+    scored: Vec<(usize, u32, usize)>,
+    group: u64,
 }
 
+/// Rows under construction.
+#[derive(Default)]
+pub struct SequenceSet {
+    seqs: Vec<Row>,
+    n_scored: usize,
+    group: u64,
+}
+
+/// Items per block of a multiple-choice task: batches never mix blocks, so the batches of
+/// the first `k · ITEMS_PER_BLOCK` items are the same whatever the budget, and a candidate
+/// scored at a larger budget reuses the hidden states cached at a smaller one.
+pub const ITEMS_PER_BLOCK: usize = 16;
+
 impl SequenceSet {
+    /// Rows added from now on are batched apart from those of other groups.
+    pub fn set_group(&mut self, group: u64) {
+        self.group = group;
+    }
+
     /// Score `targets` after `context` (the target at i is predicted from position
     /// `context.len() + i - 1` of `context + targets[..-1]`); reuses an identical input
     /// from `reuse` (sequence indices of the same item). Returns the span.
     fn score(&mut self, context: &[u32], targets: &[u32], reuse: &mut Vec<usize>) -> Span {
         let mut input = context.to_vec();
         input.extend_from_slice(&targets[..targets.len().saturating_sub(1)]);
-        let seq = match reuse.iter().copied().find(|&s| self.seqs[s].0 == input) {
+        let seq = match reuse.iter().copied().find(|&s| self.seqs[s].tokens == input) {
             Some(s) => s,
             None => {
-                self.seqs.push((input, Vec::new()));
+                let layout = RowLayout::plain(input.len());
+                self.seqs.push(Row { tokens: input, layout, scored: Vec::new(), group: self.group });
                 reuse.push(self.seqs.len() - 1);
                 self.seqs.len() - 1
             }
         };
         let start = self.n_scored;
         for (i, &t) in targets.iter().enumerate() {
-            self.seqs[seq].1.push((context.len() + i - 1, t, self.n_scored));
+            self.seqs[seq].scored.push((context.len() + i - 1, t, self.n_scored));
             self.n_scored += 1;
         }
         Span { start, len: targets.len() }
+    }
+
+    /// One row for `context` and all `continuations`: each distinct `continuation[..-1]`
+    /// becomes a branch; the first target of every continuation is read at the context's
+    /// last position, target i > 0 at the branch's token i - 1. One span per continuation.
+    fn score_packed(&mut self, context: &[u32], continuations: &[Vec<u32>]) -> Vec<Span> {
+        let mut tokens = context.to_vec();
+        let mut branches: Vec<(usize, &[u32])> = Vec::new();
+        let mut scored = Vec::new();
+        let mut spans = Vec::new();
+        for cont in continuations {
+            let branch = &cont[..cont.len() - 1];
+            let start = match branches.iter().find(|(_, b)| *b == branch) {
+                Some((start, _)) => *start,
+                None if branch.is_empty() => 0,
+                None => {
+                    let start = tokens.len();
+                    tokens.extend_from_slice(branch);
+                    branches.push((start, branch));
+                    start
+                }
+            };
+            spans.push(Span { start: self.n_scored, len: cont.len() });
+            for (i, &t) in cont.iter().enumerate() {
+                let row = if i == 0 { context.len() - 1 } else { start + i - 1 };
+                scored.push((row, t, self.n_scored));
+                self.n_scored += 1;
+            }
+        }
+        let layout = RowLayout { context: context.len(), branches: branches.iter().map(|(_, b)| b.len()).collect() };
+        self.seqs.push(Row { tokens, layout, scored, group: self.group });
+        spans
     }
 
     /// Score every token of `tokens` after the first (a perplexity window).
@@ -94,7 +154,8 @@ impl SequenceSet {
 
     /// Full-sequence positions of `tokens` without targets (hidden states only).
     pub fn add_plain(&mut self, tokens: Vec<u32>) {
-        self.seqs.push((tokens, Vec::new()));
+        let layout = RowLayout::plain(tokens.len());
+        self.seqs.push(Row { tokens, layout, scored: Vec::new(), group: self.group });
     }
 }
 
@@ -105,22 +166,42 @@ pub struct Packing {
     pub max_batch_tokens: usize,
     /// Longest window for perplexity texts.
     pub max_window: usize,
+    /// When to pack a multiple-choice item into one row (see the module docs).
+    pub pack_choices: PackChoices,
+    /// Cost of one query-key pair of attention relative to one token through a layer's
+    /// linear maps (decides when packing an item pays).
+    pub pair_cost: f64,
+}
+
+impl Packing {
+    /// Relative cost of running a row of `n` tokens through a layer.
+    fn row_cost(&self, n: usize) -> f64 {
+        n as f64 + self.pair_cost * (n * n) as f64
+    }
 }
 
 /// Plan the multiple-choice tasks at `budget` items and every perplexity task in full.
 pub fn plan_tasks(tasks: &[Task], budget: usize, enc: &TextEncoder, pack: Packing, rope: &Rope, device: &Device, dtype: DType) -> Result<Plan, EvalError> {
     let mut set = SequenceSet::default();
     let mut plans = Vec::new();
-    for task in tasks {
+    let mut groups: std::collections::HashMap<(usize, Option<&str>, usize), u64> = std::collections::HashMap::new();
+    for (t, task) in tasks.iter().enumerate() {
         match &task.data {
             TaskData::MultipleChoice(items) => {
                 let mut out = Vec::new();
+                let mut per_subject: std::collections::HashMap<Option<&str>, usize> = std::collections::HashMap::new();
                 for item in first_n(items, budget) {
-                    out.push(plan_item(&mut set, enc, item)?);
+                    let k = per_subject.entry(item.subject.as_deref()).or_default();
+                    let n = groups.len() as u64;
+                    set.set_group(*groups.entry((t, item.subject.as_deref(), *k / ITEMS_PER_BLOCK)).or_insert(n));
+                    *k += 1;
+                    out.push(plan_item(&mut set, enc, item, pack)?);
                 }
                 plans.push(TaskPlan::MultipleChoice { name: task.name.clone(), items: out });
             }
             TaskData::Perplexity(texts) => {
+                let n = groups.len() as u64;
+                set.set_group(*groups.entry((t, None, usize::MAX)).or_insert(n));
                 let spans = plan_texts(&mut set, enc, texts, pack.max_window)?;
                 plans.push(TaskPlan::Perplexity { name: task.name.clone(), texts: spans });
             }
@@ -129,18 +210,45 @@ pub fn plan_tasks(tasks: &[Task], budget: usize, enc: &TextEncoder, pack: Packin
     finish(set, plans, pack, rope, device, dtype)
 }
 
-fn plan_item(set: &mut SequenceSet, enc: &TextEncoder, item: &McItem) -> Result<McPlanItem, EvalError> {
-    let mut reuse = Vec::new();
-    let mut choices = Vec::new();
+fn plan_item(set: &mut SequenceSet, enc: &TextEncoder, item: &McItem, pack: Packing) -> Result<McPlanItem, EvalError> {
+    let mut context = None;
+    let mut continuations = Vec::new();
     for c in &item.choices {
         let (ctx, cont) = enc.encode_pair(&item.context, c)?;
         if cont.is_empty() {
             return Err(EvalError::Tokenizer(format!("choice {c:?} of {:?} encodes to no token", item.context)));
         }
         let ctx = if ctx.is_empty() { vec![enc.prefix_token] } else { ctx };
-        choices.push(set.score(&ctx, &cont, &mut reuse));
+        // The context's encoding does not depend on the choice; a tokenizer where it does
+        // (it never should) still gets the separate sequences lm-eval runs.
+        match &context {
+            None => context = Some(Some(ctx.clone())),
+            Some(Some(c0)) if *c0 != ctx => context = Some(None),
+            _ => {}
+        }
+        continuations.push((ctx, cont));
     }
-    Ok(McPlanItem { label: item.label, choices, norm_lens: item.choices.iter().map(|c| McItem::norm_len(c)).collect() })
+    let norm_lens = item.choices.iter().map(|c| McItem::norm_len(c)).collect();
+    if let Some(Some(ctx)) = context.filter(|_| pack.pack_choices != PackChoices::Never) {
+        let mut distinct: Vec<&[u32]> = Vec::new();
+        for (_, cont) in &continuations {
+            let b = &cont[..cont.len() - 1];
+            if !b.is_empty() && !distinct.contains(&b) {
+                distinct.push(b);
+            }
+        }
+        let packed = pack.row_cost(ctx.len() + distinct.iter().map(|b| b.len()).sum::<usize>());
+        let apart: f64 = distinct.iter().map(|b| pack.row_cost(ctx.len() + b.len())).sum::<f64>()
+            + if continuations.iter().any(|(_, c)| c.len() == 1) { pack.row_cost(ctx.len()) } else { 0.0 };
+        if packed <= apart || pack.pack_choices == PackChoices::Always {
+            let conts: Vec<Vec<u32>> = continuations.into_iter().map(|(_, c)| c).collect();
+            let choices = set.score_packed(&ctx, &conts);
+            return Ok(McPlanItem { label: item.label, choices, norm_lens });
+        }
+    }
+    let mut reuse = Vec::new();
+    let choices = continuations.iter().map(|(ctx, cont)| set.score(ctx, cont, &mut reuse)).collect();
+    Ok(McPlanItem { label: item.label, choices, norm_lens })
 }
 
 /// Each text as lm-eval's rolling log-likelihood with context 1: the prefix token, then
@@ -166,32 +274,49 @@ pub fn plan_texts(set: &mut SequenceSet, enc: &TextEncoder, texts: &[String], wi
     Ok(spans)
 }
 
-/// Sort sequences longest first, pack them into batches and put them on the device.
+/// Pack the rows into batches, group by group (in order of first appearance), each group
+/// sorted longest first, and put them on the device.
 pub fn finish(set: SequenceSet, tasks: Vec<TaskPlan>, pack: Packing, rope: &Rope, device: &Device, dtype: DType) -> Result<Plan, EvalError> {
+    let mut first_seen: Vec<u64> = Vec::new();
+    for r in &set.seqs {
+        if !first_seen.contains(&r.group) {
+            first_seen.push(r.group);
+        }
+    }
+    let rank = |g: u64| first_seen.iter().position(|x| *x == g).expect("seen");
     let mut order: Vec<usize> = (0..set.seqs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(set.seqs[i].0.len()));
+    order.sort_by_key(|&i| (rank(set.seqs[i].group), std::cmp::Reverse(set.seqs[i].tokens.len())));
     let mut batches = Vec::new();
     let mut real_tokens = 0;
     let mut i = 0;
     while i < order.len() {
-        let len = set.seqs[order[i]].0.len().max(1);
+        let len = set.seqs[order[i]].tokens.len().max(1);
         let rows = (pack.max_batch_tokens / len).max(1);
-        let members = &order[i..(i + rows).min(order.len())];
+        let group = set.seqs[order[i]].group;
+        let end = (i + rows).min(order.len());
+        let members = &order[i..i + order[i..end].iter().take_while(|&&s| set.seqs[s].group == group).count()];
         i += members.len();
         let mut ids = Vec::with_capacity(members.len() * len);
         let mut lengths = Vec::new();
+        let mut layouts = Vec::new();
         let (mut flat, mut targets, mut slots) = (Vec::new(), Vec::new(), Vec::new());
         let mut hasher = Sha256::new();
         for (r, &s) in members.iter().enumerate() {
-            let (tokens, scored) = &set.seqs[s];
+            let Row { tokens, layout, scored, .. } = &set.seqs[s];
             if tokens.is_empty() {
                 return Err(EvalError::Tokenizer("an input encodes to no token".into()));
             }
             ids.extend_from_slice(tokens);
             ids.extend(std::iter::repeat_n(tokens[0], len - tokens.len()));
             lengths.push(tokens.len());
+            layouts.push(layout.clone());
             real_tokens += tokens.len();
             hasher.update((tokens.len() as u64).to_le_bytes());
+            // The layout changes the states as much as the tokens do.
+            hasher.update((layout.context as u64).to_le_bytes());
+            for b in &layout.branches {
+                hasher.update((*b as u64).to_le_bytes());
+            }
             for t in tokens {
                 hasher.update(t.to_le_bytes());
             }
@@ -203,8 +328,8 @@ pub fn finish(set: SequenceSet, tasks: Vec<TaskPlan>, pack: Packing, rope: &Rope
         }
         let wrap = |source| EvalError::Tensor { tensor: "batch".into(), source };
         let ids = Tensor::from_vec(ids, (members.len(), len), device).map_err(wrap)?;
-        let ctx = BatchContext::new(&lengths, len, rope, device, dtype).map_err(wrap)?;
-        batches.push(Batch { key: hasher.finalize().into(), ids, lengths, ctx, rows: flat, targets, slots });
+        let ctx = BatchContext::packed(&layouts, len, rope, device, dtype).map_err(wrap)?;
+        batches.push(Batch { key: hasher.finalize().into(), ids, lengths, ctx, layouts, rows: flat, targets, slots });
     }
     Ok(Plan { batches, n_scored: set.n_scored, tasks, real_tokens })
 }

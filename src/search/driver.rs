@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::score::{accuracies, mean_score, Items, Scorer, TaskScores};
+use crate::score::{accuracies, mean_score, Items, LayerWork, Scorer, TaskScores};
 
 use super::journal::{Journal, JournalHeader, TrialRecord, FORMAT};
 use super::objective;
@@ -34,6 +34,17 @@ pub struct SearchOutcome {
     pub best: usize,
     /// Mean accuracy of the choice after each trial.
     pub curve: Vec<Option<f64>>,
+}
+
+impl SearchOutcome {
+    /// Layer applications run and saved over the trials that report them (journaled
+    /// trials of a resumed search included).
+    pub fn layer_work(&self) -> Option<LayerWork> {
+        self.trials.iter().filter_map(|t| t.layers).fold(None, |acc, w| {
+            let a = acc.unwrap_or_default();
+            Some(LayerWork { run: a.run + w.run, saved: a.saved + w.saved })
+        })
+    }
 }
 
 impl SearchOutcome {
@@ -93,10 +104,12 @@ pub fn run_search<S: Scorer>(
             None => {
                 let recipe = space.to_recipe(&p.candidate);
                 let start = Instant::now();
+                let work_before = scorer.layer_work();
                 let measures = scorer
                     .measure(&recipe, p.budget, items)
                     .map_err(|e| SearchError::Score { what: format!("trial {index}"), source: Box::new(e) })?;
                 let seconds = start.elapsed().as_secs_f64();
+                let layers = scorer.layer_work().zip(work_before).map(|(after, before)| after.since(before));
                 let scores = accuracies(&measures);
                 let value = objective::overall(&measures, guide)?;
                 let record = TrialRecord {
@@ -106,6 +119,7 @@ pub fn run_search<S: Scorer>(
                     mean: mean_score(&scores),
                     scores,
                     seconds,
+                    layers,
                     recipe,
                     objective: Some(value),
                     measures,
@@ -119,6 +133,12 @@ pub fn run_search<S: Scorer>(
         opt.tell(&p, &guide_values(&record, guide, journal.path())?);
         done.push(record);
         let chosen = choose(&done);
+        if chosen != choose(&done[..done.len() - 1]) {
+            // A new incumbent: its prefixes are what the next proposals tend to share.
+            if let Some(i) = chosen {
+                scorer.prefer(&done[i].recipe);
+            }
+        }
         let (best, best_objective) = (chosen.map(|i| done[i].mean), chosen.map(|i| done[i].objective_value()));
         on_trial(&TrialEvent { trial: done.last().expect("pushed"), done: done.len(), total: trials, best, best_objective, replayed });
     }

@@ -1,7 +1,9 @@
 //! Hyperband (Li et al. 2018) over item budgets: brackets of successive halving, cycling
 //! from the most aggressive bracket (many candidates at the smallest budget) to the most
 //! conservative (few candidates at the full budget). Candidates promoted to the next
-//! stage are the best by mean task cost at the current stage's budget.
+//! stage are the best by mean task cost at the current stage's budget; they run in an
+//! order that keeps candidates sharing leading layers next to each other, so the states an
+//! evaluator caches for a prefix are reused before a bounded cache lets them go.
 
 use std::collections::VecDeque;
 
@@ -36,6 +38,26 @@ pub struct Hyperband<C> {
     done: Vec<(C, f64)>,
     /// Candidates promoted into the current stage and not yet evaluated.
     promoted: VecDeque<C>,
+    /// Leading layers two candidates have in common (see [`order_for_sharing`]).
+    shared: fn(&C, &C) -> usize,
+}
+
+/// `items` reordered for prefix sharing: the first stays first, then repeatedly the
+/// remaining item sharing the longest prefix with the one before it (ties keep the given
+/// order), which walks the candidates' prefix tree depth first.
+pub fn order_for_sharing<C>(items: Vec<C>, shared: impl Fn(&C, &C) -> usize) -> Vec<C> {
+    let mut rest: VecDeque<C> = items.into();
+    let mut out: Vec<C> = Vec::with_capacity(rest.len());
+    while let Some(next) = match out.last() {
+        None => rest.pop_front(),
+        Some(last) => {
+            let best = (0..rest.len()).max_by(|&a, &b| shared(last, &rest[a]).cmp(&shared(last, &rest[b])).then(b.cmp(&a)));
+            best.and_then(|i| rest.remove(i))
+        }
+    } {
+        out.push(next);
+    }
+    out
 }
 
 /// The next evaluation Hyperband wants.
@@ -49,7 +71,12 @@ pub enum Slot<C> {
 
 impl<C: Clone> Hyperband<C> {
     pub fn new(budgets: &[usize], eta: usize) -> Self {
-        Self { plans: brackets(budgets, eta), bracket: 0, stage: 0, done: Vec::new(), promoted: VecDeque::new() }
+        Self { plans: brackets(budgets, eta), bracket: 0, stage: 0, done: Vec::new(), promoted: VecDeque::new(), shared: |_, _| 0 }
+    }
+
+    /// Order each stage's promoted candidates by the prefixes `shared` says they share.
+    pub fn with_sharing(self, shared: fn(&C, &C) -> usize) -> Self {
+        Self { shared, ..self }
     }
 
     fn plan(&self) -> (usize, usize) {
@@ -83,7 +110,9 @@ impl<C: Clone> Hyperband<C> {
             let mut ranked: Vec<(usize, f64)> = self.done.iter().enumerate().map(|(i, (_, c))| (i, *c)).filter(|(_, c)| !c.is_nan()).collect();
             // Stable: ties keep the order of evaluation.
             ranked.sort_by(|a, b| a.1.partial_cmp(&b.1).expect("NaN filtered out"));
-            self.promoted = ranked.iter().take(next_count).map(|(i, _)| self.done[*i].0.clone()).collect();
+            let best: Vec<C> = ranked.iter().take(next_count).map(|(i, _)| self.done[*i].0.clone()).collect();
+            // The best first (a search stopped mid-stage has evaluated it), then by shared prefixes.
+            self.promoted = order_for_sharing(best, self.shared).into();
             self.stage += 1;
         } else {
             self.bracket = (self.bracket + 1) % self.plans.len();
@@ -146,6 +175,26 @@ mod tests {
         run(&mut hb, &vec![Slot::New(30); 2], &[(4, 0.5), (5, 0.4)]);
         run(&mut hb, &vec![Slot::New(10); 3], &[(6, -f64::NAN), (7, 0.8), (8, f64::NAN)]);
         assert_eq!(hb.next(), Slot::Promoted(7, 30));
+    }
+
+    #[test]
+    fn promoted_candidates_run_in_prefix_sharing_order() {
+        // Candidates are strings; the shared prefix is the common leading characters.
+        fn shared(a: &&'static str, b: &&'static str) -> usize {
+            a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
+        }
+        assert_eq!(order_for_sharing(vec!["abc", "xyz", "abd", "xya", "ab"], shared), vec!["abc", "abd", "ab", "xyz", "xya"]);
+        let mut hb: Hyperband<&'static str> = Hyperband::new(&[1, 3], 3).with_sharing(shared);
+        hb.plans = vec![BracketPlan { stages: vec![(4, 1), (3, 3)] }];
+        for (c, cost) in [("pq", 0.1), ("ab", 0.2), ("pr", 0.3), ("zz", 0.9)] {
+            hb.tell(c, cost);
+        }
+        let mut order = Vec::new();
+        while let Slot::Promoted(c, 3) = hb.next() {
+            order.push(c);
+            hb.tell(c, 0.0);
+        }
+        assert_eq!(order, vec!["pq", "pr", "ab"]);
     }
 
     #[test]

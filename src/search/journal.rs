@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::recipe::Recipe;
-use crate::score::{Estimate, Measures, TaskScores};
+use crate::score::{Estimate, LayerWork, Measures, TaskScores};
 
 use super::optimizer::{OptimizerConfig, Origin};
 use super::space::{RecipeTemplate, SpaceOptions};
@@ -42,6 +42,9 @@ pub struct TrialRecord {
     pub mean: f64,
     /// Wall time spent scoring, in seconds.
     pub seconds: f64,
+    /// Layer applications the scorer ran and saved (shared prefixes) for this trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<LayerWork>,
     pub recipe: Recipe,
     /// The objective's guiding value (mean over tasks, higher is better) with its standard
     /// error. Absent in journals written before objectives: their objective is `mean`.

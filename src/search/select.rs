@@ -157,7 +157,7 @@ mod tests {
         let t = crate::search::space::tests::template(4, 2);
         let layers = rules.iter().enumerate().map(|(from, rule)| LayerRule { from, rule: rule.clone() }).collect();
         let recipe = crate::recipe::Recipe::new("llama", 4, t.base, t.siblings, layers, t.edges);
-        TrialRecord { index, origin: Origin::Random, budget, scores: [("t".to_string(), mean)].into(), mean, seconds: 0.0, recipe, objective: None, measures: Default::default() }
+        TrialRecord { index, origin: Origin::Random, budget, scores: [("t".to_string(), mean)].into(), mean, seconds: 0.0, layers: None, recipe, objective: None, measures: Default::default() }
     }
 
     #[test]

@@ -147,6 +147,15 @@ impl Candidate {
     pub fn kept(&self) -> impl Iterator<Item = usize> + '_ {
         self.layers.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| i)
     }
+    /// Output layers the two candidates' models have in common from the first on (the
+    /// prefix whose hidden states an evaluator can share between them).
+    pub fn shared_prefix(&self, other: &Candidate) -> usize {
+        fn layers(c: &Candidate) -> impl Iterator<Item = (usize, &Choice)> {
+            c.layers.iter().enumerate().filter_map(|(i, l)| l.as_ref().map(|l| (i, l)))
+        }
+        layers(self).zip(layers(other)).take_while(|(a, b)| a == b).count()
+    }
+
     pub fn merges(&self) -> usize {
         self.layers.iter().flatten().filter(|c| c.is_merge()).count()
     }

@@ -114,55 +114,84 @@ impl OperandReader {
         Ok(Self { file, path: path.to_path_buf(), offset, dtype, buf: Vec::new() })
     }
 
-    /// Elements `from..to` decoded to f32.
-    fn read(&mut self, from: usize, to: usize) -> Result<Vec<f32>, BuildError> {
+    /// Elements `from..to` decoded to f32 into `out` (resized to fit).
+    fn read_into(&mut self, from: usize, to: usize, out: &mut Vec<f32>) -> Result<(), BuildError> {
         use std::os::unix::fs::FileExt;
         let s = self.dtype.size();
         self.buf.resize((to - from) * s, 0);
         self.file
             .read_exact_at(&mut self.buf, self.offset + (from * s) as u64)
             .map_err(|e| BuildError::Io { path: self.path.display().to_string(), source: e })?;
-        Ok(dtype::to_f32(self.dtype, &self.buf))
+        out.resize(to - from, 0.0);
+        dtype::to_f32_into(self.dtype, &self.buf, out);
+        Ok(())
     }
 }
 
-/// Chunks of merge operands decoded ahead of the consumer: a reader thread per operand
-/// reads and decodes chunk k+1 (and k+2) while `consume` merges and writes chunk k, so the
-/// disk, the f32 work and the writes overlap instead of taking turns. At most
-/// `READ_QUEUE` chunks per operand wait in memory.
+/// A merge as a three-stage pipeline over chunks: a reader thread per operand reads and
+/// decodes chunk k+2, a merge thread merges and encodes chunk k+1 (`merge`), and the
+/// caller's thread writes chunk k (`write`), so the disk, the f32 work and the writes
+/// overlap on both cores instead of taking turns. At most `QUEUE` chunks wait between
+/// two stages; buffers go back to their reader to be filled again.
 fn merge_pipelined(
     readers: Vec<OperandReader>,
     n: usize,
     chunk: usize,
-    mut consume: impl FnMut(&[f32], &[&[f32]]) -> Result<(), BuildError>,
+    merge: impl Fn(&[f32], &[&[f32]], &mut Vec<u8>) + Send,
+    mut write: impl FnMut(&[u8]) -> Result<(), BuildError>,
 ) -> Result<(), BuildError> {
-    const READ_QUEUE: usize = 2;
+    use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+    const QUEUE: usize = 2;
+    let stopped = || BuildError::Verify("a merge pipeline stage stopped early".into());
     std::thread::scope(|scope| {
-        let receivers: Vec<_> = readers
-            .into_iter()
-            .map(|mut reader| {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<f32>, BuildError>>(READ_QUEUE);
-                scope.spawn(move || {
-                    for from in (0..n).step_by(chunk) {
-                        let vals = reader.read(from, from.saturating_add(chunk).min(n));
-                        let failed = vals.is_err();
-                        // A closed channel means the consumer stopped (on an error of its own).
-                        if tx.send(vals).is_err() || failed {
-                            break;
+        let mut operands: Vec<(Receiver<Result<Vec<f32>, BuildError>>, Sender<Vec<f32>>)> = Vec::new();
+        for mut reader in readers {
+            let (tx, rx) = sync_channel::<Result<Vec<f32>, BuildError>>(QUEUE);
+            let (back_tx, back_rx) = channel::<Vec<f32>>();
+            scope.spawn(move || {
+                for from in (0..n).step_by(chunk) {
+                    let to = from.saturating_add(chunk).min(n);
+                    let mut buf = back_rx.try_recv().unwrap_or_default();
+                    let vals = reader.read_into(from, to, &mut buf).map(|()| buf);
+                    let failed = vals.is_err();
+                    // A closed channel means the consumer stopped (on an error of its own).
+                    if tx.send(vals).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            operands.push((rx, back_tx));
+        }
+        let (out_tx, out_rx) = sync_channel::<Result<Vec<u8>, BuildError>>(QUEUE);
+        let (spent_tx, spent_rx) = channel::<Vec<u8>>();
+        scope.spawn(move || {
+            for _ in (0..n).step_by(chunk) {
+                let mut vals = Vec::with_capacity(operands.len());
+                for (rx, _) in &operands {
+                    // A reader only hangs up early after sending its error, which comes first.
+                    match rx.recv().map_err(|_| stopped()).and_then(|r| r) {
+                        Ok(v) => vals.push(v),
+                        Err(e) => {
+                            let _ = out_tx.send(Err(e));
+                            return;
                         }
                     }
-                });
-                rx
-            })
-            .collect();
-        for _ in (0..n).step_by(chunk) {
-            let mut vals = Vec::with_capacity(receivers.len());
-            for rx in &receivers {
-                // A reader only hangs up early after sending its error, which comes first.
-                vals.push(rx.recv().map_err(|_| BuildError::Verify("a merge operand reader stopped early".into()))??);
+                }
+                let refs: Vec<&[f32]> = vals[1..].iter().map(Vec::as_slice).collect();
+                let mut bytes = spent_rx.try_recv().unwrap_or_default();
+                merge(&vals[0], &refs, &mut bytes);
+                if out_tx.send(Ok(bytes)).is_err() {
+                    return;
+                }
+                for ((_, back), v) in operands.iter().zip(vals) {
+                    let _ = back.send(v);
+                }
             }
-            let refs: Vec<&[f32]> = vals[1..].iter().map(Vec::as_slice).collect();
-            consume(&vals[0], &refs)?;
+        });
+        for _ in (0..n).step_by(chunk) {
+            let bytes = out_rx.recv().map_err(|_| stopped())??;
+            write(&bytes)?;
+            let _ = spent_tx.send(bytes);
         }
         Ok(())
     })
@@ -216,10 +245,8 @@ fn write_tensor_in_chunks(
                 .chain(m.models().iter().map(String::as_str))
                 .map(|name| OperandReader::new(family, name, t))
                 .collect::<Result<Vec<_>, _>>()?;
-            merge_pipelined(readers, n, chunk, |b, refs| {
-                let out = merge::apply(m, b, refs, &t.source);
-                w.write(&dtype::from_f32(t.dtype, &out)).map_err(io)
-            })?;
+            let merge = |b: &[f32], refs: &[&[f32]], bytes: &mut Vec<u8>| dtype::from_f32_into(t.dtype, &merge::apply(m, b, refs, &t.source), bytes);
+            merge_pipelined(readers, n, chunk, merge, |bytes| w.write(bytes).map_err(io))?;
         }
         Rule::Merge(m) => {
             let s = stitch::stitch(family, &t.rule, &t.source, t.rows)?;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hf_tailor::checkpoint::{Checkpoint, Family};
-use hf_tailor::eval::{EvalOptions, Evaluator, McItem, Task, TaskData};
+use hf_tailor::eval::{EvalOptions, Evaluator, McItem, PackChoices, Task, TaskData};
 use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
 
@@ -62,6 +62,15 @@ fn items() -> Vec<McItem> {
         // Single-token choices: one forward for the whole item.
         mc("Q: 2+2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:", &[" A", " B", " C", " D"], 1),
         mc("abc", &["defgh", "d", "xyz!"], 2),
+        // Two choices share a long common prefix and differ only at the end; a third repeats
+        // the first: the packed row shares the context and the repeated branch.
+        mc(
+            "The list reads:",
+            &[" one two three four five six seven eight nine ten", " one two three four five six seven eight nine eleven", " one two three four five six seven eight nine ten", " zero"],
+            1,
+        ),
+        // A choice far longer than the context (and a single-token one beside it).
+        mc("So", &[" it went on and on, through the night, past the river and over the hills, until the morning came at last.", ",", " no"], 0),
     ]
 }
 
@@ -196,6 +205,62 @@ fn logits_log_likelihoods_and_perplexity_match_transformers_on_every_variant() {
     assert_eq!(reference.len(), all.len());
     let bad: Vec<String> = all.iter().zip(reference).flat_map(|(o, r)| compare(o, r)).collect();
     assert!(bad.is_empty(), "{} disagreements with transformers:\n{}", bad.len(), bad.join("\n"));
+}
+
+#[test]
+fn packed_items_score_as_one_sequence_per_choice_with_fewer_tokens() {
+    let tmp = common::tempdir();
+    let spec = TinySpec::llama();
+    let fam = family(tmp.path(), &spec);
+    let r = stitched(&fam, &spec);
+    let tasks = vec![Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) }];
+    let run = |pack_choices: PackChoices, max_batch_tokens: usize| {
+        let opts = EvalOptions { pack_choices, max_batch_tokens, prefix_cache_bytes: 0, ..EvalOptions::default() };
+        let mut ev = Evaluator::new(fam.clone(), tasks.clone(), opts).unwrap();
+        let lls = ev.choice_log_likelihoods(&r, &items()).unwrap();
+        let scores = ev.evaluate(&r, 100).unwrap();
+        (lls, scores, ev.planned_tokens(100).unwrap())
+    };
+    let (apart, apart_scores, apart_tokens) = run(PackChoices::Never, 2048);
+    // What one row per item holds: the context once, each distinct continuation less its
+    // last token once (lm-eval's tokenisation of the pair).
+    let ev = Evaluator::new(fam.clone(), vec![], EvalOptions::default()).unwrap();
+    let (mut expected_packed, mut expected_apart) = (0, 0);
+    for it in items() {
+        let mut branches: Vec<Vec<u32>> = Vec::new();
+        let mut inputs: Vec<Vec<u32>> = Vec::new();
+        let mut ctx_len = 0;
+        for c in &it.choices {
+            let (ctx, cont) = ev.encoder().encode_pair(&it.context, c).unwrap();
+            ctx_len = ctx.len();
+            let b = cont[..cont.len() - 1].to_vec();
+            let input = [ctx.clone(), b.clone()].concat();
+            if !inputs.contains(&input) {
+                inputs.push(input);
+            }
+            if !b.is_empty() && !branches.contains(&b) {
+                branches.push(b);
+            }
+        }
+        expected_packed += ctx_len + branches.iter().map(Vec::len).sum::<usize>();
+        expected_apart += inputs.iter().map(Vec::len).sum::<usize>();
+    }
+    assert_eq!(apart_tokens, expected_apart);
+    for (pack, batch_tokens) in [(PackChoices::Always, 2048), (PackChoices::Always, 40), (PackChoices::WhenCheaper, 2048)] {
+        let (packed, packed_scores, packed_tokens) = run(pack, batch_tokens);
+        assert_eq!(packed_scores, apart_scores);
+        for (i, (p, a)) in packed.iter().zip(&apart).enumerate() {
+            assert_eq!(p.len(), a.len());
+            for (x, y) in p.iter().zip(a) {
+                assert!((x - y).abs() < 1e-5, "item {i} ({pack:?}, batch tokens {batch_tokens}): packed {p:?} vs apart {a:?}");
+            }
+        }
+        match pack {
+            PackChoices::Always => assert_eq!(packed_tokens, expected_packed),
+            _ => assert!(packed_tokens < apart_tokens && packed_tokens >= expected_packed, "{packed_tokens} vs {apart_tokens}"),
+        }
+    }
+    assert!(expected_packed < expected_apart, "packed {expected_packed} tokens, apart {expected_apart}");
 }
 
 /// A stream of candidates sharing prefixes, as a search produces.
