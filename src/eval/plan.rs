@@ -84,7 +84,7 @@ pub struct SequenceSet {
 /// Items per block of a multiple-choice task: batches never mix blocks, so the batches of
 /// the first `k · ITEMS_PER_BLOCK` items are the same whatever the budget, and a candidate
 /// scored at a larger budget reuses the hidden states cached at a smaller one.
-pub const ITEMS_PER_BLOCK: usize = 16;
+pub const ITEMS_PER_BLOCK: usize = 8;
 
 impl SequenceSet {
     /// Rows added from now on are batched apart from those of other groups.
