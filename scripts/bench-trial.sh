@@ -18,7 +18,7 @@
 #   * the ratios; and fails unless both designs reach the same accuracy on each candidate.
 # Both sides run with THREADS threads (default 2), f32 on CPU.
 #
-# Usage: scripts/bench-trial.sh   (env: KEEP TRIALS SEARCH REF ITEMS CTX CONT SIBLINGS THREADS SEED)
+# Usage: scripts/bench-trial.sh   (env: KEEP TRIALS SEARCH REF ITEMS CTX CONT SIBLINGS THREADS SEED PROFILE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEEP=${KEEP:-22}
@@ -47,8 +47,16 @@ FAMILY=$BENCH/smollm2-family-s$SIBLINGS-i$ITEMS-c$CTX-$CONT
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 PYTHONPATH=$PYLIB "$PY" scripts/bench_trial_family.py "$GGUF" "$FAMILY" "$SIBLINGS" "$ITEMS" "$CTX" "$CONT" >/dev/null
 
-cargo build --release --example bench_trial
-BIN="$TARGET/release/examples/bench_trial"
+# PROFILE=release (default) for the figures; PROFILE=dev-opt3 builds the dev profile with
+# hf-tailor itself at opt-level 3 (candle is optimised in dev already): close to release,
+# without a release build of every dependency.
+if [[ ${PROFILE:-release} == dev-opt3 ]]; then
+  cargo build --config 'profile.dev.package.hf-tailor.opt-level=3' --example bench_trial
+  BIN="$TARGET/debug/examples/bench_trial"
+else
+  cargo build --release --example bench_trial
+  BIN="$TARGET/release/examples/bench_trial"
+fi
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/hft-bench-trial.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 echo "SmolLM2-135M family ($SIBLINGS siblings), keep $KEEP of 30 layers, $ITEMS items per set, $THREADS threads, in $WORK"
