@@ -39,7 +39,7 @@ fn main() {
     let (keep, trials, search_trials, seed) = (num(4), num(5), num(6), num(7) as u64);
     std::fs::create_dir_all(out).expect("out dir");
 
-    let source = |name: &str| SourceModel { name: name.into(), repo: fam_dir.join(name).display().to_string(), revision: None, files: Default::default() };
+    let source = |name: &str| SourceModel::local(name, &fam_dir.join(name));
     let mut sib_names = Vec::new();
     while fam_dir.join(format!("sib{}", sib_names.len())).join("config.json").exists() {
         sib_names.push(format!("sib{}", sib_names.len()));

@@ -59,9 +59,14 @@ def merged(rule, name, dirs, maps):
     raise SystemExit(f"reference: merge method {m['method']} not implemented")
 
 
+def folder(source):
+    # Local sources: `path:` (older recipes: `repo:` holding a folder).
+    return source.get("path") or source["repo"]
+
+
 def materialise(recipe, out):
-    dirs = {recipe["base"]["name"]: recipe["base"]["repo"], "__base__": recipe["base"]["repo"]}
-    dirs.update({s["name"]: s["repo"] for s in recipe.get("siblings", [])})
+    dirs = {recipe["base"]["name"]: folder(recipe["base"]), "__base__": folder(recipe["base"])}
+    dirs.update({s["name"]: folder(s) for s in recipe.get("siblings", [])})
     maps = {k: shards(v) for k, v in dirs.items()}
     base_map = maps["__base__"]
     tensors = {}
@@ -77,10 +82,14 @@ def materialise(recipe, out):
                 tensors[f"model.layers.{i}." + name[len(prefix):]] = merged(layer, name, dirs, maps).contiguous()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    base_dir = Path(recipe["base"]["repo"])
+    base_dir = Path(folder(recipe["base"]))
     config = json.load(open(base_dir / "config.json"))
     config["num_hidden_layers"] = len(recipe["layers"])
+    if config.get("tie_word_embeddings") and recipe["embeddings"] != recipe["head"]:
+        # As hf-tailor writes it: the output projection is the head rule's embedding matrix.
+        tensors["lm_head.weight"] = merged(recipe["head"], "model.embed_tokens.weight", dirs, maps).contiguous()
+        config["tie_word_embeddings"] = False
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     config.pop("layer_types", None)
     json.dump(config, open(out / "config.json", "w"), indent=2)
     for f in base_dir.iterdir():
