@@ -200,7 +200,7 @@ impl BatchContext {
                     // Padding queries keep the context: one that saw no key would turn its
                     // row into NaN, and NaN times a zero weight is still NaN. The sliding
                     // window counts positions, which restart after the context in a branch.
-                    let in_window = own == PAD || rope.window.is_none_or(|w| pos_of[i] - pos_of[j] < w);
+                    let in_window = own == PAD || rope.window.is_none_or(|w| pos_of[i].saturating_sub(pos_of[j]) < w);
                     let visible = j <= i && segment[j] != PAD && (segment[j] == 0 || segment[j] == own) && in_window;
                     if !visible {
                         m[(b * len + i) * len + j] = f32::NEG_INFINITY;

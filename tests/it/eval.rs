@@ -70,7 +70,7 @@ fn items() -> Vec<McItem> {
             1,
         ),
         // A choice far longer than the context (and a single-token one beside it).
-        mc("So", &[" it went on and on, through the night, past the river and over the hills, until the morning came at last.", ",", " no"], 0),
+        mc("So", &[" it went on and on, past the river.", ",", " no"], 0),
     ]
 }
 
