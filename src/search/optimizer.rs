@@ -208,7 +208,7 @@ impl<'s> Optimizer<'s> {
             OptimizerKind::Warmstart => baselines.into_iter().chain(warm_start(space).into_iter().map(|c| (c, Origin::WarmStart))).collect(),
             OptimizerKind::Random => VecDeque::new(),
         };
-        let hyperband = (cfg.kind != OptimizerKind::Random).then(|| Hyperband::new(&cfg.budgets, cfg.eta).with_sharing(Candidate::shared_prefix));
+        let hyperband = (cfg.kind != OptimizerKind::Random).then(|| Hyperband::new(&cfg.budgets, cfg.eta));
         Self { space, cfg, tasks, rng, history: Vec::new(), hyperband, queue, pending: None }
     }
 
