@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod hub;
 pub mod human;
 pub mod layout;
+pub mod limits;
 pub mod merge;
 pub mod mergekit;
 pub mod pipeline;

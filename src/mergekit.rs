@@ -288,6 +288,12 @@ fn parse_source(v: &Value, at: &str, default_weight: Option<f64>, full_range: Op
 
 /// Import a mergekit `passthrough` or `task_arithmetic` config as a recipe.
 pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError> {
+    if let Some(why) = crate::limits::yaml_problem(text) {
+        return Err(MergekitError::Parse(why));
+    }
+    if opts.source_layers == 0 || opts.source_layers > crate::limits::MAX_LAYERS {
+        return Err(import_err("source layers", format!("{} is not between 1 and {} (the most layers hf-tailor accepts)", opts.source_layers, crate::limits::MAX_LAYERS)));
+    }
     let cfg: Value = serde_norway::from_str(text).map_err(|e| MergekitError::Parse(e.to_string()))?;
     let method = cfg.get("merge_method").and_then(Value::as_str).ok_or_else(|| import_err("merge_method", "is missing"))?;
     let task_arithmetic = match method {
@@ -403,6 +409,13 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
             }
             Rule::Take(name_of[srcs[0].model.as_str()].to_string())
         };
+        // Checked before the layers are made: a range is never longer than the sources.
+        if to > opts.source_layers {
+            return Err(import_err(&format!("{at}.layer_range"), format!("[{from}, {to}] is out of range: the sources have {} layers", opts.source_layers)));
+        }
+        if layers.len() + (to - from) > crate::limits::MAX_LAYERS {
+            return Err(import_err(&at, format!("the slices make more than {} layers", crate::limits::MAX_LAYERS)));
+        }
         for l in from..to {
             layers.push(LayerRule { from: l, rule: rule.clone() });
         }

@@ -446,8 +446,11 @@ impl Recipe {
         if crate::arch::Arch::for_model_type(&self.architecture).is_none() {
             return Err(inv("architecture", format!("`{}` is not supported ({})", self.architecture, crate::arch::supported_list())));
         }
-        if self.source_layers == 0 {
-            return Err(inv("source_layers", "must be positive".into()));
+        if self.source_layers == 0 || self.source_layers > crate::limits::MAX_LAYERS {
+            return Err(inv("source_layers", format!("{} is not between 1 and {} (the most layers hf-tailor accepts)", self.source_layers, crate::limits::MAX_LAYERS)));
+        }
+        if self.layers.len() > crate::limits::MAX_LAYERS {
+            return Err(inv("layers", format!("has {} entries, more than the {} layers hf-tailor accepts", self.layers.len(), crate::limits::MAX_LAYERS)));
         }
         let mut names = BTreeSet::new();
         for (i, m) in self.models().enumerate() {
@@ -479,6 +482,9 @@ impl Recipe {
 
     /// Parse YAML (JSON is YAML too) and validate.
     pub fn from_yaml_str(text: &str, path: &str) -> Result<Self, RecipeError> {
+        if let Some(why) = crate::limits::yaml_problem(text) {
+            return Err(RecipeError::Parse { path: path.into(), message: why });
+        }
         let r: Recipe = serde_norway::from_str(text).map_err(|e| RecipeError::Parse { path: path.into(), message: e.to_string() })?;
         r.validate()?;
         Ok(r)

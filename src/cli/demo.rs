@@ -46,6 +46,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.keep_layers == 0 || args.keep_layers > 8 {
         usage!("--keep-layers must be between 1 and 8 (the demo family has 8 layers), got {}", args.keep_layers)
     }
+    // Before the family is written into it: never overwrite files that are not ours.
+    pipeline::check_out_folder(&args.out, None, args.force)?;
     let journal = args.out.join(pipeline::tailor::JOURNAL_FILE);
     if journal.exists() {
         if !args.force {
@@ -78,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The calibration splits hold 200 items a task: three fidelities, η = 3.
     opts.budgets = Some(vec![22, 66, 200]);
     opts.force = args.force;
+    opts.out_checked = true;
     let mut progress = StderrProgress::new(args.json);
     let outcome = pipeline::tailor(&pulled, calibration, test, &opts, &mut progress)?;
     progress.finish();

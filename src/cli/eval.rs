@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::source::ModelSource;
 use hf_tailor::eval::{Evaluator, TaskResult, TaskSpec};
@@ -49,7 +49,7 @@ fn identity(dir: &std::path::Path) -> anyhow::Result<(Family, Recipe)> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let specs = TaskSpec::parse_list(&args.tasks)?;
     if specs.is_empty() {
-        bail!("--tasks names no task");
+        super::usage!("--tasks names no task");
     }
     let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
     let (family, recipe) = match (&args.model, &args.recipe) {
@@ -61,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let recipe = super::sources::load_recipe(path)?;
             (super::sources::open_family(&recipe)?, recipe)
         }
-        (None, None) => bail!("give --model DIR or --recipe FILE"),
+        (None, None) => super::usage!("give --model DIR or --recipe FILE"),
     };
     for w in &family.info.warnings {
         eprintln!("hf-tailor: warning: {w}");

@@ -12,6 +12,7 @@ mod pull;
 mod push;
 mod run;
 mod search;
+mod signals;
 mod sources;
 mod test_hooks;
 
@@ -78,15 +79,20 @@ pub struct EngineArgs {
     #[arg(long, default_value = "cpu")]
     pub device: hf_tailor::eval::DeviceKind,
     /// Memory for resident weights, in MiB.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..))]
     pub weight_cache_mb: u64,
     /// Most padded tokens per forward batch.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = positive())]
     pub batch_tokens: usize,
     /// Memory for the hidden states of batches in flight, in MiB: larger calibration sets
     /// are scored in groups of batches that fit.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub state_mb: u64,
+}
+
+/// A count that must be at least 1 (`--budget 0` is a usage error, not an empty run).
+pub fn positive() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }
 
 impl EngineArgs {
@@ -103,6 +109,7 @@ impl EngineArgs {
 
 
 pub fn main() -> anyhow::Result<()> {
+    signals::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
@@ -153,8 +160,9 @@ macro_rules! usage {
 pub(crate) use usage;
 
 /// Exit status for an error: 2 for usage mistakes and bad input the user can fix (a malformed
-/// recipe, finetunes list, task spec or model folder, a missing repo or token), 1 for
-/// everything else (network, disk, bugs).
+/// recipe, finetunes list, mergekit config, task spec, journal or model folder, an unusable
+/// output folder, a missing repo or token), 1 for everything else (network, disk, bugs).
+/// This is the one place that decides; every typed library error is classified here.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.is::<UsageError>() {
@@ -167,14 +175,24 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     1
 }
 
-/// The exit status a library error implies, when it is one hf-tailor knows.
+/// A file that is not there is the user's to fix (2); other I/O failures are ours (1).
+fn io_code(source: &std::io::Error) -> Option<u8> {
+    Some(if source.kind() == std::io::ErrorKind::NotFound { 2 } else { 1 })
+}
+
+/// The exit status a library error implies, when it is one hf-tailor knows; None lets the
+/// caller look at the error's cause (a wrapper that says nothing of its own).
 fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    use hf_tailor::build::BuildError as B;
+    use hf_tailor::card::CardError as D;
     use hf_tailor::checkpoint::CheckpointError as C;
     use hf_tailor::config::ConfigError as K;
     use hf_tailor::eval::EvalError as E;
     use hf_tailor::hub::HubError as H;
+    use hf_tailor::mergekit::MergekitError as M;
     use hf_tailor::pipeline::PipelineError as P;
     use hf_tailor::recipe::RecipeError as R;
+    use hf_tailor::search::SearchError as S;
     let bad_input = |yes: bool| Some(if yes { 2 } else { 1 });
     // A recipe that does not fit its base, or a text that names no model, is the user's.
     if cause.is::<hf_tailor::layout::LayoutError>() || cause.is::<hf_tailor::source::BadSource>() {
@@ -186,27 +204,30 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             P::Checkpoint(c) => library_code(c),
             P::Recipe(r) => library_code(r),
             P::Eval(v) => library_code(v),
-            P::Plan(_) => Some(2),
-            _ => Some(1),
+            P::Search(s) => library_code(s),
+            P::Build(b) => library_code(b),
+            P::Card(c) => library_code(c),
+            P::Plan(_) | P::OutFolder { .. } => Some(2),
+            P::Io { source, .. } => io_code(source),
+            P::Verify(_) => Some(1),
         };
     }
-    // A file that is not there is the user's to fix (2); other I/O failures are ours (1).
     if let Some(e) = cause.downcast_ref::<R>() {
-        return bad_input(match e {
-            R::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
-            _ => true,
-        });
+        return match e {
+            R::Io { source, .. } => io_code(source),
+            _ => Some(2),
+        };
     }
     if let Some(e) = cause.downcast_ref::<K>() {
-        return bad_input(match e {
-            K::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
-            _ => true,
-        });
+        return match e {
+            K::Io { source, .. } => io_code(source),
+            _ => Some(2),
+        };
     }
     if let Some(e) = cause.downcast_ref::<C>() {
         return match e {
             C::Config(k) => library_code(k),
-            C::Io { source, .. } => bad_input(source.kind() == std::io::ErrorKind::NotFound),
+            C::Io { source, .. } => io_code(source),
             _ => Some(2),
         };
     }
@@ -214,8 +235,39 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         return match e {
             E::Checkpoint(c) => library_code(c),
             E::Recipe(r) => library_code(r),
-            E::Spec(_) | E::Data { .. } | E::Unsupported(_) | E::Tokenizer(_) => Some(2),
+            E::Io { source, .. } => io_code(source),
+            E::Spec(_) | E::Data { .. } | E::Unsupported(_) | E::Tokenizer(_) | E::Mismatch(_) => Some(2),
             _ => Some(1),
+        };
+    }
+    if let Some(e) = cause.downcast_ref::<B>() {
+        return match e {
+            B::Checkpoint(c) => library_code(c),
+            B::RecipeFile(r) => library_code(r),
+            B::Io { .. } | B::Verify(_) => Some(1),
+            _ => Some(2),
+        };
+    }
+    if let Some(e) = cause.downcast_ref::<S>() {
+        return match e {
+            S::Space(_) | S::Journal { .. } => Some(2),
+            S::JournalIo { source, .. } => io_code(source),
+            // The scorer's own error (the cause) decides.
+            S::Score { .. } => None,
+            _ => Some(1),
+        };
+    }
+    if let Some(e) = cause.downcast_ref::<M>() {
+        return match e {
+            M::Recipe(r) => library_code(r),
+            _ => Some(2),
+        };
+    }
+    if let Some(e) = cause.downcast_ref::<D>() {
+        return match e {
+            D::Input(_) => Some(2),
+            D::Io { source, .. } => io_code(source),
+            D::Template { .. } => Some(1),
         };
     }
     if let Some(e) = cause.downcast_ref::<H>() {
@@ -229,7 +281,10 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
                 | H::BaseAmongFinetunes { .. }
                 | H::RepoNotFound { .. }
                 | H::RevisionNotFound { .. }
+                | H::EntryNotFound { .. }
                 | H::Unauthorized { .. }
+                | H::Forbidden { .. }
+                | H::NotCached { .. }
                 | H::NoToken { .. }
                 | H::NoWeights { .. }
         ) || matches!(e, H::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound));

@@ -133,9 +133,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if args.push.is_some() {
-        // Fail before hours of search, not after.
-        cfg.require_token()?;
+    if let Some(repo) = &args.push {
+        // Fail before hours of search, not after: id syntax, token, endpoint, write access.
+        hub::push::preflight(&cfg, repo, args.private)?;
     }
 
     let mut progress = StderrProgress::new(args.json);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::eval::{Evaluator, TaskData, TaskSpec};
 use hf_tailor::hub::{self, HubConfig, SourceList};
@@ -81,7 +81,7 @@ pub struct Args {
     #[command(flatten)]
     pub scoring: ScoringArgs,
     /// Evaluations to run (each at one budget; a resumed search counts the journaled ones).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = super::positive())]
     pub trials: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -89,7 +89,7 @@ pub struct Args {
     #[arg(long, default_value = "bo", value_parser = parse_optimizer)]
     pub optimizer: OptimizerKind,
     /// Item budgets of the fidelities, increasing (Hyperband); one value = single fidelity.
-    #[arg(long, value_delimiter = ',', default_value = "111,333,1000")]
+    #[arg(long, value_delimiter = ',', default_value = "111,333,1000", value_parser = super::positive())]
     pub budgets: Vec<usize>,
     /// What the search optimises: acc, loglik (of the correct choice), margin (over the best
     /// wrong choice, per token), ppl (calibration-text log-likelihood), or GUIDE+acc (guide
@@ -142,7 +142,7 @@ pub struct BaselinesArgs {
     #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb")]
     pub which: Vec<String>,
     /// Items per task for the scores.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = super::positive())]
     pub budget: usize,
     /// Output folder: one recipe per baseline (NAME.yaml) and baselines.json.
     #[arg(long)]
@@ -208,7 +208,7 @@ fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceMode
             let sibs = hub::parse_finetunes_arg(&args.finetunes)?.into_iter().map(|f| SourceModel::new(&hub::pull::unique_name(&f, &mut taken), f)).collect();
             (SourceModel::new("base", ModelSource::parse(b)?), sibs)
         }
-        (None, None) => bail!("give --sources FILE or --base MODEL"),
+        (None, None) => super::usage!("give --sources FILE or --base MODEL"),
     };
     let cfg = HubConfig::from_env();
     let open = |m: &SourceModel| -> anyhow::Result<(String, Checkpoint)> {
@@ -245,11 +245,11 @@ struct Setup {
 fn setup(family: &FamilyArgs, depth_args: &DepthArgs, scoring: &ScoringArgs, options: SpaceOptions, needs_calibration: bool) -> anyhow::Result<Setup> {
     let specs = TaskSpec::parse_list(&scoring.tasks)?;
     if specs.is_empty() {
-        bail!("--tasks names no task");
+        super::usage!("--tasks names no task");
     }
     let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
     if !tasks.iter().any(|t| matches!(t.data, TaskData::MultipleChoice(_))) {
-        bail!("--tasks has no multiple-choice task to score candidates on");
+        super::usage!("--tasks has no multiple-choice task to score candidates on");
     }
     let mut calibration: Vec<String> = Vec::new();
     let extra = match &scoring.calibration {
@@ -263,7 +263,7 @@ fn setup(family: &FamilyArgs, depth_args: &DepthArgs, scoring: &ScoringArgs, opt
         }
     }
     if needs_calibration && calibration.is_empty() {
-        bail!("the baselines need calibration text: add a `ppl=FILE` task or --calibration ppl=FILE (or --baselines none for a search)");
+        super::usage!("the baselines need calibration text: add a `ppl=FILE` task or --calibration ppl=FILE (or --baselines none for a search)");
     }
     let (base, siblings, family) = open_family(family)?;
     let config = family.base.config.clone();
@@ -317,15 +317,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let methods = args
         .merge_methods
         .iter()
-        .map(|m| MergeMethod::parse(m.trim()).with_context(|| format!("unknown merge method `{m}` (task_arithmetic, ties, dare)")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|m| MergeMethod::parse(m.trim()).ok_or_else(|| super::UsageError(format!("unknown merge method `{m}` (task_arithmetic, ties, dare)"))))
+        .collect::<Result<Vec<_>, _>>()?;
     let options = SpaceOptions { methods, dare_seed: args.seed, ..SpaceOptions::default() };
     let mut optimizer = OptimizerConfig::new(args.optimizer, args.seed);
     optimizer.budgets = args.budgets.clone();
     optimizer.scalarization = match args.scalarization.as_str() {
         "mean" => Scalarization::Mean,
         "parego" => Scalarization::Parego { rho: 0.05 },
-        s => bail!("unknown --scalarization `{s}` (mean, parego)"),
+        s => super::usage!("unknown --scalarization `{s}` (mean, parego)"),
     };
     optimizer.objective = args.objective.unwrap_or(DEFAULT_OBJECTIVE);
     optimizer.hold_out = hold_out(args.selection_split, args.seed)?;
@@ -404,7 +404,7 @@ fn print_report(report: &SearchReport, json: bool) -> anyhow::Result<()> {
 pub fn run_baselines(args: BaselinesArgs) -> anyhow::Result<()> {
     let kinds = parse_baselines(&args.which)?;
     if kinds.is_empty() {
-        bail!("--which names no baseline");
+        super::usage!("--which names no baseline");
     }
     let mut s = setup(&args.family, &args.depth, &args.scoring, SpaceOptions::default(), true)?;
     let mut progress = Progress::new(0);

@@ -20,6 +20,8 @@ pub struct HubConfig {
     /// Show progress bars (off with `HF_HUB_DISABLE_PROGRESS_BARS`; indicatif also hides
     /// them when stderr is not a terminal).
     pub progress: bool,
+    /// How every request is retried (`HF_TAILOR_RETRY_BASE_MS` sets the first back-off).
+    pub retry: super::retry::RetryPolicy,
 }
 
 impl HubConfig {
@@ -31,12 +33,13 @@ impl HubConfig {
             cache_dir: hub_cache_dir(),
             offline: env_true("HF_HUB_OFFLINE"),
             progress: !env_true("HF_HUB_DISABLE_PROGRESS_BARS"),
+            retry: super::retry::RetryPolicy::from_env(),
         }
     }
 
     /// A config for an explicit endpoint and cache (tests, the demo's loopback Hub).
     pub fn new(endpoint: &str, token: Option<Token>, cache_dir: PathBuf) -> Self {
-        Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, cache_dir, offline: false, progress: false }
+        Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, cache_dir, offline: false, progress: false, retry: super::retry::RetryPolicy::default() }
     }
 
     /// The token, or an error that says how to provide one.

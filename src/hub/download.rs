@@ -15,12 +15,10 @@ use indicatif::ProgressBar;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
-use super::cache::{RepoCache, RepoKind};
+use super::cache::{is_blob_etag, is_commit_hash, repo_path_problem, RepoCache, RepoKind};
 use super::http::{self, header, Http, NotFound};
+use super::retry::{transient_status, Try};
 use super::{io_err, HubError};
-
-/// How many times a broken transfer is resumed before giving up.
-const MAX_ATTEMPTS: u32 = 6;
 
 /// What a `HEAD` on `resolve/<revision>/<file>` tells us.
 #[derive(Debug, Clone)]
@@ -58,21 +56,26 @@ impl Http {
     /// `HEAD` the file, following relative redirects (repo renames) but not absolute ones:
     /// their headers already carry the metadata and their `Location` is where to download.
     pub async fn head_file(&self, kind: RepoKind, repo: &str, revision: &str, file: &str) -> Result<FileMeta, HubError> {
+        check_repo_path(repo, file)?;
         let mut url = resolve_url(&self.cfg.endpoint, kind, repo, revision, file);
         let ctx = NotFound::Entry { revision, file };
         for _ in 0..10 {
-            let mut attempt = 0;
-            let resp = loop {
-                let req = self.auth(self.client.head(&url), &url).header("Accept-Encoding", "identity");
-                match req.send().await {
-                    Ok(r) if http::transient_status(r.status()) && attempt + 1 < MAX_ATTEMPTS => {}
-                    Ok(r) => break r,
-                    Err(e) if attempt + 1 >= MAX_ATTEMPTS => return Err(self.transport(repo, &format!("HEAD {file}"), e)),
-                    Err(_) => {}
-                }
-                tokio::time::sleep(http::backoff(attempt)).await;
-                attempt += 1;
-            };
+            let what = format!("HEAD {file}");
+            let (what, at) = (what.as_str(), url.as_str());
+            let resp = self
+                .cfg
+                .retry
+                .run(what, move |_| {
+                    let req = self.auth(self.client.head(at), at).header("Accept-Encoding", "identity");
+                    async move {
+                        match req.send().await {
+                            Ok(r) if transient_status(r.status()) => Try::Again(HubError::Http { repo: repo.into(), message: format!("{what}: HTTP {}", r.status()) }),
+                            Ok(r) => Try::Done(Ok(r)),
+                            Err(e) => Try::Again(self.transport(repo, &what, e)),
+                        }
+                    }
+                })
+                .await?;
             let resp = self.check(resp, repo, ctx).await?;
             let location = header(&resp, "location");
             if resp.status().is_redirection() {
@@ -84,7 +87,14 @@ impl Http {
                 }
             }
             let commit = header(&resp, "x-repo-commit").ok_or_else(|| self.missing(repo, file, "X-Repo-Commit"))?;
-            let etag = header(&resp, "x-linked-etag").or_else(|| header(&resp, "etag")).map(|e| normalize_etag(&e)).ok_or_else(|| self.missing(repo, file, "ETag"))?;
+            if !is_commit_hash(&commit) {
+                return Err(self.refused(repo, file, "X-Repo-Commit", &commit, "a 40-digit hex commit id"));
+            }
+            let raw_etag = header(&resp, "x-linked-etag").or_else(|| header(&resp, "etag")).ok_or_else(|| self.missing(repo, file, "ETag"))?;
+            let etag = normalize_etag(&raw_etag);
+            if !is_blob_etag(&etag) {
+                return Err(self.refused(repo, file, "ETag", &raw_etag, "a hex object id"));
+            }
             let size = header(&resp, "x-linked-size")
                 .or_else(|| (!resp.status().is_redirection()).then(|| header(&resp, "content-length")).flatten())
                 .and_then(|s| s.parse().ok())
@@ -95,11 +105,16 @@ impl Http {
         Err(HubError::Protocol { repo: repo.into(), message: format!("too many redirects resolving {file}") })
     }
 
+    fn refused(&self, repo: &str, file: &str, header: &str, value: &str, wanted: &str) -> HubError {
+        let shown: String = value.chars().take(80).collect::<String>().escape_debug().to_string();
+        HubError::Protocol { repo: repo.into(), message: format!("the server's {header} for {file} is `{shown}`, not {wanted}; refusing it") }
+    }
+
     fn missing(&self, repo: &str, file: &str, what: &str) -> HubError {
         HubError::Protocol { repo: repo.into(), message: format!("the Hub's answer for {file} lacks the {what} header") }
     }
 
-    fn protocol(&self, repo: &str, e: impl std::fmt::Display) -> HubError {
+    pub(crate) fn protocol(&self, repo: &str, e: impl std::fmt::Display) -> HubError {
         HubError::Protocol { repo: repo.into(), message: self.cfg.redact(&e.to_string()) }
     }
 
@@ -115,14 +130,14 @@ impl Http {
         bar: &ProgressBar,
     ) -> Result<Fetched, HubError> {
         let cache = RepoCache::new(&self.cfg.cache_dir, kind, repo);
-        let blob = cache.blob(&meta.etag);
+        let blob = cache.blob(&meta.etag).map_err(io_err(&cache.root))?;
         bar.set_length(meta.size);
         let mut transferred = 0;
         if !blob.metadata().is_ok_and(|m| m.len() == meta.size) {
             std::fs::create_dir_all(blob.parent().expect("blob has a parent")).map_err(io_err(&blob))?;
             let _lock = lock(&self.cfg.cache_dir, &cache, &meta.etag)?;
             if !blob.metadata().is_ok_and(|m| m.len() == meta.size) {
-                let incomplete = cache.incomplete(&meta.etag);
+                let incomplete = cache.incomplete(&meta.etag).map_err(io_err(&cache.root))?;
                 transferred = self.download_resumable(repo, file, meta, &incomplete, bar).await?;
                 if let Some(expected) = meta.announced_sha256() {
                     let actual = sha256_file_async(&incomplete).await?;
@@ -145,69 +160,124 @@ impl Http {
     }
 
     /// Fill `incomplete` up to `meta.size` bytes, continuing from its current length.
-    /// Returns the bytes received.
+    /// Returns the bytes received. Every request counts toward the retry policy's limit,
+    /// whatever it brought: a server that ignores `Range` or sends a short body cannot keep
+    /// the download going for ever; a body longer than announced is refused at once.
     async fn download_resumable(&self, repo: &str, file: &str, meta: &FileMeta, incomplete: &Path, bar: &ProgressBar) -> Result<u64, HubError> {
-        let mut received = 0u64;
-        let mut attempt = 0u32;
-        loop {
-            let have = incomplete.metadata().map(|m| m.len()).unwrap_or(0);
-            let have = if have > meta.size { truncate(incomplete)? } else { have };
-            bar.set_position(have);
-            if have == meta.size {
-                return Ok(received);
+        let received = std::sync::atomic::AtomicU64::new(0);
+        let what = format!("GET {file}");
+        let counter = &received;
+        self.cfg
+            .retry
+            .run(&what, move |_| async move {
+                match self.download_pass(repo, file, meta, incomplete, bar, counter).await {
+                    Ok(()) => Try::Done(Ok(counter.load(std::sync::atomic::Ordering::Relaxed))),
+                    Err(Pass::Again(e)) => Try::Again(e),
+                    Err(Pass::Fatal(e)) => Try::Done(Err(e)),
+                }
+            })
+            .await
+    }
+
+    /// One request toward filling `incomplete`; Ok when the file is complete.
+    async fn download_pass(&self, repo: &str, file: &str, meta: &FileMeta, incomplete: &Path, bar: &ProgressBar, received: &std::sync::atomic::AtomicU64) -> Result<(), Pass> {
+        let have = incomplete.metadata().map(|m| m.len()).unwrap_or(0);
+        let have = if have > meta.size { truncate(incomplete).map_err(Pass::Fatal)? } else { have };
+        bar.set_position(have);
+        if have == meta.size {
+            return Ok(());
+        }
+        let mut req = self.auth(self.client.get(&meta.url), &meta.url).header("Accept-Encoding", "identity");
+        if have > 0 {
+            req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        let resp = req.send().await.map_err(|e| Pass::Again(self.transport(repo, &format!("GET {file}"), e)))?;
+        let status = resp.status();
+        let start = match status {
+            StatusCode::OK => 0,
+            StatusCode::PARTIAL_CONTENT => match content_range_start(&resp) {
+                Some(s) if s == have => have,
+                other => {
+                    // A server that answers another range than asked: start again from 0.
+                    truncate(incomplete).map_err(Pass::Fatal)?;
+                    let got = other.map_or("no Content-Range".to_string(), |s| format!("bytes from {s}"));
+                    return Err(Pass::Again(self.protocol(repo, format!("{file}: asked for bytes from {have}, the server sent {got}"))));
+                }
+            },
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                truncate(incomplete).map_err(Pass::Fatal)?;
+                return Err(Pass::Again(self.protocol(repo, format!("{file}: the server refused to resume; restarting"))));
             }
-            let mut req = self.auth(self.client.get(&meta.url), &meta.url).header("Accept-Encoding", "identity");
-            if have > 0 {
-                req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+            s if transient_status(s) => return Err(Pass::Again(HubError::Http { repo: repo.into(), message: format!("GET {file}: HTTP {s}") })),
+            _ => {
+                let ctx = NotFound::Entry { revision: &meta.commit, file };
+                return Err(Pass::Fatal(match self.check(resp, repo, ctx).await {
+                    Err(e) => e,
+                    Ok(r) => HubError::Protocol { repo: repo.into(), message: format!("GET {file}: unexpected HTTP {}", r.status()) },
+                }));
             }
-            let failure = match req.send().await {
-                Err(e) => self.transport(repo, &format!("GET {file}"), e),
-                Ok(resp) if resp.status() == StatusCode::PARTIAL_CONTENT || resp.status() == StatusCode::OK => {
-                    let start = if resp.status() == StatusCode::OK { 0 } else { have };
-                    match self.append_body(repo, resp, incomplete, start, bar, &mut received).await {
-                        Ok(()) => continue,
-                        Err(e) => e,
-                    }
-                }
-                Ok(resp) if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
-                    truncate(incomplete)?;
-                    HubError::Protocol { repo: repo.into(), message: format!("{file}: the server refused to resume; restarting") }
-                }
-                Ok(resp) if http::transient_status(resp.status()) => {
-                    HubError::Http { repo: repo.into(), message: format!("GET {file}: HTTP {}", resp.status()) }
-                }
-                Ok(resp) => {
-                    let ctx = NotFound::Entry { revision: &meta.commit, file };
-                    return Err(match self.check(resp, repo, ctx).await {
-                        Err(e) => e,
-                        Ok(r) => HubError::Protocol { repo: repo.into(), message: format!("GET {file}: unexpected HTTP {}", r.status()) },
-                    });
-                }
-            };
-            attempt += 1;
-            if attempt >= MAX_ATTEMPTS {
-                return Err(failure);
-            }
-            tracing::warn!("{}; resuming ({attempt}/{MAX_ATTEMPTS})", failure);
-            tokio::time::sleep(http::backoff(attempt)).await;
+        };
+        let end = self.append_body(repo, file, resp, incomplete, start, meta.size, bar, received).await?;
+        if end == meta.size {
+            Ok(())
+        } else {
+            Err(Pass::Again(self.protocol(repo, format!("{file}: the body ended at byte {end} of the announced {}", meta.size))))
         }
     }
 
-    async fn append_body(&self, repo: &str, resp: reqwest::Response, incomplete: &Path, start: u64, bar: &ProgressBar, received: &mut u64) -> Result<(), HubError> {
-        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(incomplete).map_err(io_err(incomplete))?;
-        f.set_len(start).map_err(io_err(incomplete))?;
+    /// Write the body at `start`; returns the file's length after it. A body that runs past
+    /// `size` is a protocol error (the partial file is discarded).
+    #[allow(clippy::too_many_arguments)]
+    async fn append_body(&self, repo: &str, file: &str, resp: reqwest::Response, incomplete: &Path, start: u64, size: u64, bar: &ProgressBar, received: &std::sync::atomic::AtomicU64) -> Result<u64, Pass> {
+        let fatal = |e| Pass::Fatal(io_err(incomplete)(e));
+        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(incomplete).map_err(fatal)?;
+        f.set_len(start).map_err(fatal)?;
         use std::io::Seek;
-        f.seek(std::io::SeekFrom::Start(start)).map_err(io_err(incomplete))?;
+        f.seek(std::io::SeekFrom::Start(start)).map_err(fatal)?;
         let mut stream = resp.bytes_stream();
         let mut pos = start;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.transport(repo, "download interrupted", e))?;
-            f.write_all(&chunk).map_err(io_err(incomplete))?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = f.sync_all();
+                    return Err(Pass::Again(self.transport(repo, &format!("download of {file} interrupted"), e)));
+                }
+            };
+            if pos + chunk.len() as u64 > size {
+                drop(f);
+                let _ = std::fs::remove_file(incomplete);
+                return Err(Pass::Fatal(self.protocol(repo, format!("{file}: the server sent more than the announced {size} bytes"))));
+            }
+            f.write_all(&chunk).map_err(fatal)?;
             pos += chunk.len() as u64;
-            *received += chunk.len() as u64;
+            received.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
             bar.set_position(pos);
         }
-        f.sync_all().map_err(io_err(incomplete))
+        f.sync_all().map_err(fatal)?;
+        Ok(pos)
+    }
+}
+
+/// How one download request failed.
+enum Pass {
+    /// Another request may do better (it counts toward the limit).
+    Again(HubError),
+    /// No further request can help.
+    Fatal(HubError),
+}
+
+/// The first byte a `206` answer carries (`Content-Range: bytes START-END/TOTAL`).
+fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
+    let v = header(resp, "content-range")?;
+    v.trim().strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
+}
+
+/// A repo file name from a listing or a caller must be a plain relative path.
+pub fn check_repo_path(repo: &str, file: &str) -> Result<(), HubError> {
+    match repo_path_problem(file) {
+        None => Ok(()),
+        Some(why) => Err(HubError::Protocol { repo: repo.into(), message: format!("refusing file name `{}`: it {why}", file.escape_debug()) }),
     }
 }
 

@@ -127,15 +127,7 @@ pub fn same_origin(url: &str, endpoint: &str) -> bool {
     }
 }
 
-/// Is this failure worth another try (network trouble, 5xx, 429)?
-pub fn transient_status(s: StatusCode) -> bool {
-    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
-}
-
-/// Exponential back-off: 0.25 s, 0.5 s, 1 s, … capped at 8 s.
-pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((250u64 << attempt.min(5)).min(8000))
-}
+pub use super::retry::transient_status;
 
 /// Percent-encode each path segment of a repo file path (keeps `/` between segments).
 pub fn encode_path(path: &str) -> String {

@@ -15,6 +15,7 @@ pub mod glob;
 pub mod http;
 pub mod pull;
 pub mod push;
+pub mod retry;
 
 pub use config::HubConfig;
 pub use finetunes::{parse_finetunes, parse_finetunes_arg, parse_finetunes_file, ModelSource};

@@ -220,7 +220,11 @@ async fn repo_listing(cfg: &HubConfig, kind: RepoKind, repo: &str, revision: &st
         }
     };
     let sha = sha.filter(|s| is_commit_hash(s)).ok_or_else(|| HubError::Protocol { repo: repo.into(), message: format!("the Hub did not resolve `{revision}` to a commit") })?;
-    let files = siblings.unwrap_or_default().into_iter().map(|s| s.rfilename).collect();
+    let files: Vec<String> = siblings.unwrap_or_default().into_iter().map(|s| s.rfilename).collect();
+    // A listing is server input: a name that could leave the cache folder refuses the whole answer.
+    for f in &files {
+        super::download::check_repo_path(repo, f)?;
+    }
     Ok((sha, files))
 }
 
@@ -335,7 +339,8 @@ fn cached_sha256(snapshot_file: &Path) -> Result<String, HubError> {
 
 async fn fetch_one(http: &Http, progress: &Progress, kind: RepoKind, repo: &str, commit: &str, file: &str) -> Result<(PathBuf, String), HubError> {
     let cache = RepoCache::new(&http.cfg.cache_dir, kind, repo);
-    let snap = cache.snapshot_file(commit, file);
+    super::download::check_repo_path(repo, file)?;
+    let snap = cache.snapshot_file(commit, file).map_err(io_err(&cache.root))?;
     if snap.is_file() {
         let sha = cached_sha256(&snap)?;
         return Ok((snap, sha));

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use super::download::sha256_file_async;
 use super::http::{self, Http, NotFound};
+use super::retry::{transient_status, RetryPolicy, Try};
 use super::{block_on, io_err, HubConfig, HubError};
 
 const LFS_MEDIA: &str = "application/vnd.git-lfs+json";
@@ -34,7 +35,7 @@ pub struct PushOptions {
     pub message: String,
     /// Multipart parts in flight at once.
     pub parallel_parts: usize,
-    /// Tries per request before giving up (with exponential back-off between).
+    /// Tries per request before giving up (with the Hub config's back-off between).
     pub max_attempts: u32,
 }
 
@@ -118,6 +119,40 @@ pub async fn push_folder_async(cfg: &HubConfig, dir: &Path, repo: &str, opts: &P
     })
 }
 
+/// Check, before hours of work, that a push to `repo` can succeed: the id has the Hub's
+/// syntax, a token is there, the endpoint answers, the token is valid (`whoami`), and the
+/// token may write there (the repo is created, or already exists, as the push would do).
+pub fn preflight(cfg: &HubConfig, repo: &str, private: bool) -> Result<String, HubError> {
+    if !repo.contains('/') || !super::finetunes::is_repo_id(repo) {
+        return Err(HubError::PushTarget { repo: repo.into() });
+    }
+    cfg.require_token()?;
+    block_on(async {
+        let http = Http::new(cfg)?;
+        let url = format!("{}/api/whoami-v2", cfg.endpoint);
+        let what = format!("reaching {}", cfg.endpoint);
+        let resp = cfg
+            .retry
+            .run(&what, |_| {
+                let req = http.auth(http.client.get(&url), &url);
+                let what = what.as_str();
+                let http = &http;
+                async move {
+                    match req.send().await {
+                        Ok(r) if transient_status(r.status()) => Try::Again(HubError::Http { repo: repo.into(), message: format!("{what}: HTTP {}", r.status()) }),
+                        Ok(r) => Try::Done(Ok(r)),
+                        Err(e) => Try::Again(http.transport(repo, what, e)),
+                    }
+                }
+            })
+            .await?;
+        http.check(resp, repo, NotFound::Repo).await?;
+        let opts = PushOptions { private, ..PushOptions::default() };
+        let bar = indicatif::ProgressBar::hidden();
+        Pusher { http: &http, repo, opts: &opts, bar: &bar }.create_repo().await
+    })
+}
+
 /// Files under `dir`, recursively, skipping hidden files and folders (`.cache`, temp files).
 fn list_folder(dir: &Path) -> Result<Vec<LocalFile>, HubError> {
     let mut out = Vec::new();
@@ -133,7 +168,14 @@ fn list_folder(dir: &Path) -> Result<Vec<LocalFile>, HubError> {
             if meta.is_dir() {
                 stack.push(p);
             } else {
-                let rel = p.strip_prefix(dir).expect("below dir").to_string_lossy().replace('\\', "/");
+                let rel = p.strip_prefix(dir).expect("below dir").to_str().map(str::to_string);
+                let rel = match rel {
+                    Some(r) if super::cache::repo_path_problem(&r).is_none() => r,
+                    other => {
+                        let why = other.as_deref().and_then(super::cache::repo_path_problem).unwrap_or("is not UTF-8");
+                        return Err(HubError::Upload { path: p.display().to_string(), message: format!("cannot be uploaded: its name {why}") });
+                    }
+                };
                 out.push(LocalFile { path: p, repo_path: rel, size: meta.len(), lfs: false, sha256: None, remote_oid: None });
             }
         }
@@ -155,23 +197,28 @@ impl Pusher<'_> {
         &self.http.cfg.endpoint
     }
 
+    /// The retry policy of every request of this push.
+    fn retry(&self) -> RetryPolicy {
+        self.http.cfg.retry.with_attempts(self.opts.max_attempts)
+    }
+
     /// POST JSON to a Hub URL with the token, retrying transient failures.
     async fn post_json(&self, url: &str, body: &Value, media: Option<&str>, what: &str) -> Result<reqwest::Response, HubError> {
-        let mut attempt = 0;
-        loop {
-            let mut req = self.http.auth(self.http.client.post(url), url).json(body);
-            if let Some(m) = media {
-                req = req.header("content-type", m).header("accept", m);
-            }
-            match req.send().await {
-                Ok(r) if http::transient_status(r.status()) && attempt + 1 < self.opts.max_attempts => {}
-                Ok(r) => return Ok(r),
-                Err(e) if attempt + 1 >= self.opts.max_attempts => return Err(self.http.transport(self.repo, what, e)),
-                Err(_) => {}
-            }
-            attempt += 1;
-            tokio::time::sleep(http::backoff(attempt)).await;
-        }
+        self.retry()
+            .run(what, move |_| {
+                let mut req = self.http.auth(self.http.client.post(url), url).json(body);
+                if let Some(m) = media {
+                    req = req.header("content-type", m).header("accept", m);
+                }
+                async move {
+                    match req.send().await {
+                        Ok(r) if transient_status(r.status()) => Try::Again(HubError::Http { repo: self.repo.into(), message: format!("{what}: HTTP {}", r.status()) }),
+                        Ok(r) => Try::Done(Ok(r)),
+                        Err(e) => Try::Again(self.http.transport(self.repo, what, e)),
+                    }
+                }
+            })
+            .await
     }
 
     /// Create the repo; an existing one (409) is fine.
@@ -265,28 +312,28 @@ impl Pusher<'_> {
 
     /// One PUT of the whole file (basic transfer), streamed from disk; the pre-signed URL gets no token.
     async fn basic(&self, f: &LocalFile, href: &str) -> Result<(), HubError> {
-        let mut attempt = 0;
-        loop {
-            let file = tokio::fs::File::open(&f.path).await.map_err(io_err(&f.path))?;
-            let body = reqwest::Body::wrap_stream(file_stream(file, f.size));
-            let result = self.http.client.put(href).header("content-length", f.size).body(body).send().await;
-            let failure = match result {
-                Ok(r) if r.status().is_success() => {
-                    self.bar.inc(f.size);
-                    return Ok(());
-                }
-                Ok(r) if !http::transient_status(r.status()) => {
-                    return Err(HubError::Upload { path: f.repo_path.clone(), message: format!("storage refused the upload (HTTP {})", r.status()) })
-                }
-                Ok(r) => format!("HTTP {}", r.status()),
-                Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
-            };
-            attempt += 1;
-            if attempt >= self.opts.max_attempts {
-                return Err(HubError::Upload { path: f.repo_path.clone(), message: format!("upload failed after {attempt} tries: {failure}") });
-            }
-            tokio::time::sleep(http::backoff(attempt)).await;
-        }
+        let what = format!("upload of {}", f.repo_path);
+        self.retry()
+            .run(&what, move |n| async move {
+                let file = match tokio::fs::File::open(&f.path).await {
+                    Ok(file) => file,
+                    Err(e) => return Try::Done(Err(io_err(&f.path)(e))),
+                };
+                let body = reqwest::Body::wrap_stream(file_stream(file, f.size));
+                let failure = match self.http.client.put(href).header("content-length", f.size).body(body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        self.bar.inc(f.size);
+                        return Try::Done(Ok(()));
+                    }
+                    Ok(r) if !transient_status(r.status()) => {
+                        return Try::Done(Err(HubError::Upload { path: f.repo_path.clone(), message: format!("storage refused the upload (HTTP {})", r.status()) }))
+                    }
+                    Ok(r) => format!("HTTP {}", r.status()),
+                    Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
+                };
+                Try::Again(HubError::Upload { path: f.repo_path.clone(), message: format!("upload failed after {n} tries: {failure}") })
+            })
+            .await
     }
 
     /// Multipart transfer: PUT each `chunk_size` slice to its numbered URL (in parallel, each
@@ -311,51 +358,51 @@ impl Pusher<'_> {
         .try_collect()
         .await?;
         let parts: Vec<Value> = etags.into_iter().map(|(n, e)| json!({"partNumber": n, "etag": e})).collect();
-        let mut attempt = 0;
-        loop {
-            // The completion URL is pre-signed storage, like the parts: no token.
-            let result = self.http.client.post(href).header("content-type", LFS_MEDIA).header("accept", LFS_MEDIA).json(&json!({"oid": sha, "parts": parts})).send().await;
-            let failure = match result {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) if !http::transient_status(r.status()) => {
-                    let body = r.text().await.unwrap_or_default();
-                    return Err(HubError::Upload { path: f.repo_path.clone(), message: self.http.cfg.redact(&format!("completing the multipart upload failed: {body}")) });
-                }
-                Ok(r) => format!("HTTP {}", r.status()),
-                Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
-            };
-            attempt += 1;
-            if attempt >= self.opts.max_attempts {
-                return Err(HubError::Upload { path: f.repo_path.clone(), message: format!("completing the upload failed after {attempt} tries: {failure}") });
-            }
-            tokio::time::sleep(http::backoff(attempt)).await;
-        }
+        let body = json!({"oid": sha, "parts": parts});
+        let body = &body;
+        self.retry()
+            .run(&format!("completing the upload of {}", f.repo_path), move |n| async move {
+                // The completion URL is pre-signed storage, like the parts: no token.
+                let result = self.http.client.post(href).header("content-type", LFS_MEDIA).header("accept", LFS_MEDIA).json(body).send().await;
+                let failure = match result {
+                    Ok(r) if r.status().is_success() => return Try::Done(Ok(())),
+                    Ok(r) if !transient_status(r.status()) => {
+                        let text = r.text().await.unwrap_or_default();
+                        return Try::Done(Err(HubError::Upload { path: f.repo_path.clone(), message: self.http.cfg.redact(&format!("completing the multipart upload failed: {text}")) }));
+                    }
+                    Ok(r) => format!("HTTP {}", r.status()),
+                    Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
+                };
+                Try::Again(HubError::Upload { path: f.repo_path.clone(), message: format!("completing the upload failed after {n} tries: {failure}") })
+            })
+            .await
     }
 
     /// PUT bytes `start..start+len` of the file, streamed from disk (memory stays at one
     /// read buffer per part in flight, whatever the Hub's chunk size).
     async fn put_part(&self, f: &LocalFile, n: u64, url: &str, start: u64, len: u64) -> Result<String, HubError> {
-        let mut attempt = 0;
-        loop {
-            let body = reqwest::Body::wrap_stream(file_stream(open_at(&f.path, start).await?, len));
-            let failure = match self.http.client.put(url).header("content-length", len).body(body).send().await {
-                Ok(r) if r.status().is_success() => {
-                    self.bar.inc(len);
-                    return http::header(&r, "etag").filter(|e| !e.is_empty()).ok_or_else(|| self.protocol(&format!("{} part {n}: storage returned no ETag", f.repo_path)));
-                }
-                Ok(r) if !http::transient_status(r.status()) => {
-                    return Err(HubError::Upload { path: f.repo_path.clone(), message: format!("part {n}: storage refused it (HTTP {})", r.status()) })
-                }
-                Ok(r) => format!("HTTP {}", r.status()),
-                Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
-            };
-            attempt += 1;
-            if attempt >= self.opts.max_attempts {
-                return Err(HubError::Upload { path: f.repo_path.clone(), message: format!("part {n} failed after {attempt} tries: {failure}") });
-            }
-            tracing::warn!("{} part {n}: {failure}; retrying", f.repo_path);
-            tokio::time::sleep(http::backoff(attempt)).await;
-        }
+        self.retry()
+            .run(&format!("{} part {n}", f.repo_path), move |tries| async move {
+                let file = match open_at(&f.path, start).await {
+                    Ok(file) => file,
+                    Err(e) => return Try::Done(Err(e)),
+                };
+                let body = reqwest::Body::wrap_stream(file_stream(file, len));
+                let failure = match self.http.client.put(url).header("content-length", len).body(body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        self.bar.inc(len);
+                        let etag = http::header(&r, "etag").filter(|e| !e.is_empty());
+                        return Try::Done(etag.ok_or_else(|| self.protocol(&format!("{} part {n}: storage returned no ETag", f.repo_path))));
+                    }
+                    Ok(r) if !transient_status(r.status()) => {
+                        return Try::Done(Err(HubError::Upload { path: f.repo_path.clone(), message: format!("part {n}: storage refused it (HTTP {})", r.status()) }))
+                    }
+                    Ok(r) => format!("HTTP {}", r.status()),
+                    Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
+                };
+                Try::Again(HubError::Upload { path: f.repo_path.clone(), message: format!("part {n} failed after {tries} tries: {failure}") })
+            })
+            .await
     }
 
     /// One NDJSON commit: header, small files inline (base64), LFS files as pointers.

@@ -10,7 +10,7 @@ pub mod tailor;
 use std::path::Path;
 
 pub use plan::{Device, ModelFiles, Plan};
-pub use tailor::{tailor, JobOptions, JobOutcome, Progress, Quiet};
+pub use tailor::{check_out_folder, tailor, JobOptions, JobOutcome, Progress, Quiet};
 
 /// A stage failed; the message is the stage's own (it names the model, file or entry).
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum PipelineError {
     Verify(String),
     #[error("{0}")]
     Plan(String),
+    #[error("output folder {path} {why}")]
+    OutFolder { path: String, why: String },
 }
 
 impl PipelineError {

@@ -56,8 +56,10 @@ pub struct JobOptions {
     pub title: String,
     /// The Hub repo the model will be pushed to (for the card's usage snippets).
     pub repo_id: Option<String>,
-    /// Replace an existing `out/model`.
+    /// Replace an existing `out/model`, and use an `out` folder that holds other files.
     pub force: bool,
+    /// The caller already checked `out` with [`check_out_folder`] (before writing into it).
+    pub out_checked: bool,
 }
 
 impl JobOptions {
@@ -77,6 +79,7 @@ impl JobOptions {
             title: title.into(),
             repo_id: None,
             force: false,
+            out_checked: false,
         }
     }
 }
@@ -134,6 +137,37 @@ impl JobOutcome {
     }
 }
 
+/// May a job write into `out`? Yes when it is absent or empty, when `force`, or when it is
+/// an earlier hf-tailor folder (it has a `sources.yaml`) for the same job (the same models,
+/// when `expected` says which). Anything else would overwrite files that are not ours.
+pub fn check_out_folder(out: &Path, expected: Option<&SourceList>, force: bool) -> Result<(), PipelineError> {
+    let refuse = |why: String| Err(PipelineError::OutFolder { path: out.display().to_string(), why });
+    let mut entries = match std::fs::read_dir(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return refuse("exists and is not a folder".into()),
+        Err(e) => return Err(PipelineError::io(out, e)),
+        Ok(entries) => entries,
+    };
+    if force || entries.next().is_none() {
+        return Ok(());
+    }
+    match SourceList::load(&out.join(SOURCES_FILE)) {
+        Err(_) => refuse(format!("is not empty and is not an hf-tailor folder (no readable {SOURCES_FILE}); choose another folder, or pass --force to write into it")),
+        Ok(found) if expected.is_some_and(|e| !same_models(e, &found)) => {
+            refuse(format!("holds the results of another job (its {SOURCES_FILE} names other models); choose another folder, or pass --force to write into it"))
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Same base and siblings (repo, revision and files), whatever the handles.
+fn same_models(a: &SourceList, b: &SourceList) -> bool {
+    let key = |l: &SourceList| -> Vec<(String, Option<String>, Vec<(String, String)>)> {
+        std::iter::once(&l.base).chain(&l.siblings).map(|m| (m.repo.clone(), m.revision.clone(), m.files.clone().into_iter().collect())).collect()
+    };
+    key(a) == key(b)
+}
+
 /// Run the job on a pulled family. `calibration` drives the search; `report` (the same
 /// tasks, or held-out splits of them) fills the results table and the card.
 pub fn tailor(
@@ -144,8 +178,12 @@ pub fn tailor(
     progress: &mut dyn Progress,
 ) -> Result<JobOutcome, PipelineError> {
     let out = &opts.out;
+    let sources = SourceList::from(family);
+    if !opts.out_checked {
+        check_out_folder(out, Some(&sources), opts.force)?;
+    }
     std::fs::create_dir_all(out).map_err(|e| PipelineError::io(out, e))?;
-    SourceList::from(family).save(&out.join(SOURCES_FILE))?;
+    sources.save(&out.join(SOURCES_FILE))?;
 
     progress.stage("checking that the models are one family");
     let fam = Arc::new(open_family(family)?);

@@ -98,13 +98,17 @@ impl Journal {
 
     /// Continue the journal at `path` (or start it if missing or empty). Its header must
     /// equal `header`; a torn last line (the write in flight when the search was killed)
-    /// is cut off.
+    /// is cut off. A file that is not a journal is refused, never repaired: the only
+    /// file without a complete header line that may be replaced is an empty one, or a
+    /// journal header torn while it was being written.
     pub fn resume(path: &Path, header: JournalHeader) -> Result<Self, SearchError> {
         if !path.exists() {
             return Self::create(path, header);
         }
+        check_is_journal(path)?;
         let (found, trials, valid_len) = read_lines(path)?;
         let Some(found) = found else {
+            // Empty, or only a torn header line (checked above): nothing to lose.
             std::fs::remove_file(path).map_err(io_err(path))?;
             return Self::create(path, header);
         };
@@ -135,6 +139,30 @@ impl Journal {
         let header = header.ok_or_else(|| SearchError::Journal { path: path.display().to_string(), message: "is empty".into() })?;
         Ok((header, trials))
     }
+}
+
+/// How every journal starts: the header line's first bytes, as `write_line` writes them.
+const HEADER_PREFIX: &str = "{\"kind\":\"header\"";
+
+/// Refuse a file that is not a search journal (so `--resume` pointed at the wrong file
+/// cannot destroy it). Accepted: an empty file, or one whose first bytes are a journal
+/// header (complete, or torn while it was written).
+fn check_is_journal(path: &Path) -> Result<(), SearchError> {
+    let mut head = Vec::with_capacity(HEADER_PREFIX.len());
+    File::open(path).and_then(|f| f.take(HEADER_PREFIX.len() as u64).read_to_end(&mut head)).map_err(io_err(path))?;
+    let n = head.len();
+    if n == 0 || head[..] == HEADER_PREFIX.as_bytes()[..n] {
+        // A prefix shorter than the marker is a header torn in its first bytes only when
+        // it is the whole file.
+        let whole = std::fs::metadata(path).map_err(io_err(path))?.len();
+        if n == HEADER_PREFIX.len() || whole == n as u64 {
+            return Ok(());
+        }
+    }
+    Err(SearchError::Journal {
+        path: path.display().to_string(),
+        message: "is not a search journal (it does not start with a journal header); refusing to resume from or overwrite it".into(),
+    })
 }
 
 fn write_line(file: &mut File, line: &Line, path: &Path) -> Result<(), SearchError> {

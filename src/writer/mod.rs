@@ -26,6 +26,7 @@ use crate::recipe::{Recipe, RecipeError};
 
 pub use plan::Plan;
 pub use shard_writer::{header_bytes, ShardWriter};
+pub use staging::remove_in_flight;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -45,6 +46,8 @@ pub enum BuildError {
     Verify(String),
     #[error("invalid size `{0}`: use bytes or a unit such as 500MB, 5GB, 2GiB")]
     Size(String),
+    #[error("output tensor `{tensor}` ({origin}) holds {what}: refusing to write a model with non-finite weights")]
+    NonFinite { tensor: String, origin: String, what: &'static str },
 }
 
 /// How to write.
@@ -136,14 +139,17 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
         bytes += write_text(&stage.dir.join(MERGEKIT_FILE), &yaml)?;
     }
     verify(&stage.dir, &plan)?;
+    check_finite(&stage.dir, &plan)?;
     let mut files: Vec<String> = std::fs::read_dir(&stage.dir)
         .map_err(|e| BuildError::Io { path: stage.dir.display().to_string(), source: e })?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     files.sort();
+    let stage_notes = stage.notes.clone();
     stage.commit()?;
 
-    let mut warnings = family.info.warnings.clone();
+    let mut warnings = stage_notes;
+    warnings.extend(family.info.warnings.iter().cloned());
     warnings.extend(plan.layout.notes.iter().cloned());
     Ok(BuildReport {
         out: out.display().to_string(),
@@ -254,9 +260,60 @@ fn verify(dir: &Path, plan: &Plan) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// Refuse NaN or infinite weights (from a poisoned source, or a merge with an absurd
+/// coefficient), naming the tensor and where it came from. Reads the written shards, which
+/// were just written and are usually still in the page cache.
+fn check_finite(dir: &Path, plan: &Plan) -> Result<(), BuildError> {
+    let ckpt = Checkpoint::open(dir).map_err(|e| BuildError::Verify(e.to_string()))?;
+    for t in &plan.layout.tensors {
+        let v = ckpt.view(&t.name).map_err(|e| BuildError::Verify(e.to_string()))?;
+        if let Some(what) = first_non_finite(v.dtype, v.data) {
+            let origin = match &t.rule {
+                crate::recipe::Rule::Take(m) => format!("`{}` of model `{m}`", t.source),
+                crate::recipe::Rule::Merge(m) => format!("`{}` merged from base and {}", t.source, m.models().join(", ")),
+            };
+            return Err(BuildError::NonFinite { tensor: t.name.clone(), origin, what });
+        }
+        ckpt.release_part(&t.name, 0, v.data.len());
+    }
+    Ok(())
+}
+
+/// "NaN" or "an infinite value" if the little-endian `data` of `dtype` holds one.
+pub fn first_non_finite(dtype: crate::dtype::Dtype, data: &[u8]) -> Option<&'static str> {
+    use crate::dtype::Dtype;
+    // All-ones exponent: infinity (zero mantissa) or NaN.
+    let (size, exp, man): (usize, u32, u32) = match dtype {
+        Dtype::F32 => (4, 0x7F80_0000, 0x007F_FFFF),
+        Dtype::F16 => (2, 0x7C00, 0x03FF),
+        Dtype::Bf16 => (2, 0x7F80, 0x007F),
+    };
+    let mut bad = None;
+    for c in data.chunks_exact(size) {
+        let bits = if size == 4 { u32::from_le_bytes([c[0], c[1], c[2], c[3]]) } else { u16::from_le_bytes([c[0], c[1]]) as u32 };
+        if bits & exp == exp {
+            if bits & man != 0 {
+                return Some("NaN");
+            }
+            bad = Some("an infinite value");
+        }
+    }
+    bad
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_values_are_found_in_every_dtype() {
+        use crate::dtype::{self, Dtype};
+        for d in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+            assert_eq!(first_non_finite(d, &dtype::from_f32(d, &[0.0, -1.5, 65000.0, f32::MIN_POSITIVE])), None, "{d}");
+            assert_eq!(first_non_finite(d, &dtype::from_f32(d, &[1.0, f32::NAN])), Some("NaN"), "{d}");
+            assert_eq!(first_non_finite(d, &dtype::from_f32(d, &[f32::NEG_INFINITY, 1.0])), Some("an infinite value"), "{d}");
+        }
+    }
 
     #[test]
     fn sizes_parse_like_transformers() {
