@@ -135,7 +135,10 @@ impl Http {
         let mut transferred = 0;
         if !blob.metadata().is_ok_and(|m| m.len() == meta.size) {
             std::fs::create_dir_all(blob.parent().expect("blob has a parent")).map_err(io_err(&blob))?;
-            let _lock = lock(&self.cfg.cache_dir, &cache, &meta.etag)?;
+            // Waiting for the lock blocks: off the async workers, so that another file of
+            // this pull with the same etag (polled on this task) can finish and release it.
+            let (dir, c, etag) = (self.cfg.cache_dir.clone(), cache.clone(), meta.etag.clone());
+            let _lock = tokio::task::spawn_blocking(move || lock(&dir, &c, &etag)).await.expect("the lock task does not panic")?;
             if !blob.metadata().is_ok_and(|m| m.len() == meta.size) {
                 let incomplete = cache.incomplete(&meta.etag).map_err(io_err(&cache.root))?;
                 transferred = self.download_resumable(repo, file, meta, &incomplete, bar).await?;

@@ -205,3 +205,208 @@ fn missing_recipe_file_is_bad_input_and_says_so_once() {
     // The OS reason appears once, not once per layer of the error chain.
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 10: exit codes, user files, interrupted builds, absurd inputs.
+
+/// Run the binary; returns (exit code, stderr). Asserts one error line and no panic on failure.
+fn run(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut c = common::hf_tailor();
+    c.args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    (o.status.code(), stderr)
+}
+
+fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// Exit 2 with one `hf-tailor: error:` line that mentions `wanted`.
+fn bad_input(args: &[&std::ffi::OsStr], wanted: &str) -> String {
+    let (code, stderr) = run(args, &[]);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(code, Some(2), "exit 2 expected for {args:?}: {stderr}");
+    assert_eq!(lines.len(), 1, "one line expected: {stderr}");
+    assert!(lines[0].starts_with("hf-tailor: error: ") && lines[0].contains(wanted), "`{wanted}` expected: {stderr}");
+    lines[0].to_string()
+}
+
+fn hidden_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
+    v.sort();
+    v
+}
+
+fn build_args<'a>(recipe: &'a Path, out: &'a Path, force: bool) -> Vec<&'a std::ffi::OsStr> {
+    let mut a = vec![os("build"), os("--recipe"), recipe.as_os_str(), os("--out"), out.as_os_str()];
+    if force {
+        a.push(os("--force"));
+    }
+    a
+}
+
+#[test]
+fn typed_errors_that_describe_user_input_exit_2() {
+    let tmp = common::tempdir();
+    let (_, r) = setup(tmp.path());
+    // BuildError::Destination
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    bad_input(&build_args(&r, &file, false), "not a folder");
+    // BuildError::Recipe (the recipe names a layer the models do not have)
+    let wrong = tmp.path().join("wrong.yaml");
+    std::fs::write(&wrong, std::fs::read_to_string(&r).unwrap().replacen("source_layers: 4", "source_layers: 6", 1)).unwrap();
+    bad_input(&build_args(&wrong, &tmp.path().join("o1"), false), "layers");
+    // RecipeError::Parse
+    let garbage = tmp.path().join("garbage.yaml");
+    std::fs::write(&garbage, "layers: [unclosed\n").unwrap();
+    bad_input(&build_args(&garbage, &tmp.path().join("o2"), false), "does not parse");
+    // BuildError::Size
+    bad_input(&[os("build"), os("--recipe"), r.as_os_str(), os("--out"), tmp.path().join("o3").as_os_str(), os("--shard-size"), os("0")], "invalid size");
+    // MergekitError::Import
+    let mk = tmp.path().join("merge.yaml");
+    std::fs::write(&mk, "merge_method: slerp\nslices: []\n").unwrap();
+    bad_input(&[os("mergekit"), os("import"), mk.as_os_str(), os("--source-layers"), os("4"), os("--architecture"), os("llama"), os("-o"), tmp.path().join("t.yaml").as_os_str()], "slerp");
+    // EvalError::Spec
+    bad_input(&[os("eval"), os("--recipe"), r.as_os_str(), os("--tasks"), os("nonsense-without-a-path")], "task spec");
+    // Usage: zero counts
+    bad_input(&[os("eval"), os("--recipe"), r.as_os_str(), os("--tasks"), os("mc=x.jsonl"), os("--batch-tokens"), os("0")], "--batch-tokens");
+    bad_input(&[os("baselines"), os("--base"), os("x"), os("--keep-layers"), os("2"), os("--tasks"), os("ppl=x"), os("--budget"), os("0"), os("--out"), os("o")], "--budget");
+    bad_input(&[os("search"), os("--base"), os("x"), os("--keep-layers"), os("2"), os("--tasks"), os("mc=x"), os("--budgets"), os("0,10"), os("--out"), os("o")], "--budgets");
+    assert!(hidden_entries(tmp.path()).is_empty());
+}
+
+#[test]
+fn absurd_sizes_are_refused_before_they_allocate() {
+    let tmp = common::tempdir();
+    let (_, r) = setup(tmp.path());
+    let text = std::fs::read_to_string(&r).unwrap();
+    // A recipe claiming 10^12 source layers.
+    let huge = tmp.path().join("huge.yaml");
+    std::fs::write(&huge, text.replacen("source_layers: 4", "source_layers: 1000000000000", 1)).unwrap();
+    bad_input(&build_args(&huge, &tmp.path().join("o"), false), "source_layers");
+    // A recipe nested 100,000 levels deep is refused before it is parsed.
+    let deep = tmp.path().join("deep.yaml");
+    std::fs::write(&deep, format!("{text}extra: {}{}\n", "[".repeat(100_000), "]".repeat(100_000))).unwrap();
+    bad_input(&build_args(&deep, &tmp.path().join("o"), false), "nested deeper");
+    // mergekit: a layer range of 10^11 layers, and 10^11 source layers.
+    let mk = tmp.path().join("merge.yaml");
+    std::fs::write(&mk, "merge_method: passthrough\nslices:\n  - sources:\n      - model: org/a\n        layer_range: [0, 100000000000]\n").unwrap();
+    let import = |layers: &str| -> Vec<std::ffi::OsString> {
+        ["mergekit", "import"].iter().map(Into::into).chain([mk.clone().into_os_string()]).chain(["--source-layers", layers, "--architecture", "llama", "-o"].iter().map(Into::into)).chain([tmp.path().join("t.yaml").into_os_string()]).collect()
+    };
+    let a = import("4");
+    bad_input(&a.iter().map(|s| s.as_os_str()).collect::<Vec<_>>(), "out of range");
+    let a = import("100000000000");
+    bad_input(&a.iter().map(|s| s.as_os_str()).collect::<Vec<_>>(), "source layers");
+    assert!(!tmp.path().join("t.yaml").exists() && !tmp.path().join("o").exists());
+}
+
+/// Overwrite the first element of `tensor` in `dir` with NaN.
+fn poison(dir: &Path, tensor: &str) {
+    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let shard = dir.join(index["weight_map"][tensor].as_str().unwrap());
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let start = 8 + n + header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
+    let nan: &[u8] = match header[tensor]["dtype"].as_str().unwrap() {
+        "F32" => &[0, 0, 0xC0, 0x7F],
+        "BF16" => &[0xC0, 0x7F],
+        "F16" => &[0x00, 0x7E],
+        d => panic!("dtype {d}"),
+    };
+    bytes[start..start + nan.len()].copy_from_slice(nan);
+    std::fs::write(&shard, bytes).unwrap();
+}
+
+#[test]
+fn non_finite_weights_are_not_written() {
+    let tmp = common::tempdir();
+    let (f, r) = setup(tmp.path());
+    poison(&f.dirs[1], "model.layers.3.mlp.up_proj.weight");
+    let out = tmp.path().join("out");
+    let line = build_fails(tmp.path(), &r, &out, "NaN");
+    assert!(line.contains("model.layers.3.mlp.up_proj.weight") && line.contains("sib1"), "tensor and source named: {line}");
+    assert!(!out.exists());
+    let (code, _) = run(&build_args(&r, &out, false), &[]);
+    assert_eq!(code, Some(2));
+}
+
+#[test]
+fn build_force_killed_between_the_replace_steps_never_leaves_the_destination_empty() {
+    let tmp = common::tempdir();
+    let (_, r) = setup(tmp.path());
+    let out = tmp.path().join("out");
+    let (code, stderr) = run(&build_args(&r, &out, false), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    std::fs::write(out.join("old-marker"), "from the first build").unwrap();
+    // Killed (abort, as a crash) right after the new folder took the old one's place.
+    let (code, _) = run(&build_args(&r, &out, true), &[("HF_TAILOR_FAULT", "abort@exchanged")]);
+    assert_ne!(code, Some(0));
+    assert!(out.join("config.json").is_file() && !out.join("old-marker").exists(), "the new model is in place");
+    hf_tailor::checkpoint::Checkpoint::open(&out).expect("a complete checkpoint at the destination");
+    let debris = hidden_entries(tmp.path());
+    assert_eq!(debris.len(), 1, "the old folder is left beside it: {debris:?}");
+    // The next build into the same destination removes it and says so.
+    let (code, stderr) = run(&build_args(&r, &out, true), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(&debris[0]) && stderr.contains("interrupted build"), "{stderr}");
+    assert!(hidden_entries(tmp.path()).is_empty());
+}
+
+#[test]
+fn a_killed_build_leaves_debris_the_next_build_removes_and_sigterm_leaves_none() {
+    let tmp = common::tempdir();
+    let (_, r) = setup(tmp.path());
+    let out = tmp.path().join("out");
+    // SIGTERM while the output is complete in staging but not yet in place.
+    let (code, stderr) = run(&build_args(&r, &out, false), &[("HF_TAILOR_FAULT", "sigterm@staged")]);
+    assert_eq!(code, Some(143), "{stderr}");
+    assert!(stderr.contains("SIGTERM") && stderr.contains("removed the unfinished output"), "{stderr}");
+    assert!(hidden_entries(tmp.path()).is_empty() && !out.exists(), "nothing left behind");
+    // A crash at the same point leaves the staging folder; the next build removes it.
+    let (code, _) = run(&build_args(&r, &out, false), &[("HF_TAILOR_FAULT", "abort@staged")]);
+    assert_ne!(code, Some(0));
+    let debris = hidden_entries(tmp.path());
+    assert_eq!(debris.len(), 1, "{debris:?}");
+    assert!(debris[0].starts_with(".out.tmp-"), "{debris:?}");
+    let (code, stderr) = run(&build_args(&r, &out, false), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(&debris[0]) && stderr.contains("is gone"), "{stderr}");
+    assert!(hidden_entries(tmp.path()).is_empty() && out.join("config.json").is_file());
+}
+
+#[test]
+fn demo_refuses_an_out_folder_holding_other_files() {
+    let tmp = common::tempdir();
+    std::fs::write(tmp.path().join("report.md"), "my own notes").unwrap();
+    std::fs::write(tmp.path().join("tailor.yaml"), "my own recipe").unwrap();
+    bad_input(&[os("demo"), os("--out"), tmp.path().as_os_str(), os("--trials"), os("1")], "not an hf-tailor folder");
+    assert_eq!(std::fs::read_to_string(tmp.path().join("report.md")).unwrap(), "my own notes");
+    assert_eq!(std::fs::read_to_string(tmp.path().join("tailor.yaml")).unwrap(), "my own recipe");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2, "nothing was added");
+}
+
+#[test]
+fn root_command_refuses_an_out_folder_of_another_job() {
+    let tmp = common::tempdir();
+    let (f, _) = setup(tmp.path());
+    let list = tmp.path().join("finetunes.txt");
+    std::fs::write(&list, format!("{}\n", f.dirs[1].display())).unwrap();
+    let out = tmp.path().join("work");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("report.md"), "my own notes").unwrap();
+    let tasks = tmp.path().join("t.jsonl");
+    std::fs::write(&tasks, "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"label\": 0}\n").unwrap();
+    let spec = format!("mc={}", tasks.display());
+    let args = [os("--base"), f.dirs[0].as_os_str(), os("--finetunes"), list.as_os_str(), os("--tasks"), os(&spec), os("--trials"), os("1"), os("--out"), out.as_os_str()];
+    bad_input(&args, "not an hf-tailor folder");
+    assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), "my own notes");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "nothing was added");
+}

@@ -7,6 +7,7 @@ mod bad_inputs;
 mod build;
 mod card;
 mod hub;
+mod hostile_hub;
 mod testhub;
 mod search;
 mod eval;
