@@ -70,6 +70,9 @@ pub struct Args {
     /// Continue the search journal in --out after an interruption.
     #[arg(long)]
     pub resume: bool,
+    /// Write into an --out folder that holds other files, replacing its model folder.
+    #[arg(long)]
+    pub force: bool,
     /// Create the pushed repo as private.
     #[arg(long, requires = "push")]
     pub private: bool,
@@ -161,6 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         DeviceArg::Cuda => DeviceKind::Cuda(0),
     };
     opts.resume = args.resume;
+    opts.force = args.force;
     opts.repo_id = args.push.clone();
     let outcome = pipeline::tailor(&family, tasks.clone(), tasks, &opts, &mut progress)?;
     progress.finish();

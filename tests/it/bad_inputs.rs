@@ -273,7 +273,7 @@ fn typed_errors_that_describe_user_input_exit_2() {
     std::fs::write(&mk, "merge_method: slerp\nslices: []\n").unwrap();
     bad_input(&[os("mergekit"), os("import"), mk.as_os_str(), os("--source-layers"), os("4"), os("--architecture"), os("llama"), os("-o"), tmp.path().join("t.yaml").as_os_str()], "slerp");
     // EvalError::Spec
-    bad_input(&[os("eval"), os("--recipe"), r.as_os_str(), os("--tasks"), os("nonsense-without-a-path")], "task spec");
+    bad_input(&[os("eval"), os("--recipe"), r.as_os_str(), os("--tasks"), os("nonsense-without-a-path")], "expected a .jsonl");
     // Usage: zero counts
     bad_input(&[os("eval"), os("--recipe"), r.as_os_str(), os("--tasks"), os("mc=x.jsonl"), os("--batch-tokens"), os("0")], "--batch-tokens");
     bad_input(&[os("baselines"), os("--base"), os("x"), os("--keep-layers"), os("2"), os("--tasks"), os("ppl=x"), os("--budget"), os("0"), os("--out"), os("o")], "--budget");
@@ -406,7 +406,39 @@ fn root_command_refuses_an_out_folder_of_another_job() {
     std::fs::write(&tasks, "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"label\": 0}\n").unwrap();
     let spec = format!("mc={}", tasks.display());
     let args = [os("--base"), f.dirs[0].as_os_str(), os("--finetunes"), list.as_os_str(), os("--tasks"), os(&spec), os("--trials"), os("1"), os("--out"), out.as_os_str()];
-    bad_input(&args, "not an hf-tailor folder");
+    let (code, stderr) = run(&args, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("hf-tailor: error: ") && last.contains("not an hf-tailor folder"), "{stderr}");
     assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), "my own notes");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "nothing was added");
+}
+
+#[test]
+fn search_resume_refuses_a_file_that_is_not_a_journal() {
+    use hf_tailor::eval::TaskData;
+    use hf_tailor::search::identity_family::IdentityFamily;
+    let tmp = common::tempdir();
+    let fam = IdentityFamily::write(tmp.path()).unwrap();
+    let tasks = fam.tasks(std::sync::Arc::new(fam.open().unwrap()), 4).unwrap();
+    let TaskData::MultipleChoice(items) = &tasks[0].data else { panic!("mc task expected") };
+    let lines: Vec<String> = items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
+    let task_file = tmp.path().join("t.jsonl");
+    std::fs::write(&task_file, lines.join("\n") + "\n").unwrap();
+    let notes = tmp.path().join("notes.txt");
+    std::fs::write(&notes, "my notes, one line\nanother line without a newline at the end").unwrap();
+    let spec = format!("mc={}", task_file.display());
+    let out = tmp.path().join("out");
+    let finetunes = fam.dirs[1].display().to_string();
+    let args = [os("search"), os("--base"), fam.dirs[0].as_os_str(), os("--finetunes"), os(&finetunes), os("--keep-layers"), os("4"), os("--tasks"), os(&spec),
+        os("--trials"), os("1"), os("--budgets"), os("4"), os("--baselines"), os("none"), os("--journal"), notes.as_os_str(), os("--resume"), os("--out"), out.as_os_str()];
+    let (code, stderr) = run(&args, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.lines().last().unwrap_or("").contains("is not a search journal"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes, one line\nanother line without a newline at the end", "the file is untouched");
+    // An empty file may be (re)started as a journal.
+    std::fs::write(&notes, "").unwrap();
+    let (code, stderr) = run(&args, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(std::fs::read_to_string(&notes).unwrap().starts_with("{\"kind\":\"header\""));
 }
