@@ -11,6 +11,25 @@ use crate::recipe::Recipe;
 /// Accuracy in [0, 1] per calibration task name (higher is better).
 pub type TaskScores = BTreeMap<String, f64>;
 
+/// A candidate whose scores are not numbers (NaN or infinite log-likelihoods, from
+/// non-finite weights or an absurd merge coefficient). A scorer reports it as (the cause
+/// of) its error; the search journals the trial as failed instead of comparing it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NonFiniteScores(pub String);
+
+/// The [`NonFiniteScores`] in `e`'s chain of causes, if any.
+pub fn non_finite_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a NonFiniteScores> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(n) = c.downcast_ref::<NonFiniteScores>() {
+            return Some(n);
+        }
+        cur = c.source();
+    }
+    None
+}
+
 /// Scores candidates in memory. Implemented by `eval::Evaluator`.
 pub trait Scorer {
     type Error: std::error::Error + Send + Sync + 'static;

@@ -55,6 +55,8 @@ pub enum EvalError {
     Device(String),
     #[error("the recipe does not fit the loaded models: {0}")]
     Mismatch(String),
+    #[error("{0}")]
+    NonFinite(#[source] crate::score::NonFiniteScores),
 }
 
 fn terr(what: &str) -> impl Fn(candle_core::Error) -> EvalError + '_ {
@@ -303,6 +305,7 @@ impl Evaluator {
             max_window: self.options.max_window,
             pack_choices: self.options.pack_choices,
             pair_cost: pair / linear.max(1.0),
+            max_positions: self.family.base.config.max_position_embeddings,
         }
     }
 
@@ -498,7 +501,7 @@ impl Evaluator {
         let key = PlanKey::of(items, budget);
         self.ensure_plan(key)?;
         let plan = self.plans.remove(&key).expect("plan just made");
-        let scores = self.score_tokens(recipe, &plan.batches, plan.n_scored);
+        let scores = self.score_tokens(recipe, &plan.batches, plan.n_scored).and_then(|s| finite_scores(recipe, s));
         let out = scores.map(|scores| {
             let unit = |v: Vec<f64>| {
                 let weights = vec![1.0; v.len()];
@@ -529,7 +532,7 @@ impl Evaluator {
         self.check_recipe(recipe)?;
         self.ensure_plan(PlanKey::All(budget))?;
         let plan = self.plans.remove(&PlanKey::All(budget)).expect("plan just made");
-        let scores = self.score_tokens(recipe, &plan.batches, plan.n_scored);
+        let scores = self.score_tokens(recipe, &plan.batches, plan.n_scored).and_then(|s| finite_scores(recipe, s));
         let out = scores.map(|scores| {
             plan.tasks
                 .iter()
@@ -680,6 +683,20 @@ impl Evaluator {
 fn measures(items: usize, per_item: std::collections::BTreeMap<Metric, ItemValues>) -> TaskMeasures {
     let metrics = per_item.iter().map(|(m, v)| (*m, v.estimate())).collect::<std::collections::BTreeMap<Metric, Estimate>>();
     TaskMeasures { items, metrics, per_item }
+}
+
+/// Refuse NaN or infinite token log-likelihoods: an accuracy computed over them is noise.
+fn finite_scores(recipe: &Recipe, scores: Vec<f64>) -> Result<Vec<f64>, EvalError> {
+    let bad = scores.iter().filter(|x| !x.is_finite()).count();
+    if bad == 0 {
+        return Ok(scores);
+    }
+    let layers: Vec<String> = recipe.layers.iter().map(|l| l.from.to_string()).collect();
+    Err(EvalError::NonFinite(crate::score::NonFiniteScores(format!(
+        "the candidate keeping layers [{}] scores non-finite log-likelihoods on {bad} of {} tokens (NaN or infinite weights or activations)",
+        layers.join(", "),
+        scores.len()
+    ))))
 }
 
 impl Scorer for Evaluator {

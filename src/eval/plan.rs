@@ -171,6 +171,8 @@ pub struct Packing {
     /// Cost of one query-key pair of attention relative to one token through a layer's
     /// linear maps (decides when packing an item pays).
     pub pair_cost: f64,
+    /// The model's `max_position_embeddings`: no multiple-choice input may be longer.
+    pub max_positions: usize,
 }
 
 impl Packing {
@@ -215,6 +217,14 @@ fn plan_item(set: &mut SequenceSet, enc: &TextEncoder, item: &McItem, pack: Pack
     let mut continuations = Vec::new();
     for c in &item.choices {
         let (ctx, cont) = enc.encode_pair(&item.context, c)?;
+        // Refused before any batch is allocated: the model has no position for these tokens.
+        if ctx.len() + cont.len() > pack.max_positions {
+            let head: String = item.context.chars().take(40).collect();
+            return Err(EvalError::Data {
+                origin: format!("item {head:?}…"),
+                message: format!("encodes to {} tokens, more than the model's max_position_embeddings ({})", ctx.len() + cont.len(), pack.max_positions),
+            });
+        }
         if cont.is_empty() {
             return Err(EvalError::Tokenizer(format!("choice {c:?} of {:?} encodes to no token", item.context)));
         }

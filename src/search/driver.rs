@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::score::{accuracies, mean_score, Items, LayerWork, Scorer, TaskScores};
+use crate::score::{accuracies, mean_score, Items, LayerWork, Measures, Scorer, TaskScores};
 
 use super::journal::{Journal, JournalHeader, TrialRecord, FORMAT};
 use super::objective;
@@ -85,7 +85,7 @@ pub fn run_search<S: Scorer>(
     }
     let guide = cfg.objective.guide;
     let items = cfg.hold_out.map_or(Items::All, Items::Search);
-    let mut opt = Optimizer::new(space, cfg, tasks);
+    let mut opt = Optimizer::new(space, cfg, tasks.clone());
     let journaled = journal.trials.clone();
     let mut done: Vec<TrialRecord> = Vec::with_capacity(trials);
     for index in 0..trials.max(journaled.len()) {
@@ -105,13 +105,21 @@ pub fn run_search<S: Scorer>(
                 let recipe = space.to_recipe(&p.candidate);
                 let start = Instant::now();
                 let work_before = scorer.layer_work();
-                let measures = scorer
-                    .measure(&recipe, p.budget, items)
-                    .map_err(|e| SearchError::Score { what: format!("trial {index}"), source: Box::new(e) })?;
+                // A candidate with non-finite scores is journaled as failed (the worst value
+                // seen), never compared; any other scoring error stops the search.
+                let (measures, failed) = match scorer.measure(&recipe, p.budget, items) {
+                    Ok(m) => (m, None),
+                    Err(e) => match crate::score::non_finite_cause(&e) {
+                        Some(n) => (Measures::default(), Some(n.to_string())),
+                        None => return Err(SearchError::Score { what: format!("trial {index}"), source: Box::new(e) }),
+                    },
+                };
                 let seconds = start.elapsed().as_secs_f64();
                 let layers = scorer.layer_work().zip(work_before).map(|(after, before)| after.since(before));
-                let scores = accuracies(&measures);
-                let value = objective::overall(&measures, guide)?;
+                let (scores, value) = match &failed {
+                    None => (accuracies(&measures), Some(objective::overall(&measures, guide)?)),
+                    Some(_) => (tasks.iter().map(|t| (t.clone(), 0.0)).collect(), None),
+                };
                 let record = TrialRecord {
                     index,
                     origin: p.origin,
@@ -121,8 +129,9 @@ pub fn run_search<S: Scorer>(
                     seconds,
                     layers,
                     recipe,
-                    objective: Some(value),
+                    objective: value,
                     measures,
+                    failed,
                 };
                 // Tell the optimiser exactly what a replay will read back from the journal.
                 let record = json_round_trip(&record);
@@ -130,7 +139,8 @@ pub fn run_search<S: Scorer>(
                 (record, false)
             }
         };
-        opt.tell(&p, &guide_values(&record, guide, journal.path())?);
+        let told = if record.failed.is_some() { worst_values(&done, &tasks, guide, journal.path())? } else { guide_values(&record, guide, journal.path())? };
+        opt.tell(&p, &told);
         done.push(record);
         let chosen = choose(&done);
         if chosen != choose(&done[..done.len() - 1]) {
@@ -142,7 +152,10 @@ pub fn run_search<S: Scorer>(
         let (best, best_objective) = (chosen.map(|i| done[i].mean), chosen.map(|i| done[i].objective_value()));
         on_trial(&TrialEvent { trial: done.last().expect("pushed"), done: done.len(), total: trials, best, best_objective, replayed });
     }
-    let best = choose(&done).expect("at least one trial");
+    let best = choose(&done).ok_or_else(|| {
+        let why = done.iter().find_map(|t| t.failed.clone()).unwrap_or_default();
+        SearchError::Space(format!("every trial failed: {why}"))
+    })?;
     let curve = incumbent_curve(&done);
     Ok(SearchOutcome { trials: done, best, curve })
 }
@@ -160,6 +173,21 @@ fn guide_values(r: &TrialRecord, guide: crate::score::Metric, path: &std::path::
         };
     }
     Ok(objective::task_values(&r.measures, guide).into_iter().map(|(t, e)| (t, e.value)).collect())
+}
+
+/// What a failed trial is told as: per task, the worst guiding value any scored trial had
+/// (0 accuracy, or a very low log-likelihood, when none was scored yet).
+fn worst_values(done: &[TrialRecord], tasks: &[String], guide: crate::score::Metric, path: &std::path::Path) -> Result<TaskScores, SearchError> {
+    let mut worst: TaskScores = tasks.iter().map(|t| (t.clone(), f64::INFINITY)).collect();
+    for r in done.iter().filter(|r| r.failed.is_none()) {
+        for (t, v) in guide_values(r, guide, path)? {
+            if let Some(w) = worst.get_mut(&t) {
+                *w = w.min(v);
+            }
+        }
+    }
+    let floor = if guide == crate::score::Metric::Acc { 0.0 } else { -100.0 };
+    Ok(worst.into_iter().map(|(t, v)| (t, if v.is_finite() { v } else { floor })).collect())
 }
 
 fn json_round_trip(r: &TrialRecord) -> TrialRecord {

@@ -53,6 +53,10 @@ pub struct TrialRecord {
     /// Every task's measures (accuracy, log-likelihoods, margins) with standard errors.
     #[serde(default, skip_serializing_if = "Measures::is_empty")]
     pub measures: Measures,
+    /// Why the candidate could not be scored (non-finite scores); a failed trial is told to
+    /// the optimiser as the worst score and never chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 impl TrialRecord {

@@ -43,8 +43,9 @@ pub fn choose(trials: &[TrialRecord]) -> Option<usize> {
 
 /// Trials at the highest budget, best first (objective, then simpler, then earlier).
 fn ranked(trials: &[TrialRecord]) -> Vec<usize> {
-    let Some(top) = trials.iter().map(|t| t.budget).max() else { return Vec::new() };
-    let mut idx: Vec<usize> = (0..trials.len()).filter(|&i| trials[i].budget == top).collect();
+    // A failed trial (non-finite scores) is never ranked.
+    let Some(top) = trials.iter().filter(|t| t.failed.is_none()).map(|t| t.budget).max() else { return Vec::new() };
+    let mut idx: Vec<usize> = (0..trials.len()).filter(|&i| trials[i].budget == top && trials[i].failed.is_none()).collect();
     idx.sort_by(|&a, &b| {
         let (ta, tb) = (&trials[a], &trials[b]);
         tb.objective_value()
@@ -157,7 +158,7 @@ mod tests {
         let t = crate::search::space::tests::template(4, 2);
         let layers = rules.iter().enumerate().map(|(from, rule)| LayerRule { from, rule: rule.clone() }).collect();
         let recipe = crate::recipe::Recipe::new("llama", 4, t.base, t.siblings, layers, t.edges);
-        TrialRecord { index, origin: Origin::Random, budget, scores: [("t".to_string(), mean)].into(), mean, seconds: 0.0, layers: None, recipe, objective: None, measures: Default::default() }
+        TrialRecord { index, origin: Origin::Random, budget, scores: [("t".to_string(), mean)].into(), mean, seconds: 0.0, layers: None, recipe, objective: None, measures: Default::default(), failed: None }
     }
 
     #[test]

@@ -442,3 +442,50 @@ fn search_resume_refuses_a_file_that_is_not_a_journal() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(std::fs::read_to_string(&notes).unwrap().starts_with("{\"kind\":\"header\""));
 }
+
+#[test]
+fn eval_refuses_contexts_longer_than_the_model_and_non_finite_scores() {
+    let tmp = common::tempdir();
+    let (f, r) = setup(tmp.path());
+    // The fixture has 512 positions and one token per byte.
+    let long = tmp.path().join("long.jsonl");
+    std::fs::write(&long, serde_json::json!({"context": "x".repeat(20_000), "choices": ["a", "b"], "label": 0}).to_string() + "\n").unwrap();
+    let spec = format!("mc={}", long.display());
+    bad_input(&[os("eval"), os("--recipe"), r.as_os_str(), os("--tasks"), os(&spec)], "max_position_embeddings");
+    // NaN weights in a source the candidate takes a layer from: an error naming the candidate, not an accuracy.
+    let short = tmp.path().join("short.jsonl");
+    std::fs::write(&short, "{\"context\": \"ab\", \"choices\": [\"c\", \"d\"], \"label\": 0}\n").unwrap();
+    poison(&f.dirs[1], "model.layers.3.mlp.up_proj.weight");
+    let spec = format!("mc={}", short.display());
+    let line = bad_input(&[os("eval"), os("--recipe"), r.as_os_str(), os("--tasks"), os(&spec)], "non-finite log-likelihoods");
+    assert!(line.contains("candidate"), "{line}");
+}
+
+#[test]
+fn search_journals_candidates_with_non_finite_scores_as_failed() {
+    use hf_tailor::eval::TaskData;
+    use hf_tailor::search::identity_family::IdentityFamily;
+    let tmp = common::tempdir();
+    let fam = IdentityFamily::write(tmp.path()).unwrap();
+    let tasks = fam.tasks(std::sync::Arc::new(fam.open().unwrap()), 4).unwrap();
+    let TaskData::MultipleChoice(items) = &tasks[0].data else { panic!("mc task expected") };
+    let lines: Vec<String> = items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
+    let task_file = tmp.path().join("t.jsonl");
+    std::fs::write(&task_file, lines.join("\n") + "\n").unwrap();
+    // Every model's final norm is poisoned: every candidate scores NaN.
+    for d in &fam.dirs {
+        poison(d, "model.norm.weight");
+    }
+    let spec = format!("mc={}", task_file.display());
+    let out = tmp.path().join("out");
+    let finetunes = fam.dirs[1].display().to_string();
+    let args = [os("search"), os("--base"), fam.dirs[0].as_os_str(), os("--finetunes"), os(&finetunes), os("--keep-layers"), os("4"), os("--tasks"), os(&spec),
+        os("--trials"), os("3"), os("--budgets"), os("4"), os("--baselines"), os("none"), os("--out"), out.as_os_str()];
+    let (code, stderr) = run(&args, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.lines().last().unwrap_or("").contains("every trial failed"), "{stderr}");
+    let (_, trials) = hf_tailor::search::Journal::read(&out.join("journal.jsonl")).unwrap();
+    assert_eq!(trials.len(), 3, "each failed trial is journaled");
+    assert!(trials.iter().all(|t| t.failed.as_deref().is_some_and(|f| f.contains("non-finite")) && t.mean == 0.0), "{trials:?}");
+    assert!(!out.join("tailor.yaml").exists(), "no recipe is chosen from failed trials");
+}
