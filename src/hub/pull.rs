@@ -180,7 +180,7 @@ fn read_index_shards(path: &Path, repo: &str) -> Result<Vec<String>, HubError> {
 
 /// The hf-hub client for metadata calls, on our endpoint, cache and token.
 fn hf_client(cfg: &HubConfig) -> Result<hf_hub::HFClient, HubError> {
-    let mut b = hf_hub::HFClient::builder().endpoint(cfg.endpoint.clone()).cache_dir(cfg.cache_dir.clone()).retry_max_attempts(cfg.retry.max_attempts);
+    let mut b = hf_hub::HFClient::builder().endpoint(cfg.endpoint.clone()).cache_dir(cfg.cache_dir.clone()).retry_max_attempts(cfg.retry.max_attempts as usize);
     if let Some(t) = &cfg.token {
         b = b.token(t.expose());
     }
