@@ -171,6 +171,10 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(code) = library_code(cause) {
             return code;
         }
+        // A file the command line names that is not there (read through an anyhow context).
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            return io_code(e).unwrap_or(1);
+        }
     }
     1
 }

@@ -272,6 +272,8 @@ fn typed_errors_that_describe_user_input_exit_2() {
     let mk = tmp.path().join("merge.yaml");
     std::fs::write(&mk, "merge_method: slerp\nslices: []\n").unwrap();
     bad_input(&[os("mergekit"), os("import"), mk.as_os_str(), os("--source-layers"), os("4"), os("--architecture"), os("llama"), os("-o"), tmp.path().join("t.yaml").as_os_str()], "slerp");
+    // A missing input file read through the CLI (mergekit import's config).
+    bad_input(&[os("mergekit"), os("import"), tmp.path().join("missing.yaml").as_os_str(), os("--source-layers"), os("4"), os("-o"), tmp.path().join("t.yaml").as_os_str()], "missing.yaml");
     // EvalError::Spec
     bad_input(&[os("eval"), os("--recipe"), r.as_os_str(), os("--tasks"), os("nonsense-without-a-path")], "expected a .jsonl");
     // Usage: zero counts
