@@ -438,6 +438,12 @@ fn search_resume_refuses_a_file_that_is_not_a_journal() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.lines().last().unwrap_or("").contains("is not a search journal"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes, one line\nanother line without a newline at the end", "the file is untouched");
+    // A file without one complete line is not a torn journal either (it used to be deleted).
+    std::fs::write(&notes, "my notes on one line, no newline").unwrap();
+    let (code, stderr) = run(&args, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.lines().last().unwrap_or("").contains("is not a search journal"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes on one line, no newline", "the file is untouched");
     // An empty file may be (re)started as a journal.
     std::fs::write(&notes, "").unwrap();
     let (code, stderr) = run(&args, &[]);
