@@ -291,9 +291,6 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
     if let Some(why) = crate::limits::yaml_problem(text) {
         return Err(MergekitError::Parse(why));
     }
-    if opts.source_layers == 0 || opts.source_layers > crate::limits::MAX_LAYERS {
-        return Err(import_err("source layers", format!("{} is not between 1 and {} (the most layers hf-tailor accepts)", opts.source_layers, crate::limits::MAX_LAYERS)));
-    }
     let cfg: Value = serde_norway::from_str(text).map_err(|e| MergekitError::Parse(e.to_string()))?;
     let method = cfg.get("merge_method").and_then(Value::as_str).ok_or_else(|| import_err("merge_method", "is missing"))?;
     let task_arithmetic = match method {
@@ -330,6 +327,10 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
         (None, Some(c)) => c.num_hidden_layers,
         (None, None) => return Err(import_err("base_model", "the base's config.json is not reachable (not a local folder or cached): pass --source-layers")),
     };
+    // Checked before any layer is made from it.
+    if source_layers == 0 || source_layers > crate::limits::MAX_LAYERS {
+        return Err(import_err("source layers", format!("{source_layers} is not between 1 and {} (the most layers hf-tailor accepts)", crate::limits::MAX_LAYERS)));
+    }
 
     // Both forms become a list of output slices, each a list of input slices.
     let mut slices: Vec<Vec<InputSlice>> = Vec::new();
@@ -410,8 +411,8 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
             Rule::Take(name_of[srcs[0].model.as_str()].to_string())
         };
         // Checked before the layers are made: a range is never longer than the sources.
-        if to > opts.source_layers {
-            return Err(import_err(&format!("{at}.layer_range"), format!("[{from}, {to}] is out of range: the sources have {} layers", opts.source_layers)));
+        if to > source_layers {
+            return Err(import_err(&format!("{at}.layer_range"), format!("[{from}, {to}] is out of range: the sources have {source_layers} layers")));
         }
         if layers.len() + (to - from) > crate::limits::MAX_LAYERS {
             return Err(import_err(&at, format!("the slices make more than {} layers", crate::limits::MAX_LAYERS)));

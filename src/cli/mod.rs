@@ -187,7 +187,7 @@ fn io_code(source: &std::io::Error) -> Option<u8> {
 /// The exit status a library error implies, when it is one hf-tailor knows; None lets the
 /// caller look at the error's cause (a wrapper that says nothing of its own).
 fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
-    use hf_tailor::build::BuildError as B;
+    use hf_tailor::writer::BuildError as B;
     use hf_tailor::card::CardError as D;
     use hf_tailor::checkpoint::CheckpointError as C;
     use hf_tailor::config::ConfigError as K;

@@ -24,7 +24,7 @@ pub fn install() {
                 _ = int.recv() => ("SIGINT", 130),
                 _ = term.recv() => ("SIGTERM", 143),
             };
-            let removed = hf_tailor::build::remove_in_flight();
+            let removed = hf_tailor::writer::remove_in_flight();
             let what = match removed.as_slice() {
                 [] => String::new(),
                 dirs => format!("; removed the unfinished output {}", dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")),

@@ -162,8 +162,8 @@ pub fn check_out_folder(out: &Path, expected: Option<&SourceList>, force: bool) 
 
 /// Same base and siblings (repo, revision and files), whatever the handles.
 fn same_models(a: &SourceList, b: &SourceList) -> bool {
-    let key = |l: &SourceList| -> Vec<(String, Option<String>, Vec<(String, String)>)> {
-        std::iter::once(&l.base).chain(&l.siblings).map(|m| (m.repo.clone(), m.revision.clone(), m.files.clone().into_iter().collect())).collect()
+    let key = |l: &SourceList| -> Vec<(crate::source::ModelSource, Vec<(String, String)>)> {
+        std::iter::once(&l.base).chain(&l.siblings).map(|m| (m.source.clone(), m.files.clone().into_iter().collect())).collect()
     };
     key(a) == key(b)
 }

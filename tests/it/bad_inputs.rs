@@ -271,7 +271,7 @@ fn typed_errors_that_describe_user_input_exit_2() {
     // MergekitError::Import
     let mk = tmp.path().join("merge.yaml");
     std::fs::write(&mk, "merge_method: slerp\nslices: []\n").unwrap();
-    bad_input(&[os("mergekit"), os("import"), mk.as_os_str(), os("--source-layers"), os("4"), os("--architecture"), os("llama"), os("-o"), tmp.path().join("t.yaml").as_os_str()], "slerp");
+    bad_input(&[os("mergekit"), os("import"), mk.as_os_str(), os("--source-layers"), os("4"), os("--architecture"), os("llama"), os("-o"), tmp.path().join("t.yaml").as_os_str()], "mergekit config");
     // A missing input file read through the CLI (mergekit import's config).
     bad_input(&[os("mergekit"), os("import"), tmp.path().join("missing.yaml").as_os_str(), os("--source-layers"), os("4"), os("-o"), tmp.path().join("t.yaml").as_os_str()], "missing.yaml");
     // EvalError::Spec
@@ -419,7 +419,7 @@ fn root_command_refuses_an_out_folder_of_another_job() {
 #[test]
 fn search_resume_refuses_a_file_that_is_not_a_journal() {
     use hf_tailor::eval::TaskData;
-    use hf_tailor::search::identity_family::IdentityFamily;
+    use hf_tailor::testkit::identity_family::IdentityFamily;
     let tmp = common::tempdir();
     let fam = IdentityFamily::write(tmp.path()).unwrap();
     let tasks = fam.tasks(std::sync::Arc::new(fam.open().unwrap()), 4).unwrap();
@@ -472,7 +472,7 @@ fn eval_refuses_contexts_longer_than_the_model_and_non_finite_scores() {
 #[test]
 fn search_journals_candidates_with_non_finite_scores_as_failed() {
     use hf_tailor::eval::TaskData;
-    use hf_tailor::search::identity_family::IdentityFamily;
+    use hf_tailor::testkit::identity_family::IdentityFamily;
     let tmp = common::tempdir();
     let fam = IdentityFamily::write(tmp.path()).unwrap();
     let tasks = fam.tasks(std::sync::Arc::new(fam.open().unwrap()), 4).unwrap();

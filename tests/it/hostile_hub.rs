@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use hf_tailor::hub::auth::Token;
 use hf_tailor::hub::retry::RetryPolicy;
-use hf_tailor::hub::{self, HubConfig, HubError, ModelRef};
+use hf_tailor::hub::{self, HubConfig, HubError, ModelSource};
 use serde_json::json;
 
 use crate::common;
@@ -230,7 +230,7 @@ impl Scene {
     }
 
     fn pull(&self, behaviour: &str) -> HubError {
-        let m = ModelRef::Hub { repo: format!("hostile/{behaviour}"), revision: None };
+        let m = ModelSource::Hub { repo: format!("hostile/{behaviour}"), revision: None };
         hub::pull_model(&self.hub.cfg(&self.cache()), "base", &m, false).expect_err("a hostile answer must be refused")
     }
 
