@@ -119,10 +119,12 @@ pub async fn push_folder_async(cfg: &HubConfig, dir: &Path, repo: &str, opts: &P
     })
 }
 
-/// Check, before hours of work, that a push to `repo` can succeed: the id has the Hub's
-/// syntax, a token is there, the endpoint answers, the token is valid (`whoami`), and the
-/// token may write there (the repo is created, or already exists, as the push would do).
-pub fn preflight(cfg: &HubConfig, repo: &str, private: bool) -> Result<String, HubError> {
+/// Check, before hours of work, that a push to `repo` can succeed, without changing
+/// anything on the Hub: the id has the Hub's syntax, a token is there, the endpoint
+/// answers, the token is valid and may write (`whoami`: not a read-only token), and the
+/// owner is the token's user or one of its organisations. The repo itself is created by the
+/// push, after the model verified.
+pub fn preflight(cfg: &HubConfig, repo: &str, _private: bool) -> Result<(), HubError> {
     if !repo.contains('/') || !super::finetunes::is_repo_id(repo) {
         return Err(HubError::PushTarget { repo: repo.into() });
     }
@@ -146,10 +148,20 @@ pub fn preflight(cfg: &HubConfig, repo: &str, private: bool) -> Result<String, H
                 }
             })
             .await?;
-        http.check(resp, repo, NotFound::Repo).await?;
-        let opts = PushOptions { private, ..PushOptions::default() };
-        let bar = indicatif::ProgressBar::hidden();
-        Pusher { http: &http, repo, opts: &opts, bar: &bar }.create_repo().await
+        let resp = http.check(resp, repo, NotFound::Repo).await?;
+        let who: Value = resp.json().await.unwrap_or(Value::Null);
+        let forbidden = |message: String| HubError::Forbidden { repo: repo.into(), message };
+        if who.pointer("/auth/accessToken/role").and_then(Value::as_str) == Some("read") {
+            return Err(forbidden("the token is read-only; create a token with write access".into()));
+        }
+        let owner = repo.split('/').next().unwrap_or_default();
+        let user = who.get("name").and_then(Value::as_str);
+        let orgs: Vec<&str> = who.get("orgs").and_then(Value::as_array).map(|o| o.iter().filter_map(|x| x.get("name").and_then(Value::as_str)).collect()).unwrap_or_default();
+        match user {
+            Some(u) if u == owner || orgs.contains(&owner) => Ok(()),
+            Some(u) => Err(forbidden(format!("the token belongs to `{u}`, who is not `{owner}` nor a member of it"))),
+            None => Err(HubError::Protocol { repo: repo.into(), message: "the whoami answer names no user".into() }),
+        }
     })
 }
 
