@@ -168,7 +168,7 @@ pub fn hold_out(fraction: Option<f64>, seed: u64) -> anyhow::Result<Option<HoldO
     match fraction.unwrap_or(DEFAULT_SELECTION_FRACTION) {
         0.0 => Ok(None),
         f if f > 0.0 && f < 1.0 => Ok(Some(HoldOut { fraction: f, seed })),
-        f => bail!("--selection-split must be 0 (off) or a fraction in (0, 1), got {f}"),
+        f => super::usage!("--selection-split must be 0 (off) or a fraction in (0, 1), got {f}"),
     }
 }
 
@@ -336,7 +336,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if (o.guide == hf_tailor::score::Metric::Ppl || o.select == hf_tailor::score::Metric::Ppl)
         && !s.evaluator.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)))
     {
-        bail!("--objective {} needs calibration texts to score: add a `ppl=FILE` task to --tasks", o.name());
+        super::usage!("--objective {} needs calibration texts to score: add a `ppl=FILE` task to --tasks", o.name());
     }
     if s.space.siblings() == 0 {
         eprintln!("hf-tailor: warning: no fine-tuned siblings: the search only removes layers of the base");
