@@ -116,9 +116,16 @@ pub fn slerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| (s0 * *x as f64 + s1 * *y as f64) as f32).collect()
 }
 
+/// How many entries of a task vector of `len` entries TIES keeps at `density` (the rest are
+/// zeroed). Among entries whose magnitude equals the smallest kept magnitude, the first ones
+/// in flat index order are kept until the count is reached.
+pub fn ties_keep_count(len: usize, density: f64) -> usize {
+    (((len as f64) * density).round() as usize).min(len)
+}
+
 /// Keep the `density` fraction of largest-magnitude entries of `tau`, zero the rest.
 fn trim_to_density(tau: &mut [f32], density: f64) {
-    let keep = ((tau.len() as f64) * density).round() as usize;
+    let keep = ties_keep_count(tau.len(), density);
     if keep >= tau.len() {
         return;
     }
@@ -171,24 +178,48 @@ pub fn ties(base: &[f32], models: &[&[f32]], lambda: f32, density: f64) -> Vec<f
 }
 
 /// DARE (Yu et al. 2024): random drop with keep-probability `density`, rescale by
-/// `1/density`, then task arithmetic. The mask depends only on (seed, tensor, model index).
+/// `1/density`, then task arithmetic. The mask depends only on (seed, tensor, model index)
+/// (see [`dare_keep_mask`]).
 pub fn dare(base: &[f32], models: &[&[f32]], lambda: f32, density: f64, seed: u64, seed_key: &str) -> Vec<f32> {
     let mut out = base.to_vec();
-    let scale = (1.0 / density) as f32;
+    let scale = dare_scale(lambda, density);
+    let mut keep = vec![0u8; base.len()];
     for (j, m) in models.iter().enumerate() {
-        let mut h = Sha256::new();
-        h.update(seed.to_le_bytes());
-        h.update(seed_key.as_bytes());
-        h.update((j as u64).to_le_bytes());
-        let digest: [u8; 32] = h.finalize().into();
-        let mut rng = ChaCha8Rng::from_seed(digest);
-        for ((o, &w), &b) in out.iter_mut().zip(m.iter()).zip(base) {
-            if rng.random::<f64>() < density {
-                *o += lambda * scale * (w - b);
+        dare_keep_mask(seed, seed_key, j, density, 0, &mut keep);
+        for (((o, &w), &b), &k) in out.iter_mut().zip(m.iter()).zip(base).zip(&keep) {
+            if k != 0 {
+                *o += scale * (w - b);
             }
         }
     }
     out
+}
+
+/// The factor DARE multiplies a kept difference by: `λ / density`, computed as `λ · (1/density)`
+/// in f32.
+pub fn dare_scale(lambda: f32, density: f64) -> f32 {
+    lambda * (1.0 / density) as f32
+}
+
+/// Words of the ChaCha stream one keep decision consumes (one `u64` draw).
+const DARE_WORDS_PER_ENTRY: u128 = 2;
+
+/// DARE's keep decisions (1 = keep) of model `j` of tensor `seed_key` for the entries
+/// `start .. start + out.len()`: entry i keeps its difference when the i-th uniform f64 of a
+/// ChaCha8 stream seeded with SHA-256(seed, tensor name, j) is below `density`. Any chunk of
+/// the stream can be drawn on its own (the stream is seekable), so the evaluator can draw
+/// the mask in parallel and get the writer's exact mask.
+pub fn dare_keep_mask(seed: u64, seed_key: &str, j: usize, density: f64, start: usize, out: &mut [u8]) {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(seed_key.as_bytes());
+    h.update((j as u64).to_le_bytes());
+    let digest: [u8; 32] = h.finalize().into();
+    let mut rng = ChaCha8Rng::from_seed(digest);
+    rng.set_word_pos(start as u128 * DARE_WORDS_PER_ENTRY);
+    for k in out.iter_mut() {
+        *k = u8::from(rng.random::<f64>() < density);
+    }
 }
 
 #[cfg(test)]
@@ -231,5 +262,18 @@ mod tests {
         assert_eq!(dare(&base, &[&a], 1.0, 1.0, 7, "t"), a);
         assert_eq!(dare(&base, &[&a], 1.0, 0.5, 7, "t"), dare(&base, &[&a], 1.0, 0.5, 7, "t"));
         assert_ne!(dare(&base, &[&a], 1.0, 0.5, 7, "t"), dare(&base, &[&a], 1.0, 0.5, 7, "u"));
+    }
+
+    #[test]
+    fn dare_mask_chunks_are_the_sequential_stream() {
+        let mut whole = vec![0u8; 1000];
+        dare_keep_mask(3, "model.layers.0.mlp.up_proj.weight", 1, 0.3, 0, &mut whole);
+        let mut parts = vec![0u8; 1000];
+        for (c, chunk) in parts.chunks_mut(137).enumerate() {
+            dare_keep_mask(3, "model.layers.0.mlp.up_proj.weight", 1, 0.3, c * 137, chunk);
+        }
+        assert_eq!(whole, parts);
+        let kept = whole.iter().filter(|k| **k != 0).count();
+        assert!((250..350).contains(&kept), "{kept} of 1000 kept at density 0.3");
     }
 }

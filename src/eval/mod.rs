@@ -9,10 +9,14 @@
 //! ([`tasks`], [`plan`], [`tokenize`]).
 
 pub mod data;
+pub mod device_merge;
 pub mod forward;
 pub mod lru;
+pub mod memory;
 pub mod plan;
+pub mod sources;
 pub mod tasks;
+pub mod tiers;
 pub mod tokenize;
 pub mod weights;
 
@@ -91,8 +95,14 @@ pub struct EvalOptions {
     pub device: DeviceKind,
     /// Compute dtype; `None` = f32 on CPU, the base's storage dtype on CUDA (bf16 for f32 sources).
     pub dtype: Option<crate::dtype::Dtype>,
-    /// Bound on resident layer/embedding/head tensors (bytes).
+    /// Bound on resident layer/embedding/head tensors as candidates use them (materialised
+    /// (layer, rule) weights, in the compute dtype; bytes).
     pub weight_cache_bytes: u64,
+    /// Bound on the family's source tensors kept on the device (bytes): models are placed
+    /// base first while they fit ([`tiers`]), the rest stream from host memory a layer
+    /// ahead. `None`: on CUDA the device's free memory less the other bounds and 10 %
+    /// headroom; on the CPU 0 (the memory-mapped files already are host memory).
+    pub source_bytes: Option<u64>,
     /// Bound on cached hidden states of layer prefixes (bytes); 0 disables prefix sharing.
     pub prefix_cache_bytes: u64,
     /// Most padded tokens in one forward batch.
@@ -125,6 +135,7 @@ impl Default for EvalOptions {
             device: DeviceKind::Cpu,
             dtype: None,
             weight_cache_bytes: 8 << 30,
+            source_bytes: None,
             prefix_cache_bytes: 4 << 30,
             max_batch_tokens: 2048,
             state_bytes: 4 << 30,
@@ -145,6 +156,9 @@ pub struct EvalStats {
     pub tokens: u64,
     /// Groups of batches run through the layers together (see `EvalOptions::state_bytes`).
     pub state_groups: u64,
+    /// Most bytes of hidden states one group held (bounded by `EvalOptions::state_bytes`
+    /// unless a single batch is larger).
+    pub peak_state_bytes: u64,
     pub weights: CacheStats,
     pub prefix: CacheStats,
 }
@@ -218,7 +232,8 @@ pub struct Evaluator {
     stats: EvalStats,
 }
 
-fn candle_dtype(d: crate::dtype::Dtype) -> DType {
+/// candle's dtype for a storage dtype.
+pub fn candle_dtype(d: crate::dtype::Dtype) -> DType {
     match d {
         crate::dtype::Dtype::F32 => DType::F32,
         crate::dtype::Dtype::F16 => DType::F16,
@@ -258,7 +273,13 @@ impl Evaluator {
                 return Err(EvalError::Spec(format!("two tasks are named `{}`", t.name)));
             }
         }
-        let store = WeightStore::new(family.clone(), device.clone(), dtype, options.weight_cache_bytes);
+        let source_bytes = match options.source_bytes {
+            Some(b) => b,
+            None => memory::auto_source_bytes(&device, &options)?,
+        };
+        let model_bytes: Vec<u64> = family.models().map(|m| m.total_bytes()).collect();
+        let tiers = tiers::assign(&model_bytes, source_bytes);
+        let store = WeightStore::new(family.clone(), device.clone(), dtype, options.weight_cache_bytes, &tiers, source_bytes);
         Ok(Self {
             family,
             tasks,
@@ -292,6 +313,16 @@ impl Evaluator {
     /// Counters so far, with the caches' current memory.
     pub fn stats(&self) -> EvalStats {
         EvalStats { weights: self.store.stats(), prefix: self.prefix.stats(), ..self.stats }
+    }
+
+    /// Device memory by kind, with its bound, and the host-tier traffic so far.
+    pub fn memory(&self) -> memory::MemoryReport {
+        memory::MemoryReport::new(&self.stats(), self.store.source_stats(), self.options.state_bytes, self.dtype)
+    }
+
+    /// The compute dtype of the forward pass.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     fn packing(&self) -> Packing {
@@ -384,6 +415,10 @@ impl Evaluator {
                 continue;
             }
             let w = self.store.layer(l, layer)?;
+            // The next layer's host-tier sources come in while this one runs.
+            if let Some(next) = recipe.layers.get(l + 1) {
+                self.store.prefetch_layer(l + 1, next)?;
+            }
             for (b, s) in batches.iter().zip(states.iter_mut()) {
                 let (d, h) = s.as_mut().expect("every batch has a state");
                 if *d > l {
@@ -435,6 +470,7 @@ impl Evaluator {
                 end += 1;
             }
             self.stats.state_groups += 1;
+            self.stats.peak_state_bytes = self.stats.peak_state_bytes.max(bytes);
             self.score_group(recipe, &batches[start..end], &mut scores)?;
             start = end;
         }

@@ -1,17 +1,24 @@
 //! Weights of candidate models as device tensors: the tensors of the recipe's output layout
-//! ([`crate::layout`], the same one the writer writes), each made through
-//! [`crate::stitch::stitch`] (so the evaluator sees exactly the values the writer writes),
-//! computed once per (source layer, rule) and kept in a byte-bounded LRU. Names, row cuts
-//! and tying are the layout's; nothing here re-derives them.
+//! ([`crate::layout`], the same one the writer writes), each made with the writer's
+//! definitions (so the evaluator sees exactly the values the writer writes), computed once
+//! per (source layer, rule) and kept in a byte-bounded LRU. Names, row cuts and tying are
+//! the layout's; nothing here re-derives them.
+//!
+//! Takes, task arithmetic, TIES and DARE are computed on the device from the resident source
+//! tensors ([`super::sources`], [`super::device_merge`]), in f32 and cast once to the compute
+//! dtype; linear and SLERP merges go through [`crate::stitch::stitch`] on the host.
 
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::device_merge;
 use super::lru::{CacheStats, Lru};
-use super::EvalError;
+use super::sources::{SourceKey, SourceStats, SourceStore};
+use super::tiers::Tier;
+use super::{candle_dtype, EvalError};
 use crate::arch::Role;
-use crate::checkpoint::Family;
+use crate::checkpoint::{CheckpointError, Family};
 use crate::layout::{self, Edges, OutputTensor};
 use crate::recipe::{LayerRule, Recipe, Rule};
 use crate::stitch::{stitch, Stitched};
@@ -69,6 +76,7 @@ pub struct WeightStore {
     device: Device,
     dtype: DType,
     cache: Lru<Key, Cached>,
+    sources: SourceStore,
 }
 
 fn bytes_of(t: &Tensor) -> u64 {
@@ -76,12 +84,19 @@ fn bytes_of(t: &Tensor) -> u64 {
 }
 
 impl WeightStore {
-    pub fn new(family: Arc<Family>, device: Device, dtype: DType, capacity_bytes: u64) -> Self {
-        Self { family, device, dtype, cache: Lru::new(capacity_bytes) }
+    /// `tiers[i]`: where the family's i-th model's source tensors live; `source_bytes` bounds
+    /// the device-tier ones, `capacity_bytes` the materialised (layer, rule) weights.
+    pub fn new(family: Arc<Family>, device: Device, dtype: DType, capacity_bytes: u64, tiers: &[Tier], source_bytes: u64) -> Self {
+        let sources = SourceStore::new(family.clone(), device.clone(), tiers, source_bytes);
+        Self { family, device, dtype, cache: Lru::new(capacity_bytes), sources }
     }
 
     pub fn stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    pub fn source_stats(&self) -> SourceStats {
+        self.sources.stats()
     }
 
     pub fn family(&self) -> &Family {
@@ -95,21 +110,57 @@ impl WeightStore {
     }
 
     /// One output tensor, on the device in the compute dtype.
-    fn tensor(&self, t: &OutputTensor) -> Result<Tensor, EvalError> {
-        let stitched = stitch(&self.family, &t.rule, &t.source, t.rows)?;
+    fn tensor(&mut self, t: &OutputTensor) -> Result<Tensor, EvalError> {
         let wrap = |e: candle_core::Error| EvalError::Tensor { tensor: t.name.clone(), source: e };
-        let t = match stitched {
-            Stitched::Verbatim(v) => {
-                let dt = match v.dtype {
-                    crate::dtype::Dtype::F32 => DType::F32,
-                    crate::dtype::Dtype::F16 => DType::F16,
-                    crate::dtype::Dtype::Bf16 => DType::BF16,
-                };
-                Tensor::from_raw_buffer(v.data, dt, &v.shape, &self.device).map_err(wrap)?
+        let (name, rows) = (t.source.as_str(), t.rows);
+        let out = match &t.rule {
+            Rule::Take(m) => self.sources.get(m, name, rows)?,
+            Rule::Merge(merge) if device_merge::supports(merge) => {
+                let base_name = self.family.base_name().to_string();
+                let base = self.sources.get(&base_name, name, rows)?;
+                let mut models = Vec::with_capacity(merge.models().len());
+                for m in merge.models() {
+                    let x = self.sources.get(m, name, rows)?;
+                    if x.dims() != base.dims() {
+                        let (found, expected) = (x.dims().to_vec(), base.dims().to_vec());
+                        return Err(CheckpointError::BadShape { model: m.clone(), tensor: name.into(), found, expected }.into());
+                    }
+                    models.push(x);
+                }
+                device_merge::apply(merge, &base, &models, name).map_err(wrap)?
             }
-            Stitched::Computed { shape, values } => Tensor::from_vec(values, shape, &self.device).map_err(wrap)?,
+            Rule::Merge(_) => match stitch(&self.family, &t.rule, name, rows)? {
+                Stitched::Verbatim(v) => Tensor::from_raw_buffer(v.data, candle_dtype(v.dtype), &v.shape, &self.device).map_err(wrap)?,
+                Stitched::Computed { shape, values } => Tensor::from_vec(values, shape, &self.device).map_err(wrap)?,
+            },
         };
-        t.to_dtype(self.dtype).map_err(wrap)
+        out.to_dtype(self.dtype).map_err(wrap)
+    }
+
+    /// Start uploading the source tensors output layer `index` (from `layer`) reads, for
+    /// host-tier models only, unless that layer is already materialised: called a layer ahead.
+    pub fn prefetch_layer(&mut self, index: usize, layer: &LayerRule) -> Result<(), EvalError> {
+        if self.cache.contains(&Key::Layer { from: layer.from, rule: rule_key(&layer.rule) }) {
+            return Ok(());
+        }
+        let base = &self.family.base;
+        let mut keys: Vec<SourceKey> = Vec::new();
+        for t in layout::layer_tensors(&base.config, index, layer, base.storage_dtype()) {
+            let models: Vec<String> = match &t.rule {
+                Rule::Take(m) => vec![m.clone()],
+                Rule::Merge(merge) if device_merge::supports(merge) => {
+                    std::iter::once(self.family.base_name().to_string()).chain(merge.models().iter().cloned()).collect()
+                }
+                Rule::Merge(_) => continue,
+            };
+            for m in models {
+                let key = (m, t.source.clone(), t.rows);
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        self.sources.prefetch(keys)
     }
 
     /// Output layer `index`, made from `layer` (cached by source layer and rule).
@@ -121,16 +172,21 @@ impl WeightStore {
         }
         let base = &self.family.base;
         let tensors = layout::layer_tensors(&base.config, index, layer, base.storage_dtype());
-        let find = |role: Role| tensors.iter().find(|t| matches!(t.slot, layout::Slot::Layer { role: r, .. } if r == role));
-        let maybe = |role: Role| -> Result<Option<Tensor>, EvalError> { find(role).map(|t| self.tensor(t)).transpose() };
+        let mut made: Vec<(Role, Tensor)> = Vec::with_capacity(tensors.len());
+        for t in &tensors {
+            if let layout::Slot::Layer { role, .. } = t.slot {
+                made.push((role, self.tensor(t)?));
+            }
+        }
+        let maybe = |role: Role| made.iter().find(|(r, _)| *r == role).map(|(_, t)| t.clone());
         let need = |role: Role| -> Result<Tensor, EvalError> {
-            maybe(role)?.ok_or_else(|| EvalError::Unsupported(format!("architecture has no {role:?} tensor")))
+            maybe(role).ok_or_else(|| EvalError::Unsupported(format!("architecture has no {role:?} tensor")))
         };
         let cat = |parts: &[Tensor], what: &str| {
             Tensor::cat(parts, 0).map_err(|source| EvalError::Tensor { tensor: format!("layer {from} {what}"), source })
         };
         let qkv = cat(&[need(Role::Q)?, need(Role::K)?, need(Role::V)?], "q/k/v")?;
-        let qkv_bias = match (maybe(Role::QBias)?, maybe(Role::KBias)?, maybe(Role::VBias)?) {
+        let qkv_bias = match (maybe(Role::QBias), maybe(Role::KBias), maybe(Role::VBias)) {
             (Some(q), Some(k), Some(v)) => Some(cat(&[q, k, v], "q/k/v bias")?),
             (None, None, None) => None,
             _ => return Err(EvalError::Unsupported("an architecture with only some of the q/k/v biases".into())),

@@ -9,6 +9,7 @@ use super::PipelineError;
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
+use crate::eval::tiers::{self, Tier, Transfer};
 use crate::hub::{HubConfig, ModelSource};
 use crate::layout::Layout;
 use crate::search::DepthTarget;
@@ -56,7 +57,30 @@ pub struct Plan {
     pub search_resident_bytes: u64,
     /// The tailored checkpoint on disk (in the base's storage dtype).
     pub output_bytes: u64,
+    /// Where each model's source tensors land on the GPU sizes planned (CUDA only).
+    pub tiers: Vec<TierPlan>,
 }
+
+/// The models' memory tiers ([`crate::eval::tiers`]) for one device size or source bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierPlan {
+    /// What was planned for: `80 GB GPU`, `--sources-mb 30000`, ….
+    pub label: String,
+    /// Device bytes left to source tensors.
+    pub source_bytes: u64,
+    /// (model, tier), base first.
+    pub models: Vec<(String, Tier)>,
+    /// Host-to-device bytes per trial whose layers are all new.
+    pub transfer: Transfer,
+}
+
+/// Device memory the evaluator keeps for everything but the source tensors by default
+/// (merged layers 8 GiB, prefix cache 4 GiB, activations 4 GiB: `EvalOptions::default`).
+pub const DEFAULT_OTHER_DEVICE_BYTES: u64 = 16 << 30;
+
+/// GPU sizes `--dry-run` plans for when no `--sources-mb` is given: an 80 GB H100/A100 and a
+/// 141 GB H200.
+pub const PLANNED_GPUS: [(&str, u64); 2] = [("80 GB GPU", 80_000_000_000), ("141 GB GPU", 141_000_000_000)];
 
 impl Plan {
     /// `storage` is the base's dtype on disk; CPU scoring holds layers in f32, CUDA in the
@@ -80,7 +104,36 @@ impl Plan {
             params_after,
             removed_percent: 100.0 * (params_before - params_after) as f64 / params_before as f64,
             device,
+            tiers: Vec::new(),
         }
+    }
+
+    /// Plan the models' tiers with `source_bytes` given explicitly (`--sources-mb`), or for
+    /// [`PLANNED_GPUS`] with the evaluator's default bounds. Sources stay in their storage
+    /// dtype (`storage`) on the device; a decoder layer is `params_per_layer` of them.
+    pub fn with_tiers(mut self, config: &ModelConfig, storage: Dtype, source_bytes: Option<u64>) -> Self {
+        let model_bytes: Vec<u64> = self.models.iter().map(|_| config.total_params(config.num_hidden_layers) * storage.size() as u64).collect();
+        let layer = config.params_per_layer() * storage.size() as u64;
+        let bounds: Vec<(String, u64)> = match source_bytes {
+            Some(b) => vec![(format!("--sources-mb {}", b >> 20), b)],
+            None => PLANNED_GPUS
+                .iter()
+                .map(|(label, total)| (label.to_string(), total.saturating_sub(DEFAULT_OTHER_DEVICE_BYTES).saturating_sub(total / 10)))
+                .collect(),
+        };
+        self.tiers = bounds
+            .into_iter()
+            .map(|(label, bound)| {
+                let t = tiers::assign(&model_bytes, bound);
+                TierPlan {
+                    label,
+                    source_bytes: bound,
+                    transfer: tiers::transfer_per_trial(&vec![layer; t.len()], &t, self.keep_layers),
+                    models: self.models.iter().map(|m| m.name.clone()).zip(t).collect(),
+                }
+            })
+            .collect();
+        self
     }
 
     /// The human-readable summary `--dry-run` prints.
@@ -112,6 +165,21 @@ impl Plan {
             human_bytes(self.search_resident_bytes),
             self.models.len()
         );
+        for t in &self.tiers {
+            let names = |tier: Tier| {
+                let v: Vec<&str> = t.models.iter().filter(|(_, x)| *x == tier).map(|(m, _)| m.as_str()).collect();
+                if v.is_empty() { "none".to_string() } else { v.join(", ") }
+            };
+            s += &format!(
+                "tiers, {} ({} for source weights): on the device: {}; in host memory: {}; transfer per trial: {} expected, {} at most\n",
+                t.label,
+                human_bytes(t.source_bytes),
+                names(Tier::Device),
+                names(Tier::Host),
+                human_bytes(t.transfer.expected),
+                human_bytes(t.transfer.worst),
+            );
+        }
         s += &format!("tailored checkpoint: {}\n", human_bytes(self.output_bytes));
         s
     }
@@ -141,7 +209,16 @@ fn local_files(name: &str, dir: &Path) -> Result<(ModelFiles, Checkpoint), Pipel
 /// The plan of a job: local folders and cached Hub snapshots are read in place; a Hub model
 /// not yet cached is planned remotely (config.json and the shard index fetched, every other
 /// file sized with a HEAD request), so a dry run downloads no weights.
-pub fn plan_job(cfg: &HubConfig, base: &ModelSource, finetunes: &[ModelSource], depth: DepthTarget, device: Device) -> Result<Plan, PipelineError> {
+/// On CUDA the plan also says which models' sources fit the device (`source_bytes`: the
+/// `--sources-mb` bound, or `None` for the standard GPU sizes).
+pub fn plan_job(
+    cfg: &HubConfig,
+    base: &ModelSource,
+    finetunes: &[ModelSource],
+    depth: DepthTarget,
+    device: Device,
+    source_bytes: Option<u64>,
+) -> Result<Plan, PipelineError> {
     let mut offline = cfg.clone();
     offline.offline = true;
     let mut models = Vec::new();
@@ -168,7 +245,11 @@ pub fn plan_job(cfg: &HubConfig, base: &ModelSource, finetunes: &[ModelSource], 
     }
     let (config, storage) = base_shape.expect("the base is always planned first");
     let keep = depth.keep_layers(config.num_hidden_layers, |k| config.total_params(k))?;
-    Ok(Plan::new(&config, storage, keep, device, models))
+    let plan = Plan::new(&config, storage, keep, device, models);
+    Ok(match device {
+        Device::Cuda => plan.with_tiers(&config, storage, source_bytes),
+        Device::Cpu => plan,
+    })
 }
 
 /// A Hub model that is not cached: its files and sizes from the Hub, and (for the base) its
@@ -233,4 +314,31 @@ mod tests {
         assert_eq!(cpu.search_resident_bytes, 6_738_415_616 * 4);
     }
 
+    #[test]
+    fn a_13b_family_of_four_fits_a_141_gb_gpu_and_half_of_it_an_80_gb_one() {
+        let raw = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 5120,
+            "intermediate_size": 13824, "num_hidden_layers": 40, "num_attention_heads": 40,
+            "num_key_value_heads": 40, "vocab_size": 32000, "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 4096, "tie_word_embeddings": false, "torch_dtype": "float16"
+        });
+        let c = ModelConfig::from_value(raw, "config.json").expect("valid");
+        assert_eq!(c.total_params(40), 13_015_864_320);
+        let files = |name: &str| ModelFiles { name: name.into(), source: name.into(), download: false, files: vec![] };
+        let models = vec![files("base"), files("a"), files("b"), files("c")];
+        let plan = Plan::new(&c, Dtype::F16, 30, Device::Cuda, models).with_tiers(&c, Dtype::F16, None);
+        // 26.0 GB a model; 80 GB less 16 GiB and 8 GB headroom leaves 54.8 GB: two fit.
+        let gpu80 = &plan.tiers[0];
+        let tiers: Vec<Tier> = gpu80.models.iter().map(|(_, t)| *t).collect();
+        assert_eq!(tiers, vec![Tier::Device, Tier::Device, Tier::Host, Tier::Host]);
+        assert_eq!(gpu80.transfer.worst, 30 * 2 * 317_204_480 * 2);
+        assert_eq!(gpu80.transfer.expected, 30 * 317_204_480 * 2 / 2);
+        // 141 GB less 16 GiB and 14.1 GB leaves 109.7 GB: all four (104.1 GB).
+        assert!(plan.tiers[1].models.iter().all(|(_, t)| *t == Tier::Device));
+        let text = plan.render();
+        assert!(text.contains("tiers, 80 GB GPU ("), "{text}");
+        assert!(text.contains("in host memory: b, c;"), "{text}");
+        let explicit = Plan::new(&c, Dtype::F16, 30, Device::Cuda, vec![files("base"), files("a")]).with_tiers(&c, Dtype::F16, Some(30 << 30));
+        assert_eq!(explicit.tiers[0].models, vec![("base".to_string(), Tier::Device), ("a".to_string(), Tier::Host)]);
+    }
 }
