@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod build;
 mod card;
 mod demo;
@@ -70,6 +71,10 @@ pub enum Command {
     Mergekit(mergekit::Args),
     /// Tailor the built-in demo family end to end, offline.
     Demo(demo::Args),
+    /// Measure the search's cost on this machine's device with synthetic Llama-2-shaped
+    /// families (scripts/bench-gpu.sh).
+    #[command(hide = true)]
+    Bench(bench::Args),
 }
 
 /// How candidates are scored: shared by `eval`, `search` and `baselines`.
@@ -88,6 +93,24 @@ pub struct EngineArgs {
     /// are scored in groups of batches that fit.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub state_mb: u64,
+    /// Memory for the hidden states of layer prefixes shared between candidates, in MiB
+    /// (0 turns prefix sharing off).
+    #[arg(long, default_value_t = 4096)]
+    pub prefix_cache_mb: u64,
+    /// Device memory for the family's source tensors, in MiB: models are placed base first
+    /// while they fit, the rest stream from host memory a layer ahead. Default: on CUDA the
+    /// free memory less the other bounds and 10% headroom; on CPU 0.
+    #[arg(long, value_name = "MIB")]
+    pub sources_mb: Option<u64>,
+    /// Compute dtype of the scoring: bf16, f16 or f32 (default: bf16 on CUDA, or f16 for
+    /// f16 checkpoints, which bf16 would round; f32 on CPU).
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Option<hf_tailor::dtype::Dtype>,
+}
+
+/// `--dtype`: bf16, f16 or f32 (the spellings configs use are accepted too).
+pub fn parse_dtype(s: &str) -> Result<hf_tailor::dtype::Dtype, String> {
+    hf_tailor::dtype::Dtype::parse(s).ok_or_else(|| format!("`{s}` is not bf16, f16 or f32"))
 }
 
 /// A count that must be at least 1 (`--budget 0` is a usage error, not an empty run).
@@ -102,6 +125,9 @@ impl EngineArgs {
             weight_cache_bytes: self.weight_cache_mb << 20,
             max_batch_tokens: self.batch_tokens,
             state_bytes: self.state_mb << 20,
+            prefix_cache_bytes: self.prefix_cache_mb << 20,
+            source_bytes: self.sources_mb.map(|m| m << 20),
+            dtype: self.dtype,
             ..hf_tailor::eval::EvalOptions::default()
         }
     }
@@ -126,6 +152,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Command::Push(a)) => push::run(a),
         Some(Command::Mergekit(a)) => mergekit::run(a),
         Some(Command::Demo(a)) => demo::run(a),
+        Some(Command::Bench(a)) => bench::run(a),
     }
 }
 

@@ -64,6 +64,14 @@ pub struct Args {
     /// Where candidates are scored.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// Compute dtype of the scoring: bf16, f16 or f32 (default: bf16 on CUDA, or f16 for f16
+    /// checkpoints; f32 on CPU).
+    #[arg(long, value_parser = super::parse_dtype)]
+    pub dtype: Option<hf_tailor::dtype::Dtype>,
+    /// Device memory for the family's source tensors, in MiB (default: the GPU's free memory
+    /// less the other caches; with --dry-run, the tiers of an 80 GB and a 141 GB GPU).
+    #[arg(long, value_name = "MIB")]
+    pub sources_mb: Option<u64>,
     /// Working folder: source list, search journal, recipe, report and the tailored model.
     #[arg(long, value_name = "DIR", default_value = "tailored")]
     pub out: PathBuf,
@@ -128,7 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => DepthTarget::RemoveRatio(args.remove_ratio),
     };
     if args.dry_run {
-        let plan = pipeline::plan::plan_job(&cfg, &base_ref, &finetune_refs, depth, args.device.into())?;
+        let plan = pipeline::plan::plan_job(&cfg, &base_ref, &finetune_refs, depth, args.device.into(), args.sources_mb.map(|m| m << 20))?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
@@ -163,6 +171,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         DeviceArg::Cpu => DeviceKind::Cpu,
         DeviceArg::Cuda => DeviceKind::Cuda(0),
     };
+    opts.dtype = args.dtype;
+    opts.sources_bytes = args.sources_mb.map(|m| m << 20);
     opts.resume = args.resume;
     opts.force = args.force;
     opts.repo_id = args.push.clone();

@@ -383,6 +383,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             st.prefix.peak_bytes >> 20
         );
     }
+    eprint!("hf-tailor: {}", s.evaluator.memory().render());
     eprintln!(
         "hf-tailor: wrote {} (chosen at trial {}), report.md, report.json, search.svg in {}",
         job::RECIPE_FILE,

@@ -49,6 +49,10 @@ pub struct JobOptions {
     /// or the journal's on resume; Some(0.0): off).
     pub selection_split: Option<f64>,
     pub device: DeviceKind,
+    /// Compute dtype of the scoring (None: the evaluator's default for the device).
+    pub dtype: Option<crate::dtype::Dtype>,
+    /// Bound on device-resident source tensors (None: the evaluator's default).
+    pub sources_bytes: Option<u64>,
     pub out: PathBuf,
     pub resume: bool,
     pub baselines: Vec<BaselineKind>,
@@ -73,6 +77,8 @@ impl JobOptions {
             objective: None,
             selection_split: None,
             device: DeviceKind::Cpu,
+            dtype: None,
+            sources_bytes: None,
             out,
             resume: false,
             baselines: vec![BaselineKind::Shortgpt],
@@ -201,7 +207,7 @@ pub fn tailor(
         dtype: None,
     };
     let space = SearchSpace::new(template, keep, SpaceOptions::default())?;
-    let eval_options = EvalOptions { device: opts.device, ..EvalOptions::default() };
+    let eval_options = EvalOptions { device: opts.device, dtype: opts.dtype, source_bytes: opts.sources_bytes, ..EvalOptions::default() };
 
     // Search, baselines and the calibration table: the search stage's own job.
     let mut scorer = Evaluator::new(fam.clone(), calibration.clone(), eval_options.clone())?;

@@ -16,3 +16,4 @@ mod search_e2e;
 mod cli;
 mod verify;
 mod transfer_edges;
+mod device;
