@@ -26,7 +26,7 @@ use hf_tailor::eval::tiers::Tier;
 use hf_tailor::eval::weights::WeightStore;
 use hf_tailor::eval::{memory, DeviceKind, EvalOptions, Evaluator, McItem, Task, TaskData};
 use hf_tailor::fixture::{self, TinySpec};
-use hf_tailor::recipe::{EdgePolicy, Merge, Rule, SourceModel};
+use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Rule, SourceModel};
 use hf_tailor::search::hyperband::brackets;
 use hf_tailor::search::warmstart::warm_start;
 use hf_tailor::search::{MergeMethod, RecipeTemplate, SearchSpace, SpaceOptions};
@@ -409,7 +409,7 @@ fn measure(args: &Args, s: &Shape, models: &[(String, PathBuf)], device_kind: De
     let layers = 2.min(s.spec.layers);
     for l in 0..layers {
         for m in &family.names {
-            store.layer(l, &Rule::Take(m.clone()))?;
+            store.layer(l, &LayerRule { from: l, rule: Rule::Take(m.clone()) })?;
         }
     }
     sync(&device)?;
@@ -423,7 +423,7 @@ fn measure(args: &Args, s: &Shape, models: &[(String, PathBuf)], device_kind: De
     for (name, m) in methods {
         let t = Instant::now();
         for l in 0..layers {
-            store.layer(l, &Rule::Merge(m.clone()))?;
+            store.layer(l, &LayerRule { from: l, rule: Rule::Merge(m.clone()) })?;
         }
         sync(&device)?;
         merge_seconds_per_layer.push((name.to_string(), t.elapsed().as_secs_f64() / layers as f64));
