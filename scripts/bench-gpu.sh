@@ -45,7 +45,7 @@ bin="$(find_bin "$repo/target/cuda/release/hf-tailor" "$repo/target/cuda/debug/h
 [[ -n "$bin" ]] || { echo "bench-gpu.sh: no CUDA build of hf-tailor (bash scripts/build-cuda.sh, or set HF_TAILOR_BIN)" >&2; exit 2; }
 command -v nvidia-smi >/dev/null || { echo "bench-gpu.sh: no nvidia-smi: this machine has no NVIDIA driver (use --cpu for the CPU smoke run)" >&2; exit 2; }
 
-# The CUDA libraries the binary links (cuBLAS, cuRAND, NVRTC): from the system, else from
+# The CUDA libraries the binary links (cuBLAS, cuRAND, cudart): from the system, else from
 # the wheels scripts/build-cuda.sh unpacked. Never the driver stub in lib/stubs.
 if ldd "$bin" | grep -q "not found"; then
     for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib "$repo/.venv-cuda/site/nvidia/cu13/lib"; do

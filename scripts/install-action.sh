@@ -4,7 +4,7 @@
 # latest one. HFT_VERSION=vX.Y.Z picks a release; HFT_VERSION=source builds the action's own
 # revision with cargo. HFT_DEVICE=cuda installs the CUDA build (Linux x86_64; the kernels for
 # the runner's GPU generation) and, when the machine has no CUDA 13 runtime libraries, the
-# pinned cuBLAS/cuRAND/NVRTC wheels from PyPI next to it.
+# pinned cuBLAS/cuRAND/cudart wheels from PyPI next to it.
 set -euo pipefail
 version="${HFT_VERSION:-}"
 device="${HFT_DEVICE:-cpu}"
@@ -16,13 +16,13 @@ echo "$bin_dir" >> "${GITHUB_PATH:-/dev/null}"
 
 # The CUDA 13 libraries the CUDA build links (the driver's libcuda.so.1 comes with the driver).
 cuda_runtime() {
-    if ldconfig -p 2>/dev/null | grep -q 'libcublasLt.so.13' && ldconfig -p | grep -q 'libnvrtc.so.13'; then
+    if ldconfig -p 2>/dev/null | grep -q 'libcublasLt.so.13' && ldconfig -p | grep -q 'libcurand.so.10' && ldconfig -p | grep -q 'libcudart.so.13'; then
         return 0
     fi
     local dir="$HOME/.local/lib/hf-tailor-cuda"
     echo "install-action: installing the CUDA 13.0 runtime libraries (PyPI wheels) into $dir"
     local reqs="${RUNNER_TEMP:-/tmp}/hf-tailor-cuda-runtime.txt"
-    grep -E '^nvidia-(cublas|curand|cuda-nvrtc|cuda-runtime)==' "$src/scripts/cuda-requirements.txt" > "$reqs"
+    grep -E '^nvidia-(cublas|curand|cuda-runtime)==' "$src/scripts/cuda-requirements.txt" > "$reqs"
     python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$dir" -r "$reqs"
     local lib="$dir/nvidia/cu13/lib"
     echo "LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" >> "${GITHUB_ENV:-/dev/null}"

@@ -249,6 +249,11 @@ impl Evaluator {
             DeviceKind::Cpu => Device::Cpu,
             DeviceKind::Cuda(n) => Device::new_cuda(n).map_err(|e| {
                 EvalError::Device(if cfg!(feature = "cuda") {
+                    // candle appends a backtrace under RUST_BACKTRACE: keep the message one line.
+                    let e = match e {
+                        candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                        e => e,
+                    };
                     format!("cannot open CUDA device {n}: {e}")
                 } else {
                     "this build has no CUDA support; rebuild with `--features cuda`".to_string()
