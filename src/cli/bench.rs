@@ -25,7 +25,7 @@ use hf_tailor::dtype::Dtype;
 use hf_tailor::eval::tiers::Tier;
 use hf_tailor::eval::weights::WeightStore;
 use hf_tailor::eval::{memory, DeviceKind, EvalOptions, Evaluator, McItem, Task, TaskData};
-use hf_tailor::fixture::{self, TinySpec};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Rule, SourceModel};
 use hf_tailor::search::hyperband::brackets;
 use hf_tailor::search::warmstart::warm_start;
@@ -99,6 +99,9 @@ fn llama(layers: usize, hidden: usize, intermediate: usize, heads: usize, vocab:
         tie_embeddings: false,
         dtype: Dtype::Bf16,
         shard_bytes: None,
+        head_dim: None,
+        rope_scaling: None,
+        sliding_window: None,
     }
 }
 
@@ -248,7 +251,7 @@ fn open_family(models: &[(String, PathBuf)]) -> anyhow::Result<(Family, Vec<Sour
     }
     let sources = models
         .iter()
-        .map(|(name, dir)| SourceModel { name: name.clone(), repo: dir.display().to_string(), revision: None, files: Default::default() })
+        .map(|(name, dir)| SourceModel::local(name, dir.clone()))
         .collect();
     let base = opened.remove(0);
     Ok((Family::new(base, opened)?, sources))

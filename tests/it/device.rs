@@ -8,13 +8,13 @@ use std::sync::Arc;
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::dtype::Dtype;
 use hf_tailor::eval::{EvalOptions, Evaluator, McItem, Task, TaskData};
-use hf_tailor::fixture::{self, TinySpec};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
 
 use crate::common;
 
 fn src(name: &str, dir: &Path) -> SourceModel {
-    SourceModel { name: name.into(), repo: dir.display().to_string(), revision: None, files: Default::default() }
+    SourceModel::local(name, dir)
 }
 
 fn open(names: &[(&str, &Path)]) -> Arc<Family> {
@@ -79,7 +79,7 @@ fn device_merges_on_cpu_score_exactly_the_written_checkpoint() {
     let fam = open(&[("base", &base), ("sib1", &s[0]), ("sib2", &s[1])]);
     let r = recipe(&fam, spec.layers, merged_rules());
     let out = tmp.path().join("tailored");
-    hf_tailor::build::build(&fam, &r, &out, &hf_tailor::build::BuildOptions::default()).unwrap();
+    hf_tailor::writer::build(&fam, &r, &out, &hf_tailor::writer::BuildOptions::default()).unwrap();
 
     // The written model, scored as its own family of one: every layer taken as written.
     let written = open(&[("base", &out)]);
