@@ -96,9 +96,11 @@ profile=debug
 for a in "$@"; do
     [[ "$a" == "--release" ]] && profile=release
 done
-echo "build-cuda.sh: cargo build --features cuda $* (CUDA_HOME=$cuda_home, compute cap $CUDA_COMPUTE_CAP, target $CARGO_TARGET_DIR)"
+# `testkit` carries the synthetic-family benchmark (`hf-tailor bench`, scripts/bench-gpu.sh)
+# into the GPU binary, which is run where no Rust toolchain is.
+echo "build-cuda.sh: cargo build --features cuda,testkit $* (CUDA_HOME=$cuda_home, compute cap $CUDA_COMPUTE_CAP, target $CARGO_TARGET_DIR)"
 start=$SECONDS
-cargo build --bin hf-tailor --features cuda "$@"
+cargo build --bin hf-tailor --features cuda,testkit "$@"
 bin="$CARGO_TARGET_DIR/$profile/hf-tailor"
 echo "build-cuda.sh: built in $((SECONDS - start)) s; dynamic libraries the binary needs:"
 readelf -d "$bin" | grep NEEDED | sed 's/^/    /'

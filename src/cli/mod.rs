@@ -3,6 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
+// The benchmark writes synthetic checkpoints with the test fixtures: built with the
+// `testkit` feature (test builds and scripts/build-cuda.sh enable it).
+#[cfg(feature = "testkit")]
 mod bench;
 mod build;
 mod card;
@@ -73,6 +76,7 @@ pub enum Command {
     Demo(demo::Args),
     /// Measure the search's cost on this machine's device with synthetic Llama-2-shaped
     /// families (scripts/bench-gpu.sh).
+    #[cfg(feature = "testkit")]
     #[command(hide = true)]
     Bench(bench::Args),
 }
@@ -152,6 +156,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Command::Push(a)) => push::run(a),
         Some(Command::Mergekit(a)) => mergekit::run(a),
         Some(Command::Demo(a)) => demo::run(a),
+        #[cfg(feature = "testkit")]
         Some(Command::Bench(a)) => bench::run(a),
     }
 }
