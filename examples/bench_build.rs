@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hf_tailor::writer::ShardWriter;
 use hf_tailor::dtype::Dtype;
 use hf_tailor::testkit::fixture::{self, TinySpec};
+use hf_tailor::writer::ShardWriter;
 
 fn arg<T: std::str::FromStr>(v: &[String], i: usize) -> T {
     v.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| {

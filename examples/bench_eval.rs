@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::eval::{EvalOptions, Evaluator, TaskResult, TaskSpec};
-use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 use rand::{Rng, SeedableRng};
 
 const SIBLINGS: [&str; 3] = ["sib1", "sib2", "sib3"];
@@ -27,8 +27,8 @@ fn spec(layers: usize, hidden: usize, inter: usize) -> TinySpec {
 }
 
 const WORDS: &[&str] = &[
-    "the", "model", "layer", "river", "stone", "quickly", "under", "between", "number", "seven", "green", "market",
-    "theory", "prime", "value", "because", "while", "history", "energy", "system", "water", "north", "argument", "small",
+    "the", "model", "layer", "river", "stone", "quickly", "under", "between", "number", "seven", "green", "market", "theory", "prime", "value",
+    "because", "while", "history", "energy", "system", "water", "north", "argument", "small",
 ];
 
 fn sentence(rng: &mut impl Rng, words: usize) -> String {
@@ -97,10 +97,13 @@ fn removal_orders(n: usize) -> Vec<Vec<usize>> {
         lo += 1;
         hi = hi.saturating_sub(1);
     }
-    [upper, middle, alternating].into_iter().map(|mut o| {
-        o.extend([n - 1, 0]);
-        o
-    }).collect()
+    [upper, middle, alternating]
+        .into_iter()
+        .map(|mut o| {
+            o.extend([n - 1, 0]);
+            o
+        })
+        .collect()
 }
 
 /// 3 removal patterns x (all-base + lambda x every non-empty sibling subset).
@@ -114,11 +117,8 @@ fn warm_start(dir: &Path, n: usize, keep: usize) -> Vec<Recipe> {
         for lambda in [0.3, 0.5, 0.6, 0.7, 0.8, 1.0] {
             for mask in 1..8usize {
                 let subset: Vec<String> = (0..3).filter(|j| mask >> j & 1 == 1).map(|j| SIBLINGS[j].to_string()).collect();
-                let rule = if subset.len() == 1 {
-                    Rule::Take(subset[0].clone())
-                } else {
-                    Rule::Merge(Merge::TaskArithmetic { models: subset, lambda })
-                };
+                let rule =
+                    if subset.len() == 1 { Rule::Take(subset[0].clone()) } else { Rule::Merge(Merge::TaskArithmetic { models: subset, lambda }) };
                 out.push(recipe(dir, n, with(&rule)));
             }
         }
@@ -182,7 +182,10 @@ fn main() {
                 let s: Vec<f64> = stream.iter().map(|r| acc(&ev.evaluate(r, usize::MAX).unwrap())).collect();
                 let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
                 let st = ev.stats();
-                report.insert(label.into(), serde_json::json!({"seconds": secs, "cpu_seconds": cpu, "saved_fraction": st.saved_fraction(), "stats": st}));
+                report.insert(
+                    label.into(),
+                    serde_json::json!({"seconds": secs, "cpu_seconds": cpu, "saved_fraction": st.saved_fraction(), "stats": st}),
+                );
                 scores.push(s);
             }
             assert_eq!(scores[0], scores[1], "cached and uncached scores differ");

@@ -8,9 +8,9 @@
 //! Run through `scripts/bench-search.sh`.
 
 use hf_tailor::search::report::{plot_svg, Curve};
-use hf_tailor::testkit::template;
-use hf_tailor::testkit::synthetic::SyntheticScorer;
 use hf_tailor::search::{header, run_search, Journal, OptimizerConfig, OptimizerKind, SearchSpace, SpaceOptions};
+use hf_tailor::testkit::synthetic::SyntheticScorer;
+use hf_tailor::testkit::template;
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map_or(default, |v| v.parse().expect("a number"))
@@ -21,7 +21,8 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("family") {
         return family(&args);
     }
-    let (layers, keep, siblings, tasks) = (arg(&args, "--layers", 40), arg(&args, "--keep", 30), arg(&args, "--siblings", 3), arg(&args, "--tasks", 2));
+    let (layers, keep, siblings, tasks) =
+        (arg(&args, "--layers", 40), arg(&args, "--keep", 30), arg(&args, "--siblings", 3), arg(&args, "--tasks", 2));
     let (trials, seeds) = (arg(&args, "--trials", 200), arg(&args, "--seeds", 5));
     let svg = args.iter().position(|a| a == "--svg").and_then(|i| args.get(i + 1)).cloned();
     let space = SearchSpace::new(template(layers, siblings), keep, SpaceOptions::default()).expect("space");
@@ -83,8 +84,8 @@ fn scorer_tasks(n: usize) -> Vec<String> {
 /// The optimisers on a real tiny family with a known optimum (100 % on both tasks).
 fn family(args: &[String]) {
     use hf_tailor::recipe::EdgePolicy;
-    use hf_tailor::testkit::identity_family::IdentityFamily;
     use hf_tailor::search::RecipeTemplate;
+    use hf_tailor::testkit::identity_family::IdentityFamily;
     use std::sync::Arc;
     let (trials, seeds) = (arg(args, "--trials", 150), arg(args, "--seeds", 5));
     let dir = std::env::temp_dir().join(format!("hft-bench-family-{}", std::process::id()));

@@ -39,7 +39,7 @@ fn main() {
     let (keep, trials, search_trials, seed) = (num(4), num(5), num(6), num(7) as u64);
     std::fs::create_dir_all(out).expect("out dir");
 
-    let source = |name: &str| SourceModel::local(name, &fam_dir.join(name));
+    let source = |name: &str| SourceModel::local(name, fam_dir.join(name));
     let mut sib_names = Vec::new();
     while fam_dir.join(format!("sib{}", sib_names.len())).join("config.json").exists() {
         sib_names.push(format!("sib{}", sib_names.len()));
@@ -89,7 +89,12 @@ fn main() {
     cfg.budgets = vec![items.div_ceil(3), items];
     let journal_path = out.join("journal.jsonl");
     let _ = std::fs::remove_file(&journal_path);
-    let mut ev = Evaluator::new(family.clone(), vec![task.clone()], EvalOptions { pack_choices: pack, weight_cache_bytes, prefix_cache_bytes, ..EvalOptions::default() }).expect("evaluator");
+    let mut ev = Evaluator::new(
+        family.clone(),
+        vec![task.clone()],
+        EvalOptions { pack_choices: pack, weight_cache_bytes, prefix_cache_bytes, ..EvalOptions::default() },
+    )
+    .expect("evaluator");
     let mut journal = Journal::create(&journal_path, header(&space, &cfg, vec!["bench".into()])).expect("journal");
     let (start, cpu) = (Instant::now(), cpu_seconds());
     let outcome = run_search(&space, &mut journal, search_trials, &mut ev, |_| {}).expect("search");

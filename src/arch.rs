@@ -110,10 +110,7 @@ pub static QWEN2: Arch = Arch {
     lm_head: "lm_head.weight",
     layer_prefix: "model.layers.{i}.",
     layer_tensors: QWEN2_LAYER,
-    per_layer_fields: &[
-        PerLayerField::List("layer_types"),
-        PerLayerField::LeadingCount("max_window_layers"),
-    ],
+    per_layer_fields: &[PerLayerField::List("layer_types"), PerLayerField::LeadingCount("max_window_layers")],
 };
 
 /// Every architecture hf-tailor knows, looked up by `model_type`.

@@ -49,10 +49,11 @@ pub struct ModelConfig {
 }
 
 fn get_usize(v: &Value, path: &str, field: &'static str) -> Result<usize, ConfigError> {
-    v.get(field)
-        .and_then(Value::as_u64)
-        .map(|x| x as usize)
-        .ok_or(ConfigError::Field { path: path.into(), field, expected: "a non-negative integer" })
+    v.get(field).and_then(Value::as_u64).map(|x| x as usize).ok_or(ConfigError::Field {
+        path: path.into(),
+        field,
+        expected: "a non-negative integer",
+    })
 }
 
 impl ModelConfig {
@@ -65,12 +66,13 @@ impl ModelConfig {
 
     /// Parse a config already in memory; `path` is only used in messages.
     pub fn from_value(raw: Value, path: &str) -> Result<Self, ConfigError> {
-        let model_type = raw
-            .get("model_type")
-            .and_then(Value::as_str)
-            .ok_or(ConfigError::Field { path: path.into(), field: "model_type", expected: "a string" })?;
-        let arch = Arch::for_model_type(model_type)
-            .ok_or_else(|| ConfigError::UnsupportedArch { path: path.into(), model_type: model_type.into() })?;
+        let model_type = raw.get("model_type").and_then(Value::as_str).ok_or(ConfigError::Field {
+            path: path.into(),
+            field: "model_type",
+            expected: "a string",
+        })?;
+        let arch =
+            Arch::for_model_type(model_type).ok_or_else(|| ConfigError::UnsupportedArch { path: path.into(), model_type: model_type.into() })?;
         let hidden_size = get_usize(&raw, path, "hidden_size")?;
         let num_attention_heads = get_usize(&raw, path, "num_attention_heads")?;
         let num_key_value_heads = match raw.get("num_key_value_heads") {
@@ -113,11 +115,7 @@ impl ModelConfig {
             },
             _ => None,
         };
-        let declared_dtype = raw
-            .get("torch_dtype")
-            .or_else(|| raw.get("dtype"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let declared_dtype = raw.get("torch_dtype").or_else(|| raw.get("dtype")).and_then(Value::as_str).map(str::to_owned);
         Ok(Self {
             arch,
             hidden_size,

@@ -103,7 +103,7 @@ where
         }
     }
     const BLOCK: usize = 4096;
-    let mut buf = vec![H::zeroed(); BLOCK];
+    let mut buf = [H::zeroed(); BLOCK];
     for (c, o) in bytes.chunks(BLOCK * 2).zip(out.chunks_mut(BLOCK)) {
         let b = &mut buf[..o.len()];
         for (x, p) in b.iter_mut().zip(c.chunks_exact(2)) {

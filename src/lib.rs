@@ -23,8 +23,8 @@ pub mod mergekit;
 pub mod pipeline;
 pub mod recipe;
 pub mod score;
-pub mod source;
 pub mod search;
+pub mod source;
 pub mod stitch;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -91,11 +91,7 @@ pub fn export(recipe: &Recipe, base_ties_embeddings: bool) -> Result<String, Mer
         config.insert("dtype".into(), json!(d.torch_name()));
     }
     let yaml = flow_layer_ranges(&serde_norway::to_string(&Value::Object(config)).expect("JSON values serialise as YAML"));
-    Ok(format!(
-        "# mergekit config equivalent to an hf-tailor recipe ({} of {} layers kept).\n{yaml}",
-        recipe.layers.len(),
-        recipe.source_layers
-    ))
+    Ok(format!("# mergekit config equivalent to an hf-tailor recipe ({} of {} layers kept).\n{yaml}", recipe.layers.len(), recipe.source_layers))
 }
 
 /// Write `layer_range` as `[a, b]`, as mergekit configs are usually written, instead of
@@ -220,9 +216,11 @@ pub fn base_source(text: &str) -> Result<ModelSource, MergekitError> {
     fn first_model(v: Option<&Value>) -> Option<&str> {
         v.and_then(Value::as_array).and_then(|a| a.first()).and_then(|m| m.get("model")).and_then(Value::as_str)
     }
-    let first = cfg.get("base_model").and_then(Value::as_str).or_else(|| first_model(cfg.get("models"))).or_else(|| {
-        cfg.get("slices").and_then(Value::as_array).and_then(|s| s.first()).and_then(|s| first_model(s.get("sources")))
-    });
+    let first = cfg
+        .get("base_model")
+        .and_then(Value::as_str)
+        .or_else(|| first_model(cfg.get("models")))
+        .or_else(|| cfg.get("slices").and_then(Value::as_array).and_then(|s| s.first()).and_then(|s| first_model(s.get("sources"))));
     let r = first.ok_or_else(|| import_err("base_model", "names no model"))?;
     let (repo, revision) = parse_ref(r);
     Ok(match revision {
@@ -318,18 +316,26 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
         (None, None) => {
             return Err(import_err(
                 "base_model",
-                format!("the base's config.json is not reachable (not a local folder or cached), so its architecture is unknown: pass the architecture ({})", crate::arch::supported_list()),
+                format!(
+                    "the base's config.json is not reachable (not a local folder or cached): pass the architecture ({})",
+                    crate::arch::supported_list()
+                ),
             ))
         }
     };
     let source_layers = match (opts.source_layers, base_config) {
         (Some(n), _) => n,
         (None, Some(c)) => c.num_hidden_layers,
-        (None, None) => return Err(import_err("base_model", "the base's config.json is not reachable (not a local folder or cached): pass --source-layers")),
+        (None, None) => {
+            return Err(import_err("base_model", "the base's config.json is not reachable (not a local folder or cached): pass --source-layers"))
+        }
     };
     // Checked before any layer is made from it.
     if source_layers == 0 || source_layers > crate::limits::MAX_LAYERS {
-        return Err(import_err("source layers", format!("{source_layers} is not between 1 and {} (the most layers hf-tailor accepts)", crate::limits::MAX_LAYERS)));
+        return Err(import_err(
+            "source layers",
+            format!("{source_layers} is not between 1 and {} (the most layers hf-tailor accepts)", crate::limits::MAX_LAYERS),
+        ));
     }
 
     // Both forms become a list of output slices, each a list of input slices.
@@ -383,7 +389,9 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
         names.push(name.clone());
         // A mergekit model is a Hub id (optionally `@revision`) or a path, as in mergekit.
         let source = match revision {
-            Some(rev) => ModelSource::hub(&repo, Some(&rev)).ok_or_else(|| import_err("models", format!("`{r}` is not a Hub repo id with a revision")))?,
+            Some(rev) => {
+                ModelSource::hub(&repo, Some(&rev)).ok_or_else(|| import_err("models", format!("`{r}` is not a Hub repo id with a revision")))?
+            }
             None => ModelSource::parse(&repo).unwrap_or(ModelSource::Local(repo.clone().into())),
         };
         models.push(SourceModel::new(&name, source));
@@ -399,7 +407,13 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
         if let Some(s) = srcs.iter().find(|s| s.range != (from, to)) {
             return Err(import_err(
                 &at,
-                format!("{} uses layers {:?} but {} uses {:?}; a recipe layer reads the same source layer from every model", s.model, s.range, srcs[0].model, (from, to)),
+                format!(
+                    "{} uses layers {:?} but {} uses {:?}; a recipe layer reads the same source layer from every model",
+                    s.model,
+                    s.range,
+                    srcs[0].model,
+                    (from, to)
+                ),
             ));
         }
         let rule = if task_arithmetic {
@@ -444,13 +458,7 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
 
 /// The rule a task_arithmetic slice describes: base alone, one sibling at weight 1, or
 /// siblings sharing one weight λ.
-fn task_arithmetic_rule(
-    srcs: &[InputSlice],
-    at: &str,
-    name_of: &BTreeMap<&str, &str>,
-    base: &str,
-    lambda: f64,
-) -> Result<Rule, MergekitError> {
+fn task_arithmetic_rule(srcs: &[InputSlice], at: &str, name_of: &BTreeMap<&str, &str>, base: &str, lambda: f64) -> Result<Rule, MergekitError> {
     if !srcs.iter().any(|s| name_of[s.model.as_str()] == base) {
         return Err(import_err(at, "the base_model is not among the sources; task arithmetic needs it as the anchor"));
     }
@@ -561,7 +569,14 @@ mod tests {
     #[test]
     fn the_first_slice_lists_every_model_of_the_last_so_mergekit_merges_the_whole_head() {
         // The head follows the last layer, a merge of a and b; the first slice takes the base.
-        let r = Recipe::new("llama", 6, src("base"), vec![src("a"), src("b")], layers(&[(0, take("base")), (4, ta(&["a", "b"], 0.5))]), EdgePolicy::FollowLayers);
+        let r = Recipe::new(
+            "llama",
+            6,
+            src("base"),
+            vec![src("a"), src("b")],
+            layers(&[(0, take("base")), (4, ta(&["a", "b"], 0.5))]),
+            EdgePolicy::FollowLayers,
+        );
         let y = export(&r, false).unwrap();
         let v: Value = serde_norway::from_str(&y).unwrap();
         let first = v["slices"][0]["sources"].as_array().unwrap();

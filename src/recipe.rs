@@ -382,17 +382,7 @@ impl Recipe {
                 layers.last().map(|l| l.rule.clone()).unwrap_or(base_rule),
             ),
         };
-        Self {
-            format: FORMAT.into(),
-            architecture: architecture.into(),
-            source_layers,
-            base,
-            siblings,
-            layers,
-            embeddings,
-            head,
-            dtype: None,
-        }
+        Self { format: FORMAT.into(), architecture: architecture.into(), source_layers, base, siblings, layers, embeddings, head, dtype: None }
     }
 
     /// All source models, base first.
@@ -426,10 +416,16 @@ impl Recipe {
 
     /// The merge methods the recipe's rules use, each once, in registry order.
     pub fn merge_methods(&self) -> Vec<&'static crate::merge::MethodInfo> {
-        let used: Vec<&str> = self.layers.iter().map(|l| &l.rule).chain([&self.embeddings, &self.head]).filter_map(|r| match r {
-            Rule::Merge(m) => Some(m.method_name()),
-            Rule::Take(_) => None,
-        }).collect();
+        let used: Vec<&str> = self
+            .layers
+            .iter()
+            .map(|l| &l.rule)
+            .chain([&self.embeddings, &self.head])
+            .filter_map(|r| match r {
+                Rule::Merge(m) => Some(m.method_name()),
+                Rule::Take(_) => None,
+            })
+            .collect();
         crate::merge::METHODS.iter().filter(|m| used.contains(&m.name)).collect()
     }
 
@@ -447,10 +443,16 @@ impl Recipe {
             return Err(inv("architecture", format!("`{}` is not supported ({})", self.architecture, crate::arch::supported_list())));
         }
         if self.source_layers == 0 || self.source_layers > crate::limits::MAX_LAYERS {
-            return Err(inv("source_layers", format!("{} is not between 1 and {} (the most layers hf-tailor accepts)", self.source_layers, crate::limits::MAX_LAYERS)));
+            return Err(inv(
+                "source_layers",
+                format!("{} is not between 1 and {} (the most layers hf-tailor accepts)", self.source_layers, crate::limits::MAX_LAYERS),
+            ));
         }
         if self.layers.len() > crate::limits::MAX_LAYERS {
-            return Err(inv("layers", format!("has {} entries, more than the {} layers hf-tailor accepts", self.layers.len(), crate::limits::MAX_LAYERS)));
+            return Err(inv(
+                "layers",
+                format!("has {} entries, more than the {} layers hf-tailor accepts", self.layers.len(), crate::limits::MAX_LAYERS),
+            ));
         }
         let mut names = BTreeSet::new();
         for (i, m) in self.models().enumerate() {
@@ -518,8 +520,7 @@ impl Recipe {
     /// Write as YAML or JSON by extension, atomically (temp file + rename).
     pub fn save(&self, path: &Path) -> Result<(), RecipeError> {
         let text = if path.extension().is_some_and(|e| e == "json") { self.to_json() } else { self.to_yaml() };
-        crate::fsutil::write_atomic(path, text.as_bytes())
-            .map_err(|source| RecipeError::Io { path: path.display().to_string(), source })
+        crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| RecipeError::Io { path: path.display().to_string(), source })
     }
 }
 
@@ -544,10 +545,7 @@ mod tests {
             vec![
                 LayerRule { from: 0, rule: Rule::Take("base".into()) },
                 LayerRule { from: 1, rule: Rule::Take("a".into()) },
-                LayerRule {
-                    from: 3,
-                    rule: Rule::Merge(Merge::TaskArithmetic { models: vec!["a".into(), "b".into()], lambda: 0.6 }),
-                },
+                LayerRule { from: 3, rule: Rule::Merge(Merge::TaskArithmetic { models: vec!["a".into(), "b".into()], lambda: 0.6 }) },
             ],
             EdgePolicy::FollowLayers,
         )

@@ -320,4 +320,3 @@ pub fn paired_difference(a: &Measures, b: &Measures, metric: Metric) -> Option<E
     }
     (!parts.is_empty()).then(|| Estimate::mean_of(&parts))
 }
-

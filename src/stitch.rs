@@ -41,9 +41,7 @@ impl Stitched<'_> {
 }
 
 fn model<'a>(family: &'a Family, name: &str) -> Result<&'a crate::checkpoint::Checkpoint, CheckpointError> {
-    family
-        .get(name)
-        .ok_or_else(|| CheckpointError::Incompatible(format!("the recipe names model `{name}`, which was not loaded")))
+    family.get(name).ok_or_else(|| CheckpointError::Incompatible(format!("the recipe names model `{name}`, which was not loaded")))
 }
 
 /// Produce tensor `tensor` (a source tensor name) under `rule`. `rows` truncates matrices

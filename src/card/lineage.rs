@@ -3,11 +3,12 @@
 
 use serde::Serialize;
 
-use crate::source::ModelSource;
 use crate::recipe::{Recipe, Rule, SourceModel};
+use crate::source::ModelSource;
 
 /// Distinct, colour-blind-friendly fills (Okabe–Ito, then Tableau); the base takes the first.
-const PALETTE: &[&str] = &["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD"];
+const PALETTE: &[&str] =
+    &["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD"];
 pub const REMOVED_FILL: &str = "#D9D9D9";
 
 /// One row of the lineage table.
@@ -201,5 +202,15 @@ pub fn picture(recipe: &Recipe, title: &str) -> Picture {
         removed.len(),
         recipe.merge_count()
     );
-    Picture { width: width.max(legend_end + margin), height: legend_y + 30.0, title: format!("Layer lineage of {title}"), description, rects, outlines, lines, marks, texts }
+    Picture {
+        width: width.max(legend_end + margin),
+        height: legend_y + 30.0,
+        title: format!("Layer lineage of {title}"),
+        description,
+        rects,
+        outlines,
+        lines,
+        marks,
+        texts,
+    }
 }

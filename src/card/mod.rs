@@ -57,7 +57,17 @@ impl CardInput {
     /// Parameter counts come from the output layout ([`crate::layout::Layout`]): `before`
     /// of the untailored base, `after` of the recipe's output, as the writer writes it.
     pub fn new(recipe: Recipe, title: &str, params_before: u64, params_after: u64) -> Self {
-        Self { recipe, title: title.into(), repo_id: None, params_before, params_after, license: None, results: Vec::new(), mergekit_yaml: None, results_note: None }
+        Self {
+            recipe,
+            title: title.into(),
+            repo_id: None,
+            params_before,
+            params_after,
+            license: None,
+            results: Vec::new(),
+            mergekit_yaml: None,
+            results_note: None,
+        }
     }
 }
 
@@ -116,7 +126,8 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
     env.add_template("lineage.svg", SVG_TEMPLATE).map_err(tmpl_err("lineage.svg"))?;
 
     let picture = lineage::picture(r, &input.title);
-    let lineage_svg = env.get_template("lineage.svg").and_then(|t| t.render(context! { p => Value::from(Serde(&picture)) })).map_err(tmpl_err("lineage.svg"))?;
+    let lineage_svg =
+        env.get_template("lineage.svg").and_then(|t| t.render(context! { p => Value::from(Serde(&picture)) })).map_err(tmpl_err("lineage.svg"))?;
 
     let removed = r.removed_layers();
     let base_name = &r.base.name;

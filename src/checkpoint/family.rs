@@ -94,10 +94,7 @@ pub fn check_family(base: &Checkpoint, siblings: &[Checkpoint]) -> Result<Family
     for s in siblings {
         let c = &s.config;
         let mismatch = |field: &str, bv: String, sv: String| {
-            CheckpointError::Incompatible(format!(
-                "{} and base {} differ in {field}: {sv} vs {bv}",
-                s.name, base.name
-            ))
+            CheckpointError::Incompatible(format!("{} and base {} differ in {field}: {sv} vs {bv}", s.name, base.name))
         };
         if c.arch.model_type != b.arch.model_type {
             return Err(mismatch("model_type", b.arch.model_type.into(), c.arch.model_type.into()));
@@ -122,11 +119,7 @@ pub fn check_family(base: &Checkpoint, siblings: &[Checkpoint]) -> Result<Family
             return Err(mismatch("rope_scaling", field_str(b.rope_scaling.as_ref()), field_str(c.rope_scaling.as_ref())));
         }
         if b.tie_word_embeddings != c.tie_word_embeddings {
-            return Err(mismatch(
-                "tie_word_embeddings",
-                b.tie_word_embeddings.to_string(),
-                c.tie_word_embeddings.to_string(),
-            ));
+            return Err(mismatch("tie_word_embeddings", b.tie_word_embeddings.to_string(), c.tie_word_embeddings.to_string()));
         }
         let (bv, sv) = (base.embedding_rows(), s.embedding_rows());
         if bv != sv {
@@ -135,11 +128,7 @@ pub fn check_family(base: &Checkpoint, siblings: &[Checkpoint]) -> Result<Family
             if diff > 256 {
                 return Err(mismatch("vocabulary rows", bv.to_string(), sv.to_string()));
             }
-            warnings.push(format!(
-                "{} has {sv} vocabulary rows and the base {bv}: using the {} rows they share",
-                s.name,
-                bv.min(sv)
-            ));
+            warnings.push(format!("{} has {sv} vocabulary rows and the base {bv}: using the {} rows they share", s.name, bv.min(sv)));
             common_vocab = common_vocab.min(sv);
         }
     }

@@ -190,10 +190,7 @@ impl Checkpoint {
                 }
             }
             if let Some(extra) = tensors.keys().find(|k| !map.contains_key(*k)) {
-                return Err(CheckpointError::BadIndex {
-                    path: index_path.display().to_string(),
-                    why: format!("does not list tensor `{extra}`"),
-                });
+                return Err(CheckpointError::BadIndex { path: index_path.display().to_string(), why: format!("does not list tensor `{extra}`") });
             }
         }
         let ckpt = Self { name: name.into(), dir: dir.to_path_buf(), config, shards, tensors };
@@ -261,9 +258,7 @@ impl Checkpoint {
 
     /// Metadata of a tensor, or a `MissingTensor` error naming this model.
     pub fn info(&self, name: &str) -> Result<&TensorInfo, CheckpointError> {
-        self.tensors
-            .get(name)
-            .ok_or_else(|| CheckpointError::MissingTensor { model: self.name.clone(), tensor: name.into() })
+        self.tensors.get(name).ok_or_else(|| CheckpointError::MissingTensor { model: self.name.clone(), tensor: name.into() })
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -341,8 +336,7 @@ impl Checkpoint {
 fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>), CheckpointError> {
     let p = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| CheckpointError::BadIndex { path: p.clone(), why: e.to_string() })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| CheckpointError::BadIndex { path: p.clone(), why: e.to_string() })?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -350,9 +344,7 @@ fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>), Ch
     let mut files: Vec<String> = Vec::new();
     let mut out = BTreeMap::new();
     for (k, f) in map {
-        let f = f
-            .as_str()
-            .ok_or_else(|| CheckpointError::BadIndex { path: p.clone(), why: format!("entry `{k}` is not a file name") })?;
+        let f = f.as_str().ok_or_else(|| CheckpointError::BadIndex { path: p.clone(), why: format!("entry `{k}` is not a file name") })?;
         if f.contains('/') || f.contains('\\') || f.starts_with('.') {
             return Err(CheckpointError::BadIndex { path: p.clone(), why: format!("entry `{k}` names an unsafe path `{f}`") });
         }

@@ -25,11 +25,11 @@ use hf_tailor::dtype::Dtype;
 use hf_tailor::eval::tiers::Tier;
 use hf_tailor::eval::weights::WeightStore;
 use hf_tailor::eval::{memory, DeviceKind, EvalOptions, Evaluator, McItem, Task, TaskData};
-use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Rule, SourceModel};
 use hf_tailor::search::hyperband::brackets;
 use hf_tailor::search::warmstart::warm_start;
 use hf_tailor::search::{MergeMethod, RecipeTemplate, SearchSpace, SpaceOptions};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -106,16 +106,8 @@ fn llama(layers: usize, hidden: usize, intermediate: usize, heads: usize, vocab:
 }
 
 fn shape(name: &str) -> anyhow::Result<Shape> {
-    let real = |name, spec, keep| Shape {
-        name,
-        spec,
-        keep,
-        mmlu_items: 1531,
-        wsc_items: 554,
-        mmlu_len: (40, 240),
-        law_len: (250, 600),
-        wsc_len: (45, 110),
-    };
+    let real =
+        |name, spec, keep| Shape { name, spec, keep, mmlu_items: 1531, wsc_items: 554, mmlu_len: (40, 240), law_len: (250, 600), wsc_len: (45, 110) };
     Ok(match name {
         "7b" => real("Llama-2-7B", llama(32, 4096, 11008, 32, 32000), 24),
         "13b" => real("Llama-2-13B", llama(40, 5120, 13824, 40, 32000), 30),
@@ -158,10 +150,8 @@ fn calibration(s: &Shape, seed: u64) -> (Vec<Task>, Vec<usize>) {
         lengths.push(n);
         wsc.push(McItem { context: letters(&mut rng, n), choices: vec!["B".into(), "A".into()], label: rng.random_range(0..2), subject: None });
     }
-    let tasks = vec![
-        Task { name: "mmlu".into(), data: TaskData::MultipleChoice(mmlu) },
-        Task { name: "wsc".into(), data: TaskData::MultipleChoice(wsc) },
-    ];
+    let tasks =
+        vec![Task { name: "mmlu".into(), data: TaskData::MultipleChoice(mmlu) }, Task { name: "wsc".into(), data: TaskData::MultipleChoice(wsc) }];
     (tasks, lengths)
 }
 
@@ -249,10 +239,7 @@ fn open_family(models: &[(String, PathBuf)]) -> anyhow::Result<(Family, Vec<Sour
     for (name, dir) in models {
         opened.push((name.clone(), Checkpoint::open_named(dir, name)?));
     }
-    let sources = models
-        .iter()
-        .map(|(name, dir)| SourceModel::local(name, dir.clone()))
-        .collect();
+    let sources = models.iter().map(|(name, dir)| SourceModel::local(name, dir.clone())).collect();
     let base = opened.remove(0);
     Ok((Family::new(base, opened)?, sources))
 }
@@ -437,7 +424,8 @@ fn measure(args: &Args, s: &Shape, models: &[(String, PathBuf)], device_kind: De
     // The reference's warm-start stream with the prefix cache, against the same candidates'
     // cost without it (the budget phase above, at the smallest budget).
     let stream = warm_start_sample(&space, args.warm_start);
-    let mut ev = Evaluator::new(family.clone(), tasks, EvalOptions { prefix_cache_bytes: args.prefix_cache_mb << 20, ..options(args, device_kind, true) })?;
+    let mut ev =
+        Evaluator::new(family.clone(), tasks, EvalOptions { prefix_cache_bytes: args.prefix_cache_mb << 20, ..options(args, device_kind, true) })?;
     let t = Instant::now();
     for c in &stream {
         ev.evaluate(&space.to_recipe(c), warm_budget)?;
@@ -512,7 +500,9 @@ fn render(rows: &[Figures]) -> String {
     s += &line("prefix cache: layer-forwards saved", &|r| format!("{:.1} % ({} warm-start)", 100.0 * r.prefix_saved_fraction, r.warm_start_trials));
     s += &line("prefix cache: time vs uncached", &|r| format!("{:.2}x", r.prefix_time_ratio));
     s += &line("peak memory in use", &|r| hf_tailor::human::human_bytes(r.peak_memory_bytes));
-    s += &line("models on the device", &|r| format!("{} of {}", r.memory_tiers.iter().filter(|(_, t)| *t == Tier::Device).count(), r.memory_tiers.len()));
+    s += &line("models on the device", &|r| {
+        format!("{} of {}", r.memory_tiers.iter().filter(|(_, t)| *t == Tier::Device).count(), r.memory_tiers.len())
+    });
     s += &line("projected search (h)", &|r| format!("{:.2} ({} trials)", r.projected_hours, r.projected_trials));
     s
 }

@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
-use hf_tailor::writer::{self, BuildOptions};
 use hf_tailor::human::human_count;
+use hf_tailor::writer::{self, BuildOptions};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  hf-tailor build --recipe tailor.yaml --out tailored\n  hf-tailor build --recipe tailor.yaml --out tailored --shard-size 2GB --force --json")]
+#[command(
+    after_help = "Examples:\n  hf-tailor build --recipe tailor.yaml --out tailored\n  hf-tailor build --recipe tailor.yaml --out tailored --shard-size 2GB --force --json"
+)]
 pub struct Args {
     /// Recipe file (YAML or JSON), as written by `hf-tailor search`, or a mergekit YAML;
     /// Hub sources are resolved as `search` resolves them (cache, then download).
@@ -53,4 +55,3 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -6,13 +6,15 @@ use anyhow::Context;
 use hf_tailor::card::{self, CardInput};
 use hf_tailor::checkpoint::Checkpoint;
 use hf_tailor::config::ModelConfig;
-use hf_tailor::layout::Layout;
 use hf_tailor::hub::{self, HubConfig};
+use hf_tailor::layout::Layout;
 use hf_tailor::recipe::Recipe;
 use hf_tailor::score::ModelResult;
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  hf-tailor card --model ./tailored --recipe tailor.yaml --results results.json\n  hf-tailor card --model ./tailored --recipe tailor.yaml --base-readme base/README.md --repo me/model")]
+#[command(
+    after_help = "Examples:\n  hf-tailor card --model ./tailored --recipe tailor.yaml --results results.json\n  hf-tailor card --model ./tailored --recipe tailor.yaml --base-readme base/README.md --repo me/model"
+)]
 pub struct Args {
     /// The built model folder; README.md and lineage.svg are written into it.
     #[arg(long)]
@@ -37,7 +39,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let recipe = Recipe::load(&args.recipe)?;
     let (before, after) = param_counts(&args.model, &recipe)?;
-    let title = args.repo.clone().unwrap_or_else(|| args.model.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "tailored".into()));
+    let title = args.repo.clone().unwrap_or_else(|| {
+        args.model.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "tailored".into())
+    });
     let mut input = CardInput::new(recipe, &title, before, after);
     input.repo_id = args.repo.clone();
     input.results = match &args.results {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hf_tailor::checkpoint::{Checkpoint, Family};
-use hf_tailor::source::ModelSource;
 use hf_tailor::eval::{Evaluator, TaskResult, TaskSpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
+use hf_tailor::source::ModelSource;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Task specs: KIND[:NAME]=PATH with KIND mc (JSONL/parquet rows {context, choices, label}), \

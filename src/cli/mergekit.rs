@@ -24,7 +24,9 @@ pub enum Command {
         output: Option<PathBuf>,
     },
     /// Read a mergekit passthrough / task_arithmetic config into a recipe.
-    #[command(after_help = "Example:\n  hf-tailor mergekit import merge.yaml -o tailor.yaml\n  hf-tailor mergekit import merge.yaml --source-layers 40 --architecture llama -o tailor.yaml")]
+    #[command(
+        after_help = "Example:\n  hf-tailor mergekit import merge.yaml -o tailor.yaml\n  hf-tailor mergekit import merge.yaml --source-layers 40 --architecture llama -o tailor.yaml"
+    )]
     Import {
         /// mergekit YAML config.
         config: PathBuf,
@@ -71,7 +73,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let recipe = mergekit::import(&text, &ImportOptions { source_layers, architecture, base_config })
                 .with_context(|| format!("importing {}", config.display()))?;
             recipe.save(&output)?;
-            eprintln!("wrote {} ({} of {} layers kept, {} merged)", output.display(), recipe.layers.len(), recipe.source_layers, recipe.merge_count());
+            eprintln!(
+                "wrote {} ({} of {} layers kept, {} merged)",
+                output.display(),
+                recipe.layers.len(),
+                recipe.source_layers,
+                recipe.merge_count()
+            );
         }
     }
     Ok(())

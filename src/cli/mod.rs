@@ -137,7 +137,6 @@ impl EngineArgs {
     }
 }
 
-
 pub fn main() -> anyhow::Result<()> {
     signals::install();
     let cli = match Cli::try_parse() {
@@ -219,7 +218,6 @@ fn io_code(source: &std::io::Error) -> Option<u8> {
 /// The exit status a library error implies, when it is one hf-tailor knows; None lets the
 /// caller look at the error's cause (a wrapper that says nothing of its own).
 fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
-    use hf_tailor::writer::BuildError as B;
     use hf_tailor::card::CardError as D;
     use hf_tailor::checkpoint::CheckpointError as C;
     use hf_tailor::config::ConfigError as K;
@@ -229,6 +227,7 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     use hf_tailor::pipeline::PipelineError as P;
     use hf_tailor::recipe::RecipeError as R;
     use hf_tailor::search::SearchError as S;
+    use hf_tailor::writer::BuildError as B;
     let bad_input = |yes: bool| Some(if yes { 2 } else { 1 });
     // A recipe that does not fit its base, or a text that names no model, is the user's.
     if cause.is::<hf_tailor::layout::LayoutError>() || cause.is::<hf_tailor::source::BadSource>() {
@@ -307,23 +306,25 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         };
     }
     if let Some(e) = cause.downcast_ref::<H>() {
-        return bad_input(matches!(
-            e,
-            H::ListLine { .. }
-                | H::DuplicateEntry { .. }
-                | H::BadModelRef { .. }
-                | H::NoSuchFolder { .. }
-                | H::PushTarget { .. }
-                | H::BaseAmongFinetunes { .. }
-                | H::RepoNotFound { .. }
-                | H::RevisionNotFound { .. }
-                | H::EntryNotFound { .. }
-                | H::Unauthorized { .. }
-                | H::Forbidden { .. }
-                | H::NotCached { .. }
-                | H::NoToken { .. }
-                | H::NoWeights { .. }
-        ) || matches!(e, H::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+        return bad_input(
+            matches!(
+                e,
+                H::ListLine { .. }
+                    | H::DuplicateEntry { .. }
+                    | H::BadModelRef { .. }
+                    | H::NoSuchFolder { .. }
+                    | H::PushTarget { .. }
+                    | H::BaseAmongFinetunes { .. }
+                    | H::RepoNotFound { .. }
+                    | H::RevisionNotFound { .. }
+                    | H::EntryNotFound { .. }
+                    | H::Unauthorized { .. }
+                    | H::Forbidden { .. }
+                    | H::NotCached { .. }
+                    | H::NoToken { .. }
+                    | H::NoWeights { .. }
+            ) || matches!(e, H::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+        );
     }
     None
 }

@@ -7,7 +7,9 @@ use anyhow::Context;
 use hf_tailor::hub::{self, HubConfig, ModelSource, SourceList};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  hf-tailor pull --base meta-llama/Llama-2-13b-hf --finetunes finetunes.txt\n  HF_HUB_OFFLINE=1 hf-tailor pull --base ./base --finetunes list.txt --out sources.yaml")]
+#[command(
+    after_help = "Examples:\n  hf-tailor pull --base meta-llama/Llama-2-13b-hf --finetunes finetunes.txt\n  HF_HUB_OFFLINE=1 hf-tailor pull --base ./base --finetunes list.txt --out sources.yaml"
+)]
 pub struct Args {
     /// Base model: Hub id (`owner/name[@revision]`) or local folder.
     #[arg(long)]

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use hf_tailor::hub::{self, HubConfig, PushOptions};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  hf-tailor push ./tailored me/Llama-2-10b-tailored --private\n  hf-tailor push ./tailored me/model --revision dev --message \"re-run with 30 layers\"\n\nThe token comes from HF_TOKEN or the file `hf auth login` writes ($HF_HOME/token, HF_TOKEN_PATH).")]
+#[command(
+    after_help = "Examples:\n  hf-tailor push ./tailored me/Llama-2-10b-tailored --private\n  hf-tailor push ./tailored me/model --revision dev --message \"re-run with 30 layers\"\n\nThe token comes from HF_TOKEN or the file `hf auth login` writes ($HF_HOME/token, HF_TOKEN_PATH)."
+)]
 pub struct Args {
     /// Folder to upload (every file in it, recursively; hidden files are skipped).
     pub dir: PathBuf,

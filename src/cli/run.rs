@@ -207,11 +207,8 @@ fn load_tasks(cfg: &HubConfig, names: &[String]) -> anyhow::Result<Vec<Task>> {
         let spec = match BUILTIN_TASKS.iter().find(|(n, _, _)| n == name) {
             Some((n, repo, pattern)) => {
                 let files = hub::pull_dataset(cfg, repo, None, &[pattern])?;
-                let dir = files
-                    .first()
-                    .and_then(|f| f.parent())
-                    .with_context(|| format!("dataset {repo} has no file matching {pattern}"))?
-                    .to_path_buf();
+                let dir =
+                    files.first().and_then(|f| f.parent()).with_context(|| format!("dataset {repo} has no file matching {pattern}"))?.to_path_buf();
                 TaskSpec::parse(&format!("{n}={}", dir.display()))?
             }
             None => TaskSpec::parse(name)?,
@@ -222,10 +219,7 @@ fn load_tasks(cfg: &HubConfig, names: &[String]) -> anyhow::Result<Vec<Task>> {
 }
 
 fn folder_name(p: &std::path::Path) -> String {
-    p.canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "tailored".into())
+    p.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "tailored".into())
 }
 
 /// Stage lines and a trial progress bar on stderr (nothing but errors with --json).
@@ -260,10 +254,7 @@ impl Progress for StderrProgress {
         }
         let bar = self.bar.get_or_insert_with(|| {
             let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("  trials {bar:30} {pos}/{len} {per_sec} best {msg} eta {eta}")
-                    .expect("valid template"),
-            );
+            bar.set_style(ProgressStyle::with_template("  trials {bar:30} {pos}/{len} {per_sec} best {msg} eta {eta}").expect("valid template"));
             bar
         });
         bar.set_position(done as u64);

@@ -10,15 +10,15 @@ use hf_tailor::eval::{Evaluator, TaskData, TaskSpec};
 use hf_tailor::hub::{self, HubConfig, SourceList};
 use hf_tailor::layout::Layout;
 use hf_tailor::recipe::{EdgePolicy, Recipe, SourceModel};
-use hf_tailor::source::ModelSource;
+use hf_tailor::score::HoldOut;
 use hf_tailor::search::baselines::BaselineKind;
 use hf_tailor::search::job::{self, JobObserver, JobSpec};
 use hf_tailor::search::report::SearchReport;
-use hf_tailor::score::HoldOut;
 use hf_tailor::search::{
     DepthTarget, MergeMethod, Objective, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions, TrialEvent,
     DEFAULT_OBJECTIVE, DEFAULT_SELECTION_FRACTION,
 };
+use hf_tailor::source::ModelSource;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Which models: a source list from `hf-tailor pull`, or folders / Hub ids.
@@ -191,9 +191,7 @@ fn parse_baselines(list: &[String]) -> anyhow::Result<Vec<BaselineKind>> {
     if list.iter().any(|b| b == "none") {
         return Ok(Vec::new());
     }
-    list.iter()
-        .map(|b| BaselineKind::parse(b.trim()).with_context(|| format!("unknown baseline `{b}` (shortgpt, angular, sleb, none)")))
-        .collect()
+    list.iter().map(|b| BaselineKind::parse(b.trim()).with_context(|| format!("unknown baseline `{b}` (shortgpt, angular, sleb, none)"))).collect()
 }
 
 /// The sources (base, siblings) and the opened, checked family.
@@ -205,7 +203,10 @@ fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceMode
         }
         (None, Some(b)) => {
             let mut taken = std::collections::BTreeSet::from(["base".to_string()]);
-            let sibs = hub::parse_finetunes_arg(&args.finetunes)?.into_iter().map(|f| SourceModel::new(&hub::pull::unique_name(&f, &mut taken), f)).collect();
+            let sibs = hub::parse_finetunes_arg(&args.finetunes)?
+                .into_iter()
+                .map(|f| SourceModel::new(&hub::pull::unique_name(&f, &mut taken), f))
+                .collect();
             (SourceModel::new("base", ModelSource::parse(b)?), sibs)
         }
         (None, None) => super::usage!("give --sources FILE or --base MODEL"),
@@ -242,7 +243,13 @@ struct Setup {
 }
 
 /// `needs_calibration`: refuse early (before opening any model) when no calibration text is given.
-fn setup(family: &FamilyArgs, depth_args: &DepthArgs, scoring: &ScoringArgs, options: SpaceOptions, needs_calibration: bool) -> anyhow::Result<Setup> {
+fn setup(
+    family: &FamilyArgs,
+    depth_args: &DepthArgs,
+    scoring: &ScoringArgs,
+    options: SpaceOptions,
+    needs_calibration: bool,
+) -> anyhow::Result<Setup> {
     let specs = TaskSpec::parse_list(&scoring.tasks)?;
     if specs.is_empty() {
         super::usage!("--tasks names no task");
@@ -409,8 +416,7 @@ pub fn run_baselines(args: BaselinesArgs) -> anyhow::Result<()> {
     }
     let mut s = setup(&args.family, &args.depth, &args.scoring, SpaceOptions::default(), true)?;
     let mut progress = Progress::new(0);
-    let (baselines, rows) =
-        job::run_baselines(&s.space, &kinds, &s.calibration, &mut s.evaluator, args.budget, &*s.params, &mut progress)?;
+    let (baselines, rows) = job::run_baselines(&s.space, &kinds, &s.calibration, &mut s.evaluator, args.budget, &*s.params, &mut progress)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     for b in &baselines {
         job::save(&b.recipe, &args.out.join(format!("{}.yaml", b.kind.stem())))?;

@@ -15,7 +15,8 @@ use hf_tailor::source::ModelSource;
 
 /// The folder of a recipe source (see the module docs).
 pub fn locate(m: &SourceModel) -> Result<std::path::PathBuf, CheckpointError> {
-    hub::locate(m, &HubConfig::from_env()).map_err(|e| CheckpointError::NotAModel { path: m.source.to_string(), why: format!("model `{}`: {e}", m.name) })
+    hub::locate(m, &HubConfig::from_env())
+        .map_err(|e| CheckpointError::NotAModel { path: m.source.to_string(), why: format!("model `{}`: {e}", m.name) })
 }
 
 /// Open every model `recipe` names, checked as one family.
@@ -40,7 +41,7 @@ pub fn load_recipe(path: &Path) -> anyhow::Result<Recipe> {
         return Ok(Recipe::load(path)?);
     }
     let opts = ImportOptions { base_config: base_config(&mergekit::base_source(&text)?), ..ImportOptions::default() };
-    Ok(mergekit::import(&text, &opts).with_context(|| format!("importing mergekit config {}", path.display()))?)
+    mergekit::import(&text, &opts).with_context(|| format!("importing mergekit config {}", path.display()))
 }
 
 /// The config.json of a model that is reachable without a download (a local folder, or a

@@ -27,11 +27,8 @@ pub fn read_rows(path: &Path, split: &str) -> Result<Vec<SourcedRow>, EvalError>
         let mut files = Vec::new();
         collect_parquet(&root, &mut files)?;
         files.sort();
-        let named: Vec<PathBuf> = files
-            .iter()
-            .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(split)))
-            .cloned()
-            .collect();
+        let named: Vec<PathBuf> =
+            files.iter().filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(split))).cloned().collect();
         if !named.is_empty() {
             files = named;
         }
@@ -116,9 +113,7 @@ fn field_json(f: &Field) -> Value {
         Field::TimeMicros(v) | Field::TimestampMillis(v) | Field::TimestampMicros(v) => (*v).into(),
         Field::Group(row) => Value::Object(row.get_column_iter().map(|(k, f)| (k.clone(), field_json(f))).collect()),
         Field::ListInternal(list) => Value::Array(list.elements().iter().map(field_json).collect()),
-        Field::MapInternal(map) => Value::Array(
-            map.entries().iter().map(|(k, v)| Value::Array(vec![field_json(k), field_json(v)])).collect(),
-        ),
+        Field::MapInternal(map) => Value::Array(map.entries().iter().map(|(k, v)| Value::Array(vec![field_json(k), field_json(v)])).collect()),
         Field::Decimal(d) => Value::String(format!("{d:?}")),
     }
 }

@@ -156,7 +156,15 @@ fn dare_mask(n: usize, seed: u64, seed_key: &str, j: usize, density: f64, device
 }
 
 /// DARE: `o ← o + (λ/density)·(w − b)` where the model's mask keeps the entry (host: `dare`).
-fn dare(b: &Tensor, models: &[Tensor], lambda: f32, density: f64, seed: u64, seed_key: &str, flat: impl Fn(&Tensor) -> CResult<Tensor>) -> CResult<Tensor> {
+fn dare(
+    b: &Tensor,
+    models: &[Tensor],
+    lambda: f32,
+    density: f64,
+    seed: u64,
+    seed_key: &str,
+    flat: impl Fn(&Tensor) -> CResult<Tensor>,
+) -> CResult<Tensor> {
     let scale = scalar(merge::dare_scale(lambda, density), b.device())?;
     let mut out = b.clone();
     for (j, m) in models.iter().enumerate() {

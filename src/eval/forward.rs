@@ -46,10 +46,7 @@ pub struct Rope {
 }
 
 fn num(v: &Value, field: &str) -> Result<f32, EvalError> {
-    v.get(field)
-        .and_then(Value::as_f64)
-        .map(|x| x as f32)
-        .ok_or_else(|| EvalError::Unsupported(format!("rope_scaling lacks a numeric `{field}`")))
+    v.get(field).and_then(Value::as_f64).map(|x| x as f32).ok_or_else(|| EvalError::Unsupported(format!("rope_scaling lacks a numeric `{field}`")))
 }
 
 impl Rope {
@@ -83,11 +80,7 @@ impl Rope {
                         };
                     }
                 }
-                other => {
-                    return Err(EvalError::Unsupported(format!(
-                        "rope_scaling type `{other}` (supported: default, linear, llama3)"
-                    )))
-                }
+                other => return Err(EvalError::Unsupported(format!("rope_scaling type `{other}` (supported: default, linear, llama3)"))),
             }
         }
         // One window for every layer: a config whose layers mix full and sliding attention
@@ -239,9 +232,8 @@ pub fn layer_forward(w: &LayerWeights, x: &Tensor, ctx: &BatchContext, d: &Dims)
     if let Some(bias) = &w.qkv_bias {
         qkv = qkv.broadcast_add(bias)?;
     }
-    let heads = |start: usize, n: usize| -> CResult<Tensor> {
-        qkv.narrow(1, start * hd, n * hd)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
-    };
+    let heads =
+        |start: usize, n: usize| -> CResult<Tensor> { qkv.narrow(1, start * hd, n * hd)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous() };
     let q = candle_nn::rotary_emb::rope(&heads(0, nh)?, &ctx.cos, &ctx.sin)?;
     let k = candle_nn::rotary_emb::rope(&heads(nh, nkv)?, &ctx.cos, &ctx.sin)?;
     let v = heads(nh + nkv, nkv)?;

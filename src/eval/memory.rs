@@ -74,11 +74,8 @@ pub fn device_memory(device: &Device) -> Result<Option<(u64, u64)>, EvalError> {
     match device {
         #[cfg(feature = "cuda")]
         Device::Cuda(d) => {
-            let (free, total) = d
-                .cuda_stream()
-                .context()
-                .mem_get_info()
-                .map_err(|e| EvalError::Device(format!("cannot read the device's free memory: {e}")))?;
+            let (free, total) =
+                d.cuda_stream().context().mem_get_info().map_err(|e| EvalError::Device(format!("cannot read the device's free memory: {e}")))?;
             Ok(Some((free as u64, total as u64)))
         }
         _ => Ok(None),

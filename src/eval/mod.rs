@@ -334,7 +334,8 @@ impl Evaluator {
         let d = &self.dims;
         // FLOPs per token through a layer's linear maps, and per query-key pair of attention
         // (scores, softmax and the weighted sum over all heads).
-        let linear = 2.0 * (d.hidden * (d.heads + 2 * d.kv_heads) * d.head_dim + d.heads * d.head_dim * d.hidden + 3 * d.hidden * d.intermediate) as f64;
+        let linear =
+            2.0 * (d.hidden * (d.heads + 2 * d.kv_heads) * d.head_dim + d.heads * d.head_dim * d.hidden + 3 * d.hidden * d.intermediate) as f64;
         let pair = (d.heads * (4 * d.head_dim + 5)) as f64;
         Packing {
             max_batch_tokens: self.options.max_batch_tokens,
@@ -360,7 +361,11 @@ impl Evaluator {
             }
         }
         if recipe.base.name != self.family.base_name() {
-            return Err(EvalError::Mismatch(format!("the recipe's base is `{}`, the loaded base is `{}`", recipe.base.name, self.family.base_name())));
+            return Err(EvalError::Mismatch(format!(
+                "the recipe's base is `{}`, the loaded base is `{}`",
+                recipe.base.name,
+                self.family.base_name()
+            )));
         }
         Ok(())
     }

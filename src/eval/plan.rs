@@ -15,7 +15,7 @@
 use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 
-use super::forward::{BatchContext, RowLayout, Rope};
+use super::forward::{BatchContext, Rope, RowLayout};
 use super::tasks::{first_n, McItem, Task, TaskData};
 use super::tokenize::TextEncoder;
 use super::{EvalError, PackChoices};
@@ -183,7 +183,15 @@ impl Packing {
 }
 
 /// Plan the multiple-choice tasks at `budget` items and every perplexity task in full.
-pub fn plan_tasks(tasks: &[Task], budget: usize, enc: &TextEncoder, pack: Packing, rope: &Rope, device: &Device, dtype: DType) -> Result<Plan, EvalError> {
+pub fn plan_tasks(
+    tasks: &[Task],
+    budget: usize,
+    enc: &TextEncoder,
+    pack: Packing,
+    rope: &Rope,
+    device: &Device,
+    dtype: DType,
+) -> Result<Plan, EvalError> {
     let mut set = SequenceSet::default();
     let mut plans = Vec::new();
     let mut groups: std::collections::HashMap<(usize, Option<&str>, usize), u64> = std::collections::HashMap::new();
@@ -222,7 +230,11 @@ fn plan_item(set: &mut SequenceSet, enc: &TextEncoder, item: &McItem, pack: Pack
             let head: String = item.context.chars().take(40).collect();
             return Err(EvalError::Data {
                 origin: format!("item {head:?}…"),
-                message: format!("encodes to {} tokens, more than the model's max_position_embeddings ({})", ctx.len() + cont.len(), pack.max_positions),
+                message: format!(
+                    "encodes to {} tokens, more than the model's max_position_embeddings ({})",
+                    ctx.len() + cont.len(),
+                    pack.max_positions
+                ),
             });
         }
         if cont.is_empty() {

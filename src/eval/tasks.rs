@@ -111,9 +111,7 @@ impl TaskSpec {
         let format = match self.format {
             Some(f) => f,
             // A bare path: text rows are perplexity, anything else must be multiple choice.
-            None if rows.first().is_some_and(|r| r.value.get("text").is_some() && r.value.get("choices").is_none()) => {
-                TaskFormat::Perplexity
-            }
+            None if rows.first().is_some_and(|r| r.value.get("text").is_some() && r.value.get("choices").is_none()) => TaskFormat::Perplexity,
             None => TaskFormat::MultipleChoice,
         };
         let data = match format {
@@ -245,7 +243,7 @@ fn wsc_item(r: &SourcedRow) -> Result<McItem, EvalError> {
 }
 
 /// The first `budget` items, counted per subject when items have subjects.
-pub fn first_n<'a>(items: &'a [McItem], budget: usize) -> Vec<&'a McItem> {
+pub fn first_n(items: &[McItem], budget: usize) -> Vec<&McItem> {
     let mut seen: HashMap<Option<&str>, usize> = HashMap::new();
     items
         .iter()

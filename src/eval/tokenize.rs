@@ -32,8 +32,7 @@ impl TextEncoder {
     /// tokenizer files do not name.
     pub fn from_model_dir(dir: &Path, config: &serde_json::Value) -> Result<Self, EvalError> {
         let path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&path)
-            .map_err(|e| EvalError::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
+        let tokenizer = Tokenizer::from_file(&path).map_err(|e| EvalError::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
         let tok_cfg: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())

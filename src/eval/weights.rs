@@ -48,10 +48,19 @@ pub struct HeadWeights {
 /// What a cache entry is: the canonical JSON of a rule identifies it exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    Layer { from: usize, rule: String },
+    Layer {
+        from: usize,
+        rule: String,
+    },
     /// A matrix outside the layers: (source tensor, rule).
-    Matrix { source: String, rule: String },
-    Head { norm_rule: String, projection: Box<Key> },
+    Matrix {
+        source: String,
+        rule: String,
+    },
+    Head {
+        norm_rule: String,
+        projection: Box<Key>,
+    },
 }
 
 fn matrix_key(t: &OutputTensor) -> Key {

@@ -39,7 +39,14 @@ impl HubConfig {
 
     /// A config for an explicit endpoint and cache (tests, the demo's loopback Hub).
     pub fn new(endpoint: &str, token: Option<Token>, cache_dir: PathBuf) -> Self {
-        Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, cache_dir, offline: false, progress: false, retry: super::retry::RetryPolicy::default() }
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token,
+            cache_dir,
+            offline: false,
+            progress: false,
+            retry: super::retry::RetryPolicy::default(),
+        }
     }
 
     /// The token, or an error that says how to provide one.

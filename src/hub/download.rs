@@ -69,9 +69,11 @@ impl Http {
                     let req = self.auth(self.client.head(at), at).header("Accept-Encoding", "identity");
                     async move {
                         match req.send().await {
-                            Ok(r) if transient_status(r.status()) => Try::Again(HubError::Http { repo: repo.into(), message: format!("{what}: HTTP {}", r.status()) }),
+                            Ok(r) if transient_status(r.status()) => {
+                                Try::Again(HubError::Http { repo: repo.into(), message: format!("{what}: HTTP {}", r.status()) })
+                            }
                             Ok(r) => Try::Done(Ok(r)),
-                            Err(e) => Try::Again(self.transport(repo, &what, e)),
+                            Err(e) => Try::Again(self.transport(repo, what, e)),
                         }
                     }
                 })
@@ -183,7 +185,15 @@ impl Http {
     }
 
     /// One request toward filling `incomplete`; Ok when the file is complete.
-    async fn download_pass(&self, repo: &str, file: &str, meta: &FileMeta, incomplete: &Path, bar: &ProgressBar, received: &std::sync::atomic::AtomicU64) -> Result<(), Pass> {
+    async fn download_pass(
+        &self,
+        repo: &str,
+        file: &str,
+        meta: &FileMeta,
+        incomplete: &Path,
+        bar: &ProgressBar,
+        received: &std::sync::atomic::AtomicU64,
+    ) -> Result<(), Pass> {
         let have = incomplete.metadata().map(|m| m.len()).unwrap_or(0);
         let have = if have > meta.size { truncate(incomplete).map_err(Pass::Fatal)? } else { have };
         bar.set_position(have);
@@ -231,7 +241,17 @@ impl Http {
     /// Write the body at `start`; returns the file's length after it. A body that runs past
     /// `size` is a protocol error (the partial file is discarded).
     #[allow(clippy::too_many_arguments)]
-    async fn append_body(&self, repo: &str, file: &str, resp: reqwest::Response, incomplete: &Path, start: u64, size: u64, bar: &ProgressBar, received: &std::sync::atomic::AtomicU64) -> Result<u64, Pass> {
+    async fn append_body(
+        &self,
+        repo: &str,
+        file: &str,
+        resp: reqwest::Response,
+        incomplete: &Path,
+        start: u64,
+        size: u64,
+        bar: &ProgressBar,
+        received: &std::sync::atomic::AtomicU64,
+    ) -> Result<u64, Pass> {
         let fatal = |e| Pass::Fatal(io_err(incomplete)(e));
         let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(incomplete).map_err(fatal)?;
         f.set_len(start).map_err(fatal)?;

@@ -18,11 +18,7 @@ pub fn parse_finetunes(text: &str, path: &str) -> Result<Vec<ModelSource>, HubEr
             continue;
         }
         if content.split_whitespace().count() > 1 {
-            return Err(HubError::ListLine {
-                path: path.into(),
-                line,
-                message: format!("`{content}` holds more than one entry (one model a line)"),
-            });
+            return Err(HubError::ListLine { path: path.into(), line, message: format!("`{content}` holds more than one entry (one model a line)") });
         }
         let m = ModelSource::parse(content).map_err(|e| HubError::ListLine { path: path.into(), line, message: e.to_string() })?;
         if let Some((first_line, _)) = out.iter().find(|(_, o)| o.is_same_model(&m)) {
@@ -50,7 +46,12 @@ pub fn parse_finetunes_arg(values: &[String]) -> Result<Vec<ModelSource>, HubErr
         let found = if path.is_file() || (list_name && !value.contains(',')) {
             parse_finetunes_file(Path::new(value))?
         } else {
-            value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| ModelSource::parse(v).map_err(HubError::from)).collect::<Result<_, _>>()?
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| ModelSource::parse(v).map_err(HubError::from))
+                .collect::<Result<_, _>>()?
         };
         for m in found {
             if out.iter().any(|o| o.is_same_model(&m)) {

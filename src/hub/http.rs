@@ -69,9 +69,7 @@ impl Http {
         match (code, status.as_u16()) {
             // The Hub answers 401 + RepoNotFound for repos it will not admit exist.
             (Some("RepoNotFound"), _) => HubError::RepoNotFound { repo: repo.into(), endpoint },
-            (Some("RevisionNotFound"), _) => {
-                HubError::RevisionNotFound { repo: repo.into(), revision: revision_of(ctx).unwrap_or("?").into() }
-            }
+            (Some("RevisionNotFound"), _) => HubError::RevisionNotFound { repo: repo.into(), revision: revision_of(ctx).unwrap_or("?").into() },
             (Some("EntryNotFound"), _) => entry_not_found(repo, ctx),
             (_, 401) => HubError::Unauthorized { repo: repo.into() },
             (_, 403) => HubError::Forbidden { repo: repo.into(), message: self.cfg.redact(message) },
@@ -166,7 +164,10 @@ mod tests {
 
     #[test]
     fn each_cause_is_said_once() {
-        let e = E("HTTP request error: error sending request (u)", Some(Box::new(E("error sending request", Some(Box::new(E("connection refused", None)))))));
+        let e = E(
+            "HTTP request error: error sending request (u)",
+            Some(Box::new(E("error sending request", Some(Box::new(E("connection refused", None)))))),
+        );
         assert_eq!(error_chain(&e), "HTTP request error: error sending request (u): connection refused");
     }
 }

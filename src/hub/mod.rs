@@ -19,8 +19,8 @@ pub mod retry;
 
 pub use config::HubConfig;
 pub use finetunes::{parse_finetunes, parse_finetunes_arg, parse_finetunes_file, ModelSource};
-pub use push::{push_folder, PushOptions, PushReport};
 pub use pull::{locate, pull_dataset, pull_family, pull_model, PulledFamily, PulledModel, SourceList};
+pub use push::{push_folder, PushOptions, PushReport};
 
 /// What can go wrong talking to the Hub or reading the files that name what to fetch.
 #[derive(Debug, thiserror::Error)]
@@ -79,10 +79,5 @@ pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> H
 
 /// Run an async hub operation from synchronous pipeline code.
 pub(crate) fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts")
-        .block_on(fut)
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime starts").block_on(fut)
 }

@@ -78,7 +78,11 @@ impl SourceList {
 
     pub fn load(path: &Path) -> Result<Self, HubError> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        serde_norway::from_str(&text).map_err(|e| HubError::ListLine { path: path.display().to_string(), line: e.location().map(|l| l.line()).unwrap_or(0), message: e.to_string() })
+        serde_norway::from_str(&text).map_err(|e| HubError::ListLine {
+            path: path.display().to_string(),
+            line: e.location().map(|l| l.line()).unwrap_or(0),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -121,10 +125,8 @@ pub fn pull_model(cfg: &HubConfig, name: &str, m: &ModelSource, with_readme: boo
 
 fn local_model(name: &str, dir: &Path) -> Result<PulledModel, HubError> {
     let dir = dir.canonicalize().map_err(io_err(dir))?;
-    let present: Vec<String> = std::fs::read_dir(&dir)
-        .map_err(io_err(&dir))?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
+    let present: Vec<String> =
+        std::fs::read_dir(&dir).map_err(io_err(&dir))?.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect();
     let repo = dir.display().to_string();
     let files = select_files(&repo, &present, |f| read_index_shards(&dir.join(f), &repo))?;
     let mut hashes = BTreeMap::new();
@@ -137,7 +139,11 @@ fn local_model(name: &str, dir: &Path) -> Result<PulledModel, HubError> {
 
 /// The files a job needs out of `present`: config, weights (the index and the shards it
 /// names, or the single file), tokenizer files and generation config when present.
-fn select_files(repo: &str, present: &[String], shards_of_index: impl FnOnce(&str) -> Result<Vec<String>, HubError>) -> Result<Vec<String>, HubError> {
+fn select_files(
+    repo: &str,
+    present: &[String],
+    shards_of_index: impl FnOnce(&str) -> Result<Vec<String>, HubError>,
+) -> Result<Vec<String>, HubError> {
     let has = |f: &str| present.iter().any(|p| p == f);
     if !has(CONFIG_FILE) {
         return Err(HubError::Protocol { repo: repo.into(), message: "has no config.json".into() });
@@ -166,9 +172,12 @@ fn select_files(repo: &str, present: &[String], shards_of_index: impl FnOnce(&st
 
 fn read_index_shards(path: &Path, repo: &str) -> Result<Vec<String>, HubError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| HubError::Protocol { repo: repo.into(), message: format!("{INDEX} is not valid JSON: {e}") })?;
-    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| HubError::Protocol { repo: repo.into(), message: format!("{INDEX} has no weight_map") })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| HubError::Protocol { repo: repo.into(), message: format!("{INDEX} is not valid JSON: {e}") })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| HubError::Protocol { repo: repo.into(), message: format!("{INDEX} has no weight_map") })?;
     let shards: BTreeSet<String> = map.values().filter_map(|s| s.as_str().map(str::to_string)).collect();
     for s in &shards {
         if s.contains('/') || s.contains("..") || !s.ends_with(".safetensors") {
@@ -180,7 +189,10 @@ fn read_index_shards(path: &Path, repo: &str) -> Result<Vec<String>, HubError> {
 
 /// The hf-hub client for metadata calls, on our endpoint, cache and token.
 fn hf_client(cfg: &HubConfig) -> Result<hf_hub::HFClient, HubError> {
-    let mut b = hf_hub::HFClient::builder().endpoint(cfg.endpoint.clone()).cache_dir(cfg.cache_dir.clone()).retry_max_attempts(cfg.retry.max_attempts as usize);
+    let mut b = hf_hub::HFClient::builder()
+        .endpoint(cfg.endpoint.clone())
+        .cache_dir(cfg.cache_dir.clone())
+        .retry_max_attempts(cfg.retry.max_attempts as usize);
     if let Some(t) = &cfg.token {
         b = b.token(t.expose());
     }
@@ -192,15 +204,21 @@ fn hf_client(cfg: &HubConfig) -> Result<hf_hub::HFClient, HubError> {
 fn from_hf(cfg: &HubConfig, e: hf_hub::HFError, repo: &str, revision: &str) -> HubError {
     use hf_hub::HFError as E;
     let code = match &e {
-        E::RepoNotFound { context: Some(c), .. } | E::RevisionNotFound { context: Some(c), .. } | E::EntryNotFound { context: Some(c), .. } => c.error_code.clone(),
+        E::RepoNotFound { context: Some(c), .. } | E::RevisionNotFound { context: Some(c), .. } | E::EntryNotFound { context: Some(c), .. } => {
+            c.error_code.clone()
+        }
         E::AuthRequired { context } | E::Forbidden { context } | E::Http { context } => context.error_code.clone(),
         _ => None,
     };
     match (code.as_deref(), &e) {
         (Some("RepoNotFound"), _) | (None, E::RepoNotFound { .. }) => HubError::RepoNotFound { repo: repo.into(), endpoint: cfg.endpoint.clone() },
-        (Some("RevisionNotFound"), _) | (None, E::RevisionNotFound { .. }) => HubError::RevisionNotFound { repo: repo.into(), revision: revision.into() },
+        (Some("RevisionNotFound"), _) | (None, E::RevisionNotFound { .. }) => {
+            HubError::RevisionNotFound { repo: repo.into(), revision: revision.into() }
+        }
         (_, E::AuthRequired { .. }) => HubError::Unauthorized { repo: repo.into() },
-        (_, E::Forbidden { context }) => HubError::Forbidden { repo: repo.into(), message: cfg.redact(context.server_message.as_deref().unwrap_or("")) },
+        (_, E::Forbidden { context }) => {
+            HubError::Forbidden { repo: repo.into(), message: cfg.redact(context.server_message.as_deref().unwrap_or("")) }
+        }
         _ => HubError::Http { repo: repo.into(), message: cfg.redact(&super::http::error_chain(&e)) },
     }
 }
@@ -219,7 +237,9 @@ async fn repo_listing(cfg: &HubConfig, kind: RepoKind, repo: &str, revision: &st
             (info.sha, info.siblings)
         }
     };
-    let sha = sha.filter(|s| is_commit_hash(s)).ok_or_else(|| HubError::Protocol { repo: repo.into(), message: format!("the Hub did not resolve `{revision}` to a commit") })?;
+    let sha = sha
+        .filter(|s| is_commit_hash(s))
+        .ok_or_else(|| HubError::Protocol { repo: repo.into(), message: format!("the Hub did not resolve `{revision}` to a commit") })?;
     let files: Vec<String> = siblings.unwrap_or_default().into_iter().map(|s| s.rfilename).collect();
     // A listing is server input: a name that could leave the cache folder refuses the whole answer.
     for f in &files {
@@ -237,11 +257,8 @@ async fn pull_hub_model(cfg: &HubConfig, name: &str, repo: &str, revision: &str,
     let (commit, present) = repo_listing(cfg, RepoKind::Model, repo, revision).await?;
     let progress = Progress::new(cfg, &format!("{repo}@{}", &commit[..8.min(commit.len())]));
     // The index first: it says which shards to fetch.
-    let index_path = if present.iter().any(|p| p == INDEX) {
-        Some(fetch_one(&http, &progress, RepoKind::Model, repo, &commit, INDEX).await?.0)
-    } else {
-        None
-    };
+    let index_path =
+        if present.iter().any(|p| p == INDEX) { Some(fetch_one(&http, &progress, RepoKind::Model, repo, &commit, INDEX).await?.0) } else { None };
     let files = select_files(repo, &present, |_| read_index_shards(index_path.as_deref().expect("index fetched"), repo))?;
     let mut wanted: Vec<&str> = files.iter().map(String::as_str).collect();
     if with_readme && present.iter().any(|p| p == README) {
@@ -403,7 +420,8 @@ async fn pull_dataset_async(cfg: &HubConfig, repo: &str, revision: &str, pattern
     let cache = RepoCache::new(&cfg.cache_dir, RepoKind::Dataset, repo);
     let none_match = || HubError::Protocol { repo: repo.into(), message: format!("no file matches {}", patterns.join(", ")) };
     if cfg.offline {
-        let commit = cache.resolve(revision).ok_or_else(|| HubError::NotCached { repo: repo.into(), revision: revision.into(), file: patterns.join(",") })?;
+        let commit =
+            cache.resolve(revision).ok_or_else(|| HubError::NotCached { repo: repo.into(), revision: revision.into(), file: patterns.join(",") })?;
         let dir = cache.snapshot_dir(&commit);
         let mut found = Vec::new();
         walk(&dir, &dir, &mut found);
@@ -473,10 +491,20 @@ mod tests {
 
     #[test]
     fn selects_what_a_job_reads() {
-        let present: Vec<String> = ["config.json", "model.safetensors.index.json", "a.safetensors", "b.safetensors", "pytorch_model.bin", "tokenizer.json", "generation_config.json", "README.md", "x.png"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let present: Vec<String> = [
+            "config.json",
+            "model.safetensors.index.json",
+            "a.safetensors",
+            "b.safetensors",
+            "pytorch_model.bin",
+            "tokenizer.json",
+            "generation_config.json",
+            "README.md",
+            "x.png",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let files = select_files("r", &present, |_| Ok(vec!["a.safetensors".into(), "b.safetensors".into()])).unwrap();
         assert_eq!(files, ["config.json", INDEX, "a.safetensors", "b.safetensors", "tokenizer.json", "generation_config.json"]);
         let e = select_files("r", &present, |_| Ok(vec!["c.safetensors".into()])).unwrap_err();

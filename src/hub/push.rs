@@ -90,7 +90,8 @@ pub async fn push_folder_async(cfg: &HubConfig, dir: &Path, repo: &str, opts: &P
     let http = Http::new(cfg)?;
     let target = if cfg.progress { indicatif::ProgressDrawTarget::stderr() } else { indicatif::ProgressDrawTarget::hidden() };
     let bar = indicatif::ProgressBar::with_draw_target(Some(0), target).with_style(
-        indicatif::ProgressStyle::with_template("  pushing {msg} {bytes:>10}/{total_bytes:<10} {wide_bar} {bytes_per_sec:>12} {eta:>4}").expect("valid template"),
+        indicatif::ProgressStyle::with_template("  pushing {msg} {bytes:>10}/{total_bytes:<10} {wide_bar} {bytes_per_sec:>12} {eta:>4}")
+            .expect("valid template"),
     );
     bar.set_message(repo.to_string());
     let pusher = Pusher { http: &http, repo, opts, bar: &bar };
@@ -141,7 +142,9 @@ pub fn preflight(cfg: &HubConfig, repo: &str, _private: bool) -> Result<(), HubE
                 let http = &http;
                 async move {
                     match req.send().await {
-                        Ok(r) if transient_status(r.status()) => Try::Again(HubError::Http { repo: repo.into(), message: format!("{what}: HTTP {}", r.status()) }),
+                        Ok(r) if transient_status(r.status()) => {
+                            Try::Again(HubError::Http { repo: repo.into(), message: format!("{what}: HTTP {}", r.status()) })
+                        }
                         Ok(r) => Try::Done(Ok(r)),
                         Err(e) => Try::Again(http.transport(repo, what, e)),
                     }
@@ -156,7 +159,11 @@ pub fn preflight(cfg: &HubConfig, repo: &str, _private: bool) -> Result<(), HubE
         }
         let owner = repo.split('/').next().unwrap_or_default();
         let user = who.get("name").and_then(Value::as_str);
-        let orgs: Vec<&str> = who.get("orgs").and_then(Value::as_array).map(|o| o.iter().filter_map(|x| x.get("name").and_then(Value::as_str)).collect()).unwrap_or_default();
+        let orgs: Vec<&str> = who
+            .get("orgs")
+            .and_then(Value::as_array)
+            .map(|o| o.iter().filter_map(|x| x.get("name").and_then(Value::as_str)).collect())
+            .unwrap_or_default();
         match user {
             Some(u) if u == owner || orgs.contains(&owner) => Ok(()),
             Some(u) => Err(forbidden(format!("the token belongs to `{u}`, who is not `{owner}` nor a member of it"))),
@@ -224,7 +231,9 @@ impl Pusher<'_> {
                 }
                 async move {
                     match req.send().await {
-                        Ok(r) if transient_status(r.status()) => Try::Again(HubError::Http { repo: self.repo.into(), message: format!("{what}: HTTP {}", r.status()) }),
+                        Ok(r) if transient_status(r.status()) => {
+                            Try::Again(HubError::Http { repo: self.repo.into(), message: format!("{what}: HTTP {}", r.status()) })
+                        }
                         Ok(r) => Try::Done(Ok(r)),
                         Err(e) => Try::Again(self.http.transport(self.repo, what, e)),
                     }
@@ -253,7 +262,8 @@ impl Pusher<'_> {
         for chunk in files.chunks_mut(BATCH) {
             let mut entries = Vec::new();
             for f in chunk.iter() {
-                entries.push(json!({"path": f.repo_path, "size": f.size, "sample": base64::engine::general_purpose::STANDARD.encode(sample(&f.path)?)}));
+                entries
+                    .push(json!({"path": f.repo_path, "size": f.size, "sample": base64::engine::general_purpose::STANDARD.encode(sample(&f.path)?)}));
             }
             let resp = self.post_json(&url, &json!({"files": entries}), None, "preupload").await?;
             let resp = self.http.check(resp, self.repo, NotFound::Revision(&self.opts.revision)).await?;
@@ -290,9 +300,15 @@ impl Pusher<'_> {
             let answers = v.get("objects").and_then(Value::as_array).ok_or_else(|| self.protocol("LFS batch answer has no `objects`"))?;
             for f in chunk {
                 let sha = f.sha256.as_deref().expect("hashed");
-                let a = answers.iter().find(|a| a.get("oid").and_then(Value::as_str) == Some(sha)).ok_or_else(|| self.protocol(&format!("LFS batch did not answer for {}", f.repo_path)))?;
+                let a = answers
+                    .iter()
+                    .find(|a| a.get("oid").and_then(Value::as_str) == Some(sha))
+                    .ok_or_else(|| self.protocol(&format!("LFS batch did not answer for {}", f.repo_path)))?;
                 if let Some(err) = a.get("error") {
-                    return Err(HubError::Upload { path: f.repo_path.clone(), message: self.http.cfg.redact(&format!("the Hub refused the object: {err}")) });
+                    return Err(HubError::Upload {
+                        path: f.repo_path.clone(),
+                        message: self.http.cfg.redact(&format!("the Hub refused the object: {err}")),
+                    });
                 }
                 let Some(actions) = a.get("actions") else {
                     present += 1;
@@ -304,7 +320,11 @@ impl Pusher<'_> {
                 let header = upload.get("header").and_then(Value::as_object);
                 match header.and_then(|h| h.get("chunk_size")) {
                     Some(cs) => {
-                        let chunk_size = cs.as_u64().or_else(|| cs.as_str().and_then(|s| s.parse().ok())).filter(|&c| c > 0).ok_or_else(|| self.protocol("chunk_size is not a positive integer"))?;
+                        let chunk_size = cs
+                            .as_u64()
+                            .or_else(|| cs.as_str().and_then(|s| s.parse().ok()))
+                            .filter(|&c| c > 0)
+                            .ok_or_else(|| self.protocol("chunk_size is not a positive integer"))?;
                         self.multipart(f, sha, href, header.expect("has chunk_size"), chunk_size).await?;
                     }
                     None => self.basic(f, href).await?,
@@ -312,7 +332,10 @@ impl Pusher<'_> {
                 if let Some(verify) = actions.get("verify").and_then(|v| v.get("href")).and_then(Value::as_str) {
                     let resp = self.post_json(verify, &json!({"oid": sha, "size": f.size}), Some(LFS_MEDIA), "LFS verify").await?;
                     if !resp.status().is_success() {
-                        return Err(HubError::Upload { path: f.repo_path.clone(), message: format!("the Hub could not verify the upload (HTTP {})", resp.status()) });
+                        return Err(HubError::Upload {
+                            path: f.repo_path.clone(),
+                            message: format!("the Hub could not verify the upload (HTTP {})", resp.status()),
+                        });
                     }
                 }
                 uploaded += 1;
@@ -338,7 +361,10 @@ impl Pusher<'_> {
                         return Try::Done(Ok(()));
                     }
                     Ok(r) if !transient_status(r.status()) => {
-                        return Try::Done(Err(HubError::Upload { path: f.repo_path.clone(), message: format!("storage refused the upload (HTTP {})", r.status()) }))
+                        return Try::Done(Err(HubError::Upload {
+                            path: f.repo_path.clone(),
+                            message: format!("storage refused the upload (HTTP {})", r.status()),
+                        }))
                     }
                     Ok(r) => format!("HTTP {}", r.status()),
                     Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
@@ -350,7 +376,14 @@ impl Pusher<'_> {
 
     /// Multipart transfer: PUT each `chunk_size` slice to its numbered URL (in parallel, each
     /// retried), then POST the part ETags to `href` to complete the object.
-    async fn multipart(&self, f: &LocalFile, sha: &str, href: &str, header: &serde_json::Map<String, Value>, chunk_size: u64) -> Result<(), HubError> {
+    async fn multipart(
+        &self,
+        f: &LocalFile,
+        sha: &str,
+        href: &str,
+        header: &serde_json::Map<String, Value>,
+        chunk_size: u64,
+    ) -> Result<(), HubError> {
         let mut parts: Vec<(u64, String)> = header
             .iter()
             .filter(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
@@ -380,12 +413,18 @@ impl Pusher<'_> {
                     Ok(r) if r.status().is_success() => return Try::Done(Ok(())),
                     Ok(r) if !transient_status(r.status()) => {
                         let text = r.text().await.unwrap_or_default();
-                        return Try::Done(Err(HubError::Upload { path: f.repo_path.clone(), message: self.http.cfg.redact(&format!("completing the multipart upload failed: {text}")) }));
+                        return Try::Done(Err(HubError::Upload {
+                            path: f.repo_path.clone(),
+                            message: self.http.cfg.redact(&format!("completing the multipart upload failed: {text}")),
+                        }));
                     }
                     Ok(r) => format!("HTTP {}", r.status()),
                     Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
                 };
-                Try::Again(HubError::Upload { path: f.repo_path.clone(), message: format!("completing the upload failed after {n} tries: {failure}") })
+                Try::Again(HubError::Upload {
+                    path: f.repo_path.clone(),
+                    message: format!("completing the upload failed after {n} tries: {failure}"),
+                })
             })
             .await
     }
@@ -407,7 +446,10 @@ impl Pusher<'_> {
                         return Try::Done(etag.ok_or_else(|| self.protocol(&format!("{} part {n}: storage returned no ETag", f.repo_path))));
                     }
                     Ok(r) if !transient_status(r.status()) => {
-                        return Try::Done(Err(HubError::Upload { path: f.repo_path.clone(), message: format!("part {n}: storage refused it (HTTP {})", r.status()) }))
+                        return Try::Done(Err(HubError::Upload {
+                            path: f.repo_path.clone(),
+                            message: format!("part {n}: storage refused it (HTTP {})", r.status()),
+                        }))
                     }
                     Ok(r) => format!("HTTP {}", r.status()),
                     Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
@@ -430,7 +472,9 @@ impl Pusher<'_> {
                 line(json!({"key": "lfsFile", "value": {"path": f.repo_path, "algo": "sha256", "oid": f.sha256, "size": f.size}}));
             } else {
                 let bytes = tokio::fs::read(&f.path).await.map_err(io_err(&f.path))?;
-                line(json!({"key": "file", "value": {"content": base64::engine::general_purpose::STANDARD.encode(bytes), "path": f.repo_path, "encoding": "base64"}}));
+                line(
+                    json!({"key": "file", "value": {"content": base64::engine::general_purpose::STANDARD.encode(bytes), "path": f.repo_path, "encoding": "base64"}}),
+                );
             }
         }
         let url = format!("{}/api/models/{}/commit/{}", self.endpoint(), self.repo, http::encode_segment(&self.opts.revision));

@@ -118,7 +118,13 @@ mod tests {
         let mut calls = 0;
         let r: Result<u32, HubError> = rt.block_on(p.run("x", |n| {
             calls += 1;
-            async move { if n < 2 { Try::Again(HubError::Http { repo: "r".into(), message: "down".into() }) } else { Try::Done(Ok(n)) } }
+            async move {
+                if n < 2 {
+                    Try::Again(HubError::Http { repo: "r".into(), message: "down".into() })
+                } else {
+                    Try::Done(Ok(n))
+                }
+            }
         }));
         assert_eq!(r.unwrap(), 2);
         assert_eq!(calls, 2);

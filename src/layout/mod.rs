@@ -38,7 +38,11 @@ pub enum LayoutError {
 pub enum Slot {
     Embeddings,
     /// Output layer `index`, made from source layer `from`.
-    Layer { index: usize, from: usize, role: Role },
+    Layer {
+        index: usize,
+        from: usize,
+        role: Role,
+    },
     FinalNorm,
     /// The untied output projection (`lm_head.weight`).
     OutputProjection,
@@ -122,8 +126,15 @@ pub fn edges(config: &ModelConfig, recipe: &Recipe, vocab: usize, dtype: Dtype) 
         slot,
     };
     let embeddings = matrix(arch.embed, arch.embed, &recipe.embeddings, Slot::Embeddings);
-    let final_norm =
-        OutputTensor { name: arch.final_norm.into(), source: arch.final_norm.into(), rule: recipe.head.clone(), rows: None, shape: vec![h], dtype, slot: Slot::FinalNorm };
+    let final_norm = OutputTensor {
+        name: arch.final_norm.into(),
+        source: arch.final_norm.into(),
+        rule: recipe.head.clone(),
+        rows: None,
+        shape: vec![h],
+        dtype,
+        slot: Slot::FinalNorm,
+    };
     let (output_projection, note) = if !config.tie_word_embeddings {
         (Some(matrix(arch.lm_head, arch.lm_head, &recipe.head, Slot::OutputProjection)), None)
     } else if recipe.embeddings == recipe.head {

@@ -147,12 +147,7 @@ impl Plan {
             }
         }
         s += &format!("to download: {}\n", human_bytes(self.download_bytes));
-        s += &format!(
-            "layers: {} -> {} ({} removed)\n",
-            self.source_layers,
-            self.keep_layers,
-            self.source_layers - self.keep_layers
-        );
+        s += &format!("layers: {} -> {} ({} removed)\n", self.source_layers, self.keep_layers, self.source_layers - self.keep_layers);
         s += &format!(
             "parameters: {} -> {} ({:.1}% removed)\n",
             human_count(self.params_before),
@@ -168,7 +163,11 @@ impl Plan {
         for t in &self.tiers {
             let names = |tier: Tier| {
                 let v: Vec<&str> = t.models.iter().filter(|(_, x)| *x == tier).map(|(m, _)| m.as_str()).collect();
-                if v.is_empty() { "none".to_string() } else { v.join(", ") }
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join(", ")
+                }
             };
             s += &format!(
                 "tiers, {} ({} for source weights): on the device: {}; in host memory: {}; transfer per trial: {} expected, {} at most\n",
@@ -194,10 +193,7 @@ fn local_files(name: &str, dir: &Path) -> Result<(ModelFiles, Checkpoint), Pipel
     let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     for n in names {
-        let wanted = n == "config.json"
-            || n.ends_with(".safetensors")
-            || n == crate::checkpoint::INDEX_FILE
-            || crate::checkpoint::is_side_file(&n);
+        let wanted = n == "config.json" || n.ends_with(".safetensors") || n == crate::checkpoint::INDEX_FILE || crate::checkpoint::is_side_file(&n);
         if wanted {
             let len = std::fs::metadata(ckpt.dir.join(&n)).map_err(|e| PipelineError::io(dir, e))?.len();
             files.push((n, len));
@@ -255,7 +251,13 @@ pub fn plan_job(
 /// A Hub model that is not cached: its files and sizes from the Hub, and (for the base) its
 /// config and storage dtype, the one `torch_dtype`/`dtype` declares (f32 when it declares none,
 /// as transformers loads it).
-fn remote_files(cfg: &HubConfig, name: &str, repo: &str, revision: &str, want_shape: bool) -> Result<(ModelFiles, Option<(ModelConfig, Dtype)>), PipelineError> {
+fn remote_files(
+    cfg: &HubConfig,
+    name: &str,
+    repo: &str,
+    revision: &str,
+    want_shape: bool,
+) -> Result<(ModelFiles, Option<(ModelConfig, Dtype)>), PipelineError> {
     if cfg.offline {
         return Err(PipelineError::Plan(format!(
             "{repo}@{revision} is not in the Hub cache and HF_HUB_OFFLINE is set: run `hf-tailor pull` first, or plan online"
@@ -273,7 +275,6 @@ fn remote_files(cfg: &HubConfig, name: &str, repo: &str, revision: &str, want_sh
 }
 
 pub use crate::human::{human_bytes, human_count};
-
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::writer::{self, BuildOptions};
 use crate::card::{self, CardInput};
 use crate::checkpoint::{Checkpoint, Family};
 use crate::eval::{DeviceKind, EvalOptions, Evaluator, Task, TaskData};
@@ -24,6 +23,7 @@ use crate::score::{ModelResult, ResultKind, Scorer, TaskScores};
 use crate::search::baselines::BaselineKind;
 use crate::search::job::{run_job, whole_model, write_outputs, JobObserver, JobResult, JobSpec, RECIPE_FILE};
 use crate::search::{DepthTarget, OptimizerConfig, OptimizerKind, RecipeTemplate, SearchSpace, SpaceOptions, TrialEvent};
+use crate::writer::{self, BuildOptions};
 
 use super::PipelineError;
 
@@ -158,10 +158,12 @@ pub fn check_out_folder(out: &Path, expected: Option<&SourceList>, force: bool) 
         return Ok(());
     }
     match SourceList::load(&out.join(SOURCES_FILE)) {
-        Err(_) => refuse(format!("is not empty and is not an hf-tailor folder (no readable {SOURCES_FILE}); choose another folder, or pass --force to write into it")),
-        Ok(found) if expected.is_some_and(|e| !same_models(e, &found)) => {
-            refuse(format!("holds the results of another job (its {SOURCES_FILE} names other models); choose another folder, or pass --force to write into it"))
-        }
+        Err(_) => refuse(format!(
+            "is not empty and is not an hf-tailor folder (no readable {SOURCES_FILE}); choose another folder, or pass --force to write into it"
+        )),
+        Ok(found) if expected.is_some_and(|e| !same_models(e, &found)) => refuse(format!(
+            "holds the results of another job (its {SOURCES_FILE} names other models); choose another folder, or pass --force to write into it"
+        )),
         Ok(_) => Ok(()),
     }
 }
@@ -251,10 +253,8 @@ pub fn tailor(
     if held_out {
         progress.stage("scoring base, siblings, baselines and the tailored model on the report tasks");
         let mut reporter = Evaluator::new(fam.clone(), report.clone(), eval_options.clone())?;
-        let mut recipes: Vec<Recipe> = std::iter::once(base.name.clone())
-            .chain(siblings.iter().map(|s| s.name.clone()))
-            .map(|name| whole_model(&spec.space, &name))
-            .collect();
+        let mut recipes: Vec<Recipe> =
+            std::iter::once(base.name.clone()).chain(siblings.iter().map(|s| s.name.clone())).map(|name| whole_model(&spec.space, &name)).collect();
         recipes.extend(result.baselines.iter().map(|b| b.recipe.clone()));
         recipes.push(best.clone());
         debug_assert_eq!(search_report.rows.len(), recipes.len(), "rows: base, siblings, baselines, tailored");
@@ -390,7 +390,10 @@ mod tests {
         assert_eq!(verify_message(&[("a", 0.5)], &[("a", 0.509)], 500), None);
         assert_eq!(verify_message(&[("a", 0.5)], &[("a", 0.4901)], 500), None, "downwards too");
         let msg = verify_message(&[("a", 0.5), ("b", 0.7)], &[("a", 0.5), ("b", 0.688)], 500).expect("0.012 > 0.01 fails");
-        assert!(msg.starts_with("verification failed") && msg.contains("0.6880 on b") && msg.contains("0.7000") && msg.contains("tolerance 0.0100"), "{msg}");
+        assert!(
+            msg.starts_with("verification failed") && msg.contains("0.6880 on b") && msg.contains("0.7000") && msg.contains("tolerance 0.0100"),
+            "{msg}"
+        );
         // 50 items: two flips (0.04) pass, three (0.06) fail.
         assert_eq!(verify_message(&[("a", 0.5)], &[("a", 0.5399)], 50), None);
         assert!(verify_message(&[("a", 0.5)], &[("a", 0.56)], 50).is_some());

@@ -139,7 +139,8 @@ pub fn run_search<S: Scorer>(
                 (record, false)
             }
         };
-        let told = if record.failed.is_some() { worst_values(&done, &tasks, guide, journal.path())? } else { guide_values(&record, guide, journal.path())? };
+        let told =
+            if record.failed.is_some() { worst_values(&done, &tasks, guide, journal.path())? } else { guide_values(&record, guide, journal.path())? };
         opt.tell(&p, &told);
         done.push(record);
         let chosen = choose(&done);

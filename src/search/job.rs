@@ -218,7 +218,12 @@ pub fn run_baselines_reusing<S: Scorer>(
                     )));
                 }
                 let kept: Vec<usize> = (0..l).filter(|i| !b.removed.contains(i)).collect();
-                Baseline { kind: b.kind, removed: b.removed.clone(), criterion: b.criterion.clone(), recipe: space.to_recipe(&space.base_only(&kept)) }
+                Baseline {
+                    kind: b.kind,
+                    removed: b.removed.clone(),
+                    criterion: b.criterion.clone(),
+                    recipe: space.to_recipe(&space.base_only(&kept)),
+                }
             }
             None => {
                 observer.stage(&format!("baseline {}", kind.label()));

@@ -184,8 +184,8 @@ fn read_lines(path: &Path) -> Result<(Option<JournalHeader>, Vec<TrialRecord>, u
     File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err(path))?;
     // Only newline-terminated lines are complete; anything after the last newline is torn.
     let valid_len = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let text = std::str::from_utf8(&bytes[..valid_len])
-        .map_err(|e| SearchError::Journal { path: disp.clone(), message: format!("is not UTF-8 ({e})") })?;
+    let text =
+        std::str::from_utf8(&bytes[..valid_len]).map_err(|e| SearchError::Journal { path: disp.clone(), message: format!("is not UTF-8 ({e})") })?;
     let mut header = None;
     let mut trials: Vec<TrialRecord> = Vec::new();
     for (n, line) in text.lines().enumerate() {

@@ -197,12 +197,15 @@ impl<'s> Optimizer<'s> {
     /// `tasks` fixes the order of per-task costs.
     pub fn new(space: &'s SearchSpace, cfg: OptimizerConfig, tasks: Vec<String>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let baselines: Vec<(Candidate, Origin)> =
-            baseline_warm_start(space, &cfg.warm_removals).into_iter().map(|c| (c, Origin::Baseline)).collect();
+        let baselines: Vec<(Candidate, Origin)> = baseline_warm_start(space, &cfg.warm_removals).into_iter().map(|c| (c, Origin::Baseline)).collect();
         let queue: VecDeque<(Candidate, Origin)> = match cfg.kind {
             OptimizerKind::Bo => {
                 // The baselines' candidates take the place of up to half the random design.
-                let random = if baselines.is_empty() { cfg.initial_design } else { (cfg.initial_design / 2).max(cfg.initial_design.saturating_sub(baselines.len())) };
+                let random = if baselines.is_empty() {
+                    cfg.initial_design
+                } else {
+                    (cfg.initial_design / 2).max(cfg.initial_design.saturating_sub(baselines.len()))
+                };
                 baselines.into_iter().chain((0..random).map(|_| (space.sample(&mut rng), Origin::Initial))).collect()
             }
             OptimizerKind::Warmstart => baselines.into_iter().chain(warm_start(space).into_iter().map(|c| (c, Origin::WarmStart))).collect(),

@@ -122,8 +122,7 @@ impl SearchReport {
     /// The current choice's mean accuracy against trials, one line per curve, dashed lines for the
     /// non-searched rows (base, siblings, baselines).
     pub fn to_svg(&self) -> String {
-        let refs: Vec<(String, f64)> =
-            self.rows.iter().filter(|r| r.kind != ResultKind::Tailored).map(|r| (r.label.clone(), r.mean())).collect();
+        let refs: Vec<(String, f64)> = self.rows.iter().filter(|r| r.kind != ResultKind::Tailored).map(|r| (r.label.clone(), r.mean())).collect();
         plot_svg("Mean accuracy of the search's current choice", &self.curves, &refs)
     }
 
@@ -169,7 +168,10 @@ pub fn plot_svg(title: &str, curves: &[Curve], refs: &[(String, f64)]) -> String
     let x = |t: f64| left + (w - left - right) * if n > 1 { (t - 1.0) / (n as f64 - 1.0) } else { 0.5 };
     let y = |v: f64| top + (h - top - bottom) * (1.0 - (v - lo) / (hi - lo).max(1e-9));
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     let _ = writeln!(s, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, (w - right + left) / 2.0, esc(title));
     // Axes and ticks.
@@ -250,7 +252,14 @@ mod tests {
     use super::*;
 
     fn row(label: &str, kind: ResultKind, a: f64, b: f64) -> ModelResult {
-        ModelResult { label: label.into(), kind, layers: 4, params: 1_234_567, scores: [("a".into(), a), ("b".into(), b)].into(), se: Default::default() }
+        ModelResult {
+            label: label.into(),
+            kind,
+            layers: 4,
+            params: 1_234_567,
+            scores: [("a".into(), a), ("b".into(), b)].into(),
+            se: Default::default(),
+        }
     }
 
     #[test]
@@ -258,7 +267,11 @@ mod tests {
         let r = SearchReport {
             tasks: vec!["a".into(), "b".into()],
             budget: 100,
-            rows: vec![row("base", ResultKind::Base, 0.5, 0.7), row("ShortGPT", ResultKind::Baseline, 0.4, 0.5), row("hf-tailor", ResultKind::Tailored, 0.6, 0.8)],
+            rows: vec![
+                row("base", ResultKind::Base, 0.5, 0.7),
+                row("ShortGPT", ResultKind::Baseline, 0.4, 0.5),
+                row("hf-tailor", ResultKind::Tailored, 0.6, 0.8),
+            ],
             curves: vec![Curve { label: "bo".into(), points: vec![None, Some(0.5), Some(0.7)] }],
             selection: "rule".into(),
             optimizer: "bo".into(),

@@ -48,10 +48,7 @@ fn ranked(trials: &[TrialRecord]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..trials.len()).filter(|&i| trials[i].budget == top && trials[i].failed.is_none()).collect();
     idx.sort_by(|&a, &b| {
         let (ta, tb) = (&trials[a], &trials[b]);
-        tb.objective_value()
-            .total_cmp(&ta.objective_value())
-            .then_with(|| simplicity(&ta.recipe).cmp(&simplicity(&tb.recipe)))
-            .then(a.cmp(&b))
+        tb.objective_value().total_cmp(&ta.objective_value()).then_with(|| simplicity(&ta.recipe).cmp(&simplicity(&tb.recipe))).then(a.cmp(&b))
     });
     idx
 }
@@ -158,7 +155,19 @@ mod tests {
         let t = crate::search::space::tests::template(4, 2);
         let layers = rules.iter().enumerate().map(|(from, rule)| LayerRule { from, rule: rule.clone() }).collect();
         let recipe = crate::recipe::Recipe::new("llama", 4, t.base, t.siblings, layers, t.edges);
-        TrialRecord { index, origin: Origin::Random, budget, scores: [("t".to_string(), mean)].into(), mean, seconds: 0.0, layers: None, recipe, objective: None, measures: Default::default(), failed: None }
+        TrialRecord {
+            index,
+            origin: Origin::Random,
+            budget,
+            scores: [("t".to_string(), mean)].into(),
+            mean,
+            seconds: 0.0,
+            layers: None,
+            recipe,
+            objective: None,
+            measures: Default::default(),
+            failed: None,
+        }
     }
 
     #[test]

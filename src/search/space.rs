@@ -303,12 +303,7 @@ impl SearchSpace {
     /// The recipe a candidate stands for.
     pub fn to_recipe(&self, c: &Candidate) -> Recipe {
         let t = &self.template;
-        let layers = c
-            .layers
-            .iter()
-            .enumerate()
-            .filter_map(|(from, ch)| ch.map(|ch| LayerRule { from, rule: self.rule(&ch) }))
-            .collect();
+        let layers = c.layers.iter().enumerate().filter_map(|(from, ch)| ch.map(|ch| LayerRule { from, rule: self.rule(&ch) })).collect();
         let mut r = Recipe::new(&t.architecture, t.source_layers, t.base.clone(), t.siblings.clone(), layers, t.edges);
         r.dtype = t.dtype;
         r
@@ -316,17 +311,14 @@ impl SearchSpace {
 
     fn rule(&self, ch: &Choice) -> Rule {
         let t = &self.template;
-        let members: Vec<String> =
-            (0..self.siblings()).filter(|j| (ch.subset >> j) & 1 == 1).map(|j| t.siblings[j].name.clone()).collect();
+        let members: Vec<String> = (0..self.siblings()).filter(|j| (ch.subset >> j) & 1 == 1).map(|j| t.siblings[j].name.clone()).collect();
         match members.len() {
             0 => Rule::Take(t.base.name.clone()),
             1 => Rule::Take(members.into_iter().next().expect("one")),
             _ => Rule::Merge(match ch.method {
                 MergeMethod::TaskArithmetic => Merge::TaskArithmetic { models: members, lambda: ch.lambda },
                 MergeMethod::Ties => Merge::Ties { models: members, lambda: ch.lambda, density: self.options.density },
-                MergeMethod::Dare => {
-                    Merge::Dare { models: members, lambda: ch.lambda, density: self.options.density, seed: self.options.dare_seed }
-                }
+                MergeMethod::Dare => Merge::Dare { models: members, lambda: ch.lambda, density: self.options.density, seed: self.options.dare_seed },
             }),
         }
     }
@@ -359,9 +351,7 @@ impl SearchSpace {
                     let (method, lambda) = match m {
                         Merge::TaskArithmetic { lambda, .. } => (MergeMethod::TaskArithmetic, *lambda),
                         Merge::Ties { lambda, density, .. } if *density == self.options.density => (MergeMethod::Ties, *lambda),
-                        Merge::Dare { lambda, density, seed, .. }
-                            if *density == self.options.density && *seed == self.options.dare_seed =>
-                        {
+                        Merge::Dare { lambda, density, seed, .. } if *density == self.options.density && *seed == self.options.dare_seed => {
                             (MergeMethod::Dare, *lambda)
                         }
                         _ => return Err(bad(format!("layers[{i}] uses a merge the space does not contain ({})", l.rule.label()))),

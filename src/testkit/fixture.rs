@@ -249,9 +249,7 @@ pub fn byte_to_unicode() -> Vec<char> {
 pub fn tokenizer_json() -> serde_json::Value {
     let vocab: serde_json::Map<String, serde_json::Value> =
         byte_to_unicode().into_iter().enumerate().map(|(i, c)| (c.to_string(), json!(i))).collect();
-    let special = |id: u32, content: &str| {
-        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
-    };
+    let special = |id: u32, content: &str| json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
     json!({
         "version": "1.0",
         "truncation": null,
@@ -319,8 +317,8 @@ pub fn write_model(dir: &Path, spec: &TinySpec, weights: &Weights) -> std::io::R
             .iter()
             .map(|(name, bytes, shape)| {
                 weight_map.insert((*name).clone(), file.clone());
-                let v = safetensors::tensor::TensorView::new(spec.dtype.to_safetensors(), (*shape).clone(), bytes)
-                    .expect("consistent fixture tensor");
+                let v =
+                    safetensors::tensor::TensorView::new(spec.dtype.to_safetensors(), (*shape).clone(), bytes).expect("consistent fixture tensor");
                 ((*name).clone(), v)
             })
             .collect();
@@ -329,10 +327,7 @@ pub fn write_model(dir: &Path, spec: &TinySpec, weights: &Weights) -> std::io::R
     }
     if spec.shard_bytes.is_some() {
         let total: usize = weights.values().map(|(s, _)| s.iter().product::<usize>() * spec.dtype.size()).sum();
-        write_json(
-            &dir.join(crate::checkpoint::INDEX_FILE),
-            &json!({"metadata": {"total_size": total}, "weight_map": weight_map}),
-        )?;
+        write_json(&dir.join(crate::checkpoint::INDEX_FILE), &json!({"metadata": {"total_size": total}, "weight_map": weight_map}))?;
     }
     Ok(())
 }

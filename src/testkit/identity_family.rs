@@ -19,8 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::arch::Role;
 use crate::checkpoint::{Checkpoint, CheckpointError, Family};
 use crate::eval::{EvalError, EvalOptions, Evaluator, McItem, Task, TaskData};
-use crate::testkit::fixture::{perturb_layers, random_weights, write_model, TinySpec};
 use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
+use crate::testkit::fixture::{perturb_layers, random_weights, write_model, TinySpec};
 
 /// Source layers of the family.
 pub const LAYERS: usize = 6;

@@ -254,7 +254,8 @@ impl Scorer for SyntheticScorer {
             })
             .collect();
         let dropped: f64 = recipe.removed_layers().iter().map(|&l| self.importance[l]).sum();
-        let text = TaskMeasures { items: 1, metrics: [(Metric::Ppl, Estimate { value: -0.1 * dropped, se: 0.0 })].into(), per_item: Default::default() };
+        let text =
+            TaskMeasures { items: 1, metrics: [(Metric::Ppl, Estimate { value: -0.1 * dropped, se: 0.0 })].into(), per_item: Default::default() };
         out.insert("calibration".into(), text);
         Ok(out)
     }
@@ -264,9 +265,7 @@ impl Scorer for SyntheticScorer {
     fn boundary_cosines(&mut self, recipe: &Recipe, _texts: &[String]) -> Result<Vec<Vec<f64>>, SyntheticError> {
         let w: Vec<f64> = recipe.layers.iter().map(|l| self.importance[l.from]).collect();
         let n = w.len();
-        Ok((0..=n)
-            .map(|i| (0..=n).map(|j| (-0.2 * w[i.min(j)..i.max(j)].iter().sum::<f64>()).exp()).collect())
-            .collect())
+        Ok((0..=n).map(|i| (0..=n).map(|j| (-0.2 * w[i.min(j)..i.max(j)].iter().sum::<f64>()).exp()).collect()).collect())
     }
 
     /// `exp(Σ importance of the layers the recipe drops)`.

@@ -191,8 +191,10 @@ fn write_shards(family: &Family, plan: &Plan, dir: &Path) -> Result<u64, BuildEr
     for (i, shard) in plan.shards.iter().enumerate() {
         let path = dir.join(plan.shard_file(i));
         let io = |e: std::io::Error| BuildError::Io { path: path.display().to_string(), source: e };
-        let layout: Vec<(&str, crate::dtype::Dtype, &[usize])> =
-            shard.iter().map(|&t| (plan.layout.tensors[t].name.as_str(), plan.layout.tensors[t].dtype, plan.layout.tensors[t].shape.as_slice())).collect();
+        let layout: Vec<(&str, crate::dtype::Dtype, &[usize])> = shard
+            .iter()
+            .map(|&t| (plan.layout.tensors[t].name.as_str(), plan.layout.tensors[t].dtype, plan.layout.tensors[t].shape.as_slice()))
+            .collect();
         let mut w = ShardWriter::create(&path, &layout).map_err(io)?;
         for &t in shard {
             produce::write_tensor(family, &plan.layout.tensors[t], &mut w)?;
@@ -251,10 +253,7 @@ fn verify(dir: &Path, plan: &Plan) -> Result<(), BuildError> {
     for t in &plan.layout.tensors {
         let info = ckpt.info(&t.name).map_err(|e| BuildError::Verify(e.to_string()))?;
         if info.shape != t.shape || info.dtype != t.dtype {
-            return Err(BuildError::Verify(format!(
-                "`{}` is {} {:?}, planned {} {:?}",
-                t.name, info.dtype, info.shape, t.dtype, t.shape
-            )));
+            return Err(BuildError::Verify(format!("`{}` is {} {:?}, planned {} {:?}", t.name, info.dtype, info.shape, t.dtype, t.shape)));
         }
     }
     Ok(())

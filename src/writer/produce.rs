@@ -21,9 +21,9 @@ use crate::merge;
 use crate::recipe::{Merge, Rule};
 use crate::stitch;
 
-use crate::layout::OutputTensor;
 use super::shard_writer::ShardWriter;
 use super::BuildError;
+use crate::layout::OutputTensor;
 
 /// Elements per chunk of f32 work (4 MiB per operand).
 const CHUNK: usize = 1 << 20;
@@ -32,16 +32,16 @@ const CHUNK: usize = 1 << 20;
 const COPY_CHUNK: usize = 64 << 20;
 
 fn view<'a>(family: &'a Family, model: &str, t: &OutputTensor) -> Result<TensorView<'a>, BuildError> {
-    let ckpt = family
-        .get(model)
-        .ok_or_else(|| BuildError::Recipe(format!("the recipe names model `{model}`, which is not in the family")))?;
+    let ckpt = family.get(model).ok_or_else(|| BuildError::Recipe(format!("the recipe names model `{model}`, which is not in the family")))?;
     let v = ckpt.view(&t.source)?;
     let v = match t.rows {
         Some(r) => v.first_rows(r),
         None => v,
     };
     if v.shape != t.shape {
-        return Err(CheckpointError::BadShape { model: ckpt.name.clone(), tensor: t.source.clone(), found: v.shape, expected: t.shape.clone() }.into());
+        return Err(
+            CheckpointError::BadShape { model: ckpt.name.clone(), tensor: t.source.clone(), found: v.shape, expected: t.shape.clone() }.into()
+        );
     }
     Ok(v)
 }
@@ -74,9 +74,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn new(family: &'a Family, model: &str, tensor: &'a str) -> Result<Self, BuildError> {
-        let ckpt = family
-            .get(model)
-            .ok_or_else(|| BuildError::Recipe(format!("the recipe names model `{model}`, which is not in the family")))?;
+        let ckpt = family.get(model).ok_or_else(|| BuildError::Recipe(format!("the recipe names model `{model}`, which is not in the family")))?;
         let elem = ckpt.info(tensor)?.dtype.size();
         Ok(Self { ckpt, tensor, elem, ahead_to: 0 })
     }
@@ -144,7 +142,9 @@ fn merge_pipelined(
     const QUEUE: usize = 2;
     let stopped = || BuildError::Verify("a merge pipeline stage stopped early".into());
     std::thread::scope(|scope| {
-        let mut operands: Vec<(Receiver<Result<Vec<f32>, BuildError>>, Sender<Vec<f32>>)> = Vec::new();
+        // Per operand: its decoded chunks, and the channel that hands spent buffers back.
+        type Operand = (Receiver<Result<Vec<f32>, BuildError>>, Sender<Vec<f32>>);
+        let mut operands: Vec<Operand> = Vec::new();
         for mut reader in readers {
             let (tx, rx) = sync_channel::<Result<Vec<f32>, BuildError>>(QUEUE);
             let (back_tx, back_rx) = channel::<Vec<f32>>();
@@ -265,9 +265,9 @@ fn write_tensor_in_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::plan::Plan;
-    use crate::testkit::fixture::{self, TinySpec};
     use crate::recipe::{EdgePolicy, LayerRule, Recipe, SourceModel};
+    use crate::testkit::fixture::{self, TinySpec};
+    use crate::writer::plan::Plan;
 
     /// Chunked production must give exactly the bytes of the whole-tensor computation
     /// (`stitch`), for chunk sizes that split rows at odd places.
@@ -299,7 +299,12 @@ mod tests {
                     w.finish().unwrap();
                     let bytes = std::fs::read(&path).unwrap();
                     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-                    assert_eq!(st.tensor(&t.name).unwrap().data(), &whole[..], "{} ({out_dtype}, chunk {chunk}/{copy}, kernel copy {kernel})", t.name);
+                    assert_eq!(
+                        st.tensor(&t.name).unwrap().data(),
+                        &whole[..],
+                        "{} ({out_dtype}, chunk {chunk}/{copy}, kernel copy {kernel})",
+                        t.name
+                    );
                 }
             }
         }

@@ -20,15 +20,12 @@ pub fn header_bytes(tensors: &[(&str, Dtype, &[usize])]) -> Vec<u8> {
     let mut offset = 0usize;
     for (name, dtype, shape) in tensors {
         let n = shape.iter().product::<usize>() * dtype.size();
-        map.insert(
-            (*name).to_string(),
-            json!({"dtype": st_dtype_name(*dtype), "shape": shape, "data_offsets": [offset, offset + n]}),
-        );
+        map.insert((*name).to_string(), json!({"dtype": st_dtype_name(*dtype), "shape": shape, "data_offsets": [offset, offset + n]}));
         offset += n;
     }
     let mut header = serde_json::to_vec(&Value::Object(map)).expect("a JSON map always serialises");
     // The data section starts 8-byte aligned, as the reference implementation pads it.
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + header.len());

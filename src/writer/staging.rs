@@ -181,7 +181,8 @@ fn sync_parent(out: &Path) {
 fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path holds a NUL byte"));
+    let c =
+        |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path holds a NUL byte"));
     let (ca, cb) = (c(a)?, c(b)?);
     // SAFETY: two valid NUL-terminated paths relative to the working directory; the
     // syscall only reads them.

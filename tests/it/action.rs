@@ -90,10 +90,7 @@ fn references(exprs: &[String], ns: &str) -> Vec<String> {
         while let Some(pos) = e[i..].find(&prefix) {
             let at = i + pos;
             let boundary = at == 0 || !e.as_bytes()[at - 1].is_ascii_alphanumeric() && e.as_bytes()[at - 1] != b'.';
-            let name: String = e[at + prefix.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect();
+            let name: String = e[at + prefix.len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
             if boundary && !name.is_empty() {
                 out.push(name.clone());
             }

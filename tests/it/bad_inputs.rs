@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use hf_tailor::testkit::fixture::TinySpec;
 use hf_tailor::recipe::{EdgePolicy, Merge, Rule};
+use hf_tailor::testkit::fixture::TinySpec;
 
 use crate::build::{family, name, recipe, Fam};
 use crate::common;
@@ -33,21 +33,15 @@ fn build_fails(root: &Path, recipe: &Path, out: &Path, wanted: &str) -> String {
     assert!(lines[0].starts_with("hf-tailor: error: "), "{stderr}");
     assert!(lines[0].contains(wanted), "error should mention `{wanted}`: {stderr}");
     let parent = out.parent().filter(|p| p.is_dir()).unwrap_or(root);
-    let leftovers: Vec<String> = std::fs::read_dir(parent)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let leftovers: Vec<String> =
+        std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
     assert!(leftovers.is_empty(), "temporary folders left behind: {leftovers:?}");
     lines[0].to_string()
 }
 
 fn shards(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "safetensors")).collect();
     v.sort();
     v
 }
@@ -97,7 +91,7 @@ fn header_lying_about_offsets() {
     let end = header[&first]["data_offsets"][1].as_u64().unwrap();
     header[&first]["data_offsets"][1] = (end + 4).into();
     let mut h = serde_json::to_vec(&header).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out_bytes = (h.len() as u64).to_le_bytes().to_vec();
@@ -237,7 +231,8 @@ fn bad_input(args: &[&std::ffi::OsStr], wanted: &str) -> String {
 }
 
 fn hidden_entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
     v.sort();
     v
 }
@@ -267,19 +262,76 @@ fn typed_errors_that_describe_user_input_exit_2() {
     std::fs::write(&garbage, "layers: [unclosed\n").unwrap();
     bad_input(&build_args(&garbage, &tmp.path().join("o2"), false), "does not parse");
     // BuildError::Size
-    bad_input(&[os("build"), os("--recipe"), r.as_os_str(), os("--out"), tmp.path().join("o3").as_os_str(), os("--shard-size"), os("0")], "invalid size");
+    bad_input(
+        &[os("build"), os("--recipe"), r.as_os_str(), os("--out"), tmp.path().join("o3").as_os_str(), os("--shard-size"), os("0")],
+        "invalid size",
+    );
     // MergekitError::Import
     let mk = tmp.path().join("merge.yaml");
     std::fs::write(&mk, "merge_method: slerp\nslices: []\n").unwrap();
-    bad_input(&[os("mergekit"), os("import"), mk.as_os_str(), os("--source-layers"), os("4"), os("--architecture"), os("llama"), os("-o"), tmp.path().join("t.yaml").as_os_str()], "mergekit config");
+    bad_input(
+        &[
+            os("mergekit"),
+            os("import"),
+            mk.as_os_str(),
+            os("--source-layers"),
+            os("4"),
+            os("--architecture"),
+            os("llama"),
+            os("-o"),
+            tmp.path().join("t.yaml").as_os_str(),
+        ],
+        "mergekit config",
+    );
     // A missing input file read through the CLI (mergekit import's config).
-    bad_input(&[os("mergekit"), os("import"), tmp.path().join("missing.yaml").as_os_str(), os("--source-layers"), os("4"), os("-o"), tmp.path().join("t.yaml").as_os_str()], "missing.yaml");
+    bad_input(
+        &[
+            os("mergekit"),
+            os("import"),
+            tmp.path().join("missing.yaml").as_os_str(),
+            os("--source-layers"),
+            os("4"),
+            os("-o"),
+            tmp.path().join("t.yaml").as_os_str(),
+        ],
+        "missing.yaml",
+    );
     // EvalError::Spec
     bad_input(&[os("eval"), os("--recipe"), r.as_os_str(), os("--tasks"), os("nonsense-without-a-path")], "expected a .jsonl");
     // Usage: zero counts
     bad_input(&[os("eval"), os("--recipe"), r.as_os_str(), os("--tasks"), os("mc=x.jsonl"), os("--batch-tokens"), os("0")], "--batch-tokens");
-    bad_input(&[os("baselines"), os("--base"), os("x"), os("--keep-layers"), os("2"), os("--tasks"), os("ppl=x"), os("--budget"), os("0"), os("--out"), os("o")], "--budget");
-    bad_input(&[os("search"), os("--base"), os("x"), os("--keep-layers"), os("2"), os("--tasks"), os("mc=x"), os("--budgets"), os("0,10"), os("--out"), os("o")], "--budgets");
+    bad_input(
+        &[
+            os("baselines"),
+            os("--base"),
+            os("x"),
+            os("--keep-layers"),
+            os("2"),
+            os("--tasks"),
+            os("ppl=x"),
+            os("--budget"),
+            os("0"),
+            os("--out"),
+            os("o"),
+        ],
+        "--budget",
+    );
+    bad_input(
+        &[
+            os("search"),
+            os("--base"),
+            os("x"),
+            os("--keep-layers"),
+            os("2"),
+            os("--tasks"),
+            os("mc=x"),
+            os("--budgets"),
+            os("0,10"),
+            os("--out"),
+            os("o"),
+        ],
+        "--budgets",
+    );
     assert!(hidden_entries(tmp.path()).is_empty());
 }
 
@@ -300,7 +352,13 @@ fn absurd_sizes_are_refused_before_they_allocate() {
     let mk = tmp.path().join("merge.yaml");
     std::fs::write(&mk, "merge_method: passthrough\nslices:\n  - sources:\n      - model: org/a\n        layer_range: [0, 100000000000]\n").unwrap();
     let import = |layers: &str| -> Vec<std::ffi::OsString> {
-        ["mergekit", "import"].iter().map(Into::into).chain([mk.clone().into_os_string()]).chain(["--source-layers", layers, "--architecture", "llama", "-o"].iter().map(Into::into)).chain([tmp.path().join("t.yaml").into_os_string()]).collect()
+        ["mergekit", "import"]
+            .iter()
+            .map(Into::into)
+            .chain([mk.clone().into_os_string()])
+            .chain(["--source-layers", layers, "--architecture", "llama", "-o"].iter().map(Into::into))
+            .chain([tmp.path().join("t.yaml").into_os_string()])
+            .collect()
     };
     let a = import("4");
     bad_input(&a.iter().map(|s| s.as_os_str()).collect::<Vec<_>>(), "out of range");
@@ -407,7 +465,18 @@ fn root_command_refuses_an_out_folder_of_another_job() {
     let tasks = tmp.path().join("t.jsonl");
     std::fs::write(&tasks, "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"label\": 0}\n").unwrap();
     let spec = format!("mc={}", tasks.display());
-    let args = [os("--base"), f.dirs[0].as_os_str(), os("--finetunes"), list.as_os_str(), os("--tasks"), os(&spec), os("--trials"), os("1"), os("--out"), out.as_os_str()];
+    let args = [
+        os("--base"),
+        f.dirs[0].as_os_str(),
+        os("--finetunes"),
+        list.as_os_str(),
+        os("--tasks"),
+        os(&spec),
+        os("--trials"),
+        os("1"),
+        os("--out"),
+        out.as_os_str(),
+    ];
     let (code, stderr) = run(&args, &[]);
     assert_eq!(code, Some(2), "{stderr}");
     let last = stderr.lines().last().unwrap_or("");
@@ -424,7 +493,8 @@ fn search_resume_refuses_a_file_that_is_not_a_journal() {
     let fam = IdentityFamily::write(tmp.path()).unwrap();
     let tasks = fam.tasks(std::sync::Arc::new(fam.open().unwrap()), 4).unwrap();
     let TaskData::MultipleChoice(items) = &tasks[0].data else { panic!("mc task expected") };
-    let lines: Vec<String> = items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
+    let lines: Vec<String> =
+        items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
     let task_file = tmp.path().join("t.jsonl");
     std::fs::write(&task_file, lines.join("\n") + "\n").unwrap();
     let notes = tmp.path().join("notes.txt");
@@ -432,8 +502,28 @@ fn search_resume_refuses_a_file_that_is_not_a_journal() {
     let spec = format!("mc={}", task_file.display());
     let out = tmp.path().join("out");
     let finetunes = fam.dirs[1].display().to_string();
-    let args = [os("search"), os("--base"), fam.dirs[0].as_os_str(), os("--finetunes"), os(&finetunes), os("--keep-layers"), os("4"), os("--tasks"), os(&spec),
-        os("--trials"), os("1"), os("--budgets"), os("4"), os("--baselines"), os("none"), os("--journal"), notes.as_os_str(), os("--resume"), os("--out"), out.as_os_str()];
+    let args = [
+        os("search"),
+        os("--base"),
+        fam.dirs[0].as_os_str(),
+        os("--finetunes"),
+        os(&finetunes),
+        os("--keep-layers"),
+        os("4"),
+        os("--tasks"),
+        os(&spec),
+        os("--trials"),
+        os("1"),
+        os("--budgets"),
+        os("4"),
+        os("--baselines"),
+        os("none"),
+        os("--journal"),
+        notes.as_os_str(),
+        os("--resume"),
+        os("--out"),
+        out.as_os_str(),
+    ];
     let (code, stderr) = run(&args, &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.lines().last().unwrap_or("").contains("is not a search journal"), "{stderr}");
@@ -477,7 +567,8 @@ fn search_journals_candidates_with_non_finite_scores_as_failed() {
     let fam = IdentityFamily::write(tmp.path()).unwrap();
     let tasks = fam.tasks(std::sync::Arc::new(fam.open().unwrap()), 4).unwrap();
     let TaskData::MultipleChoice(items) = &tasks[0].data else { panic!("mc task expected") };
-    let lines: Vec<String> = items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
+    let lines: Vec<String> =
+        items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
     let task_file = tmp.path().join("t.jsonl");
     std::fs::write(&task_file, lines.join("\n") + "\n").unwrap();
     // Every model's final norm is poisoned: every candidate scores NaN.
@@ -487,8 +578,25 @@ fn search_journals_candidates_with_non_finite_scores_as_failed() {
     let spec = format!("mc={}", task_file.display());
     let out = tmp.path().join("out");
     let finetunes = fam.dirs[1].display().to_string();
-    let args = [os("search"), os("--base"), fam.dirs[0].as_os_str(), os("--finetunes"), os(&finetunes), os("--keep-layers"), os("4"), os("--tasks"), os(&spec),
-        os("--trials"), os("3"), os("--budgets"), os("4"), os("--baselines"), os("none"), os("--out"), out.as_os_str()];
+    let args = [
+        os("search"),
+        os("--base"),
+        fam.dirs[0].as_os_str(),
+        os("--finetunes"),
+        os(&finetunes),
+        os("--keep-layers"),
+        os("4"),
+        os("--tasks"),
+        os(&spec),
+        os("--trials"),
+        os("3"),
+        os("--budgets"),
+        os("4"),
+        os("--baselines"),
+        os("none"),
+        os("--out"),
+        out.as_os_str(),
+    ];
     let (code, stderr) = run(&args, &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.lines().last().unwrap_or("").contains("every trial failed"), "{stderr}");

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hf_tailor::writer::{build, BuildOptions};
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::dtype::{self, Dtype};
-use hf_tailor::testkit::fixture::{self, TinySpec, Weights};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
+use hf_tailor::testkit::fixture::{self, TinySpec, Weights};
+use hf_tailor::writer::{build, BuildOptions};
 
 use crate::common;
 
@@ -25,7 +25,11 @@ pub fn family(root: &Path, spec: TinySpec, siblings: usize) -> Fam {
 }
 
 pub fn name(i: usize) -> String {
-    if i == 0 { "base".into() } else { format!("sib{i}") }
+    if i == 0 {
+        "base".into()
+    } else {
+        format!("sib{i}")
+    }
 }
 
 pub fn recipe(f: &Fam, layers: Vec<(usize, Rule)>, policy: EdgePolicy) -> Recipe {
@@ -146,11 +150,8 @@ fn json(path: &Path) -> serde_json::Value {
 }
 
 fn no_staging_left(parent: &Path) {
-    let hidden: Vec<_> = std::fs::read_dir(parent)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let hidden: Vec<_> =
+        std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
     assert!(hidden.is_empty(), "staging folders left behind: {hidden:?}");
 }
 
@@ -165,7 +166,11 @@ fn llama_removal_selection_and_merge_match_recomputed_values() {
     let report = build(&fam, &r, &out, &BuildOptions { shard_size: 20_000, force: false }).unwrap();
     assert!(report.shards > 2, "small shard size should give several shards, got {}", report.shards);
     assert_eq!((report.layers_before, report.layers_after), (5, 3));
-    let per_layer = fixture::shapes(&f.spec).iter().filter(|(k, _)| k.starts_with("model.layers.0.")).map(|(_, s)| s.iter().product::<usize>() as u64).sum::<u64>();
+    let per_layer = fixture::shapes(&f.spec)
+        .iter()
+        .filter(|(k, _)| k.starts_with("model.layers.0."))
+        .map(|(_, s)| s.iter().product::<usize>() as u64)
+        .sum::<u64>();
     assert_eq!(report.params_before - report.params_after, 2 * per_layer);
     check_tensors(&f, &r, &out, Dtype::F32, f.spec.vocab);
 
@@ -287,9 +292,12 @@ fn base_tokenizer_beyond_the_shared_rows_is_refused() {
     let id = f.spec.vocab;
     tok["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({"id": id, "content": "<extra>", "special": true, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false}));
     std::fs::write(&tok_path, tok.to_string()).unwrap();
-    let e = Family::open_for_recipe(&r, |m| Ok(PathBuf::from(m.source.to_string()))).err().expect("refused");
+    let e = Family::open_for_recipe(&r, |m| Ok(PathBuf::from(m.source.to_string()))).expect_err("refused");
     let msg = e.to_string();
-    assert!(msg.contains(&format!("token id {id} (`<extra>`)")) && msg.contains("sib1") && msg.contains(&format!("only {id} vocabulary rows")), "{msg}");
+    assert!(
+        msg.contains(&format!("token id {id} (`<extra>`)")) && msg.contains("sib1") && msg.contains(&format!("only {id} vocabulary rows")),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -399,7 +407,13 @@ fn transformers_loads_every_output_and_numpy_recomputes_every_tensor() {
         // Every other merge method, on layers, embeddings and head.
         let mut methods = recipe(
             &f,
-            vec![(0, linear(&[0, 1, 2], &[0.5, 0.3, 0.2])), (1, ties(&[1, 2], 0.8, 0.4)), (2, dare(&[1, 2], 0.9, 0.5)), (2, dare(&[2], 1.0, 0.3)), (3, slerp(1, 2, 0.3))],
+            vec![
+                (0, linear(&[0, 1, 2], &[0.5, 0.3, 0.2])),
+                (1, ties(&[1, 2], 0.8, 0.4)),
+                (2, dare(&[1, 2], 0.9, 0.5)),
+                (2, dare(&[2], 1.0, 0.3)),
+                (3, slerp(1, 2, 0.3)),
+            ],
             EdgePolicy::FollowLayers,
         );
         methods.embeddings = ties(&[1, 2], 1.0, 0.6);
@@ -414,7 +428,12 @@ fn transformers_loads_every_output_and_numpy_recomputes_every_tensor() {
             let cfg = json(&out.join("config.json"));
             let tied = f.spec.tie_embeddings && r.embeddings == r.head;
             assert_eq!(cfg["tie_word_embeddings"], tied, "{label} recipe {i}");
-            assert_eq!(report.warnings.iter().any(|w| w.contains("untied")), f.spec.tie_embeddings && !tied, "{label} recipe {i}: {:?}", report.warnings);
+            assert_eq!(
+                report.warnings.iter().any(|w| w.contains("untied")),
+                f.spec.tie_embeddings && !tied,
+                "{label} recipe {i}: {:?}",
+                report.warnings
+            );
             let other_method = |rule: &Rule| matches!(rule, Rule::Merge(m) if m.method_name() != "task_arithmetic");
             if !r.layers.iter().any(|l| other_method(&l.rule)) && !other_method(&r.embeddings) && !other_method(&r.head) {
                 // Take and task arithmetic, recomputed here too (bit-exact).
@@ -455,7 +474,11 @@ fn llama_cpp_converts_and_runs_the_output() {
         let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default()).expect("JSON summary");
         assert_eq!(v["arch"], "llama", "{v}");
         assert_eq!(v["block_count"], 3, "{v}");
-        assert_eq!((v["embedding_length"].as_u64(), v["feed_forward_length"].as_u64()), (Some(spec.hidden as u64), Some(spec.intermediate as u64)), "{v}");
+        assert_eq!(
+            (v["embedding_length"].as_u64(), v["feed_forward_length"].as_u64()),
+            (Some(spec.hidden as u64), Some(spec.intermediate as u64)),
+            "{v}"
+        );
         assert_eq!((v["head_count"].as_u64(), v["head_count_kv"].as_u64()), (Some(spec.heads as u64), Some(spec.kv_heads as u64)), "{v}");
         assert_eq!(v["vocab_tokens"], spec.vocab, "{v}");
         assert_eq!(v["tensors"].as_array().map(Vec::len), Some(3 * 9 + 3), "{v}");
@@ -479,7 +502,8 @@ fn cli_builds_a_recipe_and_converts_it_to_mergekit_and_back() {
     let path = tmp.path().join("tailor.yaml");
     r.save(&path).unwrap();
     let out = tmp.path().join("out");
-    let o = common::hf_tailor().args(["build", "--recipe"]).arg(&path).arg("--out").arg(&out).args(["--shard-size", "40KB", "--json"]).output().unwrap();
+    let o =
+        common::hf_tailor().args(["build", "--recipe"]).arg(&path).arg("--out").arg(&out).args(["--shard-size", "40KB", "--json"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["layers_after"], 3);
@@ -516,7 +540,11 @@ fn mergekit_builds_every_exported_config_to_the_same_tensors() {
     };
     let llama = family(&tmp.path().join("llama"), TinySpec { layers: 5, ..TinySpec::llama() }, 2);
     add("llama-take-and-merge", &llama, recipe(&llama, vec![(0, take(0)), (1, take(1)), (3, ta(&[1, 2], 0.6))], EdgePolicy::FollowLayers));
-    add("llama-passthrough-runs", &llama, recipe(&llama, vec![(0, take(0)), (1, take(0)), (2, take(1)), (3, take(1)), (4, take(2))], EdgePolicy::FollowLayers));
+    add(
+        "llama-passthrough-runs",
+        &llama,
+        recipe(&llama, vec![(0, take(0)), (1, take(0)), (2, take(1)), (3, take(1)), (4, take(2))], EdgePolicy::FollowLayers),
+    );
     add("llama-base-edges", &llama, recipe(&llama, vec![(1, ta(&[1, 2], 0.4)), (4, take(2))], EdgePolicy::Base));
     let mut edges = recipe(&llama, vec![(0, take(0)), (2, ta(&[1], 0.8)), (4, take(1))], EdgePolicy::FollowLayers);
     edges.embeddings = take(2);

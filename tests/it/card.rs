@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use hf_tailor::card::{self, CardInput, License};
 use hf_tailor::config::ModelConfig;
-use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
 use hf_tailor::score::{ModelResult, ResultKind};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 
 use crate::common;
 
@@ -34,7 +34,14 @@ fn recipe() -> Recipe {
 }
 
 fn result(label: &str, kind: ResultKind, layers: usize, mmlu: f64, wsc: f64) -> ModelResult {
-    ModelResult { label: label.into(), kind, layers, params: 1000 * layers as u64, scores: BTreeMap::from([("mmlu".into(), mmlu), ("wsc".into(), wsc)]), se: BTreeMap::new() }
+    ModelResult {
+        label: label.into(),
+        kind,
+        layers,
+        params: 1000 * layers as u64,
+        scores: BTreeMap::from([("mmlu".into(), mmlu), ("wsc".into(), wsc)]),
+        se: BTreeMap::new(),
+    }
 }
 
 fn input(dir: &std::path::Path) -> CardInput {
@@ -64,10 +71,7 @@ fn card_metadata_parses_with_huggingface_hub() {
     let json = common::run_python("card_meta.py", &[out.join("README.md").to_str().unwrap(), out.join("lineage.svg").to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let data = &v["data"];
-    assert_eq!(
-        data["base_model"],
-        serde_json::json!(["meta-llama/Llama-2-13b-hf", "WizardLMTeam/WizardLM-13B-V1.2", "lmsys/vicuna-13b-v1.5"])
-    );
+    assert_eq!(data["base_model"], serde_json::json!(["meta-llama/Llama-2-13b-hf", "WizardLMTeam/WizardLM-13B-V1.2", "lmsys/vicuna-13b-v1.5"]));
     assert_eq!(data["base_model_relation"], "merge");
     assert_eq!(data["library_name"], "transformers");
     assert_eq!(data["pipeline_tag"], "text-generation");
@@ -103,7 +107,10 @@ fn card_body_shows_summary_lineage_results_and_recipe() {
     assert!(md.contains("| 0 | [meta-llama/Llama-2-13b-hf@aaaaaaaa](https://huggingface.co/meta-llama/Llama-2-13b-hf/tree/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa) | 0 | take |  |"), "{md}");
     assert!(md.contains("| 1 | [WizardLMTeam/WizardLM-13B-V1.2@bbbbbbbb]"), "{md}");
     let merge_row = md.lines().find(|l| l.starts_with("| 2 |")).unwrap();
-    assert!(merge_row.contains("WizardLM-13B-V1.2@bbbbbbbb") && merge_row.contains("vicuna-13b-v1.5@cccccccc") && merge_row.contains("on base"), "{merge_row}");
+    assert!(
+        merge_row.contains("WizardLM-13B-V1.2@bbbbbbbb") && merge_row.contains("vicuna-13b-v1.5@cccccccc") && merge_row.contains("on base"),
+        "{merge_row}"
+    );
     assert!(merge_row.ends_with("| 3 | task_arithmetic | 0.6 |"), "{merge_row}");
     assert!(md.contains("Removed source layers: 2."), "{md}");
     assert!(md.contains("![Layer lineage"), "{md}");

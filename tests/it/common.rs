@@ -27,7 +27,11 @@ pub fn python() -> PathBuf {
 /// failure, never a skip.
 pub fn llama_cpp() -> PathBuf {
     let p = env_or_repo("HF_TAILOR_LLAMA_CPP", ".venv/llama.cpp");
-    assert!(p.join("convert_hf_to_gguf.py").is_file(), "no llama.cpp at {}: run `bash scripts/setup-llama-cpp.sh` or set HF_TAILOR_LLAMA_CPP", p.display());
+    assert!(
+        p.join("convert_hf_to_gguf.py").is_file(),
+        "no llama.cpp at {}: run `bash scripts/setup-llama-cpp.sh` or set HF_TAILOR_LLAMA_CPP",
+        p.display()
+    );
     p
 }
 

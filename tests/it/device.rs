@@ -8,8 +8,8 @@ use std::sync::Arc;
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::dtype::Dtype;
 use hf_tailor::eval::{EvalOptions, Evaluator, McItem, Task, TaskData};
-use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 
 use crate::common;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::eval::{EvalOptions, Evaluator, McItem, PackChoices, Task, TaskData};
-use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 
 use crate::common;
 
@@ -66,7 +66,12 @@ fn items() -> Vec<McItem> {
         // the first: the packed row shares the context and the repeated branch.
         mc(
             "The list reads:",
-            &[" one two three four five six seven eight nine ten", " one two three four five six seven eight nine eleven", " one two three four five six seven eight nine ten", " zero"],
+            &[
+                " one two three four five six seven eight nine ten",
+                " one two three four five six seven eight nine eleven",
+                " one two three four five six seven eight nine ten",
+                " zero",
+            ],
             1,
         ),
         // A choice far longer than the context (and a single-token one beside it).
@@ -146,7 +151,10 @@ fn compare(o: &Ours, reference: &serde_json::Value) -> Vec<String> {
         let d1 = max_diff(&o.single[i], &reference["single"][i]);
         let d2 = max_diff(&o.batched[i], &reference["batched"][i]);
         let d3 = max_diff(&o.batched[i], &reference["single"][i]);
-        check!(d1 < 1e-4 && d2 < 1e-4 && d3 < 1e-4, "{label}: sequence {i}: logits differ by {d1:e} (alone), {d2:e} (batched), {d3:e} (batched vs alone)");
+        check!(
+            d1 < 1e-4 && d2 < 1e-4 && d3 < 1e-4,
+            "{label}: sequence {i}: logits differ by {d1:e} (alone), {d2:e} (batched), {d3:e} (batched vs alone)"
+        );
     }
     for (i, (ours, theirs)) in o.lls.iter().zip(reference["lls"].as_array().unwrap()).enumerate() {
         let theirs: Vec<f64> = theirs.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
@@ -282,11 +290,16 @@ fn prefix_cache_and_lru_eviction_do_not_change_scores() {
     let tmp = common::tempdir();
     let spec = TinySpec::llama();
     let fam = family(tmp.path(), &spec);
-    let tasks = vec![Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) }, Task {
-        name: "text".into(),
-        data: TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()]),
-    }];
-    let layer_bytes = (fixture::shapes(&spec).iter().filter(|(n, _)| n.starts_with("model.layers.0.")).map(|(_, s)| s.iter().product::<usize>()).sum::<usize>() * 4) as u64;
+    let tasks = vec![
+        Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) },
+        Task { name: "text".into(), data: TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()]) },
+    ];
+    let layer_bytes = (fixture::shapes(&spec)
+        .iter()
+        .filter(|(n, _)| n.starts_with("model.layers.0."))
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum::<usize>()
+        * 4) as u64;
     // Small batches, so that the items and texts make several of them.
     let small = EvalOptions { max_batch_tokens: 96, ..EvalOptions::default() };
     let configs = [
@@ -396,10 +409,8 @@ fn mmlu_parquet_folder_and_jsonl_tasks_score_through_the_cli() {
 
     // The same scores from the library and from `hf-tailor eval --json`, budget 1 per subject.
     let jsonl = tmp.path().join("mc.jsonl");
-    let lines: Vec<String> = items()
-        .iter()
-        .map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string())
-        .collect();
+    let lines: Vec<String> =
+        items().iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
     std::fs::write(&jsonl, lines.join("\n")).unwrap();
     let mc = hf_tailor::eval::TaskSpec::parse(jsonl.to_str().unwrap()).unwrap().load().unwrap();
     let mut ev = Evaluator::new(fam.clone(), vec![task, mc], EvalOptions::default()).unwrap();
@@ -450,10 +461,10 @@ fn prefix_cache_tells_apart_candidates_that_differ_in_one_rule() {
     let mut head = prefix(ta(0.5), 2);
     head.head = s1();
     cands.push(("head rule", head));
-    let tasks = vec![Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) }, Task {
-        name: "text".into(),
-        data: TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()]),
-    }];
+    let tasks = vec![
+        Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) },
+        Task { name: "text".into(), data: TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()]) },
+    ];
     let small = EvalOptions { max_batch_tokens: 96, ..EvalOptions::default() };
     let mut shared = Evaluator::new(fam.clone(), tasks.clone(), small.clone()).unwrap();
     let mut reused = vec![];
@@ -493,10 +504,20 @@ fn lm_evaluation_harness_scores_the_written_model_as_hf_tailor_does() {
     let word = |i: usize, len: usize| -> String { (0..len).map(|k| (b'a' + ((i * 7 + k * 3) % 26) as u8) as char).collect() };
     // Choices of different lengths, so acc_norm's division by length decides some items.
     let spaced: Vec<McItem> = (0..24)
-        .map(|i| McItem { context: format!("{} {}:", word(i, 5), word(i + 1, 3)), choices: (0..3).map(|c| format!(" {}", word(i + c, [1, 7, 3][(i + c) % 3]))).collect(), label: i % 3, subject: None })
+        .map(|i| McItem {
+            context: format!("{} {}:", word(i, 5), word(i + 1, 3)),
+            choices: (0..3).map(|c| format!(" {}", word(i + c, [1, 7, 3][(i + c) % 3]))).collect(),
+            label: i % 3,
+            subject: None,
+        })
         .collect();
     let bare: Vec<McItem> = (0..16)
-        .map(|i| McItem { context: format!("Q{i}: {}?\nAnswer: ", word(i, 4)), choices: vec![word(i, 1), word(i + 2, 6 + i % 3)], label: (i / 2) % 2, subject: None })
+        .map(|i| McItem {
+            context: format!("Q{i}: {}?\nAnswer: ", word(i, 4)),
+            choices: vec![word(i, 1), word(i + 2, 6 + i % 3)],
+            label: (i / 2) % 2,
+            subject: None,
+        })
         .collect();
     let mut tasks = vec![];
     let mut reqs = vec![];
@@ -533,7 +554,11 @@ fn lm_evaluation_harness_scores_the_written_model_as_hf_tailor_does() {
             let lens: Vec<f64> = items[i].choices.iter().map(|c| McItem::norm_len(c) as f64).collect();
             distinct |= best(a.clone()) != best(a.iter().zip(&lens).map(|(x, n)| x / n).collect());
             let b: Vec<f64> = b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-            assert!(a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "{} item {i}: hf-tailor {a:?}, lm-eval {b:?}", task.name);
+            assert!(
+                a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4),
+                "{} item {i}: hf-tailor {a:?}, lm-eval {b:?}",
+                task.name
+            );
         }
     }
     assert!(distinct, "length normalisation changes no item's winner: acc_norm is not exercised");

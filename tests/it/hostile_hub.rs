@@ -86,7 +86,12 @@ impl Hostile {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).with_graceful_shutdown(async { let _ = rx.await; }).await.unwrap();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap();
             });
         });
         Self { url, shared, shutdown: Some(tx), thread: Some(thread) }
@@ -202,7 +207,14 @@ async fn long_body(method: Method) -> Response {
 /// Whatever range is asked for, 206 with the first half of the file.
 async fn ignores_range(method: Method, _headers: HeaderMap) -> Response {
     let half = SIZE / 2;
-    file(&method, &format!("\"{GOOD_ETAG}\""), COMMIT, StatusCode::PARTIAL_CONTENT, body()[..half].to_vec(), &[("content-range", format!("bytes 0-{}/{SIZE}", half - 1))])
+    file(
+        &method,
+        &format!("\"{GOOD_ETAG}\""),
+        COMMIT,
+        StatusCode::PARTIAL_CONTENT,
+        body()[..half].to_vec(),
+        &[("content-range", format!("bytes 0-{}/{SIZE}", half - 1))],
+    )
 }
 
 /// A test folder with `cache/` and a `victim/` folder beside it holding files a hostile
@@ -236,7 +248,8 @@ impl Scene {
 
     /// Nothing outside `cache/` was written, replaced or deleted.
     fn assert_nothing_outside_the_cache(&self) {
-        let mut top: Vec<String> = std::fs::read_dir(self.tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut top: Vec<String> =
+            std::fs::read_dir(self.tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         top.sort();
         assert_eq!(top, ["cache", "victim"], "files appeared beside the cache");
         let victim = self.tmp.path().join("victim");
@@ -330,7 +343,9 @@ fn a_listing_that_climbs_out_of_the_snapshot_is_refused() {
 #[test]
 fn bodies_that_do_not_end_at_the_announced_size_end_in_bounded_requests() {
     let scene = Scene::new();
-    for (behaviour, wanted) in [("short-body", "ended at byte 500 of the announced 1000"), ("long-body", "more than the announced 1000"), ("ignores-range", "bytes")] {
+    for (behaviour, wanted) in
+        [("short-body", "ended at byte 500 of the announced 1000"), ("long-body", "more than the announced 1000"), ("ignores-range", "bytes")]
+    {
         let e = scene.pull(behaviour);
         assert_protocol(&e, &[wanted]);
         assert_names_a_file(&e);

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hf_tailor::checkpoint::Checkpoint;
-use hf_tailor::testkit::fixture::{self, TinySpec};
 use hf_tailor::hub::auth::Token;
 use hf_tailor::hub::{self, HubConfig, HubError, ModelSource, SourceList};
+use hf_tailor::testkit::fixture::{self, TinySpec};
 
 use crate::common;
 use crate::testhub::{sha256_hex, TestHub, TOKEN};
@@ -32,7 +32,12 @@ fn py(hub: &TestHub, home: &Path, token: Option<&str>, args: &[&str]) -> serde_j
         None => cmd.env_remove("HF_TOKEN"),
     };
     let out = cmd.output().expect("spawn python");
-    assert!(out.status.success(), "hub_client.py {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "hub_client.py {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
@@ -104,7 +109,12 @@ fn python_client_downloads_from_test_hub() {
     let hub = TestHub::start();
     let tmp = common::tempdir();
     let weights: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let commit = hub.seed("models", "org/tiny", false, &[("config.json", b"{\"model_type\": \"llama\"}".to_vec()), ("model.safetensors", weights.clone()), ("sub/notes.txt", b"hi".to_vec())]);
+    let commit = hub.seed(
+        "models",
+        "org/tiny",
+        false,
+        &[("config.json", b"{\"model_type\": \"llama\"}".to_vec()), ("model.safetensors", weights.clone()), ("sub/notes.txt", b"hi".to_vec())],
+    );
     let v = py(&hub, tmp.path(), None, &["download", "org/tiny", "main", "config.json", "model.safetensors"]);
     assert_eq!(v["files"]["model.safetensors"], sha256_hex(&weights));
     assert_eq!(v["files"]["config.json"], sha256_hex(b"{\"model_type\": \"llama\"}"));
@@ -113,7 +123,10 @@ fn python_client_downloads_from_test_hub() {
     // The LFS file went through the redirect to storage, not through `resolve`'s body.
     assert!(hub.log().iter().any(|l| l.starts_with("GET /lfs-store/")), "{:?}", hub.log());
     let e = py(&hub, tmp.path(), None, &["errors", "org/tiny"]);
-    assert_eq!(e, serde_json::json!({"missing_repo": "RepositoryNotFoundError", "missing_revision": "RevisionNotFoundError", "missing_file": "EntryNotFoundError", "bad_token": 401}));
+    assert_eq!(
+        e,
+        serde_json::json!({"missing_repo": "RepositoryNotFoundError", "missing_revision": "RevisionNotFoundError", "missing_file": "EntryNotFoundError", "bad_token": 401})
+    );
 }
 
 #[test]
@@ -287,7 +300,11 @@ fn pull_dataset_fetches_matching_files() {
         "datasets",
         "cais/mmlu",
         false,
-        &[("all/test-00000-of-00001.parquet", test_file.clone()), ("all/dev-00000-of-00001.parquet", b"PAR1 dev".to_vec()), ("README.md", b"# MMLU".to_vec())],
+        &[
+            ("all/test-00000-of-00001.parquet", test_file.clone()),
+            ("all/dev-00000-of-00001.parquet", b"PAR1 dev".to_vec()),
+            ("README.md", b"# MMLU".to_vec()),
+        ],
     );
     let cache = tmp.path().join("cache");
     let paths = hub::pull_dataset(&cfg(&hub, &cache), "cais/mmlu", None, &["all/test-*.parquet"]).unwrap();
@@ -532,7 +549,8 @@ fn pull_build_card_push_round_trip_renders_the_example_card() {
     let shipped = hf_tailor::recipe::Recipe::load(&out.join("tailor.yaml")).unwrap();
     assert_eq!(shipped, recipe.published());
     let cli = |args: &[&str]| {
-        let o = common::hf_tailor().args(args).env("HF_HUB_CACHE", &cache).env("HF_HUB_OFFLINE", "1").env("HF_ENDPOINT", &f.hub.url).output().unwrap();
+        let o =
+            common::hf_tailor().args(args).env("HF_HUB_CACHE", &cache).env("HF_HUB_OFFLINE", "1").env("HF_ENDPOINT", &f.hub.url).output().unwrap();
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
@@ -555,7 +573,12 @@ fn pull_build_card_push_round_trip_renders_the_example_card() {
     assert!(md.contains(&row), "{row} missing:\n{md}");
     let (before, after) = (family.base.config.total_params(src_layers), family.base.config.total_params(kept));
     assert_eq!((before, after), (report.params_before, report.params_after));
-    let row = format!("| Parameters | {} | {} | {:.1} % |", hf_tailor::card::human_count(before), hf_tailor::card::human_count(after), 100.0 * (before - after) as f64 / before as f64);
+    let row = format!(
+        "| Parameters | {} | {} | {:.1} % |",
+        hf_tailor::card::human_count(before),
+        hf_tailor::card::human_count(after),
+        100.0 * (before - after) as f64 / before as f64
+    );
     assert!(md.contains(&row), "{row} missing:\n{md}");
     let sources: Vec<&hf_tailor::recipe::SourceModel> = std::iter::once(&recipe.base).chain(&recipe.siblings).collect();
     let link = |name: &str| {
@@ -580,7 +603,11 @@ fn pull_build_card_push_round_trip_renders_the_example_card() {
         };
         assert!(line.ends_with(&format!("| {} | {method} | {strength} |", l.from)), "{line}");
     }
-    assert_eq!(md.lines().filter(|x| x.starts_with("| ") && x.split('|').nth(1).is_some_and(|c| c.trim().parse::<usize>().is_ok())).count(), kept, "one lineage row per output layer");
+    assert_eq!(
+        md.lines().filter(|x| x.starts_with("| ") && x.split('|').nth(1).is_some_and(|c| c.trim().parse::<usize>().is_ok())).count(),
+        kept,
+        "one lineage row per output layer"
+    );
     let removed_list = removed.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ");
     assert!(md.contains(&format!("Removed source layers: {removed_list}.")), "{md}");
     // The picture: background, one stripe per model of each tailored layer, one legend swatch
@@ -652,8 +679,7 @@ fn root_command_pulls_tailors_and_pushes_through_the_hub() {
     for file in ["config.json", "README.md", "lineage.svg", "model.safetensors.index.json", "tokenizer.json", "generation_config.json"] {
         assert!(f.hub.file("models", "tester/tailored", "main", file).is_some(), "{file} was not pushed");
     }
-    let config: serde_json::Value =
-        serde_json::from_slice(&f.hub.file("models", "tester/tailored", "main", "config.json").unwrap()).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&f.hub.file("models", "tester/tailored", "main", "config.json").unwrap()).unwrap();
     assert_eq!(config["num_hidden_layers"], 3);
     let card = String::from_utf8(f.hub.file("models", "tester/tailored", "main", "README.md").unwrap()).unwrap();
     let front = card.split("\n---\n").next().unwrap();
@@ -705,5 +731,8 @@ fn dry_run_plans_hub_models_without_downloading_weights() {
     assert_eq!(plan["params_after"], base.config.total_params(3));
     // No weight byte crossed the wire: no GET of a shard, neither on `resolve` nor in storage.
     let log = f.hub.log();
-    assert!(!log.iter().any(|l| l.starts_with("GET /lfs-store/") || (l.starts_with("GET ") && l.contains(".safetensors") && !l.contains(".index.json"))), "{log:?}");
+    assert!(
+        !log.iter().any(|l| l.starts_with("GET /lfs-store/") || (l.starts_with("GET ") && l.contains(".safetensors") && !l.contains(".index.json"))),
+        "{log:?}"
+    );
 }

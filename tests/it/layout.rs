@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::eval::{EvalOptions, Evaluator};
-use hf_tailor::testkit::fixture::{self, TinySpec, Weights};
 use hf_tailor::layout::Layout;
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
+use hf_tailor::testkit::fixture::{self, TinySpec, Weights};
 use rand::{Rng, SeedableRng};
 
 use crate::common;
@@ -47,7 +47,14 @@ fn recipes(spec: &TinySpec, dirs: &[PathBuf]) -> Vec<Recipe> {
     let take = |m: &str| Rule::Take(m.into());
     let make = |layers: Vec<(usize, Rule)>, edges: Option<(Rule, Rule)>| {
         let layers = layers.into_iter().map(|(from, rule)| LayerRule { from, rule }).collect();
-        let mut r = Recipe::new(spec.model_type, spec.layers, src("base", &dirs[0]), vec![src("sib1", &dirs[1]), src("sib2", &dirs[2])], layers, EdgePolicy::FollowLayers);
+        let mut r = Recipe::new(
+            spec.model_type,
+            spec.layers,
+            src("base", &dirs[0]),
+            vec![src("sib1", &dirs[1]), src("sib2", &dirs[2])],
+            layers,
+            EdgePolicy::FollowLayers,
+        );
         if let Some((e, h)) = edges {
             r.embeddings = e;
             r.head = h;

@@ -1,19 +1,19 @@
 //! All integration tests in one binary (one link of the candle stack instead of many).
 //! Each stage has its own module; `common` holds the shared helpers.
 
-mod common;
 mod action;
 mod bad_inputs;
 mod build;
 mod card;
-mod hub;
-mod hostile_hub;
-mod testhub;
-mod search;
-mod eval;
-mod layout;
-mod search_e2e;
 mod cli;
-mod verify;
-mod transfer_edges;
+mod common;
 mod device;
+mod eval;
+mod hostile_hub;
+mod hub;
+mod layout;
+mod search;
+mod search_e2e;
+mod testhub;
+mod transfer_edges;
+mod verify;

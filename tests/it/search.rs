@@ -4,11 +4,9 @@
 use hf_tailor::score::Scorer;
 use hf_tailor::search::baselines::{run_baseline, BaselineKind};
 use hf_tailor::search::select::choose;
-use hf_tailor::testkit::template;
+use hf_tailor::search::{header, run_search, Journal, OptimizerConfig, OptimizerKind, SearchError, SearchOutcome, SearchSpace, SpaceOptions};
 use hf_tailor::testkit::synthetic::SyntheticScorer;
-use hf_tailor::search::{
-    header, run_search, Journal, OptimizerConfig, OptimizerKind, SearchError, SearchOutcome, SearchSpace, SpaceOptions,
-};
+use hf_tailor::testkit::template;
 
 use crate::common::tempdir;
 
@@ -86,7 +84,10 @@ fn same_seed_same_trials_and_resume_from_any_cut_reproduces_the_run() {
     let full_path = dir.path().join("full.jsonl");
     let full = search(&space, &mut scorer, &cfg, 60, &full_path);
     let again = search(&space, &mut SyntheticScorer::new(&space, 2, 1000, 1), &cfg, 60, &dir.path().join("again.jsonl"));
-    assert_eq!(full.trials.iter().map(|t| (&t.recipe, t.budget)).collect::<Vec<_>>(), again.trials.iter().map(|t| (&t.recipe, t.budget)).collect::<Vec<_>>());
+    assert_eq!(
+        full.trials.iter().map(|t| (&t.recipe, t.budget)).collect::<Vec<_>>(),
+        again.trials.iter().map(|t| (&t.recipe, t.budget)).collect::<Vec<_>>()
+    );
     let bytes = std::fs::read(&full_path).unwrap();
     let lines: Vec<usize> = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1).collect();
     // A kill -9 leaves a prefix of the journal (each line is fsynced before the next trial):
@@ -222,7 +223,12 @@ impl Scorer for WholeModelsToo {
     fn task_names(&self) -> Vec<String> {
         self.0.task_names()
     }
-    fn measure(&mut self, r: &hf_tailor::recipe::Recipe, budget: usize, items: hf_tailor::score::Items) -> Result<hf_tailor::score::Measures, Self::Error> {
+    fn measure(
+        &mut self,
+        r: &hf_tailor::recipe::Recipe,
+        budget: usize,
+        items: hf_tailor::score::Items,
+    ) -> Result<hf_tailor::score::Measures, Self::Error> {
         let r = if r.layers.len() == self.1.layers.len() { r } else { &self.1.clone() };
         self.0.measure(r, budget, items)
     }
@@ -258,7 +264,8 @@ fn a_job_warm_starts_from_the_baselines_and_chooses_on_the_selection_split() {
         let mut scorer = WholeModelsToo(SyntheticScorer::new(&space, 2, 1000, 4), first);
         (run_job(&spec, &mut scorer, |r: &hf_tailor::recipe::Recipe| r.layers.len() as u64, &mut Quiet).unwrap(), scorer.0.calls)
     };
-    for objective in [Objective::of(Metric::Margin), Objective::of(Metric::Acc), Objective::parse("loglik+acc").unwrap(), Objective::of(Metric::Ppl)] {
+    for objective in [Objective::of(Metric::Margin), Objective::of(Metric::Acc), Objective::parse("loglik+acc").unwrap(), Objective::of(Metric::Ppl)]
+    {
         let (r, _) = run(objective, false);
         let trials = &r.outcome.trials;
         // ShortGPT and SLEB agree on the synthetic family: one removal set, all-base and

@@ -12,8 +12,8 @@ use hf_tailor::eval::{EvalOptions, Evaluator, Task, TaskData};
 use hf_tailor::recipe::{EdgePolicy, Recipe};
 use hf_tailor::score::Scorer;
 use hf_tailor::search::baselines::{run_baseline, BaselineKind};
-use hf_tailor::testkit::identity_family::{IdentityFamily, IDENTITY, LAYERS};
 use hf_tailor::search::{header, run_search, Journal, OptimizerConfig, OptimizerKind, RecipeTemplate, SearchSpace, SpaceOptions};
+use hf_tailor::testkit::identity_family::{IdentityFamily, IDENTITY, LAYERS};
 
 use crate::common::{hf_tailor, tempdir};
 
@@ -23,17 +23,24 @@ fn search_finds_the_known_optimum_of_an_identity_family_within_150_trials() {
     let fam = IdentityFamily::write(dir.path()).unwrap();
     let family = Arc::new(fam.open().unwrap());
     let tasks = fam.tasks(family.clone(), 24).unwrap();
-    assert!(tasks.iter().all(|t| matches!(&t.data, TaskData::MultipleChoice(i) if i.len() >= 12)), "the fixture separates the models on too few items");
+    assert!(
+        tasks.iter().all(|t| matches!(&t.data, TaskData::MultipleChoice(i) if i.len() >= 12)),
+        "the fixture separates the models on too few items"
+    );
     let (base, sibs) = (fam.base.clone(), fam.siblings.clone());
     let mut ev = Evaluator::new(family.clone(), tasks, EvalOptions::default()).unwrap();
     let template = RecipeTemplate::for_family(&family, base.clone(), sibs.clone(), EdgePolicy::FollowLayers);
     let space = SearchSpace::new(template, 4, SpaceOptions::default()).unwrap();
     // By construction: the teacher without its identity layers scores 100 %, the base 0 %.
-    let optimum = space.to_recipe(&space.from_recipe(&{
-        let mut r = fam.teacher();
-        r.layers.retain(|l| !IDENTITY.contains(&l.from));
-        r
-    }).unwrap());
+    let optimum = space.to_recipe(
+        &space
+            .from_recipe(&{
+                let mut r = fam.teacher();
+                r.layers.retain(|l| !IDENTITY.contains(&l.from));
+                r
+            })
+            .unwrap(),
+    );
     let s = ev.score(&optimum, 24).unwrap();
     assert!(s.values().all(|v| *v == 1.0), "{s:?}");
     assert_eq!(ev.score(&fam.full_recipe(["base"; LAYERS]), 24).unwrap()["needs_task"], 0.0);
@@ -66,10 +73,8 @@ fn write_task_files(root: &Path, tasks: &[Task]) -> String {
     let mut specs = Vec::new();
     for t in tasks {
         let TaskData::MultipleChoice(items) = &t.data else { unreachable!() };
-        let lines: Vec<String> = items
-            .iter()
-            .map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string())
-            .collect();
+        let lines: Vec<String> =
+            items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
         let p = root.join(format!("{}.jsonl", t.name));
         std::fs::write(&p, lines.join("\n") + "\n").unwrap();
         specs.push(format!("mc:{}={}", t.name, p.display()));
@@ -99,16 +104,44 @@ fn cli_search_killed_with_sigkill_resumes_to_the_uninterrupted_result() {
     let specs = write_task_files(dir.path(), &tasks);
     let finetunes = format!("{},{}", dirs[1].display(), dirs[2].display());
     let args = |out: &Path| -> Vec<String> {
-        ["search", "--base", &dirs[0].display().to_string(), "--finetunes", &finetunes, "--keep-layers", "4", "--tasks", &specs,
-         "--trials", "60", "--budgets", "8,24", "--seed", "3", "--baselines", "shortgpt,angular", "--out", &out.display().to_string()]
-            .iter().map(|s| s.to_string()).collect()
+        [
+            "search",
+            "--base",
+            &dirs[0].display().to_string(),
+            "--finetunes",
+            &finetunes,
+            "--keep-layers",
+            "4",
+            "--tasks",
+            &specs,
+            "--trials",
+            "60",
+            "--budgets",
+            "8,24",
+            "--seed",
+            "3",
+            "--baselines",
+            "shortgpt,angular",
+            "--out",
+            &out.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     // Uninterrupted run.
     let whole = dir.path().join("whole");
     let o = hf_tailor().args(args(&whole)).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let table = String::from_utf8_lossy(&o.stdout).to_string();
-    for row in ["| base | base |", "| task | sibling |", "| distractor | sibling |", "| ShortGPT | baseline |", "| Angular distance | baseline |", "| hf-tailor | tailored |"] {
+    for row in [
+        "| base | base |",
+        "| task | sibling |",
+        "| distractor | sibling |",
+        "| ShortGPT | baseline |",
+        "| Angular distance | baseline |",
+        "| hf-tailor | tailored |",
+    ] {
         assert!(table.contains(row), "missing {row} in\n{table}");
     }
     for f in ["tailor.yaml", "report.json", "report.md", "search.svg", "journal.jsonl", "baselines/shortgpt.yaml", "baselines/angular.yaml"] {

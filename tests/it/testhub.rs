@@ -177,7 +177,12 @@ impl TestHub {
                 let app = axum::Router::new().fallback(handle).with_state(shared);
                 let storage = axum::serve(storage_listener, app.clone());
                 tokio::spawn(async move { storage.await.unwrap() });
-                axum::serve(listener, app).with_graceful_shutdown(async { let _ = rx.await; }).await.unwrap();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap();
             });
         });
         Self { url, state, shutdown: Some(tx), thread: Some(thread) }
@@ -662,7 +667,9 @@ fn preupload(s: &State, key: &str, rev: &str, body: &[u8]) -> Response {
     let tree = &r.commits[commit];
     let mut files = Vec::new();
     for f in v["files"].as_array().cloned().unwrap_or_default() {
-        let (Some(path), Some(size)) = (f["path"].as_str(), f["size"].as_u64()) else { return error(StatusCode::BAD_REQUEST, None, "files need path and size") };
+        let (Some(path), Some(size)) = (f["path"].as_str(), f["size"].as_u64()) else {
+            return error(StatusCode::BAD_REQUEST, None, "files need path and size");
+        };
         let sample = base64::engine::general_purpose::STANDARD.decode(f["sample"].as_str().unwrap_or("")).unwrap_or_default();
         let lfs = size > 0 && (size >= s.lfs_threshold || s.is_lfs(path, &sample));
         files.push(json!({"path": path, "uploadMode": if lfs { "lfs" } else { "regular" }, "shouldIgnore": false,
@@ -679,7 +686,9 @@ fn lfs_batch(s: &mut State, repo: &str, kind: &str, body: &[u8]) -> Response {
     let prefix = if kind == "datasets" { format!("{}/datasets/{repo}", s.base_url) } else { format!("{}/{repo}", s.base_url) };
     let mut objects = Vec::new();
     for o in v["objects"].as_array().cloned().unwrap_or_default() {
-        let (Some(oid), Some(size)) = (o["oid"].as_str(), o["size"].as_u64()) else { return error(StatusCode::BAD_REQUEST, None, "objects need oid and size") };
+        let (Some(oid), Some(size)) = (o["oid"].as_str(), o["size"].as_u64()) else {
+            return error(StatusCode::BAD_REQUEST, None, "objects need oid and size");
+        };
         let verify = json!({"href": format!("{prefix}.git/info/lfs/objects/verify")});
         if s.lfs.contains_key(oid) {
             objects.push(json!({"oid": oid, "size": size}));
@@ -781,7 +790,10 @@ fn commit(s: &mut State, key: &str, repo: &str, rev: &str, body: &[u8]) -> Respo
         return error(StatusCode::BAD_REQUEST, None, "the commit needs a header with a summary");
     }
     match s.commit(key, rev, ops, &deletes, false) {
-        Ok(c) => json_resp(StatusCode::OK, json!({"success": true, "commitOid": c, "commitUrl": format!("{}/{repo}/commit/{c}", s.base_url), "pullRequestUrl": null})),
+        Ok(c) => json_resp(
+            StatusCode::OK,
+            json!({"success": true, "commitOid": c, "commitUrl": format!("{}/{repo}/commit/{c}", s.base_url), "pullRequestUrl": null}),
+        ),
         Err(_) => error(StatusCode::NOT_FOUND, Some("RevisionNotFound"), &format!("Invalid rev id: {rev}")),
     }
 }

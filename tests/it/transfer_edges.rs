@@ -61,7 +61,11 @@ fn folder(root: &Path) -> (std::path::PathBuf, Vec<(String, Vec<u8>)>) {
 
 /// Parts a multipart object of `size` bytes is cut into (0: a single basic upload).
 fn parts(size: u64) -> usize {
-    if size > MULTIPART { size.div_ceil(CHUNK) as usize } else { 0 }
+    if size > MULTIPART {
+        size.div_ceil(CHUNK) as usize
+    } else {
+        0
+    }
 }
 
 fn assert_pushed(hub: &TestHub, repo: &str, files: &[(String, Vec<u8>)]) {
