@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::arch::{Arch, Role};
+use crate::arch::Arch;
 use crate::dtype::{self, Dtype};
 
 /// Named f32 tensors: name -> (shape, values).
@@ -85,26 +85,16 @@ pub const BOS_ID: u32 = 256;
 pub const EOS_ID: u32 = 257;
 pub const PAD_ID: u32 = 258;
 
-/// Shapes of every tensor of `spec`, by name.
+/// Shapes of every tensor of `spec`, by name: the shapes its config.json implies, by the
+/// same rule the reader and the writer use ([`crate::config::ModelConfig::layer_tensor_shape`]).
 pub fn shapes(spec: &TinySpec) -> BTreeMap<String, Vec<usize>> {
     let arch = spec.arch();
-    let (h, i) = (spec.hidden, spec.intermediate);
-    let q = spec.heads * spec.head_dim();
-    let kv = spec.kv_heads * spec.head_dim();
+    let config = crate::config::ModelConfig::from_value(config_json(spec), "fixture").expect("a fixture config is valid");
+    let h = spec.hidden;
     let mut out = BTreeMap::new();
     for l in 0..spec.layers {
         for t in arch.layer_tensors {
-            let shape = match t.role {
-                Role::Q => vec![q, h],
-                Role::K | Role::V => vec![kv, h],
-                Role::O => vec![h, q],
-                Role::QBias => vec![q],
-                Role::KBias | Role::VBias => vec![kv],
-                Role::Gate | Role::Up => vec![i, h],
-                Role::Down => vec![h, i],
-                Role::InputNorm | Role::PostAttentionNorm => vec![h],
-            };
-            out.insert(arch.layer_tensor_name(l, t.suffix), shape);
+            out.insert(arch.layer_tensor_name(l, t.suffix), config.layer_tensor_shape(t.role));
         }
     }
     out.insert(arch.embed.into(), vec![spec.vocab, h]);

@@ -78,3 +78,24 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
 pub fn hf_tailor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hf-tailor"))
 }
+
+/// Largest |ours − theirs| over logits rows, `theirs` as a transformers script wrote them
+/// (positions × vocabulary, as JSON); panics when the shapes differ.
+pub fn max_logit_diff(ours: &[Vec<f32>], theirs: &serde_json::Value) -> f64 {
+    let theirs = theirs.as_array().expect("rows");
+    assert_eq!(ours.len(), theirs.len(), "positions");
+    let mut m = 0f64;
+    for (a, b) in ours.iter().zip(theirs) {
+        let b = b.as_array().expect("a row");
+        assert_eq!(a.len(), b.len(), "vocabulary");
+        for (x, y) in a.iter().zip(b) {
+            m = m.max((*x as f64 - y.as_f64().expect("a number")).abs());
+        }
+    }
+    m
+}
+
+/// A multiple-choice item.
+pub fn mc_item(context: &str, choices: &[&str], label: usize) -> hf_tailor::eval::McItem {
+    hf_tailor::eval::McItem { context: context.into(), choices: choices.iter().map(|c| c.to_string()).collect(), label, subject: None }
+}

@@ -52,12 +52,7 @@ fn merged_rules() -> Vec<(usize, Rule)> {
 }
 
 fn items() -> Vec<McItem> {
-    let mc = |context: &str, choices: &[&str], label: usize| McItem {
-        context: context.into(),
-        choices: choices.iter().map(|c| c.to_string()).collect(),
-        label,
-        subject: None,
-    };
+    let mc = common::mc_item;
     vec![
         mc("The capital of France is", &[" Paris", " London", " Rome"], 0),
         mc("Does the pronoun refer to it?\nA. Yes\nB. No\nAnswer: ", &["B", "A"], 1),

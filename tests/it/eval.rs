@@ -49,12 +49,7 @@ fn materialise(fam: &Family, recipe: &Recipe, dir: &Path) {
 }
 
 fn items() -> Vec<McItem> {
-    let mc = |context: &str, choices: &[&str], label: usize| McItem {
-        context: context.into(),
-        choices: choices.iter().map(|c| c.to_string()).collect(),
-        label,
-        subject: None,
-    };
+    let mc = common::mc_item;
     vec![
         mc("The capital of France is", &[" Paris", " London", " Rome"], 0),
         // Trailing space of the context moves onto the continuation (the WSC prompt).
@@ -77,20 +72,6 @@ fn items() -> Vec<McItem> {
         // A choice far longer than the context (and a single-token one beside it).
         mc("So", &[" it went on and on, past the river.", ",", " no"], 0),
     ]
-}
-
-fn max_diff(a: &[Vec<f32>], b: &serde_json::Value) -> f64 {
-    let b = b.as_array().unwrap();
-    assert_eq!(a.len(), b.len(), "positions");
-    let mut m = 0f64;
-    for (ra, rb) in a.iter().zip(b) {
-        let rb = rb.as_array().unwrap();
-        assert_eq!(ra.len(), rb.len(), "vocabulary");
-        for (x, y) in ra.iter().zip(rb) {
-            m = m.max((*x as f64 - y.as_f64().unwrap()).abs());
-        }
-    }
-    m
 }
 
 /// What hf-tailor computes for one variant, and the request for transformers.
@@ -148,9 +129,9 @@ fn compare(o: &Ours, reference: &serde_json::Value) -> Vec<String> {
     }
     for (i, s) in o.seqs.iter().enumerate() {
         assert!(s.len() > 3, "sequence {i} too short to test padding");
-        let d1 = max_diff(&o.single[i], &reference["single"][i]);
-        let d2 = max_diff(&o.batched[i], &reference["batched"][i]);
-        let d3 = max_diff(&o.batched[i], &reference["single"][i]);
+        let d1 = common::max_logit_diff(&o.single[i], &reference["single"][i]);
+        let d2 = common::max_logit_diff(&o.batched[i], &reference["batched"][i]);
+        let d3 = common::max_logit_diff(&o.batched[i], &reference["single"][i]);
         check!(
             d1 < 1e-4 && d2 < 1e-4 && d3 < 1e-4,
             "{label}: sequence {i}: logits differ by {d1:e} (alone), {d2:e} (batched), {d3:e} (batched vs alone)"

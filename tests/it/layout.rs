@@ -73,20 +73,6 @@ fn recipes(spec: &TinySpec, dirs: &[PathBuf]) -> Vec<Recipe> {
     ]
 }
 
-fn max_diff(ours: &[Vec<f32>], theirs: &serde_json::Value) -> f64 {
-    let theirs = theirs.as_array().unwrap();
-    assert_eq!(ours.len(), theirs.len(), "positions");
-    let mut m = 0f64;
-    for (a, b) in ours.iter().zip(theirs) {
-        let b = b.as_array().unwrap();
-        assert_eq!(a.len(), b.len(), "vocabulary");
-        for (x, y) in a.iter().zip(b) {
-            m = m.max((*x as f64 - y.as_f64().unwrap()).abs());
-        }
-    }
-    m
-}
-
 /// Every recipe: build it, score it in memory, and compare with transformers on the
 /// written folder; the written tying, tensors and parameter counts are the layout's.
 fn in_memory_equals_written(spec: TinySpec) {
@@ -121,7 +107,7 @@ fn in_memory_equals_written(spec: TinySpec) {
     for (i, r) in recipes.iter().enumerate() {
         let ours = ev.logits(r, &seqs).unwrap();
         for (s, seq) in seqs.iter().enumerate() {
-            let d = max_diff(&ours[s], &reference[i]["single"][s]);
+            let d = common::max_logit_diff(&ours[s], &reference[i]["single"][s]);
             eprintln!("{} recipe {i} sequence {s} ({} positions): max |logit diff| = {d:e}", spec.model_type, seq.len());
             assert!(
                 d < 1e-4,
