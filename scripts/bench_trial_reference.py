@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "py"))
-from lm_eval_protocol import encode_pair  # noqa: E402
+from lm_eval_protocol import Requests  # noqa: E402
 
 items_path, work, threads, max_batch_tokens = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
@@ -101,37 +101,12 @@ def score(model_dir):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     t_loaded = time.perf_counter()
-    inputs, index, needs = [], {}, []
-    for it in items:
-        per_choice = []
-        for c in it["choices"]:
-            ctx, cont = encode_pair(tok, it["context"], c)
-            if not ctx:
-                ctx = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
-            inp = tuple((ctx + cont)[:-1])
-            if inp not in index:
-                index[inp] = len(inputs)
-                inputs.append(inp)
-            per_choice.append([(index[inp], len(ctx) - 1 + i, t) for i, t in enumerate(cont)])
-        needs.append(per_choice)
-    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
-    logp_at = {}
-    i = 0
+    requests = Requests(tok, items)
+    scores = {}
     with torch.no_grad():
-        while i < len(order):
-            n = len(inputs[order[i]])
-            batch = order[i : i + max(1, max_batch_tokens // n)]
-            i += len(batch)
-            ids = torch.tensor([list(inputs[s]) + [inputs[s][0]] * (n - len(inputs[s])) for s in batch])
-            mask = torch.tensor([[1] * len(inputs[s]) + [0] * (n - len(inputs[s])) for s in batch])
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-            for r, s in enumerate(batch):
-                logp_at[s] = logp[r]
-    correct = 0
-    for it, per_choice in zip(items, needs):
-        lls = [sum(float(logp_at[s][p, t]) for s, p, t in triples) for triples in per_choice]
-        correct += int(max(range(len(lls)), key=lambda k: (lls[k], -k)) == it["label"])
-    return correct / len(items), sum(len(x) for x in inputs), t_loaded
+        for batch in requests.batches(max_batch_tokens):
+            requests.run(model, batch, scores)
+    return requests.accuracy(items, scores), requests.tokens, t_loaded
 
 
 for path in sys.argv[5:]:

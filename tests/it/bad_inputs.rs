@@ -485,45 +485,61 @@ fn root_command_refuses_an_out_folder_of_another_job() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "nothing was added");
 }
 
+/// An identity fixture family with its multiple-choice task written as a JSONL file, and
+/// the `search` arguments of a small job over it (`extra` goes last).
+struct SearchJob {
+    fam: hf_tailor::testkit::identity_family::IdentityFamily,
+    spec: String,
+    finetunes: String,
+}
+
+impl SearchJob {
+    fn write(root: &Path) -> SearchJob {
+        use hf_tailor::eval::TaskData;
+        use hf_tailor::testkit::identity_family::IdentityFamily;
+        let fam = IdentityFamily::write(root).unwrap();
+        let tasks = fam.tasks(std::sync::Arc::new(fam.open().unwrap()), 4).unwrap();
+        let TaskData::MultipleChoice(items) = &tasks[0].data else { panic!("mc task expected") };
+        let lines: Vec<String> =
+            items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
+        let task_file = root.join("t.jsonl");
+        std::fs::write(&task_file, lines.join("\n") + "\n").unwrap();
+        let spec = format!("mc={}", task_file.display());
+        let finetunes = fam.dirs[1].display().to_string();
+        SearchJob { fam, spec, finetunes }
+    }
+
+    fn args<'a>(&'a self, trials: &'a str, extra: &[&'a std::ffi::OsStr]) -> Vec<&'a std::ffi::OsStr> {
+        let mut args = vec![
+            os("search"),
+            os("--base"),
+            self.fam.dirs[0].as_os_str(),
+            os("--finetunes"),
+            os(&self.finetunes),
+            os("--keep-layers"),
+            os("4"),
+            os("--tasks"),
+            os(&self.spec),
+            os("--trials"),
+            os(trials),
+            os("--budgets"),
+            os("4"),
+            os("--baselines"),
+            os("none"),
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+}
+
 #[test]
 fn search_resume_refuses_a_file_that_is_not_a_journal() {
-    use hf_tailor::eval::TaskData;
-    use hf_tailor::testkit::identity_family::IdentityFamily;
     let tmp = common::tempdir();
-    let fam = IdentityFamily::write(tmp.path()).unwrap();
-    let tasks = fam.tasks(std::sync::Arc::new(fam.open().unwrap()), 4).unwrap();
-    let TaskData::MultipleChoice(items) = &tasks[0].data else { panic!("mc task expected") };
-    let lines: Vec<String> =
-        items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
-    let task_file = tmp.path().join("t.jsonl");
-    std::fs::write(&task_file, lines.join("\n") + "\n").unwrap();
+    let job = SearchJob::write(tmp.path());
     let notes = tmp.path().join("notes.txt");
     std::fs::write(&notes, "my notes, one line\nanother line without a newline at the end").unwrap();
-    let spec = format!("mc={}", task_file.display());
     let out = tmp.path().join("out");
-    let finetunes = fam.dirs[1].display().to_string();
-    let args = [
-        os("search"),
-        os("--base"),
-        fam.dirs[0].as_os_str(),
-        os("--finetunes"),
-        os(&finetunes),
-        os("--keep-layers"),
-        os("4"),
-        os("--tasks"),
-        os(&spec),
-        os("--trials"),
-        os("1"),
-        os("--budgets"),
-        os("4"),
-        os("--baselines"),
-        os("none"),
-        os("--journal"),
-        notes.as_os_str(),
-        os("--resume"),
-        os("--out"),
-        out.as_os_str(),
-    ];
+    let args = job.args("1", &[os("--journal"), notes.as_os_str(), os("--resume"), os("--out"), out.as_os_str()]);
     let (code, stderr) = run(&args, &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.lines().last().unwrap_or("").contains("is not a search journal"), "{stderr}");
@@ -561,42 +577,14 @@ fn eval_refuses_contexts_longer_than_the_model_and_non_finite_scores() {
 
 #[test]
 fn search_journals_candidates_with_non_finite_scores_as_failed() {
-    use hf_tailor::eval::TaskData;
-    use hf_tailor::testkit::identity_family::IdentityFamily;
     let tmp = common::tempdir();
-    let fam = IdentityFamily::write(tmp.path()).unwrap();
-    let tasks = fam.tasks(std::sync::Arc::new(fam.open().unwrap()), 4).unwrap();
-    let TaskData::MultipleChoice(items) = &tasks[0].data else { panic!("mc task expected") };
-    let lines: Vec<String> =
-        items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
-    let task_file = tmp.path().join("t.jsonl");
-    std::fs::write(&task_file, lines.join("\n") + "\n").unwrap();
+    let job = SearchJob::write(tmp.path());
     // Every model's final norm is poisoned: every candidate scores NaN.
-    for d in &fam.dirs {
+    for d in &job.fam.dirs {
         poison(d, "model.norm.weight");
     }
-    let spec = format!("mc={}", task_file.display());
     let out = tmp.path().join("out");
-    let finetunes = fam.dirs[1].display().to_string();
-    let args = [
-        os("search"),
-        os("--base"),
-        fam.dirs[0].as_os_str(),
-        os("--finetunes"),
-        os(&finetunes),
-        os("--keep-layers"),
-        os("4"),
-        os("--tasks"),
-        os(&spec),
-        os("--trials"),
-        os("3"),
-        os("--budgets"),
-        os("4"),
-        os("--baselines"),
-        os("none"),
-        os("--out"),
-        out.as_os_str(),
-    ];
+    let args = job.args("3", &[os("--out"), out.as_os_str()]);
     let (code, stderr) = run(&args, &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.lines().last().unwrap_or("").contains("every trial failed"), "{stderr}");

@@ -51,15 +51,9 @@ fn merged_rules() -> Vec<(usize, Rule)> {
     ]
 }
 
+/// The cross-check's items: single-token, packed and long-choice shapes.
 fn items() -> Vec<McItem> {
-    let mc = common::mc_item;
-    vec![
-        mc("The capital of France is", &[" Paris", " London", " Rome"], 0),
-        mc("Does the pronoun refer to it?\nA. Yes\nB. No\nAnswer: ", &["B", "A"], 1),
-        mc("Q: 2+2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:", &[" A", " B", " C", " D"], 1),
-        mc("abc", &["defgh", "d", "xyz!"], 2),
-        mc("One, two, three, four,", &[" five", " six", " seven"], 0),
-    ]
+    crate::eval::items()
 }
 
 fn texts() -> Vec<Vec<u32>> {

@@ -48,7 +48,7 @@ fn materialise(fam: &Family, recipe: &Recipe, dir: &Path) {
     hf_tailor::writer::build(fam, recipe, dir, &hf_tailor::writer::BuildOptions::default()).unwrap();
 }
 
-fn items() -> Vec<McItem> {
+pub(crate) fn items() -> Vec<McItem> {
     let mc = common::mc_item;
     vec![
         mc("The capital of France is", &[" Paris", " London", " Rome"], 0),
