@@ -14,6 +14,7 @@ pub mod config;
 pub mod dtype;
 pub mod eval;
 pub mod fsutil;
+pub mod gguf;
 pub mod hub;
 pub mod human;
 pub mod layout;

@@ -51,6 +51,9 @@ pub struct CardInput {
     /// What the results were measured on, when the caller knows (e.g. "held-out tasks the
     /// search never saw, at most 500 items per task").
     pub results_note: Option<String>,
+    /// GGUF files beside the checkpoint (file names), linked with llama.cpp / Ollama usage;
+    /// [`write`] lists the folder's when the caller leaves this empty.
+    pub gguf_files: Vec<String>,
 }
 
 impl CardInput {
@@ -67,6 +70,7 @@ impl CardInput {
             results: Vec::new(),
             mergekit_yaml: None,
             results_note: None,
+            gguf_files: Vec::new(),
         }
     }
 }
@@ -176,6 +180,9 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
         .map(|(what, rule)| format!("{what}: {}", rule.label()))
         .collect::<Vec<_>>();
     let repo_id = input.repo_id.clone().unwrap_or_else(|| input.title.clone());
+    let gguf = gguf_rows(&input.gguf_files);
+    // The file the usage snippet shows: Q8_0 (near-lossless, half the size of F16) when there is one.
+    let shown = gguf.iter().find(|g| g.tag == "Q8_0").or(gguf.first());
     let short_name = repo_id.rsplit('/').next().unwrap_or(&repo_id).to_string();
     let readme = env
         .get_template("model_card.md")
@@ -202,14 +209,44 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
                 mergekit_yaml => input.mergekit_yaml.as_ref().map(|m| if m.ends_with('\n') { m.clone() } else { format!("{m}\n") }),
                 short_name => short_name,
                 lineage_file => LINEAGE_FILE,
+                gguf_files => Value::from(Serde(&gguf)),
+                gguf_tag => shown.map(|g| g.tag.clone()),
+                gguf_file => shown.map(|g| g.file.clone()),
             })
         })
         .map_err(tmpl_err("model_card.md"))?;
     Ok(RenderedCard { readme, lineage_svg })
 }
 
-/// Render and write README.md and lineage.svg into `dir` (each atomically).
+#[derive(Serialize)]
+struct GgufRow {
+    file: String,
+    /// The quantisation tag llama.cpp's `-hf repo:TAG` and Ollama's `hf.co/repo:TAG` select by.
+    tag: String,
+}
+
+/// `NAME-Q8_0.gguf` -> (file, "Q8_0").
+fn gguf_rows(files: &[String]) -> Vec<GgufRow> {
+    files
+        .iter()
+        .map(|f| {
+            let stem = f.strip_suffix(".gguf").unwrap_or(f);
+            let tag = stem.rsplit_once('-').map(|(_, t)| t).unwrap_or(stem).to_string();
+            GgufRow { file: f.clone(), tag }
+        })
+        .collect()
+}
+
+/// Render and write README.md and lineage.svg into `dir` (each atomically). The card links
+/// the GGUF files in `dir` when the input names none.
 pub fn write(dir: &Path, input: &CardInput) -> Result<RenderedCard, CardError> {
+    let listed;
+    let input = if input.gguf_files.is_empty() {
+        listed = CardInput { gguf_files: crate::gguf::files_in(dir), ..input.clone() };
+        &listed
+    } else {
+        input
+    };
     let card = render(input)?;
     for (name, text) in [(README_FILE, &card.readme), (LINEAGE_FILE, &card.lineage_svg)] {
         let path = dir.join(name);

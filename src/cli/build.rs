@@ -23,6 +23,10 @@ pub struct Args {
     /// Replace a non-empty output folder (only once the new one is complete).
     #[arg(long)]
     pub force: bool,
+    /// Also write GGUF files of these types into the output folder (f16, q8_0, bf16, f32;
+    /// comma-separated), for llama.cpp and Ollama.
+    #[arg(long, value_name = "TYPES", value_parser = super::gguf::parse_types)]
+    pub gguf: Option<super::gguf::TypeList>,
     /// Print the build report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -36,8 +40,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for w in &report.warnings {
         eprintln!("hf-tailor: warning: {w}");
     }
+    // The folder was just written (or replaced): no GGUF of a previous model is left in it.
+    let gguf = match &args.gguf {
+        Some(types) => super::gguf::write_after_build(&args.out, types, true, args.json)?,
+        None => Vec::new(),
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if args.gguf.is_some() {
+            v["gguf"] = serde_json::to_value(&gguf)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let removed = 100.0 * (1.0 - report.params_after as f64 / report.params_before.max(1) as f64);
         println!(

@@ -11,6 +11,7 @@ mod build;
 mod card;
 mod demo;
 mod eval;
+mod gguf;
 mod mergekit;
 mod pull;
 mod push;
@@ -64,6 +65,8 @@ pub enum Command {
     Baselines(search::BaselinesArgs),
     /// Write the tailored checkpoint a recipe describes.
     Build(build::Args),
+    /// Write GGUF files (f16, q8_0, ...) for llama.cpp and Ollama beside a model's safetensors.
+    Gguf(gguf::Args),
     /// Score a model folder or a recipe on calibration tasks.
     Eval(eval::Args),
     /// Render the model card (README.md + lineage.svg) for a built model.
@@ -150,6 +153,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Command::Search(a)) => search::run(a),
         Some(Command::Baselines(a)) => search::run_baselines(a),
         Some(Command::Build(a)) => build::run(a),
+        Some(Command::Gguf(a)) => gguf::run(a),
         Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Card(a)) => card::run(a),
         Some(Command::Push(a)) => push::run(a),
@@ -222,6 +226,7 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     use hf_tailor::checkpoint::CheckpointError as C;
     use hf_tailor::config::ConfigError as K;
     use hf_tailor::eval::EvalError as E;
+    use hf_tailor::gguf::GgufError as G;
     use hf_tailor::hub::HubError as H;
     use hf_tailor::mergekit::MergekitError as M;
     use hf_tailor::pipeline::PipelineError as P;
@@ -242,6 +247,7 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             P::Search(s) => library_code(s),
             P::Build(b) => library_code(b),
             P::Card(c) => library_code(c),
+            P::Gguf(g) => library_code(g),
             P::Plan(_) | P::OutFolder { .. } => Some(2),
             P::Io { source, .. } => io_code(source),
             P::Verify(_) => Some(1),
@@ -280,6 +286,13 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             B::Checkpoint(c) => library_code(c),
             B::RecipeFile(r) => library_code(r),
             B::Io { .. } | B::Verify(_) => Some(1),
+            _ => Some(2),
+        };
+    }
+    if let Some(e) = cause.downcast_ref::<G>() {
+        return match e {
+            G::Checkpoint(c) => library_code(c),
+            G::Io { .. } | G::Size { .. } => Some(1),
             _ => Some(2),
         };
     }

@@ -84,6 +84,10 @@ pub struct Args {
     /// Create the pushed repo as private.
     #[arg(long, requires = "push")]
     pub private: bool,
+    /// Also write GGUF files of these types beside the checkpoint (f16, q8_0, bf16, f32;
+    /// comma-separated); the card links them and --push uploads them.
+    #[arg(long, value_name = "TYPES", value_parser = super::gguf::parse_types)]
+    pub gguf: Option<super::gguf::TypeList>,
     /// Print what would be downloaded, the parameter count before/after and the memory needed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -176,6 +180,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     opts.resume = args.resume;
     opts.force = args.force;
     opts.repo_id = args.push.clone();
+    opts.gguf = args.gguf.as_ref().map(|t| t.0.clone()).unwrap_or_default();
     let outcome = pipeline::tailor(&family, tasks.clone(), tasks, &opts, &mut progress)?;
     progress.finish();
 

@@ -29,6 +29,8 @@ pub enum PipelineError {
     Build(#[from] crate::writer::BuildError),
     #[error(transparent)]
     Card(#[from] crate::card::CardError),
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
     #[error("cannot write {path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("verification failed: {0}")]

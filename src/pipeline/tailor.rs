@@ -64,6 +64,8 @@ pub struct JobOptions {
     pub force: bool,
     /// The caller already checked `out` with [`check_out_folder`] (before writing into it).
     pub out_checked: bool,
+    /// GGUF files to write beside the checkpoint (before the card, which links them).
+    pub gguf: Vec<crate::gguf::FileType>,
 }
 
 impl JobOptions {
@@ -86,6 +88,7 @@ impl JobOptions {
             repo_id: None,
             force: false,
             out_checked: false,
+            gguf: Vec::new(),
         }
     }
 }
@@ -281,6 +284,13 @@ pub fn tailor(
     let verified = score_folder(&model_dir, report, eval_options, report_items)?;
     let tailored = rows.last().expect("tailored row").clone();
     check_verified(&tailored.scores, &verified, report_items)?;
+
+    // GGUF files for llama.cpp and Ollama, from the verified checkpoint (the folder is new).
+    if !opts.gguf.is_empty() {
+        let labels: Vec<&str> = opts.gguf.iter().map(|t| t.label()).collect();
+        progress.stage(&format!("writing GGUF files ({})", labels.join(", ")));
+        crate::gguf::write_beside(&model_dir, &crate::gguf::GgufOptions { types: opts.gguf.clone(), force: true })?;
+    }
 
     // The model card with the results table and the lineage picture.
     progress.stage("rendering the model card");

@@ -26,7 +26,7 @@ use crate::recipe::{Recipe, RecipeError};
 
 pub use plan::Plan;
 pub use shard_writer::{header_bytes, ShardWriter};
-pub use staging::remove_in_flight;
+pub use staging::{remove_in_flight, track_in_flight, untrack_in_flight};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

@@ -59,15 +59,27 @@ fn in_flight() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Remove every staging folder this process has not committed; returns those removed.
-/// Called by the CLI on SIGINT/SIGTERM just before it exits.
+/// Register a temporary file (not a folder) this process is writing, so that the signal
+/// handler removes it too (the GGUF export's `.NAME.gguf.tmp-PID-N`).
+pub fn track_in_flight(path: &Path) {
+    in_flight().push(path.to_path_buf());
+}
+
+/// The temporary `path` is committed or removed: the signal handler must leave it alone.
+pub fn untrack_in_flight(path: &Path) {
+    in_flight().retain(|d| d != path);
+}
+
+/// Remove every staging folder (and tracked temporary file) this process has not
+/// committed; returns those removed. Called by the CLI on SIGINT/SIGTERM just before it exits.
 pub fn remove_in_flight() -> Vec<PathBuf> {
     let dirs = std::mem::take(&mut *in_flight());
     let mut removed = Vec::new();
     for d in dirs {
         // The build may still be creating files in it: try a few times.
         for _ in 0..5 {
-            match std::fs::remove_dir_all(&d) {
+            let gone = if std::fs::symlink_metadata(&d).is_ok_and(|m| !m.is_dir()) { std::fs::remove_file(&d) } else { std::fs::remove_dir_all(&d) };
+            match gone {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => continue,
                 _ => break,
             }
