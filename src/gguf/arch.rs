@@ -13,6 +13,10 @@ pub enum ExtraKey {
     VocabSize,
     /// `{arch}.rope.dimension_count` (the head dimension: rotary on the whole head).
     RopeDimensionCount,
+    /// `{arch}.attention.key_length` and `value_length` even when config.json has no
+    /// `head_dim` (the converter reads transformers' config, which has one for these
+    /// architectures); otherwise they are written only when config.json states it.
+    HeadWidth,
 }
 
 /// One architecture's GGUF conventions.
@@ -33,7 +37,7 @@ pub struct GgufArch {
 /// there); llama.cpp's Llama graph has no sliding window, which only matters for contexts
 /// longer than the window.
 pub static LLAMA: GgufArch =
-    GgufArch { model_types: &["llama", "mistral"], name: "llama", permute_qk: true, extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount] };
+    GgufArch { model_types: &["llama", "mistral"], name: "llama", permute_qk: true, extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount, ExtraKey::HeadWidth] };
 
 pub static QWEN2: GgufArch = GgufArch { model_types: &["qwen2"], name: "qwen2", permute_qk: false, extra_keys: &[] };
 

@@ -132,8 +132,9 @@ pub fn keys(cfg: &ModelConfig, arch: &GgufArch, name: &str, file_type: FileType,
     }
     out.push((k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)));
     out.push((k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps as f32)));
-    // The converter writes the head width only when config.json states it.
-    if raw.get("head_dim").is_some_and(Json::is_u64) {
+    // The head width: the converter writes it when transformers' config has one (Llama's and
+    // Mistral's always do, Qwen2's only when config.json states it).
+    if arch.extra_keys.contains(&ExtraKey::HeadWidth) || raw.get("head_dim").is_some_and(Json::is_u64) {
         out.push((k("attention.key_length"), u(cfg.head_dim)));
         out.push((k("attention.value_length"), u(cfg.head_dim)));
     }
@@ -142,6 +143,7 @@ pub fn keys(cfg: &ModelConfig, arch: &GgufArch, name: &str, file_type: FileType,
         match extra {
             ExtraKey::VocabSize => out.push((k("vocab_size"), u(cfg.vocab_size))),
             ExtraKey::RopeDimensionCount => out.push((k("rope.dimension_count"), u(cfg.head_dim))),
+            ExtraKey::HeadWidth => {}
         }
     }
     out.push(("general.quantization_version".into(), Value::U32(2)));

@@ -132,18 +132,34 @@ pub fn metadata(dir: &Path, vocab_size: usize, llama_arch: bool) -> Result<Vec<(
     let named = |typ: &str| tc.and_then(|c| token_content(c.get(format!("{typ}_token").as_str()))).map(str::to_string);
     let mut bos_name = named("bos");
     let eos_name = named("eos");
-    if let Some(single) = tok.get("post_processor").and_then(|p| template_single(p)) {
-        let special_at = |i: usize| single.get(i).and_then(|s| s.get("SpecialToken")).and_then(|s| s.get("id")).and_then(Json::as_str);
+    if let Some(template) = tok.get("post_processor").and_then(template_processing) {
+        let special = |item: &Json| item.get("SpecialToken").and_then(|s| s.get("id")).and_then(Json::as_str).map(str::to_string);
+        let sequence = |item: &Json| item.get("Sequence").and_then(|s| s.get("id")).and_then(Json::as_str).map(str::to_string);
+        let single = template.get("single").and_then(Json::as_array).cloned().unwrap_or_default();
+        let (mut first, mut last) = (None, None);
         if single.len() > 1 {
-            if let Some(first) = special_at(0) {
-                if tc.is_none() || (bos_name.is_none() && named("cls").as_deref() != Some(first)) {
-                    bos_name = Some(first.to_string());
+            first = special(&single[0]);
+            last = special(&single[single.len() - 1]);
+            if let Some(first) = &first {
+                if tc.is_none() || (bos_name.is_none() && named("cls").as_ref() != Some(first)) {
+                    bos_name = Some(first.clone());
                 }
-                add_flags.insert("bos", bos_name.as_deref() == Some(first) || named("cls").as_deref() == Some(first));
+                add_flags.insert("bos", bos_name.as_ref() == Some(first) || named("cls").as_ref() == Some(first));
             }
-            if let Some(last) = special_at(single.len() - 1) {
-                add_flags.insert("eos", eos_name.as_deref() == Some(last));
+            if let Some(last) = &last {
+                add_flags.insert("eos", eos_name.as_ref() == Some(last));
             }
+        }
+        // Between the two sequences of the pair template: a separator, when it is the sep or eos token.
+        let pair = template.get("pair").and_then(Json::as_array).cloned().unwrap_or_default();
+        let start = usize::from(first.is_some() && pair.first().and_then(special) == first);
+        let stop = pair.len() - usize::from(last.is_some() && pair.len() > start && pair.last().and_then(special) == last);
+        let mid = &pair[start.min(stop)..stop];
+        if mid.len() > 2 && sequence(&mid[0]).as_deref() == Some("A") && sequence(&mid[mid.len() - 1]).as_deref() == Some("B") {
+            let inner = &mid[1..mid.len() - 1];
+            let separator = |item: &Json| special(item).is_some_and(|s| Some(&s) == named("sep").as_ref() || Some(&s) == eos_name.as_ref());
+            let add_sep = (separator(&inner[0]) && last.is_none()) || (inner.len() == 2 && separator(&inner[1]));
+            add_flags.insert("sep", add_sep);
         }
     }
     for (typ, _) in SPECIAL_KEYS {
@@ -243,13 +259,13 @@ pub fn metadata(dir: &Path, vocab_size: usize, llama_arch: bool) -> Result<Vec<(
     Ok(out)
 }
 
-/// The `single` template of a TemplateProcessing post-processor (alone or in a sequence).
-fn template_single(p: &Json) -> Option<&Vec<Json>> {
+/// The TemplateProcessing post-processor (alone or in a sequence), if any.
+fn template_processing(p: &Json) -> Option<&Json> {
     let procs: Vec<&Json> = match p.get("processors").and_then(Json::as_array) {
         Some(list) => list.iter().collect(),
         None => vec![p],
     };
-    procs.into_iter().find(|q| q.get("type").and_then(Json::as_str) == Some("TemplateProcessing"))?.get("single")?.as_array()
+    procs.into_iter().find(|q| q.get("type").and_then(Json::as_str) == Some("TemplateProcessing"))
 }
 
 fn is_byte_token(t: &str) -> bool {

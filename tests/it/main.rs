@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod device;
 mod eval;
+mod gguf;
 mod hostile_hub;
 mod hub;
 mod layout;
