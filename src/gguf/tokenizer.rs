@@ -41,7 +41,7 @@ pub enum TokenType {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {why}")]
+#[error("{path} {why}")]
 pub struct TokenizerError {
     pub path: String,
     pub why: String,
@@ -95,7 +95,7 @@ pub fn metadata(dir: &Path, vocab_size: usize, llama_arch: bool) -> Result<Vec<(
 
     let model = tok.get("model").filter(|m| m.is_object()).ok_or_else(|| err("has no `model` object".into()))?;
     if model.get("type").and_then(Json::as_str) != Some("BPE") {
-        return Err(err(format!("tokenizer model {} is not supported for GGUF (BPE only)", model.get("type").unwrap_or(&Json::Null))));
+        return Err(err(format!("has tokenizer model {}, which GGUF export does not support (BPE only)", model.get("type").unwrap_or(&Json::Null))));
     }
     let sentencepiece_style = model.get("byte_fallback").and_then(Json::as_bool) == Some(true)
         && tok.get("decoder").and_then(|d| d.get("type")).and_then(Json::as_str) == Some("Sequence");
@@ -104,12 +104,12 @@ pub fn metadata(dir: &Path, vocab_size: usize, llama_arch: bool) -> Result<Vec<(
     let vocab = model.get("vocab").and_then(Json::as_object).ok_or_else(|| err("has no `model.vocab` object".into()))?;
     let mut tokens: Vec<Option<String>> = vec![None; vocab_size];
     let mut put = |id: u64, text: &str| -> Result<(), TokenizerError> {
-        let slot = tokens.get_mut(id as usize).ok_or_else(|| err(format!("token {text:?} has id {id}, beyond the model's {vocab_size} embedding rows")))?;
+        let slot = tokens.get_mut(id as usize).ok_or_else(|| err(format!("has token {text:?} with id {id}, beyond the model's {vocab_size} embedding rows")))?;
         *slot = Some(text.to_string());
         Ok(())
     };
     for (text, id) in vocab {
-        put(id.as_u64().ok_or_else(|| err(format!("vocabulary id of {text:?} is not an integer")))?, text)?;
+        put(id.as_u64().ok_or_else(|| err(format!("has a vocabulary id of {text:?} that is not an integer")))?, text)?;
     }
     struct Added {
         content: String,
@@ -118,7 +118,7 @@ pub fn metadata(dir: &Path, vocab_size: usize, llama_arch: bool) -> Result<Vec<(
     let mut added: BTreeMap<u64, Added> = BTreeMap::new();
     for a in tok.get("added_tokens").and_then(Json::as_array).map(Vec::as_slice).unwrap_or_default() {
         let (Some(id), Some(content)) = (a.get("id").and_then(Json::as_u64), a.get("content").and_then(Json::as_str)) else {
-            return Err(err("an added token has no integer `id` or string `content`".into()));
+            return Err(err("has an added token without an integer `id` or a string `content`".into()));
         };
         put(id, content)?;
         added.insert(id, Added { content: content.into(), special: a.get("special").and_then(Json::as_bool).unwrap_or(false) });
@@ -283,7 +283,7 @@ fn merge_list(model: &Json) -> Result<Vec<String>, String> {
                 let part = |v: &Json| v.as_str().unwrap_or_default().replace(' ', "\u{120}");
                 Ok(format!("{} {}", part(&pair[0]), part(&pair[1])))
             }
-            other => Err(format!("merge {other} is neither \"a b\" nor [a, b]")),
+            other => Err(format!("has merge {other}, neither \"a b\" nor [a, b]")),
         })
         .collect()
 }
@@ -312,8 +312,8 @@ fn pre_tokenizer(path: &Path, tok: &Json) -> Result<String, String> {
         return Ok("gpt-2".into());
     }
     Err(format!(
-        "its pre-tokenizer is not one llama.cpp knows hf-tailor to map (check hash {hash}); \
-         GGUF export supports the Llama 3, SmolLM, Qwen2, Mistral-Nemo and GPT-2 tokenizers"
+        "has a byte-level pre-tokenizer hf-tailor cannot name for llama.cpp (check hash {hash}); \
+         GGUF export knows the Llama 3, SmolLM, Qwen2, Mistral-Nemo and GPT-2 ones"
     ))
 }
 

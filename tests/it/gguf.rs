@@ -135,3 +135,116 @@ fn gguf_files_run_in_llama_cpp_as_transformers_runs_the_checkpoint() {
         }
     }
 }
+
+/// `hf-tailor gguf` never replaces a file without --force, says what is wrong in one line with
+/// exit status 2, and leaves no temporary file behind.
+#[test]
+fn gguf_export_refuses_to_overwrite_and_bad_input_exits_2() {
+    let tmp = common::tempdir();
+    let dir = tmp.path().join("m");
+    write_fixture(&dir, &TinySpec { layers: 2, ..TinySpec::qwen2() }, 7);
+    let run = |args: &[&str]| common::hf_tailor().arg("gguf").arg("--model").arg(&dir).args(args).output().unwrap();
+    let one_line_error = |o: &std::process::Output, needle: &str| {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    };
+    one_line_error(&run(&["--type", "f16,q4_k"]), "q4_k");
+    assert!(hf_tailor::gguf::files_in(&dir).is_empty());
+
+    let written = export(&dir, "q8_0");
+    let file = dir.join("m-Q8_0.gguf");
+    assert_eq!(written[0]["path"], file.to_str().unwrap());
+    let before = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"a user's file").unwrap();
+    one_line_error(&run(&["--type", "q8_0"]), "exists (use --force to replace it)");
+    assert_eq!(std::fs::read(&file).unwrap(), b"a user's file", "left as it was");
+    let o = run(&["--type", "q8_0", "--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&file).unwrap(), before, "replaced, and the export is deterministic");
+    let hidden: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
+
+    // No tokenizer: a GGUF without one would not run.
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    one_line_error(&run(&["--type", "f16", "--force"]), "tokenizer.json is missing");
+    // Not a model folder.
+    one_line_error(&common::hf_tailor().args(["gguf", "--model"]).arg(tmp.path().join("nowhere")).output().unwrap(), "nowhere");
+}
+
+/// `build --gguf` writes the files into the built folder, `card` links them with llama.cpp and
+/// Ollama usage, and `push` uploads them (by LFS) with the checkpoint.
+#[test]
+fn build_gguf_then_card_and_push_carry_the_files() {
+    use crate::testhub::{TestHub, TOKEN};
+    use hf_tailor::recipe::{EdgePolicy, Rule};
+
+    let tmp = common::tempdir();
+    let f = crate::build::family(tmp.path(), TinySpec::llama(), 1);
+    let take = |i: usize| Rule::Take(crate::build::name(i));
+    let r = crate::build::recipe(&f, vec![(0, take(0)), (1, take(1)), (3, take(0))], EdgePolicy::FollowLayers);
+    let recipe_path = tmp.path().join("tailor.yaml");
+    r.save(&recipe_path).unwrap();
+    let out = tmp.path().join("llama-tailored");
+    let o = common::hf_tailor()
+        .args(["build", "--recipe"])
+        .arg(&recipe_path)
+        .arg("--out")
+        .arg(&out)
+        .args(["--gguf", "f16,q8_0", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["layers_after"], 3);
+    assert_eq!(report["gguf"].as_array().map(Vec::len), Some(2), "{report}");
+    assert_eq!(hf_tailor::gguf::files_in(&out), vec!["llama-tailored-F16.gguf", "llama-tailored-Q8_0.gguf"]);
+
+    let o = common::hf_tailor()
+        .args(["card", "--model"])
+        .arg(&out)
+        .arg("--recipe")
+        .arg(&recipe_path)
+        .args(["--repo", "tester/llama-tailored"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    for needle in [
+        "[llama-tailored-Q8_0.gguf](./llama-tailored-Q8_0.gguf) | Q8_0",
+        "[llama-tailored-F16.gguf](./llama-tailored-F16.gguf) | F16",
+        "llama-cli -hf tester/llama-tailored:Q8_0",
+        "ollama run hf.co/tester/llama-tailored:Q8_0",
+    ] {
+        assert!(readme.contains(needle), "{needle}:\n{readme}");
+    }
+    assert!(!readme.contains("convert_hf_to_gguf.py"), "no conversion step when the files are there");
+
+    let hub = TestHub::start();
+    let o = common::hf_tailor().arg("push").arg(&out).arg("tester/llama-tailored").env("HF_ENDPOINT", &hub.url).env("HF_TOKEN", TOKEN).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for name in hf_tailor::gguf::files_in(&out) {
+        assert_eq!(hub.file("models", "tester/llama-tailored", "main", &name), Some(std::fs::read(out.join(&name)).unwrap()), "{name}");
+        assert!(matches!(hub.entry("models", "tester/llama-tailored", "main", &name), Some(crate::testhub::Entry::Lfs { .. })), "{name} by LFS");
+    }
+    assert!(hub.file("models", "tester/llama-tailored", "main", "README.md").is_some_and(|r| String::from_utf8_lossy(&r).contains("ollama run")));
+}
+
+/// Llama 3's real tokenizer (rebuilt from the vocabulary GGUF llama.cpp ships for its own
+/// tokenizer tests; 128256 tokens, 280147 merges): hf-tailor names its pre-tokenizer
+/// `llama-bpe` as llama.cpp's converter does, embeds the same vocabulary, types and merges, and
+/// llama.cpp tokenizes the test text (spaces, digits, accents, an emoji) as transformers does.
+#[test]
+fn llama3_tokenizer_is_embedded_as_llama_cpps_converter_embeds_it() {
+    let tmp = common::tempdir();
+    let dir = tmp.path().join("llama3-tailored");
+    let spec = TinySpec { layers: 1, vocab: 128_256, shard_bytes: None, ..TinySpec::llama_tied() };
+    write_fixture(&dir, &spec, 9);
+    let llama_cpp = common::llama_cpp();
+    common::run_python("gguf_check_tokenizer.py", &["llama3", dir.to_str().unwrap(), llama_cpp.to_str().unwrap()]);
+    let files = export(&dir, "f16");
+    let v = assert_file("llama3", &dir, Path::new(files[0]["path"].as_str().unwrap()), "f16", None);
+    assert!(v["metadata_differ"].get("tokenizer.ggml.pre").is_none(), "{v}");
+    assert!(v["metadata_differ"].get("tokenizer.ggml.merges").is_none() && v["metadata_only_ours"].get("tokenizer.ggml.merges").is_none(), "{v}");
+}
