@@ -36,8 +36,12 @@ pub struct GgufArch {
 /// Mistral is llama.cpp's `llama` architecture (its converter maps `MistralForCausalLM`
 /// there); llama.cpp's Llama graph has no sliding window, which only matters for contexts
 /// longer than the window.
-pub static LLAMA: GgufArch =
-    GgufArch { model_types: &["llama", "mistral"], name: "llama", permute_qk: true, extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount, ExtraKey::HeadWidth] };
+pub static LLAMA: GgufArch = GgufArch {
+    model_types: &["llama", "mistral"],
+    name: "llama",
+    permute_qk: true,
+    extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount, ExtraKey::HeadWidth],
+};
 
 pub static QWEN2: GgufArch = GgufArch { model_types: &["qwen2"], name: "qwen2", permute_qk: false, extra_keys: &[] };
 
@@ -101,10 +105,18 @@ pub fn permute_rows(values: &[f32], rows: usize, heads: usize) -> Vec<f32> {
 mod tests {
     use super::*;
 
+    /// Architectures hf-tailor reads whose GGUF export is not written yet (`hf-tailor gguf`
+    /// refuses them with a clear message); a new family goes here or gets a table above.
+    const NO_GGUF_TABLE_YET: &[&str] = &[];
+
     #[test]
-    fn every_architecture_hf_tailor_reads_has_a_gguf_table() {
+    fn every_architecture_hf_tailor_reads_has_a_gguf_table_or_is_listed() {
         for a in crate::arch::ARCHITECTURES {
-            assert!(GgufArch::for_model_type(a.model_type).is_some(), "{} has no GGUF table", a.model_type);
+            assert!(
+                GgufArch::for_model_type(a.model_type).is_some() || NO_GGUF_TABLE_YET.contains(&a.model_type),
+                "{} has no GGUF table: add one, or list it in NO_GGUF_TABLE_YET",
+                a.model_type
+            );
         }
     }
 

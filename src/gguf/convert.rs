@@ -42,9 +42,8 @@ impl Model {
         let checkpoint = Checkpoint::open(dir)?;
         let cfg = &checkpoint.config;
         let model_type = cfg.arch.model_type;
-        let arch = GgufArch::for_model_type(model_type).ok_or_else(|| GgufError::Unsupported {
-            what: format!("model_type `{model_type}` yet (supported: {})", GgufArch::supported_list()),
-        })?;
+        let arch = GgufArch::for_model_type(model_type)
+            .ok_or_else(|| GgufError::Unsupported { what: format!("model_type `{model_type}` yet (supported: {})", GgufArch::supported_list()) })?;
         let rope = metadata::rope_scaling(cfg, arch)?;
         let tokenizer = tokenizer::metadata(dir, checkpoint.embedding_rows(), arch.name == "llama")?;
 

@@ -60,11 +60,15 @@ pub fn rope_scaling(cfg: &ModelConfig, arch: &GgufArch) -> Result<RopeScaling, G
         }
         "yarn" => {
             let Some(factor) = factor else { return Ok(RopeScaling::None) };
-            let orig = s.get("original_max_position_embeddings").and_then(Json::as_u64).ok_or_else(|| GgufError::Unsupported {
-                what: "yarn rope scaling without original_max_position_embeddings".into(),
-            })?;
-            let mut keys =
-                vec![(p("type"), Value::Str("yarn".into())), (p("factor"), Value::F32(factor as f32)), (p("original_context_length"), Value::U32(orig as u32))];
+            let orig = s
+                .get("original_max_position_embeddings")
+                .and_then(Json::as_u64)
+                .ok_or_else(|| GgufError::Unsupported { what: "yarn rope scaling without original_max_position_embeddings".into() })?;
+            let mut keys = vec![
+                (p("type"), Value::Str("yarn".into())),
+                (p("factor"), Value::F32(factor as f32)),
+                (p("original_context_length"), Value::U32(orig as u32)),
+            ];
             for (hf, gg) in [("extrapolation_factor", "yarn_ext_factor"), ("beta_fast", "yarn_beta_fast"), ("beta_slow", "yarn_beta_slow")] {
                 if let Some(v) = f(hf) {
                     keys.push((p(gg), Value::F32(v as f32)));

@@ -48,7 +48,7 @@ impl GgmlType {
 
     /// True if rows of `n` values can be stored in this type.
     pub fn fits_row(self, n: usize) -> bool {
-        n % self.block() == 0
+        n.is_multiple_of(self.block())
     }
 
     /// Append `values` (whole rows) encoded in this type to `out`.

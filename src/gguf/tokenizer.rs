@@ -104,7 +104,9 @@ pub fn metadata(dir: &Path, vocab_size: usize, llama_arch: bool) -> Result<Vec<(
     let vocab = model.get("vocab").and_then(Json::as_object).ok_or_else(|| err("has no `model.vocab` object".into()))?;
     let mut tokens: Vec<Option<String>> = vec![None; vocab_size];
     let mut put = |id: u64, text: &str| -> Result<(), TokenizerError> {
-        let slot = tokens.get_mut(id as usize).ok_or_else(|| err(format!("has token {text:?} with id {id}, beyond the model's {vocab_size} embedding rows")))?;
+        let slot = tokens
+            .get_mut(id as usize)
+            .ok_or_else(|| err(format!("has token {text:?} with id {id}, beyond the model's {vocab_size} embedding rows")))?;
         *slot = Some(text.to_string());
         Ok(())
     };

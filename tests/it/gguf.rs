@@ -102,7 +102,8 @@ fn assert_file(label: &str, model: &Path, file: &Path, ty: &str, pre: Option<&st
 #[test]
 fn gguf_files_run_in_llama_cpp_as_transformers_runs_the_checkpoint() {
     let tmp = common::tempdir();
-    let llama3 = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16});
+    let llama3 =
+        json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16});
     let cases = [
         ("llama", TinySpec { rope_scaling: Some(llama3), layers: 3, vocab: SENTENCEPIECE_VOCAB, ..TinySpec::llama() }, true),
         ("mistral", TinySpec { layers: 2, vocab: SENTENCEPIECE_VOCAB, ..TinySpec::mistral() }, true),
@@ -222,7 +223,8 @@ fn build_gguf_then_card_and_push_carry_the_files() {
     assert!(!readme.contains("convert_hf_to_gguf.py"), "no conversion step when the files are there");
 
     let hub = TestHub::start();
-    let o = common::hf_tailor().arg("push").arg(&out).arg("tester/llama-tailored").env("HF_ENDPOINT", &hub.url).env("HF_TOKEN", TOKEN).output().unwrap();
+    let o =
+        common::hf_tailor().arg("push").arg(&out).arg("tester/llama-tailored").env("HF_ENDPOINT", &hub.url).env("HF_TOKEN", TOKEN).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for name in hf_tailor::gguf::files_in(&out) {
         assert_eq!(hub.file("models", "tester/llama-tailored", "main", &name), Some(std::fs::read(out.join(&name)).unwrap()), "{name}");
