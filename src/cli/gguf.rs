@@ -18,6 +18,9 @@ pub struct Args {
     /// Replace GGUF files of the same names.
     #[arg(long)]
     pub force: bool,
+    /// Model name in the file names and the GGUF's `general.name` (default: the folder's name).
+    #[arg(long)]
+    pub name: Option<String>,
     /// Print what was written as JSON.
     #[arg(long)]
     pub json: bool,
@@ -34,7 +37,7 @@ pub fn parse_types(s: &str) -> Result<TypeList, String> {
 
 /// Write the GGUF files of `types` into a freshly built model folder and say so on stderr.
 pub fn write_after_build(model: &std::path::Path, types: &TypeList, force: bool, json: bool) -> anyhow::Result<Vec<gguf::GgufFile>> {
-    let files = gguf::write_beside(model, &GgufOptions { types: types.0.clone(), force })?;
+    let files = gguf::write_beside(model, &GgufOptions { types: types.0.clone(), force, name: None })?;
     if !json {
         for f in &files {
             eprintln!("hf-tailor: wrote {} ({}, {:.1} MB)", f.path, f.file_type.label(), f.bytes as f64 / 1e6);
@@ -44,7 +47,7 @@ pub fn write_after_build(model: &std::path::Path, types: &TypeList, force: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let files = gguf::write_beside(&args.model, &GgufOptions { types: args.types.0, force: args.force })?;
+    let files = gguf::write_beside(&args.model, &GgufOptions { types: args.types.0, force: args.force, name: args.name })?;
     report(&files, args.json)
 }
 

@@ -133,11 +133,13 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GgufOptions {
     pub types: Vec<FileType>,
     /// Replace existing files of the same names.
     pub force: bool,
+    /// The model name in file names and `general.name` (default: the folder's name).
+    pub name: Option<String>,
 }
 
 /// One written file.
@@ -152,7 +154,11 @@ pub struct GgufFile {
 
 /// Write one GGUF per requested type into the model folder `dir`.
 pub fn write_beside(dir: &Path, opts: &GgufOptions) -> Result<Vec<GgufFile>, GgufError> {
-    let name = model_name(dir);
+    let name = match &opts.name {
+        Some(n) if !n.is_empty() && !n.contains(['/', '\\']) && !n.starts_with('.') => n.clone(),
+        Some(n) => return Err(GgufError::Unsupported { what: format!("the model name `{n}` in file names") }),
+        None => model_name(dir),
+    };
     let targets: Vec<(FileType, PathBuf)> = opts.types.iter().map(|t| (*t, dir.join(file_name(&name, *t)))).collect();
     if !opts.force {
         if let Some((_, p)) = targets.iter().find(|(_, p)| std::fs::symlink_metadata(p).is_ok()) {

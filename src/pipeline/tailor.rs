@@ -289,7 +289,9 @@ pub fn tailor(
     if !opts.gguf.is_empty() {
         let labels: Vec<&str> = opts.gguf.iter().map(|t| t.label()).collect();
         progress.stage(&format!("writing GGUF files ({})", labels.join(", ")));
-        crate::gguf::write_beside(&model_dir, &crate::gguf::GgufOptions { types: opts.gguf.clone(), force: true })?;
+        // Named after the repo (or the --out folder), not the `model/` folder inside it.
+        let name = opts.title.rsplit('/').next().unwrap_or(&opts.title).to_string();
+        crate::gguf::write_beside(&model_dir, &crate::gguf::GgufOptions { types: opts.gguf.clone(), force: true, name: Some(name) })?;
     }
 
     // The model card with the results table and the lineage picture.

@@ -664,7 +664,7 @@ fn root_command_pulls_tailors_and_pushes_through_the_hub() {
     let out = common::hf_tailor()
         .current_dir(root)
         .args(["--base", "org/base", "--finetunes", "list.txt", "--tasks", "task.jsonl", "--keep-layers", "3"])
-        .args(["--trials", "3", "--out", "job", "--push", "tester/tailored", "--private", "--json"])
+        .args(["--trials", "3", "--out", "job", "--push", "tester/tailored", "--private", "--gguf", "q8_0", "--json"])
         .env("HF_ENDPOINT", &f.hub.url)
         .env("HF_HUB_CACHE", root.join("cache"))
         .env("HF_HOME", root.join("home"))
@@ -676,7 +676,8 @@ fn root_command_pulls_tailors_and_pushes_through_the_hub() {
     assert!(out.status.success(), "job failed:\n{stderr}");
     assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN), "the token leaked");
     assert_eq!(f.hub.is_private("models", "tester/tailored"), Some(true));
-    for file in ["config.json", "README.md", "lineage.svg", "model.safetensors.index.json", "tokenizer.json", "generation_config.json"] {
+    let files = ["config.json", "README.md", "lineage.svg", "model.safetensors.index.json", "tokenizer.json", "generation_config.json", "tailored-Q8_0.gguf"];
+    for file in files {
         assert!(f.hub.file("models", "tester/tailored", "main", file).is_some(), "{file} was not pushed");
     }
     let config: serde_json::Value = serde_json::from_slice(&f.hub.file("models", "tester/tailored", "main", "config.json").unwrap()).unwrap();
@@ -687,6 +688,8 @@ fn root_command_pulls_tailors_and_pushes_through_the_hub() {
         assert!(front.contains(id), "{id} missing from base_model:\n{front}");
     }
     assert!(front.contains("license: llama2"), "license not inherited:\n{front}");
+    // --gguf: the file is named after the repo, and the card says how to run it.
+    assert!(card.contains("ollama run hf.co/tester/tailored:Q8_0"), "{card}");
     // The sibling pinned to a branch is recorded at that branch's commit.
     let sources = std::fs::read_to_string(root.join("job/sources.yaml")).unwrap();
     assert!(sources.contains(&f.tuned_commit), "{sources}");
