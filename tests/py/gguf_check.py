@@ -21,7 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-TEXT = "Hello world!  Tailored layers, stitched: 3 + 14 = 17.\nNew line\twith a tab, café, naïve — 😀 'tis I've it's 12345"
+# Spaces, digits, punctuation, accents, an emoji (byte fallback), and sentences whose merges
+# the SentencePiece-style test tokenizer knows: with llama.cpp's converter's flat -1000 scores,
+# llama.cpp splits these two sentences differently from transformers; with hf-tailor's
+# rank-ordered scores it does not.
+TEXT = (
+    "Hello world!  Tailored layers, stitched: 3 + 14 = 17.\nNew line\twith a tab, café, naïve — 😀 'tis I've it's 12345 "
+    "The tailored model keeps the layers that matter and drops the rest of them. "
+    "A search over which layers to keep, which to take from a sibling and which to merge."
+)
 
 
 def convert(model, llama_cpp, out_type, ref, pre):
