@@ -676,7 +676,8 @@ fn root_command_pulls_tailors_and_pushes_through_the_hub() {
     assert!(out.status.success(), "job failed:\n{stderr}");
     assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN), "the token leaked");
     assert_eq!(f.hub.is_private("models", "tester/tailored"), Some(true));
-    let files = ["config.json", "README.md", "lineage.svg", "model.safetensors.index.json", "tokenizer.json", "generation_config.json", "tailored-Q8_0.gguf"];
+    let files =
+        ["config.json", "README.md", "lineage.svg", "model.safetensors.index.json", "tokenizer.json", "generation_config.json", "tailored-Q8_0.gguf"];
     for file in files {
         assert!(f.hub.file("models", "tester/tailored", "main", file).is_some(), "{file} was not pushed");
     }
