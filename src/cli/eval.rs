@@ -66,6 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for w in &family.info.warnings {
         eprintln!("hf-tailor: warning: {w}");
     }
+    args.engine.device.single()?;
     let options = args.engine.options();
     let mut ev = Evaluator::new(Arc::new(family), tasks, options)?;
     let started = std::time::Instant::now();

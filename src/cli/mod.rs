@@ -87,9 +87,10 @@ pub enum Command {
 /// How candidates are scored: shared by `eval`, `search` and `baselines`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EngineArgs {
-    /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`); for `search`, also
+    /// several CUDA devices (`cuda:0,cuda:1`) or `cuda:all`, one evaluator each.
     #[arg(long, default_value = "cpu")]
-    pub device: hf_tailor::eval::DeviceKind,
+    pub device: Devices,
     /// Memory for resident weights, in MiB.
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..))]
     pub weight_cache_mb: u64,
@@ -125,10 +126,65 @@ pub fn positive() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }
 
+/// `--device`: one device, a comma-separated list of devices, or every CUDA device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Devices {
+    List(Vec<hf_tailor::eval::DeviceKind>),
+    AllCuda,
+}
+
+impl std::str::FromStr for Devices {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "cuda:all" {
+            return Ok(Devices::AllCuda);
+        }
+        let list = s.split(',').map(|d| d.trim().parse()).collect::<Result<Vec<hf_tailor::eval::DeviceKind>, _>>()?;
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(d) = list.iter().find(|d| !seen.insert(format!("{d:?}"))) {
+            return Err(format!("device {d:?} is listed twice (use --workers for several evaluators per device)"));
+        }
+        Ok(Devices::List(list))
+    }
+}
+
+impl Devices {
+    /// The first device (the one for commands that score on one device).
+    pub fn first(&self) -> hf_tailor::eval::DeviceKind {
+        match self {
+            Devices::List(l) => l[0],
+            Devices::AllCuda => hf_tailor::eval::DeviceKind::Cuda(0),
+        }
+    }
+
+    /// Every device named (`cuda:all` resolved to the devices present).
+    pub fn resolve(&self) -> anyhow::Result<Vec<hf_tailor::eval::DeviceKind>> {
+        match self {
+            Devices::List(l) => Ok(l.clone()),
+            Devices::AllCuda => {
+                let n = hf_tailor::eval::cuda_device_count();
+                if n == 0 {
+                    let why = if cfg!(feature = "cuda") { "" } else { " (this build has no CUDA support; rebuild with `--features cuda`)" };
+                    return Err(UsageError(format!("--device cuda:all found no CUDA device{why}")).into());
+                }
+                Ok((0..n).map(hf_tailor::eval::DeviceKind::Cuda).collect())
+            }
+        }
+    }
+
+    /// The one device of a command that scores on one device.
+    pub fn single(&self) -> anyhow::Result<hf_tailor::eval::DeviceKind> {
+        match self {
+            Devices::List(l) if l.len() == 1 => Ok(l[0]),
+            _ => Err(UsageError("this command scores on one device: give --device cpu, cuda or cuda:N".into()).into()),
+        }
+    }
+}
+
 impl EngineArgs {
     pub fn options(&self) -> hf_tailor::eval::EvalOptions {
         hf_tailor::eval::EvalOptions {
-            device: self.device,
+            device: self.device.first(),
             weight_cache_bytes: self.weight_cache_mb << 20,
             max_batch_tokens: self.batch_tokens,
             state_bytes: self.state_mb << 20,

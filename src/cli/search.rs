@@ -16,7 +16,7 @@ use hf_tailor::search::job::{self, JobObserver, JobSpec};
 use hf_tailor::search::report::SearchReport;
 use hf_tailor::search::{
     DepthTarget, MergeMethod, Objective, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions, TrialEvent,
-    DEFAULT_OBJECTIVE, DEFAULT_SELECTION_FRACTION,
+    Worker, DEFAULT_OBJECTIVE, DEFAULT_SELECTION_FRACTION,
 };
 use hf_tailor::source::ModelSource;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -80,6 +80,10 @@ pub struct Args {
     pub depth: DepthArgs,
     #[command(flatten)]
     pub scoring: ScoringArgs,
+    /// Evaluators scoring candidates in parallel on each device of --device (each with its
+    /// own weight store and prefix cache, so the memory bounds are per worker).
+    #[arg(long, default_value_t = 1, value_parser = super::positive())]
+    pub workers: usize,
     /// Evaluations to run (each at one budget; a resumed search counts the journaled ones).
     #[arg(long, default_value_t = 500, value_parser = super::positive())]
     pub trials: usize,
@@ -237,19 +241,24 @@ fn depth(args: &DepthArgs) -> DepthTarget {
 /// Everything both subcommands set up: the space and the evaluator (with calibration texts).
 struct Setup {
     space: SearchSpace,
-    evaluator: Evaluator,
+    /// One evaluator per worker; the first also scores baselines, references and finalists.
+    workers: Vec<Worker<Evaluator>>,
     calibration: Vec<String>,
     params: Box<dyn Fn(&Recipe) -> u64>,
 }
 
 /// `needs_calibration`: refuse early (before opening any model) when no calibration text is given.
+/// `per_device`: evaluators on each device of `--device` (0: exactly one device, one evaluator).
 fn setup(
     family: &FamilyArgs,
     depth_args: &DepthArgs,
     scoring: &ScoringArgs,
     options: SpaceOptions,
     needs_calibration: bool,
+    per_device: usize,
 ) -> anyhow::Result<Setup> {
+    let devices = if per_device == 0 { vec![scoring.engine.device.single()?] } else { scoring.engine.device.resolve()? };
+    let per_device = per_device.max(1);
     let specs = TaskSpec::parse_list(&scoring.tasks)?;
     if specs.is_empty() {
         super::usage!("--tasks names no task");
@@ -277,11 +286,23 @@ fn setup(
     let template = RecipeTemplate::for_family(&family, base, siblings, scoring.edges);
     let keep = depth(depth_args).keep_layers(config.num_hidden_layers, |k| config.total_params(k))?;
     let space = SearchSpace::new(template, keep, options)?;
-    let eval_options = scoring.engine.options();
     let family = Arc::new(family);
-    let evaluator = Evaluator::new(family.clone(), tasks, eval_options)?;
+    let many = devices.len() * per_device > 1;
+    let mut workers = Vec::with_capacity(devices.len() * per_device);
+    for device in devices {
+        for k in 0..per_device {
+            let eval_options = hf_tailor::eval::EvalOptions { device, ..scoring.engine.options() };
+            let name = match device {
+                hf_tailor::eval::DeviceKind::Cpu => "cpu".to_string(),
+                hf_tailor::eval::DeviceKind::Cuda(n) => format!("cuda:{n}"),
+            };
+            let label = if per_device > 1 { format!("{name}#{k}") } else { name };
+            let scorer = Evaluator::new(family.clone(), tasks.clone(), eval_options)?;
+            workers.push(Worker { label: if many { label } else { String::new() }, scorer });
+        }
+    }
     let params = Box::new(move |r: &Recipe| Layout::for_family(&family, r).map(|l| l.total_params()).unwrap_or_default());
-    Ok(Setup { space, evaluator, calibration, params })
+    Ok(Setup { space, workers, calibration, params })
 }
 
 /// Progress bars: trials with best-so-far and trials/s, then one line per later stage.
@@ -338,10 +359,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     optimizer.hold_out = hold_out(args.selection_split, args.seed)?;
     optimizer.validate()?;
     let baselines = parse_baselines(&args.baselines)?;
-    let mut s = setup(&args.family, &args.depth, &args.scoring, options, !baselines.is_empty())?;
+    let mut s = setup(&args.family, &args.depth, &args.scoring, options, !baselines.is_empty(), args.workers)?;
     let o = optimizer.objective;
     if (o.guide == hf_tailor::score::Metric::Ppl || o.select == hf_tailor::score::Metric::Ppl)
-        && !s.evaluator.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)))
+        && !s.workers[0].scorer.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)))
     {
         super::usage!("--objective {} needs calibration texts to score: add a `ppl=FILE` task to --tasks", o.name());
     }
@@ -364,22 +385,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
     };
     eprintln!(
-        "hf-tailor: searching {} of {} layers, {} siblings, tasks {}, {} trials ({}), journal {}",
+        "hf-tailor: searching {} of {} layers, {} siblings, tasks {}, {} trials ({}{}), journal {}",
         s.space.keep,
         s.space.source_layers(),
         s.space.siblings(),
-        hf_tailor::score::Scorer::task_names(&s.evaluator).join(", "),
+        hf_tailor::score::Scorer::task_names(&s.workers[0].scorer).join(", "),
         args.trials,
         args.optimizer.name(),
+        if s.workers.len() > 1 { format!(", {} workers", s.workers.len()) } else { String::new() },
         spec.journal.display()
     );
     let mut progress = Progress::new(args.trials);
-    let result = job::run_job(&spec, &mut s.evaluator, &s.params, &mut progress)?;
+    // One worker: the sequential search (its journal has no worker names, as before).
+    let result = if s.workers.len() == 1 {
+        job::run_job(&spec, &mut s.workers[0].scorer, &s.params, &mut progress)?
+    } else {
+        job::run_job_parallel(&spec, &mut s.workers, &s.params, &mut progress)?
+    };
     progress.bar.finish_and_clear();
     job::write_outputs(&result, &args.out)?;
     print_report(&result.report, args.json)?;
     if let Some(w) = result.outcome.layer_work() {
-        let st = s.evaluator.stats();
+        let st = s.workers[0].scorer.stats();
         eprintln!(
             "hf-tailor: shared prefixes saved {} of {} layer-forwards ({:.1}%); prefix cache: {} hits, {} misses, peak {} MiB",
             w.saved,
@@ -390,7 +417,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             st.prefix.peak_bytes >> 20
         );
     }
-    eprint!("hf-tailor: {}", s.evaluator.memory().render());
+    eprint!("hf-tailor: {}", s.workers[0].scorer.memory().render());
     eprintln!(
         "hf-tailor: wrote {} (chosen at trial {}), report.md, report.json, search.svg in {}",
         job::RECIPE_FILE,
@@ -414,9 +441,9 @@ pub fn run_baselines(args: BaselinesArgs) -> anyhow::Result<()> {
     if kinds.is_empty() {
         super::usage!("--which names no baseline");
     }
-    let mut s = setup(&args.family, &args.depth, &args.scoring, SpaceOptions::default(), true)?;
+    let mut s = setup(&args.family, &args.depth, &args.scoring, SpaceOptions::default(), true, 0)?;
     let mut progress = Progress::new(0);
-    let (baselines, rows) = job::run_baselines(&s.space, &kinds, &s.calibration, &mut s.evaluator, args.budget, &*s.params, &mut progress)?;
+    let (baselines, rows) = job::run_baselines(&s.space, &kinds, &s.calibration, &mut s.workers[0].scorer, args.budget, &*s.params, &mut progress)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     for b in &baselines {
         job::save(&b.recipe, &args.out.join(format!("{}.yaml", b.kind.stem())))?;

@@ -89,6 +89,14 @@ impl std::str::FromStr for DeviceKind {
     }
 }
 
+/// How many CUDA devices this process can open (0 in a build without CUDA support).
+pub fn cuda_device_count() -> usize {
+    if !cfg!(feature = "cuda") {
+        return 0;
+    }
+    (0..64).take_while(|&n| Device::new_cuda(n).is_ok()).count()
+}
+
 /// Evaluator settings. `Default` suits a CPU run of a small model.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {

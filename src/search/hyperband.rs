@@ -36,8 +36,10 @@ pub struct Hyperband<C> {
     stage: usize,
     /// Candidates of the current stage evaluated so far with their mean cost.
     done: Vec<(C, f64)>,
-    /// Candidates promoted into the current stage and not yet evaluated.
-    promoted: VecDeque<C>,
+    /// Candidates promoted into the current stage, in the order they run.
+    promoted: Vec<C>,
+    /// Evaluations of the current stage handed out so far (finished or in flight).
+    issued: usize,
     /// Leading layers two candidates have in common (see [`order_for_sharing`]).
     shared: fn(&C, &C) -> usize,
 }
@@ -71,7 +73,15 @@ pub enum Slot<C> {
 
 impl<C: Clone> Hyperband<C> {
     pub fn new(budgets: &[usize], eta: usize) -> Self {
-        Self { plans: brackets(budgets, eta), bracket: 0, stage: 0, done: Vec::new(), promoted: VecDeque::new(), shared: |_, _| 0 }
+        Self { plans: brackets(budgets, eta), bracket: 0, stage: 0, done: Vec::new(), promoted: Vec::new(), issued: 0, shared: |_, _| 0 }
+    }
+
+    /// Start the cycle at `bracket` (modulo the number of brackets): the schedules that run
+    /// alongside the first one while its stage waits for results in flight begin elsewhere
+    /// in the cycle, so all brackets keep running.
+    pub fn starting_at(self, bracket: usize) -> Self {
+        let bracket = bracket % self.plans.len();
+        Self { bracket, ..self }
     }
 
     /// Order each stage's promoted candidates by the prefixes `shared` says they share.
@@ -83,20 +93,26 @@ impl<C: Clone> Hyperband<C> {
         self.plans[self.bracket].stages[self.stage]
     }
 
-    /// What to evaluate next (call `tell` with its result before asking again).
-    pub fn next(&self) -> Slot<C> {
-        let (_, budget) = self.plan();
-        match self.promoted.front() {
+    /// Hand out the next evaluation of the current stage, or `None` when every evaluation of
+    /// the stage is out and the stage waits for results in flight (successive halving
+    /// promotes only on a complete stage). With one evaluation in flight at a time (`tell`
+    /// before the next `issue`) it never waits.
+    pub fn issue(&mut self) -> Option<Slot<C>> {
+        let (count, budget) = self.plan();
+        if self.issued >= count {
+            return None;
+        }
+        let slot = match self.promoted.get(self.issued) {
             Some(c) => Slot::Promoted(c.clone(), budget),
             None => Slot::New(budget),
-        }
+        };
+        self.issued += 1;
+        Some(slot)
     }
 
-    /// Record the result of the slot `next` returned; advances stages and brackets.
+    /// Record the result of a slot `issue` handed out (results of one stage may come in any
+    /// order); advances stages and brackets.
     pub fn tell(&mut self, candidate: C, mean_cost: f64) {
-        if self.stage > 0 {
-            self.promoted.pop_front();
-        }
         self.done.push((candidate, mean_cost));
         let (count, _) = self.plan();
         if self.done.len() < count {
@@ -112,13 +128,15 @@ impl<C: Clone> Hyperband<C> {
             ranked.sort_by(|a, b| a.1.partial_cmp(&b.1).expect("NaN filtered out"));
             let best: Vec<C> = ranked.iter().take(next_count).map(|(i, _)| self.done[*i].0.clone()).collect();
             // The best first (a search stopped mid-stage has evaluated it), then by shared prefixes.
-            self.promoted = order_for_sharing(best, self.shared).into();
+            self.promoted = order_for_sharing(best, self.shared);
             self.stage += 1;
         } else {
             self.bracket = (self.bracket + 1) % self.plans.len();
             self.stage = 0;
+            self.promoted.clear();
         }
         self.done.clear();
+        self.issued = 0;
     }
 }
 
@@ -139,7 +157,7 @@ mod tests {
     fn run(hb: &mut Hyperband<u32>, want: &[Slot<u32>], costs: &[(u32, f64)]) {
         assert_eq!(want.len(), costs.len());
         for (w, (c, cost)) in want.iter().zip(costs) {
-            assert_eq!(&hb.next(), w);
+            assert_eq!(hb.issue().as_ref(), Some(w));
             hb.tell(*c, *cost);
         }
     }
@@ -162,7 +180,7 @@ mod tests {
         run(&mut hb, &[Slot::Promoted(12, 1000)], &[(12, 0.5)]);
         // Bracket 3: 3 new at the full budget, then back to the first bracket.
         run(&mut hb, &vec![Slot::New(1000); 3], &[(20, 0.1), (21, 0.2), (22, 0.3)]);
-        assert_eq!(hb.next(), Slot::New(111));
+        assert_eq!(hb.issue(), Some(Slot::New(111)));
     }
 
     #[test]
@@ -174,7 +192,7 @@ mod tests {
         // One NaN among numbers: the number is promoted.
         run(&mut hb, &vec![Slot::New(30); 2], &[(4, 0.5), (5, 0.4)]);
         run(&mut hb, &vec![Slot::New(10); 3], &[(6, -f64::NAN), (7, 0.8), (8, f64::NAN)]);
-        assert_eq!(hb.next(), Slot::Promoted(7, 30));
+        assert_eq!(hb.issue(), Some(Slot::Promoted(7, 30)));
     }
 
     #[test]
@@ -190,7 +208,7 @@ mod tests {
             hb.tell(c, cost);
         }
         let mut order = Vec::new();
-        while let Slot::Promoted(c, 3) = hb.next() {
+        while let Some(Slot::Promoted(c, 3)) = hb.issue() {
             order.push(c);
             hb.tell(c, 0.0);
         }
@@ -202,16 +220,34 @@ mod tests {
         let mut hb: Hyperband<u32> = Hyperband::new(&[1, 3], 3);
         // Bracket 0: 3 new at budget 1, best 1 promoted to budget 3.
         for (c, cost) in [(10, 0.5), (11, 0.2), (12, 0.9)] {
-            assert_eq!(hb.next(), Slot::New(1));
+            assert_eq!(hb.issue(), Some(Slot::New(1)));
             hb.tell(c, cost);
         }
-        assert_eq!(hb.next(), Slot::Promoted(11, 3));
+        assert_eq!(hb.issue(), Some(Slot::Promoted(11, 3)));
         hb.tell(11, 0.3);
         // Bracket 1: 2 new at budget 3, then back to bracket 0.
-        assert_eq!(hb.next(), Slot::New(3));
+        assert_eq!(hb.issue(), Some(Slot::New(3)));
         hb.tell(20, 0.1);
-        assert_eq!(hb.next(), Slot::New(3));
+        assert_eq!(hb.issue(), Some(Slot::New(3)));
         hb.tell(21, 0.1);
-        assert_eq!(hb.next(), Slot::New(1));
+        assert_eq!(hb.issue(), Some(Slot::New(1)));
+    }
+
+    #[test]
+    fn a_stage_waits_for_its_results_in_flight_then_promotes_from_all_of_them() {
+        let mut hb: Hyperband<u32> = Hyperband::new(&[1, 3], 3);
+        // All three evaluations of the first stage go out before any result.
+        assert_eq!((hb.issue(), hb.issue(), hb.issue()), (Some(Slot::New(1)), Some(Slot::New(1)), Some(Slot::New(1))));
+        assert_eq!(hb.issue(), None, "the stage is out; promotion needs its results");
+        // Results in any order; the best of all three is promoted.
+        hb.tell(12, 0.9);
+        assert_eq!(hb.issue(), None);
+        hb.tell(10, 0.1);
+        hb.tell(11, 0.5);
+        assert_eq!(hb.issue(), Some(Slot::Promoted(10, 3)));
+        assert_eq!(hb.issue(), None);
+        // A second schedule started elsewhere in the cycle runs meanwhile.
+        let mut other: Hyperband<u32> = Hyperband::new(&[1, 3], 3).starting_at(1);
+        assert_eq!(other.issue(), Some(Slot::New(3)));
     }
 }

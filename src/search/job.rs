@@ -8,7 +8,7 @@ use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule};
 use crate::score::{accuracies, accuracy_errors, Items, Measures, ModelResult, ResultKind, Scorer};
 
 use super::baselines::{run_baseline, Baseline, BaselineKind};
-use super::driver::{header, run_search, SearchOutcome, TrialEvent};
+use super::driver::{header, run_search, run_search_parallel, SearchOutcome, TrialEvent, Worker};
 use super::journal::Journal;
 use super::optimizer::OptimizerConfig;
 use super::report::{Curve, SearchReport};
@@ -97,7 +97,56 @@ pub fn run_job<S: Scorer>(
     params: impl Fn(&Recipe) -> u64,
     observer: &mut dyn JobObserver,
 ) -> Result<JobResult, SearchError> {
+    run_job_with(spec, std::slice::from_mut(scorer), params, observer, |journal, scorers, on_trial| {
+        run_search(&spec.space, journal, spec.trials, &mut scorers[0], on_trial)
+    })
+}
+
+/// [`run_job`] with the search spread over `workers` (see [`run_search_parallel`]); the
+/// first worker also scores the baselines, the references and the finalists.
+pub fn run_job_parallel<S: Scorer + Send>(
+    spec: &JobSpec,
+    workers: &mut [Worker<S>],
+    params: impl Fn(&Recipe) -> u64,
+    observer: &mut dyn JobObserver,
+) -> Result<JobResult, SearchError> {
+    if workers.is_empty() {
+        return Err(SearchError::Space("a search needs at least one worker".into()));
+    }
+    run_job_with(spec, workers, params, observer, |journal, workers, on_trial| {
+        run_search_parallel(&spec.space, journal, spec.trials, workers, on_trial)
+    })
+}
+
+/// A scorer among the job's workers.
+trait AsScorer {
+    type S: Scorer;
+    fn scorer(&mut self) -> &mut Self::S;
+}
+
+impl<S: Scorer> AsScorer for S {
+    type S = S;
+    fn scorer(&mut self) -> &mut S {
+        self
+    }
+}
+
+impl<S: Scorer> AsScorer for Worker<S> {
+    type S = S;
+    fn scorer(&mut self) -> &mut S {
+        &mut self.scorer
+    }
+}
+
+fn run_job_with<W: AsScorer>(
+    spec: &JobSpec,
+    workers: &mut [W],
+    params: impl Fn(&Recipe) -> u64,
+    observer: &mut dyn JobObserver,
+    search: impl FnOnce(&mut Journal, &mut [W], &mut dyn FnMut(&TrialEvent<'_>)) -> Result<SearchOutcome, SearchError>,
+) -> Result<JobResult, SearchError> {
     let space = &spec.space;
+    let scorer = workers[0].scorer();
     // The baselines first: their removal sets seed the search's initial design.
     let (baselines, baseline_rows) =
         run_baselines_reusing(space, &spec.baselines, &spec.precomputed, &spec.calibration, scorer, spec.optimizer.full_budget(), &params, observer)?;
@@ -115,7 +164,8 @@ pub fn run_job<S: Scorer>(
     }
     let head = header(space, &optimizer, scorer.task_names());
     let mut journal = if spec.resume { Journal::resume(&spec.journal, head)? } else { Journal::create(&spec.journal, head)? };
-    let mut outcome = run_search(space, &mut journal, spec.trials, scorer, |e| observer.trial(e))?;
+    let mut outcome = search(&mut journal, workers, &mut |e| observer.trial(e))?;
+    let scorer = workers[0].scorer();
     let full = optimizer.full_budget();
     let tasks = scorer.task_names();
     let row = |label: String, kind: ResultKind, recipe: &Recipe, m: &Measures| ModelResult {

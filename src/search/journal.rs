@@ -2,6 +2,13 @@
 //! per evaluated trial, each flushed and fsynced before the next trial starts. A search
 //! killed at any moment (even mid-write) resumes from it, losing at most the trial in
 //! flight: the optimiser is rebuilt by replaying the journaled results.
+//!
+//! A parallel search (several workers) also journals each proposal when it is handed out
+//! (an `asked` line), so that the replay interleaves proposals and results exactly as they
+//! happened; its trial lines are in the order the results came in, and a proposal asked
+//! for but never finished (in flight when the search stopped) is scored on resume. A
+//! sequential search writes no `asked` lines: each trial was asked for right before its
+//! result, as journals always were.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -57,6 +64,9 @@ pub struct TrialRecord {
     /// the optimiser as the worst score and never chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// Which worker scored it (`cpu#2`, `cuda:1`), in a parallel search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl TrialRecord {
@@ -70,6 +80,10 @@ impl TrialRecord {
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Line {
     Header(JournalHeader),
+    /// A proposal handed to a worker (parallel searches only).
+    Asked {
+        index: usize,
+    },
     Trial(TrialRecord),
 }
 
@@ -79,7 +93,17 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     pub header: JournalHeader,
+    /// Trials in the order their results came in.
     pub trials: Vec<TrialRecord>,
+    /// The `asked` lines: each proposal's index with the number of trials journaled before it.
+    pub asked: Vec<Asked>,
+}
+
+/// A proposal journaled when it was handed out: trial `index`, asked after `after` results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asked {
+    pub index: usize,
+    pub after: usize,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SearchError + '_ {
@@ -97,7 +121,7 @@ impl Journal {
         }
         let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(path).map_err(io_err(path))?;
         write_line(&mut file, &Line::Header(header.clone()), path)?;
-        Ok(Self { path: path.into(), file, header, trials: Vec::new() })
+        Ok(Self { path: path.into(), file, header, trials: Vec::new(), asked: Vec::new() })
     }
 
     /// Continue the journal at `path` (or start it if missing or empty). Its header must
@@ -110,7 +134,7 @@ impl Journal {
             return Self::create(path, header);
         }
         check_is_journal(path)?;
-        let (found, trials, valid_len) = read_lines(path)?;
+        let Lines { header: found, trials, asked, valid_len } = read_lines(path)?;
         let Some(found) = found else {
             // Empty, or only a torn header line (checked above): nothing to lose.
             std::fs::remove_file(path).map_err(io_err(path))?;
@@ -123,7 +147,14 @@ impl Journal {
         file.set_len(valid_len).map_err(io_err(path))?;
         file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
         file.sync_all().map_err(io_err(path))?;
-        Ok(Self { path: path.into(), file, header, trials })
+        Ok(Self { path: path.into(), file, header, trials, asked })
+    }
+
+    /// Journal that trial `index` was handed to a worker (fsynced before this returns).
+    pub fn append_asked(&mut self, index: usize) -> Result<(), SearchError> {
+        write_line(&mut self.file, &Line::Asked { index }, &self.path)?;
+        self.asked.push(Asked { index, after: self.trials.len() });
+        Ok(())
     }
 
     /// Append a trial: written, flushed and fsynced before this returns.
@@ -139,7 +170,7 @@ impl Journal {
 
     /// Read a journal without opening it for writing (reports, inspection).
     pub fn read(path: &Path) -> Result<(JournalHeader, Vec<TrialRecord>), SearchError> {
-        let (header, trials, _) = read_lines(path)?;
+        let Lines { header, trials, .. } = read_lines(path)?;
         let header = header.ok_or_else(|| SearchError::Journal { path: path.display().to_string(), message: "is empty".into() })?;
         Ok((header, trials))
     }
@@ -177,8 +208,15 @@ fn write_line(file: &mut File, line: &Line, path: &Path) -> Result<(), SearchErr
     file.sync_data().map_err(io_err(path))
 }
 
-/// Header, trials, and the length of the file up to the last complete line.
-fn read_lines(path: &Path) -> Result<(Option<JournalHeader>, Vec<TrialRecord>, u64), SearchError> {
+/// What a journal file holds, and its length up to the last complete line.
+struct Lines {
+    header: Option<JournalHeader>,
+    trials: Vec<TrialRecord>,
+    asked: Vec<Asked>,
+    valid_len: u64,
+}
+
+fn read_lines(path: &Path) -> Result<Lines, SearchError> {
     let disp = path.display().to_string();
     let mut bytes = Vec::new();
     File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err(path))?;
@@ -188,6 +226,11 @@ fn read_lines(path: &Path) -> Result<(Option<JournalHeader>, Vec<TrialRecord>, u
         std::str::from_utf8(&bytes[..valid_len]).map_err(|e| SearchError::Journal { path: disp.clone(), message: format!("is not UTF-8 ({e})") })?;
     let mut header = None;
     let mut trials: Vec<TrialRecord> = Vec::new();
+    let mut asked: Vec<Asked> = Vec::new();
+    // Proposals handed out so far (asked lines, and trials asked right before their result),
+    // and those of them not finished.
+    let mut proposed = 0usize;
+    let mut open = std::collections::BTreeSet::new();
     for (n, line) in text.lines().enumerate() {
         let at = |message: String| SearchError::Journal { path: disp.clone(), message: format!("line {}: {message}", n + 1) };
         let parsed: Line = serde_json::from_str(line).map_err(|e| at(format!("not a journal entry ({e})")))?;
@@ -199,16 +242,27 @@ fn read_lines(path: &Path) -> Result<(Option<JournalHeader>, Vec<TrialRecord>, u
                 header = Some(h);
             }
             (Line::Header(_), _) => return Err(at("a second header".into())),
-            (Line::Trial(_), 0) => return Err(at("a trial before the header".into())),
+            (Line::Trial(_) | Line::Asked { .. }, 0) => return Err(at("a trial before the header".into())),
+            (Line::Asked { index }, _) => {
+                if index != proposed {
+                    return Err(at(format!("proposal index {index} where {proposed} was expected")));
+                }
+                asked.push(Asked { index, after: trials.len() });
+                open.insert(index);
+                proposed += 1;
+            }
             (Line::Trial(t), _) => {
-                if t.index != trials.len() {
-                    return Err(at(format!("trial index {} where {} was expected", t.index, trials.len())));
+                if !open.remove(&t.index) {
+                    if t.index != proposed {
+                        return Err(at(format!("trial index {} where {proposed} was expected", t.index)));
+                    }
+                    proposed += 1;
                 }
                 trials.push(t);
             }
         }
     }
-    Ok((header, trials, valid_len as u64))
+    Ok(Lines { header, trials, asked, valid_len: valid_len as u64 })
 }
 
 /// Which part of the header changed, in words.

@@ -25,7 +25,7 @@ pub mod select;
 pub mod space;
 pub mod warmstart;
 
-pub use driver::{header, run_search, SearchOutcome, TrialEvent};
+pub use driver::{header, run_search, run_search_parallel, SearchOutcome, TrialEvent, Worker};
 pub use journal::{Journal, JournalHeader, TrialRecord};
 pub use objective::Objective;
 pub use optimizer::{OptimizerConfig, OptimizerKind, Scalarization, DEFAULT_OBJECTIVE, DEFAULT_SELECTION_FRACTION};

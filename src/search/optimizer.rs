@@ -188,9 +188,12 @@ pub struct Optimizer<'s> {
     tasks: Vec<String>,
     rng: ChaCha8Rng,
     history: Vec<Observation>,
-    hyperband: Option<Hyperband<Candidate>>,
+    /// Hyperband schedules: the first, and one more each time every schedule's stage waits
+    /// for results in flight (so no worker idles; at most one per evaluation in flight).
+    hyperbands: Vec<Hyperband<Candidate>>,
     queue: VecDeque<(Candidate, Origin)>,
-    pending: Option<Proposal>,
+    /// Proposals asked for and not told yet, with the schedule each came from.
+    pending: Vec<(Proposal, Option<usize>)>,
 }
 
 impl<'s> Optimizer<'s> {
@@ -211,38 +214,64 @@ impl<'s> Optimizer<'s> {
             OptimizerKind::Warmstart => baselines.into_iter().chain(warm_start(space).into_iter().map(|c| (c, Origin::WarmStart))).collect(),
             OptimizerKind::Random => VecDeque::new(),
         };
-        let hyperband = (cfg.kind != OptimizerKind::Random).then(|| Hyperband::new(&cfg.budgets, cfg.eta));
-        Self { space, cfg, tasks, rng, history: Vec::new(), hyperband, queue, pending: None }
+        let hyperbands = if cfg.kind == OptimizerKind::Random { Vec::new() } else { vec![Hyperband::new(&cfg.budgets, cfg.eta)] };
+        Self { space, cfg, tasks, rng, history: Vec::new(), hyperbands, queue, pending: Vec::new() }
     }
 
     pub fn config(&self) -> &OptimizerConfig {
         &self.cfg
     }
 
-    /// The next evaluation. Call [`Optimizer::tell`] with its scores before asking again.
+    /// The next evaluation. Proposals may be asked for while earlier ones are in flight
+    /// (parallel workers): those are imputed in the surrogate with the worst cost seen (a
+    /// constant liar), never proposed again, and a Hyperband stage waiting for them lets a
+    /// further schedule start. Asking only after telling the last proposal gives the
+    /// sequential search exactly.
     pub fn ask(&mut self) -> Proposal {
-        if let Some(p) = &self.pending {
-            return p.clone();
-        }
-        let p = match self.hyperband.as_ref().map(Hyperband::next) {
+        let (p, schedule) = match self.issue_slot() {
             None => {
                 let candidate = self.fresh_random();
-                Proposal { candidate, budget: self.cfg.full_budget(), origin: Origin::Random }
+                (Proposal { candidate, budget: self.cfg.full_budget(), origin: Origin::Random }, None)
             }
-            Some(Slot::Promoted(candidate, budget)) => Proposal { candidate, budget, origin: Origin::Promoted },
-            Some(Slot::New(budget)) => {
+            Some((i, Slot::Promoted(candidate, budget))) => (Proposal { candidate, budget, origin: Origin::Promoted }, Some(i)),
+            Some((i, Slot::New(budget))) => {
                 let (candidate, origin) = self.new_candidate();
-                Proposal { candidate, budget, origin }
+                (Proposal { candidate, budget, origin }, Some(i))
             }
         };
-        self.pending = Some(p.clone());
+        self.pending.push((p.clone(), schedule));
         p
     }
 
-    /// Record the last proposal's values of the guiding metric, per task (higher is better).
+    /// Proposals asked for and not yet told.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A slot from the first Hyperband schedule that has one (starting another when all
+    /// wait), or `None` for random search.
+    fn issue_slot(&mut self) -> Option<(usize, Slot<Candidate>)> {
+        if self.hyperbands.is_empty() {
+            return None;
+        }
+        for (i, hb) in self.hyperbands.iter_mut().enumerate() {
+            if let Some(slot) = hb.issue() {
+                return Some((i, slot));
+            }
+        }
+        let n = self.hyperbands.len();
+        let mut hb = Hyperband::new(&self.cfg.budgets, self.cfg.eta).starting_at(n);
+        let slot = hb.issue().expect("a fresh schedule has a slot");
+        self.hyperbands.push(hb);
+        Some((n, slot))
+    }
+
+    /// Record the values of the guiding metric, per task (higher is better), of a proposal
+    /// [`Optimizer::ask`] returned (in any order when several are in flight).
     pub fn tell(&mut self, proposal: &Proposal, values: &TaskScores) {
-        debug_assert_eq!(self.pending.as_ref(), Some(proposal), "tell answers the last ask");
-        self.pending = None;
+        let at = self.pending.iter().position(|(p, _)| p == proposal);
+        debug_assert!(at.is_some(), "tell answers a proposal asked for");
+        let schedule = at.and_then(|i| self.pending.remove(i).1);
         let guide = self.cfg.objective.guide;
         // The journal's task order when the metric is per multiple-choice task (as ParEGO's
         // weights were always drawn), else the tasks that carry it (texts).
@@ -252,12 +281,17 @@ impl<'s> Optimizer<'s> {
             values.values().map(|v| objective::cost(guide, *v)).collect()
         };
         let mean = costs.iter().sum::<f64>() / costs.len().max(1) as f64;
-        if let Some(hb) = &mut self.hyperband {
+        if let Some(hb) = schedule.and_then(|i| self.hyperbands.get_mut(i)) {
             hb.tell(proposal.candidate.clone(), mean);
         }
-        let mut features = self.space.features(&proposal.candidate);
-        features.push(self.budget_feature(proposal.budget));
+        let features = self.features_at(&proposal.candidate, proposal.budget);
         self.history.push(Observation { features, candidate: proposal.candidate.clone(), costs });
+    }
+
+    fn features_at(&self, c: &Candidate, budget: usize) -> Vec<f64> {
+        let mut features = self.space.features(c);
+        features.push(self.budget_feature(budget));
+        features
     }
 
     fn budget_feature(&self, budget: usize) -> f64 {
@@ -269,8 +303,9 @@ impl<'s> Optimizer<'s> {
         }
     }
 
+    /// Evaluated or in flight.
     fn seen(&self, c: &Candidate) -> bool {
-        self.history.iter().any(|o| o.candidate == *c)
+        self.history.iter().any(|o| o.candidate == *c) || self.pending.iter().any(|(p, _)| p.candidate == *c)
     }
 
     fn fresh_random(&mut self) -> Candidate {
@@ -341,8 +376,15 @@ impl<'s> Optimizer<'s> {
     /// The unevaluated candidate with the highest expected improvement at the full budget,
     /// among random samples and the ends of hill climbs started from the best candidates.
     fn maximise_acquisition(&mut self) -> Option<Candidate> {
-        let y = self.targets();
-        let x: Vec<Vec<f64>> = self.history.iter().map(|o| o.features.clone()).collect();
+        let mut y = self.targets();
+        let mut x: Vec<Vec<f64>> = self.history.iter().map(|o| o.features.clone()).collect();
+        // Constant liar: proposals in flight count as the worst cost seen, so the next
+        // proposal looks elsewhere instead of where a pending one already looks.
+        let lie = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        for (p, _) in &self.pending {
+            x.push(self.features_at(&p.candidate, p.budget));
+            y.push(lie);
+        }
         let params = ForestParams { trees: self.cfg.trees, ..ForestParams::default() };
         let forest = Forest::fit(&x, &y, params, &mut self.rng);
         let full = self.budget_feature(self.cfg.full_budget());
@@ -371,8 +413,8 @@ impl<'s> Optimizer<'s> {
                 top = Some((score, c.clone()));
             }
         };
-        let history = &self.history;
-        let seen = |c: &Candidate| history.iter().any(|o| o.candidate == *c);
+        let (history, pending) = (&self.history, &self.pending);
+        let seen = |c: &Candidate| history.iter().any(|o| o.candidate == *c) || pending.iter().any(|(p, _)| p.candidate == *c);
         let mut randoms: Vec<(f64, Candidate)> = (0..self.cfg.acquisition_samples)
             .map(|_| {
                 let c = space.sample(&mut self.rng);

@@ -167,6 +167,7 @@ mod tests {
             objective: None,
             measures: Default::default(),
             failed: None,
+            worker: None,
         }
     }
 

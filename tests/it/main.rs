@@ -13,6 +13,7 @@ mod gguf;
 mod hostile_hub;
 mod hub;
 mod layout;
+mod parallel;
 mod search;
 mod search_e2e;
 mod testhub;
