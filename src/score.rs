@@ -261,7 +261,7 @@ pub type Measures = BTreeMap<String, TaskMeasures>;
 /// Which calibration items a scoring call sees. The selection split is held out from the
 /// calibration items the search sees, so the final choice is made on items that did not
 /// drive the search.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Items {
     /// Every item (budgets count from the first).
     All,

@@ -356,6 +356,7 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         return match e {
             S::Space(_) | S::Journal { .. } => Some(2),
             S::JournalIo { source, .. } => io_code(source),
+            S::Study(e) => Some(if e.is_usage() { 2 } else { 1 }),
             // The scorer's own error (the cause) decides.
             S::Score { .. } => None,
             _ => Some(1),

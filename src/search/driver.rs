@@ -9,11 +9,12 @@ use std::time::Instant;
 use crate::recipe::Recipe;
 use crate::score::{accuracies, mean_score, Items, LayerWork, Measures, Scorer, TaskScores};
 
-use super::journal::{Journal, JournalHeader, TrialRecord, FORMAT};
+use super::journal::{JournalHeader, TrialRecord, FORMAT};
 use super::objective;
 use super::optimizer::{Optimizer, OptimizerConfig, Proposal};
 use super::select::{choose, incumbent_curve};
 use super::space::SearchSpace;
+use super::storage::Storage;
 use super::SearchError;
 
 /// What the loop reports after every trial (for progress bars).
@@ -73,7 +74,7 @@ pub fn header(space: &SearchSpace, cfg: &OptimizerConfig, tasks: Vec<String>) ->
 /// `journal` must have been opened with [`header`] of the same inputs.
 pub fn run_search<S: Scorer>(
     space: &SearchSpace,
-    journal: &mut Journal,
+    journal: &mut dyn Storage,
     trials: usize,
     scorer: &mut S,
     mut on_trial: impl FnMut(&TrialEvent<'_>),
@@ -94,7 +95,7 @@ pub struct Worker<S> {
 /// `--resume` replays it. One worker is [`run_search`] exactly.
 pub fn run_search_parallel<S: Scorer + Send>(
     space: &SearchSpace,
-    journal: &mut Journal,
+    journal: &mut dyn Storage,
     trials: usize,
     workers: &mut [Worker<S>],
     mut on_trial: impl FnMut(&TrialEvent<'_>),
@@ -108,7 +109,7 @@ pub fn run_search_parallel<S: Scorer + Send>(
 
 fn run_sequential<S: Scorer>(
     space: &SearchSpace,
-    journal: &mut Journal,
+    journal: &mut dyn Storage,
     trials: usize,
     scorer: &mut S,
     label: Option<String>,
@@ -134,7 +135,7 @@ enum Answer<E> {
 
 fn run_threads<S: Scorer + Send>(
     space: &SearchSpace,
-    journal: &mut Journal,
+    journal: &mut dyn Storage,
     trials: usize,
     workers: &mut [Worker<S>],
     on_trial: &mut dyn FnMut(&TrialEvent<'_>),
@@ -224,15 +225,46 @@ fn run_threads<S: Scorer + Send>(
     session.finish()
 }
 
-fn check_tasks<S: Scorer>(journal: &Journal, scorer: &S) -> Result<(), SearchError> {
-    if scorer.task_names() != journal.header.tasks {
-        return Err(SearchError::Space(format!("the scorer's tasks {:?} are not the journal's {:?}", scorer.task_names(), journal.header.tasks)));
+/// [`run_search`] over a storage whose workers run elsewhere (other processes or hosts):
+/// this process only proposes (keeping as many trials in flight as the storage asks for)
+/// and takes the results the storage reports, in the order they finished. Trials in flight
+/// when an earlier coordinator stopped stay with the storage's workers.
+pub fn run_search_remote(
+    space: &SearchSpace,
+    storage: &mut dyn Storage,
+    trials: usize,
+    mut on_trial: impl FnMut(&TrialEvent<'_>),
+) -> Result<SearchOutcome, SearchError> {
+    let mut session = Session::open(space, storage, trials, true, &mut |_| {}, &mut on_trial)?;
+    session.again.clear();
+    loop {
+        let want = session.journal.capacity()?.max(1);
+        while session.in_flight.len() < want {
+            if session.next()?.is_none() {
+                break;
+            }
+        }
+        if session.in_flight.is_empty() {
+            break;
+        }
+        for (index, worker, scored) in session.journal.finished_elsewhere(std::time::Duration::from_secs(1))? {
+            if session.in_flight.contains_key(&index) {
+                session.complete(index, worker, scored)?;
+            }
+        }
+    }
+    session.finish()
+}
+
+fn check_tasks<S: Scorer>(journal: &dyn Storage, scorer: &S) -> Result<(), SearchError> {
+    if scorer.task_names() != journal.header().tasks {
+        return Err(SearchError::Space(format!("the scorer's tasks {:?} are not the journal's {:?}", scorer.task_names(), journal.header().tasks)));
     }
     Ok(())
 }
 
 /// One evaluation handed to a worker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Assignment {
     /// The trial's index (the order of proposals).
     pub index: usize,
@@ -242,7 +274,7 @@ pub struct Assignment {
 }
 
 /// What a worker measured for an [`Assignment`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Scored {
     pub measures: Measures,
     /// Why the candidate could not be scored (non-finite scores).
@@ -274,7 +306,7 @@ pub fn score<S: Scorer>(scorer: &mut S, a: &Assignment) -> Result<Scored, S::Err
 /// out again first.
 struct Session<'a> {
     space: &'a SearchSpace,
-    journal: &'a mut Journal,
+    journal: &'a mut dyn Storage,
     opt: Optimizer<'a>,
     tasks: Vec<String>,
     guide: crate::score::Metric,
@@ -295,20 +327,20 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     fn open(
         space: &'a SearchSpace,
-        journal: &'a mut Journal,
+        journal: &'a mut dyn Storage,
         trials: usize,
         journal_asks: bool,
         prefer: &mut dyn FnMut(&Recipe),
         on_trial: &'a mut dyn FnMut(&TrialEvent<'_>),
     ) -> Result<Self, SearchError> {
-        let cfg = journal.header.optimizer.clone();
+        let cfg = journal.header().optimizer.clone();
         cfg.validate()?;
         if trials == 0 {
             return Err(SearchError::Space("--trials must be at least 1".into()));
         }
-        let tasks = journal.header.tasks.clone();
+        let tasks = journal.header().tasks.clone();
         let (guide, items) = (cfg.objective.guide, cfg.hold_out.map_or(Items::All, Items::Search));
-        let (lines, asked) = (journal.trials.clone(), journal.asked.clone());
+        let (lines, asked) = (journal.trials().to_vec(), journal.asked().to_vec());
         let opt = Optimizer::new(space, cfg, tasks.clone());
         let mut s = Self {
             space,
@@ -354,7 +386,7 @@ impl<'a> Session<'a> {
     }
 
     fn journal_error(&self, message: String) -> SearchError {
-        SearchError::Journal { path: self.journal.path().display().to_string(), message }
+        SearchError::Journal { path: self.journal.location(), message }
     }
 
     fn replay_ask(&mut self, index: usize) -> Result<(), SearchError> {
@@ -369,22 +401,23 @@ impl<'a> Session<'a> {
     /// The next assignment: a journaled one left unfinished, or a new proposal while fewer
     /// than `trials` were made; `None` when every trial is handed out.
     fn next(&mut self) -> Result<Option<Assignment>, SearchError> {
-        let index = match self.again.pop_front() {
-            Some(i) => i,
+        let (index, fresh) = match self.again.pop_front() {
+            Some(i) => (i, false),
             None if self.asked < self.trials => {
                 let index = self.asked;
                 let p = self.opt.ask();
-                if self.journal_asks {
-                    self.journal.append_asked(index)?;
-                }
                 self.in_flight.insert(index, p);
                 self.asked += 1;
-                index
+                (index, true)
             }
             None => return Ok(None),
         };
         let p = &self.in_flight[&index];
-        Ok(Some(Assignment { index, recipe: self.space.to_recipe(&p.candidate), budget: p.budget, items: self.items }))
+        let a = Assignment { index, recipe: self.space.to_recipe(&p.candidate), budget: p.budget, items: self.items };
+        if self.journal_asks && fresh {
+            self.journal.record_asked(&a)?;
+        }
+        Ok(Some(a))
     }
 
     /// Journal and tell the result of assignment `index`; the new incumbent's recipe when
@@ -411,12 +444,12 @@ impl<'a> Session<'a> {
         };
         // Tell the optimiser exactly what a replay will read back from the journal.
         let record = json_round_trip(&record);
-        self.journal.append(record.clone())?;
+        self.journal.record_trial(&record)?;
         self.record_result(&p, record, false)
     }
 
     fn record_result(&mut self, p: &Proposal, record: TrialRecord, replayed: bool) -> Result<Option<Recipe>, SearchError> {
-        let path = self.journal.path().to_path_buf();
+        let path = std::path::PathBuf::from(self.journal.location());
         let told = if record.failed.is_some() {
             worst_values(&self.done, &self.tasks, self.guide, &path)?
         } else {

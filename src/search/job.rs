@@ -8,12 +8,14 @@ use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule};
 use crate::score::{accuracies, accuracy_errors, Items, Measures, ModelResult, ResultKind, Scorer};
 
 use super::baselines::{run_baseline, Baseline, BaselineKind};
-use super::driver::{header, run_search, run_search_parallel, SearchOutcome, TrialEvent, Worker};
+use super::driver::{header, run_search, run_search_parallel, run_search_remote, SearchOutcome, TrialEvent, Worker};
 use super::journal::Journal;
+use super::journal::JournalHeader;
 use super::optimizer::OptimizerConfig;
 use super::report::{Curve, SearchReport};
 use super::select;
 use super::space::SearchSpace;
+use super::storage::Storage;
 use super::SearchError;
 
 /// What to run.
@@ -97,8 +99,27 @@ pub fn run_job<S: Scorer>(
     params: impl Fn(&Recipe) -> u64,
     observer: &mut dyn JobObserver,
 ) -> Result<JobResult, SearchError> {
-    run_job_with(spec, std::slice::from_mut(scorer), params, observer, |journal, scorers, on_trial| {
+    run_job_with(spec, std::slice::from_mut(scorer), params, observer, None, |journal, scorers, on_trial| {
         run_search(&spec.space, journal, spec.trials, &mut scorers[0], on_trial)
+    })
+}
+
+/// Opens the storage of a search whose trials workers elsewhere score, given the header
+/// this search would write.
+pub type OpenStorage<'a> = Box<dyn FnOnce(JournalHeader) -> Result<Box<dyn Storage + 'a>, SearchError> + 'a>;
+
+/// [`run_job`] with the search kept in the storage `open` returns and its trials scored by
+/// that storage's workers (see [`run_search_remote`]); `scorer` scores the baselines, the
+/// references and the finalists. `spec.journal` and `spec.resume` are not used.
+pub fn run_job_remote<S: Scorer>(
+    spec: &JobSpec,
+    scorer: &mut S,
+    params: impl Fn(&Recipe) -> u64,
+    observer: &mut dyn JobObserver,
+    open: OpenStorage<'_>,
+) -> Result<JobResult, SearchError> {
+    run_job_with(spec, std::slice::from_mut(scorer), params, observer, Some(open), |storage, _, on_trial| {
+        run_search_remote(&spec.space, storage, spec.trials, on_trial)
     })
 }
 
@@ -113,7 +134,7 @@ pub fn run_job_parallel<S: Scorer + Send>(
     if workers.is_empty() {
         return Err(SearchError::Space("a search needs at least one worker".into()));
     }
-    run_job_with(spec, workers, params, observer, |journal, workers, on_trial| {
+    run_job_with(spec, workers, params, observer, None, |journal, workers, on_trial| {
         run_search_parallel(&spec.space, journal, spec.trials, workers, on_trial)
     })
 }
@@ -143,7 +164,8 @@ fn run_job_with<W: AsScorer>(
     workers: &mut [W],
     params: impl Fn(&Recipe) -> u64,
     observer: &mut dyn JobObserver,
-    search: impl FnOnce(&mut Journal, &mut [W], &mut dyn FnMut(&TrialEvent<'_>)) -> Result<SearchOutcome, SearchError>,
+    open: Option<OpenStorage<'_>>,
+    search: impl FnOnce(&mut dyn Storage, &mut [W], &mut dyn FnMut(&TrialEvent<'_>)) -> Result<SearchOutcome, SearchError>,
 ) -> Result<JobResult, SearchError> {
     let space = &spec.space;
     let scorer = workers[0].scorer();
@@ -152,7 +174,7 @@ fn run_job_with<W: AsScorer>(
         run_baselines_reusing(space, &spec.baselines, &spec.precomputed, &spec.calibration, scorer, spec.optimizer.full_budget(), &params, observer)?;
     let mut optimizer = spec.optimizer.clone();
     optimizer.warm_removals = baselines.iter().map(|b| b.removed.clone()).collect();
-    if spec.resume && (spec.inherit.objective || spec.inherit.hold_out) && spec.journal.exists() {
+    if open.is_none() && spec.resume && (spec.inherit.objective || spec.inherit.hold_out) && spec.journal.exists() {
         if let Ok((found, _)) = Journal::read(&spec.journal) {
             if spec.inherit.objective {
                 optimizer.objective = found.optimizer.objective;
@@ -163,8 +185,16 @@ fn run_job_with<W: AsScorer>(
         }
     }
     let head = header(space, &optimizer, scorer.task_names());
-    let mut journal = if spec.resume { Journal::resume(&spec.journal, head)? } else { Journal::create(&spec.journal, head)? };
-    let mut outcome = search(&mut journal, workers, &mut |e| observer.trial(e))?;
+    let mut storage: Box<dyn Storage> = match open {
+        Some(open) => open(head)?,
+        None if spec.resume => Box::new(Journal::resume(&spec.journal, head)?),
+        None => Box::new(Journal::create(&spec.journal, head)?),
+    };
+    // A study may keep settings the user did not choose (see `Inherit`).
+    let optimizer = storage.header().optimizer.clone();
+    let mut outcome = search(&mut *storage, workers, &mut |e| observer.trial(e))?;
+    storage.close()?;
+    drop(storage);
     let scorer = workers[0].scorer();
     let full = optimizer.full_budget();
     let tasks = scorer.task_names();

@@ -23,13 +23,16 @@ pub mod optimizer;
 pub mod report;
 pub mod select;
 pub mod space;
+pub mod storage;
+pub mod study;
 pub mod warmstart;
 
-pub use driver::{header, run_search, run_search_parallel, SearchOutcome, TrialEvent, Worker};
+pub use driver::{header, run_search, run_search_parallel, run_search_remote, Assignment, Scored, SearchOutcome, TrialEvent, Worker};
 pub use journal::{Journal, JournalHeader, TrialRecord};
 pub use objective::Objective;
 pub use optimizer::{OptimizerConfig, OptimizerKind, Scalarization, DEFAULT_OBJECTIVE, DEFAULT_SELECTION_FRACTION};
 pub use space::{DepthTarget, MergeMethod, RecipeTemplate, SearchSpace, SpaceOptions};
+pub use storage::Storage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -43,4 +46,6 @@ pub enum SearchError {
     Score { what: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Study(study::StudyError),
 }
