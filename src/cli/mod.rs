@@ -20,6 +20,7 @@ mod search;
 mod signals;
 mod sources;
 mod test_hooks;
+mod worker;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -60,7 +61,7 @@ pub enum Command {
     /// Download the base and its siblings into the Hub cache and write the source list.
     Pull(pull::Args),
     /// Search which layers to drop, take and merge.
-    Search(search::Args),
+    Search(Box<search::Args>),
     /// Single-model depth-pruning baselines (ShortGPT, angular distance, SLEB).
     Baselines(search::BaselinesArgs),
     /// Write the tailored checkpoint a recipe describes.
@@ -77,6 +78,10 @@ pub enum Command {
     Mergekit(mergekit::Args),
     /// Tailor the built-in demo family end to end, offline.
     Demo(demo::Args),
+    /// Score the trials of a search study kept in PostgreSQL (`search --storage URL`).
+    Worker(worker::Args),
+    /// Write a study kept in PostgreSQL as a journal file that `search --resume` reads.
+    Export(worker::ExportArgs),
     /// Measure the search's cost on this machine's device with synthetic Llama-2-shaped
     /// families (scripts/bench-gpu.sh).
     #[cfg(feature = "testkit")]
@@ -206,7 +211,7 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         None => run::run(cli.run),
         Some(Command::Pull(a)) => pull::run(a),
-        Some(Command::Search(a)) => search::run(a),
+        Some(Command::Search(a)) => search::run(*a),
         Some(Command::Baselines(a)) => search::run_baselines(a),
         Some(Command::Build(a)) => build::run(a),
         Some(Command::Gguf(a)) => gguf::run(a),
@@ -215,6 +220,8 @@ pub fn main() -> anyhow::Result<()> {
         Some(Command::Push(a)) => push::run(a),
         Some(Command::Mergekit(a)) => mergekit::run(a),
         Some(Command::Demo(a)) => demo::run(a),
+        Some(Command::Worker(a)) => worker::run(a),
+        Some(Command::Export(a)) => worker::export(a),
         #[cfg(feature = "testkit")]
         Some(Command::Bench(a)) => bench::run(a),
     }

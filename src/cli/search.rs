@@ -81,9 +81,23 @@ pub struct Args {
     #[command(flatten)]
     pub scoring: ScoringArgs,
     /// Evaluators scoring candidates in parallel on each device of --device (each with its
-    /// own weight store and prefix cache, so the memory bounds are per worker).
-    #[arg(long, default_value_t = 1, value_parser = super::positive())]
+    /// own weight store and prefix cache, so the memory bounds are per worker). With
+    /// --storage, these workers claim the study's trials like `hf-tailor worker` processes;
+    /// 0 = this process only coordinates.
+    #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// Keep the search in PostgreSQL (`postgresql://USER[:PASSWORD]@HOST[:PORT]/DB`) so that
+    /// `hf-tailor worker` processes on any hosts score its trials; this process owns the
+    /// optimiser. Default: the file journal.
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
+    /// The study's name in --storage (default: derived from the search's inputs).
+    #[arg(long, requires = "storage")]
+    pub study: Option<String>,
+    /// With --storage: a running trial whose worker sent no heartbeat for this many seconds
+    /// is queued again (once; the second time it fails).
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub stale_after: f64,
     /// Evaluations to run (each at one budget; a resumed search counts the journaled ones).
     #[arg(long, default_value_t = 500, value_parser = super::positive())]
     pub trials: usize,
@@ -241,6 +255,9 @@ fn depth(args: &DepthArgs) -> DepthTarget {
 /// Everything both subcommands set up: the space and the evaluator (with calibration texts).
 struct Setup {
     space: SearchSpace,
+    family: Arc<Family>,
+    tasks: Vec<hf_tailor::eval::Task>,
+    task_files: Vec<PathBuf>,
     /// One evaluator per worker; the first also scores baselines, references and finalists.
     workers: Vec<Worker<Evaluator>>,
     calibration: Vec<String>,
@@ -301,8 +318,10 @@ fn setup(
             workers.push(Worker { label: if many { label } else { String::new() }, scorer });
         }
     }
-    let params = Box::new(move |r: &Recipe| Layout::for_family(&family, r).map(|l| l.total_params()).unwrap_or_default());
-    Ok(Setup { space, workers, calibration, params })
+    let task_files = specs.iter().map(|s| s.path.clone()).collect();
+    let params_family = family.clone();
+    let params = Box::new(move |r: &Recipe| Layout::for_family(&params_family, r).map(|l| l.total_params()).unwrap_or_default());
+    Ok(Setup { space, family, tasks, task_files, workers, calibration, params })
 }
 
 /// Progress bars: trials with best-so-far and trials/s, then one line per later stage.
@@ -359,7 +378,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     optimizer.hold_out = hold_out(args.selection_split, args.seed)?;
     optimizer.validate()?;
     let baselines = parse_baselines(&args.baselines)?;
-    let mut s = setup(&args.family, &args.depth, &args.scoring, options, !baselines.is_empty(), args.workers)?;
+    if let Some(url) = &args.storage {
+        if !hf_tailor::search::study::is_url(url) {
+            super::usage!("--storage must be a postgresql:// URL (the file journal is --journal)");
+        }
+        if !(args.stale_after > 0.0 && args.stale_after.is_finite()) {
+            super::usage!("--stale-after must be a positive number of seconds");
+        }
+    } else if args.workers == 0 {
+        super::usage!("--workers 0 (coordinate only) needs --storage: someone has to score the trials");
+    }
+    let mut s = setup(&args.family, &args.depth, &args.scoring, options, !baselines.is_empty(), args.workers.max(1))?;
     let o = optimizer.objective;
     if (o.guide == hf_tailor::score::Metric::Ppl || o.select == hf_tailor::score::Metric::Ppl)
         && !s.workers[0].scorer.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)))
@@ -397,7 +426,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut progress = Progress::new(args.trials);
     // One worker: the sequential search (its journal has no worker names, as before).
-    let result = if s.workers.len() == 1 {
+    let result = if let Some(url) = &args.storage {
+        coordinate(&args, url, &spec, &mut s, &mut progress)?
+    } else if s.workers.len() == 1 {
         job::run_job(&spec, &mut s.workers[0].scorer, &s.params, &mut progress)?
     } else {
         job::run_job_parallel(&spec, &mut s.workers, &s.params, &mut progress)?
@@ -425,6 +456,68 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// `search --storage`: coordinate the study (this thread) while `--workers` threads of this
+/// process score its trials as `hf-tailor worker` processes do.
+fn coordinate(args: &Args, url: &str, spec: &JobSpec, s: &mut Setup, progress: &mut Progress) -> anyhow::Result<job::JobResult> {
+    use hf_tailor::search::study::{self, worker::WorkerOptions, PgStudy, StudyInputs};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stale = std::time::Duration::from_secs_f64(args.stale_after);
+    // Fail early, before the baselines, on a bad URL, a refused password or no server.
+    drop(study::connect(url)?);
+    let files: Vec<&std::path::Path> = s.task_files.iter().map(|p| p.as_path()).collect();
+    let fingerprint = study::Fingerprint::of(&s.family, &files).context("hashing the models and task files")?;
+    let inputs = StudyInputs { tasks: args.scoring.tasks.clone(), fingerprint };
+    let name = args.study.clone();
+    let inherit = (args.objective.is_none(), args.selection_split.is_none());
+    let trials = args.trials;
+    let chosen_name = std::sync::Mutex::new(None::<String>);
+    let stop = AtomicBool::new(false);
+    let local = if args.workers == 0 { 0 } else { s.workers.len() };
+    // The coordinator's own evaluator scores baselines, references and finalists.
+    let mut own = Evaluator::new(s.family.clone(), s.tasks.clone(), args.scoring.engine.options())?;
+    let host = super::worker::host_name();
+    let result = std::thread::scope(|scope| -> anyhow::Result<job::JobResult> {
+        let mut handles = Vec::new();
+        for (k, w) in s.workers.iter_mut().take(local).enumerate() {
+            let (stop, chosen_name) = (&stop, &chosen_name);
+            let label = format!("{host}:{}:{}", std::process::id(), if w.label.is_empty() { format!("#{k}") } else { w.label.clone() });
+            handles.push(scope.spawn(move || -> Result<(), study::StudyError> {
+                // The study exists once the coordinator opened it (after the baselines).
+                let name = loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    if let Some(n) = chosen_name.lock().expect("not poisoned").clone() {
+                        break n;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                };
+                study::worker::run_worker(url, &name, &mut w.scorer, &WorkerOptions { label, stale }, stop).map(|_| ())
+            }));
+        }
+        let open: job::OpenStorage<'_> = Box::new(|header| {
+            let name = name.clone().unwrap_or_else(|| study::default_name(&header));
+            eprintln!("hf-tailor: study `{name}` in PostgreSQL; add workers with `hf-tailor worker --storage URL --study {name}`");
+            let st = PgStudy::coordinate(url, &name, header, &inputs, trials, stale, inherit)?;
+            *chosen_name.lock().expect("not poisoned") = Some(name);
+            Ok(Box::new(st))
+        });
+        let result = job::run_job_remote(spec, &mut own, &s.params, progress, open);
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            match h.join() {
+                Ok(Ok(())) => {}
+                // The coordinator's error says more; a worker's is reported when the search went fine.
+                Ok(Err(e)) if result.is_ok() => return Err(hf_tailor::search::SearchError::from(e).into()),
+                Ok(Err(_)) => {}
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        Ok(result?)
+    })?;
+    Ok(result)
 }
 
 fn print_report(report: &SearchReport, json: bool) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ mod layout;
 mod parallel;
 mod search;
 mod search_e2e;
+mod study;
 mod testhub;
 mod transfer_edges;
 mod verify;

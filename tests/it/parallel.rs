@@ -13,17 +13,17 @@ use hf_tailor::testkit::identity_family::IdentityFamily;
 
 use crate::common::{hf_tailor, tempdir};
 
-struct Fixture {
+pub struct Fixture {
     _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
+    pub root: std::path::PathBuf,
     /// Base, `task`, `distractor`.
-    dirs: Vec<std::path::PathBuf>,
+    pub dirs: Vec<std::path::PathBuf>,
     space: SearchSpace,
     cfg: OptimizerConfig,
     evaluator: Box<dyn Fn() -> Evaluator>,
 }
 
-fn fixture() -> Fixture {
+pub fn fixture() -> Fixture {
     let dir = tempdir();
     let fam = IdentityFamily::write(dir.path()).unwrap();
     let family = Arc::new(fam.open().unwrap());
@@ -41,7 +41,7 @@ fn workers(f: &Fixture, n: usize) -> Vec<Worker<Evaluator>> {
 }
 
 /// Every index below `n` exactly once.
-fn assert_each_trial_once(trials: &[hf_tailor::search::TrialRecord], n: usize) {
+pub fn assert_each_trial_once(trials: &[hf_tailor::search::TrialRecord], n: usize) {
     let indices: Vec<usize> = trials.iter().map(|t| t.index).collect();
     let set: BTreeSet<usize> = indices.iter().copied().collect();
     assert_eq!((indices.len(), set), (n, (0..n).collect()), "{indices:?}");
@@ -108,9 +108,8 @@ fn a_parallel_journal_cut_with_trials_in_flight_resumes_and_scores_them() {
     assert_eq!(again.trials.len(), 30);
 }
 
-#[test]
-fn cli_search_with_cpu_workers_journals_each_trial_with_its_worker() {
-    let f = fixture();
+/// `hf-tailor search` arguments on the fixture (12 trials, no baselines) plus `extra`.
+pub fn search_args(f: &Fixture, out: &std::path::Path, trials: usize, extra: &[&str]) -> Vec<String> {
     let fam_dirs: Vec<String> = f.dirs.iter().map(|d| d.display().to_string()).collect();
     let ev = (f.evaluator)();
     let mut specs = Vec::new();
@@ -122,33 +121,37 @@ fn cli_search_with_cpu_workers_journals_each_trial_with_its_worker() {
         std::fs::write(&p, lines.join("\n") + "\n").unwrap();
         specs.push(format!("mc:{}={}", t.name, p.display()));
     }
+    let mut a: Vec<String> = [
+        "search",
+        "--base",
+        &fam_dirs[0],
+        "--finetunes",
+        &format!("{},{}", fam_dirs[1], fam_dirs[2]),
+        "--keep-layers",
+        "4",
+        "--tasks",
+        &specs.join(","),
+        "--trials",
+        &trials.to_string(),
+        "--budgets",
+        "8,24",
+        "--baselines",
+        "none",
+        "--out",
+        &out.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+#[test]
+fn cli_search_with_cpu_workers_journals_each_trial_with_its_worker() {
+    let f = fixture();
     let out = f.root.join("out");
-    let args = |extra: &[&str]| {
-        let mut a: Vec<String> = [
-            "search",
-            "--base",
-            &fam_dirs[0],
-            "--finetunes",
-            &format!("{},{}", fam_dirs[1], fam_dirs[2]),
-            "--keep-layers",
-            "4",
-            "--tasks",
-            &specs.join(","),
-            "--trials",
-            "12",
-            "--budgets",
-            "8,24",
-            "--baselines",
-            "none",
-            "--out",
-            &out.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
+    let args = |extra: &[&str]| search_args(&f, &out, 12, extra);
     let o = hf_tailor().args(args(&["--workers", "3"])).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (_, trials) = Journal::read(&out.join("journal.jsonl")).unwrap();

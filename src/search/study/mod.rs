@@ -32,7 +32,7 @@ pub const QUEUE_CHANNEL: &str = "hf_tailor_queue";
 /// Channel on which workers announce finished trials.
 pub const DONE_CHANNEL: &str = "hf_tailor_done";
 /// Advisory lock class of study coordinators (the key is the study name's hash).
-const COORDINATOR_LOCK: i32 = 0x6866_74;
+const COORDINATOR_LOCK: i32 = 0x0068_6674;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StudyError {
