@@ -20,7 +20,7 @@ cargo build --features testkit --bin hf-tailor --example write_fixture >&2
 bin="$target/debug/hf-tailor"
 work="$(mktemp -d /tmp/hft-bench-dist-XXXXXX)"
 chmod 755 "$work"
-pgbin="$(dirname "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")"
+pgbin="$(dirname "$(readlink -f "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")")"
 as_pg=()
 if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres --); fi
 cleanup() {
