@@ -46,12 +46,12 @@ best=max((t["mean"] for t in map(json.loads, open(sys.argv[1])) if t.get("kind")
 print(f"{100*best:.1f}")' "$1"
 }
 
-printf '%-28s %8s %10s %9s %16s %12s %8s\n' "run" "trials" "wall s" "trials/s" "vs reference" "queue ovh" "best %"
+printf '%-28s %8s %10s %9s %16s %30s %8s\n' "run" "trials" "wall s" "trials/s" "vs reference" "queue overhead per trial" "best %"
 start=$(date +%s.%N)
 "$bin" search "${common[@]}" --out "$work/ref" >/dev/null 2>"$work/ref.log"
 ref_wall=$(python3 -c "import time; print(time.time() - $start)")
 ref_rate=$(python3 -c "print($trials / $ref_wall)")
-printf '%-28s %8d %10.1f %9.2f %16s %12s %8s\n' "file journal, 1 process" "$trials" "$ref_wall" "$ref_rate" "1.00" "-" "$(best_of_journal "$work/ref/journal.jsonl")"
+printf '%-28s %8d %10.1f %9.2f %16s %30s %8s\n' "file journal, 1 process" "$trials" "$ref_wall" "$ref_rate" "1.00" "-" "$(best_of_journal "$work/ref/journal.jsonl")"
 
 for n in "${counts[@]}"; do
     study="bench-$n"
@@ -67,8 +67,10 @@ for n in "${counts[@]}"; do
     for p in "${pids[@]}"; do wait "$p"; done
     wall=$(python3 -c "import time; print(time.time() - $start)")
     "$bin" export --storage "$url" --study "$study" --journal "$work/$study.jsonl" 2>/dev/null
-    ovh=$(psql "SELECT round(100 * sum(extract(epoch FROM finished_at - claimed_at) - (scored->>'seconds')::float8) / sum((scored->>'seconds')::float8), 2) FROM hf_tailor_trial WHERE study = '$study' AND status = 'done'")
-    util=$(psql "SELECT round(100 * sum((scored->>'seconds')::float8) / ($n * $wall), 1) FROM hf_tailor_trial WHERE study = '$study' AND status = 'done'")
+    # Per trial: claim-to-finish time less the scoring time (the result's transaction), in
+    # % of the scoring time and in ms.
+    ovh=$(psql "SELECT round((100 * sum(extract(epoch FROM finished_at - claimed_at) - (scored->>'seconds')::float8) / sum((scored->>'seconds')::float8))::numeric, 2) || '% ' || round((1000 * avg(extract(epoch FROM finished_at - claimed_at) - (scored->>'seconds')::float8))::numeric, 2) || 'ms' FROM hf_tailor_trial WHERE study = '$study' AND status = 'done'")
+    util=$(psql "SELECT round((100 * sum((scored->>'seconds')::float8) / ($n * $wall))::numeric, 1) FROM hf_tailor_trial WHERE study = '$study' AND status = 'done'")
     rate=$(python3 -c "print($trials / $wall)")
-    printf '%-28s %8d %10.1f %9.2f %16s %12s %8s\n' "postgresql, $n worker(s)" "$trials" "$wall" "$rate" "$(python3 -c "print(f'{$rate / $ref_rate:.2f}')")" "${ovh}% (util ${util}%)" "$(best_of_journal "$work/$study.jsonl")"
+    printf '%-28s %8d %10.1f %9.2f %16s %30s %8s\n' "postgresql, $n worker(s)" "$trials" "$wall" "$rate" "$(python3 -c "print(f'{$rate / $ref_rate:.2f}')")" "${ovh} (util ${util}%)" "$(best_of_journal "$work/$study.jsonl")"
 done
