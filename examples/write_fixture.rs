@@ -33,6 +33,12 @@ fn write_identity(dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::write(&p, lines.join("\n") + "\n")?;
         specs.push(format!("mc:{}={}", t.name, p.display()));
     }
-    println!("--base {} --finetunes {},{} --keep-layers 4 --tasks {}", fam.dirs[0].display(), fam.dirs[1].display(), fam.dirs[2].display(), specs.join(","));
+    println!(
+        "--base {} --finetunes {},{} --keep-layers 4 --tasks {}",
+        fam.dirs[0].display(),
+        fam.dirs[1].display(),
+        fam.dirs[2].display(),
+        specs.join(",")
+    );
     Ok(())
 }
