@@ -333,7 +333,7 @@ def cmd_reliability(a):
 def cmd_heldout(a):
     """One run's JSON row from `hf-tailor eval --json` outputs (held-out items and texts)."""
     ev = json.load(open(a.eval_json))
-    results = ev["results"] if isinstance(ev, dict) and "results" in ev else ev
+    results = ev["hf_tailor"]["tasks"] if isinstance(ev, dict) and "hf_tailor" in ev else ev
     accs, ns, ppls = [], [], []
     for r in results:
         if "acc" in r:

@@ -114,6 +114,15 @@ pub struct ModelResult {
     /// Standard error of each score (empty in reports written before they were recorded).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub se: TaskScores,
+    /// lm-eval's `acc_norm` (choice log-likelihood divided by its length in characters)
+    /// per task, with its standard error (empty when not measured).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub acc_norm: TaskScores,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub acc_norm_se: TaskScores,
+    /// Items scored per task (empty in reports written before they were recorded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub items: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,12 +135,44 @@ pub enum ResultKind {
 }
 
 impl ModelResult {
+    /// A row from the measures of one scoring call (accuracy and `acc_norm` with their
+    /// standard errors, items per task).
+    pub fn from_measures(label: String, kind: ResultKind, layers: usize, params: u64, m: &Measures) -> Self {
+        let of = |metric: Metric, se: bool| -> TaskScores {
+            m.iter().filter_map(|(t, x)| x.metrics.get(&metric).map(|e| (t.clone(), if se { e.se } else { e.value }))).collect()
+        };
+        Self {
+            label,
+            kind,
+            layers,
+            params,
+            scores: of(Metric::Acc, false),
+            se: of(Metric::Acc, true),
+            acc_norm: of(Metric::AccNorm, false),
+            acc_norm_se: of(Metric::AccNorm, true),
+            items: m.iter().filter(|(_, x)| x.metrics.contains_key(&Metric::Acc)).map(|(t, x)| (t.clone(), x.items)).collect(),
+        }
+    }
+
+    /// The mean accuracy with its standard error, as `54.5 ± 1.3` (points).
+    pub fn mean_display(&self) -> String {
+        if self.se.is_empty() {
+            format!("{:.1}", 100.0 * self.mean())
+        } else {
+            format!("{:.1} ± {:.1}", 100.0 * self.mean(), 100.0 * self.mean_se())
+        }
+    }
+
     /// Mean accuracy over tasks (the search's headline number).
     pub fn mean(&self) -> f64 {
         mean_score(&self.scores)
     }
 
     /// Standard error of [`ModelResult::mean`] (tasks independent); 0 when not recorded.
+    pub fn mean_estimate(&self) -> Estimate {
+        Estimate { value: self.mean(), se: self.mean_se() }
+    }
+
     pub fn mean_se(&self) -> f64 {
         let n = self.scores.len().max(1) as f64;
         self.se.values().map(|s| s * s).sum::<f64>().sqrt() / n
@@ -201,6 +242,9 @@ pub enum Metric {
     Margin,
     /// Calibration text: log-likelihood per token, token-weighted (−ln perplexity).
     Ppl,
+    /// Multiple choice: 1 when the correct choice has the highest log-likelihood per
+    /// character (lm-eval `acc_norm`). Reported, never optimised (not in [`Metric::ALL`]).
+    AccNorm,
 }
 
 impl Metric {
@@ -216,13 +260,14 @@ impl Metric {
             Metric::Loglik => "loglik",
             Metric::Margin => "margin",
             Metric::Ppl => "ppl",
+            Metric::AccNorm => "acc_norm",
         }
     }
 
     /// The value as people read it: accuracy in %, perplexity, nats per token.
     pub fn display(self, e: Estimate) -> String {
         match self {
-            Metric::Acc => format!("{:.1} ± {:.1}", 100.0 * e.value, 100.0 * e.se),
+            Metric::Acc | Metric::AccNorm => format!("{:.1} ± {:.1}", 100.0 * e.value, 100.0 * e.se),
             // exp(−x) ± its delta-method error.
             Metric::Ppl => format!("{:.2} ± {:.2}", (-e.value).exp(), (-e.value).exp() * e.se),
             Metric::Loglik | Metric::Margin => format!("{:.3} ± {:.3}", e.value, e.se),
@@ -319,4 +364,32 @@ pub fn paired_difference(a: &Measures, b: &Measures, metric: Metric) -> Option<E
         parts.push(Estimate::weighted(&d, &va.weights));
     }
     (!parts.is_empty()).then(|| Estimate::mean_of(&parts))
+}
+
+/// The difference `a − b` of two independent estimates and whether it is at least two
+/// standard errors: the wording every report, card and README uses for "better".
+pub fn clear_difference(a: Estimate, b: Estimate) -> (Estimate, bool) {
+    let d = Estimate { value: a.value - b.value, se: (a.se * a.se + b.se * b.se).sqrt() };
+    (d, d.se > 0.0 && d.value.abs() >= 2.0 * d.se)
+}
+
+/// Each other row against the tailored one: the difference of mean accuracy with its
+/// standard error, called higher or lower only at two standard errors or more.
+pub fn comparisons(rows: &[ModelResult]) -> Vec<String> {
+    let Some(t) = rows.iter().find(|r| r.kind == ResultKind::Tailored) else { return Vec::new() };
+    if t.se.is_empty() {
+        return Vec::new();
+    }
+    rows.iter()
+        .filter(|r| r.kind != ResultKind::Tailored && !r.se.is_empty())
+        .map(|r| {
+            let (d, clear) = clear_difference(t.mean_estimate(), r.mean_estimate());
+            let verdict = match (clear, d.value > 0.0) {
+                (true, true) => "higher, by at least two standard errors",
+                (true, false) => "lower, by at least two standard errors",
+                (false, _) => "within two standard errors: not a measurable difference",
+            };
+            format!("{} vs {}: {:+.1} ± {:.1} points ({verdict})", t.label, r.label, 100.0 * d.value, 100.0 * d.se)
+        })
+        .collect()
 }

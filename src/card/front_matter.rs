@@ -79,18 +79,32 @@ pub fn render(input: &CardInput) -> String {
 /// `model-index` with the tailored model's scores (the Hub's evaluation widget reads it).
 fn model_index(input: &CardInput) -> Option<Value> {
     let tailored = input.results.iter().find(|r| r.kind == ResultKind::Tailored)?;
-    if tailored.scores.is_empty() {
+    // Scores on items the search chose on are no evaluation: they stay out of the index.
+    if tailored.scores.is_empty() || !input.results_held_out {
         return None;
     }
     let results: Vec<Value> = tailored
         .scores
         .iter()
         .map(|(task, score)| {
+            let a = input.about(task);
+            let mut dataset = json!({"name": a.title, "type": a.dataset, "args": {"num_few_shot": a.num_fewshot}});
+            if let Some(c) = &a.config {
+                dataset["config"] = json!(c);
+            }
+            if let Some(sp) = &a.split {
+                dataset["split"] = json!(sp);
+            }
+            let name = match (tailored.se.get(task), tailored.items.get(task)) {
+                (Some(se), Some(n)) => format!("accuracy (± {:.1} points s.e., {n} held-out items)", 100.0 * se),
+                (Some(se), None) => format!("accuracy (± {:.1} points s.e., held-out items)", 100.0 * se),
+                _ => "accuracy (held-out items)".to_string(),
+            };
             json!({
                 "task": {"type": "text-generation", "name": "Text Generation"},
-                "dataset": {"name": task, "type": task},
-                "metrics": [{"type": "acc", "value": (score * 10000.0).round() / 10000.0, "name": "accuracy"}],
-                "source": {"name": "hf-tailor evaluation", "url": "https://github.com/hf-tailor/hf-tailor"}
+                "dataset": dataset,
+                "metrics": [{"type": "acc", "value": (score * 10000.0).round() / 10000.0, "name": name}],
+                "source": {"name": "hf-tailor evaluation on held-out items", "url": "https://github.com/hf-tailor/hf-tailor"}
             })
         })
         .collect();

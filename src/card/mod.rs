@@ -54,6 +54,12 @@ pub struct CardInput {
     /// GGUF files beside the checkpoint (file names), linked with llama.cpp / Ollama usage;
     /// [`write`] lists the folder's when the caller leaves this empty.
     pub gguf_files: Vec<String>,
+    /// Whether `results` are on items the search never saw. Only then do they go into
+    /// `model-index`; otherwise the table is labelled as the calibration items optimised.
+    pub results_held_out: bool,
+    /// What each task of the results is (dataset, split, prompt); a task missing here is
+    /// described as a local file of that name.
+    pub tasks: Vec<(String, crate::eval::TaskAbout)>,
 }
 
 impl CardInput {
@@ -71,7 +77,14 @@ impl CardInput {
             mergekit_yaml: None,
             results_note: None,
             gguf_files: Vec::new(),
+            results_held_out: false,
+            tasks: Vec::new(),
         }
+    }
+
+    /// What task `name` is.
+    pub fn about(&self, name: &str) -> crate::eval::TaskAbout {
+        self.tasks.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone()).unwrap_or_else(|| crate::eval::TaskAbout::local(name))
     }
 }
 
@@ -161,8 +174,15 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
             kind: kind_label(m.kind),
             layers: m.layers,
             params: human_count(m.params),
-            scores: tasks.iter().map(|t| m.scores.get(t).map(|s| format!("{:.1}", s * 100.0)).unwrap_or_else(|| "–".into())).collect(),
-            mean: format!("{:.1}", m.mean() * 100.0),
+            scores: tasks
+                .iter()
+                .map(|t| match (m.scores.get(t), m.se.get(t)) {
+                    (Some(s), Some(e)) => format!("{:.1} ± {:.1}", s * 100.0, e * 100.0),
+                    (Some(s), None) => format!("{:.1}", s * 100.0),
+                    _ => "–".into(),
+                })
+                .collect(),
+            mean: m.mean_display(),
             bold: m.kind == ResultKind::Tailored,
         })
         .collect();
@@ -179,6 +199,13 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
         .iter()
         .map(|(what, rule)| format!("{what}: {}", rule.label()))
         .collect::<Vec<_>>();
+    let task_notes: Vec<String> = tasks
+        .iter()
+        .map(|t| {
+            let a = input.about(t);
+            format!("`{t}`: {} ({}). Prompt: {}.", a.title, crate::search::report::dataset_line(&a), a.prompt)
+        })
+        .collect();
     let repo_id = input.repo_id.clone().unwrap_or_else(|| input.title.clone());
     let gguf = gguf_rows(&input.gguf_files);
     // The file the usage snippet shows: Q8_0 (near-lossless, half the size of F16) when there is one.
@@ -203,6 +230,9 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
                 tasks => tasks,
                 results => Value::from(Serde(&results)),
                 results_note => input.results_note.clone(),
+                results_held_out => input.results_held_out,
+                task_notes => task_notes,
+                comparisons => crate::score::comparisons(&input.results),
                 sources => Value::from(Serde(&sources)),
                 license => input.license.as_ref().map(|l| l.id.clone()),
                 recipe_yaml => published(r).to_yaml(),

@@ -150,8 +150,7 @@ fn calibration(s: &Shape, seed: u64) -> (Vec<Task>, Vec<usize>) {
         lengths.push(n);
         wsc.push(McItem { context: letters(&mut rng, n), choices: vec!["B".into(), "A".into()], label: rng.random_range(0..2), subject: None });
     }
-    let tasks =
-        vec![Task { name: "mmlu".into(), data: TaskData::MultipleChoice(mmlu) }, Task { name: "wsc".into(), data: TaskData::MultipleChoice(wsc) }];
+    let tasks = vec![Task::new("mmlu", TaskData::MultipleChoice(mmlu)), Task::new("wsc", TaskData::MultipleChoice(wsc))];
     (tasks, lengths)
 }
 

@@ -44,10 +44,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     let mut input = CardInput::new(recipe, &title, before, after);
     input.repo_id = args.repo.clone();
-    input.results = match &args.results {
-        Some(p) => read_results(p)?,
-        None => Vec::new(),
-    };
+    if let Some(p) = &args.results {
+        read_results(p, &mut input)?;
+    }
     let readme = match &args.base_readme {
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
         None => cached_base_readme(&input.recipe),
@@ -69,14 +68,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_results(path: &std::path::Path) -> anyhow::Result<Vec<ModelResult>> {
+/// Rows from a `report.json` of `hf-tailor search` (its `rows`: held out only when the
+/// report says what they were measured on), or a JSON array of rows (or an object with
+/// a `results` array) the user measured on held-out items.
+fn read_results(path: &std::path::Path, input: &mut card::CardInput) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let bad = || format!("{}: results rows must be {{label, kind, layers, params, scores}}", path.display());
+    if v.get("rows").is_some() {
+        let report: hf_tailor::search::report::SearchReport =
+            serde_json::from_value(v).with_context(|| format!("{} is not a report.json of `hf-tailor search`", path.display()))?;
+        input.results = report.rows;
+        input.tasks = report.about;
+        input.results_held_out = report.rows_note.is_some();
+        input.results_note = Some(match report.rows_note {
+            Some(n) => format!("{n}, at most {} items per task", report.budget),
+            None => format!("the first {} calibration items per task", report.budget),
+        });
+        return Ok(());
+    }
     let rows = match v {
         serde_json::Value::Object(mut o) => o.remove("results").with_context(|| format!("{}: no `results` array", path.display()))?,
         v => v,
     };
-    serde_json::from_value(rows).with_context(|| format!("{}: results rows must be {{label, kind, layers, params, scores}}", path.display()))
+    input.results = serde_json::from_value::<Vec<ModelResult>>(rows).with_context(bad)?;
+    input.results_held_out = true;
+    Ok(())
 }
 
 /// The base's README from the local cache or folder, without touching the network.

@@ -84,5 +84,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut progress = StderrProgress::new(args.json);
     let outcome = pipeline::tailor(&pulled, calibration, test, &opts, &mut progress)?;
     progress.finish();
-    print_outcome(&outcome, args.json, "held-out test split")
+    print_outcome(&outcome, args.json)
 }

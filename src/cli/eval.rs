@@ -52,6 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         super::usage!("--tasks names no task");
     }
     let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
+    let all = tasks.clone();
     let (family, recipe) = match (&args.model, &args.recipe) {
         (Some(model), _) => {
             let source = SourceModel::new("model", ModelSource::parse(model)?);
@@ -73,16 +74,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let results = ev.evaluate(&recipe, args.budget.unwrap_or(usize::MAX)).context("scoring failed")?;
     let secs = started.elapsed().as_secs_f64();
     if args.json {
-        let out = serde_json::json!({"results": results, "seconds": secs, "tokens": ev.stats().tokens});
+        // lm-evaluation-harness's shape at the top level; hf-tailor's own rows (perplexity
+        // tasks too) under `hf_tailor`.
+        let mut out = hf_tailor::eval::harness::from_task_results(&results, &all);
+        out["hf_tailor"] = serde_json::json!({"tasks": results, "seconds": secs, "tokens": ev.stats().tokens});
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     println!("{:<24} {:>8} {:>9} {:>8}", "task", "acc", "acc_norm", "items");
     for r in &results {
         match r {
-            TaskResult::MultipleChoice { task, acc, acc_norm, items } => println!("{task:<24} {acc:>8.4} {acc_norm:>9.4} {items:>8}"),
+            TaskResult::MultipleChoice { task, acc, acc_stderr, acc_norm, items, .. } => {
+                println!("{task:<24} {acc:>8.4} {acc_norm:>9.4} {items:>8}   (acc ± {acc_stderr:.4} s.e.)")
+            }
             TaskResult::Perplexity { task, perplexity, tokens } => println!("{task:<24} perplexity {perplexity:.4} over {tokens} tokens"),
         }
+    }
+    for t in &all {
+        eprintln!("{}: {}", t.name, t.about.title);
     }
     eprintln!("scored {} tokens in {secs:.1}s", ev.stats().tokens);
     Ok(())

@@ -192,7 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    print_outcome(&outcome, args.json, "calibration tasks")?;
+    print_outcome(&outcome, args.json)?;
     if let Some(p) = pushed {
         if !args.json {
             println!("pushed to {}", p.url);
@@ -272,7 +272,7 @@ impl Progress for StderrProgress {
 }
 
 /// The results table and where everything was written (or the outcome as JSON).
-pub fn print_outcome(outcome: &JobOutcome, json: bool, what: &str) -> anyhow::Result<()> {
+pub fn print_outcome(outcome: &JobOutcome, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(outcome)?);
         return Ok(());
@@ -280,8 +280,15 @@ pub fn print_outcome(outcome: &JobOutcome, json: bool, what: &str) -> anyhow::Re
     for w in &outcome.warnings {
         eprintln!("hf-tailor: warning: {w}");
     }
-    println!("\nAccuracy (%) on the {what}, {} items per task:\n", outcome.report_items);
+    println!("\nAccuracy (%) ± one standard error on {}, at most {} items per task:\n", outcome.report_note, outcome.report_items);
     print!("{}", pipeline::results_table(&outcome.rows, &outcome.report_tasks));
+    let cmp = hf_tailor::score::comparisons(&outcome.rows);
+    if !cmp.is_empty() {
+        println!();
+        for c in cmp {
+            println!("{c}");
+        }
+    }
     let t = outcome.tailored();
     println!(
         "\ntailored: {} of {} layers ({} removed, {} merged), recipe {}",

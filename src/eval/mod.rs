@@ -11,6 +11,7 @@
 pub mod data;
 pub mod device_merge;
 pub mod forward;
+pub mod harness;
 pub mod lru;
 pub mod memory;
 pub mod plan;
@@ -33,7 +34,7 @@ pub use lru::CacheStats;
 use lru::Lru;
 pub use plan::McScore;
 use plan::{Packing, Plan, TaskPlan};
-pub use tasks::{McItem, Task, TaskData, TaskFormat, TaskSpec};
+pub use tasks::{McItem, Task, TaskAbout, TaskData, TaskFormat, TaskSpec};
 use tokenize::TextEncoder;
 use weights::{rule_key, WeightStore};
 
@@ -187,8 +188,20 @@ impl EvalStats {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]
 pub enum TaskResult {
-    MultipleChoice { task: String, acc: f64, acc_norm: f64, items: usize },
-    Perplexity { task: String, perplexity: f64, tokens: usize },
+    /// Standard errors as lm-eval computes them: sample standard deviation (n − 1) / √n.
+    MultipleChoice {
+        task: String,
+        acc: f64,
+        acc_stderr: f64,
+        acc_norm: f64,
+        acc_norm_stderr: f64,
+        items: usize,
+    },
+    Perplexity {
+        task: String,
+        perplexity: f64,
+        tokens: usize,
+    },
 }
 
 impl TaskResult {
@@ -544,7 +557,7 @@ impl Evaluator {
                     TaskData::MultipleChoice(items) => TaskData::MultipleChoice(keep(items, &h.selection_mask(&t.name, items.len()), selection)),
                     TaskData::Perplexity(texts) => TaskData::Perplexity(keep(texts, &h.selection_mask(&t.name, texts.len()), selection)),
                 };
-                Task { name: t.name.clone(), data }
+                Task { name: t.name.clone(), data, about: t.about.clone() }
             })
             .collect()
     }
@@ -566,7 +579,12 @@ impl Evaluator {
                 .map(|t| match t {
                     TaskPlan::MultipleChoice { name, items } => {
                         let (s, _) = plan::mc_score(items, &scores);
-                        let per_item = [(Metric::Acc, unit(s.correct)), (Metric::Loglik, unit(s.loglik)), (Metric::Margin, unit(s.margin))];
+                        let per_item = [
+                            (Metric::Acc, unit(s.correct)),
+                            (Metric::AccNorm, unit(s.correct_norm)),
+                            (Metric::Loglik, unit(s.loglik)),
+                            (Metric::Margin, unit(s.margin)),
+                        ];
                         (name.clone(), measures(s.items, per_item.into_iter().collect()))
                     }
                     TaskPlan::Perplexity { name, texts } => {
@@ -593,7 +611,14 @@ impl Evaluator {
                 .map(|t| match t {
                     TaskPlan::MultipleChoice { name, items } => {
                         let (s, _) = plan::mc_score(items, &scores);
-                        TaskResult::MultipleChoice { task: name.clone(), acc: s.acc, acc_norm: s.acc_norm, items: s.items }
+                        TaskResult::MultipleChoice {
+                            task: name.clone(),
+                            acc: s.acc,
+                            acc_stderr: Estimate::of(&s.correct).se,
+                            acc_norm: s.acc_norm,
+                            acc_norm_stderr: Estimate::of(&s.correct_norm).se,
+                            items: s.items,
+                        }
                     }
                     TaskPlan::Perplexity { name, texts } => TaskResult::Perplexity {
                         task: name.clone(),
@@ -616,7 +641,7 @@ impl Evaluator {
     /// Per-choice log-likelihoods of `items` under `recipe` (lm-eval's loglikelihood).
     pub fn choice_log_likelihoods(&mut self, recipe: &Recipe, items: &[McItem]) -> Result<Vec<Vec<f64>>, EvalError> {
         self.check_recipe(recipe)?;
-        let task = Task { name: "items".into(), data: TaskData::MultipleChoice(items.to_vec()) };
+        let task = Task::new("items", TaskData::MultipleChoice(items.to_vec()));
         let p = plan::plan_tasks(std::slice::from_ref(&task), usize::MAX, &self.encoder, self.packing(), &self.rope, &self.device, self.dtype)?;
         let scores = self.score_tokens(recipe, &p.batches, p.n_scored)?;
         match &p.tasks[0] {

@@ -374,6 +374,9 @@ pub struct McScore {
     /// wrong choices' (0 for an item with one choice).
     #[serde(skip)]
     pub margin: Vec<f64>,
+    /// Per item: 1 when the correct choice has the highest log-likelihood per character (mean = `acc_norm`).
+    #[serde(skip)]
+    pub correct_norm: Vec<f64>,
 }
 
 /// numpy's argmax: the first maximum.
@@ -396,13 +399,15 @@ fn span_sum(scores: &[f64], s: Span) -> f64 {
 pub fn mc_score(items: &[McPlanItem], scores: &[f64]) -> (McScore, Vec<Vec<f64>>) {
     let (mut acc, mut acc_norm) = (0usize, 0usize);
     let mut lls = Vec::with_capacity(items.len());
-    let (mut correct, mut loglik, mut margin) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut correct, mut loglik, mut margin, mut correct_norm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for it in items {
         let ll: Vec<f64> = it.choices.iter().map(|s| span_sum(scores, *s)).collect();
         let normed: Vec<f64> = ll.iter().zip(&it.norm_lens).map(|(l, n)| l / (*n).max(1) as f64).collect();
         let hit = argmax(&ll) == it.label;
         acc += hit as usize;
-        acc_norm += (argmax(&normed) == it.label) as usize;
+        let hit_norm = argmax(&normed) == it.label;
+        acc_norm += hit_norm as usize;
+        correct_norm.push(if hit_norm { 1.0 } else { 0.0 });
         let per_token: Vec<f64> = ll.iter().zip(&it.choices).map(|(l, s)| l / s.len.max(1) as f64).collect();
         let wrong = per_token.iter().enumerate().filter(|(i, _)| *i != it.label).map(|(_, v)| *v).fold(f64::NEG_INFINITY, f64::max);
         correct.push(if hit { 1.0 } else { 0.0 });
@@ -411,7 +416,7 @@ pub fn mc_score(items: &[McPlanItem], scores: &[f64]) -> (McScore, Vec<Vec<f64>>
         lls.push(ll);
     }
     let n = items.len().max(1) as f64;
-    (McScore { acc: acc as f64 / n, acc_norm: acc_norm as f64 / n, items: items.len(), correct, loglik, margin }, lls)
+    (McScore { acc: acc as f64 / n, acc_norm: acc_norm as f64 / n, items: items.len(), correct, loglik, margin, correct_norm }, lls)
 }
 
 /// Token-weighted perplexity over spans.

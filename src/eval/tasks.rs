@@ -35,11 +35,88 @@ pub enum TaskData {
     Perplexity(Vec<String>),
 }
 
-/// A named task with its items.
+/// A named task with its items and what they are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub name: String,
     pub data: TaskData,
+    pub about: TaskAbout,
+}
+
+impl Task {
+    /// A task built in code (its items are described as such).
+    pub fn new(name: &str, data: TaskData) -> Self {
+        Self { name: name.into(), data, about: TaskAbout::local(name) }
+    }
+}
+
+/// What a task's items are and how they are asked, for reports, cards (`model-index`)
+/// and lm-eval-shaped results: a built-in task is named after a benchmark but is not
+/// necessarily that benchmark's lm-evaluation-harness task, and the card must say so.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct TaskAbout {
+    /// What the task is, in a few words (`MMLU, validation split, 0-shot`).
+    pub title: String,
+    /// The Hub dataset id the items come from (`cais/mmlu`), or the local file's name.
+    pub dataset: String,
+    /// Whether `dataset` is a Hub dataset id.
+    pub hub: bool,
+    /// The dataset's configuration (`all`, `wsc.fixed`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The dataset split the items are read from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    /// Solved examples put before each question (hf-tailor's built-in tasks: none).
+    pub num_fewshot: usize,
+    /// The prompt, and how it relates to lm-evaluation-harness's task of the same name.
+    pub prompt: String,
+}
+
+impl TaskAbout {
+    /// Items from a local file (or built in code) named `file`.
+    pub fn local(file: &str) -> Self {
+        Self {
+            title: format!("{file} (local file)"),
+            dataset: file.into(),
+            hub: false,
+            config: None,
+            split: None,
+            num_fewshot: 0,
+            prompt: "context and choices as written in the file".into(),
+        }
+    }
+
+    /// What a task of `format` read from `path` is.
+    pub fn of(format: Option<TaskFormat>, path: &Path) -> Self {
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("task").to_string();
+        match format {
+            Some(TaskFormat::Mmlu) => Self {
+                title: "MMLU, validation split, 0-shot".into(),
+                dataset: "cais/mmlu".into(),
+                hub: true,
+                config: Some("all".into()),
+                split: Some("validation".into()),
+                num_fewshot: 0,
+                prompt: "lm-evaluation-harness's `mmlu` 0-shot prompt (subject line, question, lettered choices, `Answer:`), \
+                         on the validation split instead of lm-eval's test split"
+                    .into(),
+            },
+            Some(TaskFormat::Wsc) => Self {
+                title: "WSC with the GPTailor A/B prompt (SuperGLUE wsc.fixed, train split), 0-shot".into(),
+                dataset: "aps/super_glue".into(),
+                hub: true,
+                config: Some("wsc.fixed".into()),
+                split: Some("train".into()),
+                num_fewshot: 0,
+                prompt: "the GPTailor prompt (`Does the pronoun # … # refer to * … *?` with choices `A. Yes` / `B. No`); \
+                         not lm-evaluation-harness's `wsc` task, which scores two continuations on the validation split"
+                    .into(),
+            },
+            Some(TaskFormat::Perplexity) => Self { prompt: "calibration texts (perplexity)".into(), ..Self::local(&file) },
+            _ => Self::local(&file),
+        }
+    }
 }
 
 /// How rows of a file become items.
@@ -127,7 +204,7 @@ impl TaskSpec {
         if n == 0 {
             return Err(EvalError::Data { origin: self.path.display().to_string(), message: "holds no item".into() });
         }
-        Ok(Task { name: self.name.clone(), data })
+        Ok(Task { name: self.name.clone(), data, about: TaskAbout::of(self.format, &self.path) })
     }
 }
 

@@ -47,14 +47,15 @@ impl PipelineError {
     }
 }
 
-/// The results table as aligned text: one row per model, accuracy in % per task and the mean.
+/// The results table as aligned text: one row per model, accuracy in % per task and the
+/// mean with its standard error.
 pub fn results_table(rows: &[crate::score::ModelResult], tasks: &[String]) -> String {
     let label_w = rows.iter().map(|r| r.label.len()).max().unwrap_or(5).max(5);
     let mut s = format!("{:<label_w$}  {:>6}  {:>8}", "model", "layers", "params");
     for t in tasks {
         s += &format!("  {t:>8}");
     }
-    s += &format!("  {:>8}\n", "mean");
+    s += &format!("  {:>11}\n", "mean ± s.e.");
     for r in rows {
         s += &format!("{:<label_w$}  {:>6}  {:>8}", r.label, r.layers, plan::human_count(r.params));
         for t in tasks {
@@ -63,7 +64,7 @@ pub fn results_table(rows: &[crate::score::ModelResult], tasks: &[String]) -> St
                 None => format!("  {:>8}", "-"),
             };
         }
-        s += &format!("  {:>8.1}\n", 100.0 * r.mean());
+        s += &format!("  {:>11}\n", r.mean_display());
     }
     s
 }

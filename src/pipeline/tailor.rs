@@ -31,6 +31,11 @@ pub const SOURCES_FILE: &str = "sources.yaml";
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 pub const MODEL_DIR: &str = "model";
 
+/// Fraction of each calibration task's items held back, by seed, for the card's and the
+/// table's numbers when the user names no held-out tasks: the search (and its selection
+/// split) never sees them, so the card reports scores on items nothing was chosen on.
+pub const REPORT_FRACTION: f64 = 0.2;
+
 /// Calibration texts per task for the baselines' hidden-state statistics.
 const BASELINE_TEXTS_PER_TASK: usize = 64;
 
@@ -137,6 +142,8 @@ pub struct JobOutcome {
     pub search_seconds: f64,
     /// Scores of the written checkpoint, re-read from disk (must match the tailored row).
     pub verified: TaskScores,
+    /// What `rows` were measured on, in words (held-out tasks, or the held-out split).
+    pub report_note: String,
     pub warnings: Vec<String>,
 }
 
@@ -179,8 +186,10 @@ fn same_models(a: &SourceList, b: &SourceList) -> bool {
     key(a) == key(b)
 }
 
-/// Run the job on a pulled family. `calibration` drives the search; `report` (the same
-/// tasks, or held-out splits of them) fills the results table and the card.
+/// Run the job on a pulled family. `calibration` drives the search; `report` (held-out
+/// tasks) fills the results table and the card. When `report` is `calibration` itself,
+/// [`REPORT_FRACTION`] of every calibration task is split off by seed for the report
+/// and the search runs on the rest.
 pub fn tailor(
     family: &PulledFamily,
     calibration: Vec<Task>,
@@ -212,6 +221,18 @@ pub fn tailor(
         dtype: None,
     };
     let space = SearchSpace::new(template, keep, SpaceOptions::default())?;
+    let (calibration, report, report_note) = if report == calibration {
+        let split = crate::score::HoldOut { fraction: REPORT_FRACTION, seed: opts.seed };
+        let (search, held) = split_for_report(&calibration, &split);
+        let note = format!(
+            "a held-out {:.0} % of each calibration task's items (seed {}) that neither the search nor the final choice saw",
+            100.0 * REPORT_FRACTION,
+            opts.seed
+        );
+        (search, held, note)
+    } else {
+        (calibration, report, "held-out tasks the search never saw".to_string())
+    };
     let eval_options = EvalOptions { device: opts.device, dtype: opts.dtype, source_bytes: opts.sources_bytes, ..EvalOptions::default() };
 
     // Search, baselines and the calibration table: the search stage's own job.
@@ -252,9 +273,8 @@ pub fn tailor(
     let report_names: Vec<String> = report.iter().map(|t| t.name.clone()).collect();
     let report_items = report.iter().map(task_len).max().unwrap_or(0);
     let mut search_report = result.report.clone();
-    let held_out = report != calibration;
-    if held_out {
-        progress.stage("scoring base, siblings, baselines and the tailored model on the report tasks");
+    {
+        progress.stage("scoring base, siblings, baselines and the tailored model on the held-out items");
         let mut reporter = Evaluator::new(fam.clone(), report.clone(), eval_options.clone())?;
         let mut recipes: Vec<Recipe> =
             std::iter::once(base.name.clone()).chain(siblings.iter().map(|s| s.name.clone())).map(|name| whole_model(&spec.space, &name)).collect();
@@ -262,13 +282,16 @@ pub fn tailor(
         recipes.push(best.clone());
         debug_assert_eq!(search_report.rows.len(), recipes.len(), "rows: base, siblings, baselines, tailored");
         for (row, recipe) in search_report.rows.iter_mut().zip(&recipes) {
-            row.scores = reporter.score(recipe, report_items)?;
+            let m = reporter.measure(recipe, report_items, crate::score::Items::All)?;
+            *row = ModelResult::from_measures(row.label.clone(), row.kind, row.layers, row.params, &m);
         }
         search_report.tasks = report_names.clone();
         search_report.budget = report_items;
     }
-    // Items per task behind the rows (the search's full budget when they are the calibration tasks).
     let report_items = search_report.budget;
+    let report_about: Vec<(String, crate::eval::TaskAbout)> = report.iter().map(|t| (t.name.clone(), t.about.clone())).collect();
+    search_report.about = report_about.clone();
+    search_report.rows_note = Some(report_note.clone());
     let rows = search_report.rows.clone();
     let trials_run = result.outcome.trials.len();
     write_outputs(&JobResult { report: search_report, ..result }, out)?;
@@ -301,11 +324,9 @@ pub fn tailor(
     input.results = rows.clone();
     input.license = family.base.readme.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).as_deref().and_then(card::license_from_readme);
     input.mergekit_yaml = crate::mergekit::export(&card::published(&best), config.tie_word_embeddings).ok();
-    input.results_note = Some(if held_out {
-        format!("held-out tasks the search never saw, at most {report_items} items per task")
-    } else {
-        format!("the calibration tasks the search optimised, at most {report_items} items per task")
-    });
+    input.results_note = Some(format!("{report_note}, at most {report_items} items per task"));
+    input.tasks = report_about.clone();
+    input.results_held_out = true;
     card::write(&model_dir, &input)?;
 
     Ok(JobOutcome {
@@ -319,8 +340,35 @@ pub fn tailor(
         trials: trials_run,
         search_seconds,
         verified,
+        report_note,
         warnings,
     })
+}
+
+/// Each task split by `split`'s seeded mask into (search items, held-out items); the mask
+/// is drawn under a name of its own so that it shares no pattern with the selection split.
+pub fn split_for_report(tasks: &[Task], split: &crate::score::HoldOut) -> (Vec<Task>, Vec<Task>) {
+    fn part<T: Clone>(v: &[T], mask: &[bool], held: bool) -> Vec<T> {
+        v.iter().zip(mask).filter(|(_, m)| **m == held).map(|(x, _)| x.clone()).collect()
+    }
+    let mut search = Vec::new();
+    let mut held = Vec::new();
+    for t in tasks {
+        let key = format!("{}#report", t.name);
+        let (a, b) = match &t.data {
+            TaskData::MultipleChoice(items) => {
+                let mask = split.selection_mask(&key, items.len());
+                (TaskData::MultipleChoice(part(items, &mask, false)), TaskData::MultipleChoice(part(items, &mask, true)))
+            }
+            TaskData::Perplexity(texts) => {
+                let mask = split.selection_mask(&key, texts.len());
+                (TaskData::Perplexity(part(texts, &mask, false)), TaskData::Perplexity(part(texts, &mask, true)))
+            }
+        };
+        search.push(Task { name: t.name.clone(), data: a, about: t.about.clone() });
+        held.push(Task { name: t.name.clone(), data: b, about: t.about.clone() });
+    }
+    (search, held)
 }
 
 /// Open every pulled model and check they can be stitched.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule};
-use crate::score::{accuracies, accuracy_errors, Items, Measures, ModelResult, ResultKind, Scorer};
+use crate::score::{Items, Measures, ModelResult, ResultKind, Scorer};
 
 use super::baselines::{run_baseline, Baseline, BaselineKind};
 use super::driver::{header, run_search, run_search_parallel, run_search_remote, SearchOutcome, TrialEvent, Worker};
@@ -198,13 +198,8 @@ fn run_job_with<W: AsScorer>(
     let scorer = workers[0].scorer();
     let full = optimizer.full_budget();
     let tasks = scorer.task_names();
-    let row = |label: String, kind: ResultKind, recipe: &Recipe, m: &Measures| ModelResult {
-        label,
-        kind,
-        layers: recipe.layers.len(),
-        params: params(recipe),
-        scores: accuracies(m),
-        se: accuracy_errors(m),
+    let row = |label: String, kind: ResultKind, recipe: &Recipe, m: &Measures| {
+        ModelResult::from_measures(label, kind, recipe.layers.len(), params(recipe), m)
     };
     // The final choice: on the selection split when there is one.
     let mut finalists = Vec::new();
@@ -253,6 +248,8 @@ fn run_job_with<W: AsScorer>(
         objective: optimizer.objective.name(),
         hold_out: optimizer.hold_out,
         finalists,
+        about: Vec::new(),
+        rows_note: None,
     };
     Ok(JobResult { outcome, best, baselines, report })
 }
@@ -312,14 +309,7 @@ pub fn run_baselines_reusing<S: Scorer>(
         };
         let m = measure(scorer, &b.recipe, budget, Items::All, kind.label())?;
         let layers = b.recipe.layers.len();
-        rows.push(ModelResult {
-            label: kind.label().into(),
-            kind: ResultKind::Baseline,
-            layers,
-            params: params(&b.recipe),
-            scores: accuracies(&m),
-            se: accuracy_errors(&m),
-        });
+        rows.push(ModelResult::from_measures(kind.label().into(), ResultKind::Baseline, layers, params(&b.recipe), &m));
         baselines.push(b);
     }
     Ok((baselines, rows))

@@ -79,7 +79,7 @@ pub fn overall(m: &Measures, metric: Metric) -> Result<Estimate, SearchError> {
 /// candidates; it needs a cost bounded below by 0).
 pub fn cost(metric: Metric, value: f64) -> f64 {
     match metric {
-        Metric::Acc => 1.0 - value,
+        Metric::Acc | Metric::AccNorm => 1.0 - value,
         // Log-likelihoods are ≤ 0; margins have no bound.
         Metric::Loglik | Metric::Ppl | Metric::Margin => -value,
     }

@@ -6,8 +6,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::eval::harness::{lm_eval_results, HarnessTask};
+use crate::eval::TaskAbout;
 use crate::human::human_count;
-use crate::score::{HoldOut, Metric, ModelResult, ResultKind};
+use crate::score::{Estimate, HoldOut, Metric, ModelResult, ResultKind};
 
 use super::objective::Objective;
 use super::select::Finalist;
@@ -45,6 +47,13 @@ pub struct SearchReport {
     /// The top candidates with their search and selection scores.
     #[serde(default)]
     pub finalists: Vec<Finalist>,
+    /// What each task of the rows is (dataset, split, prompt); empty in older reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub about: Vec<(String, TaskAbout)>,
+    /// What the rows were measured on when they are held-out items (`None`: the first
+    /// `budget` calibration items, which the search optimised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_note: Option<String>,
 }
 
 fn acc() -> String {
@@ -57,8 +66,43 @@ pub const MARKDOWN_FILE: &str = "report.md";
 pub const SVG_FILE: &str = "search.svg";
 
 impl SearchReport {
+    /// The report, with the tailored row also as lm-evaluation-harness writes results
+    /// (`results`, `n-samples`, `configs`, …) at the top level.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a report always serialises")
+        let mut v = serde_json::to_value(self).expect("a report always serialises");
+        if let (Some(obj), Some(t)) = (v.as_object_mut(), self.rows.iter().find(|r| r.kind == ResultKind::Tailored)) {
+            if let serde_json::Value::Object(h) = self.lm_eval(t) {
+                obj.extend(h);
+            }
+        }
+        serde_json::to_string_pretty(&v).expect("a report always serialises")
+    }
+
+    /// One row's scores in lm-evaluation-harness's shape.
+    pub fn lm_eval(&self, row: &ModelResult) -> serde_json::Value {
+        let local: Vec<(String, TaskAbout)> = row.scores.keys().map(|t| (t.clone(), TaskAbout::local(t))).collect();
+        let abouts = |t: &str| self.about.iter().chain(&local).find(|(n, _)| n == t).map(|(_, a)| a).expect("local has every task");
+        let tasks: Vec<HarnessTask<'_>> = row
+            .scores
+            .iter()
+            .map(|(t, v)| {
+                let n = row.items.get(t).copied().unwrap_or(self.budget);
+                HarnessTask {
+                    task: t,
+                    about: abouts(t),
+                    acc: Estimate { value: *v, se: row.se.get(t).copied().unwrap_or(0.0) },
+                    acc_norm: row.acc_norm.get(t).map(|a| Estimate { value: *a, se: row.acc_norm_se.get(t).copied().unwrap_or(0.0) }),
+                    effective: n,
+                    original: n,
+                }
+            })
+            .collect();
+        lm_eval_results(&tasks)
+    }
+
+    /// Each other row against the tailored model (see [`crate::score::comparisons`]).
+    pub fn comparisons(&self) -> Vec<String> {
+        crate::score::comparisons(&self.rows)
     }
 
     /// A Markdown table: one row per model, one column per task plus the mean.
@@ -67,7 +111,15 @@ impl SearchReport {
         let _ = writeln!(s, "| model | kind | layers | params | {} | mean ± s.e. |", self.tasks.join(" | "));
         let _ = writeln!(s, "|---|---|---:|---:|{}---:|", "---:|".repeat(self.tasks.len()));
         for r in &self.rows {
-            let cells: Vec<String> = self.tasks.iter().map(|t| r.scores.get(t).map_or("–".into(), |v| format!("{:.2}", 100.0 * v))).collect();
+            let cells: Vec<String> = self
+                .tasks
+                .iter()
+                .map(|t| match (r.scores.get(t), r.se.get(t)) {
+                    (Some(v), Some(e)) => format!("{:.2} ± {:.2}", 100.0 * v, 100.0 * e),
+                    (Some(v), None) => format!("{:.2}", 100.0 * v),
+                    _ => "–".into(),
+                })
+                .collect();
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {:.2}{} |",
@@ -80,11 +132,30 @@ impl SearchReport {
                 if r.se.is_empty() { String::new() } else { format!(" ± {:.2}", 100.0 * r.mean_se()) }
             );
         }
+        let measured = match &self.rows_note {
+            Some(note) => format!("on {note}, at most {} items per task", self.budget),
+            None => {
+                format!("on the first {} calibration items per task: the items the search optimised, so the tailored row is optimistic", self.budget)
+            }
+        };
         let _ = writeln!(
             s,
-            "\nAccuracy in %, first {} items per task (± one standard error). Search: {} (seed {}, objective {}), {} trials, {:.1} s scoring. {}",
-            self.budget, self.optimizer, self.seed, self.objective, self.trials, self.scoring_seconds, self.selection
+            "\nAccuracy in % {measured} (± one standard error). Search: {} (seed {}, objective {}), {} trials, {:.1} s scoring. {}",
+            self.optimizer, self.seed, self.objective, self.trials, self.scoring_seconds, self.selection
         );
+        let cmp = self.comparisons();
+        if !cmp.is_empty() {
+            let _ = writeln!(s);
+            for c in cmp {
+                let _ = writeln!(s, "- {c}");
+            }
+        }
+        if !self.about.is_empty() {
+            let _ = writeln!(s, "\nTasks:\n");
+            for (name, a) in &self.about {
+                let _ = writeln!(s, "- `{name}`: {} ({}). Prompt: {}.", a.title, dataset_line(a), a.prompt);
+            }
+        }
         if !self.finalists.is_empty() {
             let o = Objective::parse(&self.objective).unwrap_or_default();
             let split = self.hold_out.map_or(String::new(), |h| format!(" ({:.0} % of each task's items, seed {})", 100.0 * h.fraction, h.seed));
@@ -119,11 +190,24 @@ impl SearchReport {
         s
     }
 
-    /// The current choice's mean accuracy against trials, one line per curve, dashed lines for the
-    /// non-searched rows (base, siblings, baselines).
+    /// The current choice's mean accuracy on the search's items against trials, one line
+    /// per curve; coloured dashed lines for the rows not searched (base, siblings,
+    /// baselines); the final choice's held-out score as a point, when the rows are held out.
     pub fn to_svg(&self) -> String {
         let refs: Vec<(String, f64)> = self.rows.iter().filter(|r| r.kind != ResultKind::Tailored).map(|r| (r.label.clone(), r.mean())).collect();
-        plot_svg("Mean accuracy of the search's current choice", &self.curves, &refs)
+        let curves: Vec<Curve> =
+            self.curves.iter().map(|c| Curve { label: format!("{} (search items)", c.label), points: c.points.clone() }).collect();
+        let marker = self
+            .rows_note
+            .as_ref()
+            .and_then(|_| self.rows.iter().find(|r| r.kind == ResultKind::Tailored))
+            .map(|r| ("final choice, held-out".to_string(), r.mean()));
+        let title = if self.rows_note.is_some() {
+            "Mean accuracy: the search's choice on its items; reference lines on held-out items"
+        } else {
+            "Mean accuracy of the search's current choice (calibration items)"
+        };
+        plot_svg(title, &curves, &refs, marker)
     }
 
     /// Write `report.json`, `report.md` and `search.svg` into `dir`.
@@ -138,6 +222,19 @@ impl SearchReport {
     }
 }
 
+/// `dataset cais/mmlu, config all, split validation, 0-shot`.
+pub fn dataset_line(a: &TaskAbout) -> String {
+    let mut parts = vec![if a.hub { format!("Hub dataset `{}`", a.dataset) } else { format!("file `{}`", a.dataset) }];
+    if let Some(c) = &a.config {
+        parts.push(format!("config `{c}`"));
+    }
+    if let Some(sp) = &a.split {
+        parts.push(format!("split `{sp}`"));
+    }
+    parts.push(format!("{}-shot", a.num_fewshot));
+    parts.join(", ")
+}
+
 fn kind_name(k: ResultKind) -> &'static str {
     match k {
         ResultKind::Base => "base",
@@ -148,25 +245,48 @@ fn kind_name(k: ResultKind) -> &'static str {
 }
 
 const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
+/// Reference lines (base, siblings, baselines): colours apart from the curves' first.
+const REF_COLOURS: [&str; 8] = ["#555555", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// A hand-written SVG line plot of step curves (x = trial, y = accuracy in %).
-pub fn plot_svg(title: &str, curves: &[Curve], refs: &[(String, f64)]) -> String {
-    let (w, h) = (720.0, 420.0);
-    let (left, right, top, bottom) = (60.0, 200.0, 40.0, 50.0);
+/// Tick values from `lo` to `hi` at a round step (1, 2 or 5 times a power of ten) giving
+/// about `target` intervals; the first and last ticks enclose the range.
+pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
+    let span = (hi - lo).abs().max(1e-9);
+    let raw = span / target.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let first = (lo / step).floor();
+    let last = (hi / step).ceil();
+    (first as i64..=last as i64).map(|k| k as f64 * step).collect()
+}
+
+/// A hand-written SVG line plot of step curves (x = trial, y = accuracy in %), with the
+/// reference rows as coloured dashed lines labelled at their right end, and `marker`
+/// (the final choice's score on held-out items) as a point after the last trial.
+pub fn plot_svg(title: &str, curves: &[Curve], refs: &[(String, f64)], marker: Option<(String, f64)>) -> String {
+    let (w, h) = (760.0, 440.0);
+    let (left, right, top, bottom) = (60.0, 230.0, 40.0, 50.0);
     let n = curves.iter().map(|c| c.points.len()).max().unwrap_or(0).max(1);
-    let values: Vec<f64> = curves.iter().flat_map(|c| c.points.iter().flatten().copied()).chain(refs.iter().map(|r| r.1)).collect();
+    let values: Vec<f64> = curves
+        .iter()
+        .flat_map(|c| c.points.iter().flatten().copied())
+        .chain(refs.iter().map(|r| r.1))
+        .chain(marker.iter().map(|m| m.1))
+        .map(|v| 100.0 * v)
+        .collect();
     let (mut lo, mut hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
     if !lo.is_finite() {
-        (lo, hi) = (0.0, 1.0);
+        (lo, hi) = (0.0, 100.0);
     }
-    let pad = ((hi - lo) * 0.08).max(0.01);
-    let (lo, hi) = ((lo - pad).max(0.0), (hi + pad).min(1.0));
+    let yt = nice_ticks(lo.max(0.0), hi.min(100.0), 5);
+    let (lo, hi) = (yt[0], *yt.last().expect("at least one tick"));
+    let xt: Vec<f64> = nice_ticks(1.0, n as f64, 5).into_iter().filter(|t| *t >= 1.0 && *t <= n as f64).collect();
     let x = |t: f64| left + (w - left - right) * if n > 1 { (t - 1.0) / (n as f64 - 1.0) } else { 0.5 };
-    let y = |v: f64| top + (h - top - bottom) * (1.0 - (v - lo) / (hi - lo).max(1e-9));
+    let y = |v: f64| top + (h - top - bottom) * (1.0 - (100.0 * v - lo) / (hi - lo).max(1e-9));
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -174,50 +294,46 @@ pub fn plot_svg(title: &str, curves: &[Curve], refs: &[(String, f64)]) -> String
     );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     let _ = writeln!(s, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, (w - right + left) / 2.0, esc(title));
-    // Axes and ticks.
+    // Axes and round ticks.
     let _ = writeln!(s, r##"<path d="M{left} {top} V{} H{}" stroke="#333" fill="none"/>"##, h - bottom, w - right);
-    for k in 0..=4 {
-        let v = lo + (hi - lo) * k as f64 / 4.0;
+    for v in &yt {
+        let yv = y(v / 100.0);
         let _ = writeln!(
             s,
-            r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{:.1}</text>"##,
+            r##"<line x1="{left}" x2="{}" y1="{yv:.1}" y2="{yv:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
             w - right,
             left - 6.0,
-            y(v) + 4.0,
-            100.0 * v,
-            y = y(v)
+            yv + 4.0,
+            round_label(*v)
         );
     }
-    for k in 0..=4 {
-        let t = 1.0 + (n as f64 - 1.0) * k as f64 / 4.0;
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, x(t), h - bottom + 18.0, t.round());
+    for t in &xt {
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, x(*t), h - bottom + 18.0, round_label(*t));
     }
     let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">trials</text>"#, (w - right + left) / 2.0, h - 12.0);
     let _ = writeln!(s, r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">mean accuracy (%)</text>"#, h / 2.0, h / 2.0);
-    let mut legend_y = top + 10.0;
-    for (i, (label, v)) in refs.iter().enumerate() {
+    // Reference lines: each its own colour and dash, labelled where it ends; labels that
+    // would overlap are pushed apart.
+    let mut placed: Vec<f64> = Vec::new();
+    let mut order: Vec<usize> = (0..refs.len()).collect();
+    order.sort_by(|a, b| refs[*b].1.total_cmp(&refs[*a].1));
+    for i in order {
+        let (label, v) = &refs[i];
+        let colour = REF_COLOURS[i % REF_COLOURS.len()];
+        let yv = y(*v);
         let _ = writeln!(
             s,
-            r##"<line x1="{left}" x2="{}" y1="{yv:.1}" y2="{yv:.1}" stroke="#999" stroke-dasharray="{}"/>"##,
+            r##"<line x1="{left}" x2="{}" y1="{yv:.1}" y2="{yv:.1}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="{}"/>"##,
             w - right,
-            ["4 3", "1 3", "8 3", "2 2"][i % 4],
-            yv = y(*v)
+            ["6 3", "2 3", "10 3 2 3", "4 4"][i % 4]
         );
-        let _ = writeln!(
-            s,
-            r##"<line x1="{}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#999" stroke-dasharray="{}"/><text x="{}" y="{:.1}" fill="#666">{} ({:.1})</text>"##,
-            w - right + 8.0,
-            w - right + 20.0,
-            ["4 3", "1 3", "8 3", "2 2"][i % 4],
-            w - right + 24.0,
-            legend_y,
-            esc(label),
-            100.0 * v,
-            y = legend_y - 4.0
-        );
-        legend_y += 16.0;
+        let mut ly = yv + 4.0;
+        while placed.iter().any(|p| (p - ly).abs() < 13.0) {
+            ly += 13.0;
+        }
+        placed.push(ly);
+        let _ = writeln!(s, r#"<text x="{}" y="{ly:.1}" fill="{colour}">{} ({:.1})</text>"#, w - right + 8.0, esc(label), 100.0 * v);
     }
-    legend_y += 8.0;
     for (i, c) in curves.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let mut d = String::new();
@@ -228,23 +344,44 @@ pub fn plot_svg(title: &str, curves: &[Curve], refs: &[(String, f64)]) -> String
             let _ = if d.is_empty() { write!(d, "M{px:.1} {py:.1}") } else { write!(d, " H{px:.1} V{py:.1}") };
         }
         if !d.is_empty() {
-            let _ = writeln!(s, r#"<path d="{d}" stroke="{colour}" stroke-width="2" fill="none"/>"#);
+            let _ = writeln!(s, r#"<path d="{d}" stroke="{colour}" stroke-width="2.5" fill="none"/>"#);
         }
-        let last = c.points.iter().rev().flatten().next().copied();
-        let _ = writeln!(
-            s,
-            r#"<rect x="{}" y="{:.1}" width="12" height="3" fill="{colour}"/><text x="{}" y="{:.1}">{}{}</text>"#,
-            w - right + 8.0,
-            legend_y - 5.0,
-            w - right + 24.0,
-            legend_y,
-            esc(&c.label),
-            last.map(|v| format!(" ({:.1})", 100.0 * v)).unwrap_or_default()
-        );
-        legend_y += 16.0;
+        if let Some(v) = c.points.iter().rev().flatten().next().copied() {
+            let mut ly = y(v) - 6.0;
+            while placed.iter().any(|p| (p - ly).abs() < 13.0) {
+                ly -= 13.0;
+            }
+            placed.push(ly);
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{ly:.1}" fill="{colour}" font-weight="bold">{} ({:.1})</text>"#,
+                w - right + 8.0,
+                esc(&c.label),
+                100.0 * v
+            );
+        }
+    }
+    if let Some((label, v)) = marker {
+        let (px, py) = (x(n as f64), y(v));
+        let _ = writeln!(s, r##"<circle cx="{px:.1}" cy="{py:.1}" r="5" fill="#000"/>"##);
+        let mut ly = py + 4.0;
+        while placed.iter().any(|p| (p - ly).abs() < 13.0) {
+            ly += 13.0;
+        }
+        let _ = writeln!(s, r#"<text x="{}" y="{ly:.1}" font-weight="bold">● {} ({:.1})</text>"#, w - right + 8.0, esc(&label), 100.0 * v);
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// A tick value without a trailing `.0` for whole numbers.
+fn round_label(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round() as i64)
+    } else {
+        let t = format!("{v:.2}");
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +396,9 @@ mod tests {
             params: 1_234_567,
             scores: [("a".into(), a), ("b".into(), b)].into(),
             se: Default::default(),
+            acc_norm: Default::default(),
+            acc_norm_se: Default::default(),
+            items: Default::default(),
         }
     }
 
@@ -281,15 +421,39 @@ mod tests {
             objective: "acc".into(),
             hold_out: None,
             finalists: vec![],
+            about: vec![],
+            rows_note: None,
         };
         let md = r.to_markdown();
         assert!(md.contains("| base | base | 4 | 1.23M | 50.00 | 70.00 | 60.00 |"), "{md}");
         assert!(md.contains("| hf-tailor | tailored |"), "{md}");
         let svg = r.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert!(svg.contains("bo (70.0)") && svg.contains("ShortGPT (45.0)"), "{svg}");
+        assert!(svg.contains("bo (search items) (70.0)") && svg.contains("ShortGPT (45.0)"), "{svg}");
         assert_eq!(svg.matches("<path d=\"M").count(), 2, "axes + one curve");
+        // Reference lines are told apart by colour, not only by dash.
+        let strokes: std::collections::BTreeSet<&str> =
+            svg.lines().filter(|l| l.contains("stroke-dasharray")).filter_map(|l| l.split("stroke=\"").nth(1)?.split('"').next()).collect();
+        assert_eq!(strokes.len(), 2, "{svg}");
+        assert!(!svg.contains("held-out"), "no held-out point without held-out rows");
         let back: SearchReport = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(back, r);
+        // report.json also carries lm-eval's shape for the tailored row.
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["results"]["a"]["acc,none"], 0.6);
+        assert_eq!(v["n-samples"]["b"]["effective"], 100);
+        // Held-out rows: the final choice's held-out score is drawn beside the curve.
+        let held = SearchReport { rows_note: Some("held-out items".into()), ..r };
+        assert!(held.to_svg().contains("final choice, held-out (70.0)"), "{}", held.to_svg());
+        assert!(held.to_markdown().contains("on held-out items, at most 100 items per task"), "{}", held.to_markdown());
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(nice_ticks(41.7, 64.3, 5), vec![40.0, 45.0, 50.0, 55.0, 60.0, 65.0]);
+        assert_eq!(nice_ticks(1.0, 120.0, 5), vec![0.0, 50.0, 100.0, 150.0]);
+        assert_eq!(nice_ticks(0.0, 1.0, 4), vec![0.0, 0.5, 1.0]);
+        assert_eq!(round_label(45.0), "45");
+        assert_eq!(round_label(2.5), "2.5");
     }
 }

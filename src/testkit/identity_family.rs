@@ -103,8 +103,8 @@ impl IdentityFamily {
                 .collect()
         };
         Ok(vec![
-            Task { name: "needs_task".into(), data: TaskData::MultipleChoice(pick(&plain)) },
-            Task { name: "avoid_distractor".into(), data: TaskData::MultipleChoice(pick(&distracted)) },
+            Task::new("needs_task", TaskData::MultipleChoice(pick(&plain))),
+            Task::new("avoid_distractor", TaskData::MultipleChoice(pick(&distracted))),
         ])
     }
 }

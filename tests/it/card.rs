@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use hf_tailor::card::{self, CardInput, License};
 use hf_tailor::config::ModelConfig;
+use hf_tailor::eval::{TaskAbout, TaskFormat};
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
 use hf_tailor::score::{ModelResult, ResultKind};
 use hf_tailor::testkit::fixture::{self, TinySpec};
@@ -40,7 +41,10 @@ fn result(label: &str, kind: ResultKind, layers: usize, mmlu: f64, wsc: f64) -> 
         layers,
         params: 1000 * layers as u64,
         scores: BTreeMap::from([("mmlu".into(), mmlu), ("wsc".into(), wsc)]),
-        se: BTreeMap::new(),
+        se: BTreeMap::from([("mmlu".into(), 0.02), ("wsc".into(), 0.03)]),
+        acc_norm: BTreeMap::new(),
+        acc_norm_se: BTreeMap::new(),
+        items: BTreeMap::from([("mmlu".into(), 600), ("wsc".into(), 250)]),
     }
 }
 
@@ -58,6 +62,11 @@ fn input(dir: &std::path::Path) -> CardInput {
         result("hf-tailor", ResultKind::Tailored, 3, 0.52, 0.61),
     ];
     input.mergekit_yaml = Some("merge_method: passthrough\nslices: []\n".into());
+    input.results_held_out = true;
+    input.tasks = vec![
+        ("mmlu".into(), TaskAbout::of(Some(TaskFormat::Mmlu), std::path::Path::new("mmlu"))),
+        ("wsc".into(), TaskAbout::of(Some(TaskFormat::Wsc), std::path::Path::new("wsc.parquet"))),
+    ];
     input
 }
 
@@ -83,9 +92,16 @@ fn card_metadata_parses_with_huggingface_hub() {
     assert_eq!(v["model_name"], "me/llama-tailored");
     let evals = v["eval_results"].as_array().unwrap();
     assert_eq!(evals.len(), 2, "{evals:?}");
-    let mmlu = evals.iter().find(|e| e["dataset_type"] == "mmlu").unwrap();
+    // The Hub dataset each task's items come from, its config and split, and the few-shot count.
+    let mmlu = evals.iter().find(|e| e["dataset_type"] == "cais/mmlu").unwrap();
     assert_eq!(mmlu["metric_value"], 0.52);
     assert_eq!(mmlu["task_type"], "text-generation");
+    assert_eq!((mmlu["dataset_config"].as_str(), mmlu["dataset_split"].as_str()), (Some("all"), Some("validation")), "{mmlu}");
+    assert_eq!(mmlu["dataset_args"]["num_few_shot"], 0, "{mmlu}");
+    assert!(mmlu["metric_name"].as_str().unwrap().contains("± 2.0 points s.e., 600 held-out items"), "{mmlu}");
+    let wsc = evals.iter().find(|e| e["dataset_type"] == "aps/super_glue").unwrap();
+    assert_eq!((wsc["dataset_config"].as_str(), wsc["dataset_split"].as_str()), (Some("wsc.fixed"), Some("train")), "{wsc}");
+    assert!(wsc["dataset_name"].as_str().unwrap().contains("GPTailor A/B prompt"), "{wsc}");
     // The picture is valid SVG: 3 tailored layers (4 stripes: the merge has 2) + 3 legend
     // models + the removed swatch + 4 source and 3 tailored outlines + the background.
     assert_eq!(v["svg_tag"], "{http://www.w3.org/2000/svg}svg");
@@ -117,8 +133,16 @@ fn card_body_shows_summary_lineage_results_and_recipe() {
     assert!(md.contains("(lineage.svg)"), "{md}");
     // Evaluation table: every row, tailored in bold, percentages.
     assert!(md.contains("| Model | Kind | Layers | Parameters | mmlu | wsc | Mean |"), "{md}");
-    assert!(md.contains("| **hf-tailor** | tailored | 3 | 3.0K | 52.0 | 61.0 | **56.5** |"), "{md}");
-    assert!(md.contains("| ShortGPT | baseline | 3 | 3.0K | 40.0 | 52.0 | 46.0 |"), "{md}");
+    assert!(md.contains("| **hf-tailor** | tailored | 3 | 3.0K | 52.0 ± 2.0 | 61.0 ± 3.0 | **56.5 ± 1.8** |"), "{md}");
+    assert!(md.contains("| ShortGPT | baseline | 3 | 3.0K | 40.0 ± 2.0 | 52.0 ± 3.0 | 46.0 ± 1.8 |"), "{md}");
+    assert!(md.contains("none of which the search or the final choice saw"), "{md}");
+    // Differences under two standard errors are not called differences: 56.5 vs 55.0 (base)
+    // is +1.5 ± 2.5; vs ShortGPT +10.5 ± 2.5 is.
+    assert!(md.contains("hf-tailor vs base: +1.5 ± 2.5 points (within two standard errors: not a measurable difference)"), "{md}");
+    assert!(md.contains("hf-tailor vs ShortGPT: +10.5 ± 2.5 points (higher, by at least two standard errors)"), "{md}");
+    // Task names say what they are.
+    assert!(md.contains("`mmlu`: MMLU, validation split, 0-shot (Hub dataset `cais/mmlu`, config `all`, split `validation`, 0-shot)"), "{md}");
+    assert!(md.contains("not lm-evaluation-harness's `wsc` task"), "{md}");
     // Usage and reproduction.
     assert!(md.contains("AutoModelForCausalLM.from_pretrained(\"me/llama-tailored\""), "{md}");
     assert!(md.contains("convert_hf_to_gguf.py llama-tailored"), "{md}");
@@ -128,6 +152,16 @@ fn card_body_shows_summary_lineage_results_and_recipe() {
     let start = md.find("```yaml\n").unwrap() + 8;
     let end = start + md[start..].find("```").unwrap();
     assert_eq!(Recipe::from_yaml_str(&md[start..end], "card").unwrap(), input.recipe);
+}
+
+#[test]
+fn calibration_scores_are_labelled_as_optimised_and_stay_out_of_the_model_index() {
+    let tmp = common::tempdir();
+    let mut input = input(tmp.path());
+    input.results_held_out = false;
+    let md = card::render(&input).unwrap().readme;
+    assert!(!md.contains("model-index"), "{md}");
+    assert!(md.contains("on the calibration items the search optimised") && md.contains("optimistic"), "{md}");
 }
 
 #[test]

@@ -106,7 +106,7 @@ fn bf16_scores_agree_with_f32_within_the_stated_tolerance() {
     let (base, s, _) = fixture::write_family(tmp.path(), &spec, 2, 3).unwrap();
     let fam = open(&[("base", &base), ("sib1", &s[0]), ("sib2", &s[1])]);
     let r = recipe(&fam, spec.layers, merged_rules());
-    let tasks = vec![Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) }];
+    let tasks = vec![Task::new("mc", TaskData::MultipleChoice(items()))];
     let score = |dtype: Dtype| {
         let mut ev = Evaluator::new(fam.clone(), tasks.clone(), EvalOptions { dtype: Some(dtype), ..EvalOptions::default() }).unwrap();
         assert_eq!(format!("{:?}", ev.dtype()).to_lowercase(), dtype.to_string());

@@ -202,7 +202,7 @@ fn packed_items_score_as_one_sequence_per_choice_with_fewer_tokens() {
     let spec = TinySpec::llama();
     let fam = family(tmp.path(), &spec);
     let r = stitched(&fam, &spec);
-    let tasks = vec![Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) }];
+    let tasks = vec![Task::new("mc", TaskData::MultipleChoice(items()))];
     let run = |pack_choices: PackChoices, max_batch_tokens: usize| {
         let opts = EvalOptions { pack_choices, max_batch_tokens, prefix_cache_bytes: 0, ..EvalOptions::default() };
         let mut ev = Evaluator::new(fam.clone(), tasks.clone(), opts).unwrap();
@@ -272,8 +272,8 @@ fn prefix_cache_and_lru_eviction_do_not_change_scores() {
     let spec = TinySpec::llama();
     let fam = family(tmp.path(), &spec);
     let tasks = vec![
-        Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) },
-        Task { name: "text".into(), data: TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()]) },
+        Task::new("mc", TaskData::MultipleChoice(items())),
+        Task::new("text", TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()])),
     ];
     let layer_bytes = (fixture::shapes(&spec)
         .iter()
@@ -405,7 +405,9 @@ fn mmlu_parquet_folder_and_jsonl_tasks_score_through_the_cli() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["results"], serde_json::to_value(&lib).unwrap());
+    assert_eq!(v["hf_tailor"]["tasks"], serde_json::to_value(&lib).unwrap());
+    assert_eq!(v["results"]["mmlu"]["acc,none"], v["hf_tailor"]["tasks"][0]["acc"], "lm-eval's shape beside hf-tailor's rows");
+    assert_eq!(v["configs"]["mmlu"]["dataset_path"], "cais/mmlu");
 
     // Bad input: one line on stderr naming the file and line, non-zero exit.
     std::fs::write(&jsonl, "{\"context\": \"x\", \"choices\": [\" a\"], \"label\": 0}\n").unwrap();
@@ -443,8 +445,8 @@ fn prefix_cache_tells_apart_candidates_that_differ_in_one_rule() {
     head.head = s1();
     cands.push(("head rule", head));
     let tasks = vec![
-        Task { name: "mc".into(), data: TaskData::MultipleChoice(items()) },
-        Task { name: "text".into(), data: TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()]) },
+        Task::new("mc", TaskData::MultipleChoice(items())),
+        Task::new("text", TaskData::Perplexity(vec!["Some text to score for perplexity.".into(), "More.".into()])),
     ];
     let small = EvalOptions { max_batch_tokens: 96, ..EvalOptions::default() };
     let mut shared = Evaluator::new(fam.clone(), tasks.clone(), small.clone()).unwrap();
@@ -509,7 +511,7 @@ fn lm_evaluation_harness_scores_the_written_model_as_hf_tailor_does() {
             .map(|i| serde_json::json!({"context": i.context, "choices": i.choices.iter().map(|c| c.strip_prefix(delimiter).unwrap()).collect::<Vec<_>>(), "label": i.label}).to_string())
             .collect();
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-        tasks.push(Task { name: name.into(), data: TaskData::MultipleChoice(items.clone()) });
+        tasks.push(Task::new(name, TaskData::MultipleChoice(items.clone())));
         reqs.push(serde_json::json!({"name": name, "jsonl": path, "delimiter": delimiter}));
     }
     let req_path = tmp.path().join("lm-eval-request.json");
@@ -543,4 +545,35 @@ fn lm_evaluation_harness_scores_the_written_model_as_hf_tailor_does() {
         }
     }
     assert!(distinct, "length normalisation changes no item's winner: acc_norm is not exercised");
+
+    // hf-tailor's lm-eval-shaped results (what `eval --json` and report.json write): the
+    // same sections and per-task keys as lm-eval's own output, the same values, standard
+    // errors included (lm-eval: sample standard deviation / √n).
+    let ours = hf_tailor::eval::harness::from_task_results(&ours, &tasks);
+    let shape = &theirs["shape"];
+    let top: Vec<&str> = shape["top_level_keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    for section in ours.as_object().unwrap().keys() {
+        assert!(top.contains(&section.as_str()), "section `{section}` is not in lm-eval's output {top:?}");
+    }
+    for task in &tasks {
+        let n = &task.name;
+        let (mine, lm) = (&ours["results"][n], &shape["results"][n]);
+        let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(keys(mine), keys(lm), "{n}: result keys (hf-tailor: {mine}, lm-eval: {lm})");
+        for k in keys(lm) {
+            match (mine[&k].as_f64(), lm[&k].as_f64()) {
+                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-9, "{n} {k}: hf-tailor {a}, lm-eval {b}"),
+                _ => assert_eq!(mine[&k], lm[&k], "{n} {k}"),
+            }
+        }
+        assert!(mine["acc_stderr,none"].as_f64().unwrap() > 0.0, "{n}: a standard error that can fail");
+        assert_eq!(ours["n-samples"][n], shape["n-samples"][n], "{n}: n-samples");
+        assert_eq!(ours["n-shot"][n], shape["n-shot"][n], "{n}: n-shot");
+        assert_eq!(ours["higher_is_better"][n], shape["higher_is_better"][n], "{n}: higher_is_better");
+        for k in keys(&ours["configs"][n]) {
+            assert!(shape["configs"][n].get(&k).is_some(), "{n}: config key `{k}` is not lm-eval's ({:?})", keys(&shape["configs"][n]));
+        }
+        assert_eq!(ours["configs"][n]["output_type"], shape["configs"][n]["output_type"]);
+        assert_eq!(ours["configs"][n]["num_fewshot"], shape["configs"][n]["num_fewshot"]);
+    }
 }

@@ -11,7 +11,8 @@ card = ModelCard.load(readme)
 data = card.data.to_dict()
 evals = [
     {"task_type": e.task_type, "dataset_type": e.dataset_type, "dataset_name": e.dataset_name,
-     "metric_type": e.metric_type, "metric_value": e.metric_value}
+     "metric_type": e.metric_type, "metric_value": e.metric_value, "metric_name": e.metric_name,
+     "dataset_config": e.dataset_config, "dataset_split": e.dataset_split, "dataset_args": e.dataset_args}
     for e in (card.data.eval_results or [])
 ]
 root = ET.parse(svg).getroot()

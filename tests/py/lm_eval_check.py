@@ -66,5 +66,9 @@ results = {
     }
     for n in names
 }
-json.dump({"lm_eval": lm_eval.__version__, "results": results}, open(sys.argv[2], "w"))
+# lm-eval's own output object, for the test that hf-tailor writes the same shape (the
+# per-task sections; `samples` and the run's environment are left out).
+shape = {k: {n: out[k][n] for n in names} for k in ("results", "n-samples", "configs", "versions", "n-shot", "higher_is_better")}
+shape["top_level_keys"] = sorted(out.keys())
+json.dump({"lm_eval": lm_eval.__version__, "results": results, "shape": shape}, open(sys.argv[2], "w"), default=str)
 print("ok", {n: (r["acc"], r["acc_norm"], r["items"]) for n, r in results.items()})
