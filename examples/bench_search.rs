@@ -72,7 +72,7 @@ fn main() {
         curves.push(Curve { label: kind.name().into(), points: regret.iter().map(|r| Some(1.0 - r)).collect() });
     }
     if let Some(p) = svg {
-        std::fs::write(&p, plot_svg("1 − regret of the chosen candidate (synthetic)", &curves, &[])).expect("write svg");
+        std::fs::write(&p, plot_svg("1 − regret of the chosen candidate (synthetic)", &curves, &[], None)).expect("write svg");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

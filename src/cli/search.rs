@@ -40,12 +40,14 @@ pub struct FamilyArgs {
 #[derive(clap::Args, Debug)]
 #[group(required = true, multiple = false)]
 pub struct DepthArgs {
-    /// Keep this many layers.
-    #[arg(long)]
-    pub keep_layers: Option<usize>,
-    /// Remove this fraction of the layers (0.25 = a quarter).
-    #[arg(long)]
-    pub remove_ratio: Option<f64>,
+    /// Keep this many layers, or a range `A..B` (both included) for a size–quality front
+    /// from one search (`search` only).
+    #[arg(long, value_parser = parse_layer_range)]
+    pub keep_layers: Option<(usize, usize)>,
+    /// Remove this fraction of the layers (0.25 = a quarter), or a range `A..B` of
+    /// fractions for a front (`search` only).
+    #[arg(long, value_parser = parse_ratio_range)]
+    pub remove_ratio: Option<(f64, f64)>,
     /// Keep as many layers as fit in this many parameters.
     #[arg(long)]
     pub max_params: Option<u64>,
@@ -145,6 +147,13 @@ pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// For a front (a depth range): the depth whose candidate becomes tailor.yaml. Default:
+    /// the smallest model within 1 point of the best mean accuracy over the range.
+    #[arg(long, value_name = "K", conflicts_with = "pick_max_params")]
+    pub pick: Option<usize>,
+    /// For a front: the most accurate point with at most N parameters becomes tailor.yaml.
+    #[arg(long = "pick-max-params", value_name = "N")]
+    pub pick_max_params: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -243,13 +252,39 @@ fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceMode
     Ok((base, siblings, family))
 }
 
-fn depth(args: &DepthArgs) -> DepthTarget {
-    match (args.keep_layers, args.remove_ratio, args.max_params) {
-        (Some(k), _, _) => DepthTarget::KeepLayers(k),
-        (_, Some(r), _) => DepthTarget::RemoveRatio(r),
-        (_, _, Some(p)) => DepthTarget::MaxParams(p),
-        _ => unreachable!("clap requires one depth argument"),
+fn parse_layer_range(s: &str) -> Result<(usize, usize), String> {
+    let n = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("`{s}` is not a number of layers or a range A..B"));
+    match s.split_once("..") {
+        Some((a, b)) => Ok((n(a)?, n(b)?)),
+        None => n(s).map(|k| (k, k)),
     }
+}
+
+fn parse_ratio_range(s: &str) -> Result<(f64, f64), String> {
+    let n = |x: &str| x.trim().parse::<f64>().map_err(|_| format!("`{s}` is not a fraction or a range A..B"));
+    match s.split_once("..") {
+        Some((a, b)) => Ok((n(a)?, n(b)?)),
+        None => n(s).map(|r| (r, r)),
+    }
+}
+
+/// The depths asked for: (smallest, largest) kept layers (equal for one depth).
+fn depths(args: &DepthArgs, layers: usize, total_params: impl Fn(usize) -> u64 + Copy) -> anyhow::Result<(usize, usize)> {
+    let one = |t: DepthTarget| -> anyhow::Result<usize> { Ok(t.keep_layers(layers, total_params)?) };
+    let (a, b) = match (args.keep_layers, args.remove_ratio, args.max_params) {
+        (Some((a, b)), _, _) => (one(DepthTarget::KeepLayers(a))?, one(DepthTarget::KeepLayers(b))?),
+        // More removed is fewer kept.
+        (_, Some((a, b)), _) => (one(DepthTarget::RemoveRatio(b))?, one(DepthTarget::RemoveRatio(a))?),
+        (_, _, Some(p)) => {
+            let k = one(DepthTarget::MaxParams(p))?;
+            (k, k)
+        }
+        _ => unreachable!("clap requires one depth argument"),
+    };
+    if a > b {
+        super::usage!("the depth range is empty: give it smallest first (e.g. --keep-layers 20..30)");
+    }
+    Ok((a, b))
 }
 
 /// Everything both subcommands set up: the space and the evaluator (with calibration texts).
@@ -301,8 +336,8 @@ fn setup(
     let (base, siblings, family) = open_family(family)?;
     let config = family.base.config.clone();
     let template = RecipeTemplate::for_family(&family, base, siblings, scoring.edges);
-    let keep = depth(depth_args).keep_layers(config.num_hidden_layers, |k| config.total_params(k))?;
-    let space = SearchSpace::new(template, keep, options)?;
+    let (keep, keep_max) = depths(depth_args, config.num_hidden_layers, |k| config.total_params(k))?;
+    let space = SearchSpace::with_depths(template, keep, keep_max, options)?;
     let family = Arc::new(family);
     let many = devices.len() * per_device > 1;
     let mut workers = Vec::with_capacity(devices.len() * per_device);
@@ -425,10 +460,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         spec.journal.display()
     );
     let mut progress = Progress::new(args.trials);
-    // One worker: the sequential search (its journal has no worker names, as before).
-    let result = if let Some(url) = &args.storage {
+    let result = if s.space.is_range() {
+        if args.storage.is_some() || s.workers.len() > 1 {
+            super::usage!("a depth-range (front) search runs on one worker: drop --workers, the device list and --storage");
+        }
+        let pick = match (args.pick, args.pick_max_params) {
+            (Some(k), _) => hf_tailor::search::front::Pick::Layers(k),
+            (_, Some(n)) => hf_tailor::search::front::Pick::MaxParams(n),
+            _ => hf_tailor::search::front::Pick::Smallest,
+        };
+        job::run_front_job(&spec, pick, &mut s.workers[0].scorer, &s.params, &mut progress)?
+    } else if args.pick.is_some() || args.pick_max_params.is_some() {
+        super::usage!("--pick and --pick-max-params choose a point of a front: give a depth range (--keep-layers A..B)");
+    } else if let Some(url) = &args.storage {
         coordinate(&args, url, &spec, &mut s, &mut progress)?
     } else if s.workers.len() == 1 {
+        // One worker: the sequential search (its journal has no worker names, as before).
         job::run_job(&spec, &mut s.workers[0].scorer, &s.params, &mut progress)?
     } else {
         job::run_job_parallel(&spec, &mut s.workers, &s.params, &mut progress)?
@@ -535,6 +582,9 @@ pub fn run_baselines(args: BaselinesArgs) -> anyhow::Result<()> {
         super::usage!("--which names no baseline");
     }
     let mut s = setup(&args.family, &args.depth, &args.scoring, SpaceOptions::default(), true, 0)?;
+    if s.space.is_range() {
+        super::usage!("hf-tailor baselines takes one depth (a front search computes the baselines at every depth)");
+    }
     let mut progress = Progress::new(0);
     let (baselines, rows) = job::run_baselines(&s.space, &kinds, &s.calibration, &mut s.workers[0].scorer, args.budget, &*s.params, &mut progress)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;

@@ -74,35 +74,62 @@ fn score_err<E: std::error::Error + Send + Sync + 'static>(what: &str) -> impl F
 
 /// Run one baseline for `space`'s depth on calibration `texts`.
 pub fn run_baseline<S: Scorer>(kind: BaselineKind, space: &SearchSpace, scorer: &mut S, texts: &[String]) -> Result<Baseline, SearchError> {
+    Ok(run_baseline_depths(kind, &space.at_depth(space.keep), scorer, texts)?.pop().expect("one depth"))
+}
+
+/// Run one baseline for every depth of `space` at once (smallest depth first): ShortGPT
+/// and angular distance from one pass of block scores, SLEB's greedy removal order read
+/// at every depth it passes.
+pub fn run_baseline_depths<S: Scorer>(
+    kind: BaselineKind,
+    space: &SearchSpace,
+    scorer: &mut S,
+    texts: &[String],
+) -> Result<Vec<Baseline>, SearchError> {
     if texts.is_empty() {
         return Err(SearchError::Space("baselines need calibration text".into()));
     }
     let l = space.source_layers();
-    let drop = l - space.keep;
     let full = space.to_recipe(&space.base_only(&(0..l).collect::<Vec<_>>()));
-    let (removed, criterion) = match kind {
+    let drops: Vec<usize> = space.depths().map(|k| l - k).collect();
+    let per_depth: Vec<(Vec<usize>, Vec<f64>)> = match kind {
         BaselineKind::Shortgpt => {
             let cos = scorer.boundary_cosines(&full, texts).map_err(score_err("ShortGPT's hidden states"))?;
             check_matrix(&cos, l)?;
             let influence: Vec<f64> = (0..l).map(|i| 1.0 - cos[i][i + 1]).collect();
             let mut order: Vec<usize> = (0..l).collect();
             order.sort_by(|a, b| influence[*a].total_cmp(&influence[*b]).then(a.cmp(b)));
-            let mut removed: Vec<usize> = order.into_iter().take(drop).collect();
-            removed.sort_unstable();
-            (removed, influence)
+            drops
+                .iter()
+                .map(|&drop| {
+                    let mut removed: Vec<usize> = order.iter().copied().take(drop).collect();
+                    removed.sort_unstable();
+                    (removed, influence.clone())
+                })
+                .collect()
         }
         BaselineKind::Angular => {
             let cos = scorer.boundary_cosines(&full, texts).map_err(score_err("angular distance's hidden states"))?;
             check_matrix(&cos, l)?;
-            let dist: Vec<f64> = (0..=l - drop).map(|s| cos[s][s + drop].clamp(-1.0, 1.0).acos() / std::f64::consts::PI).collect();
-            let start = (0..dist.len()).min_by(|a, b| dist[*a].total_cmp(&dist[*b]).then(a.cmp(b))).expect("at least one block");
-            ((start..start + drop).collect(), dist)
+            drops
+                .iter()
+                .map(|&drop| {
+                    let dist: Vec<f64> = (0..=l - drop).map(|s| cos[s][s + drop].clamp(-1.0, 1.0).acos() / std::f64::consts::PI).collect();
+                    let start = (0..dist.len()).min_by(|a, b| dist[*a].total_cmp(&dist[*b]).then(a.cmp(b))).expect("at least one block");
+                    ((start..start + drop).collect(), dist)
+                })
+                .collect()
         }
         BaselineKind::Sleb => {
+            let most = drops.iter().copied().max().unwrap_or(0);
             let mut kept: Vec<usize> = (0..l).collect();
             let mut removed = Vec::new();
             let mut steps = Vec::new();
-            for _ in 0..drop {
+            let mut at: std::collections::BTreeMap<usize, (Vec<usize>, Vec<f64>)> = std::collections::BTreeMap::new();
+            if drops.contains(&0) {
+                at.insert(0, (Vec::new(), Vec::new()));
+            }
+            for _ in 0..most {
                 let mut best: Option<(f64, usize)> = None;
                 for (pos, _) in kept.iter().enumerate() {
                     let mut trial = kept.clone();
@@ -116,13 +143,22 @@ pub fn run_baseline<S: Scorer>(kind: BaselineKind, space: &SearchSpace, scorer: 
                 let (ppl, pos) = best.expect("kept is never empty while dropping");
                 removed.push(kept.remove(pos));
                 steps.push(ppl);
+                if drops.contains(&removed.len()) {
+                    let mut r = removed.clone();
+                    r.sort_unstable();
+                    at.insert(removed.len(), (r, steps.clone()));
+                }
             }
-            removed.sort_unstable();
-            (removed, steps)
+            drops.iter().map(|d| at[d].clone()).collect()
         }
     };
-    let kept: Vec<usize> = (0..l).filter(|i| !removed.contains(i)).collect();
-    Ok(Baseline { kind, removed, criterion, recipe: space.to_recipe(&space.base_only(&kept)) })
+    Ok(per_depth
+        .into_iter()
+        .map(|(removed, criterion)| {
+            let kept: Vec<usize> = (0..l).filter(|i| !removed.contains(i)).collect();
+            Baseline { kind, removed, criterion, recipe: space.to_recipe(&space.base_only(&kept)) }
+        })
+        .collect())
 }
 
 fn check_matrix(cos: &[Vec<f64>], l: usize) -> Result<(), SearchError> {

@@ -65,6 +65,7 @@ pub fn header(space: &SearchSpace, cfg: &OptimizerConfig, tasks: Vec<String>) ->
         tasks,
         template: space.template.clone(),
         keep: space.keep,
+        keep_max: space.is_range().then_some(space.keep_max),
         space: space.options.clone(),
         optimizer: cfg.clone(),
     }

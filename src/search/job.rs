@@ -9,6 +9,7 @@ use crate::score::{Items, Measures, ModelResult, ResultKind, Scorer};
 
 use super::baselines::{run_baseline, Baseline, BaselineKind};
 use super::driver::{header, run_search, run_search_parallel, run_search_remote, SearchOutcome, TrialEvent, Worker};
+use super::front::{FrontPoint, Pick};
 use super::journal::Journal;
 use super::journal::JournalHeader;
 use super::optimizer::OptimizerConfig;
@@ -64,6 +65,8 @@ pub struct JobResult {
     pub best: Recipe,
     pub baselines: Vec<Baseline>,
     pub report: SearchReport,
+    /// A front search's points, smallest first (empty for one depth).
+    pub front: Vec<FrontPoint>,
 }
 
 /// Progress of the stages after the search (scoring references and baselines).
@@ -169,6 +172,12 @@ fn run_job_with<W: AsScorer>(
 ) -> Result<JobResult, SearchError> {
     let space = &spec.space;
     let scorer = workers[0].scorer();
+    if space.is_range() {
+        if open.is_some() || workers.len() > 1 {
+            return Err(SearchError::Space("a depth-range (front) search runs on one worker: drop --workers, the device list and --storage".into()));
+        }
+        return run_front_job(spec, Pick::default(), scorer, params, observer);
+    }
     // The baselines first: their removal sets seed the search's initial design.
     let (baselines, baseline_rows) =
         run_baselines_reusing(space, &spec.baselines, &spec.precomputed, &spec.calibration, scorer, spec.optimizer.full_budget(), &params, observer)?;
@@ -250,8 +259,117 @@ fn run_job_with<W: AsScorer>(
         finalists,
         about: Vec::new(),
         rows_note: None,
+        front: Vec::new(),
     };
-    Ok(JobResult { outcome, best, baselines, report })
+    Ok(JobResult { outcome, best, baselines, report, front: Vec::new() })
+}
+
+/// A front search: one study over every depth of `spec.space`, then at every depth the
+/// best candidate (chosen on the selection split when there is one) and the baselines,
+/// scored on the same items; `pick` chooses the point that becomes `best`.
+pub fn run_front_job<S: Scorer>(
+    spec: &JobSpec,
+    pick: Pick,
+    scorer: &mut S,
+    params: impl Fn(&Recipe) -> u64,
+    observer: &mut dyn JobObserver,
+) -> Result<JobResult, SearchError> {
+    let space = &spec.space;
+    if !spec.precomputed.is_empty() {
+        return Err(SearchError::Space("precomputed baselines are for one depth; a front search computes its own".into()));
+    }
+    let full = spec.optimizer.full_budget();
+    let depths: Vec<usize> = space.depths().collect();
+    // Baselines at every depth at once: their removal sets seed the search.
+    let mut per_kind: Vec<Vec<Baseline>> = Vec::new();
+    for kind in &spec.baselines {
+        observer.stage(&format!("baseline {} at depths {}..{}", kind.label(), space.keep, space.keep_max));
+        per_kind.push(super::baselines::run_baseline_depths(*kind, space, scorer, &spec.calibration)?);
+    }
+    let mut optimizer = spec.optimizer.clone();
+    optimizer.warm_removals = per_kind.iter().flatten().map(|b| b.removed.clone()).collect();
+    if spec.resume && (spec.inherit.objective || spec.inherit.hold_out) && spec.journal.exists() {
+        if let Ok((found, _)) = Journal::read(&spec.journal) {
+            if spec.inherit.objective {
+                optimizer.objective = found.optimizer.objective;
+            }
+            if spec.inherit.hold_out {
+                optimizer.hold_out = found.optimizer.hold_out;
+            }
+        }
+    }
+    let head = header(space, &optimizer, scorer.task_names());
+    let mut journal = if spec.resume { Journal::resume(&spec.journal, head)? } else { Journal::create(&spec.journal, head)? };
+    let mut outcome = run_search(space, &mut journal, spec.trials, scorer, |e| observer.trial(e))?;
+    let tasks = scorer.task_names();
+    let mut chosen = select::front(&outcome.trials);
+    let mut finalists = Vec::new();
+    if let Some(h) = optimizer.hold_out {
+        for (&k, t) in chosen.iter_mut() {
+            let top = select::finalists_at(&outcome.trials, k, select::TOP);
+            let mut measured = Vec::new();
+            for &i in &top {
+                observer.stage(&format!("depth {k}: scoring finalist trial {} on the selection split", i + 1));
+                measured.push(measure(scorer, &outcome.trials[i].recipe, full, Items::Selection(h), "a finalist on the selection split")?);
+            }
+            let (c, rows) = select::choose_finalist(&outcome.trials, &top, &measured, optimizer.objective.select);
+            *t = top[c];
+            finalists.extend(rows);
+        }
+    }
+    let mut points = Vec::new();
+    for &k in &depths {
+        let Some(&t) = chosen.get(&k) else { continue };
+        observer.stage(&format!("depth {k}: scoring the front's candidate and the baselines at the full budget"));
+        let recipe = &outcome.trials[t].recipe;
+        let m = measure(scorer, recipe, full, Items::All, "a front candidate")?;
+        let tailored = ModelResult::from_measures(format!("hf-tailor keep-{k}"), ResultKind::Tailored, k, params(recipe), &m);
+        let mut rows = Vec::new();
+        for bs in &per_kind {
+            let b = &bs[k - space.keep];
+            let m = measure(scorer, &b.recipe, full, Items::All, b.kind.label())?;
+            rows.push(ModelResult::from_measures(b.kind.label().into(), ResultKind::Baseline, k, params(&b.recipe), &m));
+        }
+        points.push(FrontPoint { layers: k, trial: t, tailored, baselines: rows, recipe_file: super::front::recipe_file(k), picked: false });
+    }
+    let at = super::front::pick(&points, pick).map_err(SearchError::Space)?;
+    points[at].picked = true;
+    let k = points[at].layers;
+    outcome.best = points[at].trial;
+    let best = outcome.best_trial().recipe.clone();
+    let mut rows = Vec::new();
+    let names: Vec<(String, ResultKind)> = std::iter::once((space.template.base.name.clone(), ResultKind::Base))
+        .chain(space.template.siblings.iter().map(|s| (s.name.clone(), ResultKind::Sibling)))
+        .collect();
+    for (name, kind) in names {
+        observer.stage(&format!("scoring {name}"));
+        let r = whole_model(space, &name);
+        let m = measure(scorer, &r, full, Items::All, &name)?;
+        rows.push(ModelResult::from_measures(name, kind, r.layers.len(), params(&r), &m));
+    }
+    rows.extend(points[at].baselines.iter().cloned());
+    let mut picked = points[at].tailored.clone();
+    picked.label = "hf-tailor".into();
+    rows.push(picked);
+    let baselines: Vec<Baseline> = per_kind.iter().map(|bs| bs[k - space.keep].clone()).collect();
+    let report = SearchReport {
+        tasks,
+        budget: full,
+        rows,
+        curves: vec![Curve { label: spec.optimizer.kind.name().into(), points: outcome.curve.clone() }],
+        selection: if optimizer.hold_out.is_some() { select::SPLIT_RULE } else { select::RULE }.into(),
+        optimizer: spec.optimizer.kind.name().into(),
+        seed: spec.optimizer.seed,
+        trials: outcome.trials.len(),
+        scoring_seconds: outcome.trials.iter().map(|t| t.seconds).sum(),
+        objective: optimizer.objective.name(),
+        hold_out: optimizer.hold_out,
+        finalists,
+        about: Vec::new(),
+        rows_note: None,
+        front: points.clone(),
+    };
+    Ok(JobResult { outcome, best, baselines, report, front: points })
 }
 
 /// Run `kinds` on `space`'s depth and score each at `budget` on the scorer's tasks.
@@ -326,6 +444,13 @@ pub fn write_outputs(result: &JobResult, dir: &Path) -> Result<(), SearchError> 
     };
     std::fs::create_dir_all(dir).map_err(werr(dir))?;
     save(&result.best, &dir.join(RECIPE_FILE))?;
+    if !result.front.is_empty() {
+        let fdir = dir.join(super::front::FRONT_DIR);
+        std::fs::create_dir_all(&fdir).map_err(werr(&fdir))?;
+        for p in &result.front {
+            save(&result.outcome.trials[p.trial].recipe, &dir.join(&p.recipe_file))?;
+        }
+    }
     if !result.baselines.is_empty() {
         let bdir = dir.join("baselines");
         std::fs::create_dir_all(&bdir).map_err(werr(&bdir))?;

@@ -32,6 +32,9 @@ pub struct JournalHeader {
     pub tasks: Vec<String>,
     pub template: RecipeTemplate,
     pub keep: usize,
+    /// The largest depth of a front search (absent for one depth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_max: Option<usize>,
     pub space: SpaceOptions,
     pub optimizer: OptimizerConfig,
 }
@@ -271,8 +274,9 @@ fn header_difference(found: &JournalHeader, wanted: &JournalHeader) -> String {
         format!("tasks {:?} (now {:?})", found.tasks, wanted.tasks)
     } else if found.template != wanted.template {
         "models (base, siblings or their revisions)".to_string()
-    } else if found.keep != wanted.keep {
-        format!("keep {} layers (now {})", found.keep, wanted.keep)
+    } else if found.keep != wanted.keep || found.keep_max != wanted.keep_max {
+        let depth = |h: &JournalHeader| h.keep_max.map_or(h.keep.to_string(), |m| format!("{}..{m}", h.keep));
+        format!("keep {} layers (now {})", depth(found), depth(wanted))
     } else if found.space != wanted.space {
         "merge methods or merge settings".to_string()
     } else if found.optimizer.seed != wanted.optimizer.seed {

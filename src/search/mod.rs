@@ -15,6 +15,7 @@
 pub mod baselines;
 pub mod driver;
 pub mod forest;
+pub mod front;
 pub mod hyperband;
 pub mod job;
 pub mod journal;

@@ -179,6 +179,7 @@ struct Observation {
     features: Vec<f64>,
     candidate: Candidate,
     costs: Vec<f64>,
+    budget: usize,
 }
 
 /// An optimiser over one search space.
@@ -281,11 +282,24 @@ impl<'s> Optimizer<'s> {
             values.values().map(|v| objective::cost(guide, *v)).collect()
         };
         let mean = costs.iter().sum::<f64>() / costs.len().max(1) as f64;
-        if let Some(hb) = schedule.and_then(|i| self.hyperbands.get_mut(i)) {
-            hb.tell(proposal.candidate.clone(), mean);
-        }
         let features = self.features_at(&proposal.candidate, proposal.budget);
-        self.history.push(Observation { features, candidate: proposal.candidate.clone(), costs });
+        self.history.push(Observation { features, candidate: proposal.candidate.clone(), costs, budget: proposal.budget });
+        // A front: Hyperband compares a candidate with the best of its own depth at its
+        // budget (a shallower model is never promoted for being better than a deeper one,
+        // and a depth with few good candidates gets its share of the high budgets).
+        let promote_on = if self.space.is_range() { mean - self.best_mean_at(proposal.candidate.kept().count(), proposal.budget) } else { mean };
+        if let Some(hb) = schedule.and_then(|i| self.hyperbands.get_mut(i)) {
+            hb.tell(proposal.candidate.clone(), promote_on);
+        }
+    }
+
+    /// The lowest mean cost observed at depth `k` and `budget`.
+    fn best_mean_at(&self, k: usize, budget: usize) -> f64 {
+        self.history
+            .iter()
+            .filter(|o| o.budget == budget && o.candidate.kept().count() == k)
+            .map(|o| o.costs.iter().sum::<f64>() / o.costs.len().max(1) as f64)
+            .fold(f64::INFINITY, f64::min)
     }
 
     fn features_at(&self, c: &Candidate, budget: usize) -> Vec<f64> {
@@ -403,9 +417,19 @@ impl<'s> Optimizer<'s> {
         }
         evaluated.sort_by(|a, b| a.0.total_cmp(&b.0));
         let best = evaluated.first().map(|(m, _)| *m)?;
+        // A front: improvement is measured against the incumbent of the candidate's own
+        // depth (the worst evaluated value where a depth has none yet), so trials go where
+        // the front is uncertain instead of all to the deepest, most accurate models.
+        let range = space.is_range();
+        let mut best_at: std::collections::BTreeMap<usize, f64> = std::collections::BTreeMap::new();
+        for (m, c) in &evaluated {
+            best_at.entry(c.kept().count()).or_insert(*m);
+        }
+        let worst = evaluated.last().map_or(best, |(m, _)| *m);
         let ei = |c: &Candidate| {
             let (m, v) = predict(c);
-            expected_improvement(m, v, best)
+            let incumbent = if range { best_at.get(&c.kept().count()).copied().unwrap_or(worst) } else { best };
+            expected_improvement(m, v, incumbent)
         };
         let mut top: Option<(f64, Candidate)> = None;
         let mut consider = |score: f64, c: &Candidate, seen: &dyn Fn(&Candidate) -> bool| {
@@ -425,9 +449,16 @@ impl<'s> Optimizer<'s> {
             consider(*s, c, &seen);
         }
         randoms.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let starts: Vec<Candidate> = evaluated
-            .iter()
-            .map(|(_, c)| c.clone())
+        // Hill climbs start from the best evaluated candidates (for a front: the best of
+        // each depth first) and from the best random samples.
+        let mut firsts: Vec<Candidate> = Vec::new();
+        if range {
+            let mut depth_seen = std::collections::BTreeSet::new();
+            firsts.extend(evaluated.iter().filter(|(_, c)| depth_seen.insert(c.kept().count())).map(|(_, c)| c.clone()));
+        }
+        firsts.extend(evaluated.iter().map(|(_, c)| c.clone()));
+        let starts: Vec<Candidate> = firsts
+            .into_iter()
             .take(self.cfg.local_searches.div_ceil(2))
             .chain(randoms.iter().map(|(_, c)| c.clone()).take(self.cfg.local_searches / 2))
             .collect();

@@ -54,6 +54,9 @@ pub struct SearchReport {
     /// `budget` calibration items, which the search optimised).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_note: Option<String>,
+    /// A front search's best candidate at every depth, smallest first (empty for one depth).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub front: Vec<super::front::FrontPoint>,
 }
 
 fn acc() -> String {
@@ -64,6 +67,8 @@ fn acc() -> String {
 pub const JSON_FILE: &str = "report.json";
 pub const MARKDOWN_FILE: &str = "report.md";
 pub const SVG_FILE: &str = "search.svg";
+/// The front's plot (front searches only).
+pub const FRONT_SVG_FILE: &str = "front.svg";
 
 impl SearchReport {
     /// The report, with the tailored row also as lm-evaluation-harness writes results
@@ -105,9 +110,21 @@ impl SearchReport {
         crate::score::comparisons(&self.rows)
     }
 
-    /// A Markdown table: one row per model, one column per task plus the mean.
+    /// A Markdown table: one row per model, one column per task plus the mean (for a
+    /// front search, the front's table first, and the rows at the picked depth).
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
+        if !self.front.is_empty() {
+            let _ = writeln!(
+                s,
+                "Front: the best candidate found at every depth by one search ({} trials), and the baselines at each depth; mean accuracy in % ± one standard error, first {} calibration items per task. {}\n\n![front]({FRONT_SVG_FILE})\n",
+                self.trials,
+                self.budget,
+                super::front::PICK_RULE
+            );
+            s.push_str(&super::front::markdown(&self.front));
+            let _ = writeln!(s, "\nThe picked point against the base, siblings and baselines at its depth:\n");
+        }
         let _ = writeln!(s, "| model | kind | layers | params | {} | mean ± s.e. |", self.tasks.join(" | "));
         let _ = writeln!(s, "|---|---|---:|---:|{}---:|", "---:|".repeat(self.tasks.len()));
         for r in &self.rows {
@@ -218,7 +235,21 @@ impl SearchReport {
         };
         w(JSON_FILE, self.to_json())?;
         w(MARKDOWN_FILE, self.to_markdown())?;
+        if !self.front.is_empty() {
+            w(FRONT_SVG_FILE, self.front_svg())?;
+        }
         w(SVG_FILE, self.to_svg())
+    }
+
+    /// The front plot: accuracy against parameters, base and siblings as points.
+    pub fn front_svg(&self) -> String {
+        let refs: Vec<(String, u64, f64)> = self
+            .rows
+            .iter()
+            .filter(|r| matches!(r.kind, ResultKind::Base | ResultKind::Sibling))
+            .map(|r| (r.label.clone(), r.params, r.mean()))
+            .collect();
+        super::front::svg(&self.front, &refs)
     }
 }
 
@@ -423,6 +454,7 @@ mod tests {
             finalists: vec![],
             about: vec![],
             rows_note: None,
+            front: vec![],
         };
         let md = r.to_markdown();
         assert!(md.contains("| base | base | 4 | 1.23M | 50.00 | 70.00 | 60.00 |"), "{md}");

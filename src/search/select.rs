@@ -140,6 +140,30 @@ pub fn choose_finalist(trials: &[TrialRecord], finalists: &[usize], selection: &
     (chosen, rows)
 }
 
+/// A front search's choice at every depth: for each number of kept layers, the index of
+/// the trial [`choose`] picks among that depth's trials (each depth at the highest budget
+/// any of its own trials reached).
+pub fn front(trials: &[TrialRecord]) -> std::collections::BTreeMap<usize, usize> {
+    let mut by_depth: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, t) in trials.iter().enumerate() {
+        by_depth.entry(t.recipe.layers.len()).or_default().push(i);
+    }
+    by_depth
+        .into_iter()
+        .filter_map(|(k, idx)| {
+            let sub: Vec<TrialRecord> = idx.iter().map(|&i| trials[i].clone()).collect();
+            choose(&sub).map(|j| (k, idx[j]))
+        })
+        .collect()
+}
+
+/// The trials of depth `k`, as indices into `trials`, best first (see [`finalists`]).
+pub fn finalists_at(trials: &[TrialRecord], k: usize, n: usize) -> Vec<usize> {
+    let idx: Vec<usize> = (0..trials.len()).filter(|&i| trials[i].recipe.layers.len() == k).collect();
+    let sub: Vec<TrialRecord> = idx.iter().map(|&i| trials[i].clone()).collect();
+    finalists(&sub, n).into_iter().map(|j| idx[j]).collect()
+}
+
 /// Mean accuracy of the choice after each trial (the search's progress curve).
 pub fn incumbent_curve(trials: &[TrialRecord]) -> Vec<Option<f64>> {
     (1..=trials.len()).map(|n| choose(&trials[..n]).map(|i| trials[i].mean)).collect()
@@ -169,6 +193,21 @@ mod tests {
             failed: None,
             worker: None,
         }
+    }
+
+    #[test]
+    fn the_front_has_each_depths_best_at_its_own_highest_budget() {
+        let (b, s0) = (Rule::Take("base".into()), Rule::Take("s0".into()));
+        let trials = vec![
+            trial(0, 100, 0.7, &[b.clone(), b.clone(), b.clone()]),
+            trial(1, 100, 0.8, &[s0.clone(), b.clone(), b.clone()]),
+            trial(2, 10, 0.9, &[b.clone(), b.clone()]),
+            trial(3, 10, 0.6, &[s0.clone(), b.clone()]),
+            trial(4, 100, 0.5, std::slice::from_ref(&s0)),
+        ];
+        let f = front(&trials);
+        assert_eq!(f.into_iter().collect::<Vec<_>>(), vec![(1, 4), (2, 2), (3, 1)], "depth 2 never reached budget 100: its best at 10");
+        assert_eq!(finalists_at(&trials, 3, 5), vec![1, 0]);
     }
 
     #[test]

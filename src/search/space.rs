@@ -165,11 +165,15 @@ impl Candidate {
     }
 }
 
-/// The space: a recipe template, the number of layers kept, and the options.
+/// The space: a recipe template, the number of layers kept (a range of depths for a
+/// size–quality front: `keep..=keep_max`), and the options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchSpace {
     pub template: RecipeTemplate,
+    /// The depth, or the smallest depth of a front.
     pub keep: usize,
+    /// The largest depth of a front (`keep` for a single depth).
+    pub keep_max: usize,
     pub options: SpaceOptions,
 }
 
@@ -188,7 +192,33 @@ impl SearchSpace {
         if !(options.density > 0.0 && options.density <= 1.0) {
             return Err(SearchError::Space(format!("merge density must be in (0, 1], got {}", options.density)));
         }
-        Ok(Self { template, keep, options })
+        Ok(Self { template, keep, keep_max: keep, options })
+    }
+
+    /// A space over every depth of `keep..=keep_max`: one study for the whole front.
+    pub fn with_depths(template: RecipeTemplate, keep: usize, keep_max: usize, options: SpaceOptions) -> Result<Self, SearchError> {
+        if keep_max < keep {
+            return Err(SearchError::Space(format!("the depth range {keep}..{keep_max} is empty")));
+        }
+        let mut s = Self::new(template, keep_max, options)?;
+        Self::new(s.template.clone(), keep, s.options.clone())?;
+        s.keep = keep;
+        Ok(s)
+    }
+
+    /// Whether the space spans several depths (a front).
+    pub fn is_range(&self) -> bool {
+        self.keep_max > self.keep
+    }
+
+    /// The depths of the space, smallest first.
+    pub fn depths(&self) -> std::ops::RangeInclusive<usize> {
+        self.keep..=self.keep_max
+    }
+
+    /// The single-depth space at depth `k` (for baselines and dedicated searches).
+    pub fn at_depth(&self, k: usize) -> Self {
+        Self { keep: k, keep_max: k, ..self.clone() }
     }
 
     pub fn source_layers(&self) -> usize {
@@ -205,7 +235,9 @@ impl SearchSpace {
     /// uniform sibling subset, λ ~ U[0, 1] and a uniform method.
     pub fn sample(&self, rng: &mut impl Rng) -> Candidate {
         let l = self.source_layers();
-        let mut kept: Vec<usize> = sample(rng, l, self.keep).into_vec();
+        // A front: the depth uniformly first (a single depth draws nothing, as before).
+        let k = if self.is_range() { rng.random_range(self.keep..=self.keep_max) } else { self.keep };
+        let mut kept: Vec<usize> = sample(rng, l, k).into_vec();
         kept.sort_unstable();
         let mut layers = vec![None; l];
         for i in kept {
@@ -228,11 +260,13 @@ impl SearchSpace {
         let kept: Vec<usize> = c.kept().collect();
         let removed: Vec<usize> = (0..c.layers.len()).filter(|i| c.layers[*i].is_none()).collect();
         let merges: Vec<usize> = kept.iter().copied().filter(|&i| c.layers[i].is_some_and(|x| x.is_merge())).collect();
-        if removed.is_empty() && self.siblings() == 0 {
+        if removed.is_empty() && self.siblings() == 0 && !self.is_range() {
             return out; // a one-point space: nothing to move
         }
+        // A front also moves between depths: add a removed layer or drop a kept one.
+        let moves = if self.is_range() { 6 } else { 4 };
         loop {
-            match rng.random_range(0..4) {
+            match rng.random_range(0..moves) {
                 0 if !removed.is_empty() => {
                     let from = kept[rng.random_range(0..kept.len())];
                     let to = removed[rng.random_range(0..removed.len())];
@@ -257,6 +291,14 @@ impl SearchSpace {
                     let ch = out.layers[at].expect("kept");
                     let method = self.options.methods[rng.random_range(0..self.options.methods.len())];
                     out.layers[at] = Some(Choice::new(ch.subset, ch.lambda, method));
+                }
+                4 if kept.len() < self.keep_max && !removed.is_empty() => {
+                    let to = removed[rng.random_range(0..removed.len())];
+                    out.layers[to] = Some(self.random_choice(rng));
+                }
+                5 if kept.len() > self.keep => {
+                    let from = kept[rng.random_range(0..kept.len())];
+                    out.layers[from] = None;
                 }
                 _ => continue,
             }
@@ -293,11 +335,15 @@ impl SearchSpace {
                 }
             }
         }
+        if self.is_range() {
+            // The depth as a feature of its own: accuracy falls with it across the front.
+            f.push((c.kept().count() - self.keep) as f64 / (self.keep_max - self.keep) as f64);
+        }
         f
     }
 
     pub fn feature_len(&self) -> usize {
-        self.source_layers() * (2 + self.siblings() + usize::from(self.options.methods.len() > 1))
+        self.source_layers() * (2 + self.siblings() + usize::from(self.options.methods.len() > 1)) + usize::from(self.is_range())
     }
 
     /// The recipe a candidate stands for.
@@ -330,8 +376,9 @@ impl SearchSpace {
         if r.source_layers != t.source_layers || r.base.name != t.base.name {
             return Err(bad(format!("it is for {} layers of `{}`", r.source_layers, r.base.name)));
         }
-        if r.layers.len() != self.keep {
-            return Err(bad(format!("it keeps {} layers, the space keeps {}", r.layers.len(), self.keep)));
+        if !self.depths().contains(&r.layers.len()) {
+            let want = if self.is_range() { format!("{}..{}", self.keep, self.keep_max) } else { self.keep.to_string() };
+            return Err(bad(format!("it keeps {} layers, the space keeps {want}", r.layers.len())));
         }
         let sib_index = |name: &str| t.siblings.iter().position(|s| s.name == name);
         let mut layers = vec![None; t.source_layers];

@@ -106,7 +106,7 @@ pub fn baseline_warm_start(space: &SearchSpace, removals: &[Vec<usize>]) -> Vec<
     let mut out: Vec<Candidate> = Vec::new();
     for removed in removals {
         let kept: Vec<usize> = (0..l).filter(|i| !removed.contains(i)).collect();
-        if kept.len() != space.keep || removed.iter().any(|&r| r >= l) {
+        if !space.depths().contains(&kept.len()) || removed.iter().any(|&r| r >= l) {
             continue;
         }
         let base = space.base_only(&kept);
