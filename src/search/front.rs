@@ -84,17 +84,18 @@ pub fn pick(points: &[FrontPoint], pick: Pick) -> Result<usize, String> {
 pub fn markdown(points: &[FrontPoint]) -> String {
     let mut s = String::new();
     let kinds: Vec<String> = points.first().map(|p| p.baselines.iter().map(|b| b.label.clone()).collect()).unwrap_or_default();
-    let _ = writeln!(s, "| layers | params | hf-tailor mean ± s.e. | {} | trial | recipe | picked |", kinds.join(" | "));
+    let heads: String = kinds.iter().map(|k| format!(" {k} |")).collect();
+    let _ = writeln!(s, "| layers | params | hf-tailor mean ± s.e. |{heads} trial | recipe | picked |");
     let _ = writeln!(s, "|---:|---:|---:|{}---:|---|:---:|", "---:|".repeat(kinds.len()));
     for p in points {
         let b: Vec<String> = kinds.iter().map(|k| p.baselines.iter().find(|b| &b.label == k).map_or("–".into(), |b| b.mean_display())).collect();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | `{}` | {} |",
+            "| {} | {} | {} |{} {} | `{}` | {} |",
             p.layers,
             human_count(p.tailored.params),
             p.tailored.mean_display(),
-            b.join(" | "),
+            b.iter().map(|x| format!(" {x} |")).collect::<String>(),
             p.trial + 1,
             p.recipe_file,
             if p.picked { "✓" } else { "" }

@@ -478,6 +478,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_front_space_spans_its_depths() {
+        let space = SearchSpace::with_depths(template(10, 2), 5, 8, SpaceOptions::default()).unwrap();
+        assert!(space.is_range() && !space.at_depth(6).is_range());
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let c = space.sample(&mut rng);
+            let k = c.kept().count();
+            assert!((5..=8).contains(&k), "{k}");
+            seen.insert(k);
+            assert_eq!(space.features(&c).len(), space.feature_len());
+            assert_eq!(space.from_recipe(&space.to_recipe(&c)).unwrap(), c);
+            let n = space.neighbour(&c, &mut rng);
+            assert!((5..=8).contains(&n.kept().count()));
+            seen.insert(n.kept().count());
+        }
+        assert_eq!(seen.len(), 4, "every depth is reached");
+        let outside = SearchSpace::new(template(10, 2), 4, SpaceOptions::default()).unwrap();
+        let c = outside.sample(&mut rng);
+        assert!(space.from_recipe(&outside.to_recipe(&c)).unwrap_err().to_string().contains("the space keeps 5..8"));
+        assert!(SearchSpace::with_depths(template(10, 2), 8, 5, SpaceOptions::default()).is_err());
+    }
+
+    #[test]
     fn a_one_point_space_has_no_neighbour_but_does_not_hang() {
         let space = SearchSpace::new(template(3, 0), 3, SpaceOptions::default()).unwrap();
         let c = space.sample(&mut ChaCha8Rng::seed_from_u64(0));
