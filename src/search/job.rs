@@ -171,9 +171,10 @@ fn run_job_with<W: AsScorer>(
     search: impl FnOnce(&mut dyn Storage, &mut [W], &mut dyn FnMut(&TrialEvent<'_>)) -> Result<SearchOutcome, SearchError>,
 ) -> Result<JobResult, SearchError> {
     let space = &spec.space;
+    let many = workers.len() > 1;
     let scorer = workers[0].scorer();
     if space.is_range() {
-        if open.is_some() || workers.len() > 1 {
+        if open.is_some() || many {
             return Err(SearchError::Space("a depth-range (front) search runs on one worker: drop --workers, the device list and --storage".into()));
         }
         return run_front_job(spec, Pick::default(), scorer, params, observer);
