@@ -19,7 +19,51 @@ pub enum Role {
     Down,
     InputNorm,
     PostAttentionNorm,
+    /// Per-head RMSNorm of the queries / keys before rotary (Qwen3, Gemma 3): one weight of `head_dim`.
+    QNorm,
+    KNorm,
+    /// Sandwich norms around the MLP (Gemma 2/3): the MLP input norm and the norm of its output.
+    PreFeedforwardNorm,
+    PostFeedforwardNorm,
 }
+
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    /// GELU with the tanh approximation (`gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+/// The numerical conventions that set a family's forward pass apart, as data; the forward
+/// pass branches on these flags, never on the `model_type`.
+#[derive(Debug, Clone, Copy)]
+pub struct Flavor {
+    /// RMSNorm scales by `(1 + w)` instead of `w` (Gemma).
+    pub norm_plus_one: bool,
+    /// Embeddings are multiplied by `sqrt(hidden_size)` (Gemma).
+    pub embed_scale: bool,
+    pub activation: Activation,
+    /// The attention output is normalised (`post_attention_layernorm`) before the residual
+    /// add, and the MLP has its own pre/post norms (Gemma 2/3), instead of
+    /// `post_attention_layernorm` being the MLP's input norm (Llama).
+    pub sandwich_norms: bool,
+    /// Config flag that must be true for `sliding_window` to apply (Qwen2/3 `use_sliding_window`);
+    /// `None`: a numeric `sliding_window` alone turns it on.
+    pub window_switch: Option<&'static str>,
+    /// Sliding and full layers are told apart by `layer_types` (or the legacy
+    /// `sliding_window_pattern`), and each kind may have its own rotary base (Gemma 2/3).
+    pub per_layer_attention: bool,
+}
+
+const LLAMA_FLAVOR: Flavor = Flavor {
+    norm_plus_one: false,
+    embed_scale: false,
+    activation: Activation::Silu,
+    sandwich_norms: false,
+    window_switch: None,
+    per_layer_attention: false,
+};
 
 /// One tensor inside a decoder layer, named relative to the layer prefix.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +95,7 @@ pub struct Arch {
     pub layer_prefix: &'static str,
     pub layer_tensors: &'static [LayerTensor],
     pub per_layer_fields: &'static [PerLayerField],
+    pub flavor: Flavor,
 }
 
 const LLAMA_LAYER: &[LayerTensor] = &[
@@ -80,6 +125,59 @@ const QWEN2_LAYER: &[LayerTensor] = &[
     LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
 ];
 
+const QWEN3_LAYER: &[LayerTensor] = &[
+    LayerTensor { suffix: "self_attn.q_proj.weight", role: Role::Q },
+    LayerTensor { suffix: "self_attn.k_proj.weight", role: Role::K },
+    LayerTensor { suffix: "self_attn.v_proj.weight", role: Role::V },
+    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
+    LayerTensor { suffix: "self_attn.q_norm.weight", role: Role::QNorm },
+    LayerTensor { suffix: "self_attn.k_norm.weight", role: Role::KNorm },
+    LayerTensor { suffix: "mlp.gate_proj.weight", role: Role::Gate },
+    LayerTensor { suffix: "mlp.up_proj.weight", role: Role::Up },
+    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
+    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
+    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
+];
+
+const GEMMA2_LAYER: &[LayerTensor] = &[
+    LayerTensor { suffix: "self_attn.q_proj.weight", role: Role::Q },
+    LayerTensor { suffix: "self_attn.k_proj.weight", role: Role::K },
+    LayerTensor { suffix: "self_attn.v_proj.weight", role: Role::V },
+    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
+    LayerTensor { suffix: "mlp.gate_proj.weight", role: Role::Gate },
+    LayerTensor { suffix: "mlp.up_proj.weight", role: Role::Up },
+    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
+    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
+    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
+    LayerTensor { suffix: "pre_feedforward_layernorm.weight", role: Role::PreFeedforwardNorm },
+    LayerTensor { suffix: "post_feedforward_layernorm.weight", role: Role::PostFeedforwardNorm },
+];
+
+const GEMMA3_LAYER: &[LayerTensor] = &[
+    LayerTensor { suffix: "self_attn.q_proj.weight", role: Role::Q },
+    LayerTensor { suffix: "self_attn.k_proj.weight", role: Role::K },
+    LayerTensor { suffix: "self_attn.v_proj.weight", role: Role::V },
+    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
+    LayerTensor { suffix: "self_attn.q_norm.weight", role: Role::QNorm },
+    LayerTensor { suffix: "self_attn.k_norm.weight", role: Role::KNorm },
+    LayerTensor { suffix: "mlp.gate_proj.weight", role: Role::Gate },
+    LayerTensor { suffix: "mlp.up_proj.weight", role: Role::Up },
+    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
+    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
+    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
+    LayerTensor { suffix: "pre_feedforward_layernorm.weight", role: Role::PreFeedforwardNorm },
+    LayerTensor { suffix: "post_feedforward_layernorm.weight", role: Role::PostFeedforwardNorm },
+];
+
+const GEMMA_FLAVOR: Flavor = Flavor {
+    norm_plus_one: true,
+    embed_scale: true,
+    activation: Activation::GeluTanh,
+    sandwich_norms: true,
+    window_switch: None,
+    per_layer_attention: true,
+};
+
 pub static LLAMA: Arch = Arch {
     model_type: "llama",
     default_architecture: "LlamaForCausalLM",
@@ -89,6 +187,7 @@ pub static LLAMA: Arch = Arch {
     layer_prefix: "model.layers.{i}.",
     layer_tensors: LLAMA_LAYER,
     per_layer_fields: &[PerLayerField::List("layer_types")],
+    flavor: LLAMA_FLAVOR,
 };
 
 pub static MISTRAL: Arch = Arch {
@@ -100,6 +199,7 @@ pub static MISTRAL: Arch = Arch {
     layer_prefix: "model.layers.{i}.",
     layer_tensors: LLAMA_LAYER,
     per_layer_fields: &[PerLayerField::List("layer_types")],
+    flavor: LLAMA_FLAVOR,
 };
 
 pub static QWEN2: Arch = Arch {
@@ -111,10 +211,52 @@ pub static QWEN2: Arch = Arch {
     layer_prefix: "model.layers.{i}.",
     layer_tensors: QWEN2_LAYER,
     per_layer_fields: &[PerLayerField::List("layer_types"), PerLayerField::LeadingCount("max_window_layers")],
+    flavor: Flavor { window_switch: Some("use_sliding_window"), ..LLAMA_FLAVOR },
+};
+
+pub static QWEN3: Arch = Arch {
+    model_type: "qwen3",
+    default_architecture: "Qwen3ForCausalLM",
+    embed: "model.embed_tokens.weight",
+    final_norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+    layer_prefix: "model.layers.{i}.",
+    layer_tensors: QWEN3_LAYER,
+    per_layer_fields: &[PerLayerField::List("layer_types"), PerLayerField::LeadingCount("max_window_layers")],
+    flavor: Flavor { window_switch: Some("use_sliding_window"), ..LLAMA_FLAVOR },
+};
+
+pub static GEMMA2: Arch = Arch {
+    model_type: "gemma2",
+    default_architecture: "Gemma2ForCausalLM",
+    embed: "model.embed_tokens.weight",
+    final_norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+    layer_prefix: "model.layers.{i}.",
+    layer_tensors: GEMMA2_LAYER,
+    per_layer_fields: &[PerLayerField::List("layer_types")],
+    flavor: GEMMA_FLAVOR,
+};
+
+pub static GEMMA3_TEXT: Arch = Arch {
+    model_type: "gemma3_text",
+    default_architecture: "Gemma3ForCausalLM",
+    embed: "model.embed_tokens.weight",
+    final_norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+    layer_prefix: "model.layers.{i}.",
+    layer_tensors: GEMMA3_LAYER,
+    per_layer_fields: &[PerLayerField::List("layer_types")],
+    flavor: GEMMA_FLAVOR,
 };
 
 /// Every architecture hf-tailor knows, looked up by `model_type`.
-pub static ARCHITECTURES: &[&Arch] = &[&LLAMA, &MISTRAL, &QWEN2];
+pub static ARCHITECTURES: &[&Arch] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA2, &GEMMA3_TEXT];
+
+/// `model_type`s of mixture-of-experts families: refused with their own message (a layer of
+/// experts and a router is not a dense decoder layer, and stitching experts is another method).
+pub static MIXTURE_OF_EXPERTS: &[&str] =
+    &["qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v2", "deepseek_v3", "olmoe", "phimoe", "granitemoe", "dbrx"];
 
 /// The supported `model_type`s, for messages: "llama, mistral, qwen2".
 pub fn supported_list() -> String {

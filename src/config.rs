@@ -6,7 +6,14 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::arch::{Arch, Role};
+use crate::arch::{Activation, Arch, Role};
+
+/// The attention a layer uses: over every earlier position, or over the latest `sliding_window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKind {
+    Full,
+    Sliding,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -18,6 +25,8 @@ pub enum ConfigError {
     Field { path: String, field: &'static str, expected: &'static str },
     #[error("{path}: model_type `{model_type}` is not supported (supported: {supported})", supported = crate::arch::supported_list())]
     UnsupportedArch { path: String, model_type: String },
+    #[error("{path}: unsupported: mixture-of-experts (`{model_type}`): hf-tailor stitches dense decoder layers only")]
+    MixtureOfExperts { path: String, model_type: String },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -41,6 +50,17 @@ pub struct ModelConfig {
     /// Sliding-window attention on every layer (Mistral's `sliding_window`; Qwen2's when
     /// `use_sliding_window` is on): a position sees only the `window` latest positions.
     pub sliding_window: Option<usize>,
+    /// Each source layer's attention (all `Full` without a window). Mixed for Gemma 2/3's
+    /// alternating layers and for Qwen2/3 below `max_window_layers`.
+    pub layer_attention: Vec<AttentionKind>,
+    /// Rotary base of sliding layers when it differs from `rope_theta` (Gemma 3's
+    /// `rope_local_base_freq`); sliding layers use no `rope_scaling` then.
+    pub rope_local_theta: Option<f64>,
+    /// Attention scores are scaled by `1/sqrt(query_pre_attn_scalar)` (Gemma), else `1/sqrt(head_dim)`.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// `cap * tanh(x / cap)` on attention scores / final logits (Gemma 2).
+    pub attn_logit_softcapping: Option<f64>,
+    pub final_logit_softcapping: Option<f64>,
     pub tie_word_embeddings: bool,
     /// The dtype the checkpoint declares (`torch_dtype` or `dtype`), if any.
     pub declared_dtype: Option<String>,
@@ -54,6 +74,41 @@ fn get_usize(v: &Value, path: &str, field: &'static str) -> Result<usize, Config
         field,
         expected: "a non-negative integer",
     })
+}
+
+/// Each layer's attention kind: from `layer_types` when the config lists them, else from
+/// Gemma's `sliding_window_pattern` (every `pattern`-th layer full; Gemma 2: 2) or Qwen's
+/// `max_window_layers` (layers below it full), else one kind for every layer.
+fn layer_attention(raw: &Value, arch: &Arch, path: &str, layers: usize, windowed: bool) -> Result<Vec<AttentionKind>, ConfigError> {
+    use AttentionKind::*;
+    if !windowed {
+        return Ok(vec![Full; layers]);
+    }
+    if let Some(types) = raw.get("layer_types").filter(|v| !v.is_null()) {
+        let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
+        let types = types.as_array().ok_or_else(|| invalid("layer_types must be a list".into()))?;
+        if types.len() != layers {
+            return Err(invalid(format!("layer_types lists {} layers, num_hidden_layers is {layers}", types.len())));
+        }
+        return types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("full_attention") => Ok(Full),
+                Some("sliding_attention") => Ok(Sliding),
+                _ => Err(invalid(format!("layer type {t} is not supported (full_attention, sliding_attention)"))),
+            })
+            .collect();
+    }
+    if arch.flavor.per_layer_attention {
+        let default = if arch.model_type == "gemma2" { 2 } else { 6 };
+        let pattern = raw.get("sliding_window_pattern").and_then(Value::as_u64).unwrap_or(default).max(1) as usize;
+        return Ok((0..layers).map(|i| if (i + 1) % pattern == 0 { Full } else { Sliding }).collect());
+    }
+    if arch.flavor.window_switch.is_some() {
+        let below = raw.get("max_window_layers").and_then(Value::as_u64).unwrap_or(0) as usize;
+        return Ok((0..layers).map(|i| if i < below { Full } else { Sliding }).collect());
+    }
+    Ok(vec![Sliding; layers])
 }
 
 impl ModelConfig {
@@ -71,6 +126,12 @@ impl ModelConfig {
             field: "model_type",
             expected: "a string",
         })?;
+        let moe_fields = ["num_experts", "num_local_experts", "n_routed_experts"];
+        if crate::arch::MIXTURE_OF_EXPERTS.contains(&model_type)
+            || moe_fields.iter().any(|f| raw.get(*f).and_then(Value::as_u64).is_some_and(|n| n > 0))
+        {
+            return Err(ConfigError::MixtureOfExperts { path: path.into(), model_type: model_type.into() });
+        }
         let arch =
             Arch::for_model_type(model_type).ok_or_else(|| ConfigError::UnsupportedArch { path: path.into(), model_type: model_type.into() })?;
         let hidden_size = get_usize(&raw, path, "hidden_size")?;
@@ -94,7 +155,10 @@ impl ModelConfig {
         if head_dim == 0 || head_dim % 2 != 0 {
             return Err(ConfigError::Invalid { path: path.into(), message: format!("head_dim {head_dim} must be even and positive") });
         }
-        let rope_params = raw.get("rope_parameters").filter(|v| v.is_object());
+        // transformers 5.x: `rope_parameters`, keyed by attention kind for Gemma 3.
+        let rope_all = raw.get("rope_parameters").filter(|v| v.is_object());
+        let by_kind = |k: &str| rope_all.and_then(|r| r.get(k)).filter(|v| v.is_object());
+        let rope_params = by_kind("full_attention").or(rope_all);
         let rope_theta = raw
             .get("rope_theta")
             .and_then(Value::as_f64)
@@ -107,7 +171,16 @@ impl ModelConfig {
             }),
             Some(v) => Some(v.clone()),
         };
-        let uses_window = arch.model_type != "qwen2" || raw.get("use_sliding_window").and_then(Value::as_bool).unwrap_or(false);
+        let rope_local_theta = if arch.flavor.per_layer_attention {
+            let local = by_kind("sliding_attention");
+            if local.and_then(|r| r.get("rope_type")).and_then(Value::as_str).is_some_and(|k| k != "default") {
+                return Err(ConfigError::Invalid { path: path.into(), message: "rope scaling on sliding-window layers is not supported".into() });
+            }
+            raw.get("rope_local_base_freq").and_then(Value::as_f64).or_else(|| local.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+        } else {
+            None
+        };
+        let uses_window = arch.flavor.window_switch.is_none_or(|flag| raw.get(flag).and_then(Value::as_bool).unwrap_or(false));
         let sliding_window = match raw.get("sliding_window") {
             Some(Value::Number(n)) if uses_window => match n.as_u64() {
                 Some(w) if w > 0 => Some(w as usize),
@@ -115,12 +188,29 @@ impl ModelConfig {
             },
             _ => None,
         };
+        let num_hidden_layers = get_usize(&raw, path, "num_hidden_layers")?;
+        let layer_attention = layer_attention(&raw, arch, path, num_hidden_layers, sliding_window.is_some())?;
+        let act = raw.get("hidden_activation").or_else(|| raw.get("hidden_act")).and_then(Value::as_str);
+        let act_ok = match arch.flavor.activation {
+            Activation::Silu => ["silu", "swish"].as_slice(),
+            Activation::GeluTanh => ["gelu_pytorch_tanh", "gelu_tanh", "gelu_new"].as_slice(),
+        };
+        if let Some(a) = act.filter(|a| !act_ok.contains(a)) {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                message: format!("hidden activation `{a}` is not supported for {model_type} (supported: {})", act_ok.join(", ")),
+            });
+        }
+        if raw.get("attention_bias").and_then(Value::as_bool) == Some(true) && arch.suffix(Role::QBias).is_none() {
+            return Err(ConfigError::Invalid { path: path.into(), message: "attention_bias: true is not supported for this architecture".into() });
+        }
+        let float = |f: &str| raw.get(f).and_then(Value::as_f64);
         let declared_dtype = raw.get("torch_dtype").or_else(|| raw.get("dtype")).and_then(Value::as_str).map(str::to_owned);
         Ok(Self {
             arch,
             hidden_size,
             intermediate_size: get_usize(&raw, path, "intermediate_size")?,
-            num_hidden_layers: get_usize(&raw, path, "num_hidden_layers")?,
+            num_hidden_layers,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
@@ -130,6 +220,11 @@ impl ModelConfig {
             rope_scaling,
             max_position_embeddings: raw.get("max_position_embeddings").and_then(Value::as_u64).unwrap_or(2048) as usize,
             sliding_window,
+            layer_attention,
+            rope_local_theta,
+            query_pre_attn_scalar: float("query_pre_attn_scalar"),
+            attn_logit_softcapping: float("attn_logit_softcapping"),
+            final_logit_softcapping: float("final_logit_softcapping"),
             tie_word_embeddings: raw.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
             declared_dtype,
             raw,
@@ -151,7 +246,8 @@ impl ModelConfig {
             Role::KBias | Role::VBias => vec![kv],
             Role::Gate | Role::Up => vec![i, h],
             Role::Down => vec![h, i],
-            Role::InputNorm | Role::PostAttentionNorm => vec![h],
+            Role::InputNorm | Role::PostAttentionNorm | Role::PreFeedforwardNorm | Role::PostFeedforwardNorm => vec![h],
+            Role::QNorm | Role::KNorm => vec![self.head_dim],
         }
     }
 
@@ -169,5 +265,50 @@ impl ModelConfig {
     /// Total parameters of a model of this config with `layers` decoder layers.
     pub fn total_params(&self, layers: usize) -> u64 {
         self.params_outside_layers() + layers as u64 * self.params_per_layer()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tiny(extra: Value) -> Value {
+        let mut c = json!({"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 6, "num_attention_heads": 2, "vocab_size": 10});
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c
+    }
+
+    #[test]
+    fn mixture_of_experts_is_refused_with_its_own_message() {
+        let err = ModelConfig::from_value(tiny(json!({"model_type": "qwen3_moe", "num_experts": 8})), "c").unwrap_err();
+        assert_eq!(err.to_string(), "c: unsupported: mixture-of-experts (`qwen3_moe`): hf-tailor stitches dense decoder layers only");
+        let err = ModelConfig::from_value(tiny(json!({"model_type": "llama", "num_local_experts": 4})), "c").unwrap_err();
+        assert!(matches!(err, ConfigError::MixtureOfExperts { .. }), "{err}");
+    }
+
+    #[test]
+    fn layer_kinds_come_from_layer_types_patterns_or_max_window_layers() {
+        use AttentionKind::{Full as F, Sliding as S};
+        // Gemma 3's legacy pattern: every 3rd layer full; rope bases per kind (5.x layout).
+        let g3 = tiny(json!({"model_type": "gemma3_text", "sliding_window": 4, "sliding_window_pattern": 3,
+            "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6}, "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}}));
+        let c = ModelConfig::from_value(g3, "c").unwrap();
+        assert_eq!(c.layer_attention, vec![S, S, F, S, S, F]);
+        assert_eq!((c.rope_theta, c.rope_local_theta), (1e6, Some(1e4)));
+        // Gemma 2's default alternation, overridden by an explicit list.
+        let c = ModelConfig::from_value(tiny(json!({"model_type": "gemma2", "sliding_window": 4})), "c").unwrap();
+        assert_eq!(c.layer_attention, vec![S, F, S, F, S, F]);
+        let types = json!(["full_attention", "sliding_attention", "full_attention", "full_attention", "sliding_attention", "full_attention"]);
+        let c = ModelConfig::from_value(tiny(json!({"model_type": "gemma2", "sliding_window": 4, "layer_types": types})), "c").unwrap();
+        assert_eq!(c.layer_attention, vec![F, S, F, F, S, F]);
+        // Qwen3: the window only with use_sliding_window, below max_window_layers full.
+        let q = |on: bool| tiny(json!({"model_type": "qwen3", "sliding_window": 4, "use_sliding_window": on, "max_window_layers": 2}));
+        assert_eq!(ModelConfig::from_value(q(true), "c").unwrap().layer_attention, vec![F, F, S, S, S, S]);
+        assert_eq!(ModelConfig::from_value(q(false), "c").unwrap().layer_attention, vec![F; 6]);
+        let bad = tiny(json!({"model_type": "gemma2", "sliding_window": 4, "layer_types": ["full_attention"]}));
+        assert!(ModelConfig::from_value(bad, "c").unwrap_err().to_string().contains("layer_types lists 1 layers"));
+        let act = tiny(json!({"model_type": "gemma2", "hidden_activation": "relu"}));
+        assert!(ModelConfig::from_value(act, "c").unwrap_err().to_string().contains("hidden activation `relu`"));
     }
 }

@@ -207,22 +207,10 @@ impl Checkpoint {
     fn check_expected_tensors(&self) -> Result<(), CheckpointError> {
         let c = &self.config;
         let arch = c.arch;
-        let q = c.num_attention_heads * c.head_dim;
-        let kv = c.num_key_value_heads * c.head_dim;
         for layer in 0..c.num_hidden_layers {
             for t in arch.layer_tensors {
                 let name = arch.layer_tensor_name(layer, t.suffix);
-                use crate::arch::Role::*;
-                let expected = match t.role {
-                    Q => vec![q, c.hidden_size],
-                    K | V => vec![kv, c.hidden_size],
-                    O => vec![c.hidden_size, q],
-                    QBias => vec![q],
-                    KBias | VBias => vec![kv],
-                    Gate | Up => vec![c.intermediate_size, c.hidden_size],
-                    Down => vec![c.hidden_size, c.intermediate_size],
-                    InputNorm | PostAttentionNorm => vec![c.hidden_size],
-                };
+                let expected = c.layer_tensor_shape(t.role);
                 self.expect_shape(&name, &expected)?;
             }
         }

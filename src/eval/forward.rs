@@ -1,14 +1,18 @@
-//! The decoder forward pass of the Llama family (Llama, Mistral, Qwen2 with q/k/v biases),
-//! written over candle tensors so that any stitched set of layers can run without a model
-//! object: RMSNorm, rotary embeddings (default, linear, llama3), grouped-query attention
-//! with a causal + padding mask, SiLU-gated MLP. Mirrors transformers' `modeling_llama`.
+//! The decoder forward pass of the Llama family (Llama, Mistral, Qwen2 with q/k/v biases,
+//! Qwen3 and Gemma 3 with per-head q/k norms, Gemma 2/3 with sandwich norms, soft-capping
+//! and alternating sliding/full layers), written over candle tensors so that any stitched
+//! set of layers can run without a model object: RMSNorm, rotary embeddings (default,
+//! linear, llama3; a local base for sliding layers), grouped-query attention with a causal +
+//! padding (+ window) mask, gated MLP. Mirrors transformers' `modeling_llama`; what sets a
+//! family apart is data ([`crate::arch::Flavor`], the config), read here in named branches.
 
 use candle_core::{DType, Device, Tensor, D};
 use serde_json::Value;
 
 use super::weights::{HeadWeights, LayerWeights};
 use super::EvalError;
-use crate::config::ModelConfig;
+use crate::arch::Activation;
+use crate::config::{AttentionKind, ModelConfig};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -21,6 +25,15 @@ pub struct Dims {
     pub head_dim: usize,
     pub intermediate: usize,
     pub eps: f32,
+    /// Multiplies attention scores: `1/sqrt(query_pre_attn_scalar or head_dim)`.
+    pub attn_scale: f64,
+    pub attn_softcap: Option<f64>,
+    pub final_softcap: Option<f64>,
+    /// Multiplies the embeddings (Gemma: `sqrt(hidden)`).
+    pub embed_scale: Option<f64>,
+    pub activation: Activation,
+    /// Gemma's norms around the attention output and the MLP (see [`crate::arch::Flavor`]).
+    pub sandwich_norms: bool,
 }
 
 impl Dims {
@@ -32,16 +45,25 @@ impl Dims {
             head_dim: c.head_dim,
             intermediate: c.intermediate_size,
             eps: c.rms_norm_eps as f32,
+            attn_scale: 1.0 / c.query_pre_attn_scalar.unwrap_or(c.head_dim as f64).sqrt(),
+            attn_softcap: c.attn_logit_softcapping,
+            final_softcap: c.final_logit_softcapping,
+            embed_scale: c.arch.flavor.embed_scale.then(|| (c.hidden_size as f64).sqrt()),
+            activation: c.arch.flavor.activation,
+            sandwich_norms: c.arch.flavor.sandwich_norms,
         }
     }
 }
 
 /// The positional rules of attention: rotary inverse frequencies, computed in f32 exactly
-/// as transformers does, and the sliding attention window if the model has one.
+/// as transformers does, and the sliding attention window if some layer uses one.
 #[derive(Debug, Clone)]
 pub struct Rope {
     inv_freq: Vec<f32>,
-    /// Query i sees key j only when `i - j < window` (transformers' sliding-window mask).
+    /// Inverse frequencies of sliding layers when their base differs (Gemma 3's local base).
+    local_inv_freq: Option<Vec<f32>>,
+    /// Query i sees key j only when `i - j < window` (transformers' sliding-window mask), on
+    /// sliding layers; `None` when no layer slides.
     window: Option<usize>,
 }
 
@@ -52,8 +74,8 @@ fn num(v: &Value, field: &str) -> Result<f32, EvalError> {
 impl Rope {
     pub fn from_config(c: &ModelConfig) -> Result<Self, EvalError> {
         let dim = c.head_dim;
-        let base = c.rope_theta as f32;
-        let mut inv_freq: Vec<f32> = (0..dim).step_by(2).map(|i| 1.0f32 / base.powf(i as f32 / dim as f32)).collect();
+        let plain = |base: f32| -> Vec<f32> { (0..dim).step_by(2).map(|i| 1.0f32 / base.powf(i as f32 / dim as f32)).collect() };
+        let mut inv_freq = plain(c.rope_theta as f32);
         if let Some(s) = &c.rope_scaling {
             let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or("default");
             match kind {
@@ -83,22 +105,22 @@ impl Rope {
                 other => return Err(EvalError::Unsupported(format!("rope_scaling type `{other}` (supported: default, linear, llama3)"))),
             }
         }
-        // One window for every layer: a config whose layers mix full and sliding attention
-        // (Qwen2's `max_window_layers`) would be scored wrongly, so it is refused.
-        let mixed = c.raw.get("layer_types").and_then(Value::as_array).is_some_and(|t| t.iter().any(|x| x != "sliding_attention"));
-        if c.sliding_window.is_some() && mixed {
-            return Err(EvalError::Unsupported("attention that slides on some layers only (layer_types mixes full and sliding attention)".into()));
-        }
-        Ok(Self { inv_freq, window: c.sliding_window })
+        let sliding = c.layer_attention.contains(&AttentionKind::Sliding);
+        let local_inv_freq = c.rope_local_theta.filter(|_| sliding).map(|base| plain(base as f32));
+        Ok(Self { inv_freq, local_inv_freq, window: c.sliding_window.filter(|_| sliding) })
     }
 
     /// cos and sin tables for positions `0..len`: (len, head_dim / 2) each.
     pub fn tables(&self, len: usize, device: &Device, dtype: DType) -> CResult<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
+        Self::tables_of(&self.inv_freq, len, device, dtype)
+    }
+
+    fn tables_of(inv_freq: &[f32], len: usize, device: &Device, dtype: DType) -> CResult<(Tensor, Tensor)> {
+        let half = inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
         for p in 0..len {
-            for f in &self.inv_freq {
+            for f in inv_freq {
                 let a = p as f32 * f;
                 cos.push(a.cos());
                 sin.push(a.sin());
@@ -149,9 +171,13 @@ pub struct BatchContext {
     /// (len, head_dim / 2) when every row has positions 0..len, else (batch, len, head_dim / 2).
     cos: Tensor,
     sin: Tensor,
+    /// Sliding layers' tables when their rotary base differs.
+    local: Option<(Tensor, Tensor)>,
     /// (batch, 1, 1, len, len): 0 where query i may see key j (see [`BatchContext::packed`]),
     /// -inf elsewhere.
     mask: Tensor,
+    /// The same with the sliding window applied, when some layer slides.
+    sliding_mask: Option<Tensor>,
 }
 
 impl BatchContext {
@@ -169,6 +195,7 @@ impl BatchContext {
         const PAD: usize = usize::MAX;
         let plain = rows.iter().all(|r| r.branches.iter().all(|&n| n == 0));
         let mut m = vec![0f32; rows.len() * len * len];
+        let mut windowed = rope.window.map(|_| vec![0f32; rows.len() * len * len]);
         let mut positions = Vec::with_capacity(if plain { 0 } else { rows.len() * len });
         let mut segment = vec![PAD; len];
         let mut pos_of: Vec<usize> = (0..len).collect();
@@ -193,30 +220,51 @@ impl BatchContext {
                     // Padding queries keep the context: one that saw no key would turn its
                     // row into NaN, and NaN times a zero weight is still NaN. The sliding
                     // window counts positions, which restart after the context in a branch.
-                    let in_window = own == PAD || rope.window.is_none_or(|w| pos_of[i].saturating_sub(pos_of[j]) < w);
-                    let visible = j <= i && segment[j] != PAD && (segment[j] == 0 || segment[j] == own) && in_window;
+                    let visible = j <= i && segment[j] != PAD && (segment[j] == 0 || segment[j] == own);
+                    let at = (b * len + i) * len + j;
                     if !visible {
-                        m[(b * len + i) * len + j] = f32::NEG_INFINITY;
+                        m[at] = f32::NEG_INFINITY;
+                    }
+                    if let (Some(w), Some(wm)) = (rope.window, windowed.as_mut()) {
+                        let in_window = own == PAD || pos_of[i].saturating_sub(pos_of[j]) < w;
+                        if !(visible && in_window) {
+                            wm[at] = f32::NEG_INFINITY;
+                        }
                     }
                 }
             }
         }
-        let (cos, sin) = if plain {
-            rope.tables(len, device, dtype)?
-        } else {
-            let (cos, sin) = rope.tables(len, device, dtype)?;
-            let idx = Tensor::from_vec(positions, rows.len() * len, device)?;
+        let gather = |(cos, sin): (Tensor, Tensor)| -> CResult<(Tensor, Tensor)> {
+            if plain {
+                return Ok((cos, sin));
+            }
+            let idx = Tensor::from_vec(positions.clone(), rows.len() * len, device)?;
             let half = cos.dim(1)?;
-            let gather = |t: &Tensor| t.index_select(&idx, 0)?.reshape((rows.len(), len, half))?.contiguous();
-            (gather(&cos)?, gather(&sin)?)
+            let pick = |t: &Tensor| t.index_select(&idx, 0)?.reshape((rows.len(), len, half))?.contiguous();
+            Ok((pick(&cos)?, pick(&sin)?))
         };
-        let mask = Tensor::from_vec(m, (rows.len(), 1, 1, len, len), device)?.to_dtype(dtype)?;
-        Ok(Self { batch: rows.len(), len, cos, sin, mask })
+        let (cos, sin) = gather(rope.tables(len, device, dtype)?)?;
+        let local = match &rope.local_inv_freq {
+            Some(f) => Some(gather(Rope::tables_of(f, len, device, dtype)?)?),
+            None => None,
+        };
+        let as_mask = |m: Vec<f32>| Tensor::from_vec(m, (rows.len(), 1, 1, len, len), device)?.to_dtype(dtype);
+        let mask = as_mask(m)?;
+        let sliding_mask = windowed.map(as_mask).transpose()?;
+        Ok(Self { batch: rows.len(), len, cos, sin, local, mask, sliding_mask })
     }
 }
 
 fn linear(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
     x.matmul(&w.t()?)
+}
+
+/// `cap * tanh(x / cap)`: Gemma 2's soft-capping of attention scores and final logits.
+fn softcap(x: Tensor, cap: Option<f64>) -> CResult<Tensor> {
+    match cap {
+        Some(c) => (x / c)?.tanh()? * c,
+        None => Ok(x),
+    }
 }
 
 /// One decoder layer on hidden states (batch, len, hidden).
@@ -225,6 +273,15 @@ pub fn layer_forward(w: &LayerWeights, x: &Tensor, ctx: &BatchContext, d: &Dims)
     let (nh, nkv, hd) = (d.heads, d.kv_heads, d.head_dim);
     let rep = nh / nkv;
     let x2 = x.reshape((b * t, d.hidden))?;
+    let sliding = w.attention == AttentionKind::Sliding;
+    let (cos, sin) = match (&ctx.local, sliding) {
+        (Some((c, s)), true) => (c, s),
+        _ => (&ctx.cos, &ctx.sin),
+    };
+    let mask = match (&ctx.sliding_mask, sliding) {
+        (Some(m), true) => m,
+        _ => &ctx.mask,
+    };
 
     // Attention block.
     let xn = candle_nn::ops::rms_norm(&x2, &w.input_norm, d.eps)?;
@@ -232,47 +289,80 @@ pub fn layer_forward(w: &LayerWeights, x: &Tensor, ctx: &BatchContext, d: &Dims)
     if let Some(bias) = &w.qkv_bias {
         qkv = qkv.broadcast_add(bias)?;
     }
-    let heads =
-        |start: usize, n: usize| -> CResult<Tensor> { qkv.narrow(1, start * hd, n * hd)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous() };
-    let q = candle_nn::rotary_emb::rope(&heads(0, nh)?, &ctx.cos, &ctx.sin)?;
-    let k = candle_nn::rotary_emb::rope(&heads(nh, nkv)?, &ctx.cos, &ctx.sin)?;
-    let v = heads(nh + nkv, nkv)?;
+    // (b, t, n, hd) per head; the per-head q/k norms (Qwen3, Gemma 3) act on the last axis.
+    let heads = |start: usize, n: usize, norm: Option<&Tensor>| -> CResult<Tensor> {
+        let h = qkv.narrow(1, start * hd, n * hd)?.reshape((b, t, n, hd))?;
+        let h = match norm {
+            Some(g) => candle_nn::ops::rms_norm(&h.contiguous()?, g, d.eps)?,
+            None => h,
+        };
+        h.transpose(1, 2)?.contiguous()
+    };
+    let q = candle_nn::rotary_emb::rope(&heads(0, nh, w.q_norm.as_ref())?, cos, sin)?;
+    let k = candle_nn::rotary_emb::rope(&heads(nh, nkv, w.k_norm.as_ref())?, cos, sin)?;
+    let v = heads(nh + nkv, nkv, None)?;
     // Grouped-query attention without copying k/v: the `rep` query heads of a kv group are
     // adjacent, so (b, nh, t, hd) is (b, nkv, rep * t, hd).
-    let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
-    let scores = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, t))?.broadcast_add(&ctx.mask)?;
+    let q = (q * d.attn_scale)?.reshape((b, nkv, rep * t, hd))?;
+    let scores = softcap(q.matmul(&k.t()?)?, d.attn_softcap)?.reshape((b, nkv, rep, t, t))?.broadcast_add(mask)?;
     let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, nkv, rep * t, t))?;
     let attn = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b * t, nh * hd))?;
-    let h = (x2 + linear(&attn, &w.o)?)?;
+    let attn = linear(&attn, &w.o)?;
 
-    // MLP block.
-    let hn = candle_nn::ops::rms_norm(&h, &w.post_norm, d.eps)?;
+    // MLP block. Llama: post_attention_layernorm is the MLP's input norm. Gemma: it
+    // normalises the attention output, and the MLP has its own pre and post norms.
+    let (h, hn) = if d.sandwich_norms {
+        let h = (x2 + candle_nn::ops::rms_norm(&attn, &w.post_norm, d.eps)?)?;
+        let pre = w.pre_ff_norm.as_ref().expect("a sandwich-norm layer has a pre-feedforward norm");
+        let hn = candle_nn::ops::rms_norm(&h, pre, d.eps)?;
+        (h, hn)
+    } else {
+        let h = (x2 + attn)?;
+        let hn = candle_nn::ops::rms_norm(&h, &w.post_norm, d.eps)?;
+        (h, hn)
+    };
     let gu = linear(&hn, &w.gate_up)?;
     let i = d.intermediate;
-    let act = (gu.narrow(1, 0, i)?.silu()? * gu.narrow(1, i, i)?)?;
-    let out = (h + linear(&act, &w.down)?)?;
+    let gate = gu.narrow(1, 0, i)?;
+    let gate = match d.activation {
+        Activation::Silu => gate.silu()?,
+        Activation::GeluTanh => gate.gelu()?,
+    };
+    let mut mlp = linear(&(gate * gu.narrow(1, i, i)?)?, &w.down)?;
+    if let Some(post) = &w.post_ff_norm {
+        mlp = candle_nn::ops::rms_norm(&mlp, post, d.eps)?;
+    }
+    let out = (h + mlp)?;
     out.reshape((b, t, d.hidden))
 }
 
-/// Token embeddings: (batch, len) ids -> (batch, len, hidden).
-pub fn embed(table: &Tensor, ids: &Tensor) -> CResult<Tensor> {
+/// Token embeddings: (batch, len) ids -> (batch, len, hidden), scaled where the family scales them.
+pub fn embed(table: &Tensor, ids: &Tensor, d: &Dims) -> CResult<Tensor> {
     let (b, t) = ids.dims2()?;
     let flat = ids.flatten_all()?;
-    table.index_select(&flat, 0)?.reshape((b, t, table.dim(1)?))
+    let e = table.index_select(&flat, 0)?.reshape((b, t, table.dim(1)?))?;
+    match d.embed_scale {
+        // transformers rounds the factor to the compute dtype first.
+        Some(s) => {
+            let s = Tensor::new(s as f32, e.device())?.to_dtype(e.dtype())?;
+            e.broadcast_mul(&s)
+        }
+        None => Ok(e),
+    }
 }
 
 /// Log-probabilities (f32) over the vocabulary at the flat positions `rows` (index into the
 /// batch-major `batch * len` positions) of hidden states (batch, len, hidden).
-pub fn head_log_probs(head: &HeadWeights, hidden: &Tensor, rows: &[u32], eps: f32) -> CResult<Tensor> {
-    let logits = head_logits(head, hidden, rows, eps)?;
+pub fn head_log_probs(head: &HeadWeights, hidden: &Tensor, rows: &[u32], d: &Dims) -> CResult<Tensor> {
+    let logits = head_logits(head, hidden, rows, d)?;
     candle_nn::ops::log_softmax(&logits, D::Minus1)
 }
 
 /// Logits (f32) at the flat positions `rows`: only the rows a score needs go through lm_head.
-pub fn head_logits(head: &HeadWeights, hidden: &Tensor, rows: &[u32], eps: f32) -> CResult<Tensor> {
+pub fn head_logits(head: &HeadWeights, hidden: &Tensor, rows: &[u32], d: &Dims) -> CResult<Tensor> {
     let (b, t, h) = hidden.dims3()?;
     let idx = Tensor::from_slice(rows, rows.len(), hidden.device())?;
     let x = hidden.reshape((b * t, h))?.index_select(&idx, 0)?;
-    let x = candle_nn::ops::rms_norm(&x, &head.norm, eps)?;
-    linear(&x, &head.lm_head)?.to_dtype(DType::F32)
+    let x = candle_nn::ops::rms_norm(&x, &head.norm, d.eps)?;
+    softcap(linear(&x, &head.lm_head)?.to_dtype(DType::F32)?, d.final_softcap)
 }

@@ -435,7 +435,7 @@ impl Evaluator {
             let table = self.store.embeddings(recipe)?;
             for (b, s) in batches.iter().zip(states.iter_mut()) {
                 if s.is_none() {
-                    let h = forward::embed(&table, &b.ids).map_err(terr("embeddings"))?;
+                    let h = forward::embed(&table, &b.ids, &self.dims).map_err(terr("embeddings"))?;
                     self.remember(b, &ids[..1], &h);
                     *s = Some((0, h));
                 }
@@ -516,7 +516,7 @@ impl Evaluator {
         for (b, h) in batches.iter().zip(&states) {
             for start in (0..b.rows.len()).step_by(CHUNK) {
                 let end = (start + CHUNK).min(b.rows.len());
-                let logp = forward::head_log_probs(&head, h, &b.rows[start..end], self.dims.eps).map_err(terr("lm_head"))?;
+                let logp = forward::head_log_probs(&head, h, &b.rows[start..end], &self.dims).map_err(terr("lm_head"))?;
                 let idx = Tensor::from_slice(&b.targets[start..end], (end - start, 1), &self.device).map_err(terr("targets"))?;
                 let picked = logp.gather(&idx, 1).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).map_err(terr("targets"))?;
                 for (slot, v) in b.slots[start..end].iter().zip(picked) {
@@ -684,7 +684,7 @@ impl Evaluator {
         let mut out = Vec::new();
         for (s, n) in lengths.iter().enumerate() {
             let rows: Vec<u32> = (0..*n).map(|p| (s * len + p) as u32).collect();
-            let l = forward::head_logits(&head, &states[0], &rows, self.dims.eps).and_then(|t| t.to_vec2::<f32>()).map_err(terr("lm_head"))?;
+            let l = forward::head_logits(&head, &states[0], &rows, &self.dims).and_then(|t| t.to_vec2::<f32>()).map_err(terr("lm_head"))?;
             out.push(l);
         }
         Ok(out)
@@ -734,7 +734,7 @@ impl Evaluator {
                 let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
                 x.broadcast_div(&norm)
             };
-            let mut h = forward::embed(&table, &b.ids).map_err(&e)?;
+            let mut h = forward::embed(&table, &b.ids, &self.dims).map_err(&e)?;
             let mut units = vec![unit(&h).map_err(&e)?];
             for (l, layer) in recipe.layers.iter().enumerate() {
                 let w = self.store.layer(l, layer)?;

@@ -19,6 +19,7 @@ use super::tiers::Tier;
 use super::{candle_dtype, EvalError};
 use crate::arch::Role;
 use crate::checkpoint::{CheckpointError, Family};
+use crate::config::AttentionKind;
 use crate::layout::{self, Edges, OutputTensor};
 use crate::recipe::{LayerRule, Recipe, Rule};
 use crate::stitch::{stitch, Stitched};
@@ -35,6 +36,14 @@ pub struct LayerWeights {
     pub down: Tensor,
     pub input_norm: Tensor,
     pub post_norm: Tensor,
+    /// Per-head q/k RMSNorm weights, (head_dim,) (Qwen3, Gemma 3).
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    /// The MLP's own input and output norms (Gemma 2/3).
+    pub pre_ff_norm: Option<Tensor>,
+    pub post_ff_norm: Option<Tensor>,
+    /// The attention of the source layer: a layer keeps its kind wherever it is placed.
+    pub attention: AttentionKind,
 }
 
 /// Final norm and output projection.
@@ -43,6 +52,10 @@ pub struct HeadWeights {
     pub norm: Tensor,
     /// (vocab, hidden): the layout's output projection (the embeddings themselves when tied).
     pub lm_head: Tensor,
+}
+
+fn is_norm(role: Role) -> bool {
+    matches!(role, Role::InputNorm | Role::PostAttentionNorm | Role::QNorm | Role::KNorm | Role::PreFeedforwardNorm | Role::PostFeedforwardNorm)
 }
 
 /// What a cache entry is: the canonical JSON of a rule identifies it exactly.
@@ -146,6 +159,17 @@ impl WeightStore {
         out.to_dtype(self.dtype).map_err(wrap)
     }
 
+    /// An RMSNorm weight as the forward pass multiplies by it: `1 + w` where the family's
+    /// norms scale by `(1 + w)` (Gemma; the checkpoint stores `w`, the writer writes `w`).
+    fn norm_weight(&self, w: Tensor, name: &str) -> Result<Tensor, EvalError> {
+        if !self.family.base.config.arch.flavor.norm_plus_one {
+            return Ok(w);
+        }
+        let wrap = |source| EvalError::Tensor { tensor: name.into(), source };
+        // Gemma adds in f32 then casts: (1 + w.float()) * x.float().
+        w.to_dtype(DType::F32).and_then(|x| x + 1.0).and_then(|x| x.to_dtype(self.dtype)).map_err(wrap)
+    }
+
     /// Start uploading the source tensors output layer `index` (from `layer`) reads, for
     /// host-tier models only, unless that layer is already materialised: called a layer ahead.
     pub fn prefetch_layer(&mut self, index: usize, layer: &LayerRule) -> Result<(), EvalError> {
@@ -179,12 +203,15 @@ impl WeightStore {
         if let Some(Cached::Layer(w)) = self.cache.get(&key) {
             return Ok(w);
         }
-        let base = &self.family.base;
+        let family = self.family.clone();
+        let base = &family.base;
         let tensors = layout::layer_tensors(&base.config, index, layer, base.storage_dtype());
         let mut made: Vec<(Role, Tensor)> = Vec::with_capacity(tensors.len());
         for t in &tensors {
             if let layout::Slot::Layer { role, .. } = t.slot {
-                made.push((role, self.tensor(t)?));
+                let x = self.tensor(t)?;
+                let x = if is_norm(role) { self.norm_weight(x, &t.name)? } else { x };
+                made.push((role, x));
             }
         }
         let maybe = |role: Role| made.iter().find(|(r, _)| *r == role).map(|(_, t)| t.clone());
@@ -208,9 +235,15 @@ impl WeightStore {
             down: need(Role::Down)?,
             input_norm: need(Role::InputNorm)?,
             post_norm: need(Role::PostAttentionNorm)?,
+            q_norm: maybe(Role::QNorm),
+            k_norm: maybe(Role::KNorm),
+            pre_ff_norm: maybe(Role::PreFeedforwardNorm),
+            post_ff_norm: maybe(Role::PostFeedforwardNorm),
+            attention: base.config.layer_attention.get(from).copied().unwrap_or(AttentionKind::Full),
         });
+        let optional = [&w.qkv_bias, &w.q_norm, &w.k_norm, &w.pre_ff_norm, &w.post_ff_norm];
         let bytes = [&w.qkv, &w.o, &w.gate_up, &w.down, &w.input_norm, &w.post_norm].into_iter().map(bytes_of).sum::<u64>()
-            + w.qkv_bias.as_ref().map(bytes_of).unwrap_or(0);
+            + optional.into_iter().flatten().map(bytes_of).sum::<u64>();
         self.cache.insert(key, Cached::Layer(w.clone()), bytes);
         Ok(w)
     }
@@ -241,6 +274,7 @@ impl WeightStore {
             return Ok(h);
         }
         let norm = self.tensor(&edges.final_norm)?;
+        let norm = self.norm_weight(norm, &edges.final_norm.name)?;
         let lm_head = self.matrix(projection)?;
         let h = Arc::new(HeadWeights { norm, lm_head });
         self.cache.insert(key, Cached::Head(h.clone()), bytes_of(&h.norm));

@@ -32,6 +32,18 @@ pub fn output_config(base: &Value, arch: &Arch, layout: &Layout) -> Result<Value
         obj.insert("architectures".into(), json!([arch.default_architecture]));
     }
     let sliding = obj.get("use_sliding_window").and_then(Value::as_bool).unwrap_or(false);
+    // A pattern ("every n-th layer is full") cannot describe reordered layers: a base that has
+    // only `sliding_window_pattern` gets the explicit per-layer list, which the loop below cuts.
+    if arch.flavor.per_layer_attention && obj.get("layer_types").is_none_or(Value::is_null) {
+        let c = crate::config::ModelConfig::from_value(base.clone(), "the base config.json").map_err(|e| LayoutError::Config(e.to_string()))?;
+        if c.sliding_window.is_some() {
+            let name = |k: &crate::config::AttentionKind| match k {
+                crate::config::AttentionKind::Full => "full_attention",
+                crate::config::AttentionKind::Sliding => "sliding_attention",
+            };
+            obj.insert("layer_types".into(), json!(c.layer_attention.iter().map(name).collect::<Vec<_>>()));
+        }
+    }
     for field in arch.per_layer_fields {
         match *field {
             PerLayerField::List(name) => match obj.get(name) {
@@ -103,5 +115,22 @@ mod tests {
         assert!(err.to_string().contains("max_window_layers"), "{err}");
         let bad = json!({"layer_types": ["full_attention"]});
         assert!(output_config(&bad, &QWEN2, &layout(&recipe(&[0]))).is_err());
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::*;
+    use crate::arch::GEMMA3_TEXT;
+    use crate::dtype::Dtype;
+
+    #[test]
+    fn a_sliding_window_pattern_becomes_the_kept_layers_own_types() {
+        let base = json!({"model_type": "gemma3_text", "num_hidden_layers": 6, "hidden_size": 8, "intermediate_size": 16,
+            "num_attention_heads": 2, "vocab_size": 10, "sliding_window": 4, "sliding_window_pattern": 3});
+        let layout = Layout { tensors: vec![], dtype: Dtype::F32, vocab: 10, tied: true, kept: vec![2, 0, 5, 3], source_layers: 6, notes: vec![] };
+        let out = output_config(&base, &GEMMA3_TEXT, &layout).unwrap();
+        assert_eq!(out["layer_types"], json!(["full_attention", "sliding_attention", "full_attention", "sliding_attention"]));
+        assert_eq!(out["num_hidden_layers"], 4);
     }
 }

@@ -2,6 +2,7 @@
 //! Each stage has its own module; `common` holds the shared helpers.
 
 mod action;
+mod archs;
 mod bad_inputs;
 mod build;
 mod card;

@@ -28,7 +28,8 @@ torch.set_num_threads(1)
 
 
 def reference(req):
-    model = AutoModelForCausalLM.from_pretrained(req["model"], dtype=torch.float32)
+    # Eager attention: the reference that applies soft-capping and sliding windows as written.
+    model = AutoModelForCausalLM.from_pretrained(req["model"], dtype=torch.float32, attn_implementation="eager")
     model.eval()
     tok = AutoTokenizer.from_pretrained(req["model"])
 

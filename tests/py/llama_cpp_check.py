@@ -12,6 +12,16 @@
       converter permutes them. Then run OUT.gguf in llama.cpp itself (RUNTIME: node-llama-cpp
       and `node`, see scripts/setup-llama-cpp.sh) and compare its logits on a token sequence
       with transformers' on MODEL. Prints a JSON summary.
+
+  llama_cpp_check.py convert-any MODEL LLAMA_CPP RUNTIME OUT.gguf
+      The same for any architecture llama.cpp converts (Qwen3, Gemma 2/3, ...): convert (f32),
+      read back the architecture, block count and tensor names with gguf-py, then run it in
+      llama.cpp. The fixtures' byte-level tokenizer is one llama.cpp's BPE pre-tokenizer table
+      does not know, and Gemma 2's converter insists on a sentencepiece model, so the vocabulary
+      is written through the converter's own GPT-2 path declared `default` (with one merge, as
+      llama.cpp requires merges), and Gemma's per-layer sliding pattern is written from
+      `layer_types` (llama.cpp's runtime reads it; its Gemma converters do not write it); the tensors, the
+      hyperparameters and the forward pass are llama.cpp's, unpatched.
 """
 
 import json
@@ -80,7 +90,7 @@ def run_in_llama_cpp(model, runtime, gguf_path):
     if run.returncode != 0:
         sys.exit(f"llama.cpp (node-llama-cpp) failed ({run.returncode}):\n{run.stderr[-4000:]}")
     theirs = np.array(json.loads(run.stdout.strip().splitlines()[-1])["rows"], dtype=np.float64)
-    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, attn_implementation="eager")
     with torch.no_grad():
         ours = hf(input_ids=torch.tensor([tokens])).logits[0].double().numpy()
     top2 = np.sort(ours, axis=-1)[:, -2:]
@@ -163,7 +173,65 @@ def convert(model, llama_cpp, runtime, out):
     }))
 
 
+CONVERT_WITH_FIXTURE_VOCAB = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+import convert_hf_to_gguf
+from conversion import base, gemma
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "default"
+gpt2_vocab = base.TextModel._set_vocab_gpt2
+def set_vocab_gpt2(self):
+    gpt2_vocab(self)
+    # llama.cpp refuses a BPE vocabulary without merges; the fixture's has none (one token per byte).
+    self.gguf_writer.add_token_merges(["\u0120 \u0120"])
+base.TextModel._set_vocab_gpt2 = set_vocab_gpt2
+gemma.Gemma2Model.set_vocab = lambda self: self._set_vocab_gpt2()
+# llama.cpp runs a per-layer sliding pattern (as its Command-R and EXAONE converters write it),
+# but its Gemma converters write none, so the runtime assumes Gemma's fixed pattern (every 2nd /
+# 6th layer full), which a tailored model's kept layers need not follow. Write layer_types.
+def with_layer_pattern(cls):
+    params = cls.set_gguf_parameters
+    def set_gguf_parameters(self):
+        params(self)
+        if self.hparams.get("sliding_window") and self.hparams.get("layer_types"):
+            self.gguf_writer.add_sliding_window_pattern([t == "sliding_attention" for t in self.hparams["layer_types"]])
+    cls.set_gguf_parameters = set_gguf_parameters
+with_layer_pattern(gemma.Gemma2Model)
+with_layer_pattern(gemma.Gemma3Model)
+convert_hf_to_gguf.main()
+"""
+
+
+def convert_any(model, llama_cpp, runtime, out):
+    model, llama_cpp, out = Path(model), Path(llama_cpp), Path(out)
+    run = subprocess.run(
+        [sys.executable, "-c", CONVERT_WITH_FIXTURE_VOCAB, str(llama_cpp), str(model), "--outfile", str(out), "--outtype", "f32"],
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode != 0:
+        sys.exit(f"convert_hf_to_gguf.py failed ({run.returncode}):\n{run.stderr[-4000:]}")
+    sys.path.insert(0, str(llama_cpp / "gguf-py"))
+    import gguf
+
+    reader = gguf.GGUFReader(out)
+    fields = {name: reader.fields[name] for name in reader.fields}
+    arch = bytes(fields["general.architecture"].parts[-1]).decode()
+    f = fields[f"{arch}.block_count"]
+    blocks = sorted({int(t.name.split(".")[1]) for t in reader.tensors if t.name.startswith("blk.")})
+    print(json.dumps({
+        "arch": arch,
+        "block_count": f.parts[f.data[0]].tolist()[0],
+        "blocks": blocks,
+        "tensors": len(reader.tensors),
+        "llama_cpp_run": run_in_llama_cpp(model, runtime, out),
+    }))
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["convert-any"] and len(sys.argv) == 6:
+        convert_any(*sys.argv[2:])
+        sys.exit(0)
     if sys.argv[1:2] == ["tokenizer"] and len(sys.argv) == 3:
         write_tokenizer(sys.argv[2])
     elif sys.argv[1:2] == ["convert"] and len(sys.argv) == 6:
