@@ -25,6 +25,10 @@ pub enum Role {
     /// Sandwich norms around the MLP (Gemma 2/3): the MLP input norm and the norm of its output.
     PreFeedforwardNorm,
     PostFeedforwardNorm,
+    /// `[q; k; v]` rows in one tensor (Phi-3's `qkv_proj`).
+    QkvFused,
+    /// `[gate; up]` rows in one tensor (Phi-3's `gate_up_proj`).
+    GateUpFused,
 }
 
 /// The MLP's gate activation.
@@ -169,6 +173,15 @@ const GEMMA3_LAYER: &[LayerTensor] = &[
     LayerTensor { suffix: "post_feedforward_layernorm.weight", role: Role::PostFeedforwardNorm },
 ];
 
+const PHI3_LAYER: &[LayerTensor] = &[
+    LayerTensor { suffix: "self_attn.qkv_proj.weight", role: Role::QkvFused },
+    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
+    LayerTensor { suffix: "mlp.gate_up_proj.weight", role: Role::GateUpFused },
+    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
+    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
+    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
+];
+
 const GEMMA_FLAVOR: Flavor = Flavor {
     norm_plus_one: true,
     embed_scale: true,
@@ -250,8 +263,20 @@ pub static GEMMA3_TEXT: Arch = Arch {
     flavor: GEMMA_FLAVOR,
 };
 
+pub static PHI3: Arch = Arch {
+    model_type: "phi3",
+    default_architecture: "Phi3ForCausalLM",
+    embed: "model.embed_tokens.weight",
+    final_norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+    layer_prefix: "model.layers.{i}.",
+    layer_tensors: PHI3_LAYER,
+    per_layer_fields: &[PerLayerField::List("layer_types")],
+    flavor: LLAMA_FLAVOR,
+};
+
 /// Every architecture hf-tailor knows, looked up by `model_type`.
-pub static ARCHITECTURES: &[&Arch] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA2, &GEMMA3_TEXT];
+pub static ARCHITECTURES: &[&Arch] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA2, &GEMMA3_TEXT, &PHI3];
 
 /// `model_type`s of mixture-of-experts families: refused with their own message (a layer of
 /// experts and a router is not a dense decoder layer, and stitching experts is another method).

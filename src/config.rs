@@ -205,6 +205,13 @@ impl ModelConfig {
             return Err(ConfigError::Invalid { path: path.into(), message: "attention_bias: true is not supported for this architecture".into() });
         }
         let float = |f: &str| raw.get(f).and_then(Value::as_f64);
+        let partial = rope_params.and_then(|r| r.get("partial_rotary_factor")).or_else(|| raw.get("partial_rotary_factor")).and_then(Value::as_f64);
+        if partial.is_some_and(|p| p != 1.0) {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                message: format!("partial_rotary_factor {} is not supported (rotary on the whole head only)", partial.unwrap_or(1.0)),
+            });
+        }
         let declared_dtype = raw.get("torch_dtype").or_else(|| raw.get("dtype")).and_then(Value::as_str).map(str::to_owned);
         Ok(Self {
             arch,
@@ -248,6 +255,8 @@ impl ModelConfig {
             Role::Down => vec![h, i],
             Role::InputNorm | Role::PostAttentionNorm | Role::PreFeedforwardNorm | Role::PostFeedforwardNorm => vec![h],
             Role::QNorm | Role::KNorm => vec![self.head_dim],
+            Role::QkvFused => vec![q + 2 * kv, h],
+            Role::GateUpFused => vec![2 * i, h],
         }
     }
 

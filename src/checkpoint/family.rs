@@ -118,6 +118,23 @@ pub fn check_family(base: &Checkpoint, siblings: &[Checkpoint]) -> Result<Family
         if b.rope_scaling != c.rope_scaling {
             return Err(mismatch("rope_scaling", field_str(b.rope_scaling.as_ref()), field_str(c.rope_scaling.as_ref())));
         }
+        // What the forward pass reads beyond the shapes: one value for the whole family.
+        let opt = |v: Option<f64>| v.map_or_else(|| "unset".to_string(), |x| x.to_string());
+        let floats = [
+            ("query_pre_attn_scalar", b.query_pre_attn_scalar, c.query_pre_attn_scalar),
+            ("attn_logit_softcapping", b.attn_logit_softcapping, c.attn_logit_softcapping),
+            ("final_logit_softcapping", b.final_logit_softcapping, c.final_logit_softcapping),
+            ("the sliding layers' rope base", b.rope_local_theta, c.rope_local_theta),
+        ];
+        for (field, bv, sv) in floats {
+            if bv != sv {
+                return Err(mismatch(field, opt(bv), opt(sv)));
+            }
+        }
+        if b.sliding_window != c.sliding_window || b.layer_attention != c.layer_attention {
+            let show = |x: &crate::config::ModelConfig| format!("window {:?}, layers {:?}", x.sliding_window, x.layer_attention);
+            return Err(mismatch("sliding-window attention", show(b), show(c)));
+        }
         if b.tie_word_embeddings != c.tie_word_embeddings {
             return Err(mismatch("tie_word_embeddings", b.tie_word_embeddings.to_string(), c.tie_word_embeddings.to_string()));
         }

@@ -65,6 +65,11 @@ pub struct Rope {
     /// Query i sees key j only when `i - j < window` (transformers' sliding-window mask), on
     /// sliding layers; `None` when no layer slides.
     window: Option<usize>,
+    /// LongRoPE (Phi-3): the long-context frequencies, used when a batch is longer than
+    /// `original_max_position_embeddings` (the other frequencies are the short ones).
+    long: Option<(Vec<f32>, usize)>,
+    /// Multiplies cos and sin (LongRoPE's attention factor; 1 otherwise).
+    attention_factor: f32,
 }
 
 fn num(v: &Value, field: &str) -> Result<f32, EvalError> {
@@ -76,6 +81,7 @@ impl Rope {
         let dim = c.head_dim;
         let plain = |base: f32| -> Vec<f32> { (0..dim).step_by(2).map(|i| 1.0f32 / base.powf(i as f32 / dim as f32)).collect() };
         let mut inv_freq = plain(c.rope_theta as f32);
+        let (mut long, mut attention_factor) = (None, 1.0f32);
         if let Some(s) = &c.rope_scaling {
             let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or("default");
             match kind {
@@ -102,28 +108,56 @@ impl Rope {
                         };
                     }
                 }
-                other => return Err(EvalError::Unsupported(format!("rope_scaling type `{other}` (supported: default, linear, llama3)"))),
+                "longrope" | "su" => {
+                    let original = s
+                        .get("original_max_position_embeddings")
+                        .or_else(|| c.raw.get("original_max_position_embeddings"))
+                        .and_then(Value::as_u64)
+                        .ok_or_else(|| EvalError::Unsupported("longrope without original_max_position_embeddings".into()))?
+                        as usize;
+                    let factors = |field: &str| -> Result<Vec<f32>, EvalError> {
+                        let v: Option<Vec<f32>> =
+                            s.get(field).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_f64).map(|x| x as f32).collect());
+                        v.filter(|v| v.len() == dim / 2)
+                            .ok_or_else(|| EvalError::Unsupported(format!("rope_scaling `{field}` must list head_dim / 2 = {} numbers", dim / 2)))
+                    };
+                    let scaled = |ext: &[f32]| -> Vec<f32> { plain(c.rope_theta as f32).iter().zip(ext).map(|(f, e)| f / e).collect() };
+                    inv_freq = scaled(&factors("short_factor")?);
+                    long = Some((scaled(&factors("long_factor")?), original));
+                    let factor = s.get("factor").and_then(Value::as_f64).unwrap_or(c.max_position_embeddings as f64 / original as f64);
+                    attention_factor = match s.get("attention_factor").and_then(Value::as_f64) {
+                        Some(a) => a as f32,
+                        None if factor <= 1.0 => 1.0,
+                        None => (1.0 + factor.ln() / (original as f64).ln()).sqrt() as f32,
+                    };
+                }
+                other => return Err(EvalError::Unsupported(format!("rope_scaling type `{other}` (supported: default, linear, llama3, longrope)"))),
             }
         }
         let sliding = c.layer_attention.contains(&AttentionKind::Sliding);
         let local_inv_freq = c.rope_local_theta.filter(|_| sliding).map(|base| plain(base as f32));
-        Ok(Self { inv_freq, local_inv_freq, window: c.sliding_window.filter(|_| sliding) })
+        Ok(Self { inv_freq, local_inv_freq, window: c.sliding_window.filter(|_| sliding), long, attention_factor })
     }
 
     /// cos and sin tables for positions `0..len`: (len, head_dim / 2) each.
     pub fn tables(&self, len: usize, device: &Device, dtype: DType) -> CResult<(Tensor, Tensor)> {
-        Self::tables_of(&self.inv_freq, len, device, dtype)
+        // transformers switches LongRoPE to the long factors once a sequence passes the original length.
+        let freq = match &self.long {
+            Some((long, original)) if len > *original => long,
+            _ => &self.inv_freq,
+        };
+        self.tables_of(freq, len, device, dtype)
     }
 
-    fn tables_of(inv_freq: &[f32], len: usize, device: &Device, dtype: DType) -> CResult<(Tensor, Tensor)> {
+    fn tables_of(&self, inv_freq: &[f32], len: usize, device: &Device, dtype: DType) -> CResult<(Tensor, Tensor)> {
         let half = inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
         for p in 0..len {
             for f in inv_freq {
                 let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
+                cos.push(a.cos() * self.attention_factor);
+                sin.push(a.sin() * self.attention_factor);
             }
         }
         let cos = Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?;
@@ -245,7 +279,7 @@ impl BatchContext {
         };
         let (cos, sin) = gather(rope.tables(len, device, dtype)?)?;
         let local = match &rope.local_inv_freq {
-            Some(f) => Some(gather(Rope::tables_of(f, len, device, dtype)?)?),
+            Some(f) => Some(gather(rope.tables_of(f, len, device, dtype)?)?),
             None => None,
         };
         let as_mask = |m: Vec<f32>| Tensor::from_vec(m, (rows.len(), 1, 1, len, len), device)?.to_dtype(dtype);
@@ -365,4 +399,32 @@ pub fn head_logits(head: &HeadWeights, hidden: &Tensor, rows: &[u32], d: &Dims) 
     let x = hidden.reshape((b * t, h))?.index_select(&idx, 0)?;
     let x = candle_nn::ops::rms_norm(&x, &head.norm, d.eps)?;
     softcap(linear(&x, &head.lm_head)?.to_dtype(DType::F32)?, d.final_softcap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// LongRoPE as transformers computes it: short factors up to the original length, long
+    /// ones past it, cos/sin scaled by sqrt(1 + ln(factor) / ln(original)).
+    #[test]
+    fn longrope_switches_factors_past_the_original_length_and_scales_cos_sin() {
+        let raw = json!({"model_type": "phi3", "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "vocab_size": 10, "max_position_embeddings": 64, "rope_theta": 100.0,
+            "rope_scaling": {"type": "longrope", "original_max_position_embeddings": 16, "short_factor": [1.0, 2.0], "long_factor": [3.0, 4.0]}});
+        let c = ModelConfig::from_value(raw, "c").unwrap();
+        let rope = Rope::from_config(&c).unwrap();
+        let scale = (1.0 + 4f64.ln() / 16f64.ln()).sqrt() as f32;
+        assert!((rope.attention_factor - scale).abs() < 1e-7);
+        let (cos, _) = rope.tables(17, &Device::Cpu, DType::F32).unwrap();
+        let at = |t: &Tensor, p: usize, i: usize| t.to_vec2::<f32>().unwrap()[p][i];
+        assert!((at(&cos, 1, 1) - (0.1f32 / 4.0).cos() * scale).abs() < 1e-6);
+        let (cos, _) = rope.tables(16, &Device::Cpu, DType::F32).unwrap();
+        assert!((at(&cos, 1, 1) - (0.1f32 / 2.0).cos() * scale).abs() < 1e-6);
+        let bad = json!({"model_type": "phi3", "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "vocab_size": 10, "rope_scaling": {"type": "yarn", "factor": 2.0}});
+        let err = Rope::from_config(&ModelConfig::from_value(bad, "c").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("`yarn`"), "{err}");
+    }
 }

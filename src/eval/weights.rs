@@ -221,7 +221,15 @@ impl WeightStore {
         let cat = |parts: &[Tensor], what: &str| {
             Tensor::cat(parts, 0).map_err(|source| EvalError::Tensor { tensor: format!("layer {from} {what}"), source })
         };
-        let qkv = cat(&[need(Role::Q)?, need(Role::K)?, need(Role::V)?], "q/k/v")?;
+        // Fused in the checkpoint (Phi-3) or fused here: the forward pass sees one layout.
+        let qkv = match maybe(Role::QkvFused) {
+            Some(fused) => fused,
+            None => cat(&[need(Role::Q)?, need(Role::K)?, need(Role::V)?], "q/k/v")?,
+        };
+        let gate_up = match maybe(Role::GateUpFused) {
+            Some(fused) => fused,
+            None => cat(&[need(Role::Gate)?, need(Role::Up)?], "gate/up")?,
+        };
         let qkv_bias = match (maybe(Role::QBias), maybe(Role::KBias), maybe(Role::VBias)) {
             (Some(q), Some(k), Some(v)) => Some(cat(&[q, k, v], "q/k/v bias")?),
             (None, None, None) => None,
@@ -231,7 +239,7 @@ impl WeightStore {
             qkv,
             qkv_bias,
             o: need(Role::O)?,
-            gate_up: cat(&[need(Role::Gate)?, need(Role::Up)?], "gate/up")?,
+            gate_up,
             down: need(Role::Down)?,
             input_norm: need(Role::InputNorm)?,
             post_norm: need(Role::PostAttentionNorm)?,

@@ -138,6 +138,29 @@ fn variants() -> Vec<Variant> {
             // llama.cpp converts and runs it, but its logits differ (0.11 of 7.5 here): recorded only.
             llama_cpp_runs_it: false,
         },
+        Variant {
+            label: "phi3",
+            class: "Phi3ForCausalLM",
+            // Fused qkv_proj and gate_up_proj, untied; head_dim = hidden / heads (llama.cpp's Phi-3 assumes it).
+            config: tiny(json!({"num_hidden_layers": 4, "hidden_size": 64, "intermediate_size": 128, "tie_word_embeddings": false})),
+            layers: stitched(),
+            gguf_arch: "phi3",
+            llama_cpp_runs_it: true,
+        },
+        Variant {
+            label: "phi3-longrope-sliding",
+            class: "Phi3ForCausalLM",
+            // LongRoPE past an original length of 16 (the long sequences take the long factors,
+            // the short ones the short factors), and a window on every layer, as Phi-3-mini has.
+            config: tiny(json!({"num_hidden_layers": 4, "hidden_size": 64, "intermediate_size": 128, "tie_word_embeddings": false,
+                "sliding_window": 6, "max_position_embeddings": 64,
+                "original_max_position_embeddings": 16,
+                "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 16,
+                    "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8], "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 13.0, 18.0]}})),
+            layers: vec![(3, take("sib1")), (1, ta(0.4)), (0, linear())],
+            gguf_arch: "phi3",
+            llama_cpp_runs_it: false,
+        },
     ]
 }
 

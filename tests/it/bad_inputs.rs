@@ -114,6 +114,20 @@ fn index_naming_a_missing_tensor() {
 }
 
 #[test]
+fn mixture_of_experts_is_refused_in_one_line_with_exit_2() {
+    let tmp = common::tempdir();
+    let (f, r) = setup(tmp.path());
+    let cfg_path = f.dirs[0].join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["model_type"] = "qwen3_moe".into();
+    cfg["num_experts"] = 8.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    build_fails(tmp.path(), &r, &tmp.path().join("out"), "unsupported: mixture-of-experts (`qwen3_moe`)");
+    let o = common::hf_tailor().args(["build", "--recipe"]).arg(&r).arg("--out").arg(tmp.path().join("out")).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
 fn mismatched_architectures() {
     let tmp = common::tempdir();
     let (f, r) = setup(tmp.path());

@@ -17,7 +17,7 @@
       The same for any architecture llama.cpp converts (Qwen3, Gemma 2/3, ...): convert (f32),
       read back the architecture, block count and tensor names with gguf-py, then run it in
       llama.cpp. The fixtures' byte-level tokenizer is one llama.cpp's BPE pre-tokenizer table
-      does not know, and Gemma 2's converter insists on a sentencepiece model, so the vocabulary
+      does not know, and Gemma 2's and Phi-3's converters insist on a sentencepiece model, so the vocabulary
       is written through the converter's own GPT-2 path declared `default` (with one merge, as
       llama.cpp requires merges), and Gemma's per-layer sliding pattern is written from
       `layer_types` (llama.cpp's runtime reads it; its Gemma converters do not write it); the tensors, the
@@ -177,7 +177,7 @@ CONVERT_WITH_FIXTURE_VOCAB = """
 import sys
 sys.path.insert(0, sys.argv.pop(1))
 import convert_hf_to_gguf
-from conversion import base, gemma
+from conversion import base, gemma, phi
 base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "default"
 gpt2_vocab = base.TextModel._set_vocab_gpt2
 def set_vocab_gpt2(self):
@@ -186,6 +186,7 @@ def set_vocab_gpt2(self):
     self.gguf_writer.add_token_merges(["\u0120 \u0120"])
 base.TextModel._set_vocab_gpt2 = set_vocab_gpt2
 gemma.Gemma2Model.set_vocab = lambda self: self._set_vocab_gpt2()
+phi.Phi3MiniModel.set_vocab = lambda self: self._set_vocab_gpt2()
 # llama.cpp runs a per-layer sliding pattern (as its Command-R and EXAONE converters write it),
 # but its Gemma converters write none, so the runtime assumes Gemma's fixed pattern (every 2nd /
 # 6th layer full), which a tailored model's kept layers need not follow. Write layer_types.
