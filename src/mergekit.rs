@@ -451,6 +451,8 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
         embeddings: slice_rules[0].clone(),
         head: slice_rules[slice_rules.len() - 1].clone(),
         dtype,
+        tokenizer_source: None,
+        chat_template: None,
     };
     recipe.validate()?;
     Ok(recipe)

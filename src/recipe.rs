@@ -351,6 +351,23 @@ pub struct Recipe {
     /// Output dtype; absent = the base's storage dtype.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<Dtype>,
+    /// The model whose tokenizer files and generation config the output carries; absent = the base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_source: Option<String>,
+    /// The output's chat template; absent = the tokenizer source's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<ChatTemplate>,
+}
+
+/// Where the output's chat template comes from, resolved (never `auto`): a recipe names
+/// what was chosen, so a rebuild gives the same files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChatTemplate {
+    /// A source model's template (none if that model has none).
+    Model(String),
+    /// A template file's text, inlined so the recipe stays self-contained.
+    File { name: String, text: String },
 }
 
 /// Where embeddings and head come from when a recipe is built from layer rules alone.
@@ -382,7 +399,19 @@ impl Recipe {
                 layers.last().map(|l| l.rule.clone()).unwrap_or(base_rule),
             ),
         };
-        Self { format: FORMAT.into(), architecture: architecture.into(), source_layers, base, siblings, layers, embeddings, head, dtype: None }
+        Self {
+            format: FORMAT.into(),
+            architecture: architecture.into(),
+            source_layers,
+            base,
+            siblings,
+            layers,
+            embeddings,
+            head,
+            dtype: None,
+            tokenizer_source: None,
+            chat_template: None,
+        }
     }
 
     /// All source models, base first.
@@ -392,6 +421,11 @@ impl Recipe {
 
     pub fn model(&self, name: &str) -> Option<&SourceModel> {
         self.models().find(|m| m.name == name)
+    }
+
+    /// The name of the model whose tokenizer files the output carries.
+    pub fn tokenizer_model(&self) -> &str {
+        self.tokenizer_source.as_deref().unwrap_or(&self.base.name)
     }
 
     /// The recipe as published files show it (the model card, the written model's
@@ -478,6 +512,16 @@ impl Recipe {
             l.rule.validate(&at, &names, &self.base.name)?;
         }
         self.embeddings.validate("embeddings", &names, &self.base.name)?;
+        if let Some(t) = &self.tokenizer_source {
+            if !names.contains(t.as_str()) {
+                return Err(inv("tokenizer_source", format!("`{t}` is not a model of this recipe (known: {})", join(&names))));
+            }
+        }
+        if let Some(ChatTemplate::Model(t)) = &self.chat_template {
+            if !names.contains(t.as_str()) {
+                return Err(inv("chat_template.model", format!("`{t}` is not a model of this recipe (known: {})", join(&names))));
+            }
+        }
         self.head.validate("head", &names, &self.base.name)?;
         Ok(())
     }

@@ -227,6 +227,12 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
                 removed => removed,
                 edges => edges,
                 dtype => r.dtype.map(|d| format!("{d:?}").to_lowercase()),
+                tokenizer_source => format!("`{}`", r.tokenizer_model()),
+                chat_template => match &r.chat_template {
+                    None => format!("`{}`'s own (if it has one)", r.tokenizer_model()),
+                    Some(crate::recipe::ChatTemplate::Model(m)) => format!("`{m}`'s"),
+                    Some(crate::recipe::ChatTemplate::File { name, .. }) => format!("the file `{name}` (in the recipe below)"),
+                },
                 tasks => tasks,
                 results => Value::from(Serde(&results)),
                 results_note => input.results_note.clone(),

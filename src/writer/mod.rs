@@ -6,13 +6,15 @@
 //! are written by streaming (header first, then tensor bytes one tensor at a time) with an
 //! exact `model.safetensors.index.json`; `config.json` is the base's with every per-layer,
 //! vocabulary, dtype and tying field made consistent; tokenizer files and
-//! `generation_config.json` are copied byte for byte. Everything is written into a staging
+//! `generation_config.json` are the recipe's tokenizer source's, byte for byte, with its chat
+//! template choice applied (`side_files`). Everything is written into a staging
 //! folder beside the destination, reopened and verified there, and only then renamed into
 //! place, so a failure never leaves a half-written model behind.
 
 mod plan;
 mod produce;
 mod shard_writer;
+mod side_files;
 mod staging;
 
 use std::path::Path;
@@ -123,6 +125,7 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
     check_recipe_fits(family, recipe)?;
     let sources: Vec<&Path> = family.models().map(|m| m.dir.as_path()).collect();
     staging::check_destination(out, opts.force, &sources)?;
+    crate::checkpoint::check_tokenizer_source(family, recipe.tokenizer_model())?;
     let plan = Plan::new(family, recipe, opts.shard_size.max(1))?;
     let config = plan.layout.output_config(&family.base.config.raw, family.base.arch())?;
 
@@ -130,7 +133,7 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
     let mut bytes = write_shards(family, &plan, &stage.dir)?;
     bytes += write_json(&stage.dir.join(INDEX_FILE), &index_json(&plan))?;
     bytes += write_json(&stage.dir.join("config.json"), &config)?;
-    bytes += copy_side_files(&family.base.dir, &stage.dir)?;
+    bytes += side_files::write(family, recipe, &stage.dir)?;
     // The model carries its own recipe (and mergekit's form of it when one config can say
     // it), so a pushed repo can be rebuilt from itself.
     let published = recipe.published();
@@ -226,21 +229,6 @@ fn write_json(path: &Path, v: &serde_json::Value) -> Result<u64, BuildError> {
 fn write_text(path: &Path, text: &str) -> Result<u64, BuildError> {
     crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|e| BuildError::Io { path: path.display().to_string(), source: e })?;
     Ok(text.len() as u64)
-}
-
-fn copy_side_files(base: &Path, dir: &Path) -> Result<u64, BuildError> {
-    let entries = std::fs::read_dir(base).map_err(|e| BuildError::Io { path: base.display().to_string(), source: e })?;
-    let mut bytes = 0;
-    for e in entries {
-        let e = e.map_err(|e| BuildError::Io { path: base.display().to_string(), source: e })?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let wanted = crate::checkpoint::is_side_file(&name);
-        if !wanted || !e.path().is_file() {
-            continue;
-        }
-        bytes += std::fs::copy(e.path(), dir.join(&name)).map_err(|err| BuildError::Io { path: e.path().display().to_string(), source: err })?;
-    }
-    Ok(bytes)
 }
 
 /// Reopen the written folder with the reader (which validates headers, offsets, the index
