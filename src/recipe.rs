@@ -361,13 +361,45 @@ pub struct Recipe {
 
 /// Where the output's chat template comes from, resolved (never `auto`): a recipe names
 /// what was chosen, so a rebuild gives the same files.
+/// In YAML `{model: NAME}` or `{file: NAME, text: TEMPLATE}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "ChatTemplateRepr", into = "ChatTemplateRepr")]
 pub enum ChatTemplate {
     /// A source model's template (none if that model has none).
     Model(String),
     /// A template file's text, inlined so the recipe stays self-contained.
     File { name: String, text: String },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatTemplateRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+}
+
+impl TryFrom<ChatTemplateRepr> for ChatTemplate {
+    type Error = String;
+    fn try_from(r: ChatTemplateRepr) -> Result<Self, String> {
+        match (r.model, r.file, r.text) {
+            (Some(m), None, None) => Ok(ChatTemplate::Model(m)),
+            (None, Some(name), Some(text)) => Ok(ChatTemplate::File { name, text }),
+            _ => Err("chat_template: give `model: NAME`, or `file: NAME` with `text: TEMPLATE`".into()),
+        }
+    }
+}
+
+impl From<ChatTemplate> for ChatTemplateRepr {
+    fn from(c: ChatTemplate) -> Self {
+        match c {
+            ChatTemplate::Model(m) => Self { model: Some(m), file: None, text: None },
+            ChatTemplate::File { name, text } => Self { model: None, file: Some(name), text: Some(text) },
+        }
+    }
 }
 
 /// Where embeddings and head come from when a recipe is built from layer rules alone.

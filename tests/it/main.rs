@@ -19,5 +19,6 @@ mod search;
 mod search_e2e;
 mod study;
 mod testhub;
+mod tokenizer_choice;
 mod transfer_edges;
 mod verify;
