@@ -34,22 +34,15 @@ pub fn resolve_chat_template(family: &Family, spec: &str) -> Result<(ChatTemplat
     let base = family.base_name().to_string();
     match spec {
         "auto" => {
-            let with: Vec<(&str, String)> = family
-                .names
-                .iter()
-                .skip(1)
-                .zip(&family.siblings)
-                .filter_map(|(n, s)| Some((n.as_str(), chat_template_of(&s.dir)?)))
-                .collect();
+            let with: Vec<(&str, String)> =
+                family.names.iter().skip(1).zip(&family.siblings).filter_map(|(n, s)| Some((n.as_str(), chat_template_of(&s.dir)?))).collect();
             let Some((first, text)) = with.first() else { return Ok((ChatTemplate::Model(base), Vec::new())) };
             if with.iter().all(|(_, t)| t == text) {
                 return Ok((ChatTemplate::Model(first.to_string()), Vec::new()));
             }
             let names: Vec<&str> = with.iter().map(|(n, _)| *n).collect();
-            let warning = format!(
-                "the siblings' chat templates differ ({}): using the base's; choose one with --chat-template NAME|FILE",
-                names.join(", ")
-            );
+            let warning =
+                format!("the siblings' chat templates differ ({}): using the base's; choose one with --chat-template NAME|FILE", names.join(", "));
             Ok((ChatTemplate::Model(base), vec![warning]))
         }
         "base" => Ok((ChatTemplate::Model(base), Vec::new())),
@@ -82,10 +75,7 @@ pub fn template_text(family: &Family, choice: &ChatTemplate) -> Option<String> {
 /// token, or that has ids beyond the family's common vocabulary rows.
 pub fn check_tokenizer_source(family: &Family, name: &str) -> Result<(), CheckpointError> {
     let Some(source) = family.get(name) else {
-        return Err(CheckpointError::Incompatible(format!(
-            "--tokenizer-source `{name}` is not a model of the family ({})",
-            family.names.join(", ")
-        )));
+        return Err(CheckpointError::Incompatible(format!("--tokenizer-source `{name}` is not a model of the family ({})", family.names.join(", "))));
     };
     if name == family.base_name() {
         return Ok(());
@@ -107,11 +97,11 @@ pub fn check_tokenizer_source(family: &Family, name: &str) -> Result<(), Checkpo
     for (&id, tok) in &b {
         match s.get(&id) {
             Some(t) if t != tok => {
-                return Err(refuse(format!(
-                    "token id {id} is `{t}` there but `{tok}` in the base: its vocabulary does not match the family's"
-                )))
+                return Err(refuse(format!("token id {id} is `{t}` there but `{tok}` in the base: its vocabulary does not match the family's")))
             }
-            None if id < s_max => return Err(refuse(format!("it has no token id {id} (`{tok}` in the base): its vocabulary does not match the family's"))),
+            None if id < s_max => {
+                return Err(refuse(format!("it has no token id {id} (`{tok}` in the base): its vocabulary does not match the family's")))
+            }
             _ => {}
         }
     }

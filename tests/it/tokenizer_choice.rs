@@ -151,8 +151,5 @@ fn siblings_with_different_templates_warn_and_auto_keeps_the_base_template() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("warning: the siblings' chat templates differ (chat, other)"), "{err}");
     assert!(!out.join("chat_template.jinja").exists());
-    assert_eq!(
-        std::fs::read(out.join("tokenizer_config.json")).unwrap(),
-        std::fs::read(tmp.path().join("base/tokenizer_config.json")).unwrap()
-    );
+    assert_eq!(std::fs::read(out.join("tokenizer_config.json")).unwrap(), std::fs::read(tmp.path().join("base/tokenizer_config.json")).unwrap());
 }
