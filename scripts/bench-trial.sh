@@ -96,7 +96,7 @@ print(f"[{name}] search: {s['trials']} trials (budgets {s['budgets']}) in {s['se
       f"{search_s:.2f} s (CPU {search_c:.2f} s) per full-budget trial, {ref_s / search_s:.1f}x cheaper than the reference (CPU {ref_c / search_c:.1f}x); "
       f"shared prefixes saved {s['layer_forwards_saved']:,} of {s['layer_forwards_run'] + s['layer_forwards_saved']:,} layer-forwards "
       f"({100 * s['saved_fraction']:.1f}%), prefix cache {s['prefix']['hits']} hits / {s['prefix']['misses']} misses, peak {s['prefix']['peak_bytes'] / 2**20:.0f} MiB")
-open(sys.argv[4], "w").write(f"{ours_tok} {ref_tok} {ref_s} {mean(t, 'score_s')} {ref_s / ours_s}")
+open(sys.argv[4], "w").write(f"{ours_tok} {ref_tok} {ref_s} {mean(t, 'score_s')} {ref_s / ours_s}\n")
 PYEOF
   read -r ours_tok ref_tok ref_s score_s measured < "$WORK/$set/means"
   "$PY" scripts/bench_trial_bound.py "$FAMILY/base" "$FAMILY/$set.jsonl" "$KEEP" "$ours_tok" "$ref_tok" "$ref_s" "$score_s" |
