@@ -96,6 +96,11 @@ pub struct Args {
     /// The study's name in --storage (default: derived from the search's inputs).
     #[arg(long, requires = "storage")]
     pub study: Option<String>,
+    /// With --storage: start the (new) study from this file journal of the same search, its
+    /// results and the proposals it had in flight, so a search begun on one machine goes on
+    /// with workers on many (the reverse of `hf-tailor export`).
+    #[arg(long, requires = "storage", value_name = "JOURNAL")]
+    pub import_journal: Option<PathBuf>,
     /// With --storage: a running trial whose worker sent no heartbeat for this many seconds
     /// is queued again (once; the second time it fails).
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
@@ -547,7 +552,11 @@ fn coordinate(args: &Args, url: &str, spec: &JobSpec, s: &mut Setup, progress: &
         let open: job::OpenStorage<'_> = Box::new(|header| {
             let name = name.clone().unwrap_or_else(|| study::default_name(&header));
             eprintln!("hf-tailor: study `{name}` in PostgreSQL; add workers with `hf-tailor worker --storage URL --study {name}`");
-            let st = PgStudy::coordinate(url, &name, header, &inputs, trials, stale, inherit)?;
+            let mut st = PgStudy::coordinate(url, &name, header, &inputs, trials, stale, inherit)?;
+            if let Some(journal) = &args.import_journal {
+                let n = hf_tailor::search::storage::import_journal(journal, &spec.space, &mut st)?;
+                eprintln!("hf-tailor: imported {n} trials of {} into study `{name}`", journal.display());
+            }
             *chosen_name.lock().expect("not poisoned") = Some(name);
             Ok(Box::new(st))
         });

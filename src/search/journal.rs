@@ -173,9 +173,16 @@ impl Journal {
 
     /// Read a journal without opening it for writing (reports, inspection).
     pub fn read(path: &Path) -> Result<(JournalHeader, Vec<TrialRecord>), SearchError> {
-        let Lines { header, trials, .. } = read_lines(path)?;
-        let header = header.ok_or_else(|| SearchError::Journal { path: path.display().to_string(), message: "is empty".into() })?;
+        let (header, trials, _) = Self::read_with_asked(path)?;
         Ok((header, trials))
+    }
+
+    /// [`Journal::read`] with the `asked` lines (a parallel search's proposals), without
+    /// opening the file for writing.
+    pub fn read_with_asked(path: &Path) -> Result<(JournalHeader, Vec<TrialRecord>, Vec<Asked>), SearchError> {
+        let Lines { header, trials, asked, .. } = read_lines(path)?;
+        let header = header.ok_or_else(|| SearchError::Journal { path: path.display().to_string(), message: "is empty".into() })?;
+        Ok((header, trials, asked))
     }
 }
 
@@ -185,7 +192,7 @@ const HEADER_PREFIX: &str = "{\"kind\":\"header\"";
 /// Refuse a file that is not a search journal (so `--resume` pointed at the wrong file
 /// cannot destroy it). Accepted: an empty file, or one whose first bytes are a journal
 /// header (complete, or torn while it was written).
-fn check_is_journal(path: &Path) -> Result<(), SearchError> {
+pub(super) fn check_is_journal(path: &Path) -> Result<(), SearchError> {
     let mut head = Vec::with_capacity(HEADER_PREFIX.len());
     File::open(path).and_then(|f| f.take(HEADER_PREFIX.len() as u64).read_to_end(&mut head)).map_err(io_err(path))?;
     let n = head.len();

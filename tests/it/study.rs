@@ -266,3 +266,48 @@ fn bad_url_refused_password_and_a_database_gone_mid_study_are_one_line_errors() 
     let trials = export(&url, "gone", &f.root.join("gone.jsonl"));
     assert!(trials.len() >= 5, "finished trials were lost: {}", trials.len());
 }
+
+#[test]
+fn a_file_journal_search_moves_into_a_study_and_its_workers_finish_it() {
+    let pg = Pg::start();
+    let url = pg.url();
+    let f = fixture();
+    // Five trials on this machine, in the file journal.
+    let local = f.root.join("local");
+    let o = hf_tailor().args(search_args(&f, &local, 5, &["--selection-split", "0"])).output().unwrap();
+    assert!(o.status.success(), "local search: {}", String::from_utf8_lossy(&o.stderr));
+    let journal = local.join("journal.jsonl");
+    let (_, first) = Journal::read(&journal).unwrap();
+    assert_eq!(first.len(), 5);
+    // The study starts from them; its worker scores the rest.
+    let journal_arg = journal.display().to_string();
+    let moved = |out: &str| {
+        let extra = [
+            "--storage",
+            &url,
+            "--study",
+            "moved",
+            "--import-journal",
+            &journal_arg,
+            "--workers",
+            "1",
+            "--stale-after",
+            "2",
+            "--selection-split",
+            "0",
+        ];
+        hf_tailor().args(search_args(&f, &f.root.join(out), 12, &extra)).output().unwrap()
+    };
+    let o = moved("moved");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "study from the journal: {err}");
+    assert!(err.contains("imported 5 trials"), "{err}");
+    let trials = export(&url, "moved", &f.root.join("moved.jsonl"));
+    assert_each_trial_once(&trials, 12);
+    for (a, b) in first.iter().zip(&trials) {
+        assert_eq!((a.index, &a.recipe, a.budget, a.mean), (b.index, &b.recipe, b.budget, b.mean), "the imported results come first, unchanged");
+    }
+    assert!(trials[5..].iter().all(|t| t.worker.is_some()), "the rest were scored by the study's worker");
+    // A study that already holds trials is not imported into.
+    one_line_error(&moved("again"), 2, "already holds trials");
+}
