@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use family::{check_family, Family, FamilyInfo};
 pub use shard::Shard;
-pub use tokenizer::{chat_template_of, check_tokenizer_source, resolve_chat_template, template_text};
+pub use tokenizer::{chat_template_of, check_tokenizer_source, choose_tokenizer, resolve_chat_template, template_text};
 
 use crate::arch::Arch;
 use crate::config::{ConfigError, ModelConfig};

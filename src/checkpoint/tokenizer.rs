@@ -116,3 +116,30 @@ fn vocabulary(dir: &Path) -> Option<BTreeMap<usize, String>> {
     let t = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).ok()?;
     Some(t.get_vocab(true).into_iter().map(|(token, id)| (id as usize, token)).collect())
 }
+
+/// Record the tokenizer source and chat template in the recipe (the given choices over the
+/// recipe's own; a recipe without a template choice gets `auto`), so the writer and the
+/// card read one answer. Returns the warnings (siblings whose templates disagree).
+pub fn choose_tokenizer(
+    family: &Family,
+    recipe: &mut crate::recipe::Recipe,
+    tokenizer_source: Option<&str>,
+    chat_template: Option<&str>,
+) -> Result<Vec<String>, CheckpointError> {
+    if let Some(t) = tokenizer_source {
+        let name = if t == "base" { family.base_name() } else { t };
+        check_tokenizer_source(family, name)?;
+        recipe.tokenizer_source = (name != family.base_name()).then(|| name.to_string());
+    }
+    let mut notes = Vec::new();
+    if chat_template.is_some() || recipe.chat_template.is_none() {
+        let (choice, warnings) = resolve_chat_template(family, chat_template.unwrap_or("auto"))?;
+        notes = warnings;
+        // The tokenizer source's own template is the default: recorded by leaving the field out.
+        recipe.chat_template = match choice {
+            ChatTemplate::Model(m) if m == recipe.tokenizer_model() => None,
+            c => Some(c),
+        };
+    }
+    Ok(notes)
+}

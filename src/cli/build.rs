@@ -45,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = BuildOptions { shard_size: writer::parse_size(&args.shard_size)?, force: args.force };
     let mut recipe = super::sources::load_recipe(&args.recipe)?;
     let family = super::sources::open_family(&recipe)?;
-    let notes = choose_tokenizer(&family, &mut recipe, args.tokenizer_source.as_deref(), args.chat_template.as_deref())?;
+    let notes = hf_tailor::checkpoint::choose_tokenizer(&family, &mut recipe, args.tokenizer_source.as_deref(), args.chat_template.as_deref())?;
     let report = writer::build(&family, &recipe, &args.out, &opts)?;
     for w in notes.iter().chain(&report.warnings) {
         eprintln!("hf-tailor: warning: {w}");
@@ -77,32 +77,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Record the tokenizer source and chat template in the recipe (flags over the recipe's own
-/// choice; a recipe without one gets `auto`), so the writer and the card read one answer.
-pub fn choose_tokenizer(
-    family: &hf_tailor::checkpoint::Family,
-    recipe: &mut hf_tailor::recipe::Recipe,
-    tokenizer_source: Option<&str>,
-    chat_template: Option<&str>,
-) -> anyhow::Result<Vec<String>> {
-    use hf_tailor::checkpoint;
-    use hf_tailor::recipe::ChatTemplate;
-    if let Some(t) = tokenizer_source {
-        let name = if t == "base" { family.base_name() } else { t };
-        checkpoint::check_tokenizer_source(family, name)?;
-        recipe.tokenizer_source = (name != family.base_name()).then(|| name.to_string());
-    }
-    let mut notes = Vec::new();
-    if chat_template.is_some() || recipe.chat_template.is_none() {
-        let (choice, warnings) = checkpoint::resolve_chat_template(family, chat_template.unwrap_or("auto"))?;
-        notes = warnings;
-        // The tokenizer source's own template is the default: recorded by leaving the field out.
-        recipe.chat_template = match choice {
-            ChatTemplate::Model(m) if m == recipe.tokenizer_model() => None,
-            c => Some(c),
-        };
-    }
-    Ok(notes)
 }

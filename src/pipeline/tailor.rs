@@ -71,6 +71,10 @@ pub struct JobOptions {
     pub out_checked: bool,
     /// GGUF files to write beside the checkpoint (before the card, which links them).
     pub gguf: Vec<crate::gguf::FileType>,
+    /// Whose tokenizer files and generation config the model carries (None: the base's).
+    pub tokenizer_source: Option<String>,
+    /// The model's chat template (`auto`, `base`, a model's name, or a Jinja file; None: auto).
+    pub chat_template: Option<String>,
 }
 
 impl JobOptions {
@@ -94,6 +98,8 @@ impl JobOptions {
             force: false,
             out_checked: false,
             gguf: Vec::new(),
+            tokenizer_source: None,
+            chat_template: None,
         }
     }
 }
@@ -221,6 +227,11 @@ pub fn tailor(
         dtype: None,
     };
     let space = SearchSpace::new(template, keep, SpaceOptions::default())?;
+    // The tokenizer and template choice is checked before the search (a vocabulary that
+    // does not match is refused now, not after hours of trials), and applied to the result.
+    let choose =
+        |recipe: &mut Recipe| crate::checkpoint::choose_tokenizer(&fam, recipe, opts.tokenizer_source.as_deref(), opts.chat_template.as_deref());
+    warnings.extend(choose(&mut whole_model(&space, &base.name))?);
     let (calibration, report, report_note) = if report == calibration {
         let split = crate::score::HoldOut { fraction: REPORT_FRACTION, seed: opts.seed };
         let (search, held) = split_for_report(&calibration, &split);
@@ -267,6 +278,8 @@ pub fn tailor(
     let result = run_job(&spec, &mut scorer, params, &mut Observe(progress))?;
     let search_seconds = started.elapsed().as_secs_f64();
     drop(scorer);
+    let mut result = result;
+    choose(&mut result.best)?;
     let best = result.best.clone();
 
     // With held-out report tasks, every row is scored again on them by one evaluator.

@@ -153,3 +153,39 @@ fn siblings_with_different_templates_warn_and_auto_keeps_the_base_template() {
     assert!(!out.join("chat_template.jinja").exists());
     assert_eq!(std::fs::read(out.join("tokenizer_config.json")).unwrap(), std::fs::read(tmp.path().join("base/tokenizer_config.json")).unwrap());
 }
+
+#[test]
+fn the_root_command_takes_the_tokenizer_choice_and_checks_it_before_the_search() {
+    let tmp = tempdir();
+    family(tmp.path());
+    let reference = render(&tmp.path().join("sib1"));
+    let task = tmp.path().join("letters.jsonl");
+    let items: Vec<String> = (0..16)
+        .map(|i| {
+            let (a, b) = ((b'a' + i as u8) as char, (b'b' + i as u8) as char);
+            json!({"context": format!("{a}{b}{a}{b}"), "choices": [a.to_string(), b.to_string()], "label": 0}).to_string()
+        })
+        .collect();
+    std::fs::write(&task, items.join("\n") + "\n").unwrap();
+    let (base, sibs) = (tmp.path().join("base"), format!("{},{}", tmp.path().join("sib1").display(), tmp.path().join("sib2").display()));
+    let job = |out: &Path, extra: &[&str]| {
+        let mut c = hf_tailor();
+        c.arg("--base").arg(&base).args(["--finetunes", &sibs, "--tasks"]).arg(&task);
+        c.args(["--keep-layers", "3", "--trials", "2", "--out"]).arg(out).args(extra);
+        c.output().unwrap()
+    };
+    // The chat sibling's tokenizer and template, recorded in the recipe and carried by the model.
+    let out = tmp.path().join("job");
+    let o = job(&out, &["--tokenizer-source", "sib1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(render(&out.join("model")), reference);
+    let recipe = std::fs::read_to_string(out.join("tailor.yaml")).unwrap();
+    assert!(recipe.contains("tokenizer_source: sib1"), "{recipe}");
+    // A tokenizer source that is not a model of the family: refused before any trial.
+    let out = tmp.path().join("job2");
+    let o = job(&out, &["--tokenizer-source", "nobody"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.trim().lines().last().unwrap_or("").contains("`nobody` is not a model of the family"), "{err}");
+    assert!(!out.join("journal.jsonl").exists(), "the search did not start");
+}
