@@ -1,12 +1,16 @@
 //! Reading Hugging Face checkpoints: a folder with `config.json` and either one
 //! `model.safetensors` or shards plus `model.safetensors.index.json`, memory-mapped.
+//! A folder with PyTorch `.bin` weights only is converted once into the cache and opened
+//! from there (see [`torch_bin`]).
 //!
 //! Every shard is validated when opened (header, offsets, lengths, dtypes), so later
 //! stages can slice tensor bytes without re-checking.
 
 mod family;
+pub mod pickle;
 mod shard;
 mod tokenizer;
+pub mod torch_bin;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,8 @@ pub enum CheckpointError {
     BadShard { path: String, why: String },
     #[error("{path}: tensor `{tensor}` has dtype {dtype}, hf-tailor reads only f32, f16 and bf16")]
     UnsupportedDtype { path: String, tensor: String, dtype: String },
+    #[error("{path}: refused PyTorch checkpoint: {why}")]
+    BadTorch { path: String, why: String },
     #[error("{path}: invalid index: {why}")]
     BadIndex { path: String, why: String },
     #[error("{model}: tensor `{tensor}` is missing")]
@@ -149,10 +155,13 @@ impl Checkpoint {
             (files, Some(map))
         } else if dir.join(SINGLE_FILE).is_file() {
             (vec![SINGLE_FILE.to_string()], None)
+        } else if torch_bin::has_torch_weights(dir) {
+            let converted = torch_bin::converted_folder(dir)?;
+            return Self::open_named(&converted, name);
         } else {
             return Err(CheckpointError::NotAModel {
                 path: disp,
-                why: format!("neither {SINGLE_FILE} nor {INDEX_FILE} is present (only safetensors weights are read)"),
+                why: format!("neither {SINGLE_FILE} nor {INDEX_FILE} is present (nor pytorch_model.bin)"),
             });
         };
         let mut shards = Vec::with_capacity(shard_files.len());

@@ -20,5 +20,6 @@ mod search_e2e;
 mod study;
 mod testhub;
 mod tokenizer_choice;
+mod torch_bin;
 mod transfer_edges;
 mod verify;
