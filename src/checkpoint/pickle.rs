@@ -53,7 +53,11 @@ enum Value {
     List(Vec<Value>),
     Dict(Vec<(Value, Value)>),
     Global(Global),
-    Storage { dtype: Dtype, key: String, numel: u64 },
+    Storage {
+        dtype: Dtype,
+        key: String,
+        numel: u64,
+    },
     Tensor(TensorRef),
     Mark,
 }

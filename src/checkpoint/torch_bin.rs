@@ -200,11 +200,12 @@ fn convert_into(src: &Path, out: &Path) -> Result<(), CheckpointError> {
         if size != want {
             return Err(bad(&a.path, format!("storage record {rec} is {size} bytes, its pickle declares {want}")));
         }
-        let nbytes = t.shape.iter().try_fold(t.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64)).ok_or_else(|| bad(&a.path, "tensor size overflows"))?;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": st_dtype(t.dtype), "shape": t.shape, "data_offsets": [offset, offset + nbytes]}),
-        );
+        let nbytes = t
+            .shape
+            .iter()
+            .try_fold(t.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| bad(&a.path, "tensor size overflows"))?;
+        header.insert(name.clone(), serde_json::json!({"dtype": st_dtype(t.dtype), "shape": t.shape, "data_offsets": [offset, offset + nbytes]}));
         offset += nbytes;
     }
     let mut head = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON");

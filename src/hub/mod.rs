@@ -51,7 +51,7 @@ pub enum HubError {
     Forbidden { repo: String, message: String },
     #[error("`{repo}`@{revision}: `{file}` is not in the local cache and offline mode (HF_HUB_OFFLINE) is on")]
     NotCached { repo: String, revision: String, file: String },
-    #[error("`{repo}` has no safetensors weights (model.safetensors or model.safetensors.index.json); other formats are not supported")]
+    #[error("`{repo}` has no weights hf-tailor reads (model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json)")]
     NoWeights { repo: String },
     #[error("`{repo}`: {file} is corrupt: expected {what} {expected}, got {actual}")]
     Integrity { repo: String, file: String, what: &'static str, expected: String, actual: String },

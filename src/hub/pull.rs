@@ -23,6 +23,23 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const README: &str = "README.md";
 const INDEX: &str = crate::checkpoint::INDEX_FILE;
 const SINGLE: &str = crate::checkpoint::SINGLE_FILE;
+const BIN_INDEX: &str = crate::checkpoint::torch_bin::BIN_INDEX;
+const BIN_SINGLE: &str = crate::checkpoint::torch_bin::BIN_SINGLE;
+
+/// The shard index a pull reads, if any: safetensors' first; PyTorch's `.bin` index only when
+/// the repo has no safetensors weights at all (`.bin` shards are never fetched beside them).
+fn index_to_read(present: &[String]) -> Option<&'static str> {
+    let has = |f: &str| present.iter().any(|p| p == f);
+    if has(INDEX) {
+        Some(INDEX)
+    } else if has(SINGLE) {
+        None
+    } else if has(BIN_INDEX) {
+        Some(BIN_INDEX)
+    } else {
+        None
+    }
+}
 /// Parallel file transfers per model.
 const PARALLEL_FILES: usize = 4;
 
@@ -149,16 +166,18 @@ fn select_files(
         return Err(HubError::Protocol { repo: repo.into(), message: "has no config.json".into() });
     }
     let mut files = vec![CONFIG_FILE.to_string()];
-    if has(INDEX) {
-        files.push(INDEX.into());
-        for s in shards_of_index(INDEX)? {
+    if let Some(index) = index_to_read(present) {
+        files.push(index.into());
+        for s in shards_of_index(index)? {
             if !has(&s) {
-                return Err(HubError::Protocol { repo: repo.into(), message: format!("{INDEX} names shard {s}, which the repo does not have") });
+                return Err(HubError::Protocol { repo: repo.into(), message: format!("{index} names shard {s}, which the repo does not have") });
             }
             files.push(s);
         }
     } else if has(SINGLE) {
         files.push(SINGLE.into());
+    } else if has(BIN_SINGLE) {
+        files.push(BIN_SINGLE.into());
     } else {
         return Err(HubError::NoWeights { repo: repo.into() });
     }
@@ -171,17 +190,19 @@ fn select_files(
 }
 
 fn read_index_shards(path: &Path, repo: &str) -> Result<Vec<String>, HubError> {
+    let is_bin = path.file_name().is_some_and(|n| n == BIN_INDEX);
+    let (index, suffix) = if is_bin { (BIN_INDEX, ".bin") } else { (INDEX, ".safetensors") };
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| HubError::Protocol { repo: repo.into(), message: format!("{INDEX} is not valid JSON: {e}") })?;
+        serde_json::from_str(&text).map_err(|e| HubError::Protocol { repo: repo.into(), message: format!("{index} is not valid JSON: {e}") })?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| HubError::Protocol { repo: repo.into(), message: format!("{INDEX} has no weight_map") })?;
+        .ok_or_else(|| HubError::Protocol { repo: repo.into(), message: format!("{index} has no weight_map") })?;
     let shards: BTreeSet<String> = map.values().filter_map(|s| s.as_str().map(str::to_string)).collect();
     for s in &shards {
-        if s.contains('/') || s.contains("..") || !s.ends_with(".safetensors") {
-            return Err(HubError::Protocol { repo: repo.into(), message: format!("{INDEX} names an invalid shard `{s}`") });
+        if s.contains('/') || s.contains("..") || !s.ends_with(suffix) {
+            return Err(HubError::Protocol { repo: repo.into(), message: format!("{index} names an invalid shard `{s}`") });
         }
     }
     Ok(shards.into_iter().collect())
@@ -257,8 +278,10 @@ async fn pull_hub_model(cfg: &HubConfig, name: &str, repo: &str, revision: &str,
     let (commit, present) = repo_listing(cfg, RepoKind::Model, repo, revision).await?;
     let progress = Progress::new(cfg, &format!("{repo}@{}", &commit[..8.min(commit.len())]));
     // The index first: it says which shards to fetch.
-    let index_path =
-        if present.iter().any(|p| p == INDEX) { Some(fetch_one(&http, &progress, RepoKind::Model, repo, &commit, INDEX).await?.0) } else { None };
+    let index_path = match index_to_read(&present) {
+        Some(index) => Some(fetch_one(&http, &progress, RepoKind::Model, repo, &commit, index).await?.0),
+        None => None,
+    };
     let files = select_files(repo, &present, |_| read_index_shards(index_path.as_deref().expect("index fetched"), repo))?;
     let mut wanted: Vec<&str> = files.iter().map(String::as_str).collect();
     if with_readme && present.iter().any(|p| p == README) {
@@ -300,12 +323,13 @@ pub fn plan_hub_model(cfg: &HubConfig, repo: &str, revision: &str) -> Result<Rem
         let (commit, present) = repo_listing(cfg, RepoKind::Model, repo, revision).await?;
         let quiet = Progress { multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()) };
         let mut fetched = BTreeMap::new();
-        for f in [CONFIG_FILE, INDEX] {
+        let index = index_to_read(&present);
+        for f in [Some(CONFIG_FILE), index].into_iter().flatten() {
             if present.iter().any(|p| p == f) {
                 fetched.insert(f, fetch_one(&http, &quiet, RepoKind::Model, repo, &commit, f).await?.0);
             }
         }
-        let files = select_files(repo, &present, |_| read_index_shards(&fetched[INDEX], repo))?;
+        let files = select_files(repo, &present, |f| read_index_shards(&fetched[f], repo))?;
         let mut sized = Vec::with_capacity(files.len());
         for f in files {
             let size = match fetched.get(f.as_str()) {
@@ -509,8 +533,21 @@ mod tests {
         assert_eq!(files, ["config.json", INDEX, "a.safetensors", "b.safetensors", "tokenizer.json", "generation_config.json"]);
         let e = select_files("r", &present, |_| Ok(vec!["c.safetensors".into()])).unwrap_err();
         assert!(e.to_string().contains("c.safetensors"), "{e}");
+        // `.bin` weights only when the repo has no safetensors.
         let bin_only: Vec<String> = vec!["config.json".into(), "pytorch_model.bin".into()];
-        assert!(matches!(select_files("r", &bin_only, |_| Ok(vec![])), Err(HubError::NoWeights { .. })));
+        assert_eq!(select_files("r", &bin_only, |_| Ok(vec![])).unwrap(), ["config.json", "pytorch_model.bin"]);
+        let bin_shards: Vec<String> =
+            ["config.json", BIN_INDEX, "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"].map(String::from).to_vec();
+        let files = select_files("r", &bin_shards, |f| {
+            assert_eq!(f, BIN_INDEX);
+            Ok(vec!["pytorch_model-00001-of-00002.bin".into(), "pytorch_model-00002-of-00002.bin".into()])
+        })
+        .unwrap();
+        assert_eq!(files, bin_shards);
+        let both: Vec<String> = ["config.json", SINGLE, BIN_SINGLE].map(String::from).to_vec();
+        assert_eq!(select_files("r", &both, |_| Ok(vec![])).unwrap(), ["config.json", SINGLE]);
+        let none: Vec<String> = vec!["config.json".into(), "model.gguf".into()];
+        assert!(matches!(select_files("r", &none, |_| Ok(vec![])), Err(HubError::NoWeights { .. })));
     }
 
     #[test]

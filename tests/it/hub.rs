@@ -266,9 +266,13 @@ fn pull_errors_are_typed_and_never_show_the_token() {
     let anon = HubConfig::new(&hub.url, None, cache.clone());
     assert!(matches!(pull(&anon, "org/private"), HubError::RepoNotFound { .. }));
     hub::pull_model(&c, "p", &ModelSource::parse("org/private").unwrap(), false).unwrap();
-    // No weights in a supported format.
+    // PyTorch `.bin` weights are pulled when a repo has no safetensors (read later, see tests/it/torch_bin.rs).
     hub.seed("models", "org/binonly", false, &[("config.json", b"{}".to_vec()), ("pytorch_model.bin", vec![0; 64])]);
-    assert!(matches!(pull(&c, "org/binonly"), HubError::NoWeights { .. }));
+    let bin = hub::pull_model(&c, "b", &ModelSource::parse("org/binonly").unwrap(), false).unwrap();
+    assert!(bin.dir.join("pytorch_model.bin").is_file());
+    // No weights in a supported format.
+    hub.seed("models", "org/ggufonly", false, &[("config.json", b"{}".to_vec()), ("model.gguf", vec![0; 64])]);
+    assert!(matches!(pull(&c, "org/ggufonly"), HubError::NoWeights { .. }));
     let e = hub::pull_family(&c, &ModelSource::parse("org/a").unwrap(), &[ModelSource::parse("ORG/a@main").unwrap()]).unwrap_err();
     assert!(matches!(e, HubError::BaseAmongFinetunes { .. }), "{e}");
     // Offline with nothing cached.
