@@ -405,4 +405,38 @@ mod tests {
         assert!(read_state_dict(b"\x80\x02}X\xff\xff\xff\xff").is_err());
         assert!(read_state_dict(b"").is_err());
     }
+
+    /// A one-tensor state dict `{"w": tensor}` as `torch.save` pickles it.
+    fn one_tensor(storage: &str, numel: u8, offset: u8, size: [u8; 2], stride: [u8; 2]) -> Vec<u8> {
+        let s = |x: &str| [&[b'X'][..], &(x.len() as u32).to_le_bytes(), x.as_bytes()].concat();
+        let mut p = b"\x80\x02}(".to_vec();
+        p.extend(s("w"));
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        p.extend(s("storage"));
+        p.extend(format!("ctorch\n{storage}\n").as_bytes());
+        p.extend(s("0"));
+        p.extend(s("cpu"));
+        p.extend([b'K', numel, b't', b'Q', b'K', offset, b'K', size[0], b'K', size[1], 0x86, b'K', stride[0], b'K', stride[1], 0x86, 0x89]);
+        p.extend(b"ccollections\nOrderedDict\n)RtRu.");
+        p
+    }
+
+    #[test]
+    fn reads_a_tensor_and_refuses_bad_layouts() {
+        let t = read_state_dict(&one_tensor("HalfStorage", 8, 2, [2, 3], [3, 1])).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].0, "w");
+        assert_eq!(t[0].1, TensorRef { dtype: Dtype::F16, storage: "0".into(), storage_numel: 8, offset: 2, shape: vec![2, 3] });
+        let e = read_state_dict(&one_tensor("FloatStorage", 6, 0, [2, 3], [1, 2])).unwrap_err().to_string();
+        assert!(e.contains("non-contiguous"), "{e}");
+        let e = read_state_dict(&one_tensor("FloatStorage", 6, 1, [2, 3], [3, 1])).unwrap_err().to_string();
+        assert!(e.contains("overruns its storage"), "{e}");
+        let e = read_state_dict(&one_tensor("LongStorage", 6, 0, [2, 3], [3, 1])).unwrap_err().to_string();
+        assert!(e.contains("torch.LongStorage"), "{e}");
+        // Cut anywhere, it is an error, never a panic.
+        let full = one_tensor("FloatStorage", 6, 0, [2, 3], [3, 1]);
+        for n in 0..full.len() {
+            assert!(read_state_dict(&full[..n]).is_err(), "cut at {n}");
+        }
+    }
 }
