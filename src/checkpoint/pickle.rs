@@ -10,6 +10,12 @@ use crate::dtype::Dtype;
 
 /// Most values (stack plus memo) one pickle may hold: a state dict has a handful per tensor.
 const MAX_VALUES: usize = 10_000_000;
+/// Most values one pickle may copy out of its memo: bounds a "billion laughs" pickle that
+/// nests memo references into exponentially large values.
+const MAX_COPIED: usize = 5_000_000;
+/// Deepest nesting accepted (a state dict's is 3, its `_metadata`); also keeps dropping a
+/// value from recursing without bound.
+const MAX_DEPTH: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PickleError {
@@ -119,8 +125,9 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, TensorRef)>, PickleE
     let mut r = Reader { b: bytes, pos: 0 };
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: std::collections::HashMap<u32, Value> = std::collections::HashMap::new();
+    let mut copied = 0usize;
     loop {
-        if stack.len() + memo.len() > MAX_VALUES {
+        if stack.len() + memo.len() > MAX_VALUES || copied > MAX_COPIED {
             return Err(r.bad("too many values"));
         }
         let at = r.pos;
@@ -169,6 +176,7 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, TensorRef)>, PickleE
             0x89 => stack.push(Value::Bool),
             b't' => {
                 let items = pop_mark(&mut stack, &r)?;
+                shallow_items(&items, &r)?;
                 stack.push(Value::Tuple(items));
             }
             0x85..=0x87 => {
@@ -180,6 +188,7 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, TensorRef)>, PickleE
                 if items.iter().any(|v| matches!(v, Value::Mark)) {
                     return Err(r.bad("mark inside a tuple"));
                 }
+                shallow_items(&items, &r)?;
                 stack.push(Value::Tuple(items));
             }
             b'c' => {
@@ -206,6 +215,7 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, TensorRef)>, PickleE
                     _ => memo.len() as u32,
                 };
                 let top = stack.last().ok_or_else(|| r.bad("memo of an empty stack"))?;
+                copied += nodes(top);
                 if matches!(top, Value::Mark) {
                     return Err(r.bad("memo of a mark"));
                 }
@@ -213,7 +223,12 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, TensorRef)>, PickleE
             }
             b'h' | b'j' => {
                 let idx = if op == b'h' { r.u8()? as u32 } else { r.u32()? };
-                let v = memo.get(&idx).ok_or_else(|| r.bad(format!("memo {idx} is unset")))?.clone();
+                let v = memo.get(&idx).ok_or_else(|| r.bad(format!("memo {idx} is unset")))?;
+                copied += nodes(v);
+                if copied > MAX_COPIED {
+                    return Err(r.bad("too many values copied from the memo"));
+                }
+                let v = v.clone();
                 stack.push(v);
             }
             b'R' => {
@@ -231,11 +246,13 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, TensorRef)>, PickleE
             b's' => {
                 let v = pop(&mut stack, &r)?;
                 let k = pop(&mut stack, &r)?;
+                shallow_items(&[k.clone(), v.clone()], &r)?;
                 dict_top(&mut stack, &r)?.push((k, v));
             }
             b'u' => {
                 let items = pop_mark(&mut stack, &r)?;
-                if items.len() % 2 != 0 {
+                shallow_items(&items, &r)?;
+                if !items.len().is_multiple_of(2) {
                     return Err(r.bad("SETITEMS with an odd number of items"));
                 }
                 let d = dict_top(&mut stack, &r)?;
@@ -246,6 +263,7 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, TensorRef)>, PickleE
             }
             b'a' | b'e' => {
                 let items = if op == b'a' { vec![pop(&mut stack, &r)?] } else { pop_mark(&mut stack, &r)? };
+                shallow_items(&items, &r)?;
                 match stack.last_mut() {
                     Some(Value::List(l)) => l.extend(items),
                     _ => return Err(r.bad("APPEND to a non-list")),
@@ -266,6 +284,33 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, TensorRef)>, PickleE
         }
     }
     Ok(out)
+}
+
+/// How many values `v` holds, itself included.
+fn nodes(v: &Value) -> usize {
+    match v {
+        Value::Tuple(t) | Value::List(t) => 1 + t.iter().map(nodes).sum::<usize>(),
+        Value::Dict(d) => 1 + d.iter().map(|(k, v)| nodes(k) + nodes(v)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// Whether `v` nests at most `depth` containers deep.
+fn shallow(v: &Value, depth: usize) -> bool {
+    match v {
+        Value::Tuple(t) | Value::List(t) => depth > 0 && t.iter().all(|c| shallow(c, depth - 1)),
+        Value::Dict(d) => depth > 0 && d.iter().all(|(k, v)| shallow(k, depth - 1) && shallow(v, depth - 1)),
+        _ => true,
+    }
+}
+
+/// Refuse items that would make a container nest deeper than [`MAX_DEPTH`].
+fn shallow_items(items: &[Value], r: &Reader) -> Result<(), PickleError> {
+    if items.iter().all(|v| shallow(v, MAX_DEPTH - 1)) {
+        Ok(())
+    } else {
+        Err(r.bad(format!("values nested deeper than {MAX_DEPTH}")))
+    }
 }
 
 fn pop(stack: &mut Vec<Value>, r: &Reader) -> Result<Value, PickleError> {
@@ -433,6 +478,26 @@ mod tests {
         assert!(e.contains("overruns its storage"), "{e}");
         let e = read_state_dict(&one_tensor("LongStorage", 6, 0, [2, 3], [3, 1])).unwrap_err().to_string();
         assert!(e.contains("torch.LongStorage"), "{e}");
+        // Deep nesting and exponential memo copies are refused, not followed.
+        let deep = [b"\x80\x02".to_vec(), vec![b')'; 1], vec![0x85; 100_000], b".".to_vec()].concat();
+        assert!(read_state_dict(&deep).unwrap_err().to_string().contains("nested deeper"));
+        let mut laughs = b"\x80\x02)q\x00".to_vec();
+        for i in 0..60u8 {
+            laughs.extend([b'h', i, b'h', i, 0x86, b'q', i + 1]);
+        }
+        laughs.push(b'.');
+        assert!(read_state_dict(&laughs).is_err());
+        let mut wide = b"\x80\x02)q\x00".to_vec();
+        for i in 0..6u8 {
+            wide.push(b'(');
+            for _ in 0..200 {
+                wide.extend([b'h', i]);
+            }
+            wide.extend([b't', b'q', i + 1]);
+        }
+        wide.push(b'.');
+        let e = read_state_dict(&wide).unwrap_err().to_string();
+        assert!(e.contains("copied from the memo"), "{e}");
         // Cut anywhere, it is an error, never a panic.
         let full = one_tensor("FloatStorage", 6, 0, [2, 3], [3, 1]);
         for n in 0..full.len() {

@@ -89,7 +89,10 @@ fn folder_key(dir: &Path) -> Result<String, CheckpointError> {
 }
 
 /// The `.bin` files to read: the index's shards (validated), else `pytorch_model.bin`; and the weight map.
-fn bin_files(dir: &Path) -> Result<(Vec<String>, Option<BTreeMap<String, String>>), CheckpointError> {
+/// Tensor name -> `.bin` shard, from the index.
+type WeightMap = BTreeMap<String, String>;
+
+fn bin_files(dir: &Path) -> Result<(Vec<String>, Option<WeightMap>), CheckpointError> {
     let index = dir.join(BIN_INDEX);
     if !index.is_file() {
         return Ok((vec![BIN_SINGLE.to_string()], None));
@@ -209,7 +212,7 @@ fn convert_into(src: &Path, out: &Path) -> Result<(), CheckpointError> {
         offset += nbytes;
     }
     let mut head = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON");
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let st_path = out.join(super::SINGLE_FILE);
