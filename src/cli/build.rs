@@ -27,15 +27,8 @@ pub struct Args {
     /// comma-separated), for llama.cpp and Ollama.
     #[arg(long, value_name = "TYPES", value_parser = super::gguf::parse_types)]
     pub gguf: Option<super::gguf::TypeList>,
-    /// Whose tokenizer files and generation config the output carries: `base` or a sibling's
-    /// recipe name (default: the recipe's choice, else the base). Its vocabulary must match the family's.
-    #[arg(long, value_name = "base|NAME")]
-    pub tokenizer_source: Option<String>,
-    /// The output's chat template: `auto` (the template the siblings that have one share,
-    /// else the base's), `base`, a model's recipe name, or a Jinja file (default: the
-    /// recipe's choice, else auto).
-    #[arg(long, value_name = "auto|base|NAME|FILE")]
-    pub chat_template: Option<String>,
+    #[command(flatten)]
+    pub tokenizer: TokenizerArgs,
     /// Print the build report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -45,7 +38,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = BuildOptions { shard_size: writer::parse_size(&args.shard_size)?, force: args.force };
     let mut recipe = super::sources::load_recipe(&args.recipe)?;
     let family = super::sources::open_family(&recipe)?;
-    let notes = hf_tailor::checkpoint::choose_tokenizer(&family, &mut recipe, args.tokenizer_source.as_deref(), args.chat_template.as_deref())?;
+    let notes =
+        hf_tailor::checkpoint::choose_tokenizer(&family, &mut recipe, args.tokenizer.source.as_deref(), args.tokenizer.chat_template.as_deref())?;
     let report = writer::build(&family, &recipe, &args.out, &opts)?;
     for w in notes.iter().chain(&report.warnings) {
         eprintln!("hf-tailor: warning: {w}");
@@ -77,4 +71,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Which tokenizer and chat template the written model carries (`build` and the root command).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TokenizerArgs {
+    /// Whose tokenizer files and generation config the model carries: `base` or a sibling's
+    /// name in the recipe (default: the recipe's choice, else the base). Its vocabulary must
+    /// match the family's.
+    #[arg(long = "tokenizer-source", value_name = "base|NAME")]
+    pub source: Option<String>,
+    /// The model's chat template: `auto` (the template the siblings that have one share, else
+    /// the base's), `base`, a model's name in the recipe, or a Jinja file (default: the
+    /// recipe's choice, else auto).
+    #[arg(long, value_name = "auto|base|NAME|FILE")]
+    pub chat_template: Option<String>,
 }

@@ -88,14 +88,8 @@ pub struct Args {
     /// comma-separated); the card links them and --push uploads them.
     #[arg(long, value_name = "TYPES", value_parser = super::gguf::parse_types)]
     pub gguf: Option<super::gguf::TypeList>,
-    /// Whose tokenizer files and generation config the model carries: `base` or a sibling
-    /// (its name in the recipe, as `tailor.yaml` lists it). Its vocabulary must match the family's.
-    #[arg(long, value_name = "base|NAME")]
-    pub tokenizer_source: Option<String>,
-    /// The model's chat template: `auto` (the template the siblings that have one share, else
-    /// the base's), `base`, a model's name, or a Jinja file.
-    #[arg(long, value_name = "auto|base|NAME|FILE")]
-    pub chat_template: Option<String>,
+    #[command(flatten)]
+    pub tokenizer: super::build::TokenizerArgs,
     /// Print what would be downloaded, the parameter count before/after and the memory needed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -189,8 +183,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     opts.force = args.force;
     opts.repo_id = args.push.clone();
     opts.gguf = args.gguf.as_ref().map(|t| t.0.clone()).unwrap_or_default();
-    opts.tokenizer_source = args.tokenizer_source.clone();
-    opts.chat_template = args.chat_template.clone();
+    opts.tokenizer_source = args.tokenizer.source.clone();
+    opts.chat_template = args.tokenizer.chat_template.clone();
     let outcome = pipeline::tailor(&family, tasks.clone(), tasks, &opts, &mut progress)?;
     progress.finish();
 
