@@ -75,8 +75,10 @@ for set in mc letters; do
   theirs=$("$PY" scripts/bench_trial_reference.py "$FAMILY/$set.jsonl" "$WORK/$set" "$THREADS" "$BATCH_TOKENS" "${cands[@]}")
   echo "$ours" > "$WORK/$set/ours.json"
   echo "$theirs" > "$WORK/$set/theirs.jsonl"
-  "$PY" - "$set" "$WORK/$set/ours.json" "$WORK/$set/theirs.jsonl" "$WORK/$set/means" <<'PYEOF'
+  "$PY" - "$set" "$WORK/$set/ours.json" "$WORK/$set/theirs.jsonl" "$FAMILY" "$KEEP" <<'PYEOF'
 import json, sys
+sys.path.insert(0, "scripts")
+from bench_trial_bound import work_bound
 name, o = sys.argv[1], json.load(open(sys.argv[2]))
 t = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
 tr = o["trials"]
@@ -96,9 +98,8 @@ print(f"[{name}] search: {s['trials']} trials (budgets {s['budgets']}) in {s['se
       f"{search_s:.2f} s (CPU {search_c:.2f} s) per full-budget trial, {ref_s / search_s:.1f}x cheaper than the reference (CPU {ref_c / search_c:.1f}x); "
       f"shared prefixes saved {s['layer_forwards_saved']:,} of {s['layer_forwards_run'] + s['layer_forwards_saved']:,} layer-forwards "
       f"({100 * s['saved_fraction']:.1f}%), prefix cache {s['prefix']['hits']} hits / {s['prefix']['misses']} misses, peak {s['prefix']['peak_bytes'] / 2**20:.0f} MiB")
-open(sys.argv[4], "w").write(f"{ours_tok} {ref_tok} {ref_s} {mean(t, 'score_s')} {ref_s / ours_s}\n")
+b = work_bound(f"{sys.argv[4]}/base", f"{sys.argv[4]}/{name}.jsonl", int(sys.argv[5]), ours_tok, ref_tok, ref_s, mean(t, "score_s"))
+print(f"[{name}] work bound: {b['flop_ratio']:.2f}x fewer FLOPs than the reference ({b['ours_flops'] / 1e9:.0f} vs {b['ref_flops'] / 1e9:.0f} GFLOP/trial, "
+      f"{b['ours_head_rows']} head rows); at the reference's scoring rate a trial can be at most {b['bound']:.1f}x cheaper (measured {ref_s / ours_s:.1f}x)")
 PYEOF
-  read -r ours_tok ref_tok ref_s score_s measured < "$WORK/$set/means"
-  "$PY" scripts/bench_trial_bound.py "$FAMILY/base" "$FAMILY/$set.jsonl" "$KEEP" "$ours_tok" "$ref_tok" "$ref_s" "$score_s" |
-    "$PY" -c "import json,sys; b=json.load(sys.stdin); print(f\"[$set] work bound: {b['flop_ratio']:.2f}x fewer FLOPs than the reference ({b['ours_flops']/1e9:.0f} vs {b['ref_flops']/1e9:.0f} GFLOP/trial, {b['ours_head_rows']} head rows); at the reference's scoring rate a trial can be at most {b['bound']:.1f}x cheaper (measured {$measured:.1f}x)\")"
 done
