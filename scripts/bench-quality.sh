@@ -21,7 +21,7 @@
 # The table gives the mean ± standard error over seeds (one seed: the item-level standard
 # error of held-out accuracy). Runs are cached in $CACHE/runs (delete it to re-run).
 #
-# Cost: the family ≈ 25 min once (2 cores); each search run ≈ 6–10 min; the whole default
+# Cost: the family ≈ 15–25 min once (2 cores); each search run ≈ 6–10 min; the whole default
 # grid (3 seeds × 6 methods) ≈ 2–3 h on 2 cores.
 set -euo pipefail
 
@@ -69,8 +69,13 @@ done
 models=(--base "$family/base" --finetunes "$family/drama,$family/code,$family/news")
 
 # 3. hf-tailor (dev profile: the numeric crates are optimised, see Cargo.toml).
-(cd "$repo" && cargo build --quiet --bin hf-tailor)
-bin="${CARGO_TARGET_DIR:-$repo/target}/debug/hf-tailor"
+# HF_TAILOR_BIN: a binary copied aside, so that rebuilding the tree mid-run changes nothing.
+if [[ -n "${HF_TAILOR_BIN:-}" ]]; then
+    bin="$HF_TAILOR_BIN"
+else
+    (cd "$repo" && cargo build --quiet --bin hf-tailor)
+    bin="${CARGO_TARGET_DIR:-$repo/target}/debug/hf-tailor"
+fi
 runs="$cache/runs"
 mkdir -p "$runs/rows"
 

@@ -31,7 +31,7 @@ import tarfile
 import zipfile
 
 DOMAINS = ["drama", "code", "news"]
-SETTINGS = {"version": 3, "steps": 10, "lr": 1e-4, "batch": 4, "seq": 128, "seed": 0,
+SETTINGS = {"version": 4, "steps": 60, "lr": 2e-4, "batch": 4, "seq": 128, "seed": 0,
             "calib_items": 60, "heldout_items": 100, "calib_texts": 6, "heldout_texts": 12,
             "context_words": 28, "text_words": 90}
 
@@ -174,7 +174,7 @@ def strip_quantization(model_dir):
 
 def cmd_family(a):
     import torch
-    torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "1")))
+    torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "2")))
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
     cache = a.cache
     os.makedirs(cache, exist_ok=True)
