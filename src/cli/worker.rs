@@ -69,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     drop(client);
     // The family and the tasks, from this host's files, checked against the study's hashes.
-    let h = &snap.header;
+    let h = &snap.state.header;
     let space = SearchSpace::new(h.template.clone(), h.keep, h.space.clone())?;
     let base = job::whole_model(&space, &h.template.base.name);
     let family: Family = super::sources::open_family(&base)?;

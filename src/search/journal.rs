@@ -21,6 +21,7 @@ use crate::score::{Estimate, LayerWork, Measures, TaskScores};
 
 use super::optimizer::{OptimizerConfig, Origin};
 use super::space::{RecipeTemplate, SpaceOptions};
+use super::storage::SearchState;
 use super::SearchError;
 
 pub const FORMAT: &str = "hf-tailor/search-journal-v1";
@@ -95,11 +96,9 @@ enum Line {
 pub struct Journal {
     path: PathBuf,
     file: File,
-    pub header: JournalHeader,
-    /// Trials in the order their results came in.
-    pub trials: Vec<TrialRecord>,
-    /// The `asked` lines: each proposal's index with the number of trials journaled before it.
-    pub asked: Vec<Asked>,
+    /// The header, the trials in the order their results came in, and the `asked` lines
+    /// (each proposal's index with the number of trials journaled before it).
+    pub state: SearchState,
 }
 
 /// A proposal journaled when it was handed out: trial `index`, asked after `after` results.
@@ -124,7 +123,7 @@ impl Journal {
         }
         let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(path).map_err(io_err(path))?;
         write_line(&mut file, &Line::Header(header.clone()), path)?;
-        Ok(Self { path: path.into(), file, header, trials: Vec::new(), asked: Vec::new() })
+        Ok(Self { path: path.into(), file, state: SearchState::new(header) })
     }
 
     /// Continue the journal at `path` (or start it if missing or empty). Its header must
@@ -150,20 +149,20 @@ impl Journal {
         file.set_len(valid_len).map_err(io_err(path))?;
         file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
         file.sync_all().map_err(io_err(path))?;
-        Ok(Self { path: path.into(), file, header, trials, asked })
+        Ok(Self { path: path.into(), file, state: SearchState { header, trials, asked } })
     }
 
     /// Journal that trial `index` was handed to a worker (fsynced before this returns).
     pub fn append_asked(&mut self, index: usize) -> Result<(), SearchError> {
         write_line(&mut self.file, &Line::Asked { index }, &self.path)?;
-        self.asked.push(Asked { index, after: self.trials.len() });
+        self.state.push_asked(index);
         Ok(())
     }
 
     /// Append a trial: written, flushed and fsynced before this returns.
     pub fn append(&mut self, trial: TrialRecord) -> Result<(), SearchError> {
         write_line(&mut self.file, &Line::Trial(trial.clone()), &self.path)?;
-        self.trials.push(trial);
+        self.state.trials.push(trial);
         Ok(())
     }
 

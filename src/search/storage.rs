@@ -12,13 +12,45 @@ use super::journal::{check_is_journal, Asked, Journal, JournalHeader, TrialRecor
 use super::space::SearchSpace;
 use super::SearchError;
 
+/// What every storage holds of its search in memory, whatever persists it: the header it
+/// was opened with, the results told and the proposals handed out. A storage updates it
+/// only after its own record is durable.
+#[derive(Debug, Clone)]
+pub struct SearchState {
+    pub header: JournalHeader,
+    /// Finished trials in the order the optimiser was told them.
+    pub trials: Vec<TrialRecord>,
+    /// Proposals journaled when handed out (each with the results told before it).
+    pub asked: Vec<Asked>,
+}
+
+impl SearchState {
+    /// A search with nothing asked or told yet.
+    pub fn new(header: JournalHeader) -> Self {
+        Self { header, trials: Vec::new(), asked: Vec::new() }
+    }
+
+    /// Trial `index` was handed out now, after the results told so far.
+    pub fn push_asked(&mut self, index: usize) {
+        self.asked.push(Asked { index, after: self.trials.len() });
+    }
+}
+
 /// The state of one search.
 pub trait Storage {
-    fn header(&self) -> &JournalHeader;
+    /// The search as recorded so far.
+    fn state(&self) -> &SearchState;
+    fn header(&self) -> &JournalHeader {
+        &self.state().header
+    }
     /// Finished trials in the order the optimiser was told them.
-    fn trials(&self) -> &[TrialRecord];
+    fn trials(&self) -> &[TrialRecord] {
+        &self.state().trials
+    }
     /// Proposals journaled when handed out (each with the results told before it).
-    fn asked(&self) -> &[Asked];
+    fn asked(&self) -> &[Asked] {
+        &self.state().asked
+    }
     /// A proposal is handed out (recorded before any worker sees it).
     fn record_asked(&mut self, assignment: &Assignment) -> Result<(), SearchError>;
     /// A result the optimiser is told (recorded before it is told).
@@ -42,14 +74,8 @@ pub trait Storage {
 }
 
 impl Storage for Journal {
-    fn header(&self) -> &JournalHeader {
-        &self.header
-    }
-    fn trials(&self) -> &[TrialRecord] {
-        &self.trials
-    }
-    fn asked(&self) -> &[Asked] {
-        &self.asked
+    fn state(&self) -> &SearchState {
+        &self.state
     }
     fn record_asked(&mut self, a: &Assignment) -> Result<(), SearchError> {
         self.append_asked(a.index)
@@ -108,7 +134,7 @@ pub fn import_journal(path: &Path, space: &SearchSpace, dst: &mut dyn Storage) -
     if !dst.trials().is_empty() || !dst.asked().is_empty() {
         return Err(refuse(format!("cannot be imported into {}: it already holds trials (import into a new study)", dst.location())));
     }
-    let mut replay = InMemory { header: header.clone(), trials: trials.clone(), asked: asked.clone() };
+    let mut replay = InMemory(SearchState { header: header.clone(), trials: trials.clone(), asked: asked.clone() });
     let pending = in_flight_assignments(space, &mut replay)?;
     let items = header.optimizer.hold_out.map_or(crate::score::Items::All, crate::score::Items::Search);
     let assignment = |index: usize| -> Result<Assignment, SearchError> {
@@ -137,28 +163,18 @@ pub fn import_journal(path: &Path, space: &SearchSpace, dst: &mut dyn Storage) -
 }
 
 /// A storage in memory: a journal read for replay, never written.
-struct InMemory {
-    header: JournalHeader,
-    trials: Vec<TrialRecord>,
-    asked: Vec<Asked>,
-}
+struct InMemory(SearchState);
 
 impl Storage for InMemory {
-    fn header(&self) -> &JournalHeader {
-        &self.header
-    }
-    fn trials(&self) -> &[TrialRecord] {
-        &self.trials
-    }
-    fn asked(&self) -> &[Asked] {
-        &self.asked
+    fn state(&self) -> &SearchState {
+        &self.0
     }
     fn record_asked(&mut self, a: &Assignment) -> Result<(), SearchError> {
-        self.asked.push(Asked { index: a.index, after: self.trials.len() });
+        self.0.push_asked(a.index);
         Ok(())
     }
     fn record_trial(&mut self, t: &TrialRecord) -> Result<(), SearchError> {
-        self.trials.push(t.clone());
+        self.0.trials.push(t.clone());
         Ok(())
     }
     fn location(&self) -> String {

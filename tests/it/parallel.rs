@@ -61,8 +61,8 @@ fn three_cpu_workers_score_every_recipe_exactly_as_one_evaluator_does() {
     // Several proposals were made while others were in flight (the journal says when).
     let (_, read) = Journal::read(&path).unwrap();
     assert_eq!(read, out.trials);
-    let resumed = Journal::resume(&path, journal.header.clone()).unwrap();
-    assert!(resumed.asked.iter().any(|a| a.after < a.index), "no proposal was made with trials in flight: {:?}", resumed.asked);
+    let resumed = Journal::resume(&path, journal.state.header.clone()).unwrap();
+    assert!(resumed.state.asked.iter().any(|a| a.after < a.index), "no proposal was made with trials in flight: {:?}", resumed.state.asked);
     // A fresh single evaluator gives every trial's recipe the very measures its worker journaled.
     let mut single = (f.evaluator)();
     let items = f.cfg.hold_out.map_or(Items::All, Items::Search);
@@ -110,8 +110,8 @@ fn a_parallel_journal_cut_with_trials_in_flight_resumes_and_scores_them() {
     let from_copy = run_search_parallel(&f.space, &mut copied, 30, &mut workers(&f, 2), |_| {}).unwrap();
     assert_each_trial_once(&from_copy.trials, 30);
     let mut journal = Journal::resume(&path, head.clone()).unwrap();
-    assert_eq!(journal.trials.len(), kept_trials);
-    assert!(journal.asked.len() > kept_trials, "no proposal left in flight by the cut");
+    assert_eq!(journal.state.trials.len(), kept_trials);
+    assert!(journal.state.asked.len() > kept_trials, "no proposal left in flight by the cut");
     let mut replayed = 0;
     let out = run_search_parallel(&f.space, &mut journal, 30, &mut workers(&f, 2), |e| replayed += usize::from(e.replayed)).unwrap();
     assert_eq!(replayed, kept_trials, "the journaled results are replayed, not scored again");

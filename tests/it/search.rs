@@ -99,7 +99,7 @@ fn same_seed_same_trials_and_resume_from_any_cut_reproduces_the_run() {
         let kept = bytes[..cut].iter().filter(|b| **b == b'\n').count().saturating_sub(1);
         let mut scorer = SyntheticScorer::new(&space, 2, 1000, 1);
         let mut journal = Journal::resume(&path, header(&space, &cfg, scorer.task_names())).unwrap();
-        assert_eq!(journal.trials.len(), kept, "cut at {cut}");
+        assert_eq!(journal.state.trials.len(), kept, "cut at {cut}");
         let out = run_search(&space, &mut journal, 60, &mut scorer, |_| {}).unwrap();
         // Only the trials lost to the cut were scored again.
         assert_eq!(scorer.calls, 60 - kept, "cut at {cut}");
@@ -206,7 +206,7 @@ fn journals_written_before_objectives_resume_as_accuracy_searches() {
     std::fs::write(&path, old).unwrap();
     let mut scorer = SyntheticScorer::new(&space, 2, 1000, 2);
     let mut journal = Journal::resume(&path, header(&space, &cfg, scorer.task_names())).unwrap();
-    assert_eq!(journal.trials.len(), 12);
+    assert_eq!(journal.state.trials.len(), 12);
     let out = run_search(&space, &mut journal, 30, &mut scorer, |_| {}).unwrap();
     assert_eq!(scorer.calls, 18);
     let key = |o: &SearchOutcome| o.trials.iter().map(|t| (t.recipe.clone(), t.budget, t.mean)).collect::<Vec<_>>();

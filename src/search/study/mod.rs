@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::driver::{Assignment, Scored};
 use super::journal::{Asked, JournalHeader, TrialRecord};
-use super::storage::Storage;
+use super::storage::{SearchState, Storage};
 use super::SearchError;
 
 pub use fingerprint::{Fingerprint, SourcePrint};
@@ -169,9 +169,7 @@ pub fn default_name(header: &JournalHeader) -> String {
 pub struct PgStudy {
     client: Client,
     name: String,
-    header: JournalHeader,
-    trials: Vec<TrialRecord>,
-    asked: Vec<Asked>,
+    state: SearchState,
     /// A running trial without a heartbeat for this long is taken from its worker.
     stale: Duration,
 }
@@ -239,14 +237,10 @@ impl PgStudy {
         if told.iter().enumerate().any(|(i, (t, _))| *t != i as i32) {
             return Err(StudyError::Mismatch(format!("study `{name}`: the told trials are not numbered 0, 1, …; the study was altered")));
         }
-        let asked = client
-            .query("SELECT idx, asked_after FROM hf_tailor_trial WHERE study = $1 ORDER BY idx", &[&name])
-            .map_err(StudyError::db)?
-            .iter()
-            .map(|r| Asked { index: r.get::<_, i32>(0) as usize, after: r.get::<_, i32>(1) as usize })
-            .collect();
+        let asked = read_asked(&mut client, name)?;
         client.batch_execute(&format!("LISTEN {DONE_CHANNEL}")).map_err(StudyError::db)?;
-        Ok(Self { client, name: name.into(), header, trials: told.into_iter().map(|(_, r)| r).collect(), asked, stale })
+        let trials = told.into_iter().map(|(_, r)| r).collect();
+        Ok(Self { client, name: name.into(), state: SearchState { header, trials, asked }, stale })
     }
 
     pub fn name(&self) -> &str {
@@ -299,23 +293,23 @@ impl PgStudy {
     }
 }
 
+/// Every proposal of study `name` with the number of results told before it, by index.
+fn read_asked(client: &mut Client, name: &str) -> Result<Vec<Asked>, StudyError> {
+    let rows = client.query("SELECT idx, asked_after FROM hf_tailor_trial WHERE study = $1 ORDER BY idx", &[&name]).map_err(StudyError::db)?;
+    Ok(rows.iter().map(|r| Asked { index: r.get::<_, i32>(0) as usize, after: r.get::<_, i32>(1) as usize }).collect())
+}
+
 fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value, what: &str) -> Result<T, StudyError> {
     serde_json::from_value(v)
         .map_err(|e| StudyError::Mismatch(format!("the study's {what} does not parse ({e}); was it written by another hf-tailor version?")))
 }
 
 impl Storage for PgStudy {
-    fn header(&self) -> &JournalHeader {
-        &self.header
-    }
-    fn trials(&self) -> &[TrialRecord] {
-        &self.trials
-    }
-    fn asked(&self) -> &[Asked] {
-        &self.asked
+    fn state(&self) -> &SearchState {
+        &self.state
     }
     fn record_asked(&mut self, a: &Assignment) -> Result<(), SearchError> {
-        let after = self.trials.len();
+        let after = self.state.trials.len();
         let json = serde_json::to_value(a).expect("serialises");
         self.client
             .execute(
@@ -324,7 +318,7 @@ impl Storage for PgStudy {
             )
             .map_err(StudyError::db)?;
         self.client.execute("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, &self.name]).map_err(StudyError::db)?;
-        self.asked.push(Asked { index: a.index, after });
+        self.state.push_asked(a.index);
         Ok(())
     }
     fn record_trial(&mut self, t: &TrialRecord) -> Result<(), SearchError> {
@@ -334,13 +328,13 @@ impl Storage for PgStudy {
             .execute(
                 "UPDATE hf_tailor_trial SET told = $3, record = $4, status = CASE WHEN status IN ('done', 'failed') THEN status ELSE 'done' END \
                  WHERE study = $1 AND idx = $2 AND told IS NULL",
-                &[&self.name, &(t.index as i32), &(self.trials.len() as i32), &json],
+                &[&self.name, &(t.index as i32), &(self.state.trials.len() as i32), &json],
             )
             .map_err(StudyError::db)?;
         if n != 1 {
             return Err(StudyError::Mismatch(format!("study `{}`: trial {} is not an untold trial of the study", self.name, t.index)).into());
         }
-        self.trials.push(t.clone());
+        self.state.trials.push(t.clone());
         Ok(())
     }
     fn location(&self) -> String {
@@ -379,10 +373,8 @@ impl Storage for PgStudy {
 /// Open study `name` read-only: its header and told trials (for export).
 pub struct StudySnapshot {
     pub name: String,
-    pub header: JournalHeader,
     pub inputs: StudyInputs,
-    pub trials: Vec<TrialRecord>,
-    pub asked: Vec<Asked>,
+    pub state: SearchState,
 }
 
 impl StudySnapshot {
@@ -400,25 +392,14 @@ impl StudySnapshot {
             trials.push(parse(row.get(0), "trial record")?);
         }
         // Proposals made after the last told result that are not told stay asked.
-        let asked = client
-            .query("SELECT idx, asked_after FROM hf_tailor_trial WHERE study = $1 ORDER BY idx", &[&name])
-            .map_err(StudyError::db)?
-            .iter()
-            .map(|r| Asked { index: r.get::<_, i32>(0) as usize, after: r.get::<_, i32>(1) as usize })
-            .collect();
-        Ok(Self { name: name.into(), header, inputs, trials, asked })
+        let asked = read_asked(client, name)?;
+        Ok(Self { name: name.into(), inputs, state: SearchState { header, trials, asked } })
     }
 }
 
 impl Storage for StudySnapshot {
-    fn header(&self) -> &JournalHeader {
-        &self.header
-    }
-    fn trials(&self) -> &[TrialRecord] {
-        &self.trials
-    }
-    fn asked(&self) -> &[Asked] {
-        &self.asked
+    fn state(&self) -> &SearchState {
+        &self.state
     }
     fn record_asked(&mut self, _: &Assignment) -> Result<(), SearchError> {
         Err(SearchError::Space(format!("study `{}` is open read-only", self.name)))
