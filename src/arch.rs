@@ -102,85 +102,80 @@ pub struct Arch {
     pub flavor: Flavor,
 }
 
-const LLAMA_LAYER: &[LayerTensor] = &[
-    LayerTensor { suffix: "self_attn.q_proj.weight", role: Role::Q },
-    LayerTensor { suffix: "self_attn.k_proj.weight", role: Role::K },
-    LayerTensor { suffix: "self_attn.v_proj.weight", role: Role::V },
-    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
-    LayerTensor { suffix: "mlp.gate_proj.weight", role: Role::Gate },
-    LayerTensor { suffix: "mlp.up_proj.weight", role: Role::Up },
-    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
-    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
-    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
-];
+/// `LayerTensor { suffix, role }`, short enough for the tables below.
+const fn t(suffix: &'static str, role: Role) -> LayerTensor {
+    LayerTensor { suffix, role }
+}
 
-const QWEN2_LAYER: &[LayerTensor] = &[
-    LayerTensor { suffix: "self_attn.q_proj.weight", role: Role::Q },
-    LayerTensor { suffix: "self_attn.q_proj.bias", role: Role::QBias },
-    LayerTensor { suffix: "self_attn.k_proj.weight", role: Role::K },
-    LayerTensor { suffix: "self_attn.k_proj.bias", role: Role::KBias },
-    LayerTensor { suffix: "self_attn.v_proj.weight", role: Role::V },
-    LayerTensor { suffix: "self_attn.v_proj.bias", role: Role::VBias },
-    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
-    LayerTensor { suffix: "mlp.gate_proj.weight", role: Role::Gate },
-    LayerTensor { suffix: "mlp.up_proj.weight", role: Role::Up },
-    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
-    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
-    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
+/// The groups the layer tables are made of; a table lists its tensors in group order.
+const ATTENTION: &[LayerTensor] = &[
+    t("self_attn.q_proj.weight", Role::Q),
+    t("self_attn.k_proj.weight", Role::K),
+    t("self_attn.v_proj.weight", Role::V),
+    t("self_attn.o_proj.weight", Role::O),
 ];
+/// Qwen2's attention: each of q, k and v with its bias right after it.
+const ATTENTION_WITH_BIAS: &[LayerTensor] = &[
+    t("self_attn.q_proj.weight", Role::Q),
+    t("self_attn.q_proj.bias", Role::QBias),
+    t("self_attn.k_proj.weight", Role::K),
+    t("self_attn.k_proj.bias", Role::KBias),
+    t("self_attn.v_proj.weight", Role::V),
+    t("self_attn.v_proj.bias", Role::VBias),
+    t("self_attn.o_proj.weight", Role::O),
+];
+const QK_NORM: &[LayerTensor] = &[t("self_attn.q_norm.weight", Role::QNorm), t("self_attn.k_norm.weight", Role::KNorm)];
+const MLP: &[LayerTensor] = &[t("mlp.gate_proj.weight", Role::Gate), t("mlp.up_proj.weight", Role::Up), t("mlp.down_proj.weight", Role::Down)];
+const NORMS: &[LayerTensor] = &[t("input_layernorm.weight", Role::InputNorm), t("post_attention_layernorm.weight", Role::PostAttentionNorm)];
+const SANDWICH_NORMS: &[LayerTensor] =
+    &[t("pre_feedforward_layernorm.weight", Role::PreFeedforwardNorm), t("post_feedforward_layernorm.weight", Role::PostFeedforwardNorm)];
 
-const QWEN3_LAYER: &[LayerTensor] = &[
-    LayerTensor { suffix: "self_attn.q_proj.weight", role: Role::Q },
-    LayerTensor { suffix: "self_attn.k_proj.weight", role: Role::K },
-    LayerTensor { suffix: "self_attn.v_proj.weight", role: Role::V },
-    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
-    LayerTensor { suffix: "self_attn.q_norm.weight", role: Role::QNorm },
-    LayerTensor { suffix: "self_attn.k_norm.weight", role: Role::KNorm },
-    LayerTensor { suffix: "mlp.gate_proj.weight", role: Role::Gate },
-    LayerTensor { suffix: "mlp.up_proj.weight", role: Role::Up },
-    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
-    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
-    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
-];
+/// How many tensors `groups` hold together.
+const fn total(groups: &[&[LayerTensor]]) -> usize {
+    let (mut n, mut g) = (0, 0);
+    while g < groups.len() {
+        n += groups[g].len();
+        g += 1;
+    }
+    n
+}
 
-const GEMMA2_LAYER: &[LayerTensor] = &[
-    LayerTensor { suffix: "self_attn.q_proj.weight", role: Role::Q },
-    LayerTensor { suffix: "self_attn.k_proj.weight", role: Role::K },
-    LayerTensor { suffix: "self_attn.v_proj.weight", role: Role::V },
-    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
-    LayerTensor { suffix: "mlp.gate_proj.weight", role: Role::Gate },
-    LayerTensor { suffix: "mlp.up_proj.weight", role: Role::Up },
-    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
-    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
-    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
-    LayerTensor { suffix: "pre_feedforward_layernorm.weight", role: Role::PreFeedforwardNorm },
-    LayerTensor { suffix: "post_feedforward_layernorm.weight", role: Role::PostFeedforwardNorm },
-];
+/// `groups` one after the other (`N` is their [`total`]).
+const fn concat<const N: usize>(groups: &[&[LayerTensor]]) -> [LayerTensor; N] {
+    assert!(total(groups) == N);
+    let mut out = [t("", Role::Q); N];
+    let (mut i, mut g) = (0, 0);
+    while g < groups.len() {
+        let mut k = 0;
+        while k < groups[g].len() {
+            out[i] = groups[g][k];
+            i += 1;
+            k += 1;
+        }
+        g += 1;
+    }
+    out
+}
 
-const GEMMA3_LAYER: &[LayerTensor] = &[
-    LayerTensor { suffix: "self_attn.q_proj.weight", role: Role::Q },
-    LayerTensor { suffix: "self_attn.k_proj.weight", role: Role::K },
-    LayerTensor { suffix: "self_attn.v_proj.weight", role: Role::V },
-    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
-    LayerTensor { suffix: "self_attn.q_norm.weight", role: Role::QNorm },
-    LayerTensor { suffix: "self_attn.k_norm.weight", role: Role::KNorm },
-    LayerTensor { suffix: "mlp.gate_proj.weight", role: Role::Gate },
-    LayerTensor { suffix: "mlp.up_proj.weight", role: Role::Up },
-    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
-    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
-    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
-    LayerTensor { suffix: "pre_feedforward_layernorm.weight", role: Role::PreFeedforwardNorm },
-    LayerTensor { suffix: "post_feedforward_layernorm.weight", role: Role::PostFeedforwardNorm },
-];
+/// A layer table made of the groups given, in order.
+macro_rules! layer {
+    ($($group:expr),+) => {{
+        const GROUPS: &[&[LayerTensor]] = &[$($group),+];
+        const TABLE: [LayerTensor; total(GROUPS)] = concat(GROUPS);
+        &TABLE
+    }};
+}
 
-const PHI3_LAYER: &[LayerTensor] = &[
-    LayerTensor { suffix: "self_attn.qkv_proj.weight", role: Role::QkvFused },
-    LayerTensor { suffix: "self_attn.o_proj.weight", role: Role::O },
-    LayerTensor { suffix: "mlp.gate_up_proj.weight", role: Role::GateUpFused },
-    LayerTensor { suffix: "mlp.down_proj.weight", role: Role::Down },
-    LayerTensor { suffix: "input_layernorm.weight", role: Role::InputNorm },
-    LayerTensor { suffix: "post_attention_layernorm.weight", role: Role::PostAttentionNorm },
-];
+const LLAMA_LAYER: &[LayerTensor] = layer!(ATTENTION, MLP, NORMS);
+const QWEN2_LAYER: &[LayerTensor] = layer!(ATTENTION_WITH_BIAS, MLP, NORMS);
+const QWEN3_LAYER: &[LayerTensor] = layer!(ATTENTION, QK_NORM, MLP, NORMS);
+const GEMMA2_LAYER: &[LayerTensor] = layer!(ATTENTION, MLP, NORMS, SANDWICH_NORMS);
+const GEMMA3_LAYER: &[LayerTensor] = layer!(ATTENTION, QK_NORM, MLP, NORMS, SANDWICH_NORMS);
+const PHI3_LAYER: &[LayerTensor] = layer!(
+    &[t("self_attn.qkv_proj.weight", Role::QkvFused), t("self_attn.o_proj.weight", Role::O)],
+    &[t("mlp.gate_up_proj.weight", Role::GateUpFused), t("mlp.down_proj.weight", Role::Down)],
+    NORMS
+);
 
 const GEMMA_FLAVOR: Flavor = Flavor {
     norm_plus_one: true,
@@ -191,89 +186,34 @@ const GEMMA_FLAVOR: Flavor = Flavor {
     per_layer_attention: true,
 };
 
-pub static LLAMA: Arch = Arch {
-    model_type: "llama",
-    default_architecture: "LlamaForCausalLM",
-    embed: "model.embed_tokens.weight",
-    final_norm: "model.norm.weight",
-    lm_head: "lm_head.weight",
-    layer_prefix: "model.layers.{i}.",
-    layer_tensors: LLAMA_LAYER,
-    per_layer_fields: &[PerLayerField::List("layer_types")],
-    flavor: LLAMA_FLAVOR,
-};
+/// Qwen2/3: a numeric `sliding_window` applies only with `use_sliding_window`, and
+/// `max_window_layers` counts leading layers.
+const QWEN_FLAVOR: Flavor = Flavor { window_switch: Some("use_sliding_window"), ..LLAMA_FLAVOR };
+const QWEN_FIELDS: &[PerLayerField] = &[PerLayerField::List("layer_types"), PerLayerField::LeadingCount("max_window_layers")];
 
-pub static MISTRAL: Arch = Arch {
-    model_type: "mistral",
-    default_architecture: "MistralForCausalLM",
-    embed: "model.embed_tokens.weight",
-    final_norm: "model.norm.weight",
-    lm_head: "lm_head.weight",
-    layer_prefix: "model.layers.{i}.",
-    layer_tensors: LLAMA_LAYER,
-    per_layer_fields: &[PerLayerField::List("layer_types")],
-    flavor: LLAMA_FLAVOR,
-};
+/// A family laid out as Llama is (`model.embed_tokens`, `model.layers.{i}.`, `model.norm`,
+/// `lm_head`, Llama's numerics) with its own layer tensors; a family states what differs.
+const fn llama_like(model_type: &'static str, default_architecture: &'static str, layer_tensors: &'static [LayerTensor]) -> Arch {
+    Arch {
+        model_type,
+        default_architecture,
+        embed: "model.embed_tokens.weight",
+        final_norm: "model.norm.weight",
+        lm_head: "lm_head.weight",
+        layer_prefix: "model.layers.{i}.",
+        layer_tensors,
+        per_layer_fields: &[PerLayerField::List("layer_types")],
+        flavor: LLAMA_FLAVOR,
+    }
+}
 
-pub static QWEN2: Arch = Arch {
-    model_type: "qwen2",
-    default_architecture: "Qwen2ForCausalLM",
-    embed: "model.embed_tokens.weight",
-    final_norm: "model.norm.weight",
-    lm_head: "lm_head.weight",
-    layer_prefix: "model.layers.{i}.",
-    layer_tensors: QWEN2_LAYER,
-    per_layer_fields: &[PerLayerField::List("layer_types"), PerLayerField::LeadingCount("max_window_layers")],
-    flavor: Flavor { window_switch: Some("use_sliding_window"), ..LLAMA_FLAVOR },
-};
-
-pub static QWEN3: Arch = Arch {
-    model_type: "qwen3",
-    default_architecture: "Qwen3ForCausalLM",
-    embed: "model.embed_tokens.weight",
-    final_norm: "model.norm.weight",
-    lm_head: "lm_head.weight",
-    layer_prefix: "model.layers.{i}.",
-    layer_tensors: QWEN3_LAYER,
-    per_layer_fields: &[PerLayerField::List("layer_types"), PerLayerField::LeadingCount("max_window_layers")],
-    flavor: Flavor { window_switch: Some("use_sliding_window"), ..LLAMA_FLAVOR },
-};
-
-pub static GEMMA2: Arch = Arch {
-    model_type: "gemma2",
-    default_architecture: "Gemma2ForCausalLM",
-    embed: "model.embed_tokens.weight",
-    final_norm: "model.norm.weight",
-    lm_head: "lm_head.weight",
-    layer_prefix: "model.layers.{i}.",
-    layer_tensors: GEMMA2_LAYER,
-    per_layer_fields: &[PerLayerField::List("layer_types")],
-    flavor: GEMMA_FLAVOR,
-};
-
-pub static GEMMA3_TEXT: Arch = Arch {
-    model_type: "gemma3_text",
-    default_architecture: "Gemma3ForCausalLM",
-    embed: "model.embed_tokens.weight",
-    final_norm: "model.norm.weight",
-    lm_head: "lm_head.weight",
-    layer_prefix: "model.layers.{i}.",
-    layer_tensors: GEMMA3_LAYER,
-    per_layer_fields: &[PerLayerField::List("layer_types")],
-    flavor: GEMMA_FLAVOR,
-};
-
-pub static PHI3: Arch = Arch {
-    model_type: "phi3",
-    default_architecture: "Phi3ForCausalLM",
-    embed: "model.embed_tokens.weight",
-    final_norm: "model.norm.weight",
-    lm_head: "lm_head.weight",
-    layer_prefix: "model.layers.{i}.",
-    layer_tensors: PHI3_LAYER,
-    per_layer_fields: &[PerLayerField::List("layer_types")],
-    flavor: LLAMA_FLAVOR,
-};
+pub static LLAMA: Arch = llama_like("llama", "LlamaForCausalLM", LLAMA_LAYER);
+pub static MISTRAL: Arch = llama_like("mistral", "MistralForCausalLM", LLAMA_LAYER);
+pub static QWEN2: Arch = Arch { per_layer_fields: QWEN_FIELDS, flavor: QWEN_FLAVOR, ..llama_like("qwen2", "Qwen2ForCausalLM", QWEN2_LAYER) };
+pub static QWEN3: Arch = Arch { per_layer_fields: QWEN_FIELDS, flavor: QWEN_FLAVOR, ..llama_like("qwen3", "Qwen3ForCausalLM", QWEN3_LAYER) };
+pub static GEMMA2: Arch = Arch { flavor: GEMMA_FLAVOR, ..llama_like("gemma2", "Gemma2ForCausalLM", GEMMA2_LAYER) };
+pub static GEMMA3_TEXT: Arch = Arch { flavor: GEMMA_FLAVOR, ..llama_like("gemma3_text", "Gemma3ForCausalLM", GEMMA3_LAYER) };
+pub static PHI3: Arch = llama_like("phi3", "Phi3ForCausalLM", PHI3_LAYER);
 
 /// Every architecture hf-tailor knows, looked up by `model_type`.
 pub static ARCHITECTURES: &[&Arch] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA2, &GEMMA3_TEXT, &PHI3];
