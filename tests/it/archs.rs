@@ -57,6 +57,13 @@ fn tiny(extra: Value) -> Value {
     c
 }
 
+/// Llama-3.2's rope scaling (`llama3`, its factors), with an original context sized for
+/// the tiny configs.
+fn llama3_rope() -> Value {
+    json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+}
+
 fn variants() -> Vec<Variant> {
     // Removal of layer 1, a sibling's layer, task arithmetic, the base's layer and a repeat.
     let stitched = || vec![(0, take("sib1")), (2, ta(0.6)), (3, take("base")), (3, ta(0.3))];
@@ -85,8 +92,7 @@ fn variants() -> Vec<Variant> {
             // Llama-3.2-1B's proportions: 4 query heads per kv head, tied, llama3 rope.
             config: tiny(json!({"num_hidden_layers": 4, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 8,
                 "num_key_value_heads": 2, "head_dim": 8, "tie_word_embeddings": true,
-                "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
-                    "high_freq_factor": 4.0, "original_max_position_embeddings": 16}})),
+                "rope_parameters": llama3_rope()})),
             layers: stitched(),
             gguf_arch: "llama",
             llama_cpp_runs_it: true,
@@ -97,8 +103,7 @@ fn variants() -> Vec<Variant> {
             // Llama-3.2-3B's: 3 query heads per kv head, head_dim 128 / hidden 3072 scaled down.
             config: tiny(json!({"num_hidden_layers": 4, "hidden_size": 48, "intermediate_size": 96, "num_attention_heads": 6,
                 "num_key_value_heads": 2, "head_dim": 16, "tie_word_embeddings": true,
-                "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
-                    "high_freq_factor": 4.0, "original_max_position_embeddings": 16}})),
+                "rope_parameters": llama3_rope()})),
             layers: vec![(0, take("base")), (1, linear()), (3, take("sib2"))],
             gguf_arch: "llama",
             llama_cpp_runs_it: true,
