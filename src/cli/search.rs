@@ -69,6 +69,17 @@ pub struct ScoringArgs {
     pub edges: EdgePolicy,
 }
 
+/// What `search` and `baselines` both take: the models, the depth, the tasks and the evaluator.
+#[derive(clap::Args, Debug)]
+pub struct SearchInputs {
+    #[command(flatten)]
+    pub family: FamilyArgs,
+    #[command(flatten)]
+    pub depth: DepthArgs,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+}
+
 #[derive(clap::Args, Debug)]
 #[command(after_help = "The tailored model is chosen among the top candidates at the highest budget by their score on \
 a selection split held out from the calibration items (--selection-split); a simpler finalist within two standard errors \
@@ -77,11 +88,7 @@ hf-tailor search --sources sources.yaml --remove-ratio 0.25 --tasks mmlu=data/mm
 hf-tailor search --base ./base --finetunes ./math,./code --keep-layers 30 --tasks mc=arith.jsonl --trials 200 --out out --resume")]
 pub struct Args {
     #[command(flatten)]
-    pub family: FamilyArgs,
-    #[command(flatten)]
-    pub depth: DepthArgs,
-    #[command(flatten)]
-    pub scoring: ScoringArgs,
+    pub inputs: SearchInputs,
     /// Evaluators scoring candidates in parallel on each device of --device (each with its
     /// own weight store and prefix cache, so the memory bounds are per worker). With
     /// --storage, these workers claim the study's trials like `hf-tailor worker` processes;
@@ -165,11 +172,7 @@ pub struct Args {
 #[command(after_help = "Example:\n  hf-tailor baselines --base ./base --remove-ratio 0.25 --tasks mc=arith.jsonl,ppl=calib.jsonl --out baselines")]
 pub struct BaselinesArgs {
     #[command(flatten)]
-    pub family: FamilyArgs,
-    #[command(flatten)]
-    pub depth: DepthArgs,
-    #[command(flatten)]
-    pub scoring: ScoringArgs,
+    pub inputs: SearchInputs,
     /// Baselines to run (shortgpt, angular, sleb).
     #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb")]
     pub which: Vec<String>,
@@ -306,14 +309,8 @@ struct Setup {
 
 /// `needs_calibration`: refuse early (before opening any model) when no calibration text is given.
 /// `per_device`: evaluators on each device of `--device` (0: exactly one device, one evaluator).
-fn setup(
-    family: &FamilyArgs,
-    depth_args: &DepthArgs,
-    scoring: &ScoringArgs,
-    options: SpaceOptions,
-    needs_calibration: bool,
-    per_device: usize,
-) -> anyhow::Result<Setup> {
+fn setup(inputs: &SearchInputs, options: SpaceOptions, needs_calibration: bool, per_device: usize) -> anyhow::Result<Setup> {
+    let SearchInputs { family, depth: depth_args, scoring } = inputs;
     let devices = if per_device == 0 { vec![scoring.engine.device.single()?] } else { scoring.engine.device.resolve()? };
     let per_device = per_device.max(1);
     let specs = TaskSpec::parse_list(&scoring.tasks)?;
@@ -428,7 +425,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else if args.workers == 0 {
         super::usage!("--workers 0 (coordinate only) needs --storage: someone has to score the trials");
     }
-    let mut s = setup(&args.family, &args.depth, &args.scoring, options, !baselines.is_empty(), args.workers.max(1))?;
+    let mut s = setup(&args.inputs, options, !baselines.is_empty(), args.workers.max(1))?;
     let o = optimizer.objective;
     if (o.guide == hf_tailor::score::Metric::Ppl || o.select == hf_tailor::score::Metric::Ppl)
         && !s.workers[0].scorer.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)))
@@ -520,7 +517,7 @@ fn coordinate(args: &Args, url: &str, spec: &JobSpec, s: &mut Setup, progress: &
     drop(study::connect(url)?);
     let files: Vec<&std::path::Path> = s.task_files.iter().map(|p| p.as_path()).collect();
     let fingerprint = study::Fingerprint::of(&s.family, &files).context("hashing the models and task files")?;
-    let inputs = StudyInputs { tasks: args.scoring.tasks.clone(), fingerprint };
+    let inputs = StudyInputs { tasks: args.inputs.scoring.tasks.clone(), fingerprint };
     let name = args.study.clone();
     let inherit = (args.objective.is_none(), args.selection_split.is_none());
     let trials = args.trials;
@@ -528,7 +525,7 @@ fn coordinate(args: &Args, url: &str, spec: &JobSpec, s: &mut Setup, progress: &
     let stop = AtomicBool::new(false);
     let local = if args.workers == 0 { 0 } else { s.workers.len() };
     // The coordinator's own evaluator scores baselines, references and finalists.
-    let mut own = Evaluator::new(s.family.clone(), s.tasks.clone(), args.scoring.engine.options())?;
+    let mut own = Evaluator::new(s.family.clone(), s.tasks.clone(), args.inputs.scoring.engine.options())?;
     let host = super::worker::host_name();
     let result = std::thread::scope(|scope| -> anyhow::Result<job::JobResult> {
         let mut handles = Vec::new();
@@ -590,7 +587,7 @@ pub fn run_baselines(args: BaselinesArgs) -> anyhow::Result<()> {
     if kinds.is_empty() {
         super::usage!("--which names no baseline");
     }
-    let mut s = setup(&args.family, &args.depth, &args.scoring, SpaceOptions::default(), true, 0)?;
+    let mut s = setup(&args.inputs, SpaceOptions::default(), true, 0)?;
     if s.space.is_range() {
         super::usage!("hf-tailor baselines takes one depth (a front search computes the baselines at every depth)");
     }
