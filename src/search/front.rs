@@ -66,7 +66,7 @@ pub fn pick(points: &[FrontPoint], pick: Pick) -> Result<usize, String> {
             .filter(|(_, p)| p.tailored.params <= n)
             .max_by(|a, b| a.1.tailored.mean().total_cmp(&b.1.tailored.mean()).then(b.1.tailored.params.cmp(&a.1.tailored.params)))
             .map(|(i, _)| i)
-            .ok_or_else(|| format!("--max-params {n}: no point of the front is that small (the smallest has {})", points[0].tailored.params)),
+            .ok_or_else(|| format!("--pick-max-params {n}: no point of the front is that small (the smallest has {})", points[0].tailored.params)),
         Pick::Smallest => {
             let best = points.iter().map(|p| p.tailored.mean()).fold(f64::NEG_INFINITY, f64::max);
             Ok(points
@@ -102,6 +102,16 @@ pub fn markdown(points: &[FrontPoint]) -> String {
         );
     }
     s
+}
+
+/// At every depth, hf-tailor's candidate against each baseline at that depth: the
+/// difference of mean accuracy with its standard error, called higher or lower only at two
+/// standard errors or more (see [`crate::score::comparisons`]).
+pub fn comparisons(points: &[FrontPoint]) -> Vec<String> {
+    points
+        .iter()
+        .flat_map(|p| crate::score::comparisons(&std::iter::once(p.tailored.clone()).chain(p.baselines.iter().cloned()).collect::<Vec<_>>()))
+        .collect()
 }
 
 const COLOURS: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"];
@@ -218,5 +228,26 @@ mod tests {
         assert!(md.contains("| 5 | 500 | 59.5 | 6 | `front/keep-5.yaml` |  |"), "{md}");
         let svg = svg(&f, &[("base".into(), 800, 0.55)]);
         assert!(svg.contains("base (55.0)") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    }
+
+    #[test]
+    fn comparisons_at_each_depth_use_two_standard_errors() {
+        let with_se = |mut r: ModelResult, label: &str, kind: ResultKind, mean: f64, se: f64| {
+            r.label = label.into();
+            r.kind = kind;
+            r.scores = [("t".to_string(), mean)].into();
+            r.se = [("t".to_string(), se)].into();
+            r
+        };
+        let mut a = point(4, 0.0);
+        a.tailored = with_se(a.tailored.clone(), "hf-tailor keep-4", ResultKind::Tailored, 0.60, 0.01);
+        a.baselines = vec![with_se(a.tailored.clone(), "ShortGPT", ResultKind::Baseline, 0.50, 0.01)];
+        let mut b = point(5, 0.0);
+        b.tailored = with_se(b.tailored.clone(), "hf-tailor keep-5", ResultKind::Tailored, 0.61, 0.01);
+        b.baselines = vec![with_se(b.tailored.clone(), "ShortGPT", ResultKind::Baseline, 0.60, 0.01)];
+        let c = comparisons(&[a, b]);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(c[0].starts_with("hf-tailor keep-4 vs ShortGPT: +10.0 ± 1.4 points (higher"), "{c:?}");
+        assert!(c[1].contains("keep-5") && c[1].contains("within two standard errors"), "{c:?}");
     }
 }

@@ -67,6 +67,9 @@ pub struct JobResult {
     pub report: SearchReport,
     /// A front search's points, smallest first (empty for one depth).
     pub front: Vec<FrontPoint>,
+    /// The baselines at each point's depth, aligned with `front` (so the pipeline can score
+    /// them again on held-out items).
+    pub front_baselines: Vec<Vec<Baseline>>,
 }
 
 /// Progress of the stages after the search (scoring references and baselines).
@@ -262,7 +265,7 @@ fn run_job_with<W: AsScorer>(
         rows_note: None,
         front: Vec::new(),
     };
-    Ok(JobResult { outcome, best, baselines, report, front: Vec::new() })
+    Ok(JobResult { outcome, best, baselines, report, front: Vec::new(), front_baselines: Vec::new() })
 }
 
 /// A front search: one study over every depth of `spec.space`, then at every depth the
@@ -370,7 +373,8 @@ pub fn run_front_job<S: Scorer>(
         rows_note: None,
         front: points.clone(),
     };
-    Ok(JobResult { outcome, best, baselines, report, front: points })
+    let front_baselines = points.iter().map(|p| per_kind.iter().map(|bs| bs[p.layers - space.keep].clone()).collect()).collect();
+    Ok(JobResult { outcome, best, baselines, report, front: points, front_baselines })
 }
 
 /// Run `kinds` on `space`'s depth and score each at `budget` on the scorer's tasks.

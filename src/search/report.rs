@@ -115,14 +115,24 @@ impl SearchReport {
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
         if !self.front.is_empty() {
+            let measured = match &self.rows_note {
+                Some(note) => format!("on {note}, at most {} items per task", self.budget),
+                None => format!("on the first {} calibration items per task (the items the search optimised)", self.budget),
+            };
             let _ = writeln!(
                 s,
-                "Front: the best candidate found at every depth by one search ({} trials), and the baselines at each depth; mean accuracy in % ± one standard error, first {} calibration items per task. {}\n\n![front]({FRONT_SVG_FILE})\n",
+                "Front: the best candidate found at every depth by one search ({} trials), and the baselines at each depth; mean accuracy in % ± one standard error {measured}. {}\n\n![front]({FRONT_SVG_FILE})\n",
                 self.trials,
-                self.budget,
                 super::front::PICK_RULE
             );
             s.push_str(&super::front::markdown(&self.front));
+            let cmp = super::front::comparisons(&self.front);
+            if !cmp.is_empty() {
+                let _ = writeln!(s);
+                for c in cmp {
+                    let _ = writeln!(s, "- {c}");
+                }
+            }
             let _ = writeln!(s, "\nThe picked point against the base, siblings and baselines at its depth:\n");
         }
         let _ = writeln!(s, "| model | kind | layers | params | {} | mean ± s.e. |", self.tasks.join(" | "));
