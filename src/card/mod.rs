@@ -15,11 +15,14 @@ pub use front_matter::{license_from_readme, License};
 
 use crate::recipe::Recipe;
 use crate::score::{ModelResult, ResultKind};
+use crate::search::front::FrontPoint;
 
 const CARD_TEMPLATE: &str = include_str!("../../templates/model_card.md.jinja");
 const SVG_TEMPLATE: &str = include_str!("../../templates/lineage.svg.jinja");
 pub const README_FILE: &str = "README.md";
 pub const LINEAGE_FILE: &str = "lineage.svg";
+/// The front's plot beside the card (accuracy against parameters).
+pub const FRONT_FILE: &str = "front.svg";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
@@ -60,6 +63,12 @@ pub struct CardInput {
     /// What each task of the results is (dataset, split, prompt); a task missing here is
     /// described as a local file of that name.
     pub tasks: Vec<(String, crate::eval::TaskAbout)>,
+    /// A size–quality front (one search over a depth range), smallest first, on the same
+    /// items as `results`; the picked point is the model this card describes. Shown as a
+    /// table and as [`FRONT_FILE`]; empty for one depth.
+    pub front: Vec<FrontPoint>,
+    /// How the front's picked point was chosen, in words.
+    pub front_note: Option<String>,
 }
 
 impl CardInput {
@@ -79,6 +88,8 @@ impl CardInput {
             gguf_files: Vec::new(),
             results_held_out: false,
             tasks: Vec::new(),
+            front: Vec::new(),
+            front_note: None,
         }
     }
 
@@ -92,6 +103,46 @@ impl CardInput {
 pub struct RenderedCard {
     pub readme: String,
     pub lineage_svg: String,
+    /// The front's plot (None without a front).
+    pub front_svg: Option<String>,
+}
+
+/// One depth of the front as the card's table shows it.
+#[derive(Serialize)]
+struct FrontRow {
+    layers: usize,
+    params: String,
+    tailored: String,
+    /// Each baseline's mean ± s.e. at this depth, in the order of `front_baselines`.
+    baselines: Vec<String>,
+    picked: bool,
+}
+
+/// The front's table rows and baseline column names.
+fn front_rows(front: &[FrontPoint]) -> (Vec<FrontRow>, Vec<String>) {
+    let kinds: Vec<String> = front.first().map(|p| p.baselines.iter().map(|b| b.label.clone()).collect()).unwrap_or_default();
+    let rows = front
+        .iter()
+        .map(|p| FrontRow {
+            layers: p.layers,
+            params: human_count(p.tailored.params),
+            tailored: p.tailored.mean_display(),
+            baselines: kinds.iter().map(|k| p.baselines.iter().find(|b| &b.label == k).map_or("–".into(), |b| b.mean_display())).collect(),
+            picked: p.picked,
+        })
+        .collect();
+    (rows, kinds)
+}
+
+/// The front plot: the front and each baseline's curve, base and siblings (from `results`) as points.
+fn front_svg(input: &CardInput) -> String {
+    let refs: Vec<(String, u64, f64)> = input
+        .results
+        .iter()
+        .filter(|r| matches!(r.kind, ResultKind::Base | ResultKind::Sibling))
+        .map(|r| (r.label.clone(), r.params, r.mean()))
+        .collect();
+    crate::search::front::svg(&input.front, &refs)
 }
 
 #[derive(Serialize)]
@@ -211,6 +262,7 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
     // The file the usage snippet shows: Q8_0 (near-lossless, half the size of F16) when there is one.
     let shown = gguf.iter().find(|g| g.tag == "Q8_0").or(gguf.first());
     let short_name = repo_id.rsplit('/').next().unwrap_or(&repo_id).to_string();
+    let (front, front_baselines) = front_rows(&input.front);
     let readme = env
         .get_template("model_card.md")
         .and_then(|t| {
@@ -248,10 +300,16 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
                 gguf_files => Value::from(Serde(&gguf)),
                 gguf_tag => shown.map(|g| g.tag.clone()),
                 gguf_file => shown.map(|g| g.file.clone()),
+                front => Value::from(Serde(&front)),
+                front_baselines => front_baselines,
+                front_file => FRONT_FILE,
+                front_comparisons => crate::search::front::comparisons(&input.front),
+                front_note => input.front_note.clone(),
             })
         })
         .map_err(tmpl_err("model_card.md"))?;
-    Ok(RenderedCard { readme, lineage_svg })
+    let front_svg = (!input.front.is_empty()).then(|| front_svg(input));
+    Ok(RenderedCard { readme, lineage_svg, front_svg })
 }
 
 #[derive(Serialize)]
@@ -273,7 +331,7 @@ fn gguf_rows(files: &[String]) -> Vec<GgufRow> {
         .collect()
 }
 
-/// Render and write README.md and lineage.svg into `dir` (each atomically). The card links
+/// Render and write README.md and lineage.svg (and front.svg for a front) into `dir` (each atomically). The card links
 /// the GGUF files in `dir` when the input names none.
 pub fn write(dir: &Path, input: &CardInput) -> Result<RenderedCard, CardError> {
     let listed;
@@ -284,7 +342,8 @@ pub fn write(dir: &Path, input: &CardInput) -> Result<RenderedCard, CardError> {
         input
     };
     let card = render(input)?;
-    for (name, text) in [(README_FILE, &card.readme), (LINEAGE_FILE, &card.lineage_svg)] {
+    let files = [(README_FILE, Some(&card.readme)), (LINEAGE_FILE, Some(&card.lineage_svg)), (FRONT_FILE, card.front_svg.as_ref())];
+    for (name, text) in files.into_iter().filter_map(|(n, t)| t.map(|t| (n, t))) {
         let path = dir.join(name);
         crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(|source| CardError::Io { path: path.display().to_string(), source })?;
     }

@@ -80,6 +80,10 @@ fn read_results(path: &std::path::Path, input: &mut card::CardInput) -> anyhow::
             serde_json::from_value(v).with_context(|| format!("{} is not a report.json of `hf-tailor search`", path.display()))?;
         input.results = report.rows;
         input.tasks = report.about;
+        // A front's table describes this model only when it is the picked point's depth.
+        if report.front.iter().any(|p| p.picked && p.layers == input.recipe.layers.len()) {
+            input.front = report.front;
+        }
         input.results_held_out = report.rows_note.is_some();
         input.results_note = Some(match report.rows_note {
             Some(n) => format!("{n}, at most {} items per task", report.budget),

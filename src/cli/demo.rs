@@ -11,10 +11,11 @@ use hf_tailor::search::DepthTarget;
 use super::{run::print_outcome, run::StderrProgress, usage};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  hf-tailor demo\n  hf-tailor demo --out /tmp/demo --trials 40 --force\n\n\
+#[command(after_help = "Examples:\n  hf-tailor demo\n  hf-tailor demo --out /tmp/demo --trials 40 --force\n  hf-tailor demo --keep-layers 4..7 --pick 5\n\n\
 The family: a tiny Llama base trained on three synthetic skills (arith: last digit of a sum;\n\
 reverse: write a word backwards; recall: look a key up) and three siblings, each fine-tuned\n\
-from the base to sharpen one skill. The search keeps 6 of its 8 layers.")]
+from the base to sharpen one skill. The search keeps 6 of its 8 layers; `--keep-layers 4..7`
+searches every depth from 4 to 7 in one study (a size–quality front) and builds the picked point.")]
 pub struct Args {
     /// Working folder: the family, the search journal, recipe, report and tailored model.
     #[arg(long, value_name = "DIR", default_value = "tailored-demo")]
@@ -22,9 +23,12 @@ pub struct Args {
     /// Search budget in trials.
     #[arg(long, value_name = "N", default_value_t = 120)]
     pub trials: usize,
-    /// Layers to keep of the family's 8.
-    #[arg(long, value_name = "K", default_value_t = 6)]
-    pub keep_layers: usize,
+    /// Layers to keep of the family's 8, or a range `A..B` (e.g. 4..7) for a size–quality
+    /// front from one search (the picked point is built; see --pick).
+    #[arg(long, value_name = "K", default_value = "6", value_parser = super::search::parse_layer_range)]
+    pub keep_layers: (usize, usize),
+    #[command(flatten)]
+    pub pick: super::search::PickArgs,
     /// Seed of the search.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -43,8 +47,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.trials == 0 {
         usage!("--trials must be at least 1")
     }
-    if args.keep_layers == 0 || args.keep_layers > 8 {
-        usage!("--keep-layers must be between 1 and 8 (the demo family has 8 layers), got {}", args.keep_layers)
+    let (lo, hi) = args.keep_layers;
+    for k in [lo, hi] {
+        if k == 0 || k > 8 {
+            usage!("--keep-layers must be between 1 and 8 (the demo family has 8 layers), got {k}")
+        }
+    }
+    if lo > hi {
+        usage!("the --keep-layers range {lo}..{hi} is empty: give it smallest first (e.g. --keep-layers 4..7)")
+    }
+    if lo == hi {
+        args.pick.refuse_without_range()?;
+    } else if let Some(hf_tailor::search::front::Pick::Layers(k)) = args.pick.chosen() {
+        if !(lo..=hi).contains(&k) {
+            usage!("--pick {k} is outside the front's depths {lo}..{hi}")
+        }
     }
     // Before the family is written into it: never overwrite files that are not ours.
     pipeline::check_out_folder(&args.out, None, args.force)?;
@@ -74,7 +91,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let test = load(&family.test)?;
 
     let mut opts = JobOptions::new(args.out.clone(), "hf-tailor-demo");
-    opts.depth = DepthTarget::KeepLayers(args.keep_layers);
+    opts.depth = DepthTarget::KeepLayers(lo);
+    if hi > lo {
+        opts.depth_to = Some(DepthTarget::KeepLayers(hi));
+        opts.pick = args.pick.chosen().unwrap_or_default();
+        // Every baseline at every depth (ShortGPT and angular from one pass, SLEB's greedy order).
+        opts.baselines = hf_tailor::search::baselines::BaselineKind::ALL.to_vec();
+    }
     opts.trials = args.trials;
     opts.seed = args.seed;
     // The calibration splits hold 200 items a task: three fidelities, η = 3.

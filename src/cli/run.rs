@@ -39,12 +39,17 @@ pub struct Args {
     /// Push the tailored model to this Hub repo (user/name); without it the model stays in --out.
     #[arg(long, value_name = "REPO")]
     pub push: Option<String>,
-    /// Number of layers to keep (default: remove --remove-ratio of them).
-    #[arg(long, value_name = "K", conflicts_with = "remove_ratio")]
-    pub keep_layers: Option<usize>,
-    /// Fraction of layers to remove when --keep-layers is not given.
-    #[arg(long, value_name = "R", default_value_t = 0.25)]
-    pub remove_ratio: f64,
+    /// Number of layers to keep (default: remove --remove-ratio of them), or a range `A..B`
+    /// (both included) for a size–quality front from one search: every depth's best
+    /// candidate is written as front/keep-K.yaml and the picked one (--pick) is built.
+    #[arg(long, value_name = "K", conflicts_with = "remove_ratio", value_parser = super::search::parse_layer_range)]
+    pub keep_layers: Option<(usize, usize)>,
+    /// Fraction of layers to remove when --keep-layers is not given (default 0.25), or a
+    /// range `A..B` of fractions for a front.
+    #[arg(long, value_name = "R", value_parser = super::search::parse_ratio_range)]
+    pub remove_ratio: Option<(f64, f64)>,
+    #[command(flatten)]
+    pub pick: super::search::PickArgs,
     /// Calibration tasks, comma-separated: built-in names (mmlu, wsc) or JSONL files.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "mmlu,wsc")]
     pub tasks: Vec<String>,
@@ -98,7 +103,19 @@ pub struct Args {
     pub json: bool,
 }
 
+/// What the root command removes when no depth is given.
+const DEFAULT_REMOVE_RATIO: f64 = 0.25;
+
 impl Args {
+    /// The depth asked for, and the other end of a range (a front) when one is given.
+    fn depths(&self) -> (DepthTarget, Option<DepthTarget>) {
+        match (self.keep_layers, self.remove_ratio) {
+            (Some((a, b)), _) => (DepthTarget::KeepLayers(a), (b != a).then_some(DepthTarget::KeepLayers(b))),
+            (None, Some((a, b))) => (DepthTarget::RemoveRatio(a), (b != a).then_some(DepthTarget::RemoveRatio(b))),
+            (None, None) => (DepthTarget::RemoveRatio(DEFAULT_REMOVE_RATIO), None),
+        }
+    }
+
     /// The checks clap cannot express; each failure is a one-line usage error (exit 2).
     fn validate(&self) -> anyhow::Result<(&str, &String)> {
         let Some(base) = self.base.as_deref() else {
@@ -107,11 +124,25 @@ impl Args {
         let Some(finetunes) = self.finetunes.as_ref() else {
             usage!("missing --finetunes: give a file listing the fine-tuned siblings, one Hub id or folder a line")
         };
-        if !(self.remove_ratio > 0.0 && self.remove_ratio < 1.0) {
-            usage!("--remove-ratio must be between 0 and 1 (exclusive), got {}", self.remove_ratio)
+        let (lo, hi) = self.remove_ratio.unwrap_or((DEFAULT_REMOVE_RATIO, DEFAULT_REMOVE_RATIO));
+        for r in [lo, hi] {
+            if !(r > 0.0 && r < 1.0) {
+                usage!("--remove-ratio must be between 0 and 1 (exclusive), got {r}")
+            }
         }
-        if self.keep_layers == Some(0) {
-            usage!("--keep-layers must be at least 1")
+        if lo > hi {
+            usage!("the --remove-ratio range {lo}..{hi} is empty: give it smallest first (e.g. --remove-ratio 0.15..0.4)")
+        }
+        if let Some((a, b)) = self.keep_layers {
+            if a == 0 {
+                usage!("--keep-layers must be at least 1")
+            }
+            if a > b {
+                usage!("the --keep-layers range {a}..{b} is empty: give it smallest first (e.g. --keep-layers 20..30)")
+            }
+        }
+        if self.depths().1.is_none() {
+            self.pick.refuse_without_range()?;
         }
         if self.trials == 0 {
             usage!("--trials must be at least 1")
@@ -137,12 +168,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if finetune_refs.is_empty() {
         usage!("{finetunes} lists no fine-tune: tailoring needs at least one sibling of the base")
     }
-    let depth = match args.keep_layers {
-        Some(k) => DepthTarget::KeepLayers(k),
-        None => DepthTarget::RemoveRatio(args.remove_ratio),
-    };
+    let (depth, depth_to) = args.depths();
     if args.dry_run {
-        let plan = pipeline::plan::plan_job(&cfg, &base_ref, &finetune_refs, depth, args.device.into(), args.sources_mb.map(|m| m << 20))?;
+        // A front's memory is its deepest point's: the least removed (the most kept).
+        let deepest = match (depth, depth_to) {
+            (DepthTarget::KeepLayers(_), Some(d @ DepthTarget::KeepLayers(_))) => d,
+            _ => depth,
+        };
+        let plan = pipeline::plan::plan_job(&cfg, &base_ref, &finetune_refs, deepest, args.device.into(), args.sources_mb.map(|m| m << 20))?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
@@ -164,6 +197,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let title = args.push.clone().unwrap_or_else(|| folder_name(&args.out));
     let mut opts = JobOptions::new(args.out.clone(), &title);
     opts.depth = depth;
+    opts.depth_to = depth_to;
+    opts.pick = args.pick.chosen().unwrap_or_default();
+    if depth_to.is_some() {
+        // Every baseline at every depth (ShortGPT and angular from one pass, SLEB's greedy order).
+        opts.baselines = hf_tailor::search::baselines::BaselineKind::ALL.to_vec();
+    }
     opts.trials = args.trials;
     opts.seed = args.seed;
     opts.objective = args.objective;
@@ -292,6 +331,15 @@ pub fn print_outcome(outcome: &JobOutcome, json: bool) -> anyhow::Result<()> {
         for c in cmp {
             println!("{c}");
         }
+    }
+    if !outcome.front.is_empty() {
+        println!("\nFront: the best candidate at every depth and the baselines at each depth, on the same items:\n");
+        print!("{}", hf_tailor::search::front::markdown(&outcome.front));
+        println!();
+        for c in hf_tailor::search::front::comparisons(&outcome.front) {
+            println!("{c}");
+        }
+        println!("every point's recipe: {}", outcome.out.join(hf_tailor::search::front::FRONT_DIR).display());
     }
     let t = outcome.tailored();
     println!(

@@ -159,13 +159,41 @@ pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// For a front (a depth range): the depth whose candidate becomes tailor.yaml. Default:
-    /// the smallest model within 1 point of the best mean accuracy over the range.
+    #[command(flatten)]
+    pub pick: PickArgs,
+}
+
+/// Which point of a front (a depth range) is used: shared by `search`, the root command and `demo`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PickArgs {
+    /// For a front (a depth range): the depth whose candidate becomes tailor.yaml (and is
+    /// built, verified, carded and pushed). Default: the smallest model whose mean accuracy
+    /// on the search's items is within 1 point of the best over the range.
     #[arg(long, value_name = "K", conflicts_with = "pick_max_params")]
     pub pick: Option<usize>,
-    /// For a front: the most accurate point with at most N parameters becomes tailor.yaml.
+    /// For a front: the most accurate point with at most N parameters is used instead.
     #[arg(long = "pick-max-params", value_name = "N")]
     pub pick_max_params: Option<u64>,
+}
+
+impl PickArgs {
+    /// The pick asked for (None: the default rule).
+    pub fn chosen(&self) -> Option<hf_tailor::search::front::Pick> {
+        use hf_tailor::search::front::Pick;
+        match (self.pick, self.pick_max_params) {
+            (Some(k), _) => Some(Pick::Layers(k)),
+            (_, Some(n)) => Some(Pick::MaxParams(n)),
+            _ => None,
+        }
+    }
+
+    /// A pick without a range is a mistake the user can fix.
+    pub fn refuse_without_range(&self) -> anyhow::Result<()> {
+        if self.chosen().is_some() {
+            super::usage!("--pick and --pick-max-params choose a point of a front: give a depth range (--keep-layers A..B)");
+        }
+        Ok(())
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -260,7 +288,7 @@ fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceMode
     Ok((base, siblings, family))
 }
 
-fn parse_layer_range(s: &str) -> Result<(usize, usize), String> {
+pub(crate) fn parse_layer_range(s: &str) -> Result<(usize, usize), String> {
     let n = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("`{s}` is not a number of layers or a range A..B"));
     match s.split_once("..") {
         Some((a, b)) => Ok((n(a)?, n(b)?)),
@@ -268,7 +296,7 @@ fn parse_layer_range(s: &str) -> Result<(usize, usize), String> {
     }
 }
 
-fn parse_ratio_range(s: &str) -> Result<(f64, f64), String> {
+pub(crate) fn parse_ratio_range(s: &str) -> Result<(f64, f64), String> {
     let n = |x: &str| x.trim().parse::<f64>().map_err(|_| format!("`{s}` is not a fraction or a range A..B"));
     match s.split_once("..") {
         Some((a, b)) => Ok((n(a)?, n(b)?)),
@@ -466,14 +494,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if args.storage.is_some() || s.workers.len() > 1 {
             super::usage!("a depth-range (front) search runs on one worker: drop --workers, the device list and --storage");
         }
-        let pick = match (args.pick, args.pick_max_params) {
-            (Some(k), _) => hf_tailor::search::front::Pick::Layers(k),
-            (_, Some(n)) => hf_tailor::search::front::Pick::MaxParams(n),
-            _ => hf_tailor::search::front::Pick::Smallest,
-        };
+        let pick = args.pick.chosen().unwrap_or_default();
+        if let hf_tailor::search::front::Pick::Layers(k) = pick {
+            if !s.space.depths().contains(&k) {
+                super::usage!("--pick {k} is outside the front's depths {}..{}", s.space.keep, s.space.keep_max);
+            }
+        }
         job::run_front_job(&spec, pick, &mut s.workers[0].scorer, &s.params, &mut progress)?
-    } else if args.pick.is_some() || args.pick_max_params.is_some() {
-        super::usage!("--pick and --pick-max-params choose a point of a front: give a depth range (--keep-layers A..B)");
+    } else if let Err(e) = args.pick.refuse_without_range() {
+        return Err(e);
     } else if let Some(url) = &args.storage {
         coordinate(&args, url, &spec, &mut s, &mut progress)?
     } else if s.workers.len() == 1 {

@@ -21,7 +21,8 @@ use crate::layout::Layout;
 use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
 use crate::score::{ModelResult, ResultKind, Scorer, TaskScores};
 use crate::search::baselines::BaselineKind;
-use crate::search::job::{run_job, whole_model, write_outputs, JobObserver, JobResult, JobSpec, RECIPE_FILE};
+use crate::search::front::{FrontPoint, Pick};
+use crate::search::job::{run_front_job, run_job, whole_model, write_outputs, JobObserver, JobResult, JobSpec, RECIPE_FILE};
 use crate::search::{DepthTarget, OptimizerConfig, OptimizerKind, RecipeTemplate, SearchSpace, SpaceOptions, TrialEvent};
 use crate::writer::{self, BuildOptions};
 
@@ -43,6 +44,12 @@ const BASELINE_TEXTS_PER_TASK: usize = 64;
 #[derive(Debug, Clone)]
 pub struct JobOptions {
     pub depth: DepthTarget,
+    /// With it, a size–quality front: one study over every depth between `depth` and this
+    /// one (either order), the point `pick` chooses built, verified, carded and pushed,
+    /// and every point written as `front/keep-K.yaml`.
+    pub depth_to: Option<DepthTarget>,
+    /// Which point of a front is built (ignored for one depth).
+    pub pick: Pick,
     pub trials: usize,
     pub seed: u64,
     pub optimizer: OptimizerKind,
@@ -81,6 +88,8 @@ impl JobOptions {
     pub fn new(out: PathBuf, title: &str) -> Self {
         Self {
             depth: DepthTarget::RemoveRatio(0.25),
+            depth_to: None,
+            pick: Pick::Smallest,
             trials: 500,
             seed: 0,
             optimizer: OptimizerKind::Bo,
@@ -150,6 +159,10 @@ pub struct JobOutcome {
     pub verified: TaskScores,
     /// What `rows` were measured on, in words (held-out tasks, or the held-out split).
     pub report_note: String,
+    /// A front's points (smallest first) with the baselines at each depth, on the same
+    /// held-out items as `rows`; empty for one depth.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub front: Vec<FrontPoint>,
     pub warnings: Vec<String>,
 }
 
@@ -216,7 +229,7 @@ pub fn tailor(
     let mut warnings = fam.info.warnings.clone();
     let config = fam.base.config.clone();
     let source_layers = config.num_hidden_layers;
-    let keep = opts.depth.keep_layers(source_layers, |k| config.total_params(k))?;
+    let (keep, keep_max) = depth_range(opts, source_layers, |k| config.total_params(k))?;
     let (base, siblings) = family.sources();
     let template = RecipeTemplate {
         architecture: config.arch.model_type.to_string(),
@@ -226,7 +239,7 @@ pub fn tailor(
         edges: EdgePolicy::FollowLayers,
         dtype: None,
     };
-    let space = SearchSpace::new(template, keep, SpaceOptions::default())?;
+    let space = SearchSpace::with_depths(template, keep, keep_max, SpaceOptions::default())?;
     // The tokenizer and template choice is checked before the search (a vocabulary that
     // does not match is refused now, not after hours of trials), and applied to the result.
     let choose =
@@ -267,36 +280,50 @@ pub fn tailor(
         inherit: crate::search::job::Inherit { objective: opts.objective.is_none(), hold_out: opts.selection_split.is_none() },
         precomputed: Vec::new(),
     };
+    let depths = if keep_max > keep { format!("a front of {keep}..{keep_max}") } else { keep.to_string() };
     progress.stage(&format!(
-        "searching: keep {keep} of {source_layers} layers, {} siblings, {} trials on {}",
+        "searching: keep {depths} of {source_layers} layers, {} siblings, {} trials on {}",
         siblings.len(),
         opts.trials,
         scorer.task_names().join(", ")
     ));
     let started = Instant::now();
     let params = |r: &Recipe| Layout::for_family(&fam, r).map(|l| l.total_params()).unwrap_or_default();
-    let result = run_job(&spec, &mut scorer, params, &mut Observe(progress))?;
+    let result = if spec.space.is_range() {
+        run_front_job(&spec, opts.pick, &mut scorer, params, &mut Observe(progress))?
+    } else {
+        run_job(&spec, &mut scorer, params, &mut Observe(progress))?
+    };
     let search_seconds = started.elapsed().as_secs_f64();
     drop(scorer);
     let mut result = result;
     choose(&mut result.best)?;
     let best = result.best.clone();
 
-    // With held-out report tasks, every row is scored again on them by one evaluator.
+    // With held-out report tasks, every row (and every point of a front, with the
+    // baselines at its depth) is scored again on them by one evaluator.
     let report_names: Vec<String> = report.iter().map(|t| t.name.clone()).collect();
     let report_items = report.iter().map(task_len).max().unwrap_or(0);
     let mut search_report = result.report.clone();
     {
         progress.stage("scoring base, siblings, baselines and the tailored model on the held-out items");
-        let mut reporter = Evaluator::new(fam.clone(), report.clone(), eval_options.clone())?;
+        let mut reporter = HeldOut { scorer: Evaluator::new(fam.clone(), report.clone(), eval_options.clone())?, items: report_items, done: Vec::new() };
         let mut recipes: Vec<Recipe> =
             std::iter::once(base.name.clone()).chain(siblings.iter().map(|s| s.name.clone())).map(|name| whole_model(&spec.space, &name)).collect();
         recipes.extend(result.baselines.iter().map(|b| b.recipe.clone()));
         recipes.push(best.clone());
         debug_assert_eq!(search_report.rows.len(), recipes.len(), "rows: base, siblings, baselines, tailored");
         for (row, recipe) in search_report.rows.iter_mut().zip(&recipes) {
-            let m = reporter.measure(recipe, report_items, crate::score::Items::All)?;
-            *row = ModelResult::from_measures(row.label.clone(), row.kind, row.layers, row.params, &m);
+            *row = reporter.rescore(row, recipe)?;
+        }
+        if !result.front.is_empty() {
+            progress.stage(&format!("scoring the front's {} points and the baselines at each depth on the held-out items", result.front.len()));
+        }
+        for (p, bs) in search_report.front.iter_mut().zip(&result.front_baselines) {
+            p.tailored = reporter.rescore(&p.tailored, &result.outcome.trials[p.trial].recipe)?;
+            for (row, b) in p.baselines.iter_mut().zip(bs) {
+                *row = reporter.rescore(row, &b.recipe)?;
+            }
         }
         search_report.tasks = report_names.clone();
         search_report.budget = report_items;
@@ -306,7 +333,13 @@ pub fn tailor(
     search_report.about = report_about.clone();
     search_report.rows_note = Some(report_note.clone());
     let rows = search_report.rows.clone();
+    let front = search_report.front.clone();
     let trials_run = result.outcome.trials.len();
+    // Every point of a front is buildable as the picked one is: the same tokenizer choice.
+    let mut result = result;
+    for p in &result.front {
+        choose(&mut result.outcome.trials[p.trial].recipe)?;
+    }
     write_outputs(&JobResult { report: search_report, ..result }, out)?;
     let recipe_path = out.join(RECIPE_FILE);
 
@@ -340,6 +373,8 @@ pub fn tailor(
     input.results_note = Some(format!("{report_note}, at most {report_items} items per task"));
     input.tasks = report_about.clone();
     input.results_held_out = true;
+    input.front = front.clone();
+    input.front_note = (!front.is_empty()).then(|| pick_note(opts.pick));
     card::write(&model_dir, &input)?;
 
     Ok(JobOutcome {
@@ -354,8 +389,74 @@ pub fn tailor(
         search_seconds,
         verified,
         report_note,
+        front,
         warnings,
     })
+}
+
+/// The kept-layer range of `opts` (one depth: both ends equal), smallest first, and a
+/// `--pick` depth inside it or a `--pick-max-params` that the smallest depth can meet,
+/// checked before any trial runs.
+fn depth_range(opts: &JobOptions, source_layers: usize, total_params: impl Fn(usize) -> u64 + Copy) -> Result<(usize, usize), PipelineError> {
+    let a = opts.depth.keep_layers(source_layers, total_params)?;
+    let b = match opts.depth_to {
+        Some(d) => d.keep_layers(source_layers, total_params)?,
+        None => a,
+    };
+    let (keep, keep_max) = (a.min(b), a.max(b));
+    if keep_max > keep {
+        match opts.pick {
+            Pick::Layers(k) if !(keep..=keep_max).contains(&k) => {
+                return Err(PipelineError::Plan(format!("--pick {k} is outside the front's depths {keep}..{keep_max}")));
+            }
+            // A lower bound: an untied output head only adds parameters.
+            Pick::MaxParams(n) if n < total_params(keep) => {
+                return Err(PipelineError::Plan(format!(
+                    "--pick-max-params {n}: no point of the front is that small (keeping {keep} layers needs {})",
+                    total_params(keep)
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok((keep, keep_max))
+}
+
+/// How the built point of a front was chosen, for the card.
+fn pick_note(pick: Pick) -> String {
+    match pick {
+        Pick::Smallest => "The point built here was picked on the search's own items (not the held-out ones above) by the default rule: \
+the smallest model whose mean accuracy is within 1 point of the best over the range (`--pick K` or `--pick-max-params N` choose another)."
+            .into(),
+        Pick::Layers(k) => format!("The point built here was chosen with `--pick {k}`."),
+        Pick::MaxParams(n) => format!(
+            "The point built here is the front's most accurate, on the search's own items, with at most {} parameters (`--pick-max-params {n}`).",
+            crate::human::human_count(n)
+        ),
+    }
+}
+
+/// Scores recipes on the held-out items, each distinct recipe once (the baselines often
+/// agree at a depth, and the picked point is also a row).
+struct HeldOut {
+    scorer: Evaluator,
+    items: usize,
+    done: Vec<(Recipe, crate::score::Measures)>,
+}
+
+impl HeldOut {
+    /// `row` with its scores replaced by `recipe`'s on the held-out items.
+    fn rescore(&mut self, row: &ModelResult, recipe: &Recipe) -> Result<ModelResult, PipelineError> {
+        let m = match self.done.iter().find(|(r, _)| r == recipe) {
+            Some((_, m)) => m.clone(),
+            None => {
+                let m = self.scorer.measure(recipe, self.items, crate::score::Items::All)?;
+                self.done.push((recipe.clone(), m.clone()));
+                m
+            }
+        };
+        Ok(ModelResult::from_measures(row.label.clone(), row.kind, row.layers, row.params, &m))
+    }
 }
 
 /// Each task split by `split`'s seeded mask into (search items, held-out items); the mask
