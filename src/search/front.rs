@@ -186,6 +186,31 @@ pub fn svg(front: &[FrontPoint], refs: &[(String, u64, f64)]) -> String {
         );
         legend_y += 16.0;
     }
+    if !refs.is_empty() {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{}" y="{:.1}" width="7" height="7" fill="#444"/><text x="{}" y="{legend_y:.1}" fill="#444">full-depth models</text>"##,
+            w - right + 10.0,
+            legend_y - 8.0,
+            w - right + 24.0
+        );
+        legend_y += 16.0;
+    }
+    if front.iter().any(|p| p.picked) {
+        let _ = writeln!(
+            s,
+            r##"<circle cx="{}" cy="{:.1}" r="5" fill="none" stroke="#d62728" stroke-width="2"/><text x="{}" y="{legend_y:.1}" fill="#d62728">picked point</text>"##,
+            w - right + 14.0,
+            legend_y - 4.0,
+            w - right + 24.0
+        );
+    }
+    // The picked point: ringed and labelled, so the plot says which model was built.
+    for p in front.iter().filter(|p| p.picked) {
+        let (px, py) = (x(p.tailored.params as f64), y(p.tailored.mean()));
+        let _ = writeln!(s, r##"<circle cx="{px:.1}" cy="{py:.1}" r="7" fill="none" stroke="#d62728" stroke-width="2"/>"##);
+        let _ = writeln!(s, r##"<text x="{px:.1}" y="{:.1}" text-anchor="middle" fill="#d62728">picked: {} layers</text>"##, py - 12.0, p.layers);
+    }
     for (label, params, acc) in refs {
         let (px, py) = (x(*params as f64), y(*acc));
         let _ = writeln!(s, r##"<rect x="{:.1}" y="{:.1}" width="7" height="7" fill="#444"/>"##, px - 3.5, py - 3.5);

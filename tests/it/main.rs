@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod device;
 mod eval;
+mod front;
 mod gguf;
 mod hostile_hub;
 mod hub;
