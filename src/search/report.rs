@@ -119,9 +119,10 @@ impl SearchReport {
                 Some(note) => format!("on {note}, at most {} items per task", self.budget),
                 None => format!("on the first {} calibration items per task (the items the search optimised)", self.budget),
             };
+            let picked_on = if self.rows_note.is_some() { " The pick is made on the search's own items, not on these." } else { "" };
             let _ = writeln!(
                 s,
-                "Front: the best candidate found at every depth by one search ({} trials), and the baselines at each depth; mean accuracy in % ± one standard error {measured}. {}\n\n![front]({FRONT_SVG_FILE})\n",
+                "Front: the best candidate found at every depth by one search ({} trials), and the baselines at each depth; mean accuracy in % ± one standard error {measured}. {}{picked_on}\n\n![front]({FRONT_SVG_FILE})\n",
                 self.trials,
                 super::front::PICK_RULE
             );
