@@ -134,17 +134,6 @@ fn front_rows(front: &[FrontPoint]) -> (Vec<FrontRow>, Vec<String>) {
     (rows, kinds)
 }
 
-/// The front plot: the front and each baseline's curve, base and siblings (from `results`) as points.
-fn front_svg(input: &CardInput) -> String {
-    let refs: Vec<(String, u64, f64)> = input
-        .results
-        .iter()
-        .filter(|r| matches!(r.kind, ResultKind::Base | ResultKind::Sibling))
-        .map(|r| (r.label.clone(), r.params, r.mean()))
-        .collect();
-    crate::search::front::svg(&input.front, &refs)
-}
-
 #[derive(Serialize)]
 struct Summary {
     layers_before: usize,
@@ -308,7 +297,7 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
             })
         })
         .map_err(tmpl_err("model_card.md"))?;
-    let front_svg = (!input.front.is_empty()).then(|| front_svg(input));
+    let front_svg = (!input.front.is_empty()).then(|| crate::search::front::svg_with_rows(&input.front, &input.results));
     Ok(RenderedCard { readme, lineage_svg, front_svg })
 }
 

@@ -11,11 +11,13 @@ use hf_tailor::search::DepthTarget;
 use super::{run::print_outcome, run::StderrProgress, usage};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  hf-tailor demo\n  hf-tailor demo --out /tmp/demo --trials 40 --force\n  hf-tailor demo --keep-layers 4..7 --pick 5\n\n\
+#[command(
+    after_help = "Examples:\n  hf-tailor demo\n  hf-tailor demo --out /tmp/demo --trials 40 --force\n  hf-tailor demo --keep-layers 4..7 --pick 5\n\n\
 The family: a tiny Llama base trained on three synthetic skills (arith: last digit of a sum;\n\
 reverse: write a word backwards; recall: look a key up) and three siblings, each fine-tuned\n\
 from the base to sharpen one skill. The search keeps 6 of its 8 layers; `--keep-layers 4..7`
-searches every depth from 4 to 7 in one study (a size–quality front) and builds the picked point.")]
+searches every depth from 4 to 7 in one study (a size–quality front) and builds the picked point."
+)]
 pub struct Args {
     /// Working folder: the family, the search journal, recipe, report and tailored model.
     #[arg(long, value_name = "DIR", default_value = "tailored-demo")]

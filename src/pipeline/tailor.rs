@@ -307,7 +307,8 @@ pub fn tailor(
     let mut search_report = result.report.clone();
     {
         progress.stage("scoring base, siblings, baselines and the tailored model on the held-out items");
-        let mut reporter = HeldOut { scorer: Evaluator::new(fam.clone(), report.clone(), eval_options.clone())?, items: report_items, done: Vec::new() };
+        let mut reporter =
+            HeldOut { scorer: Evaluator::new(fam.clone(), report.clone(), eval_options.clone())?, items: report_items, done: Vec::new() };
         let mut recipes: Vec<Recipe> =
             std::iter::once(base.name.clone()).chain(siblings.iter().map(|s| s.name.clone())).map(|name| whole_model(&spec.space, &name)).collect();
         recipes.extend(result.baselines.iter().map(|b| b.recipe.clone()));
@@ -336,7 +337,6 @@ pub fn tailor(
     let front = search_report.front.clone();
     let trials_run = result.outcome.trials.len();
     // Every point of a front is buildable as the picked one is: the same tokenizer choice.
-    let mut result = result;
     for p in &result.front {
         choose(&mut result.outcome.trials[p.trial].recipe)?;
     }

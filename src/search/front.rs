@@ -114,6 +114,16 @@ pub fn comparisons(points: &[FrontPoint]) -> Vec<String> {
         .collect()
 }
 
+/// [`svg`] with the base and siblings among `rows` as the points.
+pub fn svg_with_rows(front: &[FrontPoint], rows: &[ModelResult]) -> String {
+    let refs: Vec<(String, u64, f64)> = rows
+        .iter()
+        .filter(|r| matches!(r.kind, crate::score::ResultKind::Base | crate::score::ResultKind::Sibling))
+        .map(|r| (r.label.clone(), r.params, r.mean()))
+        .collect();
+    svg(front, &refs)
+}
+
 const COLOURS: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"];
 
 /// Accuracy against parameters: the front and each baseline as curves, `points` (base

@@ -254,13 +254,7 @@ impl SearchReport {
 
     /// The front plot: accuracy against parameters, base and siblings as points.
     pub fn front_svg(&self) -> String {
-        let refs: Vec<(String, u64, f64)> = self
-            .rows
-            .iter()
-            .filter(|r| matches!(r.kind, ResultKind::Base | ResultKind::Sibling))
-            .map(|r| (r.label.clone(), r.params, r.mean()))
-            .collect();
-        super::front::svg(&self.front, &refs)
+        super::front::svg_with_rows(&self.front, &self.rows)
     }
 }
 

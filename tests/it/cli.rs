@@ -9,11 +9,11 @@ use hf_tailor::testkit::fixture::{write_family, TinySpec};
 
 use crate::common::{hf_tailor, tempdir};
 
-fn run(args: &[&str], cwd: &Path) -> Output {
+pub(crate) fn run(args: &[&str], cwd: &Path) -> Output {
     hf_tailor().args(args).current_dir(cwd).env("HF_HUB_OFFLINE", "1").output().expect("spawn hf-tailor")
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -159,14 +159,9 @@ fn the_demo_tailors_the_builtin_family_end_to_end() {
     assert_usage_error(&again, "--force");
 }
 
-/// The root command on a local fixture family with a JSONL task: the whole job without a
-/// push, then `--resume` continuing the same journal to a larger budget.
-#[test]
-fn the_root_command_runs_the_whole_job_and_resumes() {
-    let dir = tempdir();
-    let (base, list) = fixture_job(dir.path());
-    let task = dir.path().join("letters.jsonl");
-    let items: Vec<String> = (0..24)
+/// A 2-choice JSONL task of `n` items at `path` (continue `abab` with `b`).
+pub(crate) fn letters_task(path: &Path, n: usize) {
+    let items: Vec<String> = (0..n)
         .map(|i| {
             let a = (b'a' + (i % 20) as u8) as char;
             let b = (b'a' + ((i + 1) % 20) as u8) as char;
@@ -174,7 +169,17 @@ fn the_root_command_runs_the_whole_job_and_resumes() {
             serde_json::json!({"context": format!("{a}{b}{a}{b}{a}"), "choices": [b.to_string(), c.to_string()], "label": 0}).to_string()
         })
         .collect();
-    std::fs::write(&task, items.join("\n") + "\n").expect("task file");
+    std::fs::write(path, items.join("\n") + "\n").expect("task file");
+}
+
+/// The root command on a local fixture family with a JSONL task: the whole job without a
+/// push, then `--resume` continuing the same journal to a larger budget.
+#[test]
+fn the_root_command_runs_the_whole_job_and_resumes() {
+    let dir = tempdir();
+    let (base, list) = fixture_job(dir.path());
+    let task = dir.path().join("letters.jsonl");
+    letters_task(&task, 24);
     let out_dir = dir.path().join("job");
     let (base_s, list_s, task_s, out_s) =
         (base.display().to_string(), list.display().to_string(), task.display().to_string(), out_dir.display().to_string());

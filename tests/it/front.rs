@@ -8,15 +8,8 @@ use std::process::Output;
 
 use hf_tailor::testkit::fixture::{write_family, TinySpec};
 
+use crate::cli::{letters_task, run, text};
 use crate::common::{hf_tailor, tempdir};
-
-fn run(args: &[&str], cwd: &Path) -> Output {
-    hf_tailor().args(args).current_dir(cwd).env("HF_HUB_OFFLINE", "1").output().expect("spawn hf-tailor")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Exit 2 and one error line naming the problem (stage lines before it are progress).
 fn assert_usage_error(out: &Output, mentions: &str) {
@@ -44,15 +37,7 @@ fn job() -> Job {
     let list = root.join("finetunes.txt");
     std::fs::write(&list, sibs.iter().map(|s| s.display().to_string()).collect::<Vec<_>>().join("\n") + "\n").expect("list");
     let task = root.join("letters.jsonl");
-    let items: Vec<String> = (0..30)
-        .map(|i| {
-            let a = (b'a' + (i % 20) as u8) as char;
-            let b = (b'a' + ((i + 1) % 20) as u8) as char;
-            let c = (b'a' + ((i + 7) % 20) as u8) as char;
-            serde_json::json!({"context": format!("{a}{b}{a}{b}{a}"), "choices": [b.to_string(), c.to_string()], "label": 0}).to_string()
-        })
-        .collect();
-    std::fs::write(&task, items.join("\n") + "\n").expect("task file");
+    letters_task(&task, 30);
     let s = |p: &Path| p.display().to_string();
     Job { base: s(&base), list: s(&list), task: s(&task), root, _dir: dir }
 }
