@@ -156,6 +156,16 @@ fn the_root_command_over_a_range_cards_the_front_and_builds_the_pick() {
     assert_eq!(layers_of(&j.root.join("b/model")), other);
     let card = std::fs::read_to_string(j.root.join("b/model/README.md")).expect("card");
     assert!(card.contains(&format!("chosen with `--pick {other}`")), "{card}");
+
+    // A range of removal ratios is a front too: 0.25..0.5 of 4 layers keeps 2..3.
+    let o = j.tailor("c", &["--remove-ratio", "0.25..0.5", "--pick-max-params", &u64::MAX.to_string()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let outcome: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON outcome");
+    let depths: Vec<u64> = outcome["front"].as_array().expect("front").iter().map(|p| p["layers"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(depths, [2, 3]);
+    for k in [2, 3] {
+        assert!(j.root.join(format!("c/front/keep-{k}.yaml")).is_file());
+    }
 }
 
 #[test]
