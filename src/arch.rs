@@ -31,6 +31,16 @@ pub enum Role {
     GateUpFused,
 }
 
+impl Role {
+    /// A norm's weight (scaled by `1 + w` under a `norm_plus_one` flavour).
+    pub fn is_norm(self) -> bool {
+        matches!(
+            self,
+            Role::InputNorm | Role::PostAttentionNorm | Role::QNorm | Role::KNorm | Role::PreFeedforwardNorm | Role::PostFeedforwardNorm
+        )
+    }
+}
+
 /// The MLP's gate activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {

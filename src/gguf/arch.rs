@@ -13,10 +13,61 @@ pub enum ExtraKey {
     VocabSize,
     /// `{arch}.rope.dimension_count` (the head dimension: rotary on the whole head).
     RopeDimensionCount,
-    /// `{arch}.attention.key_length` and `value_length` even when config.json has no
-    /// `head_dim` (the converter reads transformers' config, which has one for these
-    /// architectures); otherwise they are written only when config.json states it.
-    HeadWidth,
+    /// `{arch}.attention.sliding_window`, when the model has a window.
+    SlidingWindow,
+    /// `{arch}.attention.sliding_window`, 0 when the model has none (Phi-3's converter tells
+    /// Phi-4, which has none, from Phi-3 by the 0).
+    SlidingWindowOrZero,
+    /// `{arch}.attention.sliding_window_pattern`: one bool per layer, true for sliding ones.
+    /// The converter writes none, and llama.cpp then assumes Gemma's fixed alternation (every
+    /// 2nd / 6th layer full), which the kept layers of a tailored model need not follow.
+    SlidingWindowPattern,
+    /// `{arch}.attn_logit_softcapping` and `{arch}.final_logit_softcapping`, when config.json sets them.
+    Softcapping,
+    /// `{arch}.rope.scaling.original_context_length` even without rope scaling (Phi-3).
+    OriginalContextLength,
+}
+
+/// When `{arch}.attention.key_length` and `value_length` are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadWidth {
+    /// Always (the converter reads transformers' config, which has a `head_dim` for these
+    /// architectures even when config.json does not state it).
+    Always,
+    /// When config.json states `head_dim`.
+    WhenStated,
+    /// Never (Phi-3's converter writes its own keys, without these).
+    Never,
+}
+
+/// What becomes of the checkpoint's `lm_head`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// `output.weight` when the embeddings are untied (llama.cpp reads `token_embd` when it is absent).
+    OutputWhenUntied,
+    /// llama.cpp's graph always computes logits with `token_embd` (Gemma 2): an untied head is refused.
+    TiedOnly,
+}
+
+/// Whether `tokenizer.ggml.add_space_prefix` is written for a SentencePiece-style tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpacePrefix {
+    /// Not written.
+    Omit,
+    /// From `tokenizer_config.json`'s `add_prefix_space`, when it says (llama.cpp's `llama`).
+    FromTokenizerConfig,
+    /// Always false (Gemma's converters: its tokenizer prepends no space).
+    Never,
+}
+
+/// How a model's rope scaling is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// `{arch}.rope.scaling.*` keys (linear, yarn), and for llama.cpp's Llama graph, Llama 3's
+    /// `rope_freqs` tensor.
+    Keys,
+    /// Phi-3's LongRoPE: `rope_factors_long` / `rope_factors_short` tensors and an attention factor.
+    LongRope,
 }
 
 /// One architecture's GGUF conventions.
@@ -28,10 +79,41 @@ pub struct GgufArch {
     pub name: &'static str,
     /// llama.cpp's Llama graph applies rotary embeddings to interleaved pairs (GPT-J style),
     /// transformers' to the two halves of each head: the converter permutes the rows of Q
-    /// and K so the two agree. Qwen2 uses llama.cpp's NeoX rope and keeps rows as they are.
+    /// and K so the two agree. The others use llama.cpp's NeoX rope and keep rows as they are.
     pub permute_qk: bool,
     pub extra_keys: &'static [ExtraKey],
+    pub head_width: HeadWidth,
+    /// llama.cpp's per-layer names where they differ from [`layer_tensor_name`]'s.
+    pub renamed: &'static [(Role, &'static str)],
+    pub head: Head,
+    pub space_prefix: SpacePrefix,
+    pub rope: RopeStyle,
+    /// The embedding keeps only the rows of tokens the tokenizer has (Gemma 3's converter
+    /// drops the padding rows; llama.cpp's vocabulary is then the tokenizer's).
+    pub trim_embedding: bool,
+    /// llama.cpp's graph takes the head width as `hidden_size / heads` (Phi-3): another
+    /// `head_dim` is refused.
+    pub head_dim_is_hidden_over_heads: bool,
+    /// llama.cpp scales queries by `1/sqrt(head_dim)` (Gemma, except the 27B models it
+    /// recognises by their layer count): a model whose `query_pre_attn_scalar` says otherwise
+    /// is refused rather than written to run with the wrong scale.
+    pub query_scale_is_head_dim: bool,
 }
+
+const BASE: GgufArch = GgufArch {
+    model_types: &[],
+    name: "",
+    permute_qk: false,
+    extra_keys: &[],
+    head_width: HeadWidth::WhenStated,
+    renamed: &[],
+    head: Head::OutputWhenUntied,
+    space_prefix: SpacePrefix::Omit,
+    rope: RopeStyle::Keys,
+    trim_embedding: false,
+    head_dim_is_hidden_over_heads: false,
+    query_scale_is_head_dim: false,
+};
 
 /// Mistral is llama.cpp's `llama` architecture (its converter maps `MistralForCausalLM`
 /// there); llama.cpp's Llama graph has no sliding window, which only matters for contexts
@@ -40,12 +122,59 @@ pub static LLAMA: GgufArch = GgufArch {
     model_types: &["llama", "mistral"],
     name: "llama",
     permute_qk: true,
-    extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount, ExtraKey::HeadWidth],
+    extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount],
+    head_width: HeadWidth::Always,
+    space_prefix: SpacePrefix::FromTokenizerConfig,
+    ..BASE
 };
 
-pub static QWEN2: GgufArch = GgufArch { model_types: &["qwen2"], name: "qwen2", permute_qk: false, extra_keys: &[] };
+pub static QWEN2: GgufArch = GgufArch { model_types: &["qwen2"], name: "qwen2", ..BASE };
 
-pub static GGUF_ARCHITECTURES: &[&GgufArch] = &[&LLAMA, &QWEN2];
+/// Qwen 3: Qwen 2 without biases, with per-head q/k norms (`attn_q_norm`, `attn_k_norm`).
+pub static QWEN3: GgufArch = GgufArch { model_types: &["qwen3"], name: "qwen3", head_width: HeadWidth::Always, ..BASE };
+
+/// Gemma's sandwich norms: the attention output's norm is `post_attention_norm`, the MLP's
+/// input norm `ffn_norm`, its output's `post_ffw_norm`. Gemma's `(1 + w)` norms are written as
+/// `1 + w` (the flavour's `norm_plus_one`; llama.cpp's norm multiplies by the weight), and the
+/// `sqrt(hidden)` embedding scale is llama.cpp's Gemma graph's own.
+const GEMMA_RENAMED: &[(Role, &str)] = &[(Role::PostAttentionNorm, "post_attention_norm.weight")];
+
+pub static GEMMA2: GgufArch = GgufArch {
+    model_types: &["gemma2"],
+    name: "gemma2",
+    extra_keys: &[ExtraKey::Softcapping, ExtraKey::SlidingWindow, ExtraKey::SlidingWindowPattern],
+    head_width: HeadWidth::Always,
+    renamed: GEMMA_RENAMED,
+    head: Head::TiedOnly,
+    space_prefix: SpacePrefix::Never,
+    query_scale_is_head_dim: true,
+    ..BASE
+};
+
+pub static GEMMA3: GgufArch = GgufArch {
+    model_types: &["gemma3_text"],
+    name: "gemma3",
+    extra_keys: &[ExtraKey::Softcapping, ExtraKey::SlidingWindow, ExtraKey::SlidingWindowPattern],
+    head_width: HeadWidth::Always,
+    renamed: GEMMA_RENAMED,
+    space_prefix: SpacePrefix::Never,
+    trim_embedding: true,
+    query_scale_is_head_dim: true,
+    ..BASE
+};
+
+/// Phi-3 keeps its fused tensors: `attn_qkv` (q, k, v rows) and `ffn_up` (gate, up rows).
+pub static PHI3: GgufArch = GgufArch {
+    model_types: &["phi3"],
+    name: "phi3",
+    extra_keys: &[ExtraKey::RopeDimensionCount, ExtraKey::SlidingWindowOrZero, ExtraKey::OriginalContextLength],
+    head_width: HeadWidth::Never,
+    rope: RopeStyle::LongRope,
+    head_dim_is_hidden_over_heads: true,
+    ..BASE
+};
+
+pub static GGUF_ARCHITECTURES: &[&GgufArch] = &[&LLAMA, &QWEN2, &QWEN3, &GEMMA2, &GEMMA3, &PHI3];
 
 impl GgufArch {
     pub fn for_model_type(model_type: &str) -> Option<&'static GgufArch> {
@@ -55,6 +184,11 @@ impl GgufArch {
     /// The `model_type`s with a GGUF table, for messages.
     pub fn supported_list() -> String {
         GGUF_ARCHITECTURES.iter().flat_map(|a| a.model_types.iter().copied()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// llama.cpp's name of a per-layer tensor of this architecture (after `blk.N.`).
+    pub fn tensor_name(&self, role: Role) -> &'static str {
+        self.renamed.iter().find(|(r, _)| *r == role).map(|(_, n)| *n).unwrap_or_else(|| layer_tensor_name(role))
     }
 }
 
@@ -73,8 +207,6 @@ pub fn layer_tensor_name(role: Role) -> &'static str {
         Role::Down => "ffn_down.weight",
         Role::InputNorm => "attn_norm.weight",
         Role::PostAttentionNorm => "ffn_norm.weight",
-        // llama.cpp's names for the roles of families without a GGUF table yet (Qwen3, Gemma,
-        // Phi-3). A Gemma table must also map PostAttentionNorm to `post_attention_norm`.
         Role::QNorm => "attn_q_norm.weight",
         Role::KNorm => "attn_k_norm.weight",
         Role::PreFeedforwardNorm => "ffn_norm.weight",
@@ -88,6 +220,8 @@ pub const TOKEN_EMBD: &str = "token_embd.weight";
 pub const OUTPUT_NORM: &str = "output_norm.weight";
 pub const OUTPUT: &str = "output.weight";
 pub const ROPE_FREQS: &str = "rope_freqs.weight";
+pub const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
+pub const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
 
 /// llama.cpp's row permutation of a Q or K weight (`rows x cols`, row-major) with `heads`
 /// heads: within each head, row `2j + h` of the result is row `h * half + j` of the input
@@ -113,19 +247,13 @@ pub fn permute_rows(values: &[f32], rows: usize, heads: usize) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    /// Architectures hf-tailor reads whose GGUF export is not written yet (`hf-tailor gguf`
-    /// refuses them with a clear message); a new family goes here or gets a table above.
-    const NO_GGUF_TABLE_YET: &[&str] = &["qwen3", "gemma2", "gemma3_text", "phi3"];
-
     #[test]
-    fn every_architecture_hf_tailor_reads_has_a_gguf_table_or_is_listed() {
+    fn every_architecture_hf_tailor_reads_has_a_gguf_table() {
         for a in crate::arch::ARCHITECTURES {
-            assert!(
-                GgufArch::for_model_type(a.model_type).is_some() || NO_GGUF_TABLE_YET.contains(&a.model_type),
-                "{} has no GGUF table: add one, or list it in NO_GGUF_TABLE_YET",
-                a.model_type
-            );
+            assert!(GgufArch::for_model_type(a.model_type).is_some(), "{} has no GGUF table", a.model_type);
         }
+        assert_eq!(GEMMA2.tensor_name(Role::PostAttentionNorm), "post_attention_norm.weight");
+        assert_eq!(LLAMA.tensor_name(Role::PostAttentionNorm), "ffn_norm.weight");
     }
 
     #[test]

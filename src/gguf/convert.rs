@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::arch::{self, GgufArch};
+use super::arch::{self, GgufArch, Head};
 use super::format::{self, TensorSpec, Value};
 use super::metadata::{self, RopeScaling};
 use super::quant::GgmlType;
@@ -13,10 +13,11 @@ use crate::checkpoint::Checkpoint;
 /// Where one GGUF tensor's values come from.
 #[derive(Debug, Clone)]
 enum Source {
-    /// A checkpoint tensor, with the Q/K row permutation over this many heads when set.
-    Tensor { name: String, permute_heads: Option<usize> },
-    /// Llama 3 rope factors, computed from the config.
-    RopeFreqs(Vec<f32>),
+    /// A checkpoint tensor: its first `shape[0]` rows, with the Q/K row permutation over this
+    /// many heads when set, and `shift` added (Gemma's `1 + w` norms; 0 otherwise).
+    Tensor { name: String, permute_heads: Option<usize>, shift: f32 },
+    /// Rope factors computed from the config (Llama 3's, Phi-3's LongRoPE).
+    Factors(Vec<f32>),
 }
 
 #[derive(Debug, Clone)]
@@ -44,17 +45,33 @@ impl Model {
         let model_type = cfg.arch.model_type;
         let arch = GgufArch::for_model_type(model_type)
             .ok_or_else(|| GgufError::Unsupported { what: format!("model_type `{model_type}` yet (supported: {})", GgufArch::supported_list()) })?;
-        let rope = metadata::rope_scaling(cfg, arch)?;
-        let tokenizer = tokenizer::metadata(dir, checkpoint.embedding_rows(), arch.name == "llama")?;
-
         let a = cfg.arch;
-        let tensor = |n: &str| Source::Tensor { name: n.to_string(), permute_heads: None };
+        let untied_head = !cfg.tie_word_embeddings && checkpoint.has(a.lm_head);
+        check_supported(cfg, arch, untied_head)?;
+        let rope = metadata::rope_scaling(cfg, arch)?;
+        let mut embed_shape = checkpoint.info(a.embed)?.shape.clone();
+        if arch.trim_embedding {
+            embed_shape[0] = embed_shape[0].min(tokenizer::token_count(dir)?);
+        }
+        let tokenizer = tokenizer::metadata(dir, embed_shape[0], arch.space_prefix)?;
+
+        // Gemma's RMSNorm scales by `1 + w`, llama.cpp's by `w`: the 1 is folded into the weight.
+        let norm_shift = if a.flavor.norm_plus_one { 1.0 } else { 0.0 };
+        let tensor = |n: &str, shift: f32| Source::Tensor { name: n.to_string(), permute_heads: None, shift };
         let mut tensors = Vec::new();
         let shape_of = |n: &str| checkpoint.info(n).map(|i| i.shape.clone());
-        if let RopeScaling::Llama3(f) = &rope {
-            tensors.push(Planned { gguf_name: arch::ROPE_FREQS.into(), shape: vec![f.len()], source: Source::RopeFreqs(f.clone()) });
+        let mut factors = |gguf_name: &str, f: &[f32]| {
+            tensors.push(Planned { gguf_name: gguf_name.into(), shape: vec![f.len()], source: Source::Factors(f.to_vec()) });
+        };
+        match &rope {
+            RopeScaling::Llama3(f) => factors(arch::ROPE_FREQS, f),
+            RopeScaling::LongRope { long, short, .. } => {
+                factors(arch::ROPE_FACTORS_LONG, long);
+                factors(arch::ROPE_FACTORS_SHORT, short);
+            }
+            RopeScaling::None | RopeScaling::Keys(_) => {}
         }
-        tensors.push(Planned { gguf_name: arch::TOKEN_EMBD.into(), shape: shape_of(a.embed)?, source: tensor(a.embed) });
+        tensors.push(Planned { gguf_name: arch::TOKEN_EMBD.into(), shape: embed_shape, source: tensor(a.embed, 0.0) });
         for layer in 0..cfg.num_hidden_layers {
             for t in a.layer_tensors {
                 let hf = a.layer_tensor_name(layer, t.suffix);
@@ -63,14 +80,15 @@ impl Model {
                     Role::K if arch.permute_qk => Some(cfg.num_key_value_heads),
                     _ => None,
                 };
-                let gguf_name = format!("blk.{layer}.{}", arch::layer_tensor_name(t.role));
-                tensors.push(Planned { gguf_name, shape: shape_of(&hf)?, source: Source::Tensor { name: hf, permute_heads } });
+                let shift = if t.role.is_norm() { norm_shift } else { 0.0 };
+                let gguf_name = format!("blk.{layer}.{}", arch.tensor_name(t.role));
+                tensors.push(Planned { gguf_name, shape: shape_of(&hf)?, source: Source::Tensor { name: hf, permute_heads, shift } });
             }
         }
-        tensors.push(Planned { gguf_name: arch::OUTPUT_NORM.into(), shape: shape_of(a.final_norm)?, source: tensor(a.final_norm) });
+        tensors.push(Planned { gguf_name: arch::OUTPUT_NORM.into(), shape: shape_of(a.final_norm)?, source: tensor(a.final_norm, norm_shift) });
         // A tied head is the embedding: llama.cpp reads `token_embd` when `output` is absent.
-        if !cfg.tie_word_embeddings && checkpoint.has(a.lm_head) {
-            tensors.push(Planned { gguf_name: arch::OUTPUT.into(), shape: shape_of(a.lm_head)?, source: tensor(a.lm_head) });
+        if untied_head {
+            tensors.push(Planned { gguf_name: arch::OUTPUT.into(), shape: shape_of(a.lm_head)?, source: tensor(a.lm_head, 0.0) });
         }
         let params = tensors.iter().filter(|t| matches!(t.source, Source::Tensor { .. })).map(|t| t.shape.iter().product::<usize>() as u64).sum();
         Ok(Self { checkpoint, arch, name: name.into(), tokenizer, rope, tensors, params })
@@ -131,10 +149,14 @@ impl Model {
 
     fn tensor_bytes(&self, t: &Planned, ty: GgmlType, buf: &mut Vec<u8>) -> Result<(), GgufError> {
         match &t.source {
-            Source::RopeFreqs(f) => ty.encode(f, buf),
-            Source::Tensor { name, permute_heads } => {
+            Source::Factors(f) => ty.encode(f, buf),
+            Source::Tensor { name, permute_heads, shift } => {
                 let mut values = self.checkpoint.tensor_f32(name)?;
                 self.checkpoint.release(name);
+                values.truncate(t.shape.iter().product());
+                if *shift != 0.0 {
+                    values.iter_mut().for_each(|v| *v += shift);
+                }
                 if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
                     let what = if bad.is_nan() { "NaN" } else { "an infinity" };
                     return Err(GgufError::NonFinite { model: self.checkpoint.name.clone(), tensor: name.clone(), what });
@@ -147,6 +169,29 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// What llama.cpp's graph for `arch` would run differently from transformers: refused here, with
+/// the reason, rather than written as a file that loads and computes something else.
+fn check_supported(cfg: &crate::config::ModelConfig, arch: &GgufArch, untied_head: bool) -> Result<(), GgufError> {
+    let refuse = |what: String| Err(GgufError::Unsupported { what });
+    let name = arch.name;
+    if arch.head == Head::TiedOnly && untied_head {
+        return refuse(format!("an untied lm_head for llama.cpp's {name} architecture (its graph computes logits with the embedding)"));
+    }
+    if arch.head_dim_is_hidden_over_heads && cfg.head_dim * cfg.num_attention_heads != cfg.hidden_size {
+        return refuse(format!(
+            "head_dim {} != hidden_size / num_attention_heads for llama.cpp's {name} architecture (it derives the head width from them)",
+            cfg.head_dim
+        ));
+    }
+    if let Some(q) = cfg.query_pre_attn_scalar.filter(|q| arch.query_scale_is_head_dim && *q != cfg.head_dim as f64) {
+        return refuse(format!(
+            "query_pre_attn_scalar {q} != head_dim {} for llama.cpp's {name} architecture (it scales queries by 1/sqrt(head_dim), or by the 27B models' own rule only at their original depth)",
+            cfg.head_dim
+        ));
+    }
+    Ok(())
 }
 
 /// Move the finished temporary file into place: without `force`, by a hard link, which

@@ -25,6 +25,7 @@ pub enum Value {
     StrArray(Vec<String>),
     I32Array(Vec<i32>),
     F32Array(Vec<f32>),
+    BoolArray(Vec<bool>),
 }
 
 // GGUF value type codes.
@@ -98,6 +99,12 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
             u32le(out, T_F32);
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());
             items.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        }
+        Value::BoolArray(items) => {
+            u32le(out, T_ARRAY);
+            u32le(out, T_BOOL);
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            out.extend(items.iter().map(|b| u8::from(*b)));
         }
     }
 }

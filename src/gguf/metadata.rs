@@ -9,10 +9,10 @@
 
 use serde_json::Value as Json;
 
-use super::arch::{ExtraKey, GgufArch};
+use super::arch::{ExtraKey, GgufArch, HeadWidth, RopeStyle};
 use super::format::Value;
 use super::{FileType, GgufError};
-use crate::config::ModelConfig;
+use crate::config::{AttentionKind, ModelConfig};
 
 /// How llama.cpp applies the config's rope scaling: keys, or (Llama 3) a `rope_freqs` tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,9 @@ pub enum RopeScaling {
     /// `rope_freqs.weight`: one factor per rotary frequency pair.
     Llama3(Vec<f32>),
     Keys(Vec<(String, Value)>),
+    /// Phi-3's LongRoPE: `rope_factors_long` / `rope_factors_short` (one factor per rotary
+    /// frequency pair) and the attention factor key.
+    LongRope { long: Vec<f32>, short: Vec<f32>, attn_factor: f32 },
 }
 
 /// The parameter count as llama.cpp's converter labels it: "35K", "135M", "1.2B".
@@ -52,7 +55,15 @@ pub fn rope_scaling(cfg: &ModelConfig, arch: &GgufArch) -> Result<RopeScaling, G
     let p = |k: &str| format!("{}.rope.scaling.{k}", arch.name);
     let f = |k: &str| s.get(k).and_then(Json::as_f64);
     let factor = f("factor");
-    match rope_kind(s).unwrap_or("default") {
+    let kind = rope_kind(s).unwrap_or("default");
+    if arch.rope == RopeStyle::LongRope {
+        return match kind {
+            "default" => Ok(RopeScaling::None),
+            "longrope" | "su" => longrope(cfg, arch, s),
+            other => Err(GgufError::Unsupported { what: format!("rope scaling `{other}` for llama.cpp's {} architecture", arch.name) }),
+        };
+    }
+    match kind {
         "default" => Ok(RopeScaling::None),
         "linear" => {
             let Some(factor) = factor else { return Ok(RopeScaling::None) };
@@ -82,6 +93,31 @@ pub fn rope_scaling(cfg: &ModelConfig, arch: &GgufArch) -> Result<RopeScaling, G
         "llama3" if arch.permute_qk => Ok(RopeScaling::Llama3(llama3_factors(cfg, s))),
         other => Err(GgufError::Unsupported { what: format!("rope scaling `{other}` for llama.cpp's {} architecture", arch.name) }),
     }
+}
+
+/// `original_max_position_embeddings`, from the rope parameters or config.json's top level.
+fn original_context(cfg: &ModelConfig) -> Option<u64> {
+    let from = |v: Option<&Json>| v.and_then(|v| v.get("original_max_position_embeddings")).and_then(Json::as_u64);
+    from(cfg.rope_scaling.as_ref()).or_else(|| from(Some(&cfg.raw)))
+}
+
+/// LongRoPE's factors and attention factor, as Phi-3's converter writes them:
+/// `sqrt(1 + ln(scale) / ln(original))` for `scale = context / original > 1`, else 1
+/// (config.json's `attention_factor`, when stated, is what transformers uses, and is kept).
+fn longrope(cfg: &ModelConfig, arch: &GgufArch, s: &Json) -> Result<RopeScaling, GgufError> {
+    let unsupported = |what: String| GgufError::Unsupported { what };
+    let factors = |k: &str| -> Result<Vec<f32>, GgufError> {
+        let list = s.get(k).and_then(Json::as_array).ok_or_else(|| unsupported(format!("LongRoPE scaling without `{k}`")))?;
+        let values: Option<Vec<f32>> = list.iter().map(|v| v.as_f64().map(|x| x as f32)).collect();
+        let values = values.filter(|v| v.len() * 2 == cfg.head_dim && v.iter().all(|x| x.is_finite()));
+        values.ok_or_else(|| unsupported(format!("LongRoPE `{k}` other than {} finite numbers (head_dim / 2)", cfg.head_dim / 2)))
+    };
+    let (long, short) = (factors("long_factor")?, factors("short_factor")?);
+    let orig = original_context(cfg).ok_or_else(|| unsupported(format!("{} rope scaling without original_max_position_embeddings", arch.name)))?;
+    let scale = cfg.max_position_embeddings as f64 / orig as f64;
+    let computed = if scale > 1.0 { (1.0 + scale.ln() / (orig as f64).ln()).sqrt() } else { 1.0 };
+    let attn_factor = s.get("attention_factor").and_then(Json::as_f64).unwrap_or(computed) as f32;
+    Ok(RopeScaling::LongRope { long, short, attn_factor })
 }
 
 /// Llama 3.1's frequency-dependent rope factors, computed in f32 as llama.cpp's converter
@@ -131,14 +167,25 @@ pub fn keys(cfg: &ModelConfig, arch: &GgufArch, name: &str, file_type: FileType,
         (k("attention.head_count"), u(cfg.num_attention_heads)),
         (k("attention.head_count_kv"), u(cfg.num_key_value_heads)),
     ];
-    if let RopeScaling::Keys(keys) = rope {
-        out.extend(keys.iter().cloned());
+    match rope {
+        RopeScaling::Keys(keys) => out.extend(keys.iter().cloned()),
+        RopeScaling::LongRope { attn_factor, .. } => out.push((k("rope.scaling.attn_factor"), Value::F32(*attn_factor))),
+        RopeScaling::None | RopeScaling::Llama3(_) => {}
     }
     out.push((k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)));
+    // The sliding layers' own rotary base (Gemma 3).
+    if let Some(local) = cfg.rope_local_theta {
+        out.push((k("rope.freq_base_swa"), Value::F32(local as f32)));
+    }
     out.push((k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps as f32)));
     // The head width: the converter writes it when transformers' config has one (Llama's and
     // Mistral's always do, Qwen2's only when config.json states it).
-    if arch.extra_keys.contains(&ExtraKey::HeadWidth) || raw.get("head_dim").is_some_and(Json::is_u64) {
+    let head_width = match arch.head_width {
+        HeadWidth::Always => true,
+        HeadWidth::WhenStated => raw.get("head_dim").is_some_and(Json::is_u64),
+        HeadWidth::Never => false,
+    };
+    if head_width {
         out.push((k("attention.key_length"), u(cfg.head_dim)));
         out.push((k("attention.value_length"), u(cfg.head_dim)));
     }
@@ -147,7 +194,30 @@ pub fn keys(cfg: &ModelConfig, arch: &GgufArch, name: &str, file_type: FileType,
         match extra {
             ExtraKey::VocabSize => out.push((k("vocab_size"), u(cfg.vocab_size))),
             ExtraKey::RopeDimensionCount => out.push((k("rope.dimension_count"), u(cfg.head_dim))),
-            ExtraKey::HeadWidth => {}
+            ExtraKey::SlidingWindow => {
+                if let Some(w) = cfg.sliding_window {
+                    out.push((k("attention.sliding_window"), u(w)));
+                }
+            }
+            ExtraKey::SlidingWindowOrZero => out.push((k("attention.sliding_window"), u(cfg.sliding_window.unwrap_or(0)))),
+            ExtraKey::SlidingWindowPattern => {
+                if cfg.sliding_window.is_some() {
+                    let sliding = cfg.layer_attention.iter().map(|a| *a == AttentionKind::Sliding).collect();
+                    out.push((k("attention.sliding_window_pattern"), Value::BoolArray(sliding)));
+                }
+            }
+            ExtraKey::Softcapping => {
+                for (key, v) in [("attn_logit_softcapping", cfg.attn_logit_softcapping), ("final_logit_softcapping", cfg.final_logit_softcapping)] {
+                    if let Some(v) = v.filter(|v| *v != 0.0) {
+                        out.push((k(key), Value::F32(v as f32)));
+                    }
+                }
+            }
+            ExtraKey::OriginalContextLength => {
+                if let Some(orig) = original_context(cfg) {
+                    out.push((k("rope.scaling.original_context_length"), u(orig as usize)));
+                }
+            }
         }
     }
     out.push(("general.quantization_version".into(), Value::U32(2)));

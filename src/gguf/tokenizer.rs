@@ -26,6 +26,7 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
+use super::arch::SpacePrefix;
 use super::format::Value;
 use super::pretok;
 
@@ -76,20 +77,35 @@ fn token_content(v: Option<&Json>) -> Option<&str> {
     }
 }
 
-/// The `tokenizer.ggml.*` keys for the model folder `dir` whose embedding has `vocab_size` rows.
-/// `llama_arch` says whether the GGUF architecture is llama.cpp's `llama` (which alone takes
-/// `add_space_prefix` from `tokenizer_config.json`, as the converter does).
-pub fn metadata(dir: &Path, vocab_size: usize, llama_arch: bool) -> Result<Vec<(String, Value)>, TokenizerError> {
+/// `tokenizer.json`, or why a GGUF cannot be written without it.
+fn load(dir: &Path) -> Result<Json, TokenizerError> {
     let tok_path = dir.join("tokenizer.json");
-    let err = |why: String| TokenizerError { path: tok_path.display().to_string(), why };
-    let Some(tok) = read_json(&tok_path)? else {
+    read_json(&tok_path)?.ok_or_else(|| {
         let why = if dir.join("tokenizer.model").is_file() {
             "is missing: GGUF export embeds tokenizers from tokenizer.json (this folder has only a SentencePiece tokenizer.model; save it with transformers' fast tokenizer first)"
         } else {
             "is missing: a GGUF needs the model's tokenizer"
         };
-        return Err(err(why.into()));
-    };
+        TokenizerError { path: tok_path.display().to_string(), why: why.into() }
+    })
+}
+
+/// How many tokens the tokenizer has, counted as Gemma 3's converter counts them when it drops
+/// the embedding's padding rows: the model's vocabulary plus the added tokens.
+pub fn token_count(dir: &Path) -> Result<usize, TokenizerError> {
+    let tok = load(dir)?;
+    let count = |v: Option<&Json>, f: fn(&Json) -> Option<usize>| v.and_then(f).unwrap_or(0);
+    Ok(count(tok.get("model").and_then(|m| m.get("vocab")), |v| v.as_object().map(|o| o.len()))
+        + count(tok.get("added_tokens"), |v| v.as_array().map(Vec::len)))
+}
+
+/// The `tokenizer.ggml.*` keys for the model folder `dir` whose embedding has `vocab_size` rows;
+/// `space_prefix` says whether (and how) `add_space_prefix` is written, as the converter of
+/// the GGUF architecture does.
+pub fn metadata(dir: &Path, vocab_size: usize, space_prefix: SpacePrefix) -> Result<Vec<(String, Value)>, TokenizerError> {
+    let tok_path = dir.join("tokenizer.json");
+    let err = |why: String| TokenizerError { path: tok_path.display().to_string(), why };
+    let tok = load(dir)?;
     let tok_config = read_json(&dir.join("tokenizer_config.json"))?;
     let model_config = read_json(&dir.join("config.json"))?.unwrap_or(Json::Null);
 
@@ -252,10 +268,15 @@ pub fn metadata(dir: &Path, vocab_size: usize, llama_arch: bool) -> Result<Vec<(
             out.push((key(&format!("add_{typ}_token")), Value::Bool(*b)));
         }
     }
-    if llama_arch {
-        if let Some(b) = tc.and_then(|c| c.get("add_prefix_space")).and_then(Json::as_bool) {
-            out.push((key("add_space_prefix"), Value::Bool(b)));
+    match space_prefix {
+        SpacePrefix::Omit => {}
+        SpacePrefix::FromTokenizerConfig => {
+            if let Some(b) = tc.and_then(|c| c.get("add_prefix_space")).and_then(Json::as_bool) {
+                out.push((key("add_space_prefix"), Value::Bool(b)));
+            }
         }
+        SpacePrefix::Never if sentencepiece_style => out.push((key("add_space_prefix"), Value::Bool(false))),
+        SpacePrefix::Never => {}
     }
     out.extend(chat_templates(dir, tc)?);
     Ok(out)

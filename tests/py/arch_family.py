@@ -1,7 +1,8 @@
 """Tiny random families built with transformers' own model classes (the Rust test `archs` drives this).
 
 Usage: arch_family.py SPEC.json
-SPEC: {"class": "Qwen3ForCausalLM", "config": {Qwen3Config fields}, "root": DIR, "siblings": N, "seed": S}
+SPEC: {"class": "Qwen3ForCausalLM", "config": {Qwen3Config fields}, "root": DIR, "siblings": N, "seed": S,
+       "norm_center": C (optional, default 1.0: norm weights are C + 0.3 * noise)}
 Writes DIR/base and DIR/sib1..sibN as safetensors checkpoints saved by `save_pretrained`, so
 tensor names, shapes and config fields are transformers' own, not re-typed. Every tensor is
 random (norm weights too, so that a norm convention such as Gemma's `1 + w` shows), and each
@@ -17,12 +18,13 @@ import transformers
 spec = json.load(open(sys.argv[1]))
 torch.manual_seed(spec["seed"])
 cls = getattr(transformers, spec["class"])
+norm_center = spec.get("norm_center", 1.0)
 config = cls.config_class(**spec["config"])
 base = cls(config).float().eval()
 with torch.no_grad():
     for name, p in base.named_parameters():
         if p.dim() == 1:
-            p.copy_(1.0 + 0.3 * torch.randn_like(p) if "norm" in name else 0.1 * torch.randn_like(p))
+            p.copy_(norm_center + 0.3 * torch.randn_like(p) if "norm" in name else 0.1 * torch.randn_like(p))
         else:
             p.normal_(0.0, 0.15)
 root = Path(spec["root"])

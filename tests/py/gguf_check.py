@@ -37,10 +37,13 @@ def convert(model, llama_cpp, out_type, ref, pre):
         cmd = [sys.executable, str(llama_cpp / "convert_hf_to_gguf.py")]
     else:
         # The converter, with its pre-tokenizer detection answering PRE (for a tokenizer it
-        # does not know); everything else runs unchanged.
+        # does not know); everything else runs unchanged but for Gemma 2's vocabulary step.
         runner = (
             "import sys, runpy; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[1] + '/gguf-py'); "
-            "import conversion.base as b; pre = sys.argv[2]; b.TextModel.get_vocab_base_pre = lambda self, tok: pre; "
+            "import conversion.base as b, conversion.gemma as g; pre = sys.argv[2]; b.TextModel.get_vocab_base_pre = lambda self, tok: pre; "
+            # Gemma 2's converter reads only tokenizer.model; for a tokenizer.json-only checkpoint
+            # it is told to take the same GPT-2 path as its Gemma 3 converter takes.
+            "g.Gemma2Model.set_vocab = lambda self: self._set_vocab_gpt2(); "
             "script = sys.argv[1] + '/convert_hf_to_gguf.py'; sys.argv = [script] + sys.argv[3:]; runpy.run_path(script, run_name='__main__')"
         )
         cmd = [sys.executable, "-c", runner, str(llama_cpp), pre]
