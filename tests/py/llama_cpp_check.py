@@ -31,31 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def write_tokenizer(folder):
-    from tokenizers import Tokenizer, decoders, models, normalizers
-
-    vocab = {f"<0x{b:02X}>": b for b in range(256)}
-    vocab.update({"<s>": 256, "</s>": 257, "<unk>": 258})
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
-    tok.decoder = decoders.Sequence(
-        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
-    tok.add_special_tokens(["<s>", "</s>", "<unk>"])
-    folder = Path(folder)
-    tok.save(str(folder / "tokenizer.json"))
-    config = {
-        "tokenizer_class": "LlamaTokenizerFast",
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "model_max_length": 2048,
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (folder / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}) + "\n")
+import llama2_tokenizer
 
 
 def llama_permute(w, n_head):
@@ -234,7 +210,7 @@ if __name__ == "__main__":
         convert_any(*sys.argv[2:])
         sys.exit(0)
     if sys.argv[1:2] == ["tokenizer"] and len(sys.argv) == 3:
-        write_tokenizer(sys.argv[2])
+        llama2_tokenizer.write(sys.argv[2])
     elif sys.argv[1:2] == ["convert"] and len(sys.argv) == 6:
         convert(*sys.argv[2:])
     else:
