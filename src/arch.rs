@@ -34,10 +34,7 @@ pub enum Role {
 impl Role {
     /// A norm's weight (scaled by `1 + w` under a `norm_plus_one` flavour).
     pub fn is_norm(self) -> bool {
-        matches!(
-            self,
-            Role::InputNorm | Role::PostAttentionNorm | Role::QNorm | Role::KNorm | Role::PreFeedforwardNorm | Role::PostFeedforwardNorm
-        )
+        matches!(self, Role::InputNorm | Role::PostAttentionNorm | Role::QNorm | Role::KNorm | Role::PreFeedforwardNorm | Role::PostFeedforwardNorm)
     }
 }
 

@@ -215,3 +215,31 @@ fn place(tmp: &Path, path: &Path, force: bool) -> Result<(), GgufError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+
+    fn config(model_type: &str, extra: serde_json::Value) -> ModelConfig {
+        let mut raw = serde_json::json!({"model_type": model_type, "vocab_size": 300, "hidden_size": 64, "intermediate_size": 128,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2, "head_dim": 16});
+        raw.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        ModelConfig::from_value(raw, "config.json").unwrap()
+    }
+
+    fn refusal(model_type: &str, extra: serde_json::Value, untied: bool) -> Option<String> {
+        let cfg = config(model_type, extra);
+        check_supported(&cfg, GgufArch::for_model_type(model_type).unwrap(), untied).err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn what_llama_cpp_would_run_differently_is_refused() {
+        assert!(refusal("gemma2", serde_json::json!({"query_pre_attn_scalar": 16}), true).unwrap().contains("untied lm_head"));
+        assert!(refusal("gemma2", serde_json::json!({"query_pre_attn_scalar": 16}), false).is_none());
+        assert!(refusal("gemma3_text", serde_json::json!({"query_pre_attn_scalar": 24}), false).unwrap().contains("query_pre_attn_scalar 24"));
+        assert!(refusal("phi3", serde_json::json!({"head_dim": 8}), true).unwrap().contains("head_dim 8"));
+        assert!(refusal("phi3", serde_json::json!({}), true).is_none());
+        assert!(refusal("qwen3", serde_json::json!({}), true).is_none());
+    }
+}

@@ -23,7 +23,11 @@ pub enum RopeScaling {
     Keys(Vec<(String, Value)>),
     /// Phi-3's LongRoPE: `rope_factors_long` / `rope_factors_short` (one factor per rotary
     /// frequency pair) and the attention factor key.
-    LongRope { long: Vec<f32>, short: Vec<f32>, attn_factor: f32 },
+    LongRope {
+        long: Vec<f32>,
+        short: Vec<f32>,
+        attn_factor: f32,
+    },
 }
 
 /// The parameter count as llama.cpp's converter labels it: "35K", "135M", "1.2B".

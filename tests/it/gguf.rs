@@ -167,11 +167,6 @@ struct Family {
 /// writes the config's, so that a different base is not lost.
 const GEMMA2_DIFFERENCES: &[&str] = &["gemma2.attention.sliding_window_pattern", "gemma2.rope.freq_base"];
 const GEMMA3_DIFFERENCES: &[&str] = &["gemma3.attention.sliding_window_pattern"];
-/// Gemma's q8_0 error is larger: its `1 + w` norm weights (about 2 here) and the
-/// `sqrt(hidden)` embedding scale amplify llama.cpp's 8-bit rounding of the activations; it
-/// measures 9.9 % (Gemma 2) and 15 % (Gemma 3) on these fixtures, with the converter's q8_0
-/// file byte-identical, so this is llama.cpp's own error; bounded at 25 %.
-const GEMMA_Q8_0_RELATIVE_BOUND: f64 = 0.25;
 
 fn families() -> Vec<Family> {
     let tiny = |extra: Value| {
@@ -183,7 +178,13 @@ fn families() -> Vec<Family> {
     };
     vec![
         // q/k norms, no biases, tied.
-        Family { label: "qwen3", class: "Qwen3ForCausalLM", config: tiny(json!({"num_hidden_layers": 2, "tie_word_embeddings": true})), norm_center: 1.0, expect: DEFAULT_EXPECT },
+        Family {
+            label: "qwen3",
+            class: "Qwen3ForCausalLM",
+            config: tiny(json!({"num_hidden_layers": 2, "tie_word_embeddings": true})),
+            norm_center: 1.0,
+            expect: DEFAULT_EXPECT,
+        },
         // Softcapping on both (small enough to bite), a window of 4 on the test's 49 positions,
         // and full, sliding, full: the opposite of Gemma 2's alternation.
         Family {
@@ -193,7 +194,7 @@ fn families() -> Vec<Family> {
                 "attn_logit_softcapping": 5.0, "final_logit_softcapping": 6.0,
                 "layer_types": ["full_attention", "sliding_attention", "full_attention"]})),
             norm_center: 0.0,
-            expect: Expect { q8_0_relative_bound: GEMMA_Q8_0_RELATIVE_BOUND, differences: GEMMA2_DIFFERENCES },
+            expect: Expect { q8_0_relative_bound: Q8_0_RELATIVE_BOUND, differences: GEMMA2_DIFFERENCES },
         },
         // q/k norms, local and global rope bases, a window of 4, full, sliding, full (Gemma 3
         // would have two sliding layers before a full one).
@@ -204,7 +205,7 @@ fn families() -> Vec<Family> {
                 "layer_types": ["full_attention", "sliding_attention", "full_attention"],
                 "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6}, "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}})),
             norm_center: 0.0,
-            expect: Expect { q8_0_relative_bound: GEMMA_Q8_0_RELATIVE_BOUND, differences: GEMMA3_DIFFERENCES },
+            expect: Expect { q8_0_relative_bound: Q8_0_RELATIVE_BOUND, differences: GEMMA3_DIFFERENCES },
         },
         // Fused qkv and gate_up, untied, LongRoPE past an original context of 16 (the test's 49
         // positions take the long factors in both transformers and llama.cpp).
@@ -227,14 +228,16 @@ fn families() -> Vec<Family> {
 #[test]
 fn gguf_files_of_more_families_run_in_llama_cpp_as_transformers_runs_them() {
     let tmp = common::tempdir();
-    for f in families() {
+    for (i, f) in families().into_iter().enumerate() {
         let root = tmp.path().join(f.label);
         std::fs::create_dir_all(&root).unwrap();
         let spec = json!({"class": f.class, "config": f.config, "root": root, "siblings": 0, "seed": 5, "norm_center": f.norm_center});
         let spec_path = root.join("spec.json");
         std::fs::write(&spec_path, spec.to_string()).unwrap();
         common::run_python("arch_family.py", &[spec_path.to_str().unwrap()]);
-        let dir = root.join(format!("{}-tailored", f.label));
+        // Not named after the family: llama.cpp takes a `general.name` with "phi3" in it for
+        // Phi-3's own tokenizer and looks up its `<|end|>` token, which the fixtures' lacks.
+        let dir = root.join(format!("family{i}-tailored"));
         std::fs::rename(root.join("base"), &dir).unwrap();
         fixture::write_tokenizer_files(&dir).unwrap();
         if f.label == "phi3" {
