@@ -137,31 +137,18 @@ pub static QWEN3: GgufArch = GgufArch { model_types: &["qwen3"], name: "qwen3", 
 /// input norm `ffn_norm`, its output's `post_ffw_norm`. Gemma's `(1 + w)` norms are written as
 /// `1 + w` (the flavour's `norm_plus_one`; llama.cpp's norm multiplies by the weight), and the
 /// `sqrt(hidden)` embedding scale is llama.cpp's Gemma graph's own.
-const GEMMA_RENAMED: &[(Role, &str)] = &[(Role::PostAttentionNorm, "post_attention_norm.weight")];
-
-pub static GEMMA2: GgufArch = GgufArch {
-    model_types: &["gemma2"],
-    name: "gemma2",
+const GEMMA: GgufArch = GgufArch {
     extra_keys: &[ExtraKey::Softcapping, ExtraKey::SlidingWindow, ExtraKey::SlidingWindowPattern],
     head_width: HeadWidth::Always,
-    renamed: GEMMA_RENAMED,
-    head: Head::TiedOnly,
+    renamed: &[(Role::PostAttentionNorm, "post_attention_norm.weight")],
     space_prefix: SpacePrefix::Never,
     query_scale_is_head_dim: true,
     ..BASE
 };
 
-pub static GEMMA3: GgufArch = GgufArch {
-    model_types: &["gemma3_text"],
-    name: "gemma3",
-    extra_keys: &[ExtraKey::Softcapping, ExtraKey::SlidingWindow, ExtraKey::SlidingWindowPattern],
-    head_width: HeadWidth::Always,
-    renamed: GEMMA_RENAMED,
-    space_prefix: SpacePrefix::Never,
-    trim_embedding: true,
-    query_scale_is_head_dim: true,
-    ..BASE
-};
+pub static GEMMA2: GgufArch = GgufArch { model_types: &["gemma2"], name: "gemma2", head: Head::TiedOnly, ..GEMMA };
+
+pub static GEMMA3: GgufArch = GgufArch { model_types: &["gemma3_text"], name: "gemma3", trim_embedding: true, ..GEMMA };
 
 /// Phi-3 keeps its fused tensors: `attn_qkv` (q, k, v rows) and `ffn_up` (gate, up rows).
 pub static PHI3: GgufArch = GgufArch {
