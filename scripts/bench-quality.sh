@@ -91,7 +91,7 @@ heldout() { # method seed "--recipe FILE"|"--model DIR" calibration_acc selectio
 # The base at full depth.
 if [[ ! -f "$runs/rows/base.json" ]]; then
     $nice "$bin" eval --model "$family/base" --tasks "$(join "${calib_mc[@]}")" --budget "$full" --json > "$runs/base.calib.json"
-    acc="$("$python" -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; print(sum(x['acc'] for x in r)/len(r))" "$runs/base.calib.json")"
+    acc="$("$python" -c "import json,sys; r=json.load(open(sys.argv[1]))['hf_tailor']['tasks']; print(sum(x['acc'] for x in r)/len(r))" "$runs/base.calib.json")"
     heldout "base, 30 layers" 0 "--model $family/base" "$acc" "" base
 fi
 
