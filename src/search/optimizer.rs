@@ -18,7 +18,7 @@ use crate::score::{HoldOut, Metric, TaskScores};
 use super::forest::{expected_improvement, Forest, ForestParams};
 use super::hyperband::{Hyperband, Slot};
 use super::objective::{self, Objective};
-use super::space::{Candidate, SearchSpace};
+use super::space::{Candidate, Choice, SearchSpace};
 use super::warmstart::{baseline_warm_start, warm_start};
 
 /// The objective of the command line and the root command when none is given; chosen by
@@ -154,6 +154,66 @@ impl OptimizerConfig {
     }
 }
 
+/// The initial design of a single-depth `space`: the baselines' candidates (for
+/// [`OptimizerKind::Bo`] in place of up to half the random design), then random
+/// candidates, or the reference's warm start; nothing for random search.
+fn initial_design(space: &SearchSpace, cfg: &OptimizerConfig, rng: &mut ChaCha8Rng) -> Vec<(Candidate, Origin)> {
+    let baselines: Vec<(Candidate, Origin)> = baseline_warm_start(space, &cfg.warm_removals).into_iter().map(|c| (c, Origin::Baseline)).collect();
+    match cfg.kind {
+        OptimizerKind::Bo => {
+            let random = if baselines.is_empty() {
+                cfg.initial_design
+            } else {
+                (cfg.initial_design / 2).max(cfg.initial_design.saturating_sub(baselines.len()))
+            };
+            baselines.into_iter().chain((0..random).map(|_| (space.sample(rng), Origin::Initial))).collect()
+        }
+        OptimizerKind::Warmstart => baselines.into_iter().chain(warm_start(space).into_iter().map(|c| (c, Origin::WarmStart))).collect(),
+        OptimizerKind::Random => Vec::new(),
+    }
+}
+
+/// The space new candidates at `depth` come from: a front's single-depth space, or the
+/// whole space for `None`.
+fn sampler<'a>(space: &'a SearchSpace, depth_spaces: &'a [SearchSpace], depth: Option<usize>) -> &'a SearchSpace {
+    match depth {
+        Some(k) => &depth_spaces[k - space.keep],
+        None => space,
+    }
+}
+
+/// Candidates of depth `k` one layer away from the best evaluated candidates of the
+/// neighbouring depths (`evaluated`, best first): a `k + 1` candidate without its least
+/// useful layer, a `k − 1` candidate with the most useful base layer added, each as `value`
+/// ranks them. What the study learned at the neighbouring depths starts the local search.
+fn bridges(k: usize, evaluated: &[(f64, Candidate)], per_side: usize, value: impl Fn(&Candidate) -> f64) -> Vec<Candidate> {
+    let best_of = |moves: Vec<Candidate>| moves.into_iter().map(|c| (value(&c), c)).max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, c)| c);
+    let deeper = evaluated.iter().filter(|(_, c)| c.kept().count() == k + 1).take(per_side).filter_map(|(_, c)| {
+        best_of(
+            c.kept()
+                .map(|i| {
+                    let mut d = c.clone();
+                    d.layers[i] = None;
+                    d
+                })
+                .collect(),
+        )
+    });
+    let shallower = evaluated.iter().filter(|(_, c)| c.kept().count() + 1 == k).take(per_side).filter_map(|(_, c)| {
+        best_of(
+            (0..c.layers.len())
+                .filter(|&i| c.layers[i].is_none())
+                .map(|i| {
+                    let mut d = c.clone();
+                    d.layers[i] = Some(Choice::BASE);
+                    d
+                })
+                .collect(),
+        )
+    });
+    deeper.chain(shallower).collect()
+}
+
 /// Why a candidate was proposed (recorded in the journal, shown in reports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -179,7 +239,6 @@ struct Observation {
     features: Vec<f64>,
     candidate: Candidate,
     costs: Vec<f64>,
-    budget: usize,
 }
 
 /// An optimiser over one search space.
@@ -189,34 +248,42 @@ pub struct Optimizer<'s> {
     tasks: Vec<String>,
     rng: ChaCha8Rng,
     history: Vec<Observation>,
-    /// Hyperband schedules: the first, and one more each time every schedule's stage waits
-    /// for results in flight (so no worker idles; at most one per evaluation in flight).
-    hyperbands: Vec<Hyperband<Candidate>>,
+    /// Groups of Hyperband schedules: one group for a single depth, one per depth for a
+    /// front (so every depth runs the schedule a dedicated search of its own would, and
+    /// gets its share of the full-budget evaluations). A group holds its first schedule and
+    /// one more each time every schedule's stage waits for results in flight (so no worker
+    /// idles; at most one per evaluation in flight).
+    bands: Vec<Vec<Hyperband<Candidate>>>,
+    /// Slots handed out per group: the next slot goes to the group with the fewest.
+    issued: Vec<usize>,
+    /// A front's single-depth spaces, smallest depth first (empty for one depth).
+    depth_spaces: Vec<SearchSpace>,
     queue: VecDeque<(Candidate, Origin)>,
-    /// Proposals asked for and not told yet, with the schedule each came from.
-    pending: Vec<(Proposal, Option<usize>)>,
+    /// Proposals asked for and not told yet, with the (group, schedule) each came from.
+    pending: Vec<(Proposal, Option<(usize, usize)>)>,
 }
 
 impl<'s> Optimizer<'s> {
     /// `tasks` fixes the order of per-task costs.
     pub fn new(space: &'s SearchSpace, cfg: OptimizerConfig, tasks: Vec<String>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let baselines: Vec<(Candidate, Origin)> = baseline_warm_start(space, &cfg.warm_removals).into_iter().map(|c| (c, Origin::Baseline)).collect();
-        let queue: VecDeque<(Candidate, Origin)> = match cfg.kind {
-            OptimizerKind::Bo => {
-                // The baselines' candidates take the place of up to half the random design.
-                let random = if baselines.is_empty() {
-                    cfg.initial_design
-                } else {
-                    (cfg.initial_design / 2).max(cfg.initial_design.saturating_sub(baselines.len()))
-                };
-                baselines.into_iter().chain((0..random).map(|_| (space.sample(&mut rng), Origin::Initial))).collect()
-            }
-            OptimizerKind::Warmstart => baselines.into_iter().chain(warm_start(space).into_iter().map(|c| (c, Origin::WarmStart))).collect(),
-            OptimizerKind::Random => VecDeque::new(),
+        let depth_spaces: Vec<SearchSpace> = if space.is_range() { space.depths().map(|k| space.at_depth(k)).collect() } else { Vec::new() };
+        // A front: each depth gets the initial design a dedicated search of that depth would.
+        let queue: VecDeque<(Candidate, Origin)> = if space.is_range() {
+            depth_spaces.iter().flat_map(|s| initial_design(s, &cfg, &mut rng)).collect()
+        } else {
+            initial_design(space, &cfg, &mut rng).into()
         };
-        let hyperbands = if cfg.kind == OptimizerKind::Random { Vec::new() } else { vec![Hyperband::new(&cfg.budgets, cfg.eta)] };
-        Self { space, cfg, tasks, rng, history: Vec::new(), hyperbands, queue, pending: Vec::new() }
+        let groups = if space.is_range() { depth_spaces.len() } else { 1 };
+        let bands: Vec<Vec<Hyperband<Candidate>>> =
+            if cfg.kind == OptimizerKind::Random { Vec::new() } else { (0..groups).map(|_| vec![Hyperband::new(&cfg.budgets, cfg.eta)]).collect() };
+        let issued = vec![0; bands.len()];
+        Self { space, cfg, tasks, rng, history: Vec::new(), bands, issued, depth_spaces, queue, pending: Vec::new() }
+    }
+
+    /// The depth a group of schedules proposes at (`None`: the space's one depth).
+    fn group_depth(&self, group: usize) -> Option<usize> {
+        self.space.is_range().then(|| self.space.keep + group)
     }
 
     pub fn config(&self) -> &OptimizerConfig {
@@ -231,13 +298,13 @@ impl<'s> Optimizer<'s> {
     pub fn ask(&mut self) -> Proposal {
         let (p, schedule) = match self.issue_slot() {
             None => {
-                let candidate = self.fresh_random();
+                let candidate = self.fresh_random(None);
                 (Proposal { candidate, budget: self.cfg.full_budget(), origin: Origin::Random }, None)
             }
-            Some((i, Slot::Promoted(candidate, budget))) => (Proposal { candidate, budget, origin: Origin::Promoted }, Some(i)),
-            Some((i, Slot::New(budget))) => {
-                let (candidate, origin) = self.new_candidate();
-                (Proposal { candidate, budget, origin }, Some(i))
+            Some((g, i, Slot::Promoted(candidate, budget))) => (Proposal { candidate, budget, origin: Origin::Promoted }, Some((g, i))),
+            Some((g, i, Slot::New(budget))) => {
+                let (candidate, origin) = self.new_candidate(self.group_depth(g));
+                (Proposal { candidate, budget, origin }, Some((g, i)))
             }
         };
         self.pending.push((p.clone(), schedule));
@@ -249,22 +316,23 @@ impl<'s> Optimizer<'s> {
         self.pending.len()
     }
 
-    /// A slot from the first Hyperband schedule that has one (starting another when all
-    /// wait), or `None` for random search.
-    fn issue_slot(&mut self) -> Option<(usize, Slot<Candidate>)> {
-        if self.hyperbands.is_empty() {
-            return None;
-        }
-        for (i, hb) in self.hyperbands.iter_mut().enumerate() {
+    /// A slot from the group with the fewest slots handed out (a front's depths in turn,
+    /// smallest first): from its first Hyperband schedule that has one (starting another
+    /// when all wait), or `None` for random search.
+    fn issue_slot(&mut self) -> Option<(usize, usize, Slot<Candidate>)> {
+        let g = (0..self.bands.len()).min_by_key(|&g| self.issued[g])?;
+        self.issued[g] += 1;
+        let group = &mut self.bands[g];
+        for (i, hb) in group.iter_mut().enumerate() {
             if let Some(slot) = hb.issue() {
-                return Some((i, slot));
+                return Some((g, i, slot));
             }
         }
-        let n = self.hyperbands.len();
+        let n = group.len();
         let mut hb = Hyperband::new(&self.cfg.budgets, self.cfg.eta).starting_at(n);
         let slot = hb.issue().expect("a fresh schedule has a slot");
-        self.hyperbands.push(hb);
-        Some((n, slot))
+        group.push(hb);
+        Some((g, n, slot))
     }
 
     /// Record the values of the guiding metric, per task (higher is better), of a proposal
@@ -283,23 +351,11 @@ impl<'s> Optimizer<'s> {
         };
         let mean = costs.iter().sum::<f64>() / costs.len().max(1) as f64;
         let features = self.features_at(&proposal.candidate, proposal.budget);
-        self.history.push(Observation { features, candidate: proposal.candidate.clone(), costs, budget: proposal.budget });
-        // A front: Hyperband compares a candidate with the best of its own depth at its
-        // budget (a shallower model is never promoted for being better than a deeper one,
-        // and a depth with few good candidates gets its share of the high budgets).
-        let promote_on = if self.space.is_range() { mean - self.best_mean_at(proposal.candidate.kept().count(), proposal.budget) } else { mean };
-        if let Some(hb) = schedule.and_then(|i| self.hyperbands.get_mut(i)) {
-            hb.tell(proposal.candidate.clone(), promote_on);
+        self.history.push(Observation { features, candidate: proposal.candidate.clone(), costs });
+        // A front's schedules hold one depth each: promotion compares candidates of one depth.
+        if let Some(hb) = schedule.and_then(|(g, i)| self.bands.get_mut(g).and_then(|group| group.get_mut(i))) {
+            hb.tell(proposal.candidate.clone(), mean);
         }
-    }
-
-    /// The lowest mean cost observed at depth `k` and `budget`.
-    fn best_mean_at(&self, k: usize, budget: usize) -> f64 {
-        self.history
-            .iter()
-            .filter(|o| o.budget == budget && o.candidate.kept().count() == k)
-            .map(|o| o.costs.iter().sum::<f64>() / o.costs.len().max(1) as f64)
-            .fold(f64::INFINITY, f64::min)
     }
 
     fn features_at(&self, c: &Candidate, budget: usize) -> Vec<f64> {
@@ -322,29 +378,42 @@ impl<'s> Optimizer<'s> {
         self.history.iter().any(|o| o.candidate == *c) || self.pending.iter().any(|(p, _)| p.candidate == *c)
     }
 
-    fn fresh_random(&mut self) -> Candidate {
-        let mut c = self.space.sample(&mut self.rng);
+    /// An unseen random candidate (at `depth`, or anywhere in the space for `None`).
+    fn fresh_random(&mut self, depth: Option<usize>) -> Candidate {
+        let mut c = sampler(self.space, &self.depth_spaces, depth).sample(&mut self.rng);
         for _ in 0..100 {
             if !self.seen(&c) {
                 break;
             }
-            c = self.space.sample(&mut self.rng);
+            c = sampler(self.space, &self.depth_spaces, depth).sample(&mut self.rng);
         }
         c
     }
 
-    fn new_candidate(&mut self) -> (Candidate, Origin) {
-        while let Some((c, origin)) = self.queue.pop_front() {
+    /// The next queued candidate (of `depth` when given) not seen yet; seen ones are dropped.
+    fn queued(&mut self, depth: Option<usize>) -> Option<(Candidate, Origin)> {
+        loop {
+            let at = match depth {
+                None => 0,
+                Some(k) => self.queue.iter().position(|(c, _)| c.kept().count() == k)?,
+            };
+            let (c, origin) = self.queue.remove(at)?;
             if !self.seen(&c) {
-                return (c, origin);
+                return Some((c, origin));
             }
         }
-        if self.history.len() < 2 || self.rng.random::<f64>() < self.cfg.random_fraction {
-            return (self.fresh_random(), Origin::Random);
+    }
+
+    fn new_candidate(&mut self, depth: Option<usize>) -> (Candidate, Origin) {
+        if let Some(queued) = self.queued(depth) {
+            return queued;
         }
-        match self.maximise_acquisition() {
+        if self.history.len() < 2 || self.rng.random::<f64>() < self.cfg.random_fraction {
+            return (self.fresh_random(depth), Origin::Random);
+        }
+        match self.maximise_acquisition(depth) {
             Some(c) => (c, Origin::Model),
-            None => (self.fresh_random(), Origin::Random),
+            None => (self.fresh_random(depth), Origin::Random),
         }
     }
 
@@ -387,9 +456,11 @@ impl<'s> Optimizer<'s> {
         }
     }
 
-    /// The unevaluated candidate with the highest expected improvement at the full budget,
-    /// among random samples and the ends of hill climbs started from the best candidates.
-    fn maximise_acquisition(&mut self) -> Option<Candidate> {
+    /// The unevaluated candidate (at `depth` for a front) with the highest expected
+    /// improvement at the full budget, among random samples and the ends of hill climbs
+    /// started from the best candidates (for a front: of that depth, and one layer away
+    /// from the best of the neighbouring depths; see [`bridges`]).
+    fn maximise_acquisition(&mut self, depth: Option<usize>) -> Option<Candidate> {
         let mut y = self.targets();
         let mut x: Vec<Vec<f64>> = self.history.iter().map(|o| o.features.clone()).collect();
         // Constant liar: proposals in flight count as the worst cost seen, so the next
@@ -417,18 +488,16 @@ impl<'s> Optimizer<'s> {
         }
         evaluated.sort_by(|a, b| a.0.total_cmp(&b.0));
         let best = evaluated.first().map(|(m, _)| *m)?;
-        // A front: improvement is measured against the incumbent of the candidate's own
-        // depth (the worst evaluated value where a depth has none yet), so trials go where
-        // the front is uncertain instead of all to the deepest, most accurate models.
-        let range = space.is_range();
-        let mut best_at: std::collections::BTreeMap<usize, f64> = std::collections::BTreeMap::new();
-        for (m, c) in &evaluated {
-            best_at.entry(c.kept().count()).or_insert(*m);
-        }
-        let worst = evaluated.last().map_or(best, |(m, _)| *m);
+        // A front: improvement is measured against the incumbent of the depth proposed at
+        // (the worst evaluated value where the depth has none yet), and candidates come
+        // from that depth's space, whose moves keep the depth.
+        let sampler = sampler(space, &self.depth_spaces, depth);
+        let incumbent = match depth {
+            None => best,
+            Some(k) => evaluated.iter().find(|(_, c)| c.kept().count() == k).or(evaluated.last()).map_or(best, |(m, _)| *m),
+        };
         let ei = |c: &Candidate| {
             let (m, v) = predict(c);
-            let incumbent = if range { best_at.get(&c.kept().count()).copied().unwrap_or(worst) } else { best };
             expected_improvement(m, v, incumbent)
         };
         let mut top: Option<(f64, Candidate)> = None;
@@ -439,9 +508,10 @@ impl<'s> Optimizer<'s> {
         };
         let (history, pending) = (&self.history, &self.pending);
         let seen = |c: &Candidate| history.iter().any(|o| o.candidate == *c) || pending.iter().any(|(p, _)| p.candidate == *c);
+        let rng = &mut self.rng;
         let mut randoms: Vec<(f64, Candidate)> = (0..self.cfg.acquisition_samples)
             .map(|_| {
-                let c = space.sample(&mut self.rng);
+                let c = sampler.sample(rng);
                 (ei(&c), c)
             })
             .collect();
@@ -449,26 +519,26 @@ impl<'s> Optimizer<'s> {
             consider(*s, c, &seen);
         }
         randoms.sort_by(|a, b| b.0.total_cmp(&a.0));
-        // Hill climbs start from the best evaluated candidates (for a front: the best of
-        // each depth first) and from the best random samples.
-        let mut firsts: Vec<Candidate> = Vec::new();
-        if range {
-            let mut depth_seen = std::collections::BTreeSet::new();
-            firsts.extend(evaluated.iter().filter(|(_, c)| depth_seen.insert(c.kept().count())).map(|(_, c)| c.clone()));
-        }
-        firsts.extend(evaluated.iter().map(|(_, c)| c.clone()));
-        let starts: Vec<Candidate> = firsts
-            .into_iter()
-            .take(self.cfg.local_searches.div_ceil(2))
-            .chain(randoms.iter().map(|(_, c)| c.clone()).take(self.cfg.local_searches / 2))
-            .collect();
+        // Hill climbs start from the best evaluated candidates (of the depth, for a front,
+        // and from its bridges to the neighbouring depths) and from the best random samples.
+        let firsts: Vec<Candidate> = match depth {
+            None => evaluated.iter().map(|(_, c)| c.clone()).take(self.cfg.local_searches.div_ceil(2)).collect(),
+            Some(k) => evaluated
+                .iter()
+                .filter(|(_, c)| c.kept().count() == k)
+                .map(|(_, c)| c.clone())
+                .take(self.cfg.local_searches.div_ceil(2))
+                .chain(bridges(k, &evaluated, 2, |c| -predict(c).0))
+                .collect(),
+        };
+        let starts: Vec<Candidate> = firsts.into_iter().chain(randoms.iter().map(|(_, c)| c.clone()).take(self.cfg.local_searches / 2)).collect();
         for start in starts {
             let mut cur = start;
             let mut cur_ei = ei(&cur);
             for _ in 0..30 {
                 let mut improved = false;
                 for _ in 0..20 {
-                    let n = space.neighbour(&cur, &mut self.rng);
+                    let n = sampler.neighbour(&cur, rng);
                     let e = ei(&n);
                     if e > cur_ei {
                         cur = n;
@@ -484,5 +554,98 @@ impl<'s> Optimizer<'s> {
             consider(cur_ei, &cur, &seen);
         }
         top.map(|(_, c)| c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::score::{mean_score, Scorer};
+    use crate::search::space::SpaceOptions;
+    use crate::testkit::synthetic::SyntheticScorer;
+    use crate::testkit::template;
+
+    /// `trials` sequential trials (ask, score, tell): each trial's candidate and budget.
+    fn drive(space: &SearchSpace, scorer: &mut SyntheticScorer, cfg: &OptimizerConfig, trials: usize) -> Vec<(Candidate, usize, f64)> {
+        let mut opt = Optimizer::new(space, cfg.clone(), scorer.task_names());
+        (0..trials)
+            .map(|_| {
+                let p = opt.ask();
+                let scores = scorer.score(&space.to_recipe(&p.candidate), p.budget).expect("in the space");
+                opt.tell(&p, &scores);
+                (p.candidate, p.budget, mean_score(&scores))
+            })
+            .collect()
+    }
+
+    /// The exact mean accuracy of the choice at depth `k`: the best observed mean among
+    /// that depth's trials at the highest budget they reached (as `select::front`).
+    fn chosen_at(scorer: &SyntheticScorer, trials: &[(Candidate, usize, f64)], k: usize) -> f64 {
+        let at: Vec<&(Candidate, usize, f64)> = trials.iter().filter(|t| t.0.kept().count() == k).collect();
+        let top = at.iter().map(|t| t.1).max().expect("the depth was tried");
+        let best = at.iter().filter(|t| t.1 == top).max_by(|a, b| a.2.total_cmp(&b.2)).expect("one at the top budget");
+        scorer.exact_mean(&best.0)
+    }
+
+    fn front_space() -> SearchSpace {
+        SearchSpace::with_depths(template(10, 3), 5, 8, SpaceOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn every_depth_of_a_front_runs_the_schedule_of_a_dedicated_search() {
+        let space = front_space();
+        let mut scorer = SyntheticScorer::new(&space, 2, 1000, 7);
+        let cfg = OptimizerConfig::new(OptimizerKind::Bo, 3);
+        let front = drive(&space, &mut scorer, &cfg, 120);
+        for k in space.depths() {
+            let budgets: Vec<usize> = front.iter().filter(|t| t.0.kept().count() == k).map(|t| t.1).collect();
+            let dedicated: Vec<usize> = drive(&space.at_depth(k), &mut scorer, &cfg, 30).into_iter().map(|t| t.1).collect();
+            assert_eq!(budgets, dedicated, "depth {k}: the front's budgets differ from a dedicated 30-trial search's");
+            let full = budgets.iter().filter(|&&b| b == cfg.full_budget()).count();
+            assert!(full >= 5, "depth {k}: {full} full-budget evaluations of {}", budgets.len());
+        }
+    }
+
+    #[test]
+    fn a_front_is_as_good_as_dedicated_searches_at_every_depth_over_seeds() {
+        let space = front_space();
+        let seeds = 6;
+        let mut regret = [[0.0f64; 2]; 4];
+        for seed in 0..seeds {
+            let mut scorer = SyntheticScorer::new(&space, 2, 1000, 60 + seed);
+            let cfg = OptimizerConfig::new(OptimizerKind::Bo, seed);
+            let front = drive(&space, &mut scorer, &cfg, 120);
+            for (d, k) in space.depths().enumerate() {
+                let optimum = scorer.optimum_at(k).1;
+                let dedicated = drive(&space.at_depth(k), &mut scorer, &cfg, 30);
+                regret[d][0] += optimum - chosen_at(&scorer, &front, k);
+                regret[d][1] += optimum - chosen_at(&scorer, &dedicated, k);
+            }
+        }
+        // Each depth within a point of its dedicated search's regret, and no worse over the range.
+        for (d, k) in space.depths().enumerate() {
+            let [front, dedicated] = regret[d].map(|r| r / seeds as f64);
+            eprintln!("depth {k}: mean regret front {front:.4}, dedicated {dedicated:.4}");
+            assert!(front <= dedicated + 0.01, "depth {k}: the front's regret {front:.4} exceeds the dedicated searches' {dedicated:.4}");
+        }
+        let [front, dedicated] = [0, 1].map(|i| regret.iter().map(|r| r[i]).sum::<f64>());
+        assert!(front <= dedicated, "over the range: front {front:.4}, dedicated {dedicated:.4}");
+    }
+
+    #[test]
+    fn a_single_depth_space_proposes_as_before() {
+        // The proposals of a single-depth search are pinned: the front's per-depth
+        // schedules and bridges must not change them (the first 40 trials of seed 5).
+        let space = SearchSpace::new(template(8, 2), 6, SpaceOptions::default()).unwrap();
+        let mut scorer = SyntheticScorer::new(&space, 2, 1000, 2);
+        let mut cfg = OptimizerConfig::new(OptimizerKind::Bo, 5);
+        cfg.warm_removals = vec![vec![2, 5]];
+        let trials = drive(&space, &mut scorer, &cfg, 40);
+        let digest = trials.iter().map(|(c, b, _)| format!("{}@{b}", space.to_recipe(c).to_json())).collect::<Vec<_>>().join("\n");
+        let hex: String = <sha2::Sha256 as sha2::Digest>::digest(digest.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex, "522dedf282c76e340abb124ae56f9bcb5d50bcf46f63132b5aff70594dc8f2a0",
+            "computed with the optimizer before fronts had per-depth schedules"
+        );
     }
 }

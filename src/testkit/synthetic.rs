@@ -139,11 +139,13 @@ impl SyntheticScorer {
 
     fn task_bounds(&self, t: usize) -> (f64, f64) {
         let mut ext: Vec<(f64, f64)> = (0..self.space.source_layers()).map(|l| self.task_extremes(t, l)).collect();
-        let k = self.space.keep;
+        // A front's space: the lowest sum of its shallowest models, the highest of its
+        // deepest, so every depth maps into [0.2, 0.95].
+        let (k, extra) = (self.space.keep, self.space.keep_max - self.space.keep);
         ext.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let lo: f64 = ext.iter().take(k).map(|e| e.0).sum();
+        let lo: f64 = ext.iter().take(k).map(|e| e.0).sum::<f64>() + ext.iter().skip(k).take(extra).map(|e| e.0.min(0.0)).sum::<f64>();
         ext.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let hi: f64 = ext.iter().take(k).map(|e| e.1).sum();
+        let hi: f64 = ext.iter().take(k).map(|e| e.1).sum::<f64>() + ext.iter().skip(k).take(extra).map(|e| e.1.max(0.0)).sum::<f64>();
         (lo, hi)
     }
 
@@ -167,8 +169,14 @@ impl SyntheticScorer {
         crate::score::mean_score(&self.exact(c))
     }
 
-    /// The best candidate and its mean accuracy, in closed form.
+    /// The best candidate and its mean accuracy, in closed form (for a front's space: at
+    /// its smallest depth).
     pub fn optimum(&self) -> (Candidate, f64) {
+        self.optimum_at(self.space.keep)
+    }
+
+    /// The best candidate keeping `keep` layers and its mean accuracy, in closed form.
+    pub fn optimum_at(&self, keep: usize) -> (Candidate, f64) {
         let tasks = self.tasks.len();
         let mean_term = |l: usize, ch: &Choice| (0..tasks).map(|t| self.weight(t) * self.layer_term(t, l, ch)).sum::<f64>() / tasks as f64;
         let best: Vec<(f64, Choice)> = (0..self.space.source_layers())
@@ -188,7 +196,7 @@ impl SyntheticScorer {
         let mut order: Vec<usize> = (0..best.len()).collect();
         order.sort_by(|a, b| best[*b].0.total_cmp(&best[*a].0));
         let mut layers = vec![None; best.len()];
-        for &l in order.iter().take(self.space.keep) {
+        for &l in order.iter().take(keep) {
             layers[l] = Some(best[l].1);
         }
         let c = Candidate { layers };
