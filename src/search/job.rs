@@ -187,15 +187,8 @@ fn run_job_with<W: AsScorer>(
         run_baselines_reusing(space, &spec.baselines, &spec.precomputed, &spec.calibration, scorer, spec.optimizer.full_budget(), &params, observer)?;
     let mut optimizer = spec.optimizer.clone();
     optimizer.warm_removals = baselines.iter().map(|b| b.removed.clone()).collect();
-    if open.is_none() && spec.resume && (spec.inherit.objective || spec.inherit.hold_out) && spec.journal.exists() {
-        if let Ok((found, _)) = Journal::read(&spec.journal) {
-            if spec.inherit.objective {
-                optimizer.objective = found.optimizer.objective;
-            }
-            if spec.inherit.hold_out {
-                optimizer.hold_out = found.optimizer.hold_out;
-            }
-        }
+    if open.is_none() {
+        inherit_from_journal(spec, &mut optimizer);
     }
     let head = header(space, &optimizer, scorer.task_names());
     let mut storage: Box<dyn Storage> = match open {
@@ -211,32 +204,16 @@ fn run_job_with<W: AsScorer>(
     let scorer = workers[0].scorer();
     let full = optimizer.full_budget();
     let tasks = scorer.task_names();
-    let row = |label: String, kind: ResultKind, recipe: &Recipe, m: &Measures| {
-        ModelResult::from_measures(label, kind, recipe.layers.len(), params(recipe), m)
-    };
     // The final choice: on the selection split when there is one.
     let mut finalists = Vec::new();
     if let Some(h) = optimizer.hold_out {
         let top = select::finalists(&outcome.trials, select::TOP);
-        let mut measured = Vec::new();
-        for (k, &t) in top.iter().enumerate() {
-            observer.stage(&format!("scoring finalist {} of {} (trial {}) on the selection split", k + 1, top.len(), t + 1));
-            measured.push(measure(scorer, &outcome.trials[t].recipe, full, Items::Selection(h), "a finalist on the selection split")?);
-        }
-        let (chosen, rows) = select::choose_finalist(&outcome.trials, &top, &measured, optimizer.objective.select);
-        outcome.best = top[chosen];
+        let stage = |i: usize, t: usize| format!("scoring finalist {} of {} (trial {}) on the selection split", i + 1, top.len(), t + 1);
+        let (chosen, rows) = choose_on_selection(scorer, &outcome.trials, &top, h, &optimizer, observer, stage)?;
+        outcome.best = chosen;
         finalists = rows;
     }
-    let mut rows = Vec::new();
-    let names: Vec<(String, ResultKind)> = std::iter::once((space.template.base.name.clone(), ResultKind::Base))
-        .chain(space.template.siblings.iter().map(|s| (s.name.clone(), ResultKind::Sibling)))
-        .collect();
-    for (name, kind) in names {
-        observer.stage(&format!("scoring {name}"));
-        let r = whole_model(space, &name);
-        let m = measure(scorer, &r, full, Items::All, &name)?;
-        rows.push(row(name, kind, &r, &m));
-    }
+    let mut rows = score_references(space, scorer, full, &params, observer)?;
     rows.extend(baseline_rows);
     let best_trial = outcome.best_trial();
     let best = best_trial.recipe.clone();
@@ -247,24 +224,8 @@ fn run_job_with<W: AsScorer>(
         observer.stage("scoring the choice at the full budget");
         measure(scorer, &best, full, Items::All, "the chosen recipe")?
     };
-    rows.push(row("hf-tailor".into(), ResultKind::Tailored, &best, &best_measures));
-    let report = SearchReport {
-        tasks,
-        budget: full,
-        rows,
-        curves: vec![Curve { label: spec.optimizer.kind.name().into(), points: outcome.curve.clone() }],
-        selection: if optimizer.hold_out.is_some() { select::SPLIT_RULE } else { select::RULE }.into(),
-        optimizer: spec.optimizer.kind.name().into(),
-        seed: spec.optimizer.seed,
-        trials: outcome.trials.len(),
-        scoring_seconds: outcome.trials.iter().map(|t| t.seconds).sum(),
-        objective: optimizer.objective.name(),
-        hold_out: optimizer.hold_out,
-        finalists,
-        about: Vec::new(),
-        rows_note: None,
-        front: Vec::new(),
-    };
+    rows.push(ModelResult::from_measures("hf-tailor".into(), ResultKind::Tailored, best.layers.len(), params(&best), &best_measures));
+    let report = search_report(spec, &optimizer, &outcome, tasks, rows, finalists, Vec::new());
     Ok(JobResult { outcome, best, baselines, report, front: Vec::new(), front_baselines: Vec::new() })
 }
 
@@ -292,16 +253,7 @@ pub fn run_front_job<S: Scorer>(
     }
     let mut optimizer = spec.optimizer.clone();
     optimizer.warm_removals = per_kind.iter().flatten().map(|b| b.removed.clone()).collect();
-    if spec.resume && (spec.inherit.objective || spec.inherit.hold_out) && spec.journal.exists() {
-        if let Ok((found, _)) = Journal::read(&spec.journal) {
-            if spec.inherit.objective {
-                optimizer.objective = found.optimizer.objective;
-            }
-            if spec.inherit.hold_out {
-                optimizer.hold_out = found.optimizer.hold_out;
-            }
-        }
-    }
+    inherit_from_journal(spec, &mut optimizer);
     let head = header(space, &optimizer, scorer.task_names());
     let mut journal = if spec.resume { Journal::resume(&spec.journal, head)? } else { Journal::create(&spec.journal, head)? };
     let mut outcome = run_search(space, &mut journal, spec.trials, scorer, |e| observer.trial(e))?;
@@ -311,13 +263,9 @@ pub fn run_front_job<S: Scorer>(
     if let Some(h) = optimizer.hold_out {
         for (&k, t) in chosen.iter_mut() {
             let top = select::finalists_at(&outcome.trials, k, select::TOP);
-            let mut measured = Vec::new();
-            for &i in &top {
-                observer.stage(&format!("depth {k}: scoring finalist trial {} on the selection split", i + 1));
-                measured.push(measure(scorer, &outcome.trials[i].recipe, full, Items::Selection(h), "a finalist on the selection split")?);
-            }
-            let (c, rows) = select::choose_finalist(&outcome.trials, &top, &measured, optimizer.objective.select);
-            *t = top[c];
+            let stage = |_: usize, i: usize| format!("depth {k}: scoring finalist trial {} on the selection split", i + 1);
+            let (c, rows) = choose_on_selection(scorer, &outcome.trials, &top, h, &optimizer, observer, stage)?;
+            *t = c;
             finalists.extend(rows);
         }
     }
@@ -341,24 +289,88 @@ pub fn run_front_job<S: Scorer>(
     let k = points[at].layers;
     outcome.best = points[at].trial;
     let best = outcome.best_trial().recipe.clone();
-    let mut rows = Vec::new();
-    let names: Vec<(String, ResultKind)> = std::iter::once((space.template.base.name.clone(), ResultKind::Base))
-        .chain(space.template.siblings.iter().map(|s| (s.name.clone(), ResultKind::Sibling)))
-        .collect();
-    for (name, kind) in names {
-        observer.stage(&format!("scoring {name}"));
-        let r = whole_model(space, &name);
-        let m = measure(scorer, &r, full, Items::All, &name)?;
-        rows.push(ModelResult::from_measures(name, kind, r.layers.len(), params(&r), &m));
-    }
+    let mut rows = score_references(space, scorer, full, &params, observer)?;
     rows.extend(points[at].baselines.iter().cloned());
     let mut picked = points[at].tailored.clone();
     picked.label = "hf-tailor".into();
     rows.push(picked);
     let baselines: Vec<Baseline> = per_kind.iter().map(|bs| bs[k - space.keep].clone()).collect();
-    let report = SearchReport {
+    let report = search_report(spec, &optimizer, &outcome, tasks, rows, finalists, points.clone());
+    let front_baselines = points.iter().map(|p| per_kind.iter().map(|bs| bs[p.layers - space.keep].clone()).collect()).collect();
+    Ok(JobResult { outcome, best, baselines, report, front: points, front_baselines })
+}
+
+/// On resume, the settings `spec.inherit` says come from the journal (see [`Inherit`]).
+fn inherit_from_journal(spec: &JobSpec, optimizer: &mut OptimizerConfig) {
+    if !(spec.resume && (spec.inherit.objective || spec.inherit.hold_out) && spec.journal.exists()) {
+        return;
+    }
+    if let Ok((found, _)) = Journal::read(&spec.journal) {
+        if spec.inherit.objective {
+            optimizer.objective = found.optimizer.objective;
+        }
+        if spec.inherit.hold_out {
+            optimizer.hold_out = found.optimizer.hold_out;
+        }
+    }
+}
+
+/// Score the finalists `top` (trial indices, best first) on the selection split and choose
+/// among them (see [`select::choose_finalist`]): the chosen trial and the report rows.
+/// `stage(i, t)` names the stage of the `i`-th finalist, trial `t`.
+fn choose_on_selection<S: Scorer>(
+    scorer: &mut S,
+    trials: &[super::journal::TrialRecord],
+    top: &[usize],
+    hold_out: crate::score::HoldOut,
+    optimizer: &OptimizerConfig,
+    observer: &mut dyn JobObserver,
+    stage: impl Fn(usize, usize) -> String,
+) -> Result<(usize, Vec<select::Finalist>), SearchError> {
+    let full = optimizer.full_budget();
+    let mut measured = Vec::new();
+    for (i, &t) in top.iter().enumerate() {
+        observer.stage(&stage(i, t));
+        measured.push(measure(scorer, &trials[t].recipe, full, Items::Selection(hold_out), "a finalist on the selection split")?);
+    }
+    let (chosen, rows) = select::choose_finalist(trials, top, &measured, optimizer.objective.select);
+    Ok((top[chosen], rows))
+}
+
+/// The reference rows: the base and every sibling at full depth, scored at `budget` on
+/// all items.
+fn score_references<S: Scorer>(
+    space: &SearchSpace,
+    scorer: &mut S,
+    budget: usize,
+    params: &dyn Fn(&Recipe) -> u64,
+    observer: &mut dyn JobObserver,
+) -> Result<Vec<ModelResult>, SearchError> {
+    let t = &space.template;
+    let names = std::iter::once((t.base.name.clone(), ResultKind::Base)).chain(t.siblings.iter().map(|s| (s.name.clone(), ResultKind::Sibling)));
+    let mut rows = Vec::new();
+    for (name, kind) in names {
+        observer.stage(&format!("scoring {name}"));
+        let r = whole_model(space, &name);
+        let m = measure(scorer, &r, budget, Items::All, &name)?;
+        rows.push(ModelResult::from_measures(name, kind, r.layers.len(), params(&r), &m));
+    }
+    Ok(rows)
+}
+
+/// The report of a finished search job.
+fn search_report(
+    spec: &JobSpec,
+    optimizer: &OptimizerConfig,
+    outcome: &SearchOutcome,
+    tasks: Vec<String>,
+    rows: Vec<ModelResult>,
+    finalists: Vec<select::Finalist>,
+    front: Vec<FrontPoint>,
+) -> SearchReport {
+    SearchReport {
         tasks,
-        budget: full,
+        budget: optimizer.full_budget(),
         rows,
         curves: vec![Curve { label: spec.optimizer.kind.name().into(), points: outcome.curve.clone() }],
         selection: if optimizer.hold_out.is_some() { select::SPLIT_RULE } else { select::RULE }.into(),
@@ -371,10 +383,8 @@ pub fn run_front_job<S: Scorer>(
         finalists,
         about: Vec::new(),
         rows_note: None,
-        front: points.clone(),
-    };
-    let front_baselines = points.iter().map(|p| per_kind.iter().map(|bs| bs[p.layers - space.keep].clone()).collect()).collect();
-    Ok(JobResult { outcome, best, baselines, report, front: points, front_baselines })
+        front,
+    }
 }
 
 /// Run `kinds` on `space`'s depth and score each at `budget` on the scorer's tasks.
