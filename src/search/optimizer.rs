@@ -268,9 +268,11 @@ impl<'s> Optimizer<'s> {
     pub fn new(space: &'s SearchSpace, cfg: OptimizerConfig, tasks: Vec<String>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let depth_spaces: Vec<SearchSpace> = if space.is_range() { space.depths().map(|k| space.at_depth(k)).collect() } else { Vec::new() };
-        // A front: each depth gets the initial design a dedicated search of that depth would.
+        // A front: each depth its own initial design, the random part shared out over the
+        // depths (the surrogate learns from all of them).
         let queue: VecDeque<(Candidate, Origin)> = if space.is_range() {
-            depth_spaces.iter().flat_map(|s| initial_design(s, &cfg, &mut rng)).collect()
+            let shared = OptimizerConfig { initial_design: cfg.initial_design.div_ceil(depth_spaces.len()).max(2), ..cfg.clone() };
+            depth_spaces.iter().flat_map(|s| initial_design(s, &shared, &mut rng)).collect()
         } else {
             initial_design(space, &cfg, &mut rng).into()
         };
