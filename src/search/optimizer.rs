@@ -3,6 +3,13 @@
 //! interleaving, Hyperband over item budgets, ParEGO across tasks), optionally warm-started
 //! with the reference's hand-made candidates, and plain random search for comparison.
 //!
+//! A front (a space over a range of depths) runs one group of Hyperband schedules per
+//! depth, handed slots in turn, so every depth gets the schedule — and the full-budget
+//! evaluations — of a dedicated search with its share of the trials; what is shared is the
+//! surrogate (one forest over every depth, the depth a feature of its own) and the local
+//! search's starting points, which include the best candidates of the neighbouring depths
+//! one layer away. A single depth proposes exactly as it did before fronts existed.
+//!
 //! An optimiser is a deterministic function of its seed and the results it is told, so a
 //! search is rebuilt exactly by replaying its journal (`ask`, then `tell` the journaled
 //! scores) — that is how resume works.
