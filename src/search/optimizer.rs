@@ -4,7 +4,7 @@
 //! with the reference's hand-made candidates, and plain random search for comparison.
 //!
 //! A front (a space over a range of depths) runs one group of Hyperband schedules per
-//! depth, handed slots in turn, so every depth gets the schedule — and the full-budget
+//! depth, handed slots in turn, so every depth gets the initial design and the schedule — and the full-budget
 //! evaluations — of a dedicated search with its share of the trials; what is shared is the
 //! surrogate (one forest over every depth, the depth a feature of its own) and the local
 //! search's starting points, which include the best candidates of the neighbouring depths
@@ -275,11 +275,9 @@ impl<'s> Optimizer<'s> {
     pub fn new(space: &'s SearchSpace, cfg: OptimizerConfig, tasks: Vec<String>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let depth_spaces: Vec<SearchSpace> = if space.is_range() { space.depths().map(|k| space.at_depth(k)).collect() } else { Vec::new() };
-        // A front: each depth its own initial design, the random part shared out over the
-        // depths (the surrogate learns from all of them).
+        // A front: each depth gets the initial design a dedicated search of that depth would.
         let queue: VecDeque<(Candidate, Origin)> = if space.is_range() {
-            let shared = OptimizerConfig { initial_design: cfg.initial_design.div_ceil(depth_spaces.len()).max(2), ..cfg.clone() };
-            depth_spaces.iter().flat_map(|s| initial_design(s, &shared, &mut rng)).collect()
+            depth_spaces.iter().flat_map(|s| initial_design(s, &cfg, &mut rng)).collect()
         } else {
             initial_design(space, &cfg, &mut rng).into()
         };
