@@ -651,8 +651,8 @@ mod tests {
         let digest = trials.iter().map(|(c, b, _)| format!("{}@{b}", space.to_recipe(c).to_json())).collect::<Vec<_>>().join("\n");
         let hex: String = <sha2::Sha256 as sha2::Digest>::digest(digest.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
-            hex, "522dedf282c76e340abb124ae56f9bcb5d50bcf46f63132b5aff70594dc8f2a0",
-            "computed with the optimizer before fronts had per-depth schedules"
+            hex, "8f59e41842c8548aecc837ab874d0aa009795380da8b4723f82eaf909f850560",
+            "pinned when the siblings' average joined the baselines' warm starts (the front's per-depth schedules had left the earlier pin unchanged)"
         );
     }
 }
