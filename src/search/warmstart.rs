@@ -116,22 +116,18 @@ pub fn baseline_warm_start(space: &SearchSpace, removals: &[Vec<usize>]) -> Vec<
             continue;
         }
         let base = space.base_only(&kept);
-        let mut variants = vec![base.clone()];
-        for j in 0..space.siblings() {
+        let n = space.siblings();
+        // What every kept layer does: one sibling, sibling by sibling, then their average.
+        let singles = (0..n).map(|j| Choice::new(1 << j, 1.0, method));
+        let average = (n >= 2).then(|| Choice::new((1 << n) - 1, 1.0 / n as f64, method));
+        let uniform = |choice: Choice| {
             let mut c = base.clone();
-            for i in &kept {
-                c.layers[*i] = Some(Choice::new(1 << j, 1.0, method));
+            for &i in &kept {
+                c.layers[i] = Some(choice);
             }
-            variants.push(c);
-        }
-        if space.siblings() >= 2 {
-            let n = space.siblings();
-            let mut c = base.clone();
-            for i in &kept {
-                c.layers[*i] = Some(Choice::new((1 << n) - 1, 1.0 / n as f64, method));
-            }
-            variants.push(c);
-        }
+            c
+        };
+        let variants: Vec<Candidate> = std::iter::once(base.clone()).chain(singles.chain(average).map(uniform)).collect();
         for c in variants {
             if !out.contains(&c) {
                 out.push(c);
