@@ -19,10 +19,10 @@
 # they are deterministic), and, per seed, hf-tailor with each objective and random search,
 # all at $TRIALS trials (60) with Hyperband budgets 13/40 (random search: every trial at 40).
 # The table gives the mean ± standard error over seeds (one seed: the item-level standard
-# error of held-out accuracy). Runs are cached in $CACHE/runs (delete it to re-run).
+# error of held-out accuracy). Runs are cached in $CACHE/runs (delete it to re-run); an interrupted search resumes.
 #
-# Cost: the family ≈ 15–25 min once (2 cores); each search run ≈ 6–10 min; the whole default
-# grid (3 seeds × 6 methods) ≈ 2–3 h on 2 cores.
+# Cost: the family ≈ 15–25 min once (2 cores); each search run ≈ 25–35 min; the whole default
+# grid (3 seeds × 6 methods) ≈ 8–10 h on 2 cores.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -121,8 +121,14 @@ for seed in $seeds; do
             random) args=(--optimizer random --budgets "$full") ;;
             ppl|ppl+acc) tasks="$(join "${calib_mc[@]}" "${calib_txt[@]}")" ;;
         esac
-        echo "bench-quality: search $name ($trials trials)" >&2
-        rm -rf "$out"
+        # An interrupted search resumes from its journal (the same arguments: `search` checks).
+        if [[ -s "$out/journal.jsonl" ]]; then
+            args+=(--resume)
+            echo "bench-quality: search $name ($trials trials), resuming $out/journal.jsonl" >&2
+        else
+            rm -rf "$out"
+            echo "bench-quality: search $name ($trials trials)" >&2
+        fi
         start=$(date +%s)
         $nice "$bin" search "${models[@]}" --keep-layers "$keep" --tasks "$tasks" --calibration "$(join "${base_txt[@]}")" \
             --baselines-from "$runs/baselines/baselines.json" \
