@@ -59,8 +59,8 @@ pub struct Args {
     /// Seed of the search (same seed and inputs give the same result).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// What the search optimises: acc, loglik, margin, ppl, or GUIDE+acc (default loglik;
-    /// see `hf-tailor search --help`).
+    /// What the search optimises: acc, loglik, margin, ppl, or GUIDE+acc (default ppl with
+    /// calibration texts among the tasks, else loglik; see `hf-tailor search --help`).
     #[arg(long, value_parser = |s: &str| hf_tailor::search::Objective::parse(s).ok_or_else(|| format!("`{s}` is not an objective ({})", hf_tailor::search::objective::NAMES)))]
     pub objective: Option<hf_tailor::search::Objective>,
     /// Fraction of each calibration task held out to choose the final candidate (0 = off; default 1/3).

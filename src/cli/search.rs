@@ -15,8 +15,8 @@ use hf_tailor::search::baselines::BaselineKind;
 use hf_tailor::search::job::{self, JobObserver, JobSpec};
 use hf_tailor::search::report::SearchReport;
 use hf_tailor::search::{
-    DepthTarget, MergeMethod, Objective, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions, TrialEvent,
-    Worker, DEFAULT_OBJECTIVE, DEFAULT_SELECTION_FRACTION,
+    default_objective, DepthTarget, MergeMethod, Objective, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions,
+    TrialEvent, Worker, DEFAULT_SELECTION_FRACTION,
 };
 use hf_tailor::source::ModelSource;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -125,8 +125,8 @@ pub struct Args {
     pub budgets: Vec<usize>,
     /// What the search optimises: acc, loglik (of the correct choice), margin (over the best
     /// wrong choice, per token), ppl (calibration-text log-likelihood), or GUIDE+acc (guide
-    /// the search with GUIDE, choose the final candidate by accuracy). Default: loglik; on
-    /// --resume, the journal's.
+    /// the search with GUIDE, choose the final candidate by accuracy). Default: ppl when
+    /// --tasks has calibration texts (`ppl=FILE`), else loglik; on --resume, the journal's.
     #[arg(long, value_parser = parse_objective)]
     pub objective: Option<Objective>,
     /// Fraction of each calibration task's items held out (seeded by --seed) to choose the
@@ -439,7 +439,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "parego" => Scalarization::Parego { rho: 0.05 },
         s => super::usage!("unknown --scalarization `{s}` (mean, parego)"),
     };
-    optimizer.objective = args.objective.unwrap_or(DEFAULT_OBJECTIVE);
     optimizer.hold_out = hold_out(args.selection_split, args.seed)?;
     optimizer.validate()?;
     let baselines = parse_baselines(&args.baselines)?;
@@ -454,6 +453,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         super::usage!("--workers 0 (coordinate only) needs --storage: someone has to score the trials");
     }
     let mut s = setup(&args.inputs, options, !baselines.is_empty(), args.workers.max(1))?;
+    let has_texts = s.workers[0].scorer.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)));
+    optimizer.objective = args.objective.unwrap_or_else(|| default_objective(has_texts));
     let o = optimizer.objective;
     if (o.guide == hf_tailor::score::Metric::Ppl || o.select == hf_tailor::score::Metric::Ppl)
         && !s.workers[0].scorer.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)))

@@ -265,7 +265,8 @@ pub fn tailor(
     if let Some(b) = &opts.budgets {
         optimizer.budgets = b.clone();
     }
-    optimizer.objective = opts.objective.unwrap_or(crate::search::DEFAULT_OBJECTIVE);
+    let has_texts = calibration.iter().any(|t| matches!(t.data, TaskData::Perplexity(_)));
+    optimizer.objective = opts.objective.unwrap_or_else(|| crate::search::default_objective(has_texts));
     let fraction = opts.selection_split.unwrap_or(crate::search::DEFAULT_SELECTION_FRACTION);
     optimizer.hold_out = (fraction > 0.0).then_some(crate::score::HoldOut { fraction, seed: opts.seed });
     optimizer.validate()?;

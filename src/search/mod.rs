@@ -31,7 +31,7 @@ pub mod warmstart;
 pub use driver::{header, run_search, run_search_parallel, run_search_remote, Assignment, Scored, SearchOutcome, TrialEvent, Worker};
 pub use journal::{Journal, JournalHeader, TrialRecord};
 pub use objective::Objective;
-pub use optimizer::{OptimizerConfig, OptimizerKind, Scalarization, DEFAULT_OBJECTIVE, DEFAULT_SELECTION_FRACTION};
+pub use optimizer::{default_objective, OptimizerConfig, OptimizerKind, Scalarization, DEFAULT_SELECTION_FRACTION};
 pub use space::{DepthTarget, MergeMethod, RecipeTemplate, SearchSpace, SpaceOptions};
 pub use storage::Storage;
 

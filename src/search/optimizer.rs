@@ -28,9 +28,13 @@ use super::objective::{self, Objective};
 use super::space::{Candidate, Choice, SearchSpace};
 use super::warmstart::{baseline_warm_start, warm_start};
 
-/// The objective of the command line and the root command when none is given; chosen by
-/// `scripts/bench-quality.sh` (see the README).
-pub const DEFAULT_OBJECTIVE: Objective = Objective { guide: Metric::Loglik, select: Metric::Loglik };
+/// The objective of the command line and the root command when none is given, chosen by
+/// `scripts/bench-quality.sh` (see the README): the calibration texts' log-likelihood
+/// (`ppl`) when the calibration has texts, else the correct choices' log-likelihood
+/// (`loglik`), the cloze-target cross-entropy of the same items.
+pub fn default_objective(has_texts: bool) -> Objective {
+    Objective::of(if has_texts { Metric::Ppl } else { Metric::Loglik })
+}
 
 /// Fraction of each calibration task's items held out for the final selection by default.
 pub const DEFAULT_SELECTION_FRACTION: f64 = 1.0 / 3.0;

@@ -172,6 +172,32 @@ fn cli_search_killed_with_sigkill_resumes_to_the_uninterrupted_result() {
     assert_eq!(std::fs::read_to_string(killed.join("tailor.yaml")).unwrap(), std::fs::read_to_string(whole.join("tailor.yaml")).unwrap());
 }
 
+/// The default objective is what `scripts/bench-quality.sh` chose: the calibration texts'
+/// log-likelihood when there are texts, the correct choices' log-likelihood otherwise.
+#[test]
+fn cli_search_defaults_to_ppl_with_calibration_texts_and_to_loglik_without() {
+    let dir = tempdir();
+    let fam = IdentityFamily::write(dir.path()).unwrap();
+    let tasks = fam.tasks(Arc::new(fam.open().unwrap()), 24).unwrap();
+    let specs = write_task_files(dir.path(), &tasks);
+    let (texts, mc_only): (Vec<&str>, Vec<&str>) = specs.split(',').partition(|s| s.starts_with("ppl"));
+    let finetunes = format!("{},{}", fam.dirs[1].display(), fam.dirs[2].display());
+    for (name, tasks, want) in [("texts", specs.clone(), "ppl"), ("mc", mc_only.join(","), "loglik")] {
+        let out = dir.path().join(name);
+        let o = hf_tailor()
+            .args(["search", "--base", &fam.dirs[0].display().to_string(), "--finetunes", &finetunes, "--keep-layers", "4"])
+            .args(["--tasks", &tasks, "--calibration", &texts.join(","), "--trials", "4", "--budgets", "8,24", "--json"])
+            .args(["--out", &out.display().to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(report["objective"], want, "{name}");
+        let (header, _) = journal_without_timings(&out.join("journal.jsonl"));
+        assert_eq!(header.optimizer.objective.name(), want, "{name}: the journal records it for --resume");
+    }
+}
+
 #[test]
 fn cli_baselines_write_one_recipe_each_and_shortgpt_drops_the_identity_layers() {
     let dir = tempdir();
