@@ -456,9 +456,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let has_texts = s.workers[0].scorer.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)));
     optimizer.objective = args.objective.unwrap_or_else(|| default_objective(has_texts));
     let o = optimizer.objective;
-    if (o.guide == hf_tailor::score::Metric::Ppl || o.select == hf_tailor::score::Metric::Ppl)
-        && !s.workers[0].scorer.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)))
-    {
+    if (o.guide == hf_tailor::score::Metric::Ppl || o.select == hf_tailor::score::Metric::Ppl) && !has_texts {
         super::usage!("--objective {} needs calibration texts to score: add a `ppl=FILE` task to --tasks", o.name());
     }
     if s.space.siblings() == 0 {
