@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The search's cost on a GPU, with no network and no model download: `hf-tailor bench`
+# The search's cost on a GPU, with no network and no model download: the `bench_gpu` example
 # writes Llama-2-7B- and 13B-shaped families (base + 3 siblings, random bf16 weights, real
 # tensor names and config) into /dev/shm, scores a calibration stream shaped like the
 # reference's (MMLU validation 0-shot + WSC train: item, token and choice counts; random
@@ -9,11 +9,12 @@
 # time of the reference's 500-trial search. Aim: under 5 minutes on one H100/H200.
 #
 #   bash scripts/bench-gpu.sh                 # CUDA: shapes 7b,13b
-#   bash scripts/bench-gpu.sh --shapes 13b    # extra arguments go to `hf-tailor bench`
+#   bash scripts/bench-gpu.sh --shapes 13b    # extra arguments go to `bench_gpu`
 #   bash scripts/bench-gpu.sh --cpu           # tiny shape on the CPU (the test suite runs this)
 #
-# HF_TAILOR_BIN: the binary (default: target/cuda/release, target/cuda/debug, then
-# `hf-tailor` on PATH; --cpu also tries target/{release,debug}). PEAK_TFLOPS overrides the
+# HF_TAILOR_BENCH_BIN: the benchmark binary (default: target/cuda/{release,debug}/examples/bench_gpu,
+# which scripts/build-cuda.sh builds; --cpu builds `cargo build --example bench_gpu` and runs
+# that). PEAK_TFLOPS overrides the
 # dense bf16 peak read from the GPU's name (needed for MFU on GPUs not in the table below).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,23 +27,25 @@ done
 
 find_bin() {
     local c
-    for c in "${HF_TAILOR_BIN:-}" "$@"; do
+    for c in "${HF_TAILOR_BENCH_BIN:-}" "$@"; do
         if [[ -n "$c" && -x "$c" ]]; then echo "$c"; return 0; fi
     done
-    command -v hf-tailor || true
 }
 
 if (( cpu )); then
-    bin="$(find_bin "$repo/target/release/hf-tailor" "$repo/target/debug/hf-tailor")"
-    [[ -n "$bin" ]] || { echo "bench-gpu.sh: no hf-tailor binary (cargo build, or set HF_TAILOR_BIN)" >&2; exit 2; }
+    if [[ -z "${HF_TAILOR_BENCH_BIN:-}" ]]; then
+        (cd "$repo" && "${CARGO:-cargo}" build --quiet --example bench_gpu) || exit 2
+    fi
+    bin="$(find_bin "${CARGO_TARGET_DIR:-$repo/target}/debug/examples/bench_gpu")"
+    [[ -n "$bin" ]] || { echo "bench-gpu.sh: no bench_gpu binary (cargo build --example bench_gpu, or set HF_TAILOR_BENCH_BIN)" >&2; exit 2; }
     start=$SECONDS
-    "$bin" bench --device cpu --shapes tiny --budgets 8,16,40 --trials 1 --warm-start 6 --project-trials 500 "${args[@]}"
+    "$bin" --device cpu --shapes tiny --budgets 8,16,40 --trials 1 --warm-start 6 --project-trials 500 "${args[@]}"
     echo "bench-gpu.sh: CPU smoke run in $((SECONDS - start)) s" >&2
     exit 0
 fi
 
-bin="$(find_bin "$repo/target/cuda/release/hf-tailor" "$repo/target/cuda/debug/hf-tailor")"
-[[ -n "$bin" ]] || { echo "bench-gpu.sh: no CUDA build of hf-tailor (bash scripts/build-cuda.sh, or set HF_TAILOR_BIN)" >&2; exit 2; }
+bin="$(find_bin "$repo/target/cuda/release/examples/bench_gpu" "$repo/target/cuda/debug/examples/bench_gpu")"
+[[ -n "$bin" ]] || { echo "bench-gpu.sh: no CUDA build of the benchmark (bash scripts/build-cuda.sh, or set HF_TAILOR_BENCH_BIN)" >&2; exit 2; }
 command -v nvidia-smi >/dev/null || { echo "bench-gpu.sh: no nvidia-smi: this machine has no NVIDIA driver (use --cpu for the CPU smoke run)" >&2; exit 2; }
 
 # The CUDA libraries the binary links (cuBLAS, cuRAND, cudart): from the system, else from
@@ -79,6 +82,6 @@ peak=()
 start=$SECONDS
 shapes=(--shapes 7b,13b)
 for a in "${args[@]}"; do [[ "$a" == --shapes* ]] && shapes=(); done
-"$bin" bench --device cuda "${shapes[@]}" "${peak[@]}" "${args[@]}"
+"$bin" --device cuda "${shapes[@]}" "${peak[@]}" "${args[@]}"
 took=$((SECONDS - start))
 echo "bench-gpu.sh: finished in $took s$( (( took > 300 )) && echo ' (over the 5-minute aim)')"

@@ -2,8 +2,10 @@
 # Build hf-tailor with `--features cuda` on a machine with no GPU and no system CUDA
 # toolkit, from registry packages only (see README, "Building the CUDA version").
 #
-#   bash scripts/build-cuda.sh [--release] [extra cargo build args]
+#   bash scripts/build-cuda.sh [--release] [--no-bench] [extra cargo build args]
 #
+# Builds the product binary and, unless --no-bench, the GPU benchmark beside it
+# (examples/bench_gpu.rs, for scripts/bench-gpu.sh).
 # 1. CUDA 13.0 (nvcc, headers, cudart, NVRTC, cuBLAS, cuRAND) from pinned PyPI wheels
 #    (scripts/cuda-requirements.txt) into .venv-cuda/ (ignored, reused between runs).
 # 2. The wheels ship only versioned libraries (libcublas.so.13): unversioned link names
@@ -93,14 +95,22 @@ export LIBRARY_PATH="$cuda_home/lib:$stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export CARGO_TARGET_DIR="${HF_TAILOR_CUDA_TARGET_DIR:-$repo/target/cuda}"
 
 profile=debug
+bench=1
+cargo_args=()
 for a in "$@"; do
     [[ "$a" == "--release" ]] && profile=release
+    if [[ "$a" == "--no-bench" ]]; then bench=0; else cargo_args+=("$a"); fi
 done
-# `testkit` carries the synthetic-family benchmark (`hf-tailor bench`, scripts/bench-gpu.sh)
-# into the GPU binary, which is run where no Rust toolchain is.
-echo "build-cuda.sh: cargo build --features cuda,testkit $* (CUDA_HOME=$cuda_home, compute cap $CUDA_COMPUTE_CAP, target $CARGO_TARGET_DIR)"
+# The product binary is built without test support; the synthetic-family benchmark
+# (scripts/bench-gpu.sh) is an example beside it, which the dev-dependencies build with the
+# test fixtures. Both are run where no Rust toolchain is.
+echo "build-cuda.sh: cargo build --features cuda ${cargo_args[*]} (CUDA_HOME=$cuda_home, compute cap $CUDA_COMPUTE_CAP, target $CARGO_TARGET_DIR)"
 start=$SECONDS
-cargo build --bin hf-tailor --features cuda,testkit "$@"
+cargo build --bin hf-tailor --features cuda "${cargo_args[@]}"
+if (( bench )); then
+    cargo build --example bench_gpu --features cuda "${cargo_args[@]}"
+    echo "build-cuda.sh: the benchmark: $CARGO_TARGET_DIR/$profile/examples/bench_gpu"
+fi
 bin="$CARGO_TARGET_DIR/$profile/hf-tailor"
 echo "build-cuda.sh: built in $((SECONDS - start)) s; dynamic libraries the binary needs:"
 readelf -d "$bin" | grep NEEDED | sed 's/^/    /'

@@ -3,10 +3,6 @@
 
 use clap::{Parser, Subcommand};
 
-// The benchmark writes synthetic checkpoints with the test fixtures: built with the
-// `testkit` feature (test builds and scripts/build-cuda.sh enable it).
-#[cfg(feature = "testkit")]
-mod bench;
 mod build;
 mod card;
 mod demo;
@@ -82,11 +78,6 @@ pub enum Command {
     Worker(worker::Args),
     /// Write a study kept in PostgreSQL as a journal file that `search --resume` reads.
     Export(worker::ExportArgs),
-    /// Measure the search's cost on this machine's device with synthetic Llama-2-shaped
-    /// families (scripts/bench-gpu.sh).
-    #[cfg(feature = "testkit")]
-    #[command(hide = true)]
-    Bench(bench::Args),
 }
 
 /// How candidates are scored: shared by `eval`, `search` and `baselines`.
@@ -222,8 +213,6 @@ pub fn main() -> anyhow::Result<()> {
         Some(Command::Demo(a)) => demo::run(a),
         Some(Command::Worker(a)) => worker::run(a),
         Some(Command::Export(a)) => worker::export(a),
-        #[cfg(feature = "testkit")]
-        Some(Command::Bench(a)) => bench::run(a),
     }
 }
 

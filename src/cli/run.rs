@@ -308,10 +308,6 @@ impl Progress for StderrProgress {
         bar.set_position(done as u64);
         bar.set_message(best.map_or("-".into(), |b| format!("{:.1}%", 100.0 * b)));
     }
-
-    fn built(&mut self, model_dir: &std::path::Path) {
-        super::test_hooks::after_build(model_dir);
-    }
 }
 
 /// The results table and where everything was written (or the outcome as JSON).

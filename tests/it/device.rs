@@ -139,7 +139,6 @@ fn gpu_benchmark_runs_in_cpu_mode() {
     let out = std::process::Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench-gpu.sh"))
         .args(["--cpu", "--json"])
-        .env("HF_TAILOR_BIN", env!("CARGO_BIN_EXE_hf-tailor"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

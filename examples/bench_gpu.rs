@@ -1,5 +1,7 @@
-//! `hf-tailor bench` (hidden; scripts/bench-gpu.sh runs it): what the search costs on this
-//! machine's device, without network or downloads. For each shape it writes a synthetic
+//! The search's cost on this machine's device, without network or downloads (scripts/bench-gpu.sh
+//! runs it: `cargo build --example bench_gpu`, with `--features cuda` for a GPU). An example, not a
+//! subcommand: it writes its families with the test fixtures, which the product binary never
+//! carries. For each shape it writes a synthetic
 //! family (base + 3 siblings, random bf16 weights, the real tensor names and config of
 //! Llama-2-7B/13B) into a memory-backed folder, scores a calibration stream shaped like the
 //! reference's (MMLU validation 0-shot: 1,531 items over 57 subjects, 4 one-token choices;
@@ -33,44 +35,46 @@ use hf_tailor::testkit::fixture::{self, TinySpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
+/// What to measure.
+#[derive(clap::Parser, Debug)]
+#[command(name = "bench_gpu", about = "What the search costs on this machine's device, with synthetic Llama-2-shaped families.")]
+struct Args {
     /// Shapes to run: tiny, 7b, 13b (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "7b,13b")]
-    pub shapes: Vec<String>,
+    shapes: Vec<String>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cuda")]
-    pub device: DeviceKind,
+    device: DeviceKind,
     /// Compute dtype (default bf16: the synthetic checkpoints are bf16).
-    #[arg(long, value_parser = super::parse_dtype)]
-    pub dtype: Option<Dtype>,
+    #[arg(long, value_parser = parse_dtype)]
+    dtype: Option<Dtype>,
     /// The device's dense bf16 peak in TFLOP/s, for MFU (scripts/bench-gpu.sh reads it from
     /// the GPU's name); without it MFU is not reported.
     #[arg(long)]
-    pub peak_tflops: Option<f64>,
+    peak_tflops: Option<f64>,
     /// Folder for the synthetic checkpoints (default: /dev/shm when it exists, else the
     /// temp folder); removed afterwards.
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
     /// Trials timed at each budget.
     #[arg(long, default_value_t = 1)]
-    pub trials: usize,
+    trials: usize,
     /// Warm-start candidates scored for the prefix-cache figure (taken evenly from the
     /// reference's three removal patterns).
     #[arg(long, default_value_t = 6)]
-    pub warm_start: usize,
+    warm_start: usize,
     /// Prefix-cache bound for that figure, MiB (the search's default).
     #[arg(long, default_value_t = 4096)]
-    pub prefix_cache_mb: u64,
+    prefix_cache_mb: u64,
     /// Hyperband budgets, items per task (per subject for MMLU).
     #[arg(long, value_delimiter = ',', default_value = "111,333,1000")]
-    pub budgets: Vec<usize>,
+    budgets: Vec<usize>,
     /// Trials of the projected search.
     #[arg(long, default_value_t = 500)]
-    pub project_trials: usize,
+    project_trials: usize,
     /// Print the figures as JSON instead of the table.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 /// A model shape and the calibration stream's scale for it.
@@ -506,7 +510,23 @@ fn render(rows: &[Figures]) -> String {
     s
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+fn parse_dtype(s: &str) -> Result<Dtype, String> {
+    Dtype::parse(s).ok_or_else(|| format!("`{s}` is not bf16, f16 or f32"))
+}
+
+fn main() -> std::process::ExitCode {
+    let args = <Args as clap::Parser>::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("bench_gpu: error: {line}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let shapes = args.shapes.iter().map(|n| shape(n.trim())).collect::<anyhow::Result<Vec<_>>>()?;
     if args.budgets.is_empty() || args.budgets.windows(2).any(|w| w[0] >= w[1]) {
         bail!("--budgets must be increasing");
@@ -519,7 +539,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     .join(format!("hf-tailor-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     for s in &shapes {
-        eprintln!("hf-tailor bench: {} ({} layers, hidden {}) on {:?}", s.name, s.spec.layers, s.spec.hidden, args.device);
+        eprintln!("bench_gpu: {} ({} layers, hidden {}) on {:?}", s.name, s.spec.layers, s.spec.hidden, args.device);
         let r = run_shape(&args, s, &root, args.device);
         let _ = std::fs::remove_dir_all(&root);
         rows.push(r?);
