@@ -62,22 +62,7 @@ impl Http {
         for _ in 0..10 {
             let what = format!("HEAD {file}");
             let (what, at) = (what.as_str(), url.as_str());
-            let resp = self
-                .cfg
-                .retry
-                .run(what, move |_| {
-                    let req = self.auth(self.client.head(at), at).header("Accept-Encoding", "identity");
-                    async move {
-                        match req.send().await {
-                            Ok(r) if transient_status(r.status()) => {
-                                Try::Again(HubError::Http { repo: repo.into(), message: format!("{what}: HTTP {}", r.status()) })
-                            }
-                            Ok(r) => Try::Done(Ok(r)),
-                            Err(e) => Try::Again(self.transport(repo, what, e)),
-                        }
-                    }
-                })
-                .await?;
+            let resp = self.send_api(repo, what, || self.auth(self.client.head(at), at).header("Accept-Encoding", "identity")).await?;
             let resp = self.check(resp, repo, ctx).await?;
             let location = header(&resp, "location");
             if resp.status().is_redirection() {

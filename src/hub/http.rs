@@ -1,11 +1,21 @@
 //! The reqwest client hf-tailor talks to the Hub with, and the one place HTTP failures become
 //! [`HubError`]s (with the token and signed query strings redacted).
 
+use std::future::Future;
 use std::time::Duration;
 
-use reqwest::{Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 
+use super::retry::{transient_status, RetryPolicy, Try};
 use super::{HubConfig, HubError};
+
+/// Why a try of a request failed in a way another try may fix.
+pub enum Transient {
+    /// The server answered with a transient status (5xx, 429, 408).
+    Status(StatusCode),
+    /// No answer: the connection failed, timed out or was cut.
+    Transport(reqwest::Error),
+}
 
 /// What a 404 means at the call site.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +51,69 @@ impl Http {
         match &self.cfg.token {
             Some(t) if same_origin(url, &self.cfg.endpoint) => req.header(reqwest::header::AUTHORIZATION, t.bearer()),
             _ => req,
+        }
+    }
+
+    /// The one "send, retry on a transient failure" loop: `request(n)` builds try n's request
+    /// afresh (a streamed body cannot be sent twice; building it may fail for good), and a
+    /// transport failure or a transient status is tried again within `policy`, as the error
+    /// `failed(n, why)` makes of it. Any other answer, success or not, is the caller's to judge.
+    pub async fn send_retrying<F, Fut>(
+        &self,
+        policy: RetryPolicy,
+        what: &str,
+        mut request: F,
+        failed: impl Fn(u32, Transient) -> HubError,
+    ) -> Result<Response, HubError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<RequestBuilder, HubError>>,
+    {
+        let failed = &failed;
+        policy
+            .run(what, |n| {
+                let req = request(n);
+                async move {
+                    let req = match req.await {
+                        Ok(req) => req,
+                        Err(e) => return Try::Done(Err(e)),
+                    };
+                    match req.send().await {
+                        Ok(r) if transient_status(r.status()) => Try::Again(failed(n, Transient::Status(r.status()))),
+                        Ok(r) => Try::Done(Ok(r)),
+                        Err(e) => Try::Again(failed(n, Transient::Transport(e))),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// A request to the Hub's API about `repo`, retried by the configured policy; a transient
+    /// failure that outlasts it is an HTTP error naming `what`.
+    pub async fn send_api(&self, repo: &str, what: &str, request: impl Fn() -> RequestBuilder) -> Result<Response, HubError> {
+        self.send_api_with(self.cfg.retry, repo, what, request).await
+    }
+
+    /// [`Http::send_api`] under another policy (a push's own number of tries).
+    pub async fn send_api_with(
+        &self,
+        policy: RetryPolicy,
+        repo: &str,
+        what: &str,
+        request: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, HubError> {
+        let failed = |_, why| match why {
+            Transient::Status(s) => HubError::Http { repo: repo.into(), message: format!("{what}: HTTP {s}") },
+            Transient::Transport(e) => self.transport(repo, what, e),
+        };
+        self.send_retrying(policy, what, |_| std::future::ready(Ok(request())), failed).await
+    }
+
+    /// What a transient failure was, for a message: the status, or the redacted transport error.
+    pub fn describe(&self, why: &Transient) -> String {
+        match why {
+            Transient::Status(s) => format!("HTTP {s}"),
+            Transient::Transport(e) => self.cfg.redact(&error_chain(e)),
         }
     }
 
@@ -124,8 +197,6 @@ pub fn same_origin(url: &str, endpoint: &str) -> bool {
         _ => false,
     }
 }
-
-pub use super::retry::transient_status;
 
 /// Percent-encode each path segment of a repo file path (keeps `/` between segments).
 pub fn encode_path(path: &str) -> String {

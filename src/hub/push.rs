@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::download::sha256_file_async;
 use super::http::{self, Http, NotFound};
-use super::retry::{transient_status, RetryPolicy, Try};
+use super::retry::RetryPolicy;
 use super::{block_on, io_err, HubConfig, HubError};
 
 const LFS_MEDIA: &str = "application/vnd.git-lfs+json";
@@ -134,23 +134,7 @@ pub fn preflight(cfg: &HubConfig, repo: &str, _private: bool) -> Result<(), HubE
         let http = Http::new(cfg)?;
         let url = format!("{}/api/whoami-v2", cfg.endpoint);
         let what = format!("reaching {}", cfg.endpoint);
-        let resp = cfg
-            .retry
-            .run(&what, |_| {
-                let req = http.auth(http.client.get(&url), &url);
-                let what = what.as_str();
-                let http = &http;
-                async move {
-                    match req.send().await {
-                        Ok(r) if transient_status(r.status()) => {
-                            Try::Again(HubError::Http { repo: repo.into(), message: format!("{what}: HTTP {}", r.status()) })
-                        }
-                        Ok(r) => Try::Done(Ok(r)),
-                        Err(e) => Try::Again(http.transport(repo, what, e)),
-                    }
-                }
-            })
-            .await?;
+        let resp = http.send_api(repo, &what, || http.auth(http.client.get(&url), &url)).await?;
         let resp = http.check(resp, repo, NotFound::Repo).await?;
         let who: Value = resp.json().await.unwrap_or(Value::Null);
         let forbidden = |message: String| HubError::Forbidden { repo: repo.into(), message };
@@ -223,23 +207,27 @@ impl Pusher<'_> {
 
     /// POST JSON to a Hub URL with the token, retrying transient failures.
     async fn post_json(&self, url: &str, body: &Value, media: Option<&str>, what: &str) -> Result<reqwest::Response, HubError> {
-        self.retry()
-            .run(what, move |_| {
-                let mut req = self.http.auth(self.http.client.post(url), url).json(body);
-                if let Some(m) = media {
-                    req = req.header("content-type", m).header("accept", m);
-                }
-                async move {
-                    match req.send().await {
-                        Ok(r) if transient_status(r.status()) => {
-                            Try::Again(HubError::Http { repo: self.repo.into(), message: format!("{what}: HTTP {}", r.status()) })
-                        }
-                        Ok(r) => Try::Done(Ok(r)),
-                        Err(e) => Try::Again(self.http.transport(self.repo, what, e)),
-                    }
+        self.http
+            .send_api_with(self.retry(), self.repo, what, || {
+                let req = self.http.auth(self.http.client.post(url), url).json(body);
+                match media {
+                    Some(m) => req.header("content-type", m).header("accept", m),
+                    None => req,
                 }
             })
             .await
+    }
+
+    /// A request to pre-signed storage (it gets no token), retried by this push's policy; a
+    /// transient failure that outlasts it is an upload error of `path` saying what `failed`.
+    async fn send_storage<F, Fut>(&self, path: &str, what: &str, failed: &str, request: F) -> Result<reqwest::Response, HubError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<reqwest::RequestBuilder, HubError>>,
+    {
+        let failed =
+            |n, why| HubError::Upload { path: path.into(), message: format!("{failed} failed after {n} tries: {}", self.http.describe(&why)) };
+        self.http.send_retrying(self.retry(), what, request, failed).await
     }
 
     /// Create the repo; an existing one (409) is fine.
@@ -348,30 +336,19 @@ impl Pusher<'_> {
     /// One PUT of the whole file (basic transfer), streamed from disk; the pre-signed URL gets no token.
     async fn basic(&self, f: &LocalFile, href: &str) -> Result<(), HubError> {
         let what = format!("upload of {}", f.repo_path);
-        self.retry()
-            .run(&what, move |n| async move {
-                let file = match tokio::fs::File::open(&f.path).await {
-                    Ok(file) => file,
-                    Err(e) => return Try::Done(Err(io_err(&f.path)(e))),
-                };
+        let resp = self
+            .send_storage(&f.repo_path, &what, "upload", |_| async move {
+                let file = tokio::fs::File::open(&f.path).await.map_err(io_err(&f.path))?;
                 let body = reqwest::Body::wrap_stream(file_stream(file, f.size));
-                let failure = match self.http.client.put(href).header("content-length", f.size).body(body).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        self.bar.inc(f.size);
-                        return Try::Done(Ok(()));
-                    }
-                    Ok(r) if !transient_status(r.status()) => {
-                        return Try::Done(Err(HubError::Upload {
-                            path: f.repo_path.clone(),
-                            message: format!("storage refused the upload (HTTP {})", r.status()),
-                        }))
-                    }
-                    Ok(r) => format!("HTTP {}", r.status()),
-                    Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
-                };
-                Try::Again(HubError::Upload { path: f.repo_path.clone(), message: format!("upload failed after {n} tries: {failure}") })
+                Ok(self.http.client.put(href).header("content-length", f.size).body(body))
             })
-            .await
+            .await?;
+        if !resp.status().is_success() {
+            let message = format!("storage refused the upload (HTTP {})", resp.status());
+            return Err(HubError::Upload { path: f.repo_path.clone(), message });
+        }
+        self.bar.inc(f.size);
+        Ok(())
     }
 
     /// Multipart transfer: PUT each `chunk_size` slice to its numbered URL (in parallel, each
@@ -405,58 +382,37 @@ impl Pusher<'_> {
         let parts: Vec<Value> = etags.into_iter().map(|(n, e)| json!({"partNumber": n, "etag": e})).collect();
         let body = json!({"oid": sha, "parts": parts});
         let body = &body;
-        self.retry()
-            .run(&format!("completing the upload of {}", f.repo_path), move |n| async move {
-                // The completion URL is pre-signed storage, like the parts: no token.
-                let result = self.http.client.post(href).header("content-type", LFS_MEDIA).header("accept", LFS_MEDIA).json(body).send().await;
-                let failure = match result {
-                    Ok(r) if r.status().is_success() => return Try::Done(Ok(())),
-                    Ok(r) if !transient_status(r.status()) => {
-                        let text = r.text().await.unwrap_or_default();
-                        return Try::Done(Err(HubError::Upload {
-                            path: f.repo_path.clone(),
-                            message: self.http.cfg.redact(&format!("completing the multipart upload failed: {text}")),
-                        }));
-                    }
-                    Ok(r) => format!("HTTP {}", r.status()),
-                    Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
-                };
-                Try::Again(HubError::Upload {
-                    path: f.repo_path.clone(),
-                    message: format!("completing the upload failed after {n} tries: {failure}"),
-                })
-            })
-            .await
+        let what = format!("completing the upload of {}", f.repo_path);
+        // The completion URL is pre-signed storage, like the parts: no token.
+        let request =
+            |_| std::future::ready(Ok(self.http.client.post(href).header("content-type", LFS_MEDIA).header("accept", LFS_MEDIA).json(body)));
+        let resp = self.send_storage(&f.repo_path, &what, "completing the upload", request).await?;
+        if !resp.status().is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            let message = self.http.cfg.redact(&format!("completing the multipart upload failed: {text}"));
+            return Err(HubError::Upload { path: f.repo_path.clone(), message });
+        }
+        Ok(())
     }
 
     /// PUT bytes `start..start+len` of the file, streamed from disk (memory stays at one
     /// read buffer per part in flight, whatever the Hub's chunk size).
     async fn put_part(&self, f: &LocalFile, n: u64, url: &str, start: u64, len: u64) -> Result<String, HubError> {
-        self.retry()
-            .run(&format!("{} part {n}", f.repo_path), move |tries| async move {
-                let file = match open_at(&f.path, start).await {
-                    Ok(file) => file,
-                    Err(e) => return Try::Done(Err(e)),
-                };
+        let what = format!("{} part {n}", f.repo_path);
+        let resp = self
+            .send_storage(&f.repo_path, &what, &format!("part {n}"), |_| async move {
+                let file = open_at(&f.path, start).await?;
                 let body = reqwest::Body::wrap_stream(file_stream(file, len));
-                let failure = match self.http.client.put(url).header("content-length", len).body(body).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        self.bar.inc(len);
-                        let etag = http::header(&r, "etag").filter(|e| !e.is_empty());
-                        return Try::Done(etag.ok_or_else(|| self.protocol(&format!("{} part {n}: storage returned no ETag", f.repo_path))));
-                    }
-                    Ok(r) if !transient_status(r.status()) => {
-                        return Try::Done(Err(HubError::Upload {
-                            path: f.repo_path.clone(),
-                            message: format!("part {n}: storage refused it (HTTP {})", r.status()),
-                        }))
-                    }
-                    Ok(r) => format!("HTTP {}", r.status()),
-                    Err(e) => self.http.cfg.redact(&http::error_chain(&e)),
-                };
-                Try::Again(HubError::Upload { path: f.repo_path.clone(), message: format!("part {n} failed after {tries} tries: {failure}") })
+                Ok(self.http.client.put(url).header("content-length", len).body(body))
             })
-            .await
+            .await?;
+        if !resp.status().is_success() {
+            let message = format!("part {n}: storage refused it (HTTP {})", resp.status());
+            return Err(HubError::Upload { path: f.repo_path.clone(), message });
+        }
+        self.bar.inc(len);
+        let etag = http::header(&resp, "etag").filter(|e| !e.is_empty());
+        etag.ok_or_else(|| self.protocol(&format!("{} part {n}: storage returned no ETag", f.repo_path)))
     }
 
     /// One NDJSON commit: header, small files inline (base64), LFS files as pointers.
