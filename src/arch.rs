@@ -2,7 +2,12 @@
 //!
 //! The reader, the forward pass, the writer and the config syncer all consult these
 //! tables instead of formatting tensor names themselves, so adding a family means adding
-//! a table, not touching code paths.
+//! a table, not touching code paths. What llama.cpp calls a family (the GGUF writer's facts)
+//! is part of its table too ([`gguf`]).
+
+mod gguf;
+
+pub use gguf::{ExtraKey, GgufArch, Head, HeadWidth, RopeStyle, SpacePrefix};
 
 /// What a per-layer tensor is for; the forward pass looks tensors up by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,6 +112,8 @@ pub struct Arch {
     pub layer_tensors: &'static [LayerTensor],
     pub per_layer_fields: &'static [PerLayerField],
     pub flavor: Flavor,
+    /// How llama.cpp names and runs this family (the GGUF writer's facts).
+    pub gguf: &'static GgufArch,
 }
 
 /// `LayerTensor { suffix, role }`, short enough for the tables below.
@@ -200,7 +207,12 @@ const QWEN_FIELDS: &[PerLayerField] = &[PerLayerField::List("layer_types"), PerL
 
 /// A family laid out as Llama is (`model.embed_tokens`, `model.layers.{i}.`, `model.norm`,
 /// `lm_head`, Llama's numerics) with its own layer tensors; a family states what differs.
-const fn llama_like(model_type: &'static str, default_architecture: &'static str, layer_tensors: &'static [LayerTensor]) -> Arch {
+const fn llama_like(
+    model_type: &'static str,
+    default_architecture: &'static str,
+    layer_tensors: &'static [LayerTensor],
+    gguf: &'static GgufArch,
+) -> Arch {
     Arch {
         model_type,
         default_architecture,
@@ -211,16 +223,19 @@ const fn llama_like(model_type: &'static str, default_architecture: &'static str
         layer_tensors,
         per_layer_fields: &[PerLayerField::List("layer_types")],
         flavor: LLAMA_FLAVOR,
+        gguf,
     }
 }
 
-pub static LLAMA: Arch = llama_like("llama", "LlamaForCausalLM", LLAMA_LAYER);
-pub static MISTRAL: Arch = llama_like("mistral", "MistralForCausalLM", LLAMA_LAYER);
-pub static QWEN2: Arch = Arch { per_layer_fields: QWEN_FIELDS, flavor: QWEN_FLAVOR, ..llama_like("qwen2", "Qwen2ForCausalLM", QWEN2_LAYER) };
-pub static QWEN3: Arch = Arch { per_layer_fields: QWEN_FIELDS, flavor: QWEN_FLAVOR, ..llama_like("qwen3", "Qwen3ForCausalLM", QWEN3_LAYER) };
-pub static GEMMA2: Arch = Arch { flavor: GEMMA_FLAVOR, ..llama_like("gemma2", "Gemma2ForCausalLM", GEMMA2_LAYER) };
-pub static GEMMA3_TEXT: Arch = Arch { flavor: GEMMA_FLAVOR, ..llama_like("gemma3_text", "Gemma3ForCausalLM", GEMMA3_LAYER) };
-pub static PHI3: Arch = llama_like("phi3", "Phi3ForCausalLM", PHI3_LAYER);
+pub static LLAMA: Arch = llama_like("llama", "LlamaForCausalLM", LLAMA_LAYER, &gguf::LLAMA);
+pub static MISTRAL: Arch = llama_like("mistral", "MistralForCausalLM", LLAMA_LAYER, &gguf::LLAMA);
+pub static QWEN2: Arch =
+    Arch { per_layer_fields: QWEN_FIELDS, flavor: QWEN_FLAVOR, ..llama_like("qwen2", "Qwen2ForCausalLM", QWEN2_LAYER, &gguf::QWEN2) };
+pub static QWEN3: Arch =
+    Arch { per_layer_fields: QWEN_FIELDS, flavor: QWEN_FLAVOR, ..llama_like("qwen3", "Qwen3ForCausalLM", QWEN3_LAYER, &gguf::QWEN3) };
+pub static GEMMA2: Arch = Arch { flavor: GEMMA_FLAVOR, ..llama_like("gemma2", "Gemma2ForCausalLM", GEMMA2_LAYER, &gguf::GEMMA2) };
+pub static GEMMA3_TEXT: Arch = Arch { flavor: GEMMA_FLAVOR, ..llama_like("gemma3_text", "Gemma3ForCausalLM", GEMMA3_LAYER, &gguf::GEMMA3) };
+pub static PHI3: Arch = llama_like("phi3", "Phi3ForCausalLM", PHI3_LAYER, &gguf::PHI3);
 
 /// Every architecture hf-tailor knows, looked up by `model_type`.
 pub static ARCHITECTURES: &[&Arch] = &[&LLAMA, &MISTRAL, &QWEN2, &QWEN3, &GEMMA2, &GEMMA3_TEXT, &PHI3];
@@ -277,6 +292,13 @@ impl Arch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn llama_cpp_names_come_with_the_family() {
+        assert_eq!(GEMMA2.gguf.tensor_name(Role::PostAttentionNorm), "post_attention_norm.weight");
+        assert_eq!(LLAMA.gguf.tensor_name(Role::PostAttentionNorm), "ffn_norm.weight");
+        assert_eq!((MISTRAL.gguf.name, PHI3.gguf.rope), ("llama", RopeStyle::LongRope));
+    }
 
     #[test]
     fn parses_and_formats_layer_names() {

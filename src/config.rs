@@ -15,6 +15,81 @@ pub enum AttentionKind {
     Sliding,
 }
 
+/// Rotary position scaling (`rope_scaling` in 4.x, the non-theta parts of `rope_parameters`
+/// in 5.x), typed here once: the kinds the evaluator computes, each with the numbers it needs.
+/// Any other kind (yarn, dynamic, ...) is refused with the config, before a weight is fetched;
+/// the evaluator follows transformers' arithmetic and the GGUF writer llama.cpp's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// Every frequency divided by `factor` (position interpolation).
+    Linear { factor: f64 },
+    /// Llama 3.1's frequency-dependent scaling.
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
+    /// Phi-3's LongRoPE (`longrope`, formerly `su`): per-pair factors for short and long
+    /// sequences (head_dim / 2 each), switched past the original context.
+    LongRope {
+        short_factor: Vec<f64>,
+        long_factor: Vec<f64>,
+        original_max_position_embeddings: usize,
+        /// As written (the evaluator falls back to `max_position_embeddings / original`).
+        factor: Option<f64>,
+        /// As written (both consumers compute it when absent).
+        attention_factor: Option<f64>,
+    },
+}
+
+impl RopeScaling {
+    pub const SUPPORTED: &'static str = "default, linear, llama3, longrope";
+
+    /// The kind's name as config.json spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Linear { .. } => "linear",
+            Self::Llama3 { .. } => "llama3",
+            Self::LongRope { .. } => "longrope",
+        }
+    }
+
+    /// The scaling object `s` (None for `default`); `raw` is the whole config (LongRoPE's
+    /// original context may sit at its top level).
+    fn parse(s: &Value, raw: &Value, head_dim: usize, path: &str) -> Result<Option<Self>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
+        let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or("default");
+        let num = |field: &str| s.get(field).and_then(Value::as_f64).ok_or_else(|| invalid(format!("rope_scaling lacks a numeric `{field}`")));
+        Ok(Some(match kind {
+            "default" => return Ok(None),
+            "linear" => Self::Linear { factor: num("factor")? },
+            "llama3" => Self::Llama3 {
+                factor: num("factor")?,
+                low_freq_factor: num("low_freq_factor")?,
+                high_freq_factor: num("high_freq_factor")?,
+                original_max_position_embeddings: num("original_max_position_embeddings")?,
+            },
+            "longrope" | "su" => {
+                let original = s
+                    .get("original_max_position_embeddings")
+                    .or_else(|| raw.get("original_max_position_embeddings"))
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| invalid("longrope without original_max_position_embeddings".into()))?;
+                let factors = |field: &str| -> Result<Vec<f64>, ConfigError> {
+                    let v: Option<Vec<f64>> = s.get(field).and_then(Value::as_array).and_then(|a| a.iter().map(Value::as_f64).collect());
+                    v.filter(|v| v.len() * 2 == head_dim && v.iter().all(|x| x.is_finite()))
+                        .ok_or_else(|| invalid(format!("rope_scaling `{field}` must list head_dim / 2 = {} finite numbers", head_dim / 2)))
+                };
+                let f = |field: &str| s.get(field).and_then(Value::as_f64);
+                Self::LongRope {
+                    short_factor: factors("short_factor")?,
+                    long_factor: factors("long_factor")?,
+                    original_max_position_embeddings: original as usize,
+                    factor: f("factor"),
+                    attention_factor: f("attention_factor"),
+                }
+            }
+            other => return Err(invalid(format!("rope_scaling type `{other}` is not supported (supported: {})", Self::SUPPORTED))),
+        }))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -44,8 +119,8 @@ pub struct ModelConfig {
     pub vocab_size: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
-    /// `rope_scaling` (4.x) or the non-theta parts of `rope_parameters` (5.x), as written.
-    pub rope_scaling: Option<Value>,
+    /// `rope_scaling` (4.x) or the non-theta parts of `rope_parameters` (5.x); None: unscaled.
+    pub rope_scaling: Option<RopeScaling>,
     pub max_position_embeddings: usize,
     /// Sliding-window attention on every layer (Mistral's `sliding_window`; Qwen2's when
     /// `use_sliding_window` is on): a position sees only the `window` latest positions.
@@ -113,7 +188,13 @@ fn layer_attention(raw: &Value, arch: &Arch, path: &str, layers: usize, windowed
 
 impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let p = path.display().to_string();
+        Self::from_file_named(path, &path.display().to_string())
+    }
+
+    /// [`ModelConfig::from_file`], naming the file `p` in messages (a repo's config.json
+    /// rather than its path in the cache).
+    pub fn from_file_named(path: &Path, p: &str) -> Result<Self, ConfigError> {
+        let p = p.to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
         let raw: Value = serde_json::from_str(&text).map_err(|source| ConfigError::Json { path: p.clone(), source })?;
         Self::from_value(raw, &p)
@@ -164,12 +245,9 @@ impl ModelConfig {
             .and_then(Value::as_f64)
             .or_else(|| rope_params.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
             .unwrap_or(10000.0);
-        let rope_scaling = match raw.get("rope_scaling") {
-            Some(Value::Null) | None => rope_params.and_then(|r| {
-                let kind = r.get("rope_type").and_then(Value::as_str).unwrap_or("default");
-                (kind != "default").then(|| r.clone())
-            }),
-            Some(v) => Some(v.clone()),
+        let rope_scaling = match raw.get("rope_scaling").filter(|v| !v.is_null()).or(rope_params).filter(|v| v.is_object()) {
+            Some(s) => RopeScaling::parse(s, &raw, head_dim, path)?,
+            None => None,
         };
         let rope_local_theta = if arch.flavor.per_layer_attention {
             let local = by_kind("sliding_attention");
@@ -319,5 +397,34 @@ mod tests {
         assert!(ModelConfig::from_value(bad, "c").unwrap_err().to_string().contains("layer_types lists 1 layers"));
         let act = tiny(json!({"model_type": "gemma2", "hidden_activation": "relu"}));
         assert!(ModelConfig::from_value(act, "c").unwrap_err().to_string().contains("hidden activation `relu`"));
+    }
+
+    /// Rope scaling is typed with the config: the evaluator's kinds parse, in both layouts;
+    /// any other kind is refused here, with the config, not when scoring starts.
+    #[test]
+    fn rope_scaling_is_typed_and_unsupported_kinds_are_refused_with_the_config() {
+        let llama3 =
+            json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let c = ModelConfig::from_value(tiny(json!({"model_type": "llama", "rope_scaling": llama3.clone()})), "c").unwrap();
+        let want = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192.0 };
+        assert_eq!(c.rope_scaling, Some(want.clone()));
+        let mut v5 = llama3;
+        v5["rope_theta"] = json!(5e5);
+        let c = ModelConfig::from_value(tiny(json!({"model_type": "llama", "rope_parameters": v5})), "c").unwrap();
+        assert_eq!((c.rope_scaling, c.rope_theta), (Some(want), 5e5));
+        let c = ModelConfig::from_value(tiny(json!({"model_type": "llama", "rope_scaling": {"type": "linear", "factor": 2.0}})), "c").unwrap();
+        assert_eq!(c.rope_scaling, Some(RopeScaling::Linear { factor: 2.0 }));
+        let c = ModelConfig::from_value(tiny(json!({"model_type": "llama", "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}})), "c")
+            .unwrap();
+        assert_eq!(c.rope_scaling, None);
+        for (bad, needle) in [
+            (json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}), "rope_scaling type `yarn` is not supported"),
+            (json!({"type": "dynamic", "factor": 2.0}), "`dynamic`"),
+            (json!({"type": "linear"}), "lacks a numeric `factor`"),
+            (json!({"type": "longrope", "original_max_position_embeddings": 4, "short_factor": [1.0], "long_factor": [1.0, 2.0]}), "`short_factor`"),
+        ] {
+            let err = ModelConfig::from_value(tiny(json!({"model_type": "llama", "rope_scaling": bad})), "c").unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }) && err.to_string().contains(needle), "{err}");
+        }
     }
 }

@@ -77,13 +77,6 @@ impl Family {
     }
 }
 
-fn field_str(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "unset".into(),
-        Some(v) => v.to_string(),
-    }
-}
-
 /// Check that every sibling can be stitched with the base: same architecture and shapes,
 /// same rope; vocabularies may differ only by padding rows, which are aligned to the
 /// common rows with a warning.
@@ -116,7 +109,8 @@ pub fn check_family(base: &Checkpoint, siblings: &[Checkpoint]) -> Result<Family
             return Err(mismatch("rope_theta", b.rope_theta.to_string(), c.rope_theta.to_string()));
         }
         if b.rope_scaling != c.rope_scaling {
-            return Err(mismatch("rope_scaling", field_str(b.rope_scaling.as_ref()), field_str(c.rope_scaling.as_ref())));
+            let show = |r: &Option<crate::config::RopeScaling>| r.as_ref().map_or_else(|| "unset".to_string(), |r| format!("{r:?}"));
+            return Err(mismatch("rope_scaling", show(&b.rope_scaling), show(&c.rope_scaling)));
         }
         // What the forward pass reads beyond the shapes: one value for the whole family.
         let opt = |v: Option<f64>| v.map_or_else(|| "unset".to_string(), |x| x.to_string());

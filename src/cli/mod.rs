@@ -372,6 +372,9 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         };
     }
     if let Some(e) = cause.downcast_ref::<H>() {
+        if let H::Config(k) = e {
+            return library_code(k);
+        }
         return bad_input(
             matches!(
                 e,

@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
-use super::arch::{self, GgufArch, Head};
 use super::format::{self, TensorSpec, Value};
 use super::metadata::{self, RopeScaling};
+use super::names;
 use super::quant::GgmlType;
 use super::{tokenizer, FileType, GgufError, GgufFile};
 use crate::arch::Role;
+use crate::arch::{GgufArch, Head};
 use crate::checkpoint::Checkpoint;
 
 /// Where one GGUF tensor's values come from.
@@ -42,9 +43,7 @@ impl Model {
     pub fn open(dir: &Path, name: &str) -> Result<Self, GgufError> {
         let checkpoint = Checkpoint::open(dir)?;
         let cfg = &checkpoint.config;
-        let model_type = cfg.arch.model_type;
-        let arch = GgufArch::for_model_type(model_type)
-            .ok_or_else(|| GgufError::Unsupported { what: format!("model_type `{model_type}` yet (supported: {})", GgufArch::supported_list()) })?;
+        let arch = cfg.arch.gguf;
         let a = cfg.arch;
         let untied_head = !cfg.tie_word_embeddings && checkpoint.has(a.lm_head);
         check_supported(cfg, arch, untied_head)?;
@@ -64,14 +63,14 @@ impl Model {
             tensors.push(Planned { gguf_name: gguf_name.into(), shape: vec![f.len()], source: Source::Factors(f.to_vec()) });
         };
         match &rope {
-            RopeScaling::Llama3(f) => factors(arch::ROPE_FREQS, f),
+            RopeScaling::Llama3(f) => factors(names::ROPE_FREQS, f),
             RopeScaling::LongRope { long, short, .. } => {
-                factors(arch::ROPE_FACTORS_LONG, long);
-                factors(arch::ROPE_FACTORS_SHORT, short);
+                factors(names::ROPE_FACTORS_LONG, long);
+                factors(names::ROPE_FACTORS_SHORT, short);
             }
             RopeScaling::None | RopeScaling::Keys(_) => {}
         }
-        tensors.push(Planned { gguf_name: arch::TOKEN_EMBD.into(), shape: embed_shape, source: tensor(a.embed, 0.0) });
+        tensors.push(Planned { gguf_name: names::TOKEN_EMBD.into(), shape: embed_shape, source: tensor(a.embed, 0.0) });
         for layer in 0..cfg.num_hidden_layers {
             for t in a.layer_tensors {
                 let hf = a.layer_tensor_name(layer, t.suffix);
@@ -85,10 +84,10 @@ impl Model {
                 tensors.push(Planned { gguf_name, shape: shape_of(&hf)?, source: Source::Tensor { name: hf, permute_heads, shift } });
             }
         }
-        tensors.push(Planned { gguf_name: arch::OUTPUT_NORM.into(), shape: shape_of(a.final_norm)?, source: tensor(a.final_norm, norm_shift) });
+        tensors.push(Planned { gguf_name: names::OUTPUT_NORM.into(), shape: shape_of(a.final_norm)?, source: tensor(a.final_norm, norm_shift) });
         // A tied head is the embedding: llama.cpp reads `token_embd` when `output` is absent.
         if untied_head {
-            tensors.push(Planned { gguf_name: arch::OUTPUT.into(), shape: shape_of(a.lm_head)?, source: tensor(a.lm_head, 0.0) });
+            tensors.push(Planned { gguf_name: names::OUTPUT.into(), shape: shape_of(a.lm_head)?, source: tensor(a.lm_head, 0.0) });
         }
         let params = tensors.iter().filter(|t| matches!(t.source, Source::Tensor { .. })).map(|t| t.shape.iter().product::<usize>() as u64).sum();
         Ok(Self { checkpoint, arch, name: name.into(), tokenizer, rope, tensors, params })
@@ -162,7 +161,7 @@ impl Model {
                     return Err(GgufError::NonFinite { model: self.checkpoint.name.clone(), tensor: name.clone(), what });
                 }
                 if let Some(heads) = permute_heads {
-                    values = arch::permute_rows(&values, t.shape[0], *heads);
+                    values = names::permute_rows(&values, t.shape[0], *heads);
                 }
                 ty.encode(&values, buf);
             }
@@ -230,7 +229,7 @@ mod tests {
 
     fn refusal(model_type: &str, extra: serde_json::Value, untied: bool) -> Option<String> {
         let cfg = config(model_type, extra);
-        check_supported(&cfg, GgufArch::for_model_type(model_type).unwrap(), untied).err().map(|e| e.to_string())
+        check_supported(&cfg, cfg.arch.gguf, untied).err().map(|e| e.to_string())
     }
 
     #[test]

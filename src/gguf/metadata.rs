@@ -9,10 +9,10 @@
 
 use serde_json::Value as Json;
 
-use super::arch::{ExtraKey, GgufArch, HeadWidth, RopeStyle};
 use super::format::Value;
 use super::{FileType, GgufError};
-use crate::config::{AttentionKind, ModelConfig};
+use crate::arch::{ExtraKey, GgufArch, HeadWidth, RopeStyle};
+use crate::config::{AttentionKind, ModelConfig, RopeScaling as Rope};
 
 /// How llama.cpp applies the config's rope scaling: keys, or (Llama 3) a `rope_freqs` tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,90 +48,50 @@ pub fn size_label(params: u64) -> String {
     format!("{scaled:.fix$}{suffix}")
 }
 
-fn rope_kind(scaling: &Json) -> Option<&str> {
-    scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Json::as_str)
-}
-
-/// The rope scaling of `cfg` as llama.cpp takes it; an unknown kind is refused rather than
-/// silently written as unscaled (the model would run, wrongly, past the original context).
+/// The rope scaling of `cfg` as llama.cpp takes it; a kind llama.cpp's architecture does
+/// not take is refused rather than silently written as unscaled (the model would run,
+/// wrongly, past the original context).
 pub fn rope_scaling(cfg: &ModelConfig, arch: &GgufArch) -> Result<RopeScaling, GgufError> {
-    let Some(s) = cfg.rope_scaling.as_ref().filter(|s| s.is_object()) else { return Ok(RopeScaling::None) };
+    let Some(s) = &cfg.rope_scaling else { return Ok(RopeScaling::None) };
     let p = |k: &str| format!("{}.rope.scaling.{k}", arch.name);
-    let f = |k: &str| s.get(k).and_then(Json::as_f64);
-    let factor = f("factor");
-    let kind = rope_kind(s).unwrap_or("default");
-    if arch.rope == RopeStyle::LongRope {
-        return match kind {
-            "default" => Ok(RopeScaling::None),
-            "longrope" | "su" => longrope(cfg, arch, s),
-            other => Err(GgufError::Unsupported { what: format!("rope scaling `{other}` for llama.cpp's {} architecture", arch.name) }),
-        };
-    }
-    match kind {
-        "default" => Ok(RopeScaling::None),
-        "linear" => {
-            let Some(factor) = factor else { return Ok(RopeScaling::None) };
-            Ok(RopeScaling::Keys(vec![(p("type"), Value::Str("linear".into())), (p("factor"), Value::F32(factor as f32))]))
+    match s {
+        Rope::LongRope { short_factor, long_factor, original_max_position_embeddings, attention_factor, .. } if arch.rope == RopeStyle::LongRope => {
+            Ok(longrope(cfg, short_factor, long_factor, *original_max_position_embeddings, *attention_factor))
         }
-        "yarn" => {
-            let Some(factor) = factor else { return Ok(RopeScaling::None) };
-            let orig = s
-                .get("original_max_position_embeddings")
-                .and_then(Json::as_u64)
-                .ok_or_else(|| GgufError::Unsupported { what: "yarn rope scaling without original_max_position_embeddings".into() })?;
-            let mut keys = vec![
-                (p("type"), Value::Str("yarn".into())),
-                (p("factor"), Value::F32(factor as f32)),
-                (p("original_context_length"), Value::U32(orig as u32)),
-            ];
-            for (hf, gg) in [("extrapolation_factor", "yarn_ext_factor"), ("beta_fast", "yarn_beta_fast"), ("beta_slow", "yarn_beta_slow")] {
-                if let Some(v) = f(hf) {
-                    keys.push((p(gg), Value::F32(v as f32)));
-                }
-            }
-            if let Some(v) = f("attention_factor").or_else(|| f("attn_factor")) {
-                keys.push((p("yarn_attn_factor"), Value::F32(v as f32)));
-            }
-            Ok(RopeScaling::Keys(keys))
+        Rope::Linear { factor } if arch.rope != RopeStyle::LongRope => {
+            Ok(RopeScaling::Keys(vec![(p("type"), Value::Str("linear".into())), (p("factor"), Value::F32(*factor as f32))]))
         }
-        "llama3" if arch.permute_qk => Ok(RopeScaling::Llama3(llama3_factors(cfg, s))),
-        other => Err(GgufError::Unsupported { what: format!("rope scaling `{other}` for llama.cpp's {} architecture", arch.name) }),
+        &Rope::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }
+            if arch.rope != RopeStyle::LongRope && arch.permute_qk =>
+        {
+            Ok(RopeScaling::Llama3(llama3_factors(cfg, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)))
+        }
+        other => Err(GgufError::Unsupported { what: format!("rope scaling `{}` for llama.cpp's {} architecture", other.kind(), arch.name) }),
     }
 }
 
-/// `original_max_position_embeddings`, from the rope parameters or config.json's top level.
+/// `original_max_position_embeddings`, from the rope scaling or config.json's top level.
 fn original_context(cfg: &ModelConfig) -> Option<u64> {
-    let from = |v: Option<&Json>| v.and_then(|v| v.get("original_max_position_embeddings")).and_then(Json::as_u64);
-    from(cfg.rope_scaling.as_ref()).or_else(|| from(Some(&cfg.raw)))
+    match &cfg.rope_scaling {
+        Some(Rope::LongRope { original_max_position_embeddings, .. }) => Some(*original_max_position_embeddings as u64),
+        Some(Rope::Llama3 { original_max_position_embeddings, .. }) => Some(*original_max_position_embeddings as u64),
+        _ => cfg.raw.get("original_max_position_embeddings").and_then(Json::as_u64),
+    }
 }
 
 /// LongRoPE's factors and attention factor, as Phi-3's converter writes them:
 /// `sqrt(1 + ln(scale) / ln(original))` for `scale = context / original > 1`, else 1
 /// (config.json's `attention_factor`, when stated, is what transformers uses, and is kept).
-fn longrope(cfg: &ModelConfig, arch: &GgufArch, s: &Json) -> Result<RopeScaling, GgufError> {
-    let unsupported = |what: String| GgufError::Unsupported { what };
-    let factors = |k: &str| -> Result<Vec<f32>, GgufError> {
-        let list = s.get(k).and_then(Json::as_array).ok_or_else(|| unsupported(format!("LongRoPE scaling without `{k}`")))?;
-        let values: Option<Vec<f32>> = list.iter().map(|v| v.as_f64().map(|x| x as f32)).collect();
-        let values = values.filter(|v| v.len() * 2 == cfg.head_dim && v.iter().all(|x| x.is_finite()));
-        values.ok_or_else(|| unsupported(format!("LongRoPE `{k}` other than {} finite numbers (head_dim / 2)", cfg.head_dim / 2)))
-    };
-    let (long, short) = (factors("long_factor")?, factors("short_factor")?);
-    let orig = original_context(cfg).ok_or_else(|| unsupported(format!("{} rope scaling without original_max_position_embeddings", arch.name)))?;
+fn longrope(cfg: &ModelConfig, short_factor: &[f64], long_factor: &[f64], orig: usize, attention_factor: Option<f64>) -> RopeScaling {
+    let to_f32 = |v: &[f64]| v.iter().map(|x| *x as f32).collect();
     let scale = cfg.max_position_embeddings as f64 / orig as f64;
     let computed = if scale > 1.0 { (1.0 + scale.ln() / (orig as f64).ln()).sqrt() } else { 1.0 };
-    let attn_factor = s.get("attention_factor").and_then(Json::as_f64).unwrap_or(computed) as f32;
-    Ok(RopeScaling::LongRope { long, short, attn_factor })
+    RopeScaling::LongRope { long: to_f32(long_factor), short: to_f32(short_factor), attn_factor: attention_factor.unwrap_or(computed) as f32 }
 }
 
 /// Llama 3.1's frequency-dependent rope factors, computed in f32 as llama.cpp's converter
 /// computes them: 1 for high frequencies, `factor` for low ones, a smooth blend between.
-fn llama3_factors(cfg: &ModelConfig, s: &Json) -> Vec<f32> {
-    let f = |k: &str, d: f64| s.get(k).and_then(Json::as_f64).unwrap_or(d);
-    let factor = f("factor", 8.0);
-    let low = f("low_freq_factor", 1.0);
-    let high = f("high_freq_factor", 4.0);
-    let old_ctx = f("original_max_position_embeddings", 8192.0);
+fn llama3_factors(cfg: &ModelConfig, factor: f64, low: f64, high: f64, old_ctx: f64) -> Vec<f32> {
     let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
     let dim = cfg.head_dim;
     let base = cfg.rope_theta as f32;

@@ -10,10 +10,10 @@
 //! place only when complete; an existing file is never replaced without `force`, and an
 //! interrupted export leaves nothing behind (the CLI's signal handler removes the temporary).
 
-pub mod arch;
 pub mod convert;
 pub mod format;
 pub mod metadata;
+pub mod names;
 pub mod pretok;
 pub mod quant;
 pub mod tokenizer;

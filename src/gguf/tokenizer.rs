@@ -26,9 +26,9 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
-use super::arch::SpacePrefix;
 use super::format::Value;
 use super::pretok;
+use crate::arch::SpacePrefix;
 
 /// llama.cpp's token types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -63,6 +63,9 @@ pub enum HubError {
     NoToken { token_file: String },
     #[error("{path}: {message}")]
     Upload { path: String, message: String },
+    /// A model whose config.json hf-tailor cannot work with, refused before its weights are fetched.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl From<crate::source::BadSource> for HubError {

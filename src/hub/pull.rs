@@ -277,13 +277,22 @@ async fn pull_hub_model(cfg: &HubConfig, name: &str, repo: &str, revision: &str,
     let http = Http::new(cfg)?;
     let (commit, present) = repo_listing(cfg, RepoKind::Model, repo, revision).await?;
     let progress = Progress::new(cfg, &format!("{repo}@{}", &commit[..8.min(commit.len())]));
-    // The index first: it says which shards to fetch.
+    // config.json first: a model hf-tailor cannot read (an unsupported architecture or rope
+    // scaling) is refused before a byte of its weights is fetched.
+    let config = if present.iter().any(|p| p == CONFIG_FILE) {
+        let fetched = fetch_one(&http, &progress, RepoKind::Model, repo, &commit, CONFIG_FILE).await?;
+        crate::config::ModelConfig::from_file_named(&fetched.0, &format!("{repo}: {CONFIG_FILE}"))?;
+        Some(fetched)
+    } else {
+        None
+    };
+    // The index next: it says which shards to fetch.
     let index_path = match index_to_read(&present) {
         Some(index) => Some(fetch_one(&http, &progress, RepoKind::Model, repo, &commit, index).await?.0),
         None => None,
     };
     let files = select_files(repo, &present, |_| read_index_shards(index_path.as_deref().expect("index fetched"), repo))?;
-    let mut wanted: Vec<&str> = files.iter().map(String::as_str).collect();
+    let mut wanted: Vec<&str> = files.iter().map(String::as_str).filter(|f| *f != CONFIG_FILE).collect();
     if with_readme && present.iter().any(|p| p == README) {
         wanted.push(README);
     }
@@ -294,6 +303,7 @@ async fn pull_hub_model(cfg: &HubConfig, name: &str, repo: &str, revision: &str,
     .buffer_unordered(PARALLEL_FILES)
     .try_collect()
     .await?;
+    let results: Vec<(String, (PathBuf, String))> = config.map(|c| (CONFIG_FILE.to_string(), c)).into_iter().chain(results).collect();
     progress.finish();
     cache.write_ref(revision, &commit).map_err(io_err(&cache.root))?;
     let mut hashes: BTreeMap<String, String> = results.iter().filter(|(f, _)| f != README).map(|(f, (_, sha))| (f.clone(), sha.clone())).collect();

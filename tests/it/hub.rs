@@ -251,8 +251,9 @@ fn pull_resumes_an_interrupted_download() {
 fn pull_errors_are_typed_and_never_show_the_token() {
     let hub = TestHub::start();
     let tmp = common::tempdir();
-    hub.seed("models", "org/a", false, &[("config.json", b"{}".to_vec()), ("model.safetensors", vec![0; 64])]);
-    hub.seed("models", "org/private", true, &[("config.json", b"{}".to_vec()), ("model.safetensors", vec![0; 64])]);
+    let config = || serde_json::to_vec(&fixture::config_json(&TinySpec::llama())).unwrap();
+    hub.seed("models", "org/a", false, &[("config.json", config()), ("model.safetensors", vec![0; 64])]);
+    hub.seed("models", "org/private", true, &[("config.json", config()), ("model.safetensors", vec![0; 64])]);
     let cache = tmp.path().join("cache");
     let c = cfg(&hub, &cache);
     let pull = |c: &HubConfig, s: &str| hub::pull_model(c, "m", &ModelSource::parse(s).unwrap(), false).unwrap_err();
@@ -267,12 +268,22 @@ fn pull_errors_are_typed_and_never_show_the_token() {
     assert!(matches!(pull(&anon, "org/private"), HubError::RepoNotFound { .. }));
     hub::pull_model(&c, "p", &ModelSource::parse("org/private").unwrap(), false).unwrap();
     // PyTorch `.bin` weights are pulled when a repo has no safetensors (read later, see tests/it/torch_bin.rs).
-    hub.seed("models", "org/binonly", false, &[("config.json", b"{}".to_vec()), ("pytorch_model.bin", vec![0; 64])]);
+    hub.seed("models", "org/binonly", false, &[("config.json", config()), ("pytorch_model.bin", vec![0; 64])]);
     let bin = hub::pull_model(&c, "b", &ModelSource::parse("org/binonly").unwrap(), false).unwrap();
     assert!(bin.dir.join("pytorch_model.bin").is_file());
     // No weights in a supported format.
-    hub.seed("models", "org/ggufonly", false, &[("config.json", b"{}".to_vec()), ("model.gguf", vec![0; 64])]);
+    hub.seed("models", "org/ggufonly", false, &[("config.json", config()), ("model.gguf", vec![0; 64])]);
     assert!(matches!(pull(&c, "org/ggufonly"), HubError::NoWeights { .. }));
+    // A config hf-tailor cannot work with (rope scaling the evaluator does not compute) is
+    // refused with the config, before a weight byte is asked for.
+    let mut yarn = fixture::config_json(&TinySpec::llama());
+    yarn["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768});
+    hub.seed("models", "org/yarn", false, &[("config.json", serde_json::to_vec(&yarn).unwrap()), ("model.safetensors", vec![0; 64])]);
+    hub.clear_log();
+    let e = pull(&c, "org/yarn");
+    assert!(matches!(e, HubError::Config(_)) && e.to_string().contains("org/yarn: config.json: rope_scaling type `yarn` is not supported"), "{e}");
+    let asked: Vec<String> = hub.log().into_iter().filter(|l| l.contains("model.safetensors")).collect();
+    assert!(asked.is_empty(), "weights asked for a refused config: {asked:?}");
     let e = hub::pull_family(&c, &ModelSource::parse("org/a").unwrap(), &[ModelSource::parse("ORG/a@main").unwrap()]).unwrap_err();
     assert!(matches!(e, HubError::BaseAmongFinetunes { .. }), "{e}");
     // Offline with nothing cached.

@@ -1,9 +1,10 @@
-//! What llama.cpp calls each architecture hf-tailor reads, as data: the GGUF architecture
-//! name (which prefixes the hyperparameter keys), the tensor names per [`Role`], whether Q
-//! and K rows are permuted, and the architecture-specific keys llama.cpp's converter writes.
-//! A new family plugs in as one more table.
+//! What llama.cpp calls each architecture, as data beside the architecture's own table
+//! ([`super::Arch::gguf`]): the GGUF architecture name (which prefixes the hyperparameter
+//! keys), the tensor names per [`Role`], whether Q and K rows are permuted, and the
+//! architecture-specific keys llama.cpp's converter writes. The GGUF writer reads it; a new
+//! family adds its conventions here with its layout in `arch.rs`.
 
-use crate::arch::Role;
+use super::Role;
 
 /// Optional hyperparameter keys, written when a table lists them (as llama.cpp's converter
 /// writes them only for some architectures).
@@ -73,8 +74,6 @@ pub enum RopeStyle {
 /// One architecture's GGUF conventions.
 #[derive(Debug)]
 pub struct GgufArch {
-    /// The `model_type`s (config.json) this table serves.
-    pub model_types: &'static [&'static str],
     /// `general.architecture`: llama.cpp's name, the prefix of its hyperparameter keys.
     pub name: &'static str,
     /// llama.cpp's Llama graph applies rotary embeddings to interleaved pairs (GPT-J style),
@@ -101,7 +100,6 @@ pub struct GgufArch {
 }
 
 const BASE: GgufArch = GgufArch {
-    model_types: &[],
     name: "",
     permute_qk: false,
     extra_keys: &[],
@@ -119,7 +117,6 @@ const BASE: GgufArch = GgufArch {
 /// there); llama.cpp's Llama graph has no sliding window, which only matters for contexts
 /// longer than the window.
 pub static LLAMA: GgufArch = GgufArch {
-    model_types: &["llama", "mistral"],
     name: "llama",
     permute_qk: true,
     extra_keys: &[ExtraKey::VocabSize, ExtraKey::RopeDimensionCount],
@@ -128,10 +125,10 @@ pub static LLAMA: GgufArch = GgufArch {
     ..BASE
 };
 
-pub static QWEN2: GgufArch = GgufArch { model_types: &["qwen2"], name: "qwen2", ..BASE };
+pub static QWEN2: GgufArch = GgufArch { name: "qwen2", ..BASE };
 
 /// Qwen 3: Qwen 2 without biases, with per-head q/k norms (`attn_q_norm`, `attn_k_norm`).
-pub static QWEN3: GgufArch = GgufArch { model_types: &["qwen3"], name: "qwen3", head_width: HeadWidth::Always, ..BASE };
+pub static QWEN3: GgufArch = GgufArch { name: "qwen3", head_width: HeadWidth::Always, ..BASE };
 
 /// Gemma's sandwich norms: the attention output's norm is `post_attention_norm`, the MLP's
 /// input norm `ffn_norm`, its output's `post_ffw_norm`. Gemma's `(1 + w)` norms are written as
@@ -146,13 +143,12 @@ const GEMMA: GgufArch = GgufArch {
     ..BASE
 };
 
-pub static GEMMA2: GgufArch = GgufArch { model_types: &["gemma2"], name: "gemma2", head: Head::TiedOnly, ..GEMMA };
+pub static GEMMA2: GgufArch = GgufArch { name: "gemma2", head: Head::TiedOnly, ..GEMMA };
 
-pub static GEMMA3: GgufArch = GgufArch { model_types: &["gemma3_text"], name: "gemma3", trim_embedding: true, ..GEMMA };
+pub static GEMMA3: GgufArch = GgufArch { name: "gemma3", trim_embedding: true, ..GEMMA };
 
 /// Phi-3 keeps its fused tensors: `attn_qkv` (q, k, v rows) and `ffn_up` (gate, up rows).
 pub static PHI3: GgufArch = GgufArch {
-    model_types: &["phi3"],
     name: "phi3",
     extra_keys: &[ExtraKey::RopeDimensionCount, ExtraKey::SlidingWindowOrZero, ExtraKey::OriginalContextLength],
     head_width: HeadWidth::Never,
@@ -161,18 +157,7 @@ pub static PHI3: GgufArch = GgufArch {
     ..BASE
 };
 
-pub static GGUF_ARCHITECTURES: &[&GgufArch] = &[&LLAMA, &QWEN2, &QWEN3, &GEMMA2, &GEMMA3, &PHI3];
-
 impl GgufArch {
-    pub fn for_model_type(model_type: &str) -> Option<&'static GgufArch> {
-        GGUF_ARCHITECTURES.iter().copied().find(|a| a.model_types.contains(&model_type))
-    }
-
-    /// The `model_type`s with a GGUF table, for messages.
-    pub fn supported_list() -> String {
-        GGUF_ARCHITECTURES.iter().flat_map(|a| a.model_types.iter().copied()).collect::<Vec<_>>().join(", ")
-    }
-
     /// llama.cpp's name of a per-layer tensor of this architecture (after `blk.N.`).
     pub fn tensor_name(&self, role: Role) -> &'static str {
         self.renamed.iter().find(|(r, _)| *r == role).map(|(_, n)| *n).unwrap_or_else(|| layer_tensor_name(role))
@@ -200,53 +185,5 @@ pub fn layer_tensor_name(role: Role) -> &'static str {
         Role::PostFeedforwardNorm => "post_ffw_norm.weight",
         Role::QkvFused => "attn_qkv.weight",
         Role::GateUpFused => "ffn_up.weight",
-    }
-}
-
-pub const TOKEN_EMBD: &str = "token_embd.weight";
-pub const OUTPUT_NORM: &str = "output_norm.weight";
-pub const OUTPUT: &str = "output.weight";
-pub const ROPE_FREQS: &str = "rope_freqs.weight";
-pub const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
-pub const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
-
-/// llama.cpp's row permutation of a Q or K weight (`rows x cols`, row-major) with `heads`
-/// heads: within each head, row `2j + h` of the result is row `h * half + j` of the input
-/// (`half` = head_dim / 2), turning transformers' rotary halves into interleaved pairs.
-pub fn permute_rows(values: &[f32], rows: usize, heads: usize) -> Vec<f32> {
-    let cols = values.len() / rows.max(1);
-    let head_dim = rows / heads;
-    let half = head_dim / 2;
-    let mut out = vec![0.0f32; values.len()];
-    for h in 0..heads {
-        for j in 0..half {
-            for s in 0..2 {
-                let src = h * head_dim + s * half + j;
-                let dst = h * head_dim + 2 * j + s;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_architecture_hf_tailor_reads_has_a_gguf_table() {
-        for a in crate::arch::ARCHITECTURES {
-            assert!(GgufArch::for_model_type(a.model_type).is_some(), "{} has no GGUF table", a.model_type);
-        }
-        assert_eq!(GEMMA2.tensor_name(Role::PostAttentionNorm), "post_attention_norm.weight");
-        assert_eq!(LLAMA.tensor_name(Role::PostAttentionNorm), "ffn_norm.weight");
-    }
-
-    #[test]
-    fn permutation_interleaves_the_halves_of_each_head() {
-        // 2 heads of dim 4, one column: rows [0 1 2 3 | 4 5 6 7] -> [0 2 1 3 | 4 6 5 7].
-        let v: Vec<f32> = (0..8).map(|i| i as f32).collect();
-        assert_eq!(permute_rows(&v, 8, 2), vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
     }
 }
