@@ -58,12 +58,24 @@ fn slice_source(model: &str, from: usize, len: usize, weight: Option<f64>) -> Va
 }
 
 /// Export `recipe` as an equivalent mergekit YAML config. `base_ties_embeddings`: the
-/// base's config has `tie_word_embeddings` (mergekit then writes no lm_head and keeps the
-/// output tied, so a recipe whose head rule differs from its embeddings rule, which
-/// hf-tailor writes untied, cannot be said and is refused).
-pub fn export(recipe: &Recipe, base_ties_embeddings: bool) -> Result<String, MergekitError> {
+/// base's config has `tie_word_embeddings`, None when its config is not at hand. This is the
+/// one place that decides whether the tying matters: only when the recipe takes the
+/// embeddings and the head from different rules (mergekit then writes no lm_head and keeps
+/// a tied base's output tied, while hf-tailor writes it untied, so that recipe cannot be
+/// said and is refused); with one rule for both, both tools keep the base's tying.
+pub fn export(recipe: &Recipe, base_ties_embeddings: Option<bool>) -> Result<String, MergekitError> {
     recipe.validate()?;
-    if base_ties_embeddings && recipe.embeddings != recipe.head {
+    let rules_differ = recipe.embeddings != recipe.head;
+    if rules_differ && base_ties_embeddings.is_none() {
+        return Err(export_err(
+            "head",
+            format!(
+                "cannot tell whether the base {} ties lm_head to its embeddings: its config.json is neither in a local folder nor in the Hub cache (run `hf-tailor pull` first)",
+                recipe.base.source
+            ),
+        ));
+    }
+    if rules_differ && base_ties_embeddings == Some(true) {
         return Err(export_err(
             "head",
             format!(
@@ -533,7 +545,7 @@ mod tests {
             EdgePolicy::FollowLayers,
         );
         r.dtype = Some(Dtype::Bf16);
-        let y = export(&r, false).unwrap();
+        let y = export(&r, Some(false)).unwrap();
         assert!(y.contains("merge_method: passthrough"), "{y}");
         assert!(y.contains("org/base@abc123"), "{y}");
         assert_eq!(y.matches("layer_range").count(), 3, "three runs: {y}");
@@ -551,7 +563,7 @@ mod tests {
             layers(&[(0, take("a")), (2, ta(&["a", "b"], 0.6)), (3, take("base")), (5, take("b"))]),
             EdgePolicy::Base,
         );
-        let y = export(&r, false).unwrap();
+        let y = export(&r, Some(false)).unwrap();
         assert!(y.contains("merge_method: task_arithmetic") && y.contains("normalize: false") && y.contains("base_model: org/base"), "{y}");
         // Embeddings from the base while layer 0 takes `a`, head from the base while the last takes `b`:
         // zero-length slices first and last carry them.
@@ -565,7 +577,7 @@ mod tests {
         assert_eq!(import(&y, &opts()).unwrap(), r);
         r.embeddings = take("a");
         r.head = ta(&["a", "b"], 0.25);
-        assert_eq!(import(&export(&r, false).unwrap(), &opts()).unwrap(), r);
+        assert_eq!(import(&export(&r, Some(false)).unwrap(), &opts()).unwrap(), r);
     }
 
     #[test]
@@ -579,7 +591,7 @@ mod tests {
             layers(&[(0, take("base")), (4, ta(&["a", "b"], 0.5))]),
             EdgePolicy::FollowLayers,
         );
-        let y = export(&r, false).unwrap();
+        let y = export(&r, Some(false)).unwrap();
         let v: Value = serde_norway::from_str(&y).unwrap();
         let first = v["slices"][0]["sources"].as_array().unwrap();
         assert_eq!(first.len(), v["slices"][1]["sources"].as_array().unwrap().len(), "{y}");
@@ -592,11 +604,14 @@ mod tests {
     #[test]
     fn a_tied_base_with_edges_from_two_rules_is_refused() {
         let mut r = Recipe::new("llama", 6, src("base"), vec![src("a")], layers(&[(0, take("a")), (3, take("base"))]), EdgePolicy::FollowLayers);
-        let e = export(&r, true).unwrap_err().to_string();
+        let e = export(&r, Some(true)).unwrap_err().to_string();
         assert!(e.contains("ties lm_head to its embeddings") && e.contains("embeddings a, head base"), "{e}");
-        assert!(export(&r, false).is_ok(), "an untied base has its own lm_head");
+        assert!(export(&r, Some(false)).is_ok(), "an untied base has its own lm_head");
+        let e = export(&r, None).unwrap_err().to_string();
+        assert!(e.contains("cannot tell whether the base"), "two rules need the base's tying: {e}");
         r.head = r.embeddings.clone();
-        assert!(export(&r, true).is_ok(), "one rule for both edges stays tied in both tools");
+        assert!(export(&r, Some(true)).is_ok(), "one rule for both edges stays tied in both tools");
+        assert_eq!(export(&r, None).unwrap(), export(&r, Some(false)).unwrap(), "one rule: the tying decides nothing");
     }
 
     #[test]
@@ -609,7 +624,7 @@ mod tests {
             layers(&[(0, take("a")), (1, Rule::Merge(Merge::Slerp { models: vec!["a".into(), "b".into()], t: 0.5 }))]),
             EdgePolicy::Base,
         );
-        let e = export(&r, false).unwrap_err().to_string();
+        let e = export(&r, Some(false)).unwrap_err().to_string();
         assert!(e.contains("layers[1]") && e.contains("slerp"), "{e}");
     }
 

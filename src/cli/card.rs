@@ -55,10 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     input.mergekit_yaml = match &args.mergekit {
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
         // Methods one mergekit config cannot express leave the section out.
-        None => {
-            let tied = if input.recipe.embeddings == input.recipe.head { Some(false) } else { super::mergekit::base_ties_embeddings(&input.recipe) };
-            tied.and_then(|t| hf_tailor::mergekit::export(&card::published(&input.recipe), t).ok())
-        }
+        None => hf_tailor::mergekit::export(&card::published(&input.recipe), super::mergekit::base_ties_embeddings(&input.recipe)).ok(),
     };
     card::write(&args.model, &input)?;
     println!("wrote {} and {}", args.model.join(card::README_FILE).display(), args.model.join(card::LINEAGE_FILE).display());

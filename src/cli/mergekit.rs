@@ -53,15 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Export { recipe, output } => {
             let recipe = Recipe::load(&recipe)?;
-            // Tying matters only when the edges follow different rules.
-            let tied = if recipe.embeddings == recipe.head {
-                false
-            } else {
-                base_ties_embeddings(&recipe).with_context(|| {
-                    format!("cannot tell whether the base {} ties lm_head to its embeddings: it is neither a local folder nor in the Hub cache (run `hf-tailor pull` first)", recipe.base.source)
-                })?
-            };
-            let yaml = mergekit::export(&recipe, tied)?;
+            let yaml = mergekit::export(&recipe, base_ties_embeddings(&recipe))?;
             match output {
                 Some(path) => hf_tailor::fsutil::write_atomic(&path, yaml.as_bytes()).with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{yaml}"),

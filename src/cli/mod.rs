@@ -329,7 +329,7 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             E::Checkpoint(c) => library_code(c),
             E::Recipe(r) => library_code(r),
             E::Io { source, .. } => io_code(source),
-            E::Spec(_) | E::Data { .. } | E::Unsupported(_) | E::Tokenizer(_) | E::Mismatch(_) | E::NonFinite(_) => Some(2),
+            E::Spec(_) | E::Data { .. } | E::Unsupported(_) | E::Tokenizer(_) | E::Layout(_) | E::NonFinite(_) => Some(2),
             _ => Some(1),
         };
     }

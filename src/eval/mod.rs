@@ -58,8 +58,8 @@ pub enum EvalError {
     Spec(String),
     #[error("device: {0}")]
     Device(String),
-    #[error("the recipe does not fit the loaded models: {0}")]
-    Mismatch(String),
+    #[error(transparent)]
+    Layout(#[from] crate::layout::LayoutError),
     #[error("{0}")]
     NonFinite(#[source] crate::score::NonFiniteScores),
 }
@@ -367,27 +367,10 @@ impl Evaluator {
         }
     }
 
+    /// The recipe is valid and fits the loaded family (the layout's one fit check).
     fn check_recipe(&self, recipe: &Recipe) -> Result<(), EvalError> {
         recipe.validate()?;
-        let c = &self.family.base.config;
-        if recipe.architecture != c.arch.model_type || recipe.source_layers != c.num_hidden_layers {
-            return Err(EvalError::Mismatch(format!(
-                "the recipe is for {} with {} layers, the base is {} with {} layers",
-                recipe.architecture, recipe.source_layers, c.arch.model_type, c.num_hidden_layers
-            )));
-        }
-        for m in recipe.models() {
-            if self.family.get(&m.name).is_none() {
-                return Err(EvalError::Mismatch(format!("model `{}` is not among the loaded models ({})", m.name, self.family.names.join(", "))));
-            }
-        }
-        if recipe.base.name != self.family.base_name() {
-            return Err(EvalError::Mismatch(format!(
-                "the recipe's base is `{}`, the loaded base is `{}`",
-                recipe.base.name,
-                self.family.base_name()
-            )));
-        }
+        crate::layout::Layout::for_family(&self.family, recipe)?;
         Ok(())
     }
 

@@ -53,7 +53,9 @@ pub struct SourceStore {
 /// Copy one source tensor from the memory map to `device`, in its storage dtype.
 fn upload(family: &Family, key: &SourceKey, device: &Device) -> Result<Tensor, EvalError> {
     let (model, tensor, rows) = key;
-    let ckpt = family.get(model).ok_or_else(|| EvalError::Mismatch(format!("the recipe names model `{model}`, which was not loaded")))?;
+    let ckpt = family
+        .get(model)
+        .ok_or_else(|| EvalError::Layout(crate::layout::LayoutError::Mismatch(format!("the recipe names model `{model}`, which was not loaded"))))?;
     let view = ckpt.view(tensor)?;
     let view = match rows {
         Some(r) => view.first_rows(*r),

@@ -203,7 +203,22 @@ impl Layout {
 
     /// The layout of `recipe` over an opened `family`: its common vocabulary, the recipe's
     /// output dtype (else the base's storage dtype), every shape checked against the base.
+    ///
+    /// This is the one "does this recipe fit this family" check: the evaluator and the writer
+    /// both work from the layout it returns. The family must hold every model the recipe
+    /// names, with the recipe's base as its base.
     pub fn for_family(family: &Family, recipe: &Recipe) -> Result<Self, LayoutError> {
+        if let Some(m) = recipe.models().find(|m| family.get(&m.name).is_none()) {
+            return Err(LayoutError::Mismatch(format!(
+                "model `{}` ({}) is not among the family's models ({})",
+                m.name,
+                m.source,
+                family.names.join(", ")
+            )));
+        }
+        if recipe.base.name != family.base_name() {
+            return Err(LayoutError::Mismatch(format!("the recipe's base is `{}`, the family's is `{}`", recipe.base.name, family.base_name())));
+        }
         let base = &family.base;
         let dtype = recipe.dtype.unwrap_or_else(|| base.storage_dtype());
         let layout = Self::new(&base.config, recipe, family.info.common_vocab, dtype)?;

@@ -370,7 +370,7 @@ pub fn tailor(
     input.repo_id = opts.repo_id.clone();
     input.results = rows.clone();
     input.license = family.base.readme.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).as_deref().and_then(card::license_from_readme);
-    input.mergekit_yaml = crate::mergekit::export(&card::published(&best), config.tie_word_embeddings).ok();
+    input.mergekit_yaml = crate::mergekit::export(&card::published(&best), Some(config.tie_word_embeddings)).ok();
     input.results_note = Some(format!("{report_note}, at most {report_items} items per task"));
     input.tasks = report_about.clone();
     input.results_held_out = true;

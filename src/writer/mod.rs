@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, Family, INDEX_FILE};
+use crate::layout::Layout;
 use crate::recipe::{Recipe, RecipeError};
 
 pub use plan::Plan;
@@ -122,11 +123,11 @@ pub fn parse_size(s: &str) -> Result<u64, BuildError> {
 pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     recipe.validate()?;
-    check_recipe_fits(family, recipe)?;
+    let layout = Layout::for_family(family, recipe)?;
     let sources: Vec<&Path> = family.models().map(|m| m.dir.as_path()).collect();
     staging::check_destination(out, opts.force, &sources)?;
     crate::checkpoint::check_tokenizer_source(family, recipe.tokenizer_model())?;
-    let plan = Plan::new(family, recipe, opts.shard_size.max(1))?;
+    let plan = Plan::new(layout, opts.shard_size.max(1));
     let config = plan.layout.output_config(&family.base.config.raw, family.base.arch())?;
 
     let stage = staging::Staging::create(out)?;
@@ -138,7 +139,7 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
     // it), so a pushed repo can be rebuilt from itself.
     let published = recipe.published();
     bytes += write_text(&stage.dir.join(RECIPE_FILE), &published.to_yaml())?;
-    if let Ok(yaml) = crate::mergekit::export(&published, family.base.config.tie_word_embeddings) {
+    if let Ok(yaml) = crate::mergekit::export(&published, Some(family.base.config.tie_word_embeddings)) {
         bytes += write_text(&stage.dir.join(MERGEKIT_FILE), &yaml)?;
     }
     verify(&stage.dir, &plan)?;
@@ -158,7 +159,7 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
         out: out.display().to_string(),
         layers_before: recipe.source_layers,
         layers_after: recipe.layers.len(),
-        params_before: crate::layout::Layout::of_base(&family.base.config, recipe.source_layers, plan.layout.dtype).total_params(),
+        params_before: Layout::of_base(&family.base.config, recipe.source_layers, plan.layout.dtype).total_params(),
         params_after: plan.layout.total_params(),
         dtype: plan.layout.dtype.torch_name().into(),
         bytes,
@@ -167,26 +168,6 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
         seconds: started.elapsed().as_secs_f64(),
         warnings,
     })
-}
-
-/// The family must be the one the recipe was made for.
-fn check_recipe_fits(family: &Family, recipe: &Recipe) -> Result<(), BuildError> {
-    for m in recipe.models() {
-        if family.get(&m.name).is_none() {
-            return Err(BuildError::Recipe(format!("model `{}` ({}) was not opened", m.name, m.source)));
-        }
-    }
-    if family.base_name() != recipe.base.name {
-        return Err(BuildError::Recipe(format!("the recipe's base is `{}` but the family's is `{}`", recipe.base.name, family.base_name())));
-    }
-    let c = &family.base.config;
-    if c.arch.model_type != recipe.architecture || c.num_hidden_layers != recipe.source_layers {
-        return Err(BuildError::Recipe(format!(
-            "the recipe is for {} with {} layers, but the base is {} with {} layers",
-            recipe.architecture, recipe.source_layers, c.arch.model_type, c.num_hidden_layers
-        )));
-    }
-    Ok(())
 }
 
 fn write_shards(family: &Family, plan: &Plan, dir: &Path) -> Result<u64, BuildError> {

@@ -2,11 +2,7 @@
 //! sources, rules, shapes, tying) is [`crate::layout`]'s; the writer only packs it.
 //! Computed before a byte is written so the shard headers and the index are exact.
 
-use crate::checkpoint::Family;
 use crate::layout::Layout;
-use crate::recipe::Recipe;
-
-use super::BuildError;
 
 /// The whole output, in write order, grouped into shards.
 #[derive(Debug, Clone)]
@@ -17,13 +13,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Lay out the output of `recipe` over `family`, with shards of at most `shard_size`
+    /// Pack the output `layout` (the recipe's, checked against the family) into shards of at most `shard_size`
     /// bytes (a single tensor larger than that gets a shard of its own).
-    pub fn new(family: &Family, recipe: &Recipe, shard_size: u64) -> Result<Self, BuildError> {
-        let layout = Layout::for_family(family, recipe)?;
+    pub fn new(layout: Layout, shard_size: u64) -> Self {
         let sizes: Vec<u64> = layout.tensors.iter().map(|t| t.nbytes() as u64).collect();
         let shards = assign_shards(&sizes, shard_size);
-        Ok(Self { layout, shards })
+        Self { layout, shards }
     }
 
     /// Output file name of shard `i`, as transformers names them.

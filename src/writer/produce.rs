@@ -288,7 +288,7 @@ mod tests {
         for out_dtype in [crate::dtype::Dtype::F16, crate::dtype::Dtype::Bf16] {
             recipe.dtype = Some(out_dtype);
             let family = Family::open_for_recipe(&recipe, |m| Ok(m.source.to_string().into())).unwrap();
-            let plan = Plan::new(&family, &recipe, u64::MAX).unwrap();
+            let plan = Plan::new(crate::layout::Layout::for_family(&family, &recipe).unwrap(), u64::MAX);
             for t in &plan.layout.tensors {
                 let layout = [(t.name.as_str(), t.dtype, t.shape.as_slice())];
                 let whole = stitch::stitch(&family, &t.rule, &t.source, t.rows).unwrap().to_bytes(t.dtype).into_owned();

@@ -533,7 +533,7 @@ fn mergekit_builds_every_exported_config_to_the_same_tensors() {
         std::fs::create_dir_all(&dir).unwrap();
         let ours = dir.join("ours");
         build(&open(&r), &r, &ours, &BuildOptions::default()).unwrap();
-        let yaml = hf_tailor::mergekit::export(&r, f.spec.tie_embeddings).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let yaml = hf_tailor::mergekit::export(&r, Some(f.spec.tie_embeddings)).unwrap_or_else(|e| panic!("{label}: {e}"));
         let config = dir.join("mergekit.yaml");
         std::fs::write(&config, yaml).unwrap();
         jobs.push(serde_json::json!({"label": label, "config": config, "out": dir.join("mergekit"), "ours": ours}));
@@ -555,7 +555,9 @@ fn mergekit_builds_every_exported_config_to_the_same_tensors() {
     bf16.dtype = Some(Dtype::Bf16);
     add("mistral-f16-to-bf16", &mistral, bf16);
     let qwen = family(&tmp.path().join("qwen2"), TinySpec { layers: 6, ..TinySpec::qwen2() }, 2);
-    assert!(hf_tailor::mergekit::export(&recipe(&qwen, vec![(0, take(1)), (2, take(0)), (5, take(2))], EdgePolicy::FollowLayers), true).is_err());
+    assert!(
+        hf_tailor::mergekit::export(&recipe(&qwen, vec![(0, take(1)), (2, take(0)), (5, take(2))], EdgePolicy::FollowLayers), Some(true)).is_err()
+    );
     add("qwen2-tied-merged-edges", &qwen, recipe(&qwen, vec![(0, ta(&[1, 2], 0.3)), (2, take(0)), (4, ta(&[1, 2], 0.3))], EdgePolicy::FollowLayers));
     add("qwen2-tied-kept", &qwen, recipe(&qwen, vec![(0, take(1)), (5, take(1))], EdgePolicy::FollowLayers));
     let qwen_untied = family(&tmp.path().join("qwen2-untied"), TinySpec::qwen2_untied(), 2);
@@ -565,7 +567,7 @@ fn mergekit_builds_every_exported_config_to_the_same_tensors() {
     // A tied base with edges from different rules: hf-tailor unties, mergekit cannot, so
     // the export refuses rather than describe another model.
     let untie = recipe(&tied, vec![(0, take(2)), (1, ta(&[1, 2], 0.5)), (3, take(1))], EdgePolicy::FollowLayers);
-    let e = hf_tailor::mergekit::export(&untie, true).unwrap_err().to_string();
+    let e = hf_tailor::mergekit::export(&untie, Some(true)).unwrap_err().to_string();
     assert!(e.contains("ties lm_head to its embeddings"), "{e}");
     let rope = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
     let hd = family(&tmp.path().join("head-dim"), TinySpec { head_dim: Some(16), rope_scaling: Some(rope), ..TinySpec::llama() }, 2);

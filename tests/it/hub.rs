@@ -548,7 +548,7 @@ fn pull_build_card_push_round_trip_renders_the_example_card() {
     assert_eq!((input.params_before, input.params_after), (report.params_before, report.params_after));
     let readme = std::fs::read_to_string(pulled.base.readme.as_ref().unwrap()).unwrap();
     input.license = hf_tailor::card::license_from_readme(&readme);
-    input.mergekit_yaml = Some(hf_tailor::mergekit::export(&recipe, family.base.config.tie_word_embeddings).unwrap());
+    input.mergekit_yaml = Some(hf_tailor::mergekit::export(&recipe, Some(family.base.config.tie_word_embeddings)).unwrap());
     let card = hf_tailor::card::write(&out, &input).unwrap();
     assert!(card.readme.contains("license: llama2"));
     let pushed = hub::push_folder(&c, &out, "tester/fixture-llama-tailored", &push_opts(false)).unwrap();
