@@ -42,7 +42,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
 /// The converted safetensors folder for the `.bin` checkpoint in `dir`, converting it first
 /// unless an up-to-date conversion is already in the cache.
 pub fn converted_folder(dir: &Path) -> Result<PathBuf, CheckpointError> {
-    let root = crate::hub::config::hub_cache_dir().join("hf-tailor-converted");
+    let root = crate::hf_home::hub_cache_dir().join("hf-tailor-converted");
     converted_folder_in(dir, &root)
 }
 

@@ -579,7 +579,7 @@ fn coordinate(args: &Args, url: &str, spec: &JobSpec, s: &mut Setup, progress: &
             eprintln!("hf-tailor: study `{name}` in PostgreSQL; add workers with `hf-tailor worker --storage URL --study {name}`");
             let mut st = PgStudy::coordinate(url, &name, header, &inputs, trials, stale, inherit)?;
             if let Some(journal) = &args.import_journal {
-                let n = hf_tailor::search::storage::import_journal(journal, &spec.space, &mut st)?;
+                let n = hf_tailor::search::transfer::import_journal(journal, &spec.space, &mut st)?;
                 eprintln!("hf-tailor: imported {n} trials of {} into study `{name}`", journal.display());
             }
             *chosen_name.lock().expect("not poisoned") = Some(name);

@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let mut client = study::connect(&args.storage).map_err(study_err)?;
     let snap = StudySnapshot::read(&mut client, &args.study).map_err(study_err)?;
-    let n = hf_tailor::search::storage::export_journal(&snap, &args.journal)?;
+    let n = hf_tailor::search::transfer::export_journal(&snap, &args.journal)?;
     eprintln!("hf-tailor: wrote {} trials of study `{}` to {}", n, snap.name, args.journal.display());
     Ok(())
 }

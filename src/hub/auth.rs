@@ -41,7 +41,7 @@ impl fmt::Display for Token {
 pub fn token_file() -> PathBuf {
     match std::env::var_os("HF_TOKEN_PATH") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => super::config::hf_home().join("token"),
+        _ => crate::hf_home::hf_home().join("token"),
     }
 }
 

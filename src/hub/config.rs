@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::auth::{self, Token};
+use crate::hf_home::hub_cache_dir;
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
@@ -57,28 +58,6 @@ impl HubConfig {
     pub(crate) fn redact(&self, text: &str) -> String {
         auth::redact(text, self.token.as_ref())
     }
-}
-
-/// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
-pub fn hf_home() -> PathBuf {
-    if let Some(p) = std::env::var_os("HF_HOME").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p).join("huggingface");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
-    home.join(".cache/huggingface")
-}
-
-/// `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`.
-pub fn hub_cache_dir() -> PathBuf {
-    for var in ["HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"] {
-        if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-            return PathBuf::from(p);
-        }
-    }
-    hf_home().join("hub")
 }
 
 /// `huggingface_hub`'s truthy values: 1, ON, YES, TRUE (any case).

@@ -9,12 +9,12 @@ use std::time::Instant;
 use crate::recipe::Recipe;
 use crate::score::{accuracies, mean_score, Items, LayerWork, Measures, Scorer, TaskScores};
 
-use super::journal::{JournalHeader, TrialRecord, FORMAT};
 use super::objective;
 use super::optimizer::{Optimizer, OptimizerConfig, Proposal};
 use super::select::{choose, incumbent_curve};
 use super::space::SearchSpace;
 use super::storage::Storage;
+use super::trial::{Assignment, JournalHeader, Scored, TrialRecord, FORMAT};
 use super::SearchError;
 
 /// What the loop reports after every trial (for progress bars).
@@ -275,26 +275,6 @@ fn check_tasks<S: Scorer>(journal: &dyn Storage, scorer: &S) -> Result<(), Searc
         return Err(SearchError::Space(format!("the scorer's tasks {:?} are not the journal's {:?}", scorer.task_names(), journal.header().tasks)));
     }
     Ok(())
-}
-
-/// One evaluation handed to a worker.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Assignment {
-    /// The trial's index (the order of proposals).
-    pub index: usize,
-    pub recipe: Recipe,
-    pub budget: usize,
-    pub items: Items,
-}
-
-/// What a worker measured for an [`Assignment`].
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Scored {
-    pub measures: Measures,
-    /// Why the candidate could not be scored (non-finite scores).
-    pub failed: Option<String>,
-    pub seconds: f64,
-    pub layers: Option<LayerWork>,
 }
 
 /// Score an assignment. A candidate with non-finite scores is a failed trial (journaled,

@@ -148,8 +148,8 @@ pub fn svg(front: &[FrontPoint], refs: &[(String, u64, f64)]) -> String {
     if !xl.is_finite() || !yl.is_finite() {
         return String::from("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>\n");
     }
-    let xt = super::report::nice_ticks(xl, xh, 5);
-    let yt = super::report::nice_ticks(yl.max(0.0), yh.min(100.0), 5);
+    let xt = super::plot::nice_ticks(xl, xh, 5);
+    let yt = super::plot::nice_ticks(yl.max(0.0), yh.min(100.0), 5);
     let (x0, x1, y0, y1) = (xt[0], *xt.last().expect("tick"), yt[0], *yt.last().expect("tick"));
     let x = |v: f64| left + (w - left - right) * (v - x0) / (x1 - x0).max(1e-9);
     let y = |v: f64| top + (h - top - bottom) * (1.0 - (100.0 * v - y0) / (y1 - y0).max(1e-9));

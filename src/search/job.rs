@@ -11,12 +11,12 @@ use super::baselines::{run_baseline, Baseline, BaselineKind};
 use super::driver::{header, run_search, run_search_parallel, run_search_remote, SearchOutcome, TrialEvent, Worker};
 use super::front::{FrontPoint, Pick};
 use super::journal::Journal;
-use super::journal::JournalHeader;
 use super::optimizer::OptimizerConfig;
 use super::report::{Curve, SearchReport};
 use super::select;
 use super::space::SearchSpace;
 use super::storage::Storage;
+use super::trial::JournalHeader;
 use super::SearchError;
 
 /// What to run.
@@ -320,7 +320,7 @@ fn inherit_from_journal(spec: &JobSpec, optimizer: &mut OptimizerConfig) {
 /// `stage(i, t)` names the stage of the `i`-th finalist, trial `t`.
 fn choose_on_selection<S: Scorer>(
     scorer: &mut S,
-    trials: &[super::journal::TrialRecord],
+    trials: &[super::trial::TrialRecord],
     top: &[usize],
     hold_out: crate::score::HoldOut,
     optimizer: &OptimizerConfig,

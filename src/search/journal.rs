@@ -16,69 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::recipe::Recipe;
-use crate::score::{Estimate, LayerWork, Measures, TaskScores};
-
-use super::optimizer::{OptimizerConfig, Origin};
-use super::space::{RecipeTemplate, SpaceOptions};
-use super::storage::SearchState;
+use super::storage::Storage;
+use super::trial::{Asked, Assignment, JournalHeader, SearchState, TrialRecord, FORMAT};
 use super::SearchError;
-
-pub const FORMAT: &str = "hf-tailor/search-journal-v1";
-
-/// Everything that determines the sequence of trials. Resuming requires an identical header.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JournalHeader {
-    pub format: String,
-    pub tasks: Vec<String>,
-    pub template: RecipeTemplate,
-    pub keep: usize,
-    /// The largest depth of a front search (absent for one depth).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_max: Option<usize>,
-    pub space: SpaceOptions,
-    pub optimizer: OptimizerConfig,
-}
-
-/// One evaluated trial.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialRecord {
-    /// 0-based position in the sequence of trials (the optimiser's step).
-    pub index: usize,
-    pub origin: Origin,
-    /// Items per task the scores are based on.
-    pub budget: usize,
-    pub scores: TaskScores,
-    /// Mean accuracy over tasks.
-    pub mean: f64,
-    /// Wall time spent scoring, in seconds.
-    pub seconds: f64,
-    /// Layer applications the scorer ran and saved (shared prefixes) for this trial.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layers: Option<LayerWork>,
-    pub recipe: Recipe,
-    /// The objective's guiding value (mean over tasks, higher is better) with its standard
-    /// error. Absent in journals written before objectives: their objective is `mean`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub objective: Option<Estimate>,
-    /// Every task's measures (accuracy, log-likelihoods, margins) with standard errors.
-    #[serde(default, skip_serializing_if = "Measures::is_empty")]
-    pub measures: Measures,
-    /// Why the candidate could not be scored (non-finite scores); a failed trial is told to
-    /// the optimiser as the worst score and never chosen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed: Option<String>,
-    /// Which worker scored it (`cpu#2`, `cuda:1`), in a parallel search.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker: Option<String>,
-}
-
-impl TrialRecord {
-    /// The value the search ranks this trial by (higher is better).
-    pub fn objective_value(&self) -> f64 {
-        self.objective.map_or(self.mean, |e| e.value)
-    }
-}
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -99,13 +39,6 @@ pub struct Journal {
     /// The header, the trials in the order their results came in, and the `asked` lines
     /// (each proposal's index with the number of trials journaled before it).
     pub state: SearchState,
-}
-
-/// A proposal journaled when it was handed out: trial `index`, asked after `after` results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Asked {
-    pub index: usize,
-    pub after: usize,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SearchError + '_ {
@@ -293,4 +226,19 @@ fn header_difference(found: &JournalHeader, wanted: &JournalHeader) -> String {
         "optimizer settings".to_string()
     };
     format!("was written by a different search: {what}; resume with the same inputs or start a new journal")
+}
+
+impl Storage for Journal {
+    fn state(&self) -> &SearchState {
+        &self.state
+    }
+    fn record_asked(&mut self, a: &Assignment) -> Result<(), SearchError> {
+        self.append_asked(a.index)
+    }
+    fn record_trial(&mut self, trial: &TrialRecord) -> Result<(), SearchError> {
+        self.append(trial.clone())
+    }
+    fn location(&self) -> String {
+        self.path().display().to_string()
+    }
 }

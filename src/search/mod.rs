@@ -4,11 +4,13 @@
 //!
 //! - [`space`]: the space and the one translation between candidates and [`Recipe`]s;
 //! - [`optimizer`] (with [`forest`], [`hyperband`], [`warmstart`]): the proposers;
-//! - [`journal`] and [`driver`]: the resumable search loop;
+//! - [`trial`]: what a search is made of, as data (header, trials, proposals, state);
+//! - [`driver`]: the resumable search loop, over a [`storage`]: the [`journal`] file or a
+//!   PostgreSQL [`study`] ([`transfer`] moves a search between them);
 //! - [`select`]: how the final model is chosen;
 //! - [`baselines`]: ShortGPT, angular distance and SLEB depth pruning of the base;
 //! - [`job`]: a whole search job (search, baselines, reference rows, output files);
-//! - [`report`]: JSON, Markdown and SVG reports.
+//! - [`report`] and [`front`] (drawn with [`plot`]): JSON, Markdown and SVG reports.
 //!
 //! [`Recipe`]: crate::recipe::Recipe
 
@@ -21,19 +23,23 @@ pub mod job;
 pub mod journal;
 pub mod objective;
 pub mod optimizer;
+pub mod plot;
 pub mod report;
 pub mod select;
 pub mod space;
 pub mod storage;
 pub mod study;
+pub mod transfer;
+pub mod trial;
 pub mod warmstart;
 
-pub use driver::{header, run_search, run_search_parallel, run_search_remote, Assignment, Scored, SearchOutcome, TrialEvent, Worker};
-pub use journal::{Journal, JournalHeader, TrialRecord};
+pub use driver::{header, run_search, run_search_parallel, run_search_remote, SearchOutcome, TrialEvent, Worker};
+pub use journal::Journal;
 pub use objective::Objective;
 pub use optimizer::{default_objective, OptimizerConfig, OptimizerKind, Scalarization, DEFAULT_SELECTION_FRACTION};
 pub use space::{DepthTarget, MergeMethod, RecipeTemplate, SearchSpace, SpaceOptions};
 pub use storage::Storage;
+pub use trial::{Assignment, JournalHeader, Scored, TrialRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {

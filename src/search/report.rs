@@ -12,6 +12,7 @@ use crate::human::human_count;
 use crate::score::{Estimate, HoldOut, Metric, ModelResult, ResultKind};
 
 use super::objective::Objective;
+use super::plot::{esc, nice_ticks, round_label};
 use super::select::Finalist;
 
 use super::SearchError;
@@ -284,22 +285,6 @@ const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e
 /// Reference lines (base, siblings, baselines): colours apart from the curves' first.
 const REF_COLOURS: [&str; 8] = ["#555555", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// Tick values from `lo` to `hi` at a round step (1, 2 or 5 times a power of ten) giving
-/// about `target` intervals; the first and last ticks enclose the range.
-pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
-    let span = (hi - lo).abs().max(1e-9);
-    let raw = span / target.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
-    let first = (lo / step).floor();
-    let last = (hi / step).ceil();
-    (first as i64..=last as i64).map(|k| k as f64 * step).collect()
-}
-
 /// A hand-written SVG line plot of step curves (x = trial, y = accuracy in %), with the
 /// reference rows as coloured dashed lines labelled at their right end, and `marker`
 /// (the final choice's score on held-out items) as a point after the last trial.
@@ -408,16 +393,6 @@ pub fn plot_svg(title: &str, curves: &[Curve], refs: &[(String, f64)], marker: O
     }
     s.push_str("</svg>\n");
     s
-}
-
-/// A tick value without a trailing `.0` for whole numbers.
-fn round_label(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 {
-        format!("{}", v.round() as i64)
-    } else {
-        let t = format!("{v:.2}");
-        t.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::journal::TrialRecord;
+use super::trial::TrialRecord;
 use crate::recipe::{Recipe, Rule};
 use crate::score::{paired_difference, Estimate, Measures, Metric};
 

@@ -20,9 +20,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use serde::{Deserialize, Serialize};
 
-use super::driver::{Assignment, Scored};
-use super::journal::{Asked, JournalHeader, TrialRecord};
-use super::storage::{SearchState, Storage};
+use super::storage::Storage;
+use super::trial::{Asked, Assignment, JournalHeader, Scored, SearchState, TrialRecord};
 use super::SearchError;
 
 pub use fingerprint::{Fingerprint, SourcePrint};

@@ -10,7 +10,8 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 
 use crate::score::Scorer;
-use crate::search::driver::{score, Assignment};
+use crate::search::driver::score;
+use crate::search::trial::Assignment;
 
 use super::{connect, StudyError, DONE_CHANNEL, QUEUE_CHANNEL};
 
