@@ -27,10 +27,11 @@ use hf_tailor::dtype::Dtype;
 use hf_tailor::eval::tiers::Tier;
 use hf_tailor::eval::weights::WeightStore;
 use hf_tailor::eval::{memory, DeviceKind, EvalOptions, Evaluator, McItem, Task, TaskData};
+use hf_tailor::merge::Method;
 use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Rule, SourceModel};
 use hf_tailor::search::hyperband::brackets;
 use hf_tailor::search::warmstart::warm_start;
-use hf_tailor::search::{MergeMethod, RecipeTemplate, SearchSpace, SpaceOptions};
+use hf_tailor::search::{RecipeTemplate, SearchSpace, SpaceOptions};
 use hf_tailor::testkit::fixture::{self, TinySpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -342,7 +343,7 @@ fn measure(args: &Args, s: &Shape, models: &[(String, PathBuf)], device_kind: De
     let (tasks, lengths) = calibration(s, 7);
     let config = family.base.config.clone();
     let template = RecipeTemplate::for_family(&family, sources[0].clone(), sources[1..].to_vec(), EdgePolicy::FollowLayers);
-    let space_options = SpaceOptions { methods: vec![MergeMethod::TaskArithmetic, MergeMethod::Ties, MergeMethod::Dare], ..SpaceOptions::default() };
+    let space_options = SpaceOptions { methods: vec![Method::TaskArithmetic, Method::Ties, Method::Dare], ..SpaceOptions::default() };
     let space = SearchSpace::new(template, s.keep, space_options)?;
     let top = *args.budgets.iter().max().context("no budget")?;
 

@@ -102,60 +102,10 @@ impl From<SourceModel> for SourceRepr {
     }
 }
 
-/// How several models' tensors are combined. Every method anchors on the base where it
-/// needs one and is computed in f32. The registry of implementations is `crate::merge`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Merge {
-    /// `base + lambda * sum_j (W_j - base)` (the GPTailor merge).
-    TaskArithmetic { models: Vec<String>, lambda: f64 },
-    /// `sum_j w_j W_j / sum_j w_j`; the base may be listed by name.
-    Linear { models: Vec<String>, weights: Vec<f64> },
-    /// Spherical interpolation between exactly two models at `t` (0 = first, 1 = second).
-    Slerp { models: Vec<String>, t: f64 },
-    /// TIES: trim each task vector to its top `density` magnitudes, elect signs, disjoint mean, scale by `lambda`.
-    Ties { models: Vec<String>, lambda: f64, density: f64 },
-    /// DARE: drop task-vector entries with probability `1 - density`, rescale, sum, scale by `lambda`.
-    Dare { models: Vec<String>, lambda: f64, density: f64, seed: u64 },
-}
+pub use crate::merge::Merge;
 
+/// A merge's parameters checked against the recipe it is part of (`at` names the rule).
 impl Merge {
-    pub fn models(&self) -> &[String] {
-        match self {
-            Merge::TaskArithmetic { models, .. }
-            | Merge::Linear { models, .. }
-            | Merge::Slerp { models, .. }
-            | Merge::Ties { models, .. }
-            | Merge::Dare { models, .. } => models,
-        }
-    }
-
-    /// The method's facts ([`crate::merge::METHODS`]).
-    pub fn info(&self) -> &'static crate::merge::MethodInfo {
-        let name = match self {
-            Merge::TaskArithmetic { .. } => "task_arithmetic",
-            Merge::Linear { .. } => "linear",
-            Merge::Slerp { .. } => "slerp",
-            Merge::Ties { .. } => "ties",
-            Merge::Dare { .. } => "dare",
-        };
-        crate::merge::method(name).expect("every Merge variant has a registry entry")
-    }
-
-    /// The method's name as written in YAML.
-    pub fn method_name(&self) -> &'static str {
-        self.info().name
-    }
-
-    /// The main scalar parameter (λ, t, …) for tables and pictures.
-    pub fn strength(&self) -> Option<f64> {
-        match self {
-            Merge::TaskArithmetic { lambda, .. } | Merge::Ties { lambda, .. } | Merge::Dare { lambda, .. } => Some(*lambda),
-            Merge::Slerp { t, .. } => Some(*t),
-            Merge::Linear { .. } => None,
-        }
-    }
-
     fn validate(&self, at: &str, names: &BTreeSet<&str>, base: &str) -> Result<(), RecipeError> {
         let bad = |field: &str, message: String| RecipeError::Invalid { at: format!("{at}.merge.{field}"), message };
         let models = self.models();
@@ -482,17 +432,17 @@ impl Recipe {
 
     /// The merge methods the recipe's rules use, each once, in registry order.
     pub fn merge_methods(&self) -> Vec<&'static crate::merge::MethodInfo> {
-        let used: Vec<&str> = self
+        let used: Vec<crate::merge::Method> = self
             .layers
             .iter()
             .map(|l| &l.rule)
             .chain([&self.embeddings, &self.head])
             .filter_map(|r| match r {
-                Rule::Merge(m) => Some(m.method_name()),
+                Rule::Merge(m) => Some(m.method()),
                 Rule::Take(_) => None,
             })
             .collect();
-        crate::merge::METHODS.iter().filter(|m| used.contains(&m.name)).collect()
+        crate::merge::METHODS.iter().filter(|m| used.contains(&m.method)).collect()
     }
 
     pub fn merge_count(&self) -> usize {

@@ -9,14 +9,15 @@ use hf_tailor::checkpoint::{Checkpoint, Family};
 use hf_tailor::eval::{Evaluator, TaskData, TaskSpec};
 use hf_tailor::hub::{self, HubConfig, SourceList};
 use hf_tailor::layout::Layout;
+use hf_tailor::merge::Method;
 use hf_tailor::recipe::{EdgePolicy, Recipe, SourceModel};
 use hf_tailor::score::HoldOut;
 use hf_tailor::search::baselines::BaselineKind;
 use hf_tailor::search::job::{self, JobObserver, JobSpec};
 use hf_tailor::search::report::SearchReport;
 use hf_tailor::search::{
-    default_objective, DepthTarget, MergeMethod, Objective, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions,
-    TrialEvent, Worker, DEFAULT_SELECTION_FRACTION,
+    default_objective, DepthTarget, Objective, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions, TrialEvent,
+    Worker, DEFAULT_SELECTION_FRACTION,
 };
 use hf_tailor::source::ModelSource;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -138,8 +139,8 @@ pub struct Args {
     #[arg(long, default_value = "mean")]
     pub scalarization: String,
     /// Merge methods a layer may use when it combines several siblings: task_arithmetic, ties, dare.
-    #[arg(long, value_delimiter = ',', default_value = "task_arithmetic")]
-    pub merge_methods: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "task_arithmetic", value_parser = Method::parse_searchable)]
+    pub merge_methods: Vec<Method>,
     /// Baselines to run and report (shortgpt, angular, sleb), or `none`.
     #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb")]
     pub baselines: Vec<String>,
@@ -426,12 +427,7 @@ impl JobObserver for Progress {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let methods = args
-        .merge_methods
-        .iter()
-        .map(|m| MergeMethod::parse(m.trim()).ok_or_else(|| super::UsageError(format!("unknown merge method `{m}` (task_arithmetic, ties, dare)"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let options = SpaceOptions { methods, dare_seed: args.seed, ..SpaceOptions::default() };
+    let options = SpaceOptions { methods: args.merge_methods.clone(), dare_seed: args.seed, ..SpaceOptions::default() };
     let mut optimizer = OptimizerConfig::new(args.optimizer, args.seed);
     optimizer.budgets = args.budgets.clone();
     optimizer.scalarization = match args.scalarization.as_str() {

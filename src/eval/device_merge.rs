@@ -1,59 +1,121 @@
 //! Merges computed where the evaluator's tensors live (a GPU, or the CPU), from source
-//! tensors already resident there, with tensor ops in f32. The method definitions are
-//! [`crate::merge`]'s (the writer's): this module reproduces them operation for operation so
-//! that on the CPU its values are bit-identical in f32 to what the writer writes (tested),
-//! and a candidate layer on a GPU costs a few kernels instead of a host pass over every
-//! source tensor.
+//! tensors already resident there: [`crate::merge::methods`]' definitions (the writer's)
+//! over candle tensors, so that on the CPU the values are bit-identical in f32 to what the
+//! writer writes (tested), and a candidate layer on a GPU costs a few kernels instead of a
+//! host pass over every source tensor.
 //!
-//! Each operation mirrors one line of the host code: differences `w − b` and updates
-//! `o + λ·d` in the same order, `where` instead of adding zero (so even the sign of a zero
-//! matches), TIES' top-k threshold found by bisection on the magnitudes' bit patterns (exact,
-//! no sort) with the host's tie rule, DARE's mask drawn from the writer's seekable stream.
+//! Each step keeps the host's order of operations: differences `w − b` and updates
+//! `o + s·d`, `where` instead of adding zero (so even the sign of a zero matches), TIES'
+//! top-k threshold found by bisection on the magnitudes' bit patterns (exact, no sort) with
+//! the host's tie rule, DARE's mask drawn from the writer's seekable stream.
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::merge;
+use crate::merge::{self, methods, TensorOps};
 use crate::recipe::Merge;
 
 type CResult<T> = candle_core::Result<T>;
 
-/// Whether [`apply`] computes `merge` (linear and SLERP stay on the host path).
+/// Whether [`apply`] computes `merge` (the registry's `on_device`: linear and SLERP stay on
+/// the host path).
 pub fn supports(merge: &Merge) -> bool {
-    matches!(merge, Merge::TaskArithmetic { .. } | Merge::Ties { .. } | Merge::Dare { .. })
+    merge.info().on_device
 }
 
 /// `merge` of one tensor: `base` is the anchor, `models[j]` the j-th model the merge lists,
 /// any dtype and shape (all equal); returns f32 of the same shape. `seed_key` is the tensor's
-/// name (DARE's mask depends on it). Panics in debug builds on a method [`supports`] rejects.
+/// name (DARE's mask depends on it). Errors on a method [`supports`] rejects.
 pub fn apply(merge: &Merge, base: &Tensor, models: &[Tensor], seed_key: &str) -> CResult<Tensor> {
     let shape = base.shape().clone();
-    let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32);
     let b = flat(base)?;
-    let out = match merge {
-        Merge::TaskArithmetic { lambda, .. } => task_arithmetic(&b, models, *lambda as f32, flat)?,
-        Merge::Ties { lambda, density, .. } => ties(&b, models, *lambda as f32, *density, flat)?,
-        Merge::Dare { lambda, density, seed, .. } => dare(&b, models, *lambda as f32, *density, *seed, seed_key, flat)?,
-        Merge::Linear { .. } | Merge::Slerp { .. } => {
-            debug_assert!(false, "device_merge::apply called for {merge:?}");
-            return Err(candle_core::Error::Msg("linear and slerp merges run on the host".into()));
-        }
-    };
-    out.reshape(shape)
+    let ops = OnDevice { device: base.device() };
+    match methods::apply(&ops, merge, &b, models, seed_key) {
+        Some(out) => out?.reshape(shape),
+        None => Err(candle_core::Error::Msg(format!("{} merges run on the host", merge.method_name()))),
+    }
+}
+
+/// A source tensor as a flat f32 tensor.
+fn flat(t: &Tensor) -> CResult<Tensor> {
+    t.flatten_all()?.to_dtype(DType::F32)
 }
 
 fn scalar(v: f32, device: &Device) -> CResult<Tensor> {
     Tensor::new(v, device)
 }
 
-/// `o ← o + λ·(w − b)` for every model in order (host: `*o += lambda * (w - b)`).
-fn task_arithmetic(b: &Tensor, models: &[Tensor], lambda: f32, flat: impl Fn(&Tensor) -> CResult<Tensor>) -> CResult<Tensor> {
-    let l = scalar(lambda, b.device())?;
-    let mut out = b.clone();
-    for m in models {
-        let d = (flat(m)? - b)?;
-        out = (out + d.broadcast_mul(&l)?)?;
+/// [`TensorOps`] over candle tensors on one device.
+struct OnDevice<'a> {
+    device: &'a Device,
+}
+
+impl TensorOps for OnDevice<'_> {
+    type Source = Tensor;
+    type Tensor = Tensor;
+    type Mask = Tensor;
+    type Error = candle_core::Error;
+
+    fn len(&self, t: &Tensor) -> usize {
+        t.elem_count()
     }
-    Ok(out)
+
+    fn start(&self, base: &Tensor) -> CResult<Tensor> {
+        flat(base)
+    }
+
+    fn task_vector(&self, w: &Tensor, b: &Tensor) -> CResult<Tensor> {
+        flat(w)? - flat(b)?
+    }
+
+    fn add_task_vector(&self, out: Tensor, w: &Tensor, b: &Tensor, s: f32, keep: Option<&Tensor>) -> CResult<Tensor> {
+        let d = self.task_vector(w, b)?;
+        let updated = (&out + d.broadcast_mul(&scalar(s, self.device)?)?)?;
+        match keep {
+            None => Ok(updated),
+            Some(keep) => keep.where_cond(&updated, &out),
+        }
+    }
+
+    /// Drawn on the host from the writer's stream in parallel chunks, then uploaded (a byte
+    /// per entry).
+    fn keep_mask(&self, n: usize, seed: u64, seed_key: &str, j: usize, density: f64) -> CResult<Tensor> {
+        let mut mask = vec![0u8; n];
+        let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1).max(1);
+        let per = n.div_ceil(threads).div_ceil(MASK_CHUNK).max(1) * MASK_CHUNK;
+        std::thread::scope(|s| {
+            for (c, chunk) in mask.chunks_mut(per).enumerate() {
+                s.spawn(move || merge::dare_keep_mask(seed, seed_key, j, density, c * per, chunk));
+            }
+        });
+        Tensor::from_vec(mask, n, self.device)
+    }
+
+    fn trim(&self, tau: Tensor, keep: usize) -> CResult<Tensor> {
+        trim(&tau, keep)
+    }
+
+    fn elect(&self, b: &Tensor, taus: &[Tensor], lambda: f32) -> CResult<Tensor> {
+        let b = flat(b)?;
+        let Some(first) = taus.first() else { return Ok(b) };
+        let mut mass = first.clone();
+        for t in &taus[1..] {
+            mass = (mass + t)?;
+        }
+        // signum(mass) is +1 for mass >= +0; a −0 mass only arises when every entry is zero,
+        // and then nothing is selected either way.
+        let zero = b.zeros_like()?;
+        let positive = mass.ge(&zero)?;
+        let mut sum = zero.clone();
+        let mut n = zero.clone();
+        let one = zero.ones_like()?;
+        for t in taus {
+            let agrees = positive.where_cond(&t.gt(&zero)?, &t.lt(&zero)?)?;
+            sum = (sum + agrees.where_cond(t, &zero)?)?;
+            n = (n + agrees.where_cond(&one, &zero)?)?;
+        }
+        let update = (&b + sum.broadcast_mul(&scalar(lambda, self.device)?)?.div(&n)?)?;
+        n.gt(&zero)?.where_cond(&update, &b)
+    }
 }
 
 /// Number of entries of `mask` (u8) that are set.
@@ -62,7 +124,7 @@ fn count(mask: &Tensor) -> CResult<usize> {
 }
 
 /// `tau` with all but the `keep` largest-magnitude entries zeroed, ties at the threshold kept
-/// in index order (the host's `trim_to_density`).
+/// in index order.
 fn trim(tau: &Tensor, keep: usize) -> CResult<Tensor> {
     let n = tau.elem_count();
     if keep >= n {
@@ -109,72 +171,8 @@ fn trim(tau: &Tensor, keep: usize) -> CResult<Tensor> {
     kept.where_cond(tau, &zeros)
 }
 
-/// TIES: trim each task vector, elect the sign by total mass, add λ × the mean of the
-/// agreeing non-zero entries (host: `ties`).
-fn ties(b: &Tensor, models: &[Tensor], lambda: f32, density: f64, flat: impl Fn(&Tensor) -> CResult<Tensor>) -> CResult<Tensor> {
-    let keep = merge::ties_keep_count(b.elem_count(), density);
-    let mut taus = Vec::with_capacity(models.len());
-    for m in models {
-        taus.push(trim(&(flat(m)? - b)?, keep)?);
-    }
-    let Some(first) = taus.first() else { return Ok(b.clone()) };
-    let mut mass = first.clone();
-    for t in &taus[1..] {
-        mass = (mass + t)?;
-    }
-    // signum(mass) is +1 for mass >= +0; a −0 mass only arises when every entry is zero,
-    // and then nothing is selected either way.
-    let zero = b.zeros_like()?;
-    let positive = mass.ge(&zero)?;
-    let mut sum = zero.clone();
-    let mut n = zero.clone();
-    let one = zero.ones_like()?;
-    for t in &taus {
-        let agrees = positive.where_cond(&t.gt(&zero)?, &t.lt(&zero)?)?;
-        sum = (sum + agrees.where_cond(t, &zero)?)?;
-        n = (n + agrees.where_cond(&one, &zero)?)?;
-    }
-    let update = (b + sum.broadcast_mul(&scalar(lambda, b.device())?)?.div(&n)?)?;
-    n.gt(&zero)?.where_cond(&update, b)
-}
-
 /// Most entries of one DARE mask chunk drawn per thread.
 const MASK_CHUNK: usize = 1 << 20;
-
-/// DARE's keep mask of model `j` (u8, 1 = keep), drawn on the host from the writer's stream
-/// in parallel chunks, then uploaded (a byte per entry).
-fn dare_mask(n: usize, seed: u64, seed_key: &str, j: usize, density: f64, device: &Device) -> CResult<Tensor> {
-    let mut mask = vec![0u8; n];
-    let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1).max(1);
-    let per = n.div_ceil(threads).div_ceil(MASK_CHUNK).max(1) * MASK_CHUNK;
-    std::thread::scope(|s| {
-        for (c, chunk) in mask.chunks_mut(per).enumerate() {
-            s.spawn(move || merge::dare_keep_mask(seed, seed_key, j, density, c * per, chunk));
-        }
-    });
-    Tensor::from_vec(mask, n, device)
-}
-
-/// DARE: `o ← o + (λ/density)·(w − b)` where the model's mask keeps the entry (host: `dare`).
-fn dare(
-    b: &Tensor,
-    models: &[Tensor],
-    lambda: f32,
-    density: f64,
-    seed: u64,
-    seed_key: &str,
-    flat: impl Fn(&Tensor) -> CResult<Tensor>,
-) -> CResult<Tensor> {
-    let scale = scalar(merge::dare_scale(lambda, density), b.device())?;
-    let mut out = b.clone();
-    for (j, m) in models.iter().enumerate() {
-        let d = (flat(m)? - b)?;
-        let keep = dare_mask(b.elem_count(), seed, seed_key, j, density, b.device())?;
-        let updated = (&out + d.broadcast_mul(&scale)?)?;
-        out = keep.where_cond(&updated, &out)?;
-    }
-    Ok(out)
-}
 
 #[cfg(test)]
 mod tests {

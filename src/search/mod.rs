@@ -37,7 +37,7 @@ pub use driver::{header, run_search, run_search_parallel, run_search_remote, Sea
 pub use journal::Journal;
 pub use objective::Objective;
 pub use optimizer::{default_objective, OptimizerConfig, OptimizerKind, Scalarization, DEFAULT_SELECTION_FRACTION};
-pub use space::{DepthTarget, MergeMethod, RecipeTemplate, SearchSpace, SpaceOptions};
+pub use space::{DepthTarget, RecipeTemplate, SearchSpace, SpaceOptions};
 pub use storage::Storage;
 pub use trial::{Assignment, JournalHeader, Scored, TrialRecord};
 

@@ -8,6 +8,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::dtype::Dtype;
+use crate::merge::Method;
 use crate::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
 
 use super::SearchError;
@@ -49,26 +50,6 @@ impl DepthTarget {
     }
 }
 
-/// A merge method the search may choose for a layer that combines several siblings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MergeMethod {
-    TaskArithmetic,
-    Ties,
-    Dare,
-}
-
-impl MergeMethod {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "task_arithmetic" | "ta" => Some(Self::TaskArithmetic),
-            "ties" => Some(Self::Ties),
-            "dare" => Some(Self::Dare),
-            _ => None,
-        }
-    }
-}
-
 /// The fixed parts of every recipe the search emits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecipeTemplate {
@@ -93,8 +74,9 @@ impl RecipeTemplate {
 /// Options that shape the space beyond the depth.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpaceOptions {
-    /// Merge methods a layer with several siblings may use (the reference: task arithmetic only).
-    pub methods: Vec<MergeMethod>,
+    /// Merge methods a layer with several siblings may use, each one the registry marks
+    /// searchable (the reference: task arithmetic only).
+    pub methods: Vec<Method>,
     /// Density of TIES / DARE merges (fixed, not searched).
     pub density: f64,
     /// Seed of DARE's drop masks (fixed so a recipe always builds the same tensors).
@@ -103,7 +85,7 @@ pub struct SpaceOptions {
 
 impl Default for SpaceOptions {
     fn default() -> Self {
-        Self { methods: vec![MergeMethod::TaskArithmetic], density: 0.5, dare_seed: 0 }
+        Self { methods: vec![Method::TaskArithmetic], density: 0.5, dare_seed: 0 }
     }
 }
 
@@ -117,14 +99,14 @@ const LAMBDA_GRID: f64 = 1000.0;
 pub struct Choice {
     pub subset: u32,
     pub lambda: f64,
-    pub method: MergeMethod,
+    pub method: Method,
 }
 
 impl Choice {
-    pub const BASE: Choice = Choice { subset: 0, lambda: 0.0, method: MergeMethod::TaskArithmetic };
+    pub const BASE: Choice = Choice { subset: 0, lambda: 0.0, method: Method::TaskArithmetic };
 
     /// A choice in canonical form: λ on the grid in [0, 1]; λ and method fixed when unused.
-    pub fn new(subset: u32, lambda: f64, method: MergeMethod) -> Self {
+    pub fn new(subset: u32, lambda: f64, method: Method) -> Self {
         if subset.count_ones() < 2 {
             Choice { subset, ..Self::BASE }
         } else {
@@ -188,6 +170,9 @@ impl SearchSpace {
         }
         if options.methods.is_empty() {
             return Err(SearchError::Space("no merge method allowed".into()));
+        }
+        if let Some(m) = options.methods.iter().find(|m| !m.info().searchable) {
+            return Err(SearchError::Space(format!("merge method {m} cannot be searched ({})", crate::merge::searchable_list())));
         }
         if !(options.density > 0.0 && options.density <= 1.0) {
             return Err(SearchError::Space(format!("merge density must be in (0, 1], got {}", options.density)));
@@ -361,12 +346,15 @@ impl SearchSpace {
         match members.len() {
             0 => Rule::Take(t.base.name.clone()),
             1 => Rule::Take(members.into_iter().next().expect("one")),
-            _ => Rule::Merge(match ch.method {
-                MergeMethod::TaskArithmetic => Merge::TaskArithmetic { models: members, lambda: ch.lambda },
-                MergeMethod::Ties => Merge::Ties { models: members, lambda: ch.lambda, density: self.options.density },
-                MergeMethod::Dare => Merge::Dare { models: members, lambda: ch.lambda, density: self.options.density, seed: self.options.dare_seed },
-            }),
+            _ => Rule::Merge(self.merge(ch.method, members, ch.lambda)),
         }
+    }
+
+    /// The merge of `models` by a method of the space at strength `lambda`, with the
+    /// space's fixed density and seed.
+    fn merge(&self, method: Method, models: Vec<String>, lambda: f64) -> Merge {
+        let o = &self.options;
+        method.searched(models, lambda, o.density, o.dare_seed).expect("a space holds searchable methods only (checked by new)")
     }
 
     /// The candidate a recipe stands for, or why the recipe is not a point of this space.
@@ -391,20 +379,17 @@ impl SearchSpace {
             let choice = match &l.rule {
                 Rule::Take(m) if *m == t.base.name => Choice::BASE,
                 Rule::Take(m) => match sib_index(m) {
-                    Some(j) => Choice::new(1 << j, 0.0, MergeMethod::TaskArithmetic),
+                    Some(j) => Choice::new(1 << j, 0.0, Method::TaskArithmetic),
                     None => return Err(bad(format!("layers[{i}] takes unknown model `{m}`"))),
                 },
                 Rule::Merge(m) => {
-                    let (method, lambda) = match m {
-                        Merge::TaskArithmetic { lambda, .. } => (MergeMethod::TaskArithmetic, *lambda),
-                        Merge::Ties { lambda, density, .. } if *density == self.options.density => (MergeMethod::Ties, *lambda),
-                        Merge::Dare { lambda, density, seed, .. } if *density == self.options.density && *seed == self.options.dare_seed => {
-                            (MergeMethod::Dare, *lambda)
-                        }
-                        _ => return Err(bad(format!("layers[{i}] uses a merge the space does not contain ({})", l.rule.label()))),
-                    };
+                    let method = m.method();
                     if !self.options.methods.contains(&method) {
-                        return Err(bad(format!("layers[{i}] uses merge method {method:?}, not allowed")));
+                        return Err(bad(format!("layers[{i}] uses merge method {method}, not allowed")));
+                    }
+                    let lambda = m.strength().expect("a searchable method has a strength");
+                    if self.merge(method, m.models().to_vec(), lambda) != *m {
+                        return Err(bad(format!("layers[{i}] uses a merge the space does not contain ({})", l.rule.label())));
                     }
                     let mut subset = 0u32;
                     for name in m.models() {
@@ -455,7 +440,7 @@ pub(crate) mod tests {
 
     #[test]
     fn samples_round_trip_through_recipes() {
-        let opts = SpaceOptions { methods: vec![MergeMethod::TaskArithmetic, MergeMethod::Ties, MergeMethod::Dare], ..Default::default() };
+        let opts = SpaceOptions { methods: vec![Method::TaskArithmetic, Method::Ties, Method::Dare], ..Default::default() };
         let space = SearchSpace::new(template(10, 3), 7, opts).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut merges = 0;
@@ -515,8 +500,8 @@ pub(crate) mod tests {
             layers: vec![
                 Some(Choice::BASE),
                 None,
-                Some(Choice::new(0b10, 0.3, MergeMethod::TaskArithmetic)),
-                Some(Choice::new(0b11, 0.61234, MergeMethod::TaskArithmetic)),
+                Some(Choice::new(0b10, 0.3, Method::TaskArithmetic)),
+                Some(Choice::new(0b11, 0.61234, Method::TaskArithmetic)),
             ],
         };
         let r = space.to_recipe(&c);

@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 use crate::recipe::Recipe;
 use crate::score::{Estimate, Items, Measures, Metric, Scorer, TaskMeasures, TaskScores};
 
-use crate::search::space::{Candidate, Choice, MergeMethod, SearchSpace};
+use crate::merge::Method;
+use crate::search::space::{Candidate, Choice, SearchSpace};
 
 #[derive(Debug, thiserror::Error)]
 #[error("synthetic scorer: {0}")]
@@ -122,7 +123,7 @@ impl SyntheticScorer {
 
     /// Choices worth checking for a subset: λ at both ends and at the objective's vertex.
     fn candidate_choices(&self, subset: u32, f: impl Fn(&Choice) -> f64) -> Vec<Choice> {
-        let tm = MergeMethod::TaskArithmetic;
+        let tm = Method::TaskArithmetic;
         if subset.count_ones() < 2 {
             return vec![Choice::new(subset, 0.0, tm)];
         }
