@@ -22,16 +22,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::Device;
-use hf_tailor::checkpoint::{Checkpoint, Family};
+use hf_tailor::checkpoint::Family;
 use hf_tailor::dtype::Dtype;
 use hf_tailor::eval::tiers::Tier;
 use hf_tailor::eval::weights::WeightStore;
 use hf_tailor::eval::{memory, DeviceKind, EvalOptions, Evaluator, McItem, Task, TaskData};
 use hf_tailor::merge::Method;
-use hf_tailor::recipe::{EdgePolicy, LayerRule, Merge, Rule, SourceModel};
+use hf_tailor::pipeline::{Depths, SearchRequest};
+use hf_tailor::recipe::{LayerRule, Merge, Rule, SourceModel};
 use hf_tailor::search::hyperband::brackets;
 use hf_tailor::search::warmstart::warm_start;
-use hf_tailor::search::{RecipeTemplate, SearchSpace, SpaceOptions};
+use hf_tailor::search::{DepthTarget, SearchSpace, SpaceOptions};
 use hf_tailor::testkit::fixture::{self, TinySpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -239,13 +240,9 @@ fn write_family(root: &Path, spec: &TinySpec) -> anyhow::Result<Vec<(String, Pat
 }
 
 fn open_family(models: &[(String, PathBuf)]) -> anyhow::Result<(Family, Vec<SourceModel>)> {
-    let mut opened = Vec::new();
-    for (name, dir) in models {
-        opened.push((name.clone(), Checkpoint::open_named(dir, name)?));
-    }
-    let sources = models.iter().map(|(name, dir)| SourceModel::local(name, dir.clone())).collect();
-    let base = opened.remove(0);
-    Ok((Family::new(base, opened)?, sources))
+    let sources: Vec<SourceModel> = models.iter().map(|(name, dir)| SourceModel::local(name, dir.clone())).collect();
+    let dir = |m: &SourceModel| Ok(models.iter().find(|(name, _)| *name == m.name).expect("a model written above").1.clone());
+    Ok((Family::open(&sources[0], &sources[1..], dir)?, sources))
 }
 
 /// `n` candidates of the reference's warm-start stream, in its order, taken evenly from its
@@ -342,9 +339,11 @@ fn measure(args: &Args, s: &Shape, models: &[(String, PathBuf)], device_kind: De
     let family = Arc::new(family);
     let (tasks, lengths) = calibration(s, 7);
     let config = family.base.config.clone();
-    let template = RecipeTemplate::for_family(&family, sources[0].clone(), sources[1..].to_vec(), EdgePolicy::FollowLayers);
-    let space_options = SpaceOptions { methods: vec![Method::TaskArithmetic, Method::Ties, Method::Dare], ..SpaceOptions::default() };
-    let space = SearchSpace::new(template, s.keep, space_options)?;
+    let request = SearchRequest {
+        space: SpaceOptions { methods: vec![Method::TaskArithmetic, Method::Ties, Method::Dare], ..SpaceOptions::default() },
+        ..SearchRequest::new(Depths::one(DepthTarget::KeepLayers(s.keep)))
+    };
+    let space = request.space(&family, sources[0].clone(), sources[1..].to_vec())?;
     let top = *args.budgets.iter().max().context("no budget")?;
 
     // Load and warm up: the base's first layers kept, every kernel compiled once.

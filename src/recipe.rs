@@ -364,6 +364,13 @@ pub enum EdgePolicy {
 }
 
 impl Recipe {
+    /// Every source layer of model `name`, in order: one model of the family as it is (a
+    /// reference row of the search, or a model folder scored alone).
+    pub fn whole_model(name: &str, architecture: &str, source_layers: usize, base: SourceModel, siblings: Vec<SourceModel>) -> Self {
+        let layers = (0..source_layers).map(|from| LayerRule { from, rule: Rule::Take(name.into()) }).collect();
+        Self::new(architecture, source_layers, base, siblings, layers, EdgePolicy::FollowLayers)
+    }
+
     /// A recipe from layer rules, filling embeddings/head by `policy`.
     pub fn new(
         architecture: &str,

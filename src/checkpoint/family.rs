@@ -45,20 +45,30 @@ impl Family {
         Some(if i == 0 { &self.base } else { &self.siblings[i - 1] })
     }
 
-    /// Open every model a recipe names; `locate` maps a source to its local folder
-    /// (a local path as is, a Hub id through the download cache).
-    pub fn open_for_recipe(
-        recipe: &crate::recipe::Recipe,
+    /// Open `base` and `siblings` as one checked family; `locate` maps a source to its
+    /// local folder (a local path as is, a Hub id through the download cache, a pulled
+    /// model to where the pull put it). Every command opens its models through here.
+    pub fn open(
+        base: &crate::recipe::SourceModel,
+        siblings: &[crate::recipe::SourceModel],
         mut locate: impl FnMut(&crate::recipe::SourceModel) -> Result<std::path::PathBuf, CheckpointError>,
     ) -> Result<Self, CheckpointError> {
         let mut open = |m: &crate::recipe::SourceModel| -> Result<(String, Checkpoint), CheckpointError> {
             Ok((m.name.clone(), Checkpoint::open_named(&locate(m)?, &m.source.to_string())?))
         };
-        let base = open(&recipe.base)?;
-        let siblings = recipe.siblings.iter().map(&mut open).collect::<Result<Vec<_>, _>>()?;
-        // Whether the recipe fits the family is the layout's one check (`Layout::for_family`),
-        // which the writer and the evaluator make before they use it.
+        let base = open(base)?;
+        let siblings = siblings.iter().map(&mut open).collect::<Result<Vec<_>, _>>()?;
         Self::new(base, siblings)
+    }
+
+    /// Open every model a recipe names (see [`Family::open`]). Whether the recipe fits the
+    /// family is the layout's one check (`Layout::for_family`), which the writer and the
+    /// evaluator make before they use it.
+    pub fn open_for_recipe(
+        recipe: &crate::recipe::Recipe,
+        locate: impl FnMut(&crate::recipe::SourceModel) -> Result<std::path::PathBuf, CheckpointError>,
+    ) -> Result<Self, CheckpointError> {
+        Self::open(&recipe.base, &recipe.siblings, locate)
     }
 
     pub fn base_name(&self) -> &str {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use hf_tailor::eval::TaskSpec;
 use hf_tailor::hub::{self, HubConfig, ModelSource};
-use hf_tailor::pipeline::{self, demo, JobOptions};
+use hf_tailor::pipeline::{self, demo, Depths, JobOptions, SearchRequest};
 use hf_tailor::search::DepthTarget;
 
 use super::{run::print_outcome, run::StderrProgress, usage};
@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "tailored-demo")]
     pub out: PathBuf,
     /// Search budget in trials.
-    #[arg(long, value_name = "N", default_value_t = 120)]
+    #[arg(long, value_name = "N", default_value_t = 120, value_parser = super::positive())]
     pub trials: usize,
     /// Layers to keep of the family's 8, or a range `A..B` (e.g. 4..7) for a size–quality
     /// front from one search (the picked point is built; see --pick).
@@ -46,25 +46,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.trials == 0 {
-        usage!("--trials must be at least 1")
-    }
     let (lo, hi) = args.keep_layers;
-    for k in [lo, hi] {
-        if k == 0 || k > 8 {
-            usage!("--keep-layers must be between 1 and 8 (the demo family has 8 layers), got {k}")
-        }
-    }
-    if lo > hi {
-        usage!("the --keep-layers range {lo}..{hi} is empty: give it smallest first (e.g. --keep-layers 4..7)")
-    }
-    if lo == hi {
-        args.pick.refuse_without_range()?;
-    } else if let Some(hf_tailor::search::front::Pick::Layers(k)) = args.pick.chosen() {
-        if !(lo..=hi).contains(&k) {
-            usage!("--pick {k} is outside the front's depths {lo}..{hi}")
-        }
-    }
+    let request = SearchRequest {
+        pick: args.pick.chosen(),
+        trials: args.trials,
+        seed: args.seed,
+        // The calibration splits hold 200 items a task: three fidelities, η = 3.
+        budgets: Some(vec![22, 66, 200]),
+        ..SearchRequest::new(Depths::between(DepthTarget::KeepLayers(lo), DepthTarget::KeepLayers(hi)))
+    };
+    request.check()?;
     // Before the family is written into it: never overwrite files that are not ours.
     pipeline::check_out_folder(&args.out, None, args.force)?;
     let journal = args.out.join(pipeline::tailor::JOURNAL_FILE);
@@ -92,18 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let calibration = load(&family.calibration)?;
     let test = load(&family.test)?;
 
-    let mut opts = JobOptions::new(args.out.clone(), "hf-tailor-demo");
-    opts.depth = DepthTarget::KeepLayers(lo);
-    if hi > lo {
-        opts.depth_to = Some(DepthTarget::KeepLayers(hi));
-        opts.pick = args.pick.chosen().unwrap_or_default();
-        // Every baseline at every depth (ShortGPT and angular from one pass, SLEB's greedy order).
-        opts.baselines = hf_tailor::search::baselines::BaselineKind::ALL.to_vec();
-    }
-    opts.trials = args.trials;
-    opts.seed = args.seed;
-    // The calibration splits hold 200 items a task: three fidelities, η = 3.
-    opts.budgets = Some(vec![22, 66, 200]);
+    let mut opts = JobOptions::new(args.out.clone(), "hf-tailor-demo", request);
     opts.force = args.force;
     opts.out_checked = true;
     let mut progress = StderrProgress::new(args.json);

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hf_tailor::checkpoint::{Checkpoint, Family};
+use hf_tailor::checkpoint::Family;
 use hf_tailor::eval::{Evaluator, TaskResult, TaskSpec};
-use hf_tailor::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
+use hf_tailor::recipe::{Recipe, SourceModel};
 use hf_tailor::source::ModelSource;
 
 #[derive(clap::Args, Debug)]
@@ -36,14 +36,11 @@ pub struct Args {
 }
 
 /// The identity recipe of a single model folder.
-fn identity(dir: &std::path::Path) -> anyhow::Result<(Family, Recipe)> {
-    let ckpt = Checkpoint::open(dir)?;
-    let c = &ckpt.config;
-    let name = "model".to_string();
-    let layers = (0..c.num_hidden_layers).map(|from| LayerRule { from, rule: Rule::Take(name.clone()) }).collect();
-    let src = SourceModel::local(&name, dir);
-    let recipe = Recipe::new(c.arch.model_type, c.num_hidden_layers, src, vec![], layers, EdgePolicy::Base);
-    Ok((Family::new((name, ckpt), vec![])?, recipe))
+fn identity(source: &SourceModel) -> anyhow::Result<(Family, Recipe)> {
+    let family = Family::open(source, &[], super::sources::locate)?;
+    let c = &family.base.config;
+    let recipe = Recipe::whole_model(&source.name, c.arch.model_type, c.num_hidden_layers, source.clone(), vec![]);
+    Ok((family, recipe))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -54,10 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
     let all = tasks.clone();
     let (family, recipe) = match (&args.model, &args.recipe) {
-        (Some(model), _) => {
-            let source = SourceModel::new("model", ModelSource::parse(model)?);
-            identity(&super::sources::locate(&source)?)?
-        }
+        (Some(model), _) => identity(&SourceModel::new("model", ModelSource::parse(model)?))?,
         (None, Some(path)) => {
             let recipe = super::sources::load_recipe(path)?;
             (super::sources::open_family(&recipe)?, recipe)

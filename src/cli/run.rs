@@ -3,28 +3,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use hf_tailor::eval::{DeviceKind, Task, TaskSpec};
+use hf_tailor::eval::{Task, TaskSpec};
 use hf_tailor::hub::{self, HubConfig, ModelSource, PushOptions};
-use hf_tailor::pipeline::{self, JobOptions, JobOutcome, Progress};
-use hf_tailor::search::DepthTarget;
+use hf_tailor::pipeline::{self, JobOptions, JobOutcome, Progress, SearchRequest};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::usage;
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda,
-}
-
-impl From<DeviceArg> for hf_tailor::pipeline::Device {
-    fn from(d: DeviceArg) -> Self {
-        match d {
-            DeviceArg::Cpu => Self::Cpu,
-            DeviceArg::Cuda => Self::Cuda,
-        }
-    }
-}
 
 /// The root command's flags (the whole job).
 #[derive(clap::Args, Debug)]
@@ -39,44 +23,30 @@ pub struct Args {
     /// Push the tailored model to this Hub repo (user/name); without it the model stays in --out.
     #[arg(long, value_name = "REPO")]
     pub push: Option<String>,
-    /// Number of layers to keep (default: remove --remove-ratio of them), or a range `A..B`
-    /// (both included) for a size–quality front from one search: every depth's best
-    /// candidate is written as front/keep-K.yaml and the picked one (--pick) is built.
-    #[arg(long, value_name = "K", conflicts_with = "remove_ratio", value_parser = super::search::parse_layer_range)]
-    pub keep_layers: Option<(usize, usize)>,
-    /// Fraction of layers to remove when --keep-layers is not given (default 0.25), or a
-    /// range `A..B` of fractions for a front.
-    #[arg(long, value_name = "R", value_parser = super::search::parse_ratio_range)]
-    pub remove_ratio: Option<(f64, f64)>,
+    // How deep (default: remove a quarter of the layers); a range builds the picked point.
+    #[command(flatten)]
+    pub depth: super::search::DepthArgs,
     #[command(flatten)]
     pub pick: super::search::PickArgs,
     /// Calibration tasks, comma-separated: built-in names (mmlu, wsc) or JSONL files.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "mmlu,wsc")]
     pub tasks: Vec<String>,
     /// Search budget in trials (the reference uses 500).
-    #[arg(long, value_name = "N", default_value_t = 500)]
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = super::positive())]
     pub trials: usize,
     /// Seed of the search (same seed and inputs give the same result).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// What the search optimises: acc, loglik, margin, ppl, or GUIDE+acc (default ppl with
     /// calibration texts among the tasks, else loglik; see `hf-tailor search --help`).
-    #[arg(long, value_parser = |s: &str| hf_tailor::search::Objective::parse(s).ok_or_else(|| format!("`{s}` is not an objective ({})", hf_tailor::search::objective::NAMES)))]
+    #[arg(long, value_parser = super::search::parse_objective)]
     pub objective: Option<hf_tailor::search::Objective>,
     /// Fraction of each calibration task held out to choose the final candidate (0 = off; default 1/3).
     #[arg(long, value_name = "F")]
     pub selection_split: Option<f64>,
-    /// Where candidates are scored.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
-    /// Compute dtype of the scoring: bf16, f16 or f32 (default: bf16 on CUDA, or f16 for f16
-    /// checkpoints; f32 on CPU).
-    #[arg(long, value_parser = super::parse_dtype)]
-    pub dtype: Option<hf_tailor::dtype::Dtype>,
-    /// Device memory for the family's source tensors, in MiB (default: the GPU's free memory
-    /// less the other caches; with --dry-run, the tiers of an 80 GB and a 141 GB GPU).
-    #[arg(long, value_name = "MIB")]
-    pub sources_mb: Option<u64>,
+    // Where and how candidates are scored (one device: cpu, cuda or cuda:N).
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
     /// Working folder: source list, search journal, recipe, report and the tailored model.
     #[arg(long, value_name = "DIR", default_value = "tailored")]
     pub out: PathBuf,
@@ -103,20 +73,24 @@ pub struct Args {
     pub json: bool,
 }
 
-/// What the root command removes when no depth is given.
-const DEFAULT_REMOVE_RATIO: f64 = 0.25;
-
 impl Args {
-    /// The depth asked for, and the other end of a range (a front) when one is given.
-    fn depths(&self) -> (DepthTarget, Option<DepthTarget>) {
-        match (self.keep_layers, self.remove_ratio) {
-            (Some((a, b)), _) => (DepthTarget::KeepLayers(a), (b != a).then_some(DepthTarget::KeepLayers(b))),
-            (None, Some((a, b))) => (DepthTarget::RemoveRatio(a), (b != a).then_some(DepthTarget::RemoveRatio(b))),
-            (None, None) => (DepthTarget::RemoveRatio(DEFAULT_REMOVE_RATIO), None),
-        }
+    /// The search asked for (checked: nothing is downloaded for a request that cannot run).
+    fn request(&self) -> anyhow::Result<SearchRequest> {
+        let request = SearchRequest {
+            pick: self.pick.chosen(),
+            trials: self.trials,
+            seed: self.seed,
+            objective: self.objective,
+            selection_split: self.selection_split,
+            resume: self.resume,
+            ..SearchRequest::new(self.depth.depths().unwrap_or_default())
+        };
+        request.check()?;
+        Ok(request)
     }
 
-    /// The checks clap cannot express; each failure is a one-line usage error (exit 2).
+    /// The root command's own checks (the search's are [`SearchRequest::check`]'s); each
+    /// failure is a one-line usage error (exit 2).
     fn validate(&self) -> anyhow::Result<(&str, &String)> {
         let Some(base) = self.base.as_deref() else {
             usage!("missing --base: give the base model's Hub id or folder (or run a subcommand, e.g. `hf-tailor demo`; see --help)")
@@ -124,29 +98,6 @@ impl Args {
         let Some(finetunes) = self.finetunes.as_ref() else {
             usage!("missing --finetunes: give a file listing the fine-tuned siblings, one Hub id or folder a line")
         };
-        let (lo, hi) = self.remove_ratio.unwrap_or((DEFAULT_REMOVE_RATIO, DEFAULT_REMOVE_RATIO));
-        for r in [lo, hi] {
-            if !(r > 0.0 && r < 1.0) {
-                usage!("--remove-ratio must be between 0 and 1 (exclusive), got {r}")
-            }
-        }
-        if lo > hi {
-            usage!("the --remove-ratio range {lo}..{hi} is empty: give it smallest first (e.g. --remove-ratio 0.15..0.4)")
-        }
-        if let Some((a, b)) = self.keep_layers {
-            if a == 0 {
-                usage!("--keep-layers must be at least 1")
-            }
-            if a > b {
-                usage!("the --keep-layers range {a}..{b} is empty: give it smallest first (e.g. --keep-layers 20..30)")
-            }
-        }
-        if self.depths().1.is_none() {
-            self.pick.refuse_without_range()?;
-        }
-        if self.trials == 0 {
-            usage!("--trials must be at least 1")
-        }
         if self.tasks.iter().any(|t| t.trim().is_empty()) {
             usage!("--tasks has an empty entry: give names or files separated by commas")
         }
@@ -162,20 +113,17 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (base, finetunes) = args.validate()?;
+    let request = args.request()?;
+    let device = args.engine.device.single()?;
     let cfg = HubConfig::from_env();
     let base_ref = ModelSource::parse(base)?;
     let finetune_refs = hub::parse_finetunes_arg(std::slice::from_ref(finetunes))?;
     if finetune_refs.is_empty() {
         usage!("{finetunes} lists no fine-tune: tailoring needs at least one sibling of the base")
     }
-    let (depth, depth_to) = args.depths();
     if args.dry_run {
-        // A front's memory is its deepest point's: the least removed (the most kept).
-        let deepest = match (depth, depth_to) {
-            (DepthTarget::KeepLayers(_), Some(d @ DepthTarget::KeepLayers(_))) => d,
-            _ => depth,
-        };
-        let plan = pipeline::plan::plan_job(&cfg, &base_ref, &finetune_refs, deepest, args.device.into(), args.sources_mb.map(|m| m << 20))?;
+        let sources_bytes = args.engine.sources_mb.map(|m| m << 20);
+        let plan = pipeline::plan::plan_job(&cfg, &base_ref, &finetune_refs, request.depths.deepest(), device, sources_bytes)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
@@ -195,30 +143,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tasks = load_tasks(&cfg, &args.tasks)?;
 
     let title = args.push.clone().unwrap_or_else(|| folder_name(&args.out));
-    let mut opts = JobOptions::new(args.out.clone(), &title);
-    opts.depth = depth;
-    opts.depth_to = depth_to;
-    opts.pick = args.pick.chosen().unwrap_or_default();
-    if depth_to.is_some() {
-        // Every baseline at every depth (ShortGPT and angular from one pass, SLEB's greedy order).
-        opts.baselines = hf_tailor::search::baselines::BaselineKind::ALL.to_vec();
-    }
-    opts.trials = args.trials;
-    opts.seed = args.seed;
-    opts.objective = args.objective;
-    if let Some(f) = args.selection_split {
-        if !(f == 0.0 || (f > 0.0 && f < 1.0)) {
-            anyhow::bail!("--selection-split must be 0 (off) or a fraction in (0, 1), got {f}");
-        }
-    }
-    opts.selection_split = args.selection_split;
-    opts.device = match args.device {
-        DeviceArg::Cpu => DeviceKind::Cpu,
-        DeviceArg::Cuda => DeviceKind::Cuda(0),
-    };
-    opts.dtype = args.dtype;
-    opts.sources_bytes = args.sources_mb.map(|m| m << 20);
-    opts.resume = args.resume;
+    let mut opts = JobOptions::new(args.out.clone(), &title, request);
+    opts.engine = args.engine.options();
     opts.force = args.force;
     opts.repo_id = args.push.clone();
     opts.gguf = args.gguf.as_ref().map(|t| t.0.clone()).unwrap_or_default();

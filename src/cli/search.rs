@@ -5,20 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hf_tailor::checkpoint::{Checkpoint, Family};
+use hf_tailor::checkpoint::Family;
 use hf_tailor::eval::{Evaluator, TaskData, TaskSpec};
-use hf_tailor::hub::{self, HubConfig, SourceList};
-use hf_tailor::layout::Layout;
+use hf_tailor::hub::{self, SourceList};
 use hf_tailor::merge::Method;
+use hf_tailor::pipeline::request::{self, Depths, SearchRequest};
 use hf_tailor::recipe::{EdgePolicy, Recipe, SourceModel};
-use hf_tailor::score::HoldOut;
 use hf_tailor::search::baselines::BaselineKind;
 use hf_tailor::search::job::{self, JobObserver, JobSpec};
 use hf_tailor::search::report::SearchReport;
-use hf_tailor::search::{
-    default_objective, DepthTarget, Objective, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions, TrialEvent,
-    Worker, DEFAULT_SELECTION_FRACTION,
-};
+use hf_tailor::search::{Objective, OptimizerKind, Scalarization, SearchSpace, SpaceOptions, TrialEvent, Worker};
 use hf_tailor::source::ModelSource;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -37,21 +33,37 @@ pub struct FamilyArgs {
     pub finetunes: Vec<String>,
 }
 
-/// How deep the result is: exactly one of these.
-#[derive(clap::Args, Debug)]
-#[group(required = true, multiple = false)]
+/// How deep the result is: one of these (the root command's default: --remove-ratio 0.25).
+#[derive(clap::Args, Debug, Clone, Default)]
+#[group(multiple = false)]
 pub struct DepthArgs {
-    /// Keep this many layers, or a range `A..B` (both included) for a size–quality front
-    /// from one search (`search` only).
-    #[arg(long, value_parser = parse_layer_range)]
+    /// Layers to keep, or a range `A..B` (both included) for a size–quality front from one
+    /// search: every depth's best candidate is written as front/keep-K.yaml and the picked
+    /// one (--pick) is used (not `baselines`).
+    #[arg(long, value_name = "K", value_parser = parse_layer_range)]
     pub keep_layers: Option<(usize, usize)>,
-    /// Remove this fraction of the layers (0.25 = a quarter), or a range `A..B` of
-    /// fractions for a front (`search` only).
-    #[arg(long, value_parser = parse_ratio_range)]
+    /// Fraction of the layers to remove (0.25 = a quarter: the whole job's default when no
+    /// depth is given), or a range `A..B` of fractions for a front.
+    #[arg(long, value_name = "R", value_parser = parse_ratio_range)]
     pub remove_ratio: Option<(f64, f64)>,
     /// Keep as many layers as fit in this many parameters.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub max_params: Option<u64>,
+}
+
+impl DepthArgs {
+    /// The depths given (None: no depth flag).
+    pub fn depths(&self) -> Option<Depths> {
+        Depths::from_flags(self.keep_layers, self.remove_ratio, self.max_params)
+    }
+
+    /// The depths of a command that needs one.
+    fn required(&self) -> anyhow::Result<Depths> {
+        match self.depths() {
+            Some(d) => Ok(d),
+            None => super::usage!("give the depth: --keep-layers K, --remove-ratio R or --max-params N"),
+        }
+    }
 }
 
 /// Tasks and the evaluator.
@@ -138,7 +150,8 @@ pub struct Args {
     /// What the surrogate models across tasks: mean (the final criterion) or parego (the reference).
     #[arg(long, default_value = "mean")]
     pub scalarization: String,
-    /// Merge methods a layer may use when it combines several siblings: task_arithmetic, ties, dare.
+    /// Merge methods a layer may use when it combines several siblings (the merge
+    /// registry's searchable ones: task_arithmetic, ties, dare).
     #[arg(long, value_delimiter = ',', default_value = "task_arithmetic", value_parser = Method::parse_searchable)]
     pub merge_methods: Vec<Method>,
     /// Baselines to run and report (shortgpt, angular, sleb), or `none`.
@@ -187,14 +200,6 @@ impl PickArgs {
             _ => None,
         }
     }
-
-    /// A pick without a range is a mistake the user can fix.
-    pub fn refuse_without_range(&self) -> anyhow::Result<()> {
-        if self.chosen().is_some() {
-            super::usage!("--pick and --pick-max-params choose a point of a front: give a depth range (--keep-layers A..B)");
-        }
-        Ok(())
-    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -223,17 +228,8 @@ fn parse_edges(s: &str) -> Result<EdgePolicy, String> {
     }
 }
 
-fn parse_objective(s: &str) -> Result<Objective, String> {
+pub(crate) fn parse_objective(s: &str) -> Result<Objective, String> {
     Objective::parse(s).ok_or_else(|| format!("`{s}` is not an objective ({})", hf_tailor::search::objective::NAMES))
-}
-
-/// The selection split of `--selection-split` (None: off).
-pub fn hold_out(fraction: Option<f64>, seed: u64) -> anyhow::Result<Option<HoldOut>> {
-    match fraction.unwrap_or(DEFAULT_SELECTION_FRACTION) {
-        0.0 => Ok(None),
-        f if f > 0.0 && f < 1.0 => Ok(Some(HoldOut { fraction: f, seed })),
-        f => super::usage!("--selection-split must be 0 (off) or a fraction in (0, 1), got {f}"),
-    }
 }
 
 /// The baselines in a `baselines.json` of `hf-tailor baselines`.
@@ -275,51 +271,43 @@ fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceMode
         }
         (None, None) => super::usage!("give --sources FILE or --base MODEL"),
     };
-    let cfg = HubConfig::from_env();
-    let open = |m: &SourceModel| -> anyhow::Result<(String, Checkpoint)> {
-        let dir = hub::locate(m, &cfg).with_context(|| format!("model `{}` ({})", m.name, m.source))?;
-        Ok((m.name.clone(), Checkpoint::open_named(&dir, &m.source.to_string())?))
-    };
-    let b = open(&base)?;
-    let s = siblings.iter().map(open).collect::<anyhow::Result<Vec<_>>>()?;
-    let family = Family::new(b, s)?;
+    let family = Family::open(&base, &siblings, super::sources::locate)?;
     for w in &family.info.warnings {
         eprintln!("hf-tailor: warning: {w}");
     }
     Ok((base, siblings, family))
 }
 
+/// `--keep-layers`: a number of layers (at least 1) or a range `A..B`, smallest first.
 pub(crate) fn parse_layer_range(s: &str) -> Result<(usize, usize), String> {
-    let n = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("`{s}` is not a number of layers or a range A..B"));
-    match s.split_once("..") {
-        Some((a, b)) => Ok((n(a)?, n(b)?)),
-        None => n(s).map(|k| (k, k)),
-    }
-}
-
-pub(crate) fn parse_ratio_range(s: &str) -> Result<(f64, f64), String> {
-    let n = |x: &str| x.trim().parse::<f64>().map_err(|_| format!("`{s}` is not a fraction or a range A..B"));
-    match s.split_once("..") {
-        Some((a, b)) => Ok((n(a)?, n(b)?)),
-        None => n(s).map(|r| (r, r)),
-    }
-}
-
-/// The depths asked for: (smallest, largest) kept layers (equal for one depth).
-fn depths(args: &DepthArgs, layers: usize, total_params: impl Fn(usize) -> u64 + Copy) -> anyhow::Result<(usize, usize)> {
-    let one = |t: DepthTarget| -> anyhow::Result<usize> { Ok(t.keep_layers(layers, total_params)?) };
-    let (a, b) = match (args.keep_layers, args.remove_ratio, args.max_params) {
-        (Some((a, b)), _, _) => (one(DepthTarget::KeepLayers(a))?, one(DepthTarget::KeepLayers(b))?),
-        // More removed is fewer kept.
-        (_, Some((a, b)), _) => (one(DepthTarget::RemoveRatio(b))?, one(DepthTarget::RemoveRatio(a))?),
-        (_, _, Some(p)) => {
-            let k = one(DepthTarget::MaxParams(p))?;
-            (k, k)
-        }
-        _ => unreachable!("clap requires one depth argument"),
+    let n = |x: &str| match x.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(k) => Ok(k),
+        Err(_) => Err(format!("`{s}` is not a number of layers or a range A..B")),
+    };
+    let (a, b) = match s.split_once("..") {
+        Some((a, b)) => (n(a)?, n(b)?),
+        None => n(s).map(|k| (k, k))?,
     };
     if a > b {
-        super::usage!("the depth range is empty: give it smallest first (e.g. --keep-layers 20..30)");
+        return Err(format!("the range {a}..{b} is empty: give it smallest first (e.g. 20..30)"));
+    }
+    Ok((a, b))
+}
+
+/// `--remove-ratio`: a fraction in (0, 1) or a range `A..B`, smallest first.
+pub(crate) fn parse_ratio_range(s: &str) -> Result<(f64, f64), String> {
+    let n = |x: &str| match x.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r < 1.0 => Ok(r),
+        Ok(r) => Err(format!("must be between 0 and 1 (exclusive), got {r}")),
+        Err(_) => Err(format!("`{s}` is not a fraction or a range A..B")),
+    };
+    let (a, b) = match s.split_once("..") {
+        Some((a, b)) => (n(a)?, n(b)?),
+        None => n(s).map(|r| (r, r))?,
+    };
+    if a > b {
+        return Err(format!("the range {a}..{b} is empty: give it smallest first (e.g. 0.15..0.4)"));
     }
     Ok((a, b))
 }
@@ -338,8 +326,8 @@ struct Setup {
 
 /// `needs_calibration`: refuse early (before opening any model) when no calibration text is given.
 /// `per_device`: evaluators on each device of `--device` (0: exactly one device, one evaluator).
-fn setup(inputs: &SearchInputs, options: SpaceOptions, needs_calibration: bool, per_device: usize) -> anyhow::Result<Setup> {
-    let SearchInputs { family, depth: depth_args, scoring } = inputs;
+fn setup(inputs: &SearchInputs, request: &SearchRequest, needs_calibration: bool, per_device: usize) -> anyhow::Result<Setup> {
+    let SearchInputs { family, depth: _, scoring } = inputs;
     let devices = if per_device == 0 { vec![scoring.engine.device.single()?] } else { scoring.engine.device.resolve()? };
     let per_device = per_device.max(1);
     let specs = TaskSpec::parse_list(&scoring.tasks)?;
@@ -365,28 +353,20 @@ fn setup(inputs: &SearchInputs, options: SpaceOptions, needs_calibration: bool, 
         super::usage!("the baselines need calibration text: add a `ppl=FILE` task or --calibration ppl=FILE (or --baselines none for a search)");
     }
     let (base, siblings, family) = open_family(family)?;
-    let config = family.base.config.clone();
-    let template = RecipeTemplate::for_family(&family, base, siblings, scoring.edges);
-    let (keep, keep_max) = depths(depth_args, config.num_hidden_layers, |k| config.total_params(k))?;
-    let space = SearchSpace::with_depths(template, keep, keep_max, options)?;
+    let space = request.space(&family, base, siblings)?;
     let family = Arc::new(family);
     let many = devices.len() * per_device > 1;
     let mut workers = Vec::with_capacity(devices.len() * per_device);
     for device in devices {
         for k in 0..per_device {
             let eval_options = hf_tailor::eval::EvalOptions { device, ..scoring.engine.options() };
-            let name = match device {
-                hf_tailor::eval::DeviceKind::Cpu => "cpu".to_string(),
-                hf_tailor::eval::DeviceKind::Cuda(n) => format!("cuda:{n}"),
-            };
-            let label = if per_device > 1 { format!("{name}#{k}") } else { name };
+            let label = if per_device > 1 { format!("{device}#{k}") } else { device.to_string() };
             let scorer = Evaluator::new(family.clone(), tasks.clone(), eval_options)?;
             workers.push(Worker { label: if many { label } else { String::new() }, scorer });
         }
     }
     let task_files = specs.iter().map(|s| s.path.clone()).collect();
-    let params_family = family.clone();
-    let params = Box::new(move |r: &Recipe| Layout::for_family(&params_family, r).map(|l| l.total_params()).unwrap_or_default());
+    let params = Box::new(request::params(family.clone()));
     Ok(Setup { space, family, tasks, task_files, workers, calibration, params })
 }
 
@@ -426,18 +406,38 @@ impl JobObserver for Progress {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let options = SpaceOptions { methods: args.merge_methods.clone(), dare_seed: args.seed, ..SpaceOptions::default() };
-    let mut optimizer = OptimizerConfig::new(args.optimizer, args.seed);
-    optimizer.budgets = args.budgets.clone();
-    optimizer.scalarization = match args.scalarization.as_str() {
+/// The search `search` asks for.
+fn search_request(args: &Args) -> anyhow::Result<SearchRequest> {
+    let scalarization = match args.scalarization.as_str() {
         "mean" => Scalarization::Mean,
         "parego" => Scalarization::Parego { rho: 0.05 },
         s => super::usage!("unknown --scalarization `{s}` (mean, parego)"),
     };
-    optimizer.hold_out = hold_out(args.selection_split, args.seed)?;
-    optimizer.validate()?;
-    let baselines = parse_baselines(&args.baselines)?;
+    let request = SearchRequest {
+        pick: args.pick.chosen(),
+        space: SpaceOptions { methods: args.merge_methods.clone(), dare_seed: args.seed, ..SpaceOptions::default() },
+        edges: args.inputs.scoring.edges,
+        optimizer: args.optimizer,
+        budgets: Some(args.budgets.clone()),
+        scalarization,
+        objective: args.objective,
+        selection_split: args.selection_split,
+        seed: args.seed,
+        trials: args.trials,
+        baselines: parse_baselines(&args.baselines)?,
+        precomputed: match &args.baselines_from {
+            Some(p) => load_baselines(p)?,
+            None => Vec::new(),
+        },
+        resume: args.resume,
+        ..SearchRequest::new(args.inputs.depth.required()?)
+    };
+    request.check()?;
+    Ok(request)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let request = search_request(&args)?;
     if let Some(url) = &args.storage {
         if !hf_tailor::search::study::is_url(url) {
             super::usage!("--storage must be a postgresql:// URL (the file journal is --journal)");
@@ -448,31 +448,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else if args.workers == 0 {
         super::usage!("--workers 0 (coordinate only) needs --storage: someone has to score the trials");
     }
-    let mut s = setup(&args.inputs, options, !baselines.is_empty(), args.workers.max(1))?;
-    let has_texts = s.workers[0].scorer.tasks().iter().any(|t| matches!(t.data, TaskData::Perplexity(_)));
-    optimizer.objective = args.objective.unwrap_or_else(|| default_objective(has_texts));
-    let o = optimizer.objective;
-    if (o.guide == hf_tailor::score::Metric::Ppl || o.select == hf_tailor::score::Metric::Ppl) && !has_texts {
-        super::usage!("--objective {} needs calibration texts to score: add a `ppl=FILE` task to --tasks", o.name());
-    }
+    let mut s = setup(&args.inputs, &request, !request.baselines.is_empty(), args.workers.max(1))?;
     if s.space.siblings() == 0 {
         eprintln!("hf-tailor: warning: no fine-tuned siblings: the search only removes layers of the base");
     }
+    let journal = request::journal_in(&args.out, args.journal.as_deref());
+    let spec = request.job(s.space.clone(), s.workers[0].scorer.tasks(), s.calibration.clone(), journal)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let spec = JobSpec {
-        space: s.space.clone(),
-        optimizer,
-        trials: args.trials,
-        journal: args.journal.clone().unwrap_or_else(|| args.out.join("journal.jsonl")),
-        resume: args.resume,
-        baselines,
-        calibration: s.calibration.clone(),
-        inherit: job::Inherit { objective: args.objective.is_none(), hold_out: args.selection_split.is_none() },
-        precomputed: match &args.baselines_from {
-            Some(p) => load_baselines(p)?,
-            None => Vec::new(),
-        },
-    };
     eprintln!(
         "hf-tailor: searching {} of {} layers, {} siblings, tasks {}, {} trials ({}{}), journal {}",
         s.space.keep,
@@ -489,15 +471,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if args.storage.is_some() || s.workers.len() > 1 {
             super::usage!("a depth-range (front) search runs on one worker: drop --workers, the device list and --storage");
         }
-        let pick = args.pick.chosen().unwrap_or_default();
-        if let hf_tailor::search::front::Pick::Layers(k) = pick {
-            if !s.space.depths().contains(&k) {
-                super::usage!("--pick {k} is outside the front's depths {}..{}", s.space.keep, s.space.keep_max);
-            }
-        }
-        job::run_front_job(&spec, pick, &mut s.workers[0].scorer, &s.params, &mut progress)?
-    } else if let Err(e) = args.pick.refuse_without_range() {
-        return Err(e);
+        job::run_front_job(&spec, request.pick(), &mut s.workers[0].scorer, &s.params, &mut progress)?
     } else if let Some(url) = &args.storage {
         coordinate(&args, url, &spec, &mut s, &mut progress)?
     } else if s.workers.len() == 1 {
@@ -543,7 +517,7 @@ fn coordinate(args: &Args, url: &str, spec: &JobSpec, s: &mut Setup, progress: &
     let fingerprint = study::Fingerprint::of(&s.family, &files).context("hashing the models and task files")?;
     let inputs = StudyInputs { tasks: args.inputs.scoring.tasks.clone(), fingerprint };
     let name = args.study.clone();
-    let inherit = (args.objective.is_none(), args.selection_split.is_none());
+    let inherit = (spec.inherit.objective, spec.inherit.hold_out);
     let trials = args.trials;
     let chosen_name = std::sync::Mutex::new(None::<String>);
     let stop = AtomicBool::new(false);
@@ -611,7 +585,8 @@ pub fn run_baselines(args: BaselinesArgs) -> anyhow::Result<()> {
     if kinds.is_empty() {
         super::usage!("--which names no baseline");
     }
-    let mut s = setup(&args.inputs, SpaceOptions::default(), true, 0)?;
+    let request = SearchRequest { edges: args.inputs.scoring.edges, ..SearchRequest::new(args.inputs.depth.required()?) };
+    let mut s = setup(&args.inputs, &request, true, 0)?;
     if s.space.is_range() {
         super::usage!("hf-tailor baselines takes one depth (a front search computes the baselines at every depth)");
     }

@@ -81,11 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
     let mut evaluator = Evaluator::new(Arc::new(family), tasks, hf_tailor::eval::EvalOptions { device, ..args.engine.options() })?;
-    let name = match device {
-        hf_tailor::eval::DeviceKind::Cpu => "cpu".to_string(),
-        hf_tailor::eval::DeviceKind::Cuda(n) => format!("cuda:{n}"),
-    };
-    let label = format!("{}:{}:{name}", host_name(), std::process::id());
+    let label = format!("{}:{}:{device}", host_name(), std::process::id());
     eprintln!("hf-tailor: worker {label} on study `{}`", snap.name);
     let opts = WorkerOptions { label, stale: Duration::from_secs_f64(args.stale_after) };
     let summary = study::worker::run_worker(&args.storage, &snap.name, &mut evaluator, &opts, &AtomicBool::new(false)).map_err(study_err)?;

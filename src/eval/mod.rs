@@ -90,6 +90,22 @@ impl std::str::FromStr for DeviceKind {
     }
 }
 
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceKind::Cpu => f.write_str("cpu"),
+            DeviceKind::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// As `--device` spells it (`cpu`, `cuda:N`): the dry-run plan's JSON.
+impl serde::Serialize for DeviceKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// How many CUDA devices this process can open (0 in a build without CUDA support).
 pub fn cuda_device_count() -> usize {
     if !cfg!(feature = "cuda") {

@@ -5,11 +5,13 @@
 
 pub mod demo;
 pub mod plan;
+pub mod request;
 pub mod tailor;
 
 use std::path::Path;
 
-pub use plan::{Device, ModelFiles, Plan};
+pub use plan::{ModelFiles, Plan};
+pub use request::{Depths, SearchRequest};
 pub use tailor::{check_out_folder, tailor, JobOptions, JobOutcome, Progress, Quiet};
 
 /// A stage failed; the message is the stage's own (it names the model, file or entry).

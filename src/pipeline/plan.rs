@@ -10,6 +10,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
 use crate::eval::tiers::{self, Tier, Transfer};
+use crate::eval::DeviceKind;
 use crate::hub::{HubConfig, ModelSource};
 use crate::layout::Layout;
 use crate::search::DepthTarget;
@@ -33,14 +34,6 @@ impl ModelFiles {
     }
 }
 
-/// Where the candidates are scored; decides the dtype the resident layers are held in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    Cpu,
-    Cuda,
-}
-
 /// The dry-run summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -52,7 +45,8 @@ pub struct Plan {
     pub params_after: u64,
     /// Share of parameters removed, in percent.
     pub removed_percent: f64,
-    pub device: Device,
+    /// Where the candidates are scored; decides the dtype the resident layers are held in.
+    pub device: DeviceKind,
     /// Every model's decoder layers resident for in-memory scoring, in the compute dtype.
     pub search_resident_bytes: u64,
     /// The tailored checkpoint on disk (in the base's storage dtype).
@@ -85,12 +79,12 @@ pub const PLANNED_GPUS: [(&str, u64); 2] = [("80 GB GPU", 80_000_000_000), ("141
 impl Plan {
     /// `storage` is the base's dtype on disk; CPU scoring holds layers in f32, CUDA in the
     /// storage dtype (f16/bf16), as the evaluator does.
-    pub fn new(config: &ModelConfig, storage: Dtype, keep_layers: usize, device: Device, models: Vec<ModelFiles>) -> Self {
+    pub fn new(config: &ModelConfig, storage: Dtype, keep_layers: usize, device: DeviceKind, models: Vec<ModelFiles>) -> Self {
         let params_before = Layout::of_base(config, config.num_hidden_layers, storage).total_params();
         let params_after = Layout::of_base(config, keep_layers, storage).total_params();
         let compute = match device {
-            Device::Cpu => Dtype::F32,
-            Device::Cuda => storage,
+            DeviceKind::Cpu => Dtype::F32,
+            DeviceKind::Cuda(_) => storage,
         };
         let per_model = params_before * compute.size() as u64;
         Plan {
@@ -155,7 +149,7 @@ impl Plan {
             self.removed_percent
         );
         s += &format!(
-            "memory for the search ({:?}): {} to keep all {} models' layers resident\n",
+            "memory for the search ({}): {} to keep all {} models' layers resident\n",
             self.device,
             human_bytes(self.search_resident_bytes),
             self.models.len()
@@ -212,7 +206,7 @@ pub fn plan_job(
     base: &ModelSource,
     finetunes: &[ModelSource],
     depth: DepthTarget,
-    device: Device,
+    device: DeviceKind,
     source_bytes: Option<u64>,
 ) -> Result<Plan, PipelineError> {
     let mut offline = cfg.clone();
@@ -243,8 +237,8 @@ pub fn plan_job(
     let keep = depth.keep_layers(config.num_hidden_layers, |k| config.total_params(k))?;
     let plan = Plan::new(&config, storage, keep, device, models);
     Ok(match device {
-        Device::Cuda => plan.with_tiers(&config, storage, source_bytes),
-        Device::Cpu => plan,
+        DeviceKind::Cuda(_) => plan.with_tiers(&config, storage, source_bytes),
+        DeviceKind::Cpu => plan,
     })
 }
 
@@ -298,7 +292,7 @@ mod tests {
             download: true,
             files: vec![("model.safetensors".into(), 13_476_839_424)],
         };
-        let plan = Plan::new(&llama2_7b(), Dtype::F16, 23, Device::Cuda, vec![files("base"), files("a"), files("b")]);
+        let plan = Plan::new(&llama2_7b(), Dtype::F16, 23, DeviceKind::Cuda(0), vec![files("base"), files("a"), files("b")]);
         // Llama-2-7B has 6,738,415,616 parameters and 202,383,360 per layer; the paper
         // reports ~27.1% removed at 23 layers (9 x 202M = 27.03% of the whole model).
         assert_eq!(plan.params_before, 6_738_415_616);
@@ -311,7 +305,7 @@ mod tests {
         assert!(text.contains("layers: 32 -> 23 (9 removed)"), "{text}");
         assert!(text.contains("parameters: 6.74B -> 4.92B (27.0% removed)"), "{text}");
         // CPU scoring holds f32 layers: twice the memory.
-        let cpu = Plan::new(&llama2_7b(), Dtype::F16, 23, Device::Cpu, vec![files("base")]);
+        let cpu = Plan::new(&llama2_7b(), Dtype::F16, 23, DeviceKind::Cpu, vec![files("base")]);
         assert_eq!(cpu.search_resident_bytes, 6_738_415_616 * 4);
     }
 
@@ -327,7 +321,7 @@ mod tests {
         assert_eq!(c.total_params(40), 13_015_864_320);
         let files = |name: &str| ModelFiles { name: name.into(), source: name.into(), download: false, files: vec![] };
         let models = vec![files("base"), files("a"), files("b"), files("c")];
-        let plan = Plan::new(&c, Dtype::F16, 30, Device::Cuda, models).with_tiers(&c, Dtype::F16, None);
+        let plan = Plan::new(&c, Dtype::F16, 30, DeviceKind::Cuda(0), models).with_tiers(&c, Dtype::F16, None);
         // 26.0 GB a model; 80 GB less 16 GiB and 8 GB headroom leaves 54.8 GB: two fit.
         let gpu80 = &plan.tiers[0];
         let tiers: Vec<Tier> = gpu80.models.iter().map(|(_, t)| *t).collect();
@@ -339,7 +333,7 @@ mod tests {
         let text = plan.render();
         assert!(text.contains("tiers, 80 GB GPU ("), "{text}");
         assert!(text.contains("in host memory: b, c;"), "{text}");
-        let explicit = Plan::new(&c, Dtype::F16, 30, Device::Cuda, vec![files("base"), files("a")]).with_tiers(&c, Dtype::F16, Some(30 << 30));
+        let explicit = Plan::new(&c, Dtype::F16, 30, DeviceKind::Cuda(0), vec![files("base"), files("a")]).with_tiers(&c, Dtype::F16, Some(30 << 30));
         assert_eq!(explicit.tiers[0].models, vec![("base".to_string(), Tier::Device), ("a".to_string(), Tier::Host)]);
     }
 }

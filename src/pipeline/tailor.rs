@@ -14,22 +14,21 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::card::{self, CardInput};
-use crate::checkpoint::{Checkpoint, Family};
-use crate::eval::{DeviceKind, EvalOptions, Evaluator, Task, TaskData};
+use crate::checkpoint::Family;
+use crate::eval::{EvalOptions, Evaluator, Task, TaskData};
 use crate::hub::{PulledFamily, SourceList};
-use crate::layout::Layout;
-use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel};
+use crate::recipe::{Recipe, SourceModel};
 use crate::score::{ModelResult, ResultKind, Scorer, TaskScores};
-use crate::search::baselines::BaselineKind;
 use crate::search::front::{FrontPoint, Pick};
-use crate::search::job::{run_front_job, run_job, whole_model, write_outputs, JobObserver, JobResult, JobSpec, RECIPE_FILE};
-use crate::search::{DepthTarget, OptimizerConfig, OptimizerKind, RecipeTemplate, SearchSpace, SpaceOptions, TrialEvent};
+use crate::search::job::{run_front_job, run_job, whole_model, write_outputs, JobObserver, JobResult, RECIPE_FILE};
+use crate::search::TrialEvent;
 use crate::writer::{self, BuildOptions};
 
+use super::request::SearchRequest;
 use super::PipelineError;
 
 pub const SOURCES_FILE: &str = "sources.yaml";
-pub const JOURNAL_FILE: &str = "journal.jsonl";
+pub use super::request::JOURNAL_FILE;
 pub const MODEL_DIR: &str = "model";
 
 /// Fraction of each calibration task's items held back, by seed, for the card's and the
@@ -43,31 +42,11 @@ const BASELINE_TEXTS_PER_TASK: usize = 64;
 /// Every choice the job makes, with the defaults of the root command.
 #[derive(Debug, Clone)]
 pub struct JobOptions {
-    pub depth: DepthTarget,
-    /// With it, a size–quality front: one study over every depth between `depth` and this
-    /// one (either order), the point `pick` chooses built, verified, carded and pushed,
-    /// and every point written as `front/keep-K.yaml`.
-    pub depth_to: Option<DepthTarget>,
-    /// Which point of a front is built (ignored for one depth).
-    pub pick: Pick,
-    pub trials: usize,
-    pub seed: u64,
-    pub optimizer: OptimizerKind,
-    /// Item budgets of the search's fidelities (None: the reference's 111/333/1000).
-    pub budgets: Option<Vec<usize>>,
-    /// What the search optimises (None: the default; on resume, the journal's).
-    pub objective: Option<crate::search::Objective>,
-    /// Fraction of calibration items held out for the final selection (None: the default,
-    /// or the journal's on resume; Some(0.0): off).
-    pub selection_split: Option<f64>,
-    pub device: DeviceKind,
-    /// Compute dtype of the scoring (None: the evaluator's default for the device).
-    pub dtype: Option<crate::dtype::Dtype>,
-    /// Bound on device-resident source tensors (None: the evaluator's default).
-    pub sources_bytes: Option<u64>,
+    /// The search (depths, pick, optimiser, objective, selection split, baselines).
+    pub search: SearchRequest,
+    /// Where and how candidates are scored.
+    pub engine: EvalOptions,
     pub out: PathBuf,
-    pub resume: bool,
-    pub baselines: Vec<BaselineKind>,
     /// Title of the card (the target repo id, or a folder name).
     pub title: String,
     /// The Hub repo the model will be pushed to (for the card's usage snippets).
@@ -85,23 +64,11 @@ pub struct JobOptions {
 }
 
 impl JobOptions {
-    pub fn new(out: PathBuf, title: &str) -> Self {
+    pub fn new(out: PathBuf, title: &str, search: SearchRequest) -> Self {
         Self {
-            depth: DepthTarget::RemoveRatio(0.25),
-            depth_to: None,
-            pick: Pick::Smallest,
-            trials: 500,
-            seed: 0,
-            optimizer: OptimizerKind::Bo,
-            budgets: None,
-            objective: None,
-            selection_split: None,
-            device: DeviceKind::Cpu,
-            dtype: None,
-            sources_bytes: None,
+            search,
+            engine: EvalOptions::default(),
             out,
-            resume: false,
-            baselines: vec![BaselineKind::Shortgpt],
             title: title.into(),
             repo_id: None,
             force: false,
@@ -225,73 +192,47 @@ pub fn tailor(
     sources.save(&out.join(SOURCES_FILE))?;
 
     progress.stage("checking that the models are one family");
+    let request = &opts.search;
     let fam = Arc::new(open_family(family)?);
     let mut warnings = fam.info.warnings.clone();
     let config = fam.base.config.clone();
-    let source_layers = config.num_hidden_layers;
-    let (keep, keep_max) = depth_range(opts, source_layers, |k| config.total_params(k))?;
     let (base, siblings) = family.sources();
-    let template = RecipeTemplate {
-        architecture: config.arch.model_type.to_string(),
-        source_layers,
-        base: base.clone(),
-        siblings: siblings.clone(),
-        edges: EdgePolicy::FollowLayers,
-        dtype: None,
-    };
-    let space = SearchSpace::with_depths(template, keep, keep_max, SpaceOptions::default())?;
+    let space = request.space(&fam, base.clone(), siblings.clone())?;
     // The tokenizer and template choice is checked before the search (a vocabulary that
     // does not match is refused now, not after hours of trials), and applied to the result.
     let choose =
         |recipe: &mut Recipe| crate::checkpoint::choose_tokenizer(&fam, recipe, opts.tokenizer_source.as_deref(), opts.chat_template.as_deref());
     warnings.extend(choose(&mut whole_model(&space, &base.name))?);
     let (calibration, report, report_note) = if report == calibration {
-        let split = crate::score::HoldOut { fraction: REPORT_FRACTION, seed: opts.seed };
+        let split = crate::score::HoldOut { fraction: REPORT_FRACTION, seed: request.seed };
         let (search, held) = split_for_report(&calibration, &split);
         let note = format!(
             "a held-out {:.0} % of each calibration task's items (seed {}) that neither the search nor the final choice saw",
             100.0 * REPORT_FRACTION,
-            opts.seed
+            request.seed
         );
         (search, held, note)
     } else {
         (calibration, report, "held-out tasks the search never saw".to_string())
     };
-    let eval_options = EvalOptions { device: opts.device, dtype: opts.dtype, source_bytes: opts.sources_bytes, ..EvalOptions::default() };
+    let eval_options = opts.engine.clone();
 
     // Search, baselines and the calibration table: the search stage's own job.
     let mut scorer = Evaluator::new(fam.clone(), calibration.clone(), eval_options.clone())?;
-    let mut optimizer = OptimizerConfig::new(opts.optimizer, opts.seed);
-    if let Some(b) = &opts.budgets {
-        optimizer.budgets = b.clone();
-    }
-    let has_texts = calibration.iter().any(|t| matches!(t.data, TaskData::Perplexity(_)));
-    optimizer.objective = opts.objective.unwrap_or_else(|| crate::search::default_objective(has_texts));
-    let fraction = opts.selection_split.unwrap_or(crate::search::DEFAULT_SELECTION_FRACTION);
-    optimizer.hold_out = (fraction > 0.0).then_some(crate::score::HoldOut { fraction, seed: opts.seed });
-    optimizer.validate()?;
-    let spec = JobSpec {
-        space,
-        optimizer,
-        trials: opts.trials,
-        journal: out.join(JOURNAL_FILE),
-        resume: opts.resume,
-        baselines: opts.baselines.clone(),
-        calibration: calibration_texts(&calibration),
-        inherit: crate::search::job::Inherit { objective: opts.objective.is_none(), hold_out: opts.selection_split.is_none() },
-        precomputed: Vec::new(),
-    };
+    let spec = request.job(space, &calibration, calibration_texts(&calibration), super::request::journal_in(out, None))?;
+    let (keep, keep_max) = (spec.space.keep, spec.space.keep_max);
     let depths = if keep_max > keep { format!("a front of {keep}..{keep_max}") } else { keep.to_string() };
     progress.stage(&format!(
-        "searching: keep {depths} of {source_layers} layers, {} siblings, {} trials on {}",
+        "searching: keep {depths} of {} layers, {} siblings, {} trials on {}",
+        config.num_hidden_layers,
         siblings.len(),
-        opts.trials,
+        request.trials,
         scorer.task_names().join(", ")
     ));
     let started = Instant::now();
-    let params = |r: &Recipe| Layout::for_family(&fam, r).map(|l| l.total_params()).unwrap_or_default();
+    let params = super::request::params(fam.clone());
     let result = if spec.space.is_range() {
-        run_front_job(&spec, opts.pick, &mut scorer, params, &mut Observe(progress))?
+        run_front_job(&spec, request.pick(), &mut scorer, params, &mut Observe(progress))?
     } else {
         run_job(&spec, &mut scorer, params, &mut Observe(progress))?
     };
@@ -347,7 +288,7 @@ pub fn tailor(
     // Build, then verify the written checkpoint scores what the in-memory model scored.
     let model_dir = out.join(MODEL_DIR);
     progress.stage(&format!("writing the tailored checkpoint to {}", model_dir.display()));
-    let built = writer::build(&fam, &best, &model_dir, &BuildOptions { force: opts.force || opts.resume, ..BuildOptions::default() })?;
+    let built = writer::build(&fam, &best, &model_dir, &BuildOptions { force: opts.force || request.resume, ..BuildOptions::default() })?;
     warnings.extend(built.warnings.iter().cloned());
     progress.built(&model_dir);
     progress.stage("verifying the written checkpoint");
@@ -375,7 +316,7 @@ pub fn tailor(
     input.tasks = report_about.clone();
     input.results_held_out = true;
     input.front = front.clone();
-    input.front_note = (!front.is_empty()).then(|| pick_note(opts.pick));
+    input.front_note = (!front.is_empty()).then(|| pick_note(request.pick()));
     card::write(&model_dir, &input)?;
 
     Ok(JobOutcome {
@@ -393,34 +334,6 @@ pub fn tailor(
         front,
         warnings,
     })
-}
-
-/// The kept-layer range of `opts` (one depth: both ends equal), smallest first, and a
-/// `--pick` depth inside it or a `--pick-max-params` that the smallest depth can meet,
-/// checked before any trial runs.
-fn depth_range(opts: &JobOptions, source_layers: usize, total_params: impl Fn(usize) -> u64 + Copy) -> Result<(usize, usize), PipelineError> {
-    let a = opts.depth.keep_layers(source_layers, total_params)?;
-    let b = match opts.depth_to {
-        Some(d) => d.keep_layers(source_layers, total_params)?,
-        None => a,
-    };
-    let (keep, keep_max) = (a.min(b), a.max(b));
-    if keep_max > keep {
-        match opts.pick {
-            Pick::Layers(k) if !(keep..=keep_max).contains(&k) => {
-                return Err(PipelineError::Plan(format!("--pick {k} is outside the front's depths {keep}..{keep_max}")));
-            }
-            // A lower bound: an untied output head only adds parameters.
-            Pick::MaxParams(n) if n < total_params(keep) => {
-                return Err(PipelineError::Plan(format!(
-                    "--pick-max-params {n}: no point of the front is that small (keeping {keep} layers needs {})",
-                    total_params(keep)
-                )));
-            }
-            _ => {}
-        }
-    }
-    Ok((keep, keep_max))
 }
 
 /// How the built point of a front was chosen, for the card.
@@ -488,12 +401,12 @@ pub fn split_for_report(tasks: &[Task], split: &crate::score::HoldOut) -> (Vec<T
 
 /// Open every pulled model and check they can be stitched.
 pub fn open_family(family: &PulledFamily) -> Result<Family, PipelineError> {
-    let open = |m: &crate::hub::PulledModel| -> Result<(String, Checkpoint), PipelineError> {
-        Ok((m.source.name.clone(), Checkpoint::open_named(&m.dir, &m.source.source.to_string())?))
+    let (base, siblings) = family.sources();
+    let dir = |m: &SourceModel| {
+        let pulled = std::iter::once(&family.base).chain(&family.siblings).find(|p| p.source.name == m.name).expect("a model of the family");
+        Ok(pulled.dir.clone())
     };
-    let base = open(&family.base)?;
-    let siblings = family.siblings.iter().map(open).collect::<Result<Vec<_>, _>>()?;
-    Ok(Family::new(base, siblings)?)
+    Ok(Family::open(&base, &siblings, dir)?)
 }
 
 fn task_len(t: &Task) -> usize {
@@ -519,14 +432,10 @@ pub fn calibration_texts(tasks: &[Task]) -> Vec<String> {
 
 /// Score the checkpoint written to `dir` as a model of its own, read back from disk.
 fn score_folder(dir: &Path, tasks: Vec<Task>, options: EvalOptions, budget: usize) -> Result<TaskScores, PipelineError> {
-    const NAME: &str = "tailored";
-    let ckpt = Checkpoint::open_named(dir, NAME)?;
-    let layers = ckpt.config.num_hidden_layers;
-    let architecture = ckpt.config.arch.model_type.to_string();
-    let source = SourceModel::local(NAME, dir);
-    let single = Family::new((NAME.into(), ckpt), vec![])?;
-    let take_all = (0..layers).map(|from| LayerRule { from, rule: Rule::Take(NAME.into()) }).collect();
-    let recipe = Recipe::new(&architecture, layers, source, vec![], take_all, EdgePolicy::Base);
+    let source = SourceModel::local("tailored", dir);
+    let single = Family::open(&source, &[], |_| Ok(dir.to_path_buf()))?;
+    let c = &single.base.config;
+    let recipe = Recipe::whole_model(&source.name, c.arch.model_type, c.num_hidden_layers, source.clone(), vec![]);
     let mut scorer = Evaluator::new(Arc::new(single), tasks, options)?;
     Ok(scorer.score(&recipe, budget)?)
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::recipe::{EdgePolicy, LayerRule, Recipe, Rule};
+use crate::recipe::Recipe;
 use crate::score::{Items, Measures, ModelResult, ResultKind, Scorer};
 
 use super::baselines::{run_baseline, Baseline, BaselineKind};
@@ -90,8 +90,7 @@ fn measure<S: Scorer>(scorer: &mut S, recipe: &Recipe, budget: usize, items: Ite
 /// The recipe of one source model at full depth (the base, or a sibling as it is).
 pub fn whole_model(space: &SearchSpace, name: &str) -> Recipe {
     let t = &space.template;
-    let layers = (0..t.source_layers).map(|from| LayerRule { from, rule: Rule::Take(name.to_string()) }).collect();
-    let mut r = Recipe::new(&t.architecture, t.source_layers, t.base.clone(), t.siblings.clone(), layers, EdgePolicy::FollowLayers);
+    let mut r = Recipe::whole_model(name, &t.architecture, t.source_layers, t.base.clone(), t.siblings.clone());
     r.dtype = t.dtype;
     r
 }

@@ -104,7 +104,8 @@ pub struct OptimizerConfig {
     #[serde(default)]
     pub objective: Objective,
     /// The selection split held out from the calibration items (None: the final choice is
-    /// made on the search's own items, as journals without one did).
+    /// made on the search's own items, as journals without one did); built from
+    /// `--selection-split` by `pipeline::request`, which checks the fraction.
     #[serde(default)]
     pub hold_out: Option<HoldOut>,
     /// Removal sets of the baselines (ShortGPT, angular, SLEB) that seed the initial
@@ -155,11 +156,6 @@ impl OptimizerConfig {
         }
         if self.trees == 0 {
             return bad("the forest needs at least one tree".into());
-        }
-        if let Some(h) = &self.hold_out {
-            if !(h.fraction > 0.0 && h.fraction < 1.0) {
-                return bad(format!("the selection split must be a fraction in (0, 1), got {}", h.fraction));
-            }
         }
         Ok(())
     }

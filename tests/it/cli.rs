@@ -39,6 +39,9 @@ fn usage_mistakes_exit_2_with_one_line() {
     assert_usage_error(&run(&["--base", "a/b", "--finetunes", "f.txt", "--push", "not-a-repo-id"], d), "user/name");
     assert_usage_error(&run(&["--base", "a/b", "--finetunes", "f.txt", "--device", "tpu"], d), "tpu");
     assert_usage_error(&run(&["demo", "--keep-layers", "0"], d), "--keep-layers");
+    // The search's flags are checked once, the same way for every command (exit 2).
+    assert_usage_error(&run(&["--base", "a/b", "--finetunes", "f.txt", "--selection-split", "2"], d), "--selection-split must be 0 (off)");
+    assert_usage_error(&run(&["--base", "a/b", "--finetunes", "f.txt", "--device", "cuda:0,cuda:1"], d), "one device");
     // A finetunes file that does not exist, or a malformed one, is bad input too.
     assert_usage_error(&run(&["--base", "a/b", "--finetunes", "missing.txt"], d), "missing.txt");
     std::fs::write(d.join("bad.txt"), "org/ok\nnot a repo id !\n").expect("write");
@@ -91,6 +94,16 @@ fn dry_run_prints_files_parameters_and_memory_and_writes_nothing() {
     assert_eq!(plan["models"].as_array().map(Vec::len), Some(3));
     // Three f32 models resident on the CPU.
     assert_eq!(plan["search_resident_bytes"], 3 * before * 4);
+
+    // The root command takes every single-device form the subcommands take.
+    let out = run(
+        &["--base", &base_s, "--finetunes", &list_s, "--max-params", &after.to_string(), "--device", "cuda:1", "--dry-run", "--json"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON plan");
+    assert_eq!(plan["device"], "cuda:1");
+    assert_eq!(plan["keep_layers"], 3);
 }
 
 /// The demo on a small budget: the whole job runs offline, writes the checkpoint, its card

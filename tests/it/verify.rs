@@ -8,7 +8,7 @@ use std::path::Path;
 
 use hf_tailor::eval::TaskSpec;
 use hf_tailor::hub::{self, HubConfig};
-use hf_tailor::pipeline::{self, JobOptions, PipelineError, Progress};
+use hf_tailor::pipeline::{self, Depths, JobOptions, PipelineError, Progress, SearchRequest};
 use hf_tailor::search::DepthTarget;
 use hf_tailor::source::ModelSource;
 use hf_tailor::testkit::fixture::{write_family, TinySpec};
@@ -71,9 +71,8 @@ fn a_checkpoint_altered_before_verify_fails_the_job() {
     let family = hub::pull_family(&cfg, &source(&base), &sibs.iter().map(|s| source(s)).collect::<Vec<_>>()).unwrap();
     let task = TaskSpec::parse(task_file.to_str().unwrap()).unwrap().load().unwrap();
     let job = |out: &str, alter: &mut dyn FnMut(&Path)| {
-        let mut opts = JobOptions::new(root.join(out), out);
-        opts.depth = DepthTarget::KeepLayers(3);
-        opts.trials = 3;
+        let search = SearchRequest { trials: 3, ..SearchRequest::new(Depths::one(DepthTarget::KeepLayers(3))) };
+        let opts = JobOptions::new(root.join(out), out, search);
         // The job's error, if any (a failed job returns no outcome to push).
         pipeline::tailor(&family, vec![task.clone()], vec![task.clone()], &opts, &mut AfterBuild(alter)).err()
     };

@@ -1,0 +1,298 @@
+//! A search, assembled in one place: the root command, `search`, `demo` and `bench` each
+//! describe the search they want as one [`SearchRequest`], and this module turns it into
+//! the job: sources → family → depths → space → optimiser → [`JobSpec`]. Every rule about
+//! those choices (a depth range, a pick inside it, the selection split, the default
+//! objective and what it needs, the parameter count) is decided here, once; a violation is
+//! a [`PipelineError::Plan`], which the command line reports as a usage error (exit 2).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::checkpoint::Family;
+use crate::eval::{Task, TaskData};
+use crate::layout::Layout;
+use crate::recipe::{EdgePolicy, Recipe, SourceModel};
+use crate::score::{HoldOut, Metric};
+use crate::search::baselines::BaselineKind;
+use crate::search::front::Pick;
+use crate::search::job::{Inherit, JobSpec, Precomputed};
+use crate::search::{
+    default_objective, DepthTarget, Objective, OptimizerConfig, OptimizerKind, RecipeTemplate, Scalarization, SearchSpace, SpaceOptions,
+    DEFAULT_SELECTION_FRACTION,
+};
+
+use super::PipelineError;
+
+/// What the root command removes when no depth is given.
+pub const DEFAULT_REMOVE_RATIO: f64 = 0.25;
+
+/// How deep the tailored model is: one depth, or the two ends of a range of depths (a
+/// size–quality front from one search).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Depths {
+    pub from: DepthTarget,
+    /// The other end of a front (`None`: one depth).
+    pub to: Option<DepthTarget>,
+}
+
+impl Default for Depths {
+    fn default() -> Self {
+        Self::one(DepthTarget::RemoveRatio(DEFAULT_REMOVE_RATIO))
+    }
+}
+
+impl Depths {
+    pub fn one(depth: DepthTarget) -> Self {
+        Self { from: depth, to: None }
+    }
+
+    /// The depths from `a` to `b`; one depth when they are equal.
+    pub fn between(a: DepthTarget, b: DepthTarget) -> Self {
+        Self { from: a, to: (a != b).then_some(b) }
+    }
+
+    /// The depth flags as the command line gives them (a range `A..B` as both ends), or
+    /// `None` when none is given.
+    pub fn from_flags(keep_layers: Option<(usize, usize)>, remove_ratio: Option<(f64, f64)>, max_params: Option<u64>) -> Option<Self> {
+        match (keep_layers, remove_ratio, max_params) {
+            (Some((a, b)), _, _) => Some(Self::between(DepthTarget::KeepLayers(a), DepthTarget::KeepLayers(b))),
+            (_, Some((a, b)), _) => Some(Self::between(DepthTarget::RemoveRatio(a), DepthTarget::RemoveRatio(b))),
+            (_, _, Some(p)) => Some(Self::one(DepthTarget::MaxParams(p))),
+            _ => None,
+        }
+    }
+
+    pub fn is_range(&self) -> bool {
+        self.to.is_some()
+    }
+
+    /// The depth that keeps the most layers (a front's memory is its deepest point's).
+    pub fn deepest(&self) -> DepthTarget {
+        match (self.from, self.to) {
+            (DepthTarget::KeepLayers(a), Some(DepthTarget::KeepLayers(b))) => DepthTarget::KeepLayers(a.max(b)),
+            (DepthTarget::RemoveRatio(a), Some(DepthTarget::RemoveRatio(b))) => DepthTarget::RemoveRatio(a.min(b)),
+            (d, _) => d,
+        }
+    }
+
+    /// A pick chooses a point of a front: without a range it is a mistake.
+    fn check_pick(&self, pick: Option<Pick>) -> Result<(), PipelineError> {
+        if pick.is_some() && !self.is_range() {
+            return Err(PipelineError::Plan(
+                "--pick and --pick-max-params choose a point of a front: give a depth range (--keep-layers A..B)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The kept-layer range (smallest, largest; equal for one depth) out of `source_layers`,
+    /// with `pick` checked against it: a depth inside the front, or a parameter bound the
+    /// smallest depth can meet.
+    pub fn resolve(
+        &self,
+        source_layers: usize,
+        total_params: impl Fn(usize) -> u64 + Copy,
+        pick: Option<Pick>,
+    ) -> Result<(usize, usize), PipelineError> {
+        self.check_pick(pick)?;
+        let a = self.from.keep_layers(source_layers, total_params)?;
+        let b = match self.to {
+            Some(d) => d.keep_layers(source_layers, total_params)?,
+            None => a,
+        };
+        let (keep, keep_max) = (a.min(b), a.max(b));
+        match pick {
+            Some(Pick::Layers(k)) if !(keep..=keep_max).contains(&k) => {
+                Err(PipelineError::Plan(format!("--pick {k} is outside the front's depths {keep}..{keep_max}")))
+            }
+            // A lower bound: an untied output head only adds parameters.
+            Some(Pick::MaxParams(n)) if n < total_params(keep) => Err(PipelineError::Plan(format!(
+                "--pick-max-params {n}: no point of the front is that small (keeping {keep} layers needs {})",
+                total_params(keep)
+            ))),
+            _ => Ok((keep, keep_max)),
+        }
+    }
+}
+
+/// Every choice of a search, as the commands state it; the defaults are the root command's.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub depths: Depths,
+    /// Which point of a front is used (`None`: the default rule; only with a range).
+    pub pick: Option<Pick>,
+    pub space: SpaceOptions,
+    /// Where embeddings and the output head come from.
+    pub edges: EdgePolicy,
+    pub optimizer: OptimizerKind,
+    /// Item budgets of the search's fidelities (None: the reference's 111/333/1000).
+    pub budgets: Option<Vec<usize>>,
+    pub scalarization: Scalarization,
+    /// What the search optimises (None: [`default_objective`]; on resume, the journal's).
+    pub objective: Option<Objective>,
+    /// Fraction of calibration items held out for the final selection (None: the default,
+    /// or the journal's on resume; Some(0.0): off).
+    pub selection_split: Option<f64>,
+    pub seed: u64,
+    pub trials: usize,
+    pub baselines: Vec<BaselineKind>,
+    /// Baselines already computed for this space (`hf-tailor baselines`).
+    pub precomputed: Vec<Precomputed>,
+    /// Continue the journal of an interrupted search.
+    pub resume: bool,
+}
+
+impl Default for SearchRequest {
+    fn default() -> Self {
+        Self {
+            depths: Depths::default(),
+            pick: None,
+            space: SpaceOptions::default(),
+            edges: EdgePolicy::FollowLayers,
+            optimizer: OptimizerKind::Bo,
+            budgets: None,
+            scalarization: Scalarization::Mean,
+            objective: None,
+            selection_split: None,
+            seed: 0,
+            trials: 500,
+            baselines: vec![BaselineKind::Shortgpt],
+            precomputed: Vec::new(),
+            resume: false,
+        }
+    }
+}
+
+impl SearchRequest {
+    /// A search over `depths`, otherwise the defaults: a front is compared with every
+    /// baseline at every depth (ShortGPT and angular from one pass, SLEB's greedy order),
+    /// one depth with ShortGPT.
+    pub fn new(depths: Depths) -> Self {
+        let baselines = if depths.is_range() { BaselineKind::ALL.to_vec() } else { vec![BaselineKind::Shortgpt] };
+        Self { depths, baselines, ..Self::default() }
+    }
+
+    /// The checks that need no model, so that a command makes them before anything is
+    /// downloaded or opened (the same checks the later steps make).
+    pub fn check(&self) -> Result<(), PipelineError> {
+        self.depths.check_pick(self.pick)?;
+        if self.trials == 0 {
+            return Err(PipelineError::Plan("--trials must be at least 1".into()));
+        }
+        self.hold_out()?;
+        Ok(())
+    }
+
+    /// The selection split (None: off).
+    fn hold_out(&self) -> Result<Option<HoldOut>, PipelineError> {
+        match self.selection_split.unwrap_or(DEFAULT_SELECTION_FRACTION) {
+            0.0 => Ok(None),
+            f if f > 0.0 && f < 1.0 => Ok(Some(HoldOut { fraction: f, seed: self.seed })),
+            f => Err(PipelineError::Plan(format!("--selection-split must be 0 (off) or a fraction in (0, 1), got {f}"))),
+        }
+    }
+
+    /// The search space over `family`, whose models the recipes call `base` and `siblings`.
+    pub fn space(&self, family: &Family, base: SourceModel, siblings: Vec<SourceModel>) -> Result<SearchSpace, PipelineError> {
+        let config = &family.base.config;
+        let (keep, keep_max) = self.depths.resolve(config.num_hidden_layers, |k| config.total_params(k), self.pick)?;
+        let template = RecipeTemplate::for_family(family, base, siblings, self.edges);
+        Ok(SearchSpace::with_depths(template, keep, keep_max, self.space.clone())?)
+    }
+
+    /// The optimiser for calibration `tasks`: the default objective follows whether they
+    /// hold calibration texts, and an objective that scores texts needs some.
+    pub fn optimizer(&self, tasks: &[Task]) -> Result<OptimizerConfig, PipelineError> {
+        let has_texts = tasks.iter().any(|t| matches!(t.data, TaskData::Perplexity(_)));
+        let mut optimizer = OptimizerConfig::new(self.optimizer, self.seed);
+        if let Some(b) = &self.budgets {
+            optimizer.budgets = b.clone();
+        }
+        optimizer.scalarization = self.scalarization;
+        optimizer.objective = self.objective.unwrap_or_else(|| default_objective(has_texts));
+        let o = optimizer.objective;
+        if (o.guide == Metric::Ppl || o.select == Metric::Ppl) && !has_texts {
+            return Err(PipelineError::Plan(format!("--objective {} needs calibration texts to score: add a `ppl=FILE` task to --tasks", o.name())));
+        }
+        optimizer.hold_out = self.hold_out()?;
+        optimizer.validate()?;
+        Ok(optimizer)
+    }
+
+    /// The job: `space` searched on `tasks` with `journal`; `calibration` feeds the baselines.
+    pub fn job(&self, space: SearchSpace, tasks: &[Task], calibration: Vec<String>, journal: PathBuf) -> Result<JobSpec, PipelineError> {
+        Ok(JobSpec {
+            space,
+            optimizer: self.optimizer(tasks)?,
+            trials: self.trials,
+            journal,
+            resume: self.resume,
+            baselines: self.baselines.clone(),
+            calibration,
+            inherit: Inherit { objective: self.objective.is_none(), hold_out: self.selection_split.is_none() },
+            precomputed: self.precomputed.clone(),
+        })
+    }
+
+    /// The point of a front to use (the default rule when none was asked for).
+    pub fn pick(&self) -> Pick {
+        self.pick.unwrap_or_default()
+    }
+}
+
+/// The parameter count of a recipe's output model over `family` (0 when it does not fit).
+pub fn params(family: Arc<Family>) -> impl Fn(&Recipe) -> u64 {
+    move |r: &Recipe| Layout::for_family(&family, r).map(|l| l.total_params()).unwrap_or_default()
+}
+
+/// The search journal's name in an output folder.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+
+/// [`JOURNAL_FILE`] under `out` unless another journal is named.
+pub fn journal_in(out: &Path, journal: Option<&Path>) -> PathBuf {
+    journal.map(Path::to_path_buf).unwrap_or_else(|| out.join(JOURNAL_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(k: usize) -> u64 {
+        100 * k as u64
+    }
+
+    #[test]
+    fn a_range_resolves_smallest_first_and_checks_the_pick() {
+        let keep = Depths::between(DepthTarget::KeepLayers(3), DepthTarget::KeepLayers(6));
+        assert_eq!(keep.resolve(8, params, None).unwrap(), (3, 6));
+        assert_eq!(keep.deepest(), DepthTarget::KeepLayers(6));
+        // More removed is fewer kept: a ratio range resolves to the same order.
+        let ratio = Depths::between(DepthTarget::RemoveRatio(0.25), DepthTarget::RemoveRatio(0.5));
+        assert_eq!(ratio.resolve(8, params, None).unwrap(), (4, 6));
+        assert_eq!(ratio.deepest(), DepthTarget::RemoveRatio(0.25));
+        let e = keep.resolve(8, params, Some(Pick::Layers(7))).unwrap_err().to_string();
+        assert_eq!(e, "--pick 7 is outside the front's depths 3..6");
+        assert!(keep.resolve(8, params, Some(Pick::MaxParams(299))).unwrap_err().to_string().contains("--pick-max-params 299"));
+        assert_eq!(keep.resolve(8, params, Some(Pick::MaxParams(300))).unwrap(), (3, 6));
+        assert!(Depths::one(DepthTarget::KeepLayers(9)).resolve(8, params, None).unwrap_err().to_string().contains("cannot keep 9 of 8"));
+        assert_eq!(Depths::between(DepthTarget::KeepLayers(4), DepthTarget::KeepLayers(4)), Depths::one(DepthTarget::KeepLayers(4)));
+    }
+
+    #[test]
+    fn each_flag_is_checked_once_before_any_model_is_opened() {
+        let ok = SearchRequest::default();
+        ok.check().unwrap();
+        let with = |f: &dyn Fn(&mut SearchRequest)| {
+            let mut r = SearchRequest::default();
+            f(&mut r);
+            r.check().unwrap_err().to_string()
+        };
+        assert!(with(&|r| r.pick = Some(Pick::Layers(3))).contains("give a depth range"));
+        assert!(with(&|r| r.trials = 0).contains("--trials"));
+        assert!(with(&|r| r.selection_split = Some(1.0)).contains("--selection-split must be 0 (off) or a fraction in (0, 1), got 1"));
+        assert!(with(&|r| r.selection_split = Some(-0.1)).contains("--selection-split"));
+        let off = SearchRequest { selection_split: Some(0.0), ..SearchRequest::default() };
+        assert_eq!(off.hold_out().unwrap(), None);
+        assert_eq!(ok.hold_out().unwrap().map(|h| h.fraction), Some(DEFAULT_SELECTION_FRACTION));
+    }
+}
