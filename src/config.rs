@@ -195,7 +195,8 @@ impl ModelConfig {
     /// rather than its path in the cache).
     pub fn from_file_named(path: &Path, p: &str) -> Result<Self, ConfigError> {
         let p = p.to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+        let text = crate::fsutil::read_text_input(path, crate::limits::MAX_CONFIG_BYTES as u64)
+            .map_err(|source| ConfigError::Io { path: p.clone(), source })?;
         let raw: Value = serde_json::from_str(&text).map_err(|source| ConfigError::Json { path: p.clone(), source })?;
         Self::from_value(raw, &p)
     }

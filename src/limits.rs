@@ -9,6 +9,21 @@ pub const MAX_LAYERS: usize = 4096;
 /// [`MAX_LAYERS`] layers with hashes for hundreds of shards is well under 1 MiB.
 pub const MAX_CONFIG_BYTES: usize = 16 << 20;
 
+/// The largest calibration task file read (JSONL or parquet, bytes): MMLU's validation
+/// split is about 1 MB, and every item is scored, so larger files are mistakes.
+pub const MAX_TASK_FILE_BYTES: u64 = 1 << 30;
+
+/// The longest JSONL line (one task item) read: refused before it is parsed or tokenised.
+/// A 128k-token context is about 0.5 MiB of text; no model scores a longer item.
+pub const MAX_LINE_BYTES: usize = 4 << 20;
+
+/// The largest search journal read: a 500-trial journal is a few MiB.
+pub const MAX_JOURNAL_BYTES: u64 = 1 << 30;
+
+/// The largest tokenizer file read (tokenizer.json, tokenizer.model): the largest public
+/// vocabularies' files are about 35 MiB.
+pub const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
+
 /// The deepest nesting of YAML/JSON collections accepted. Recipes nest about 6 levels.
 pub const MAX_NESTING: usize = 64;
 

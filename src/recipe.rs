@@ -529,7 +529,8 @@ impl Recipe {
     /// folders are relative to the recipe's own folder (as written beside it by `search`).
     pub fn load(path: &Path) -> Result<Self, RecipeError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io { path: p.clone(), source })?;
+        let text = crate::fsutil::read_text_input(path, crate::limits::MAX_CONFIG_BYTES as u64)
+            .map_err(|source| RecipeError::Io { path: p.clone(), source })?;
         let mut recipe = Self::from_yaml_str(&text, &p)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for m in std::iter::once(&mut recipe.base).chain(recipe.siblings.iter_mut()) {

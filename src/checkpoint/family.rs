@@ -171,10 +171,15 @@ pub fn check_family(base: &Checkpoint, siblings: &[Checkpoint]) -> Result<Family
 /// a SentencePiece tokenizer.model).
 fn highest_token_id(dir: &std::path::Path) -> Option<(usize, String)> {
     let mut ids: Vec<(usize, String)> = Vec::new();
-    if let Ok(t) = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")) {
+    if let Some(t) = crate::fsutil::read_input(&dir.join("tokenizer.json"), crate::limits::MAX_TOKENIZER_BYTES)
+        .ok()
+        .and_then(|b| tokenizers::Tokenizer::from_bytes(b).ok())
+    {
         ids.extend(t.get_vocab(true).into_iter().map(|(token, id)| (id as usize, token)));
     }
-    let added = std::fs::read_to_string(dir.join("added_tokens.json")).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    let added = crate::fsutil::read_text_input(&dir.join("added_tokens.json"), crate::limits::MAX_CONFIG_BYTES as u64)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     if let Some(Value::Object(added)) = added {
         ids.extend(added.iter().filter_map(|(token, id)| Some((id.as_u64()? as usize, token.clone()))));
     }

@@ -334,7 +334,8 @@ impl Checkpoint {
 /// Read `model.safetensors.index.json`: the shard files in first-seen order, and the weight map.
 fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>), CheckpointError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
+    let text = crate::fsutil::read_text_input(path, crate::limits::MAX_CONFIG_BYTES as u64)
+        .map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| CheckpointError::BadIndex { path: p.clone(), why: e.to_string() })?;
     let map = v
         .get("weight_map")

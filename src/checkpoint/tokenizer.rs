@@ -13,10 +13,11 @@ use crate::recipe::ChatTemplate;
 /// (transformers 5), else `chat_template` in tokenizer_config.json (a string, or the
 /// `default` entry of a named list), else `chat_template.json`.
 pub fn chat_template_of(dir: &Path) -> Option<String> {
-    if let Ok(t) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
+    let read = |p: &Path| crate::fsutil::read_text_input(p, crate::limits::MAX_CONFIG_BYTES as u64);
+    if let Ok(t) = read(&dir.join("chat_template.jinja")) {
         return Some(t);
     }
-    let json = |file: &str| std::fs::read_to_string(dir.join(file)).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    let json = |file: &str| read(&dir.join(file)).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok());
     let pick = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
         Value::Array(named) => named
@@ -55,7 +56,8 @@ pub fn resolve_chat_template(family: &Family, spec: &str) -> Result<(ChatTemplat
                     family.names.join(", ")
                 )));
             }
-            let text = std::fs::read_to_string(path).map_err(|e| CheckpointError::Io { path: file.to_string(), source: e })?;
+            let text = crate::fsutil::read_text_input(path, crate::limits::MAX_CONFIG_BYTES as u64)
+                .map_err(|e| CheckpointError::Io { path: file.to_string(), source: e })?;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "chat_template.jinja".into());
             Ok((ChatTemplate::File { name, text }, Vec::new()))
         }
@@ -85,7 +87,7 @@ pub fn check_tokenizer_source(family: &Family, name: &str) -> Result<(), Checkpo
         (Some(b), Some(s)) => (b, s),
         _ => {
             // No tokenizer.json to compare id by id: accept only an identical SentencePiece model.
-            let read = |d: &Path| std::fs::read(d.join("tokenizer.model")).ok();
+            let read = |d: &Path| crate::fsutil::read_input(&d.join("tokenizer.model"), crate::limits::MAX_TOKENIZER_BYTES).ok();
             return match (read(&family.base.dir), read(&source.dir)) {
                 (Some(x), Some(y)) if x == y => Ok(()),
                 _ => Err(refuse("its tokenizer files cannot be compared with the base's (no tokenizer.json in both)".into())),
@@ -113,7 +115,8 @@ pub fn check_tokenizer_source(family: &Family, name: &str) -> Result<(), Checkpo
 
 /// Id -> token of tokenizer.json (vocabulary and added tokens).
 fn vocabulary(dir: &Path) -> Option<BTreeMap<usize, String>> {
-    let t = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).ok()?;
+    let bytes = crate::fsutil::read_input(&dir.join("tokenizer.json"), crate::limits::MAX_TOKENIZER_BYTES).ok()?;
+    let t = tokenizers::Tokenizer::from_bytes(bytes).ok()?;
     Some(t.get_vocab(true).into_iter().map(|(token, id)| (id as usize, token)).collect())
 }
 

@@ -97,7 +97,7 @@ fn bin_files(dir: &Path) -> Result<(Vec<String>, Option<WeightMap>), CheckpointE
     if !index.is_file() {
         return Ok((vec![BIN_SINGLE.to_string()], None));
     }
-    let text = std::fs::read_to_string(&index).map_err(io(&index))?;
+    let text = crate::fsutil::read_text_input(&index, crate::limits::MAX_CONFIG_BYTES as u64).map_err(io(&index))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&index, e.to_string()))?;
     let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad(&index, "no `weight_map` object"))?;
     let mut out = BTreeMap::new();

@@ -48,12 +48,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         read_results(p, &mut input)?;
     }
     let readme = match &args.base_readme {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        Some(p) => Some(
+            hf_tailor::fsutil::read_text_input(p, hf_tailor::limits::MAX_CONFIG_BYTES as u64).with_context(|| format!("reading {}", p.display()))?,
+        ),
         None => cached_base_readme(&input.recipe),
     };
     input.license = readme.as_deref().and_then(card::license_from_readme);
     input.mergekit_yaml = match &args.mergekit {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        Some(p) => Some(
+            hf_tailor::fsutil::read_text_input(p, hf_tailor::limits::MAX_CONFIG_BYTES as u64).with_context(|| format!("reading {}", p.display()))?,
+        ),
         // Methods one mergekit config cannot express leave the section out.
         None => hf_tailor::mergekit::export(&card::published(&input.recipe), super::mergekit::base_ties_embeddings(&input.recipe)).ok(),
     };
@@ -69,7 +73,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// report says what they were measured on), or a JSON array of rows (or an object with
 /// a `results` array) the user measured on held-out items.
 fn read_results(path: &std::path::Path, input: &mut card::CardInput) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = hf_tailor::fsutil::read_text_input(path, hf_tailor::limits::MAX_CONFIG_BYTES as u64)
+        .with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     let bad = || format!("{}: results rows must be {{label, kind, layers, params, scores}}", path.display());
     if v.get("rows").is_some() {
@@ -118,5 +123,5 @@ fn cached_base_readme(recipe: &Recipe) -> Option<String> {
     let mut cfg = HubConfig::from_env();
     cfg.offline = true;
     let dir = hub::locate(&recipe.base, &cfg).ok()?;
-    std::fs::read_to_string(dir.join("README.md")).ok()
+    hf_tailor::fsutil::read_text_input(&dir.join("README.md"), hf_tailor::limits::MAX_CONFIG_BYTES as u64).ok()
 }

@@ -56,6 +56,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..SearchRequest::new(Depths::between(DepthTarget::KeepLayers(lo), DepthTarget::KeepLayers(hi)))
     };
     request.check()?;
+    // A family of the user's is never written into (the embedded one is ours, in --out).
+    if let Some(dir) = &args.family {
+        pipeline::out_folder::check_apart(&args.out, &[ModelSource::Local(dir.clone())], &HubConfig::from_env())?;
+    }
+    let _lock = super::lock_out(&args.out)?;
     // Before the family is written into it: never overwrite files that are not ours.
     pipeline::check_out_folder(&args.out, None, args.force)?;
     let journal = args.out.join(pipeline::tailor::JOURNAL_FILE);

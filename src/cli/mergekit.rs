@@ -31,7 +31,7 @@ pub enum Command {
         /// mergekit YAML config.
         config: PathBuf,
         /// Decoder layers in the source models (mergekit configs do not say); read from the
-        /// base's config.json when the base is a local folder or a cached Hub model.
+        /// base's config.json (a local folder's; a Hub model's: cache, then download).
         #[arg(long)]
         source_layers: Option<usize>,
         /// model_type of the sources; read from the base's config.json like --source-layers.
@@ -46,7 +46,7 @@ pub enum Command {
 /// Whether the recipe's base ties lm_head to its embeddings, from its config.json in a
 /// local folder or the Hub cache (never the network); None when it cannot be found.
 pub(super) fn base_ties_embeddings(recipe: &Recipe) -> Option<bool> {
-    super::sources::base_config(&recipe.base.source).map(|c| c.tie_word_embeddings)
+    super::sources::cached_config(&recipe.base.source).map(|c| c.tie_word_embeddings)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -60,8 +60,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         Command::Import { config, source_layers, architecture, output } => {
-            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
-            let base_config = super::sources::base_config(&mergekit::base_source(&text)?);
+            let text = hf_tailor::fsutil::read_text_input(&config, hf_tailor::limits::MAX_CONFIG_BYTES as u64)
+                .with_context(|| format!("reading {}", config.display()))?;
+            // The base's config (cache, then download) supplies what the flags leave out.
+            let base_source = mergekit::base_source(&text)?;
+            let base_config = match (&source_layers, &architecture) {
+                (Some(_), Some(_)) => None,
+                _ => Some(super::sources::base_config(&base_source)?),
+            };
             let recipe = mergekit::import(&text, &ImportOptions { source_layers, architecture, base_config })
                 .with_context(|| format!("importing {}", config.display()))?;
             recipe.save(&output)?;

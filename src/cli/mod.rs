@@ -216,6 +216,16 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Lock the output folder for this job (see `hf_tailor::pipeline::out_folder`), saying so
+/// when the lock of a job that was killed is taken over.
+pub fn lock_out(out: &std::path::Path) -> anyhow::Result<hf_tailor::pipeline::OutFolderLock> {
+    let lock = hf_tailor::pipeline::OutFolderLock::acquire(out)?;
+    if let Some(note) = lock.note() {
+        eprintln!("hf-tailor: {note}");
+    }
+    Ok(lock)
+}
+
 /// A mistake in how hf-tailor was called (a missing flag, a value out of range): the user
 /// fixes the command line. Exits with status 2, like clap's own usage errors.
 #[derive(Debug, thiserror::Error)]
@@ -266,9 +276,11 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     1
 }
 
-/// A file that is not there is the user's to fix (2); other I/O failures are ours (1).
+/// A file that is not there, or an input refused by its type, size or encoding, is the
+/// user's to fix (2); other I/O failures are ours (1).
 fn io_code(source: &std::io::Error) -> Option<u8> {
-    Some(if source.kind() == std::io::ErrorKind::NotFound { 2 } else { 1 })
+    let theirs = source.kind() == std::io::ErrorKind::NotFound || hf_tailor::fsutil::InputRefused::of(source).is_some();
+    Some(if theirs { 2 } else { 1 })
 }
 
 /// The exit status a library error implies, when it is one hf-tailor knows; None lets the
@@ -391,8 +403,9 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
                     | H::Forbidden { .. }
                     | H::NotCached { .. }
                     | H::NoToken { .. }
+                    | H::NoConfig { .. }
                     | H::NoWeights { .. }
-            ) || matches!(e, H::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            ) || matches!(e, H::Io { source, .. } if io_code(source) == Some(2)),
         );
     }
     None

@@ -121,6 +121,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if finetune_refs.is_empty() {
         usage!("{finetunes} lists no fine-tune: tailoring needs at least one sibling of the base")
     }
+    // The output folder against every source, before anything is pulled (--force or not).
+    let sources: Vec<ModelSource> = std::iter::once(base_ref.clone()).chain(finetune_refs.iter().cloned()).collect();
+    pipeline::out_folder::check_apart(&args.out, &sources, &cfg)?;
     if args.dry_run {
         let sources_bytes = args.engine.sources_mb.map(|m| m << 20);
         let plan = pipeline::plan::plan_job(&cfg, &base_ref, &finetune_refs, request.depths.deepest(), device, sources_bytes)?;
@@ -136,6 +139,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         hub::push::preflight(&cfg, repo, args.private)?;
     }
 
+    // One job per folder, from before the first check of its contents to the end.
+    let _lock = super::lock_out(&args.out)?;
+    pipeline::out_folder::check_resume(&args.out.join(pipeline::tailor::JOURNAL_FILE), args.resume)?;
+    if !args.force {
+        // Files that are not ours are refused now, not after the pull (the models are
+        // compared once they are pinned).
+        pipeline::check_out_folder(&args.out, None, false)?;
+    }
     let mut progress = StderrProgress::new(args.json);
     progress.stage("pulling the base and its fine-tunes");
     let family = hub::pull_family(&cfg, &base_ref, &finetune_refs)?;
@@ -223,6 +234,7 @@ impl Progress for StderrProgress {
     }
 
     fn trial(&mut self, done: usize, total: usize, best: Option<f64>) {
+        super::test_hooks::pause_after_trial(done);
         if self.quiet {
             return;
         }

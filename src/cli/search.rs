@@ -238,7 +238,8 @@ fn load_baselines(path: &std::path::Path) -> anyhow::Result<Vec<job::Precomputed
     struct File {
         baselines: Vec<job::Precomputed>,
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = hf_tailor::fsutil::read_text_input(path, hf_tailor::limits::MAX_CONFIG_BYTES as u64)
+        .with_context(|| format!("reading {}", path.display()))?;
     let file: File = serde_json::from_str(&text).with_context(|| format!("{} is not a baselines.json of `hf-tailor baselines`", path.display()))?;
     Ok(file.baselines)
 }
@@ -254,9 +255,9 @@ fn parse_baselines(list: &[String]) -> anyhow::Result<Vec<BaselineKind>> {
     list.iter().map(|b| BaselineKind::parse(b.trim()).with_context(|| format!("unknown baseline `{b}` (shortgpt, angular, sleb, none)"))).collect()
 }
 
-/// The sources (base, siblings) and the opened, checked family.
-fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceModel>, Family)> {
-    let (base, siblings) = match (&args.sources, &args.base) {
+/// The sources (base, siblings) the arguments name, not yet opened.
+fn family_models(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceModel>)> {
+    Ok(match (&args.sources, &args.base) {
         (Some(p), _) => {
             let list = SourceList::load(p)?;
             (list.base, list.siblings)
@@ -270,7 +271,21 @@ fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceMode
             (SourceModel::new("base", ModelSource::parse(b)?), sibs)
         }
         (None, None) => super::usage!("give --sources FILE or --base MODEL"),
-    };
+    })
+}
+
+/// The output folder of `search` or `baselines`, checked against every source model (before
+/// any is opened or pulled) and locked for this job.
+fn claim_out(family: &FamilyArgs, out: &std::path::Path) -> anyhow::Result<hf_tailor::pipeline::OutFolderLock> {
+    let (base, siblings) = family_models(family)?;
+    let sources: Vec<ModelSource> = std::iter::once(base).chain(siblings).map(|m| m.source).collect();
+    hf_tailor::pipeline::out_folder::check_apart(out, &sources, &HubConfig::from_env())?;
+    super::lock_out(out)
+}
+
+/// The sources (base, siblings) and the opened, checked family.
+fn open_family(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceModel>, Family)> {
+    let (base, siblings) = family_models(args)?;
     let family = Family::open(&base, &siblings, super::sources::locate)?;
     for w in &family.info.warnings {
         eprintln!("hf-tailor: warning: {w}");
@@ -448,6 +463,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else if args.workers == 0 {
         super::usage!("--workers 0 (coordinate only) needs --storage: someone has to score the trials");
     }
+    let _lock = claim_out(&args.inputs.family, &args.out)?;
+    if args.storage.is_none() {
+        hf_tailor::pipeline::out_folder::check_resume(&request::journal_in(&args.out, args.journal.as_deref()), args.resume)?;
+    }
     let mut s = setup(&args.inputs, &request, !request.baselines.is_empty(), args.workers.max(1))?;
     if s.space.siblings() == 0 {
         eprintln!("hf-tailor: warning: no fine-tuned siblings: the search only removes layers of the base");
@@ -586,6 +605,7 @@ pub fn run_baselines(args: BaselinesArgs) -> anyhow::Result<()> {
         super::usage!("--which names no baseline");
     }
     let request = SearchRequest { edges: args.inputs.scoring.edges, ..SearchRequest::new(args.inputs.depth.required()?) };
+    let _lock = claim_out(&args.inputs.family, &args.out)?;
     let mut s = setup(&args.inputs, &request, true, 0)?;
     if s.space.is_range() {
         super::usage!("hf-tailor baselines takes one depth (a front search computes the baselines at every depth)");

@@ -25,6 +25,7 @@ pub fn install() {
                 _ = term.recv() => ("SIGTERM", 143),
             };
             let removed = hf_tailor::writer::remove_in_flight();
+            hf_tailor::pipeline::out_folder::release_all();
             let what = match removed.as_slice() {
                 [] => String::new(),
                 dirs => format!("; removed the unfinished output {}", dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")),

@@ -33,22 +33,31 @@ fn is_mergekit(text: &str) -> bool {
 /// A recipe file, or a mergekit config (detected by its keys: `merge_method` / `slices` and
 /// no `format`) imported with the base's depth and architecture from its config.json.
 pub fn load_recipe(path: &Path) -> anyhow::Result<Recipe> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match hf_tailor::fsutil::read_text_input(path, hf_tailor::limits::MAX_CONFIG_BYTES as u64) {
         Ok(t) => t,
         Err(_) => return Ok(Recipe::load(path)?), // its error says what is wrong with the file
     };
-    if !is_mergekit(&text) {
+    // A text refused before parsing is refused by the recipe loader, which says why
+    // (telling a mergekit config apart parses it, and deep nesting makes that slow).
+    if hf_tailor::limits::yaml_problem(&text).is_some() || !is_mergekit(&text) {
         return Ok(Recipe::load(path)?);
     }
-    let opts = ImportOptions { base_config: base_config(&mergekit::base_source(&text)?), ..ImportOptions::default() };
+    let opts = ImportOptions { base_config: Some(base_config(&mergekit::base_source(&text)?)?), ..ImportOptions::default() };
     mergekit::import(&text, &opts).with_context(|| format!("importing mergekit config {}", path.display()))
 }
 
 /// The config.json of a model that is reachable without a download (a local folder, or a
 /// Hub model in the cache).
-pub fn base_config(source: &ModelSource) -> Option<ModelConfig> {
+pub fn cached_config(source: &ModelSource) -> Option<ModelConfig> {
     let mut cfg = HubConfig::from_env();
     cfg.offline = true;
-    let dir = hub::locate(&SourceModel::new("base", source.clone()), &cfg).ok()?;
-    ModelConfig::from_file(&dir.join("config.json")).ok()
+    ModelConfig::from_file(&hub::pull::fetch_config(&cfg, source).ok()?).ok()
+}
+
+/// The config.json of a mergekit config's base model: a local folder's, or a Hub model's
+/// (cache, then download of config.json alone; offline, the cache only). The error names
+/// the model it could not reach.
+pub fn base_config(source: &ModelSource) -> anyhow::Result<ModelConfig> {
+    let path = hub::pull::fetch_config(&HubConfig::from_env(), source).with_context(|| format!("the mergekit config's base model `{source}`"))?;
+    Ok(ModelConfig::from_file(&path)?)
 }

@@ -2,7 +2,6 @@
 //! of parquet files (as Hub dataset repos store them). Rows become JSON objects so that one
 //! set of item parsers serves both formats.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use parquet::file::reader::SerializedFileReader;
@@ -64,15 +63,32 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), EvalError> 
     Ok(())
 }
 
+/// One object a line, read line by line: the file is capped at
+/// [`MAX_TASK_FILE_BYTES`](crate::limits::MAX_TASK_FILE_BYTES) while it is read, and each
+/// line at [`MAX_LINE_BYTES`](crate::limits::MAX_LINE_BYTES) before it is parsed (let alone
+/// tokenised); a line that is not UTF-8 is refused with its number.
 fn read_jsonl(path: &Path) -> Result<Vec<SourcedRow>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io { path: path.display().to_string(), source })?;
+    use crate::limits::MAX_LINE_BYTES;
+    use std::io::{BufRead, Read};
+    let io = |source| EvalError::Io { path: path.display().to_string(), source };
+    let mut reader = std::io::BufReader::new(crate::fsutil::open_input(path, crate::limits::MAX_TASK_FILE_BYTES).map_err(io)?);
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let mut buf = Vec::new();
+    for n in 1.. {
+        buf.clear();
+        if (&mut reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buf).map_err(io)? == 0 {
+            break;
+        }
+        let origin = format!("{}:{n}", path.display());
+        let bad = |message: String| EvalError::Data { origin: origin.clone(), message };
+        if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+            return Err(bad(format!("the line is longer than {} (one item a line)", crate::human::human_bytes(MAX_LINE_BYTES as u64))));
+        }
+        let line = std::str::from_utf8(&buf).map_err(|_| bad("is not UTF-8 text".into()))?;
         if line.trim().is_empty() {
             continue;
         }
-        let origin = format!("{}:{}", path.display(), i + 1);
-        let value: Value = serde_json::from_str(line).map_err(|e| EvalError::Data { origin: origin.clone(), message: e.to_string() })?;
+        let value: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
         rows.push(SourcedRow { value, origin });
     }
     Ok(rows)
@@ -80,7 +96,10 @@ fn read_jsonl(path: &Path) -> Result<Vec<SourcedRow>, EvalError> {
 
 fn read_parquet(path: &Path) -> Result<Vec<SourcedRow>, EvalError> {
     let bad = |message: String| EvalError::Data { origin: path.display().to_string(), message };
-    let file = File::open(path).map_err(|source| EvalError::Io { path: path.display().to_string(), source })?;
+    // Parquet is read at random offsets: the type and the size are checked up front.
+    let file = crate::fsutil::open_input(path, crate::limits::MAX_TASK_FILE_BYTES)
+        .and_then(|f| f.into_checked_file())
+        .map_err(|source| EvalError::Io { path: path.display().to_string(), source })?;
     let reader = SerializedFileReader::new(file).map_err(|e| bad(e.to_string()))?;
     let mut rows = Vec::new();
     for (i, row) in reader.into_iter().enumerate() {

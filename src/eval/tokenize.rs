@@ -32,8 +32,11 @@ impl TextEncoder {
     /// tokenizer files do not name.
     pub fn from_model_dir(dir: &Path, config: &serde_json::Value) -> Result<Self, EvalError> {
         let path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&path).map_err(|e| EvalError::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
-        let tok_cfg: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        let bytes = crate::fsutil::read_input(&path, crate::limits::MAX_TOKENIZER_BYTES)
+            .map_err(|source| EvalError::Io { path: path.display().to_string(), source })?;
+        let tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| EvalError::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
+        drop(bytes);
+        let tok_cfg: serde_json::Value = crate::fsutil::read_text_input(&dir.join("tokenizer_config.json"), crate::limits::MAX_CONFIG_BYTES as u64)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(serde_json::Value::Null);

@@ -61,7 +61,7 @@ const SPECIAL_KEYS: &[(&str, &str)] = &[
 
 fn read_json(path: &Path) -> Result<Option<Json>, TokenizerError> {
     let err = |why: String| TokenizerError { path: path.display().to_string(), why };
-    match std::fs::read_to_string(path) {
+    match crate::fsutil::read_text_input(path, crate::limits::MAX_TOKENIZER_BYTES) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(err(format!("cannot be read: {e}"))),
         Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| err(format!("is not valid JSON: {e}"))),
@@ -325,7 +325,8 @@ fn merge_scores(texts: &[String], merges: &[String]) -> Vec<f32> {
 
 /// `tokenizer.ggml.pre` for a byte-level tokenizer ([`super::pretok`]).
 fn pre_tokenizer(path: &Path, tok: &Json) -> Result<String, String> {
-    let t = tokenizers::Tokenizer::from_file(path).map_err(|e| format!("cannot be loaded: {e}"))?;
+    let bytes = crate::fsutil::read_input(path, crate::limits::MAX_TOKENIZER_BYTES).map_err(|e| format!("cannot be read: {e}"))?;
+    let t = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| format!("cannot be loaded: {e}"))?;
     let ids = t.encode(pretok::CHKTXT, true).map_err(|e| format!("cannot encode llama.cpp's check text: {e}"))?.get_ids().to_vec();
     let hash = pretok::chk_hash(&ids);
     if let Some(pre) = pretok::known(&hash) {
@@ -348,7 +349,7 @@ fn chat_templates(dir: &Path, tc: Option<&Json>) -> Result<Vec<(String, Value)>,
         Some(t) => Some(t),
         None => {
             let jinja = dir.join("chat_template.jinja");
-            match std::fs::read_to_string(&jinja) {
+            match crate::fsutil::read_text_input(&jinja, crate::limits::MAX_CONFIG_BYTES as u64) {
                 Ok(text) => Some(Json::String(text)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     read_json(&dir.join("chat_template.json"))?.and_then(|j| j.get("chat_template").cloned())

@@ -53,7 +53,7 @@ pub fn resolve_token() -> Option<Token> {
     if let Some(t) = std::env::var("HF_TOKEN").ok().and_then(Token::new) {
         return Some(t);
     }
-    std::fs::read_to_string(token_file()).ok().and_then(Token::new)
+    crate::fsutil::read_text_input(&token_file(), 64 << 10).ok().and_then(Token::new)
 }
 
 /// Make text from a server or an HTTP library safe to show: the token (if any) is replaced

@@ -30,7 +30,7 @@ pub fn parse_finetunes(text: &str, path: &str) -> Result<Vec<ModelSource>, HubEr
 }
 
 pub fn parse_finetunes_file(path: &Path) -> Result<Vec<ModelSource>, HubError> {
-    let text = std::fs::read_to_string(path).map_err(super::io_err(path))?;
+    let text = crate::fsutil::read_text_input(path, crate::limits::MAX_CONFIG_BYTES as u64).map_err(super::io_err(path))?;
     parse_finetunes(&text, &path.display().to_string())
 }
 

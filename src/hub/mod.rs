@@ -51,6 +51,8 @@ pub enum HubError {
     Forbidden { repo: String, message: String },
     #[error("`{repo}`@{revision}: `{file}` is not in the local cache and offline mode (HF_HUB_OFFLINE) is on")]
     NotCached { repo: String, revision: String, file: String },
+    #[error("`{repo}` has no config.json: it is not a transformers model (give the folder or repo that holds config.json and the weights)")]
+    NoConfig { repo: String },
     #[error("`{repo}` has no weights hf-tailor reads (model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json)")]
     NoWeights { repo: String },
     #[error("`{repo}`: {file} is corrupt: expected {what} {expected}, got {actual}")]

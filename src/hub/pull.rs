@@ -94,7 +94,7 @@ impl SourceList {
     }
 
     pub fn load(path: &Path) -> Result<Self, HubError> {
-        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+        let text = crate::fsutil::read_text_input(path, crate::limits::MAX_CONFIG_BYTES as u64).map_err(io_err(path))?;
         serde_norway::from_str(&text).map_err(|e| HubError::ListLine {
             path: path.display().to_string(),
             line: e.location().map(|l| l.line()).unwrap_or(0),
@@ -163,7 +163,7 @@ fn select_files(
 ) -> Result<Vec<String>, HubError> {
     let has = |f: &str| present.iter().any(|p| p == f);
     if !has(CONFIG_FILE) {
-        return Err(HubError::Protocol { repo: repo.into(), message: "has no config.json".into() });
+        return Err(HubError::NoConfig { repo: repo.into() });
     }
     let mut files = vec![CONFIG_FILE.to_string()];
     if let Some(index) = index_to_read(present) {
@@ -192,7 +192,7 @@ fn select_files(
 fn read_index_shards(path: &Path, repo: &str) -> Result<Vec<String>, HubError> {
     let is_bin = path.file_name().is_some_and(|n| n == BIN_INDEX);
     let (index, suffix) = if is_bin { (BIN_INDEX, ".bin") } else { (INDEX, ".safetensors") };
-    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let text = crate::fsutil::read_text_input(path, crate::limits::MAX_CONFIG_BYTES as u64).map_err(io_err(path))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| HubError::Protocol { repo: repo.into(), message: format!("{index} is not valid JSON: {e}") })?;
     let map = v
@@ -352,6 +352,37 @@ pub fn plan_hub_model(cfg: &HubConfig, repo: &str, revision: &str) -> Result<Rem
     })
 }
 
+/// The config.json of a model, without its weights: a local folder's; a Hub model's from
+/// the cache, else downloaded alone into it (offline: the cache only). Errors name the model.
+pub fn fetch_config(cfg: &HubConfig, source: &ModelSource) -> Result<PathBuf, HubError> {
+    let (repo, revision) = match source {
+        ModelSource::Local(dir) if !dir.is_dir() => return Err(HubError::NoSuchFolder { path: dir.display().to_string() }),
+        ModelSource::Local(dir) => {
+            let path = dir.join(CONFIG_FILE);
+            return if path.is_file() { Ok(path) } else { Err(HubError::NoConfig { repo: dir.display().to_string() }) };
+        }
+        ModelSource::Hub { repo, revision } => (repo.as_str(), revision.as_deref().unwrap_or("main")),
+    };
+    let cache = RepoCache::new(&cfg.cache_dir, RepoKind::Model, repo);
+    if let Some(path) = cache.resolve(revision).map(|c| cache.snapshot_dir(&c).join(CONFIG_FILE)).filter(|p| p.is_file()) {
+        return Ok(path);
+    }
+    if cfg.offline {
+        return Err(HubError::NotCached { repo: repo.into(), revision: revision.into(), file: CONFIG_FILE.into() });
+    }
+    block_on(async {
+        let http = Http::new(cfg)?;
+        let (commit, present) = repo_listing(cfg, RepoKind::Model, repo, revision).await?;
+        if !present.iter().any(|p| p == CONFIG_FILE) {
+            return Err(HubError::NoConfig { repo: repo.into() });
+        }
+        let quiet = Progress { multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()) };
+        let (path, _) = fetch_one(&http, &quiet, RepoKind::Model, repo, &commit, CONFIG_FILE).await?;
+        cache.write_ref(revision, &commit).map_err(io_err(&cache.root))?;
+        Ok(path)
+    })
+}
+
 /// Offline: the snapshot the cache holds for `revision`, with the files a job needs.
 fn cached_model(cache: &RepoCache, name: &str, repo: &str, revision: &str, with_readme: bool) -> Result<PulledModel, HubError> {
     let not_cached = |file: &str| HubError::NotCached { repo: repo.into(), revision: revision.into(), file: file.into() };
@@ -361,7 +392,7 @@ fn cached_model(cache: &RepoCache, name: &str, repo: &str, revision: &str, with_
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
         .unwrap_or_default();
     let files = select_files(repo, &present, |f| read_index_shards(&dir.join(f), repo)).map_err(|e| match e {
-        HubError::Protocol { .. } | HubError::NoWeights { .. } => not_cached(CONFIG_FILE),
+        HubError::Protocol { .. } | HubError::NoConfig { .. } | HubError::NoWeights { .. } => not_cached(CONFIG_FILE),
         e => e,
     })?;
     let mut hashes = BTreeMap::new();

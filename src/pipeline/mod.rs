@@ -4,15 +4,17 @@
 //! so that the root command, `hf-tailor demo` and the GitHub Action run the same code.
 
 pub mod demo;
+pub mod out_folder;
 pub mod plan;
 pub mod request;
 pub mod tailor;
 
 use std::path::Path;
 
+pub use out_folder::{check_out_folder, OutFolderLock};
 pub use plan::{ModelFiles, Plan};
 pub use request::{Depths, SearchRequest};
-pub use tailor::{check_out_folder, tailor, JobOptions, JobOutcome, Progress, Quiet};
+pub use tailor::{tailor, JobOptions, JobOutcome, Progress, Quiet};
 
 /// A stage failed; the message is the stage's own (it names the model, file or entry).
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,7 @@ use crate::search::TrialEvent;
 use crate::writer::{self, BuildOptions};
 
 use super::request::SearchRequest;
+use super::out_folder::check_out_folder;
 use super::PipelineError;
 
 pub const SOURCES_FILE: &str = "sources.yaml";
@@ -139,39 +140,6 @@ impl JobOutcome {
     }
 }
 
-/// May a job write into `out`? Yes when it is absent or empty, when `force`, or when it is
-/// an earlier hf-tailor folder (it has a `sources.yaml`) for the same job (the same models,
-/// when `expected` says which). Anything else would overwrite files that are not ours.
-pub fn check_out_folder(out: &Path, expected: Option<&SourceList>, force: bool) -> Result<(), PipelineError> {
-    let refuse = |why: String| Err(PipelineError::OutFolder { path: out.display().to_string(), why });
-    let mut entries = match std::fs::read_dir(out) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return refuse("exists and is not a folder".into()),
-        Err(e) => return Err(PipelineError::io(out, e)),
-        Ok(entries) => entries,
-    };
-    if force || entries.next().is_none() {
-        return Ok(());
-    }
-    match SourceList::load(&out.join(SOURCES_FILE)) {
-        Err(_) => refuse(format!(
-            "is not empty and is not an hf-tailor folder (no readable {SOURCES_FILE}); choose another folder, or pass --force to write into it"
-        )),
-        Ok(found) if expected.is_some_and(|e| !same_models(e, &found)) => refuse(format!(
-            "holds the results of another job (its {SOURCES_FILE} names other models); choose another folder, or pass --force to write into it"
-        )),
-        Ok(_) => Ok(()),
-    }
-}
-
-/// Same base and siblings (repo, revision and files), whatever the handles.
-fn same_models(a: &SourceList, b: &SourceList) -> bool {
-    let key = |l: &SourceList| -> Vec<(crate::source::ModelSource, Vec<(String, String)>)> {
-        std::iter::once(&l.base).chain(&l.siblings).map(|m| (m.source.clone(), m.files.clone().into_iter().collect())).collect()
-    };
-    key(a) == key(b)
-}
-
 /// Run the job on a pulled family. `calibration` drives the search; `report` (held-out
 /// tasks) fills the results table and the card. When `report` is `calibration` itself,
 /// [`REPORT_FRACTION`] of every calibration task is split off by seed for the report
@@ -188,8 +156,8 @@ pub fn tailor(
     if !opts.out_checked {
         check_out_folder(out, Some(&sources), opts.force)?;
     }
-    std::fs::create_dir_all(out).map_err(|e| PipelineError::io(out, e))?;
-    sources.save(&out.join(SOURCES_FILE))?;
+    // Nothing is written into `out` before every input passed its checks (below): a
+    // refused job leaves nothing that could block the corrected one.
 
     progress.stage("checking that the models are one family");
     let request = &opts.search;
@@ -221,6 +189,9 @@ pub fn tailor(
     let mut scorer = Evaluator::new(fam.clone(), calibration.clone(), eval_options.clone())?;
     let spec = request.job(space, &calibration, calibration_texts(&calibration), super::request::journal_in(out, None))?;
     let (keep, keep_max) = (spec.space.keep, spec.space.keep_max);
+    // Every input passed its checks: from here on the folder is this job's.
+    std::fs::create_dir_all(out).map_err(|e| PipelineError::io(out, e))?;
+    sources.save(&out.join(SOURCES_FILE))?;
     let depths = if keep_max > keep { format!("a front of {keep}..{keep_max}") } else { keep.to_string() };
     progress.stage(&format!(
         "searching: keep {depths} of {} layers, {} siblings, {} trials on {}",
@@ -310,7 +281,7 @@ pub fn tailor(
     let mut input = CardInput::new(best.clone(), &opts.title, built.params_before, built.params_after);
     input.repo_id = opts.repo_id.clone();
     input.results = rows.clone();
-    input.license = family.base.readme.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).as_deref().and_then(card::license_from_readme);
+    input.license = family.base.readme.as_ref().and_then(|p| crate::fsutil::read_text_input(p, crate::limits::MAX_CONFIG_BYTES as u64).ok()).as_deref().and_then(card::license_from_readme);
     input.mergekit_yaml = crate::mergekit::export(&card::published(&best), Some(config.tie_word_embeddings)).ok();
     input.results_note = Some(format!("{report_note}, at most {report_items} items per task"));
     input.tasks = report_about.clone();

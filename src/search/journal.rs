@@ -46,39 +46,48 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SearchError + '_ {
 }
 
 impl Journal {
-    /// Start a new journal at `path`; refuses to overwrite one that holds trials.
+    /// Start a new journal at `path`; refuses to overwrite one that holds anything. The
+    /// file is opened (never truncated) and locked before it is looked at, so two searches
+    /// cannot both find it empty and both write it.
     pub fn create(path: &Path, header: JournalHeader) -> Result<Self, SearchError> {
-        if path.exists() && std::fs::metadata(path).map_err(io_err(path))?.len() > 0 {
+        let mut file = open_locked(path, true)?;
+        if file.metadata().map_err(io_err(path))?.len() > 0 {
             return Err(SearchError::Journal {
                 path: path.display().to_string(),
                 message: "already exists: pass --resume to continue it, or choose another file".into(),
             });
         }
-        let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(path).map_err(io_err(path))?;
         write_line(&mut file, &Line::Header(header.clone()), path)?;
         Ok(Self { path: path.into(), file, state: SearchState::new(header) })
     }
 
-    /// Continue the journal at `path` (or start it if missing or empty). Its header must
-    /// equal `header`; a torn last line (the write in flight when the search was killed)
-    /// is cut off. A file that is not a journal is refused, never repaired: the only
-    /// file without a complete header line that may be replaced is an empty one, or a
-    /// journal header torn while it was being written.
+    /// Continue the journal at `path` (an empty file is started). Its header must equal
+    /// `header`; a torn last line (the write in flight when the search was killed) is cut
+    /// off. A missing file is refused (there is nothing to resume), and so is a file that
+    /// is not a journal, never repaired: the only file without a complete header line
+    /// that may be replaced is an empty one, or a journal header torn while it was being
+    /// written. The file stays locked while the journal is open.
     pub fn resume(path: &Path, header: JournalHeader) -> Result<Self, SearchError> {
         if !path.exists() {
-            return Self::create(path, header);
+            return Err(SearchError::Journal {
+                path: path.display().to_string(),
+                message: "does not exist: there is no search to resume (run without --resume to start one)".into(),
+            });
         }
-        check_is_journal(path)?;
-        let Lines { header: found, trials, asked, valid_len } = read_lines(path)?;
+        let mut file = open_locked(path, false)?;
+        let bytes = read_journal_bytes(&file, path)?;
+        check_journal_head(&bytes, path)?;
+        let Lines { header: found, trials, asked, valid_len } = parse_lines(&bytes, path)?;
         let Some(found) = found else {
             // Empty, or only a torn header line (checked above): nothing to lose.
-            std::fs::remove_file(path).map_err(io_err(path))?;
-            return Self::create(path, header);
+            file.set_len(0).map_err(io_err(path))?;
+            file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+            write_line(&mut file, &Line::Header(header.clone()), path)?;
+            return Ok(Self { path: path.into(), file, state: SearchState::new(header) });
         };
         if found != header {
             return Err(SearchError::Journal { path: path.display().to_string(), message: header_difference(&found, &header) });
         }
-        let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path))?;
         file.set_len(valid_len).map_err(io_err(path))?;
         file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
         file.sync_all().map_err(io_err(path))?;
@@ -118,6 +127,33 @@ impl Journal {
     }
 }
 
+/// Open the journal file for reading and writing (`create`: creating it when absent, never
+/// truncating) and take its exclusive lock: the lock lives as long as the file handle, so
+/// while one search has the journal open another cannot write a line into it (the kernel
+/// drops the lock when the process ends, however it ends).
+fn open_locked(path: &Path, create: bool) -> Result<File, SearchError> {
+    let refuse = |message: &str| SearchError::Journal { path: path.display().to_string(), message: message.into() };
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(refuse("is not a regular file"));
+    }
+    let file = OpenOptions::new().read(true).write(true).create(create).open(path).map_err(io_err(path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(refuse("is in use by another search (a running hf-tailor holds its lock): wait for it to finish, or choose another journal"))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(path)(e)),
+    }
+}
+
+/// The journal's bytes, read through the cap ([`crate::limits::MAX_JOURNAL_BYTES`]).
+fn read_journal_bytes(file: &File, path: &Path) -> Result<Vec<u8>, SearchError> {
+    let mut bytes = Vec::new();
+    let mut reader = crate::fsutil::Bounded::new(file, crate::limits::MAX_JOURNAL_BYTES);
+    reader.read_to_end(&mut bytes).map_err(io_err(path))?;
+    Ok(bytes)
+}
+
 /// How every journal starts: the header line's first bytes, as `write_line` writes them.
 const HEADER_PREFIX: &str = "{\"kind\":\"header\"";
 
@@ -126,12 +162,23 @@ const HEADER_PREFIX: &str = "{\"kind\":\"header\"";
 /// header (complete, or torn while it was written).
 pub(super) fn check_is_journal(path: &Path) -> Result<(), SearchError> {
     let mut head = Vec::with_capacity(HEADER_PREFIX.len());
-    File::open(path).and_then(|f| f.take(HEADER_PREFIX.len() as u64).read_to_end(&mut head)).map_err(io_err(path))?;
+    crate::fsutil::open_input(path, crate::limits::MAX_JOURNAL_BYTES)
+        .and_then(|f| f.take(HEADER_PREFIX.len() as u64).read_to_end(&mut head))
+        .map_err(io_err(path))?;
+    let whole = std::fs::metadata(path).map_err(io_err(path))?.len();
+    check_head(&head, whole, path)
+}
+
+/// [`check_is_journal`] on bytes already read.
+fn check_journal_head(bytes: &[u8], path: &Path) -> Result<(), SearchError> {
+    check_head(&bytes[..bytes.len().min(HEADER_PREFIX.len())], bytes.len() as u64, path)
+}
+
+fn check_head(head: &[u8], whole: u64, path: &Path) -> Result<(), SearchError> {
     let n = head.len();
     if n == 0 || head[..] == HEADER_PREFIX.as_bytes()[..n] {
         // A prefix shorter than the marker is a header torn in its first bytes only when
         // it is the whole file.
-        let whole = std::fs::metadata(path).map_err(io_err(path))?.len();
         if n == HEADER_PREFIX.len() || whole == n as u64 {
             return Ok(());
         }
@@ -159,9 +206,12 @@ struct Lines {
 }
 
 fn read_lines(path: &Path) -> Result<Lines, SearchError> {
+    let bytes = crate::fsutil::read_input(path, crate::limits::MAX_JOURNAL_BYTES).map_err(io_err(path))?;
+    parse_lines(&bytes, path)
+}
+
+fn parse_lines(bytes: &[u8], path: &Path) -> Result<Lines, SearchError> {
     let disp = path.display().to_string();
-    let mut bytes = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err(path))?;
     // Only newline-terminated lines are complete; anything after the last newline is torn.
     let valid_len = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let text =

@@ -54,7 +54,8 @@ pub fn write(family: &Family, recipe: &Recipe, dir: &Path) -> Result<u64, BuildE
 
 /// tokenizer_config.json with its `chat_template` removed (the template lives in its own file).
 fn write_config_without_template(from: &Path, to: &Path) -> Result<u64, BuildError> {
-    let text = std::fs::read_to_string(from).map_err(|e| BuildError::Io { path: from.display().to_string(), source: e })?;
+    let text = crate::fsutil::read_text_input(from, crate::limits::MAX_CONFIG_BYTES as u64)
+        .map_err(|e| BuildError::Io { path: from.display().to_string(), source: e })?;
     let mut v: Value =
         serde_json::from_str(&text).map_err(|e| BuildError::Recipe(format!("{}: tokenizer_config.json does not parse: {e}", from.display())))?;
     if let Some(o) = v.as_object_mut() {

@@ -27,22 +27,21 @@ fn dest_err(path: &Path, why: impl Into<String>) -> BuildError {
 }
 
 /// Check the destination before any work: it must be absent, an empty folder, or (with
-/// `force`) a folder to replace; it must not be one of the sources.
+/// `force`) a folder to replace; it must not be one of the sources, lie inside one or hold one.
 pub fn check_destination(out: &Path, force: bool, sources: &[&Path]) -> Result<(), BuildError> {
     if out.as_os_str().is_empty() {
         return Err(dest_err(out, "is empty"));
+    }
+    for s in sources {
+        if let Some(how) = crate::fsutil::overlap(out, s) {
+            return Err(dest_err(out, format!("{how} {}; choose another output folder", s.display())));
+        }
     }
     match std::fs::symlink_metadata(out) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(dest_err(out, format!("cannot be inspected: {e}"))),
         Ok(m) if !m.is_dir() => return Err(dest_err(out, "exists and is not a folder")),
         Ok(_) => {
-            let canon = std::fs::canonicalize(out).map_err(|e| dest_err(out, format!("cannot be resolved: {e}")))?;
-            for s in sources {
-                if std::fs::canonicalize(s).is_ok_and(|c| c == canon || c.starts_with(&canon)) {
-                    return Err(dest_err(out, format!("holds the source model {}; choose another output folder", s.display())));
-                }
-            }
             let mut entries = std::fs::read_dir(out).map_err(|e| dest_err(out, format!("cannot be read: {e}")))?;
             if entries.next().is_some() && !force {
                 return Err(dest_err(out, "exists and is not empty (use --force to replace it)"));

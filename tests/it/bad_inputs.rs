@@ -10,7 +10,7 @@ use crate::build::{family, name, recipe, Fam};
 use crate::common;
 
 /// A two-model llama family and a recipe file over it; returns (family, recipe path).
-fn setup(root: &Path) -> (Fam, PathBuf) {
+pub(crate) fn setup(root: &Path) -> (Fam, PathBuf) {
     let f = family(root, TinySpec::llama(), 1);
     let r = recipe(
         &f,
@@ -501,14 +501,14 @@ fn root_command_refuses_an_out_folder_of_another_job() {
 
 /// An identity fixture family with its multiple-choice task written as a JSONL file, and
 /// the `search` arguments of a small job over it (`extra` goes last).
-struct SearchJob {
+pub(crate) struct SearchJob {
     fam: hf_tailor::testkit::identity_family::IdentityFamily,
     spec: String,
     finetunes: String,
 }
 
 impl SearchJob {
-    fn write(root: &Path) -> SearchJob {
+    pub(crate) fn write(root: &Path) -> SearchJob {
         use hf_tailor::eval::TaskData;
         use hf_tailor::testkit::identity_family::IdentityFamily;
         let fam = IdentityFamily::write(root).unwrap();
@@ -523,7 +523,7 @@ impl SearchJob {
         SearchJob { fam, spec, finetunes }
     }
 
-    fn args<'a>(&'a self, trials: &'a str, extra: &[&'a std::ffi::OsStr]) -> Vec<&'a std::ffi::OsStr> {
+    pub(crate) fn args<'a>(&'a self, trials: &'a str, extra: &[&'a std::ffi::OsStr]) -> Vec<&'a std::ffi::OsStr> {
         let mut args = vec![
             os("search"),
             os("--base"),

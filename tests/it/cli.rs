@@ -58,7 +58,7 @@ fn help_lists_every_stage_and_examples() {
     }
 }
 
-fn fixture_job(root: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn fixture_job(root: &Path) -> (PathBuf, PathBuf) {
     let spec = TinySpec::llama();
     let (base, sibs, _) = write_family(&root.join("family"), &spec, 2, 7).expect("fixture family");
     let list = root.join("finetunes.txt");

@@ -15,6 +15,7 @@ mod gguf;
 mod hostile_hub;
 mod hub;
 mod layout;
+mod one_job;
 mod parallel;
 mod search;
 mod search_e2e;

@@ -61,7 +61,10 @@ fn three_cpu_workers_score_every_recipe_exactly_as_one_evaluator_does() {
     // Several proposals were made while others were in flight (the journal says when).
     let (_, read) = Journal::read(&path).unwrap();
     assert_eq!(read, out.trials);
-    let resumed = Journal::resume(&path, journal.state.header.clone()).unwrap();
+    // A journal is locked while it is open: the search's is closed before it is resumed.
+    let head = journal.state.header.clone();
+    drop(journal);
+    let resumed = Journal::resume(&path, head).unwrap();
     assert!(resumed.state.asked.iter().any(|a| a.after < a.index), "no proposal was made with trials in flight: {:?}", resumed.state.asked);
     // A fresh single evaluator gives every trial's recipe the very measures its worker journaled.
     let mut single = (f.evaluator)();
@@ -119,6 +122,7 @@ fn a_parallel_journal_cut_with_trials_in_flight_resumes_and_scores_them() {
     let (_, read) = Journal::read(&path).unwrap();
     assert_each_trial_once(&read, 30);
     // The journal replays once more from the start (every proposal reproduced).
+    drop(journal);
     let mut journal = Journal::resume(&path, head).unwrap();
     let again = run_search_parallel(&f.space, &mut journal, 30, &mut workers(&f, 2), |e| assert!(e.replayed)).unwrap();
     assert_eq!(again.trials.len(), 30);
