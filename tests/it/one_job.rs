@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hf_tailor::pipeline::out_folder::LOCK_FILE;
 use hf_tailor::recipe::{EdgePolicy, Merge, Rule};
 use hf_tailor::search::Journal;
 
 use crate::common;
+
+/// The lock file a job keeps in its output folder (`hf_tailor::pipeline::out_folder::LOCK_FILE`).
+const LOCK_FILE: &str = ".hf-tailor.lock";
 
 /// The root command's small job on the fixture family (base, two siblings, 4 layers) with
 /// a 24-item JSONL task; every run is offline with its own empty Hub cache.
