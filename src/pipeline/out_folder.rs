@@ -40,7 +40,8 @@ pub fn check_apart(out: &Path, sources: &[ModelSource], cfg: &HubConfig) -> Resu
     for s in sources {
         let dir = source_folder(s, cfg);
         if let Some(how) = crate::fsutil::overlap(out, &dir) {
-            return Err(refuse(out, format!("{how} {} ({s}): a job never writes into a source model; choose another --out", dir.display())));
+            let whose = if matches!(s, ModelSource::Hub { .. }) { format!(" (the Hub cache's folder of {s})") } else { String::new() };
+            return Err(refuse(out, format!("{how} {}{whose}: a job never writes into a source model; choose another --out", dir.display())));
         }
     }
     Ok(())
