@@ -74,7 +74,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(dir) => demo::layout(dir),
         None => demo::write_family(&args.out.join("family")).with_context(|| format!("writing the demo family to {}", args.out.display()))?,
     };
+    let outcome = tailor_family(&args, request, &family);
+    // A job refused before it wrote anything of its own (no sources.yaml) takes the embedded
+    // family it wrote with it: a refused job leaves nothing.
+    if outcome.is_err() && args.family.is_none() && !args.out.join(pipeline::tailor::SOURCES_FILE).exists() {
+        let _ = std::fs::remove_dir_all(args.out.join("family"));
+    }
+    print_outcome(&outcome?, args.json)
+}
 
+/// The job on the demo family (pulled offline from its folders).
+fn tailor_family(args: &Args, request: SearchRequest, family: &demo::DemoFamily) -> anyhow::Result<pipeline::JobOutcome> {
     // Served from local folders through the same pull stage a Hub job uses (offline).
     let mut cfg = HubConfig::from_env();
     cfg.offline = true;
@@ -94,5 +104,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut progress = StderrProgress::new(args.json);
     let outcome = pipeline::tailor(&pulled, calibration, test, &opts, &mut progress)?;
     progress.finish();
-    print_outcome(&outcome, args.json)
+    Ok(outcome)
 }

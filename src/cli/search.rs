@@ -279,7 +279,7 @@ fn family_models(args: &FamilyArgs) -> anyhow::Result<(SourceModel, Vec<SourceMo
 fn claim_out(family: &FamilyArgs, out: &std::path::Path) -> anyhow::Result<hf_tailor::pipeline::OutFolderLock> {
     let (base, siblings) = family_models(family)?;
     let sources: Vec<ModelSource> = std::iter::once(base).chain(siblings).map(|m| m.source).collect();
-    hf_tailor::pipeline::out_folder::check_apart(out, &sources, &HubConfig::from_env())?;
+    hf_tailor::pipeline::out_folder::check_apart(out, &sources, &hf_tailor::hub::HubConfig::from_env())?;
     super::lock_out(out)
 }
 

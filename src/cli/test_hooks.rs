@@ -13,8 +13,7 @@ const PAUSE_AFTER_TRIALS: &str = "HF_TAILOR_TEST_PAUSE_AFTER_TRIALS";
 /// Called after each trial the search reports (`done` counts the journal's trials).
 #[cfg(feature = "testkit")]
 pub fn pause_after_trial(done: usize) {
-    let Some((n, path)) = std::env::var(PAUSE_AFTER_TRIALS).ok().and_then(|v| v.split_once(':').map(|(n, p)| (n.to_string(), p.to_string())))
-    else {
+    let Some((n, path)) = std::env::var(PAUSE_AFTER_TRIALS).ok().and_then(|v| v.split_once(':').map(|(n, p)| (n.to_string(), p.to_string()))) else {
         return;
     };
     if n.parse::<usize>().ok() != Some(done) {

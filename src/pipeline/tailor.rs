@@ -24,8 +24,8 @@ use crate::search::job::{run_front_job, run_job, whole_model, write_outputs, Job
 use crate::search::TrialEvent;
 use crate::writer::{self, BuildOptions};
 
-use super::request::SearchRequest;
 use super::out_folder::check_out_folder;
+use super::request::SearchRequest;
 use super::PipelineError;
 
 pub const SOURCES_FILE: &str = "sources.yaml";
@@ -281,7 +281,13 @@ pub fn tailor(
     let mut input = CardInput::new(best.clone(), &opts.title, built.params_before, built.params_after);
     input.repo_id = opts.repo_id.clone();
     input.results = rows.clone();
-    input.license = family.base.readme.as_ref().and_then(|p| crate::fsutil::read_text_input(p, crate::limits::MAX_CONFIG_BYTES as u64).ok()).as_deref().and_then(card::license_from_readme);
+    input.license = family
+        .base
+        .readme
+        .as_ref()
+        .and_then(|p| crate::fsutil::read_text_input(p, crate::limits::MAX_CONFIG_BYTES as u64).ok())
+        .as_deref()
+        .and_then(card::license_from_readme);
     input.mergekit_yaml = crate::mergekit::export(&card::published(&best), Some(config.tie_word_embeddings)).ok();
     input.results_note = Some(format!("{report_note}, at most {report_items} items per task"));
     input.tasks = report_about.clone();

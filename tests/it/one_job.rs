@@ -132,7 +132,7 @@ fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
 // One job per output folder.
 
 /// Trials with their timings left out (the only thing two identical runs may differ in).
-fn trials_without_timings(journal: &Path) -> Vec<hf_tailor::search::journal::TrialRecord> {
+fn trials_without_timings(journal: &Path) -> Vec<hf_tailor::search::TrialRecord> {
     let (_, mut trials) = Journal::read(journal).expect("the journal parses");
     for t in &mut trials {
         t.seconds = 0.0;
