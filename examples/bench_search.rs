@@ -7,7 +7,6 @@
 //! family of `hf_tailor::testkit::identity_family`, scored by the in-memory evaluator.
 //! Run through `scripts/bench-search.sh`.
 
-use hf_tailor::search::report::{plot_svg, Curve};
 use hf_tailor::search::{header, run_search, Journal, OptimizerConfig, OptimizerKind, SearchSpace, SpaceOptions};
 use hf_tailor::testkit::synthetic::SyntheticScorer;
 use hf_tailor::testkit::template;
@@ -69,10 +68,11 @@ fn main() {
             print!("{:>9.2}", 100.0 * regret[c - 1]);
         }
         println!("{:>12.2}", secs / seeds as f64);
-        curves.push(Curve { label: kind.name().into(), points: regret.iter().map(|r| Some(1.0 - r)).collect() });
+        curves.push((kind.name().to_string(), regret.iter().map(|r| 1.0 - r).collect::<Vec<f64>>()));
     }
     if let Some(p) = svg {
-        std::fs::write(&p, plot_svg("1 − regret of the chosen candidate (synthetic)", &curves, &[], None)).expect("write svg");
+        std::fs::write(&p, hf_tailor::plot::lines_svg("Synthetic objective: the chosen candidate after each trial", "1 − regret (%)", &curves))
+            .expect("write svg");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

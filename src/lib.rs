@@ -23,6 +23,7 @@ pub mod limits;
 pub mod merge;
 pub mod mergekit;
 pub mod pipeline;
+pub mod plot;
 pub mod recipe;
 pub mod score;
 pub mod search;

@@ -24,13 +24,16 @@ Examples:
   hf-tailor demo
 
   # The whole job: pull, search, build, verify, card, push (removes 25% of the layers)
-  hf-tailor --base meta-llama/Llama-2-13b-hf --finetunes finetunes.txt --push you/tailored
+  hf-tailor --base meta-llama/Llama-2-13b-hf --finetunes finetunes.txt \\
+    --push you/tailored
 
   # What would it download, and how much memory would it need?
-  hf-tailor --base meta-llama/Llama-2-7b-hf --finetunes finetunes.txt --keep-layers 23 --dry-run
+  hf-tailor --base meta-llama/Llama-2-7b-hf --finetunes finetunes.txt \\
+    --keep-layers 23 --dry-run
 
   # Stage by stage: stop, inspect or edit the recipe, go on
-  hf-tailor pull --base meta-llama/Llama-2-7b-hf --finetunes finetunes.txt --out work
+  hf-tailor pull --base meta-llama/Llama-2-7b-hf --finetunes finetunes.txt \\
+    --out work
   hf-tailor search --help
 
 finetunes.txt lists one Hub id (optionally @revision) or local folder per line; blank
@@ -79,6 +82,15 @@ pub enum Command {
     /// Write a study kept in PostgreSQL as a journal file that `search --resume` reads.
     Export(worker::ExportArgs),
 }
+
+// Headings of `--help` (`search`, `baselines` and the root command group their flags so).
+pub const H_MODELS: &str = "Models";
+pub const H_DEPTH: &str = "Depth";
+pub const H_TASKS: &str = "Tasks and objective";
+pub const H_OPTIMISER: &str = "Optimiser";
+pub const H_ENGINE: &str = "Engine and memory";
+pub const H_DISTRIBUTED: &str = "Distributed search (PostgreSQL)";
+pub const H_OUTPUT: &str = "Output";
 
 /// How candidates are scored: shared by `eval`, `search` and `baselines`.
 #[derive(clap::Args, Debug, Clone)]

@@ -14,62 +14,62 @@ use super::usage;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Base model: Hub id (optionally @revision) or local folder.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", help_heading = super::H_MODELS)]
     pub base: Option<String>,
     /// File listing the fine-tuned siblings, one Hub id (optionally @revision) or folder a
     /// line; or the siblings themselves, comma-separated.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = super::H_MODELS)]
     pub finetunes: Option<String>,
     /// Push the tailored model to this Hub repo (user/name); without it the model stays in --out.
-    #[arg(long, value_name = "REPO")]
+    #[arg(long, value_name = "REPO", help_heading = super::H_OUTPUT)]
     pub push: Option<String>,
     // How deep (default: remove a quarter of the layers); a range builds the picked point.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = super::H_DEPTH)]
     pub depth: super::search::DepthArgs,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = super::H_DEPTH)]
     pub pick: super::search::PickArgs,
     /// Calibration tasks, comma-separated: built-in names (mmlu, wsc) or JSONL files.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "mmlu,wsc")]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "mmlu,wsc", help_heading = super::H_TASKS)]
     pub tasks: Vec<String>,
     /// Search budget in trials (the reference uses 500).
-    #[arg(long, value_name = "N", default_value_t = 500, value_parser = super::positive())]
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = super::positive(), help_heading = super::H_OPTIMISER)]
     pub trials: usize,
     /// Seed of the search (same seed and inputs give the same result).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, help_heading = super::H_OPTIMISER)]
     pub seed: u64,
     /// What the search optimises: acc, loglik, margin, ppl, or GUIDE+acc (default ppl with
     /// calibration texts among the tasks, else loglik; see `hf-tailor search --help`).
-    #[arg(long, value_parser = super::search::parse_objective)]
+    #[arg(long, value_parser = super::search::parse_objective, help_heading = super::H_TASKS)]
     pub objective: Option<hf_tailor::search::Objective>,
     /// Fraction of each calibration task held out to choose the final candidate (0 = off; default 1/3).
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", help_heading = super::H_TASKS)]
     pub selection_split: Option<f64>,
     // Where and how candidates are scored (one device: cpu, cuda or cuda:N).
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = super::H_ENGINE)]
     pub engine: super::EngineArgs,
     /// Working folder: source list, search journal, recipe, report and the tailored model.
-    #[arg(long, value_name = "DIR", default_value = "tailored")]
+    #[arg(long, value_name = "DIR", default_value = "tailored", help_heading = super::H_OUTPUT)]
     pub out: PathBuf,
     /// Continue the search journal in --out after an interruption.
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_OUTPUT)]
     pub resume: bool,
     /// Write into an --out folder that holds other files, replacing its model folder.
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_OUTPUT)]
     pub force: bool,
     /// Create the pushed repo as private.
-    #[arg(long, requires = "push")]
+    #[arg(long, requires = "push", help_heading = super::H_OUTPUT)]
     pub private: bool,
     /// Also write GGUF files of these types beside the checkpoint (f16, q8_0, bf16, f32;
     /// comma-separated); the card links them and --push uploads them.
-    #[arg(long, value_name = "TYPES", value_parser = super::gguf::parse_types)]
+    #[arg(long, value_name = "TYPES", value_parser = super::gguf::parse_types, help_heading = super::H_OUTPUT)]
     pub gguf: Option<super::gguf::TypeList>,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = super::H_MODELS)]
     pub tokenizer: super::build::TokenizerArgs,
     /// Print what would be downloaded, the parameter count before/after and the memory needed; change nothing.
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_OUTPUT)]
     pub dry_run: bool,
     /// Print machine-readable JSON on stdout instead of tables.
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_OUTPUT)]
     pub json: bool,
 }
 

@@ -22,14 +22,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(clap::Args, Debug)]
 pub struct FamilyArgs {
     /// Source list written by `hf-tailor pull`.
-    #[arg(long, conflicts_with_all = ["base", "finetunes"], required_unless_present = "base")]
+    #[arg(long, conflicts_with_all = ["base", "finetunes"], required_unless_present = "base", help_heading = super::H_MODELS)]
     pub sources: Option<PathBuf>,
     /// Base model: a local folder or a Hub id (`owner/name[@revision]`).
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_MODELS)]
     pub base: Option<String>,
     /// Fine-tuned siblings: a fine-tunes list file (one a line, as the root command takes),
     /// or comma-separated folders / Hub ids (Hub models are downloaded unless offline).
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_MODELS)]
     pub finetunes: Vec<String>,
 }
 
@@ -40,14 +40,14 @@ pub struct DepthArgs {
     /// Layers to keep, or a range `A..B` (both included) for a size–quality front from one
     /// search: every depth's best candidate is written as front/keep-K.yaml and the picked
     /// one (--pick) is used (not `baselines`).
-    #[arg(long, value_name = "K", value_parser = parse_layer_range)]
+    #[arg(long, value_name = "K", value_parser = parse_layer_range, help_heading = super::H_DEPTH)]
     pub keep_layers: Option<(usize, usize)>,
     /// Fraction of the layers to remove (0.25 = a quarter: the whole job's default when no
     /// depth is given), or a range `A..B` of fractions for a front.
-    #[arg(long, value_name = "R", value_parser = parse_ratio_range)]
+    #[arg(long, value_name = "R", value_parser = parse_ratio_range, help_heading = super::H_DEPTH)]
     pub remove_ratio: Option<(f64, f64)>,
     /// Keep as many layers as fit in this many parameters.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = super::H_DEPTH)]
     pub max_params: Option<u64>,
 }
 
@@ -70,15 +70,15 @@ impl DepthArgs {
 #[derive(clap::Args, Debug)]
 pub struct ScoringArgs {
     /// Calibration tasks, comma-separated `KIND[:NAME]=PATH` (mc, mmlu, wsc; ppl texts feed the baselines).
-    #[arg(long, required = true)]
+    #[arg(long, required = true, help_heading = super::H_TASKS)]
     pub tasks: String,
     /// Calibration texts for the baselines (`ppl=FILE`); default: the `ppl` tasks of --tasks.
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_TASKS)]
     pub calibration: Option<String>,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = super::H_ENGINE)]
     pub engine: super::EngineArgs,
     /// Where embeddings and lm_head come from: follow-layers (first/last kept layer, as the reference) or base.
-    #[arg(long, default_value = "follow-layers", value_parser = parse_edges)]
+    #[arg(long, default_value = "follow-layers", value_parser = parse_edges, help_heading = super::H_MODELS)]
     pub edges: EdgePolicy,
 }
 
@@ -93,99 +93,121 @@ pub struct SearchInputs {
     pub scoring: ScoringArgs,
 }
 
+/// `search --help`'s closing text: how the result is chosen, and examples short enough to
+/// paste (one argument per line, shell continuations).
+const SEARCH_AFTER_HELP: &str = "\
+The tailored model is chosen among the top candidates at the highest budget by their score
+on a selection split held out from the calibration items (--selection-split); a simpler
+finalist within two standard errors of the best wins. `search` writes the recipe
+(tailor.yaml) and its report; `hf-tailor build` writes the checkpoint.
+
+Examples:
+  hf-tailor search --sources work/sources.yaml \\
+    --remove-ratio 0.25 \\
+    --tasks mmlu=data/mmlu,wsc=data/wsc.parquet \\
+    --out search-out
+
+  hf-tailor search --base ./base --finetunes ./math,./code \\
+    --keep-layers 30 --tasks mc=arith.jsonl \\
+    --trials 200 --out out --resume
+
+  # A size-quality front: one search over 24 to 30 kept layers
+  hf-tailor search --sources work/sources.yaml \\
+    --keep-layers 24..30 --tasks mc=arith.jsonl --out front";
+
 #[derive(clap::Args, Debug)]
-#[command(after_help = "The tailored model is chosen among the top candidates at the highest budget by their score on \
-a selection split held out from the calibration items (--selection-split); a simpler finalist within two standard errors \
-of the best wins.\n\nExamples:\n  \
-hf-tailor search --sources sources.yaml --remove-ratio 0.25 --tasks mmlu=data/mmlu,wsc=data/wsc.parquet --out search-out\n  \
-hf-tailor search --base ./base --finetunes ./math,./code --keep-layers 30 --tasks mc=arith.jsonl --trials 200 --out out --resume")]
+#[command(after_help = SEARCH_AFTER_HELP)]
 pub struct Args {
     #[command(flatten)]
     pub inputs: SearchInputs,
-    /// Evaluators scoring candidates in parallel on each device of --device (each with its
-    /// own weight store and prefix cache, so the memory bounds are per worker). With
-    /// --storage, these workers claim the study's trials like `hf-tailor worker` processes;
-    /// 0 = this process only coordinates.
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
-    /// Keep the search in PostgreSQL (`postgresql://USER[:PASSWORD]@HOST[:PORT]/DB`) so that
-    /// `hf-tailor worker` processes on any hosts score its trials; this process owns the
-    /// optimiser. Default: the file journal.
-    #[arg(long, value_name = "URL")]
-    pub storage: Option<String>,
-    /// The study's name in --storage (default: derived from the search's inputs).
-    #[arg(long, requires = "storage")]
-    pub study: Option<String>,
-    /// With --storage: start the (new) study from this file journal of the same search, its
-    /// results and the proposals it had in flight, so a search begun on one machine goes on
-    /// with workers on many (the reverse of `hf-tailor export`).
-    #[arg(long, requires = "storage", value_name = "JOURNAL")]
-    pub import_journal: Option<PathBuf>,
-    /// With --storage: a running trial whose worker sent no heartbeat for this many seconds
-    /// is queued again (once; the second time it fails).
-    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
-    pub stale_after: f64,
     /// Evaluations to run (each at one budget; a resumed search counts the journaled ones).
-    #[arg(long, default_value_t = 500, value_parser = super::positive())]
+    #[arg(long, default_value_t = 500, value_parser = super::positive(), help_heading = super::H_OPTIMISER)]
     pub trials: usize,
-    #[arg(long, default_value_t = 0)]
+    /// Seed of the optimiser and of the selection split: the same seed and inputs give the
+    /// same trials and the same result.
+    #[arg(long, default_value_t = 0, help_heading = super::H_OPTIMISER)]
     pub seed: u64,
     /// bo (multi-fidelity Bayesian optimisation), warmstart (bo from the reference's hand-made start), random.
-    #[arg(long, default_value = "bo", value_parser = parse_optimizer)]
+    #[arg(long, default_value = "bo", value_parser = parse_optimizer, help_heading = super::H_OPTIMISER)]
     pub optimizer: OptimizerKind,
     /// Item budgets of the fidelities, increasing (Hyperband); one value = single fidelity.
-    #[arg(long, value_delimiter = ',', default_value = "111,333,1000", value_parser = super::positive())]
+    #[arg(long, value_delimiter = ',', default_value = "111,333,1000", value_parser = super::positive(), help_heading = super::H_OPTIMISER)]
     pub budgets: Vec<usize>,
+    /// What the surrogate models across tasks: mean (the final criterion) or parego (the reference).
+    #[arg(long, default_value = "mean", help_heading = super::H_OPTIMISER)]
+    pub scalarization: String,
+    /// Merge methods a layer may use when it combines several siblings (the merge
+    /// registry's searchable ones: task_arithmetic, ties, dare).
+    #[arg(long, value_delimiter = ',', default_value = "task_arithmetic", value_parser = Method::parse_searchable, help_heading = super::H_OPTIMISER)]
+    pub merge_methods: Vec<Method>,
     /// What the search optimises: acc, loglik (of the correct choice), margin (over the best
     /// wrong choice, per token), ppl (calibration-text log-likelihood), or GUIDE+acc (guide
     /// the search with GUIDE, choose the final candidate by accuracy). Default: ppl when
     /// --tasks has calibration texts (`ppl=FILE`), else loglik; on --resume, the journal's.
-    #[arg(long, value_parser = parse_objective)]
+    #[arg(long, value_parser = parse_objective, help_heading = super::H_TASKS)]
     pub objective: Option<Objective>,
     /// Fraction of each calibration task's items held out (seeded by --seed) to choose the
     /// final candidate among the top ones; 0 = choose on the search's own items. Default
     /// 1/3; on --resume, the journal's.
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_TASKS)]
     pub selection_split: Option<f64>,
-    /// What the surrogate models across tasks: mean (the final criterion) or parego (the reference).
-    #[arg(long, default_value = "mean")]
-    pub scalarization: String,
-    /// Merge methods a layer may use when it combines several siblings (the merge
-    /// registry's searchable ones: task_arithmetic, ties, dare).
-    #[arg(long, value_delimiter = ',', default_value = "task_arithmetic", value_parser = Method::parse_searchable)]
-    pub merge_methods: Vec<Method>,
     /// Baselines to run and report (shortgpt, angular, sleb), or `none`.
-    #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb")]
+    #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb", help_heading = super::H_TASKS)]
     pub baselines: Vec<String>,
     /// Reuse the baselines of `hf-tailor baselines` (its baselines.json, same models and
     /// depth) instead of computing them again.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = super::H_TASKS)]
     pub baselines_from: Option<PathBuf>,
+    /// Evaluators scoring candidates in parallel on each device of --device (each with its
+    /// own weight store and prefix cache, so the memory bounds are per worker). With
+    /// --storage, these workers claim the study's trials like `hf-tailor worker` processes;
+    /// 0 = this process only coordinates.
+    #[arg(long, default_value_t = 1, help_heading = super::H_ENGINE)]
+    pub workers: usize,
+    /// Keep the search in PostgreSQL (`postgresql://USER[:PASSWORD]@HOST[:PORT]/DB`) so that
+    /// `hf-tailor worker` processes on any hosts score its trials; this process owns the
+    /// optimiser. Default: the file journal.
+    #[arg(long, value_name = "URL", help_heading = super::H_DISTRIBUTED)]
+    pub storage: Option<String>,
+    /// The study's name in --storage (default: derived from the search's inputs).
+    #[arg(long, requires = "storage", help_heading = super::H_DISTRIBUTED)]
+    pub study: Option<String>,
+    /// With --storage: start the (new) study from this file journal of the same search, its
+    /// results and the proposals it had in flight, so a search begun on one machine goes on
+    /// with workers on many (the reverse of `hf-tailor export`).
+    #[arg(long, requires = "storage", value_name = "JOURNAL", help_heading = super::H_DISTRIBUTED)]
+    pub import_journal: Option<PathBuf>,
+    /// With --storage: a running trial whose worker sent no heartbeat for this many seconds
+    /// is queued again (once; the second time it fails).
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS", help_heading = super::H_DISTRIBUTED)]
+    pub stale_after: f64,
+    /// Output folder: tailor.yaml, report.{json,md}, search.svg, baselines/.
+    #[arg(long, help_heading = super::H_OUTPUT)]
+    pub out: PathBuf,
     /// Journal of every trial (default: OUT/journal.jsonl).
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_OUTPUT)]
     pub journal: Option<PathBuf>,
     /// Continue the journal of an interrupted search with the same inputs.
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_OUTPUT)]
     pub resume: bool,
-    /// Output folder: tailor.yaml, report.{json,md}, search.svg, baselines/.
-    #[arg(long)]
-    pub out: PathBuf,
     /// Print the report as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_OUTPUT)]
     pub json: bool,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = super::H_DEPTH)]
     pub pick: PickArgs,
 }
 
 /// Which point of a front (a depth range) is used: shared by `search`, the root command and `demo`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct PickArgs {
-    /// For a front (a depth range): the depth whose candidate becomes tailor.yaml (and is
-    /// built, verified, carded and pushed). Default: the smallest model whose mean accuracy
-    /// on the search's items is within 1 point of the best over the range.
+    /// For a front (a depth range): the depth whose candidate is the result (`search`:
+    /// tailor.yaml; the root command and `demo` also build, verify, card and push it).
+    /// Default: the smallest model whose mean accuracy on the search's items is within 1
+    /// point of the best over the range.
     #[arg(long, value_name = "K", conflicts_with = "pick_max_params")]
     pub pick: Option<usize>,
-    /// For a front: the most accurate point with at most N parameters is used instead.
+    /// For a front: the most accurate point (on the search's items) with at most N
+    /// parameters is the result instead.
     #[arg(long = "pick-max-params", value_name = "N")]
     pub pick_max_params: Option<u64>,
 }
@@ -203,20 +225,23 @@ impl PickArgs {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  hf-tailor baselines --base ./base --remove-ratio 0.25 --tasks mc=arith.jsonl,ppl=calib.jsonl --out baselines")]
+#[command(
+    after_help = "Example:\n  hf-tailor baselines --base ./base --remove-ratio 0.25 \\\n    --tasks mc=arith.jsonl,ppl=calib.jsonl --out baselines"
+)]
 pub struct BaselinesArgs {
     #[command(flatten)]
     pub inputs: SearchInputs,
     /// Baselines to run (shortgpt, angular, sleb).
-    #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb")]
+    #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb", help_heading = super::H_TASKS)]
     pub which: Vec<String>,
     /// Items per task for the scores.
-    #[arg(long, default_value_t = 1000, value_parser = super::positive())]
+    #[arg(long, default_value_t = 1000, value_parser = super::positive(), help_heading = super::H_TASKS)]
     pub budget: usize,
     /// Output folder: one recipe per baseline (NAME.yaml) and baselines.json.
-    #[arg(long)]
+    #[arg(long, help_heading = super::H_OUTPUT)]
     pub out: PathBuf,
-    #[arg(long)]
+    /// Print the baselines as JSON on stdout.
+    #[arg(long, help_heading = super::H_OUTPUT)]
     pub json: bool,
 }
 

@@ -46,7 +46,8 @@ pub struct Task {
 impl Task {
     /// A task built in code (its items are described as such).
     pub fn new(name: &str, data: TaskData) -> Self {
-        Self { name: name.into(), data, about: TaskAbout::local(name) }
+        let about = TaskAbout::local(name).with_items(&data);
+        Self { name: name.into(), data, about }
     }
 }
 
@@ -71,7 +72,30 @@ pub struct TaskAbout {
     pub num_fewshot: usize,
     /// The prompt, and how it relates to lm-evaluation-harness's task of the same name.
     pub prompt: String,
+    /// What the task asks, in a sentence (the built-in and demo tasks; none for a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Accuracy of guessing uniformly among each item's choices (0.25 for four choices),
+    /// averaged over the items; multiple choice only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chance: Option<f64>,
+    /// The first item as the model sees it, for cards and reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<Example>,
 }
+
+/// One item of a task: the context, and for multiple choice the choices and the answer.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Example {
+    pub context: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    #[serde(default)]
+    pub label: usize,
+}
+
+/// Longest example text a card shows (perplexity texts can be pages long).
+const EXAMPLE_CHARS: usize = 300;
 
 impl TaskAbout {
     /// Items from a local file (or built in code) named `file`.
@@ -84,7 +108,32 @@ impl TaskAbout {
             split: None,
             num_fewshot: 0,
             prompt: "context and choices as written in the file".into(),
+            description: None,
+            chance: None,
+            example: None,
         }
+    }
+
+    /// With the chance level and the first item of `data` filled in.
+    pub fn with_items(mut self, data: &TaskData) -> Self {
+        let cut = |s: &str| match s.char_indices().nth(EXAMPLE_CHARS) {
+            Some((i, _)) => format!("{}…", &s[..i]),
+            None => s.to_string(),
+        };
+        match data {
+            TaskData::MultipleChoice(items) if !items.is_empty() => {
+                self.chance = Some(items.iter().map(|i| 1.0 / i.choices.len().max(1) as f64).sum::<f64>() / items.len() as f64);
+                let first = &items[0];
+                self.example =
+                    Some(Example { context: cut(&first.context), choices: first.choices.iter().map(|c| cut(c)).collect(), label: first.label });
+            }
+            TaskData::Perplexity(texts) if !texts.is_empty() => {
+                self.chance = None;
+                self.example = Some(Example { context: cut(&texts[0]), choices: Vec::new(), label: 0 });
+            }
+            _ => {}
+        }
+        self
     }
 
     /// What a task of `format` read from `path` is.
@@ -101,6 +150,9 @@ impl TaskAbout {
                 prompt: "lm-evaluation-harness's `mmlu` 0-shot prompt (subject line, question, lettered choices, `Answer:`), \
                          on the validation split instead of lm-eval's test split"
                     .into(),
+                description: Some("four-choice questions on 57 subjects, from elementary mathematics to law".into()),
+                chance: None,
+                example: None,
             },
             Some(TaskFormat::Wsc) => Self {
                 title: "WSC with the GPTailor A/B prompt (SuperGLUE wsc.fixed, train split), 0-shot".into(),
@@ -112,6 +164,9 @@ impl TaskAbout {
                 prompt: "the GPTailor prompt (`Does the pronoun # … # refer to * … *?` with choices `A. Yes` / `B. No`); \
                          not lm-evaluation-harness's `wsc` task, which scores two continuations on the validation split"
                     .into(),
+                description: Some("whether a pronoun refers to a given noun in a sentence (Winograd schemas), yes or no".into()),
+                chance: None,
+                example: None,
             },
             Some(TaskFormat::Perplexity) => Self { prompt: "calibration texts (perplexity)".into(), ..Self::local(&file) },
             _ => Self::local(&file),
@@ -204,7 +259,8 @@ impl TaskSpec {
         if n == 0 {
             return Err(EvalError::Data { origin: self.path.display().to_string(), message: "holds no item".into() });
         }
-        Ok(Task { name: self.name.clone(), data, about: TaskAbout::of(self.format, &self.path) })
+        let about = TaskAbout::of(self.format, &self.path).with_items(&data);
+        Ok(Task { name: self.name.clone(), data, about })
     }
 }
 

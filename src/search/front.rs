@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::human::human_count;
+use crate::plot::{count_label, esc, nice_ticks, round_label, CHOSEN, COLOURS};
 use crate::score::ModelResult;
 
 /// Which point of the front the build, card and push use.
@@ -124,8 +125,6 @@ pub fn svg_with_rows(front: &[FrontPoint], rows: &[ModelResult]) -> String {
     svg(front, &refs)
 }
 
-const COLOURS: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"];
-
 /// Accuracy against parameters: the front and each baseline as curves, `points` (base
 /// and siblings) as labelled dots.
 pub fn svg(front: &[FrontPoint], refs: &[(String, u64, f64)]) -> String {
@@ -148,8 +147,8 @@ pub fn svg(front: &[FrontPoint], refs: &[(String, u64, f64)]) -> String {
     if !xl.is_finite() || !yl.is_finite() {
         return String::from("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>\n");
     }
-    let xt = super::plot::nice_ticks(xl, xh, 5);
-    let yt = super::plot::nice_ticks(yl.max(0.0), yh.min(100.0), 5);
+    let xt = nice_ticks(xl, xh, 5);
+    let yt = nice_ticks(yl.max(0.0), yh.min(100.0), 5);
     let (x0, x1, y0, y1) = (xt[0], *xt.last().expect("tick"), yt[0], *yt.last().expect("tick"));
     let x = |v: f64| left + (w - left - right) * (v - x0) / (x1 - x0).max(1e-9);
     let y = |v: f64| top + (h - top - bottom) * (1.0 - (100.0 * v - y0) / (y1 - y0).max(1e-9));
@@ -166,14 +165,15 @@ pub fn svg(front: &[FrontPoint], refs: &[(String, u64, f64)]) -> String {
         let yv = top + (h - top - bottom) * (1.0 - (v - y0) / (y1 - y0).max(1e-9));
         let _ = writeln!(
             s,
-            r##"<line x1="{left}" x2="{}" y1="{yv:.1}" y2="{yv:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{v}</text>"##,
+            r##"<line x1="{left}" x2="{}" y1="{yv:.1}" y2="{yv:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
             w - right,
             left - 6.0,
-            yv + 4.0
+            yv + 4.0,
+            round_label(*v)
         );
     }
     for v in &xt {
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, x(*v), h - bottom + 18.0, human_count(*v as u64));
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, x(*v), h - bottom + 18.0, count_label(*v));
     }
     let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">parameters</text>"#, (w - right + left) / 2.0, h - 12.0);
     let _ = writeln!(s, r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">mean accuracy (%)</text>"#, h / 2.0, h / 2.0);
@@ -192,7 +192,7 @@ pub fn svg(front: &[FrontPoint], refs: &[(String, u64, f64)]) -> String {
             w - right + 8.0,
             legend_y - 5.0,
             w - right + 24.0,
-            label
+            esc(label)
         );
         legend_y += 16.0;
     }
@@ -209,7 +209,7 @@ pub fn svg(front: &[FrontPoint], refs: &[(String, u64, f64)]) -> String {
     if front.iter().any(|p| p.picked) {
         let _ = writeln!(
             s,
-            r##"<circle cx="{}" cy="{:.1}" r="5" fill="none" stroke="#d62728" stroke-width="2"/><text x="{}" y="{legend_y:.1}" fill="#d62728">picked point</text>"##,
+            r##"<circle cx="{}" cy="{:.1}" r="5" fill="none" stroke="{CHOSEN}" stroke-width="2"/><text x="{}" y="{legend_y:.1}" fill="{CHOSEN}">picked point</text>"##,
             w - right + 14.0,
             legend_y - 4.0,
             w - right + 24.0
@@ -218,13 +218,20 @@ pub fn svg(front: &[FrontPoint], refs: &[(String, u64, f64)]) -> String {
     // The picked point: ringed and labelled, so the plot says which model was built.
     for p in front.iter().filter(|p| p.picked) {
         let (px, py) = (x(p.tailored.params as f64), y(p.tailored.mean()));
-        let _ = writeln!(s, r##"<circle cx="{px:.1}" cy="{py:.1}" r="7" fill="none" stroke="#d62728" stroke-width="2"/>"##);
-        let _ = writeln!(s, r##"<text x="{px:.1}" y="{:.1}" text-anchor="middle" fill="#d62728">picked: {} layers</text>"##, py - 12.0, p.layers);
+        let _ = writeln!(s, r##"<circle cx="{px:.1}" cy="{py:.1}" r="7" fill="none" stroke="{CHOSEN}" stroke-width="2"/>"##);
+        let _ = writeln!(s, r##"<text x="{px:.1}" y="{:.1}" text-anchor="middle" fill="{CHOSEN}">picked: {} layers</text>"##, py - 12.0, p.layers);
     }
     for (label, params, acc) in refs {
         let (px, py) = (x(*params as f64), y(*acc));
         let _ = writeln!(s, r##"<rect x="{:.1}" y="{:.1}" width="7" height="7" fill="#444"/>"##, px - 3.5, py - 3.5);
-        let _ = writeln!(s, r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#444">{} ({:.1})</text>"##, px - 6.0, py + 4.0, label, 100.0 * acc);
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#444">{} ({:.1})</text>"##,
+            px - 6.0,
+            py + 4.0,
+            esc(label),
+            100.0 * acc
+        );
     }
     s.push_str("</svg>\n");
     s

@@ -12,7 +12,7 @@ use super::driver::{header, run_search, run_search_parallel, run_search_remote, 
 use super::front::{FrontPoint, Pick};
 use super::journal::Journal;
 use super::optimizer::OptimizerConfig;
-use super::report::{Curve, SearchReport};
+use super::report::SearchReport;
 use super::select;
 use super::space::SearchSpace;
 use super::storage::Storage;
@@ -371,7 +371,15 @@ fn search_report(
         tasks,
         budget: optimizer.full_budget(),
         rows,
-        curves: vec![Curve { label: spec.optimizer.kind.name().into(), points: outcome.curve.clone() }],
+        progress: outcome
+            .trials
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.failed.is_none())
+            .map(|(i, t)| crate::plot::TrialPoint { trial: i, budget: t.budget, layers: t.recipe.layers.len(), value: t.objective_value() })
+            .collect(),
+        // The result first, then every other depth's choice of a front.
+        chosen: std::iter::once(outcome.best).chain(front.iter().map(|p| p.trial).filter(|&t| t != outcome.best)).collect(),
         selection: if optimizer.hold_out.is_some() { select::SPLIT_RULE } else { select::RULE }.into(),
         optimizer: spec.optimizer.kind.name().into(),
         seed: spec.optimizer.seed,

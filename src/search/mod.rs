@@ -10,7 +10,7 @@
 //! - [`select`]: how the final model is chosen;
 //! - [`baselines`]: ShortGPT, angular distance and SLEB depth pruning of the base;
 //! - [`job`]: a whole search job (search, baselines, reference rows, output files);
-//! - [`report`] and [`front`] (drawn with [`plot`]): JSON, Markdown and SVG reports.
+//! - [`report`] and [`front`] (drawn with [`crate::plot`]): JSON, Markdown and SVG reports.
 //!
 //! [`Recipe`]: crate::recipe::Recipe
 
@@ -23,7 +23,6 @@ pub mod job;
 pub mod journal;
 pub mod objective;
 pub mod optimizer;
-pub mod plot;
 pub mod report;
 pub mod select;
 pub mod space;

@@ -1,5 +1,6 @@
 //! The search report for people: JSON, a Markdown table (base, siblings, baselines,
-//! tailored) and an SVG plot of the best score against trials for each method.
+//! tailored) and `search.svg` (the search's progress on its own items beside the table's
+//! rows on theirs; drawn by [`crate::plot`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,20 +10,13 @@ use serde::{Deserialize, Serialize};
 use crate::eval::harness::{lm_eval_results, HarnessTask};
 use crate::eval::TaskAbout;
 use crate::human::human_count;
+use crate::plot::{SearchPicture, TrialPoint};
 use crate::score::{Estimate, HoldOut, Metric, ModelResult, ResultKind};
 
 use super::objective::Objective;
-use super::plot::{esc, nice_ticks, round_label};
 use super::select::Finalist;
 
 use super::SearchError;
-
-/// Best-so-far mean accuracy after each trial for one method.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Curve {
-    pub label: String,
-    pub points: Vec<Option<f64>>,
-}
 
 /// Everything the report shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +25,12 @@ pub struct SearchReport {
     /// Items per task behind the table's scores.
     pub budget: usize,
     pub rows: Vec<ModelResult>,
-    pub curves: Vec<Curve>,
+    /// Every scored trial's guiding objective on the search's items (search.svg's left panel).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<TrialPoint>,
+    /// The chosen trials: the result first, then (a front) every other depth's choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chosen: Vec<usize>,
     /// How the tailored model was chosen, in words.
     pub selection: String,
     pub optimizer: String,
@@ -219,24 +218,32 @@ impl SearchReport {
         s
     }
 
-    /// The current choice's mean accuracy on the search's items against trials, one line
-    /// per curve; coloured dashed lines for the rows not searched (base, siblings,
-    /// baselines); the final choice's held-out score as a point, when the rows are held out.
+    /// `search.svg`: the search's best so far on its own items, and the table's rows on
+    /// theirs, in two panels (see [`crate::plot`]).
     pub fn to_svg(&self) -> String {
-        let refs: Vec<(String, f64)> = self.rows.iter().filter(|r| r.kind != ResultKind::Tailored).map(|r| (r.label.clone(), r.mean())).collect();
-        let curves: Vec<Curve> =
-            self.curves.iter().map(|c| Curve { label: format!("{} (search items)", c.label), points: c.points.clone() }).collect();
-        let marker = self
-            .rows_note
-            .as_ref()
-            .and_then(|_| self.rows.iter().find(|r| r.kind == ResultKind::Tailored))
-            .map(|r| ("final choice, held-out".to_string(), r.mean()));
-        let title = if self.rows_note.is_some() {
-            "Mean accuracy: the search's choice on its items; reference lines on held-out items"
-        } else {
-            "Mean accuracy of the search's current choice (calibration items)"
+        let metric = Objective::parse(&self.objective).unwrap_or_default().guide;
+        let rows_title = if self.rows_note.is_some() { "Held-out items".to_string() } else { format!("The search's items (first {})", self.budget) };
+        let chosen_how = match (self.front.is_empty(), self.hold_out.is_some()) {
+            (false, _) => "each depth's chosen candidate",
+            (true, true) => "the chosen candidate (on the selection split)",
+            (true, false) => "the chosen candidate",
         };
-        plot_svg(title, &curves, &refs, marker)
+        crate::plot::search_svg(&SearchPicture {
+            metric,
+            trials: &self.progress,
+            chosen: &self.chosen,
+            chosen_how,
+            rows: &self.rows,
+            rows_title: &rows_title,
+            chance: self.chance(),
+        })
+    }
+
+    /// The accuracy of guessing over the table's tasks (their mean), when every task is
+    /// multiple choice with a known chance level.
+    pub fn chance(&self) -> Option<f64> {
+        let per: Option<Vec<f64>> = self.tasks.iter().map(|t| self.about.iter().find(|(n, _)| n == t).and_then(|(_, a)| a.chance)).collect();
+        per.filter(|p| !p.is_empty()).map(|p| p.iter().sum::<f64>() / p.len() as f64)
     }
 
     /// Write `report.json`, `report.md` and `search.svg` into `dir`.
@@ -281,120 +288,6 @@ fn kind_name(k: ResultKind) -> &'static str {
     }
 }
 
-const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
-/// Reference lines (base, siblings, baselines): colours apart from the curves' first.
-const REF_COLOURS: [&str; 8] = ["#555555", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
-
-/// A hand-written SVG line plot of step curves (x = trial, y = accuracy in %), with the
-/// reference rows as coloured dashed lines labelled at their right end, and `marker`
-/// (the final choice's score on held-out items) as a point after the last trial.
-pub fn plot_svg(title: &str, curves: &[Curve], refs: &[(String, f64)], marker: Option<(String, f64)>) -> String {
-    let (w, h) = (760.0, 440.0);
-    let (left, right, top, bottom) = (60.0, 230.0, 40.0, 50.0);
-    let n = curves.iter().map(|c| c.points.len()).max().unwrap_or(0).max(1);
-    let values: Vec<f64> = curves
-        .iter()
-        .flat_map(|c| c.points.iter().flatten().copied())
-        .chain(refs.iter().map(|r| r.1))
-        .chain(marker.iter().map(|m| m.1))
-        .map(|v| 100.0 * v)
-        .collect();
-    let (mut lo, mut hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
-    if !lo.is_finite() {
-        (lo, hi) = (0.0, 100.0);
-    }
-    let yt = nice_ticks(lo.max(0.0), hi.min(100.0), 5);
-    let (lo, hi) = (yt[0], *yt.last().expect("at least one tick"));
-    let xt: Vec<f64> = nice_ticks(1.0, n as f64, 5).into_iter().filter(|t| *t >= 1.0 && *t <= n as f64).collect();
-    let x = |t: f64| left + (w - left - right) * if n > 1 { (t - 1.0) / (n as f64 - 1.0) } else { 0.5 };
-    let y = |v: f64| top + (h - top - bottom) * (1.0 - (100.0 * v - lo) / (hi - lo).max(1e-9));
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, (w - right + left) / 2.0, esc(title));
-    // Axes and round ticks.
-    let _ = writeln!(s, r##"<path d="M{left} {top} V{} H{}" stroke="#333" fill="none"/>"##, h - bottom, w - right);
-    for v in &yt {
-        let yv = y(v / 100.0);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" x2="{}" y1="{yv:.1}" y2="{yv:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            w - right,
-            left - 6.0,
-            yv + 4.0,
-            round_label(*v)
-        );
-    }
-    for t in &xt {
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, x(*t), h - bottom + 18.0, round_label(*t));
-    }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">trials</text>"#, (w - right + left) / 2.0, h - 12.0);
-    let _ = writeln!(s, r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">mean accuracy (%)</text>"#, h / 2.0, h / 2.0);
-    // Reference lines: each its own colour and dash, labelled where it ends; labels that
-    // would overlap are pushed apart.
-    let mut placed: Vec<f64> = Vec::new();
-    let mut order: Vec<usize> = (0..refs.len()).collect();
-    order.sort_by(|a, b| refs[*b].1.total_cmp(&refs[*a].1));
-    for i in order {
-        let (label, v) = &refs[i];
-        let colour = REF_COLOURS[i % REF_COLOURS.len()];
-        let yv = y(*v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" x2="{}" y1="{yv:.1}" y2="{yv:.1}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="{}"/>"##,
-            w - right,
-            ["6 3", "2 3", "10 3 2 3", "4 4"][i % 4]
-        );
-        let mut ly = yv + 4.0;
-        while placed.iter().any(|p| (p - ly).abs() < 13.0) {
-            ly += 13.0;
-        }
-        placed.push(ly);
-        let _ = writeln!(s, r#"<text x="{}" y="{ly:.1}" fill="{colour}">{} ({:.1})</text>"#, w - right + 8.0, esc(label), 100.0 * v);
-    }
-    for (i, c) in curves.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let mut d = String::new();
-        for (t, p) in c.points.iter().enumerate() {
-            let Some(v) = p else { continue };
-            let (px, py) = (x(t as f64 + 1.0), y(*v));
-            // A step curve: hold the previous best until this trial, then jump.
-            let _ = if d.is_empty() { write!(d, "M{px:.1} {py:.1}") } else { write!(d, " H{px:.1} V{py:.1}") };
-        }
-        if !d.is_empty() {
-            let _ = writeln!(s, r#"<path d="{d}" stroke="{colour}" stroke-width="2.5" fill="none"/>"#);
-        }
-        if let Some(v) = c.points.iter().rev().flatten().next().copied() {
-            let mut ly = y(v) - 6.0;
-            while placed.iter().any(|p| (p - ly).abs() < 13.0) {
-                ly -= 13.0;
-            }
-            placed.push(ly);
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{ly:.1}" fill="{colour}" font-weight="bold">{} ({:.1})</text>"#,
-                w - right + 8.0,
-                esc(&c.label),
-                100.0 * v
-            );
-        }
-    }
-    if let Some((label, v)) = marker {
-        let (px, py) = (x(n as f64), y(v));
-        let _ = writeln!(s, r##"<circle cx="{px:.1}" cy="{py:.1}" r="5" fill="#000"/>"##);
-        let mut ly = py + 4.0;
-        while placed.iter().any(|p| (p - ly).abs() < 13.0) {
-            ly += 13.0;
-        }
-        let _ = writeln!(s, r#"<text x="{}" y="{ly:.1}" font-weight="bold">● {} ({:.1})</text>"#, w - right + 8.0, esc(&label), 100.0 * v);
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,7 +316,13 @@ mod tests {
                 row("ShortGPT", ResultKind::Baseline, 0.4, 0.5),
                 row("hf-tailor", ResultKind::Tailored, 0.6, 0.8),
             ],
-            curves: vec![Curve { label: "bo".into(), points: vec![None, Some(0.5), Some(0.7)] }],
+            progress: vec![
+                TrialPoint { trial: 0, budget: 10, layers: 4, value: 0.9 },
+                TrialPoint { trial: 1, budget: 100, layers: 4, value: 0.5 },
+                TrialPoint { trial: 2, budget: 100, layers: 4, value: 0.7 },
+                TrialPoint { trial: 3, budget: 100, layers: 4, value: 0.6 },
+            ],
+            chosen: vec![3],
             selection: "rule".into(),
             optimizer: "bo".into(),
             seed: 0,
@@ -441,31 +340,27 @@ mod tests {
         assert!(md.contains("| hf-tailor | tailored |"), "{md}");
         let svg = r.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert!(svg.contains("bo (search items) (70.0)") && svg.contains("ShortGPT (45.0)"), "{svg}");
-        assert_eq!(svg.matches("<path d=\"M").count(), 2, "axes + one curve");
-        // Reference lines are told apart by colour, not only by dash.
-        let strokes: std::collections::BTreeSet<&str> =
-            svg.lines().filter(|l| l.contains("stroke-dasharray")).filter_map(|l| l.split("stroke=\"").nth(1)?.split('"').next()).collect();
-        assert_eq!(strokes.len(), 2, "{svg}");
-        assert!(!svg.contains("held-out"), "no held-out point without held-out rows");
+        // Two panels (two frames) and one best-so-far line: from trial 2 (0.5) up to 0.7 at
+        // trial 3, held to the last trial; the lower-budget 0.9 and the later 0.6 are no steps.
+        assert_eq!(svg.matches("<path d=\"M").count(), 3, "two frames + one curve: {svg}");
+        let curve = svg.lines().find(|l| l.contains("stroke-width=\"2.5\" fill=\"none\"")).unwrap();
+        assert_eq!(curve.matches(" V").count(), 1, "one step up: {curve}");
+        assert!(svg.contains("1 at lower budgets not shown") && svg.contains("the chosen candidate"), "{svg}");
+        // The rows' panel: every row, what they were measured on, no held-out claim.
+        assert!(svg.contains(">ShortGPT</text>") && svg.contains(">45.0</text>") && svg.contains("The search's items (first 100)"), "{svg}");
+        assert!(!svg.contains("Held-out"), "no held-out panel without held-out rows");
         let back: SearchReport = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(back, r);
         // report.json also carries lm-eval's shape for the tailored row.
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(v["results"]["a"]["acc,none"], 0.6);
         assert_eq!(v["n-samples"]["b"]["effective"], 100);
-        // Held-out rows: the final choice's held-out score is drawn beside the curve.
-        let held = SearchReport { rows_note: Some("held-out items".into()), ..r };
-        assert!(held.to_svg().contains("final choice, held-out (70.0)"), "{}", held.to_svg());
+        // Held-out rows: their panel says so, with the chance level when the tasks know it.
+        let mut about = crate::eval::TaskAbout::local("a.jsonl");
+        about.chance = Some(0.25);
+        let about = vec![("a".to_string(), about.clone()), ("b".to_string(), about)];
+        let held = SearchReport { rows_note: Some("held-out items".into()), about, ..r };
+        assert!(held.to_svg().contains(">Held-out items</text>") && held.to_svg().contains("chance 25"), "{}", held.to_svg());
         assert!(held.to_markdown().contains("on held-out items, at most 100 items per task"), "{}", held.to_markdown());
-    }
-
-    #[test]
-    fn ticks_are_round() {
-        assert_eq!(nice_ticks(41.7, 64.3, 5), vec![40.0, 45.0, 50.0, 55.0, 60.0, 65.0]);
-        assert_eq!(nice_ticks(1.0, 120.0, 5), vec![0.0, 50.0, 100.0, 150.0]);
-        assert_eq!(nice_ticks(0.0, 1.0, 4), vec![0.0, 0.5, 1.0]);
-        assert_eq!(round_label(45.0), "45");
-        assert_eq!(round_label(2.5), "2.5");
     }
 }
