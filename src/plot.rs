@@ -167,6 +167,7 @@ fn progress_panel(s: &mut String, p: &SearchPicture<'_>, (left, right, top, bott
         let _ = writeln!(s, r##"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="#9a9a9a"/>"##, x(t.trial), y(t.value));
     }
     let many = depths.len() > 1;
+    let mut labels: Vec<(f64, String, &str)> = Vec::new();
     for (i, &k) in depths.iter().enumerate() {
         let steps = best_so_far(p.trials, k, top_budget(k));
         let Some(&(first, v0)) = steps.first() else { continue };
@@ -179,8 +180,16 @@ fn progress_panel(s: &mut String, p: &SearchPicture<'_>, (left, right, top, bott
         let _ = writeln!(s, r#"<path d="{d}" stroke="{colour}" stroke-width="2.5" fill="none"/>"#);
         if many {
             let (_, last) = *steps.last().expect("non-empty");
-            let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" fill="{colour}">{k} layers</text>"#, right + 6.0, y(last) + 4.0);
+            labels.push((y(last) + 4.0, format!("{k} layers"), colour));
         }
+    }
+    // Depth labels at the lines' right ends, pushed apart where lines lie close.
+    labels.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut last_y = f64::NEG_INFINITY;
+    for (ly, text, colour) in labels {
+        let ly = ly.max(last_y + 13.0);
+        last_y = ly;
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{ly:.1}" fill="{colour}">{text}</text>"#, right + 6.0);
     }
     for &c in p.chosen {
         if let Some(t) = p.trials.iter().find(|t| t.trial == c) {
@@ -237,7 +246,7 @@ fn rows_panel(s: &mut String, p: &SearchPicture<'_>, (left, right, top, bottom):
         let _ = writeln!(s, r##"<line x1="{xc:.1}" x2="{xc:.1}" y1="{top}" y2="{bottom}" stroke="#777" stroke-dasharray="4 3"/>"##);
         let _ = writeln!(
             s,
-            r##"<text x="{xc:.1}" y="{}" font-size="11" text-anchor="middle" fill="#555">chance {}</text>"##,
+            r##"<text x="{xc:.1}" y="{}" font-size="11" text-anchor="middle" fill="#555">chance {} %</text>"##,
             top - 6.0,
             round_label(100.0 * c)
         );
@@ -253,14 +262,14 @@ fn rows_panel(s: &mut String, p: &SearchPicture<'_>, (left, right, top, bottom):
         let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end" font-weight="{weight}">{}</text>"#, left - 8.0, yv + 4.0, esc(&r.label));
         let se = r.mean_se();
         if se > 0.0 {
+            // The bar with end caps, so that an error as small as the dot still shows.
+            let (a, b, y0, y1) = (x(r.mean() - se), x(r.mean() + se), yv - 5.0, yv + 5.0);
             let _ = writeln!(
                 s,
-                r#"<line x1="{:.1}" x2="{:.1}" y1="{yv:.1}" y2="{yv:.1}" stroke="{colour}" stroke-width="2"/>"#,
-                x(r.mean() - se),
-                x(r.mean() + se)
+                r#"<path d="M{a:.1} {y0:.1} V{y1:.1} M{a:.1} {yv:.1} H{b:.1} M{b:.1} {y0:.1} V{y1:.1}" stroke="{colour}" stroke-width="1.5" fill="none"/>"#
             );
         }
-        let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{yv:.1}" r="4.5" fill="{colour}"/>"#, x(r.mean()));
+        let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{yv:.1}" r="3" fill="{colour}"/>"#, x(r.mean()));
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="{colour}">{:.1}</text>"#,
@@ -270,17 +279,11 @@ fn rows_panel(s: &mut String, p: &SearchPicture<'_>, (left, right, top, bottom):
         );
     }
     let ly = bottom + 58.0;
-    let _ = writeln!(s, r##"<circle cx="{}" cy="{:.1}" r="4.5" fill="#333"/>"##, left - 70.0, ly - 4.0);
-    let _ = writeln!(
-        s,
-        r##"<line x1="{}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#333" stroke-width="2"/>"##,
-        left - 80.0,
-        left - 60.0,
-        ly - 4.0,
-        ly - 4.0
-    );
+    let _ = writeln!(s, r##"<circle cx="{}" cy="{:.1}" r="3" fill="#333"/>"##, left - 70.0, ly - 4.0);
+    let (a, b, y0, ym, y1) = (left - 80.0, left - 60.0, ly - 9.0, ly - 4.0, ly + 1.0);
+    let _ = writeln!(s, r##"<path d="M{a} {y0:.1} V{y1:.1} M{a} {ym:.1} H{b} M{b} {y0:.1} V{y1:.1}" stroke="#333" stroke-width="1.5" fill="none"/>"##);
     let _ = writeln!(s, r#"<text x="{}" y="{ly:.1}">mean ± one standard error</text>"#, left - 52.0);
-    let _ = writeln!(s, r#"<circle cx="{}" cy="{:.1}" r="4.5" fill="{CHOSEN}"/>"#, left - 70.0, ly + 14.0);
+    let _ = writeln!(s, r#"<circle cx="{}" cy="{:.1}" r="3" fill="{CHOSEN}"/>"#, left - 70.0, ly + 14.0);
     let _ = writeln!(s, r#"<text x="{}" y="{:.1}">the tailored model</text>"#, left - 52.0, ly + 18.0);
 }
 

@@ -95,11 +95,20 @@ fn model_index(input: &CardInput) -> Option<Value> {
             if let Some(sp) = &a.split {
                 dataset["split"] = json!(sp);
             }
-            let name = match (tailored.se.get(task), tailored.items.get(task)) {
-                (Some(se), Some(n)) => format!("accuracy (± {:.1} points s.e., {n} held-out items)", 100.0 * se),
-                (Some(se), None) => format!("accuracy (± {:.1} points s.e., held-out items)", 100.0 * se),
-                _ => "accuracy (held-out items)".to_string(),
-            };
+            // The name says where the number comes from (held-out items), its error and the
+            // chance level, since the Hub's widget shows the value without the card's text.
+            let mut notes: Vec<String> = Vec::new();
+            if let Some(se) = tailored.se.get(task) {
+                notes.push(format!("± {:.1} points s.e.", 100.0 * se));
+            }
+            notes.push(match tailored.items.get(task) {
+                Some(n) => format!("{n} items"),
+                None => "held-out items".into(),
+            });
+            if let Some(c) = a.chance {
+                notes.push(format!("chance {}", super::pct_label(c)));
+            }
+            let name = format!("accuracy on held-out items ({})", notes.join(", "));
             json!({
                 "task": {"type": "text-generation", "name": "Text Generation"},
                 "dataset": dataset,

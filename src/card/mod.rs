@@ -41,8 +41,17 @@ pub struct CardInput {
     pub recipe: Recipe,
     /// Heading and `model-index` name: the target repo id, or the folder name.
     pub title: String,
-    /// The Hub repo the model is pushed to, for usage snippets (the title if absent).
+    /// The Hub repo the model is pushed to, for usage snippets.
     pub repo_id: Option<String>,
+    /// The folder the model was written to, as the user named it (`tailored/model`): what
+    /// the usage snippets load when the model is not pushed (else the title).
+    pub folder: Option<String>,
+    /// Whether the written tokenizer has a chat template (the usage snippet then prompts
+    /// with a conversation); [`write`] also looks in the folder.
+    pub chat_template: bool,
+    /// How to reproduce this very model in one command, in Markdown (the demo says
+    /// `hf-tailor demo`), shown above the recipe.
+    pub reproduce: Option<String>,
     pub params_before: u64,
     pub params_after: u64,
     /// Inherited from the base's card; see [`license_from_readme`].
@@ -79,6 +88,9 @@ impl CardInput {
             recipe,
             title: title.into(),
             repo_id: None,
+            folder: None,
+            chat_template: false,
+            reproduce: None,
             params_before,
             params_after,
             license: None,
@@ -239,18 +251,17 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
         .iter()
         .map(|(what, rule)| format!("{what}: {}", rule.label()))
         .collect::<Vec<_>>();
-    let task_notes: Vec<String> = tasks
-        .iter()
-        .map(|t| {
-            let a = input.about(t);
-            format!("`{t}`: {} ({}). Prompt: {}.", a.title, crate::search::report::dataset_line(&a), a.prompt)
-        })
-        .collect();
-    let repo_id = input.repo_id.clone().unwrap_or_else(|| input.title.clone());
+    let items_of = |t: &str| input.results.iter().find(|m| m.kind == ResultKind::Tailored).and_then(|m| m.items.get(t).copied());
+    let task_notes: Vec<String> = tasks.iter().map(|t| task_note(t, &input.about(t), items_of(t))).collect();
+    let chance_row = chance_row(&tasks, input);
+    let usage = Usage::of(input, &tasks);
+    let local_sources: Vec<String> = r.models().filter(|m| m.source.repo_id().is_none()).map(|m| format!("`{}`", m.source.public_name())).collect();
+    let repo_id = usage.load_id.clone();
     let gguf = gguf_rows(&input.gguf_files);
     // The file the usage snippet shows: Q8_0 (near-lossless, half the size of F16) when there is one.
     let shown = gguf.iter().find(|g| g.tag == "Q8_0").or(gguf.first());
-    let short_name = repo_id.rsplit('/').next().unwrap_or(&repo_id).to_string();
+    let short_name = input.repo_id.as_deref().unwrap_or(&input.title);
+    let short_name = short_name.rsplit('/').next().unwrap_or(short_name).to_string();
     let (front, front_baselines) = front_rows(&input.front);
     let readme = env
         .get_template("model_card.md")
@@ -259,6 +270,17 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
                 front_matter => front_matter::render(input),
                 title => input.title.clone(),
                 repo_id => repo_id,
+                load_id => usage.load_id.clone(),
+                pushed => input.repo_id.is_some(),
+                chat => input.chat_template,
+                big => input.params_after > 1_000_000_000,
+                prompt_py => py_string(&usage.prompt),
+                prompt_sh => sh_string(&usage.prompt),
+                prompt_why => usage.why.clone(),
+                max_new_tokens => usage.max_new_tokens,
+                chance_row => chance_row.map(|c| Value::from(Serde(c))),
+                local_sources => local_sources,
+                reproduce => input.reproduce.clone(),
                 base => lineage::source_link(&r.base),
                 architecture => r.architecture.clone(),
                 merge_methods => r.merge_methods().iter().map(|m| m.title).collect::<Vec<_>>(),
@@ -321,15 +343,15 @@ fn gguf_rows(files: &[String]) -> Vec<GgufRow> {
 }
 
 /// Render and write README.md and lineage.svg (and front.svg for a front) into `dir` (each atomically). The card links
-/// the GGUF files in `dir` when the input names none.
+/// the GGUF files in `dir` when the input names none, and prompts with a conversation
+/// when the tokenizer in `dir` has a chat template.
 pub fn write(dir: &Path, input: &CardInput) -> Result<RenderedCard, CardError> {
-    let listed;
-    let input = if input.gguf_files.is_empty() {
-        listed = CardInput { gguf_files: crate::gguf::files_in(dir), ..input.clone() };
-        &listed
-    } else {
-        input
-    };
+    let mut listed = input.clone();
+    if listed.gguf_files.is_empty() {
+        listed.gguf_files = crate::gguf::files_in(dir);
+    }
+    listed.chat_template |= has_chat_template(dir);
+    let input = &listed;
     let card = render(input)?;
     let files = [(README_FILE, Some(&card.readme)), (LINEAGE_FILE, Some(&card.lineage_svg)), (FRONT_FILE, card.front_svg.as_ref())];
     for (name, text) in files.into_iter().filter_map(|(n, t)| t.map(|t| (n, t))) {
@@ -337,6 +359,114 @@ pub fn write(dir: &Path, input: &CardInput) -> Result<RenderedCard, CardError> {
         crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(|source| CardError::Io { path: path.display().to_string(), source })?;
     }
     Ok(card)
+}
+
+/// Whether the tokenizer files in `dir` carry a chat template (in tokenizer_config.json,
+/// or beside it as transformers 4.43+ writes it).
+fn has_chat_template(dir: &Path) -> bool {
+    if dir.join("chat_template.jinja").is_file() || dir.join("chat_template.json").is_file() {
+        return true;
+    }
+    std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("chat_template").is_some_and(|c| !c.is_null()))
+}
+
+/// One task as the card describes it: what it asks, where its items come from, how many
+/// choices (and so the chance level), and one item as the model sees it.
+fn task_note(name: &str, a: &crate::eval::TaskAbout, items: Option<usize>) -> String {
+    let mut s = format!("**`{name}`**");
+    match &a.description {
+        Some(d) => s.push_str(&format!(": {d}.")),
+        None => s.push_str(&format!(": {}.", a.title)),
+    }
+    let n = items.map_or(String::new(), |n| format!("{n} items; "));
+    s.push_str(&format!(" {n}{}.", crate::search::report::dataset_line(a)));
+    if let Some(c) = a.chance {
+        let choices = (1.0 / c).round() as usize;
+        let per = if (1.0 / c - choices as f64).abs() < 1e-9 { format!("{choices} choices per item, so ") } else { String::new() };
+        s.push_str(&format!(" {per}guessing scores {}.", pct_label(c)));
+    }
+    s.push_str(&format!(" Prompt: {}.", a.prompt));
+    if let Some(ex) = &a.example {
+        if ex.choices.is_empty() {
+            s.push_str(&format!(" Example text: {}", code(&ex.context)));
+        } else {
+            let choices: Vec<String> = ex.choices.iter().map(|c| code(c)).collect();
+            let answer = ex.choices.get(ex.label).map(|c| code(c)).unwrap_or_default();
+            s.push_str(&format!(" Example: {} → choices {}; correct {answer}.", code(&ex.context), choices.join(", ")));
+        }
+    }
+    s
+}
+
+/// `25 %`, `33.3 %`.
+fn pct_label(v: f64) -> String {
+    format!("{} %", crate::plot::round_label((1000.0 * v).round() / 10.0))
+}
+
+/// Inline code that survives backticks and line breaks in the text.
+fn code(s: &str) -> String {
+    let one_line = s.replace('\n', "⏎");
+    if one_line.contains('`') {
+        format!("`` {one_line} ``")
+    } else {
+        format!("`{one_line}`")
+    }
+}
+
+/// The chance level under each task's column and the mean's, when every task knows it.
+#[derive(Serialize)]
+struct ChanceRow {
+    scores: Vec<String>,
+    mean: String,
+}
+
+fn chance_row(tasks: &[String], input: &CardInput) -> Option<ChanceRow> {
+    let per: Option<Vec<f64>> = tasks.iter().map(|t| input.about(t).chance).collect();
+    let per = per.filter(|p| !p.is_empty())?;
+    let mean = per.iter().sum::<f64>() / per.len() as f64;
+    Some(ChanceRow { scores: per.iter().map(|c| format!("{:.1}", 100.0 * c)).collect(), mean: format!("{:.1}", 100.0 * mean) })
+}
+
+/// What the usage snippets load and how they prompt.
+struct Usage {
+    /// The pushed repo id, else the folder, else the title.
+    load_id: String,
+    prompt: String,
+    /// Why this prompt (a comment in the snippet).
+    why: String,
+    max_new_tokens: usize,
+}
+
+impl Usage {
+    fn of(input: &CardInput, tasks: &[String]) -> Self {
+        let load_id = input.repo_id.clone().or_else(|| input.folder.clone()).unwrap_or_else(|| input.title.clone());
+        // A model without a chat template continues text: the first task's example item is
+        // a prompt it was measured on (the demo's tiny models know nothing else).
+        let example = tasks.iter().find_map(|t| input.about(t).example.filter(|e| !e.choices.is_empty()).map(|e| (t.clone(), e)));
+        match example {
+            Some((t, e)) if !input.chat_template => Self {
+                load_id,
+                why: format!("A plain-text prompt: the first item of the `{t}` task (answer: {:?}).", e.choices.get(e.label).map(|c| c.trim()).unwrap_or("")),
+                prompt: e.context,
+                max_new_tokens: 10,
+            },
+            _ if input.chat_template => Self { load_id, prompt: "Name three primary colours.".into(), why: String::new(), max_new_tokens: 40 },
+            _ => Self { load_id, prompt: "The capital of France is".into(), why: "A plain-text prompt to continue.".into(), max_new_tokens: 20 },
+        }
+    }
+}
+
+/// A Python string literal (JSON's escapes are Python's too).
+fn py_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serialises")
+}
+
+/// A single-quoted shell word.
+fn sh_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn tmpl_err(template: &'static str) -> impl Fn(minijinja::Error) -> CardError {

@@ -44,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     let mut input = CardInput::new(recipe, &title, before, after);
     input.repo_id = args.repo.clone();
+    input.folder = Some(args.model.display().to_string());
     if let Some(p) = &args.results {
         read_results(p, &mut input)?;
     }

@@ -45,6 +45,29 @@ pub struct Args {
     pub json: bool,
 }
 
+/// The card's one-line reproduction: the demo command with the options that change the model.
+fn reproduce_line(args: &Args) -> String {
+    let mut cmd = String::from("hf-tailor demo");
+    let (lo, hi) = args.keep_layers;
+    if (lo, hi) != (6, 6) {
+        cmd.push_str(&if lo == hi { format!(" --keep-layers {lo}") } else { format!(" --keep-layers {lo}..{hi}") });
+    }
+    if let Some(k) = args.pick.pick {
+        cmd.push_str(&format!(" --pick {k}"));
+    }
+    if let Some(n) = args.pick.pick_max_params {
+        cmd.push_str(&format!(" --pick-max-params {n}"));
+    }
+    if args.trials != 120 {
+        cmd.push_str(&format!(" --trials {}", args.trials));
+    }
+    if args.seed != 0 {
+        cmd.push_str(&format!(" --seed {}", args.seed));
+    }
+    let family = if args.family.is_some() { "the family folder it was given" } else { "the demo family built into hf-tailor" };
+    format!("This is a model of hf-tailor's demo: `{cmd}` rebuilds it from {family}, offline, on any machine ({} trials, seed {}).", args.trials, args.seed)
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (lo, hi) = args.keep_layers;
     let request = SearchRequest {
@@ -92,15 +115,23 @@ fn tailor_family(args: &Args, request: SearchRequest, family: &demo::DemoFamily)
     let siblings = family.siblings.iter().map(|p| ModelSource::parse(&p.display().to_string())).collect::<Result<Vec<_>, _>>()?;
     let pulled = hub::pull_family(&cfg, &base, &siblings)?;
 
-    let load = |paths: &[PathBuf]| -> anyhow::Result<Vec<hf_tailor::eval::Task>> {
-        paths.iter().map(|p| Ok(TaskSpec::parse(&format!("mc={}", p.display()))?.load()?)).collect()
+    let load = |paths: &[PathBuf], split: &str| -> anyhow::Result<Vec<hf_tailor::eval::Task>> {
+        paths
+            .iter()
+            .map(|p| {
+                let mut t = TaskSpec::parse(&format!("mc={}", p.display()))?.load()?;
+                demo::describe(&mut t, split);
+                Ok(t)
+            })
+            .collect()
     };
-    let calibration = load(&family.calibration)?;
-    let test = load(&family.test)?;
+    let calibration = load(&family.calibration, "calibration")?;
+    let test = load(&family.test, "test")?;
 
     let mut opts = JobOptions::new(args.out.clone(), "hf-tailor-demo", request);
     opts.force = args.force;
     opts.out_checked = true;
+    opts.reproduce = Some(reproduce_line(&args));
     let mut progress = StderrProgress::new(args.json);
     let outcome = pipeline::tailor(&pulled, calibration, test, &opts, &mut progress)?;
     progress.finish();

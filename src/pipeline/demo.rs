@@ -11,6 +11,24 @@ pub const SIBLINGS: [&str; 3] = ["arith", "reverse", "recall"];
 /// The skills (task names); each sibling sharpens the skill of the same name.
 pub const SKILLS: [&str; 3] = ["arith", "reverse", "recall"];
 
+/// What each skill asks, for reports and cards (as the README's table of the family says).
+pub const SKILL_DESCRIPTIONS: [(&str, &str); 3] = [
+    ("arith", "the last digit of the sum of two two-digit numbers (`47+38=` → `5`)"),
+    ("reverse", "the next letter of a word written backwards (`rev kqzmw=wmz` → `q`)"),
+    ("recall", "the digit a fixed table of 700 three-letter keys gives a key (`fact rdf=` → `6`), knowledge held in the weights"),
+];
+
+/// `task` (one of [`SKILLS`], read from the family's `split` folder) described as the demo
+/// family's skill rather than as an anonymous local file.
+pub fn describe(task: &mut crate::eval::Task, split: &str) {
+    if let Some((_, d)) = SKILL_DESCRIPTIONS.iter().find(|(s, _)| *s == task.name) {
+        let a = &mut task.about;
+        a.description = Some(format!("{d}; a synthetic skill of the demo family (`scripts/make_demo_family.py`)"));
+        a.title = format!("demo family: {}, {split} split", task.name);
+        a.split = Some(split.to_string());
+    }
+}
+
 macro_rules! model_files {
     ($model:literal) => {
         [

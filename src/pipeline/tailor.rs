@@ -52,6 +52,8 @@ pub struct JobOptions {
     pub title: String,
     /// The Hub repo the model will be pushed to (for the card's usage snippets).
     pub repo_id: Option<String>,
+    /// How to reproduce the model in one command, for the card (the demo's `hf-tailor demo`).
+    pub reproduce: Option<String>,
     /// Replace an existing `out/model`, and use an `out` folder that holds other files.
     pub force: bool,
     /// The caller already checked `out` with [`check_out_folder`] (before writing into it).
@@ -72,6 +74,7 @@ impl JobOptions {
             out,
             title: title.into(),
             repo_id: None,
+            reproduce: None,
             force: false,
             out_checked: false,
             gguf: Vec::new(),
@@ -280,6 +283,8 @@ pub fn tailor(
     progress.stage("rendering the model card");
     let mut input = CardInput::new(best.clone(), &opts.title, built.params_before, built.params_after);
     input.repo_id = opts.repo_id.clone();
+    input.folder = Some(shown_folder(&model_dir));
+    input.reproduce = opts.reproduce.clone();
     input.results = rows.clone();
     input.license = family
         .base
@@ -311,6 +316,18 @@ pub fn tailor(
         front,
         warnings,
     })
+}
+
+/// The model folder as the card's usage snippet loads it: as the user named it when that is
+/// a relative path, else `OUT/model` by the output folder's name (a card may be pushed
+/// later: it names no absolute path of this machine).
+fn shown_folder(model_dir: &std::path::Path) -> String {
+    if model_dir.is_relative() {
+        return model_dir.display().to_string();
+    }
+    let mut tail: Vec<String> = model_dir.iter().rev().take(2).map(|c| c.to_string_lossy().into_owned()).collect();
+    tail.reverse();
+    tail.join("/")
 }
 
 /// How the built point of a front was chosen, for the card.

@@ -342,7 +342,7 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         // Two panels (two frames) and one best-so-far line: from trial 2 (0.5) up to 0.7 at
         // trial 3, held to the last trial; the lower-budget 0.9 and the later 0.6 are no steps.
-        assert_eq!(svg.matches("<path d=\"M").count(), 3, "two frames + one curve: {svg}");
+        assert_eq!(svg.matches("<path d=\"M").count(), 4, "two frames, one curve, the legend's error bar: {svg}");
         let curve = svg.lines().find(|l| l.contains("stroke-width=\"2.5\" fill=\"none\"")).unwrap();
         assert_eq!(curve.matches(" V").count(), 1, "one step up: {curve}");
         assert!(svg.contains("1 at lower budgets not shown") && svg.contains("the chosen candidate"), "{svg}");

@@ -98,7 +98,7 @@ fn card_metadata_parses_with_huggingface_hub() {
     assert_eq!(mmlu["task_type"], "text-generation");
     assert_eq!((mmlu["dataset_config"].as_str(), mmlu["dataset_split"].as_str()), (Some("all"), Some("validation")), "{mmlu}");
     assert_eq!(mmlu["dataset_args"]["num_few_shot"], 0, "{mmlu}");
-    assert!(mmlu["metric_name"].as_str().unwrap().contains("± 2.0 points s.e., 600 held-out items"), "{mmlu}");
+    assert!(mmlu["metric_name"].as_str().unwrap().starts_with("accuracy on held-out items (± 2.0 points s.e., 600 items"), "{mmlu}");
     let wsc = evals.iter().find(|e| e["dataset_type"] == "aps/super_glue").unwrap();
     assert_eq!((wsc["dataset_config"].as_str(), wsc["dataset_split"].as_str()), (Some("wsc.fixed"), Some("train")), "{wsc}");
     assert!(wsc["dataset_name"].as_str().unwrap().contains("GPTailor A/B prompt"), "{wsc}");
@@ -141,11 +141,16 @@ fn card_body_shows_summary_lineage_results_and_recipe() {
     assert!(md.contains("hf-tailor vs base: +1.5 ± 2.5 points (within two standard errors: not a measurable difference)"), "{md}");
     assert!(md.contains("hf-tailor vs ShortGPT: +10.5 ± 2.5 points (higher, by at least two standard errors)"), "{md}");
     // Task names say what they are.
-    assert!(md.contains("`mmlu`: MMLU, validation split, 0-shot (Hub dataset `cais/mmlu`, config `all`, split `validation`, 0-shot)"), "{md}");
+    assert!(md.contains("**`mmlu`**: four-choice questions on 57 subjects"), "{md}");
+    assert!(md.contains("600 items; Hub dataset `cais/mmlu`, config `all`, split `validation`, 0-shot."), "{md}");
+    // Which numbers are held out is said where the table is, and for the metadata too.
+    assert!(md.contains("on **held-out items**") && md.contains("(`model-index`, which the Hub's evaluation widget shows) is on the held-out items"), "{md}");
     assert!(md.contains("not lm-evaluation-harness's `wsc` task"), "{md}");
     // Usage and reproduction.
     assert!(md.contains("AutoModelForCausalLM.from_pretrained(\"me/llama-tailored\""), "{md}");
     assert!(md.contains("convert_hf_to_gguf.py llama-tailored"), "{md}");
+    // Hub sources pinned by revision: anyone can rebuild it.
+    assert!(md.contains("anyone can\nrebuild this model") && !md.contains("local folders"), "{md}");
     assert!(md.contains(&input.recipe.to_yaml()), "recipe YAML missing");
     assert!(md.contains("merge_method: passthrough\nslices: []\n```"), "{md}");
     // The recipe block is itself a loadable recipe.
@@ -224,4 +229,54 @@ fn card_cli_writes_readme_and_svg() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!tmp.path().join("nowhere").exists());
+}
+
+/// A task read from a file: the card names what it asks only when it knows, but always its
+/// chance level and one item; the table has a chance row and the metadata the chance too.
+#[test]
+fn tasks_say_their_chance_level_and_show_an_item() {
+    use hf_tailor::eval::{McItem, TaskData};
+    let tmp = common::tempdir();
+    let mut input = input(tmp.path());
+    let item = |c: &str, label| McItem { context: c.into(), choices: vec![" yes".into(), " no".into(), " maybe".into(), "`x`".into()], label, subject: None };
+    let data = TaskData::MultipleChoice(vec![item("Is water wet?", 0), item("Is fire cold?", 1)]);
+    input.tasks = vec![
+        ("mmlu".into(), TaskAbout::local("mmlu.jsonl").with_items(&data)),
+        ("wsc".into(), TaskAbout::local("wsc.jsonl").with_items(&TaskData::MultipleChoice(vec![McItem { choices: vec!["a".into(), "b".into()], ..item("x", 0) }]))),
+    ];
+    let md = card::render(&input).unwrap().readme;
+    assert!(md.contains("**`mmlu`**: mmlu.jsonl (local file). 600 items; file `mmlu.jsonl`, 0-shot. 4 choices per item, so guessing scores 25 %."), "{md}");
+    assert!(md.contains("Example: `Is water wet?` → choices ` yes`, ` no`, ` maybe`, `` `x` ``; correct ` yes`."), "{md}");
+    assert!(md.contains("| *chance (random guess)* | | | | 25.0 | 50.0 | 37.5 |"), "{md}");
+    assert!(md.contains("chance 25 %") && md.contains("chance 50 %"), "model-index names the chance level: {md}");
+    // Without a chat template the snippet prompts with a task's item, as plain text.
+    assert!(md.contains("inputs = tokenizer(\"Is water wet?\", return_tensors=\"pt\")"), "{md}");
+}
+
+/// A model built from local folders and not pushed: the snippets load the folder, the
+/// reproduction says nobody else has the sources; a chat template makes the prompt a
+/// conversation.
+#[test]
+fn a_local_build_loads_its_folder_and_says_it_cannot_be_rebuilt_elsewhere() {
+    let tmp = common::tempdir();
+    let mut input = input(tmp.path());
+    for m in std::iter::once(&mut input.recipe.base).chain(input.recipe.siblings.iter_mut()) {
+        m.source = hf_tailor::source::ModelSource::Local(tmp.path().join(&m.name));
+    }
+    input.repo_id = None;
+    input.folder = Some("tailored/model".into());
+    input.chat_template = true;
+    let md = card::render(&input).unwrap().readme;
+    assert!(md.contains("from_pretrained(\"tailored/model\"") && !md.contains("hf download"), "{md}");
+    assert!(md.contains("convert_hf_to_gguf.py tailored/model --outfile"), "{md}");
+    assert!(md.contains("tokenizer.apply_chat_template(messages, add_generation_prompt=True"), "{md}");
+    assert!(md.contains("**The source models are local folders** (`base`, `wizard`, `vicuna`)"), "{md}");
+    assert!(!md.contains(&tmp.path().display().to_string()), "no path of this machine: {md}");
+    // The chat template is found in the written folder too.
+    let out = tmp.path().join("model");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("tokenizer_config.json"), r#"{"chat_template": "{{ messages }}"}"#).unwrap();
+    input.chat_template = false;
+    let written = card::write(&out, &input).unwrap().readme;
+    assert!(written.contains("apply_chat_template"), "{written}");
 }

@@ -7,7 +7,7 @@ use std::process::Output;
 
 use hf_tailor::testkit::fixture::{write_family, TinySpec};
 
-use crate::common::{hf_tailor, tempdir};
+use crate::common::{self, hf_tailor, tempdir};
 
 pub(crate) fn run(args: &[&str], cwd: &Path) -> Output {
     hf_tailor().args(args).current_dir(cwd).env("HF_HUB_OFFLINE", "1").output().expect("spawn hf-tailor")
@@ -55,6 +55,40 @@ fn help_lists_every_stage_and_examples() {
     let help = text(&out.stdout);
     for word in ["pull", "search", "baselines", "build", "eval", "card", "push", "demo", "Examples:", "--dry-run", "--keep-layers", "--resume"] {
         assert!(help.contains(word), "--help should mention {word}:\n{help}");
+    }
+    assert_grouped_and_pasteable(&help, &["Models:", "Depth:", "Tasks and objective:", "Optimiser:", "Engine and memory:", "Output:"]);
+}
+
+/// `search --help` groups its ~40 flags, describes every one, and its examples paste.
+#[test]
+fn search_help_is_grouped_described_and_pasteable() {
+    let out = run(&["search", "--help"], Path::new("."));
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    assert_grouped_and_pasteable(&help, &["Models:", "Depth:", "Tasks and objective:", "Optimiser:", "Engine and memory:", "Output:"]);
+    // Every flag has a description (a flag line alone, with nothing after it, has none).
+    let flags = help.split("The tailored model is chosen").next().unwrap_or_default();
+    for line in flags.lines().filter(|l| l.trim_start().starts_with("--")) {
+        let flag = line.split_whitespace().next().unwrap_or_default();
+        let described = line.trim_start().len() > flag.len() + 12 || flags.lines().skip_while(|l| *l != line).nth(1).is_some_and(|n| n.starts_with("          "));
+        assert!(described, "{flag} has no description:\n{help}");
+    }
+    let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words.contains("--seed <SEED> Seed of the optimiser and of the selection split"), "--seed is described:\n{help}");
+    // `search` writes a recipe: building and pushing is what the root command and demo do.
+    let pick = words.split("--pick <K>").nth(1).unwrap_or_default().split("--pick-max-params").next().unwrap_or_default();
+    assert!(pick.contains("(`search`: tailor.yaml; the root command and `demo` also build, verify, card and push it)"), "{pick}");
+}
+
+/// Every heading is present, and no example line is longer than a terminal's 80 columns
+/// (clap would wrap it in the middle of an argument).
+fn assert_grouped_and_pasteable(help: &str, headings: &[&str]) {
+    for h in headings {
+        assert!(help.lines().any(|l| l.trim_end() == *h), "no heading {h}:\n{help}");
+    }
+    let examples = help.split("Examples:").nth(1).unwrap_or_default();
+    for line in examples.lines().filter(|l| l.trim_start().starts_with("hf-tailor") || l.starts_with("    --")) {
+        assert!(line.chars().count() <= 80, "example line wider than 80 columns: {line}");
     }
 }
 
@@ -135,6 +169,17 @@ fn the_demo_tailors_the_builtin_family_end_to_end() {
     assert!(!front_matter.contains("base_model"), "local folders leaked into base_model:\n{front_matter}");
     // Nor does any other part of the card (tables, recipe, mergekit config) name a path of this machine.
     assert!(!card.contains(&out_s), "the card names local paths:\n{card}");
+    // The card says what its tasks are (what they ask, one item, the chance level), and
+    // that the sources are local folders nobody else can rebuild from; `hf-tailor demo` can.
+    assert!(card.contains("the last digit of the sum of two two-digit numbers") && card.contains("4 choices per item, so guessing scores 25 %"), "{card}");
+    assert!(card.contains("| *chance (random guess)* | | | | 25.0 | 25.0 | 25.0 | 25.0 |"), "{card}");
+    assert!(card.contains("chance 25 %)") && card.contains("**The source models are local folders**"), "{card}");
+    assert!(card.contains("`hf-tailor demo --trials 10` rebuilds it"), "{card}");
+    // "How to use" runs as pasted, from where the demo ran: the folder, a prompt of the kind
+    // the model was trained on.
+    assert!(card.contains("from_pretrained(\"demo/model\""), "{card}");
+    let printed = common::run_python("card_usage.py", &[model.join("README.md").to_str().unwrap(), dir.path().to_str().unwrap()]);
+    assert!(!printed.trim().is_empty(), "the snippet printed nothing");
 
     // Rows: base, three siblings, ShortGPT, the tailored model, on the held-out test split.
     let rows = outcome["rows"].as_array().expect("rows");
