@@ -281,7 +281,8 @@ fn rows_panel(s: &mut String, p: &SearchPicture<'_>, (left, right, top, bottom):
     let ly = bottom + 58.0;
     let _ = writeln!(s, r##"<circle cx="{}" cy="{:.1}" r="3" fill="#333"/>"##, left - 70.0, ly - 4.0);
     let (a, b, y0, ym, y1) = (left - 80.0, left - 60.0, ly - 9.0, ly - 4.0, ly + 1.0);
-    let _ = writeln!(s, r##"<path d="M{a} {y0:.1} V{y1:.1} M{a} {ym:.1} H{b} M{b} {y0:.1} V{y1:.1}" stroke="#333" stroke-width="1.5" fill="none"/>"##);
+    let _ =
+        writeln!(s, r##"<path d="M{a} {y0:.1} V{y1:.1} M{a} {ym:.1} H{b} M{b} {y0:.1} V{y1:.1}" stroke="#333" stroke-width="1.5" fill="none"/>"##);
     let _ = writeln!(s, r#"<text x="{}" y="{ly:.1}">mean ± one standard error</text>"#, left - 52.0);
     let _ = writeln!(s, r#"<circle cx="{}" cy="{:.1}" r="3" fill="{CHOSEN}"/>"#, left - 70.0, ly + 14.0);
     let _ = writeln!(s, r#"<text x="{}" y="{:.1}">the tailored model</text>"#, left - 52.0, ly + 18.0);

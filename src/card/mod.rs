@@ -449,7 +449,10 @@ impl Usage {
         match example {
             Some((t, e)) if !input.chat_template => Self {
                 load_id,
-                why: format!("A plain-text prompt: the first item of the `{t}` task (answer: {:?}).", e.choices.get(e.label).map(|c| c.trim()).unwrap_or("")),
+                why: format!(
+                    "A plain-text prompt: the first item of the `{t}` task (answer: {:?}).",
+                    e.choices.get(e.label).map(|c| c.trim()).unwrap_or("")
+                ),
                 prompt: e.context,
                 max_new_tokens: 10,
             },

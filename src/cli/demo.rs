@@ -65,7 +65,10 @@ fn reproduce_line(args: &Args) -> String {
         cmd.push_str(&format!(" --seed {}", args.seed));
     }
     let family = if args.family.is_some() { "the family folder it was given" } else { "the demo family built into hf-tailor" };
-    format!("This is a model of hf-tailor's demo: `{cmd}` rebuilds it from {family}, offline, on any machine ({} trials, seed {}).", args.trials, args.seed)
+    format!(
+        "This is a model of hf-tailor's demo: `{cmd}` rebuilds it from {family}, offline, on any machine ({} trials, seed {}).",
+        args.trials, args.seed
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

@@ -144,7 +144,10 @@ fn card_body_shows_summary_lineage_results_and_recipe() {
     assert!(md.contains("**`mmlu`**: four-choice questions on 57 subjects"), "{md}");
     assert!(md.contains("600 items; Hub dataset `cais/mmlu`, config `all`, split `validation`, 0-shot."), "{md}");
     // Which numbers are held out is said where the table is, and for the metadata too.
-    assert!(md.contains("on **held-out items**") && md.contains("(`model-index`, which the Hub's evaluation widget shows) is on the held-out items"), "{md}");
+    assert!(
+        md.contains("on **held-out items**") && md.contains("(`model-index`, which the Hub's evaluation widget shows) is on the held-out items"),
+        "{md}"
+    );
     assert!(md.contains("not lm-evaluation-harness's `wsc` task"), "{md}");
     // Usage and reproduction.
     assert!(md.contains("AutoModelForCausalLM.from_pretrained(\"me/llama-tailored\""), "{md}");
@@ -238,14 +241,26 @@ fn tasks_say_their_chance_level_and_show_an_item() {
     use hf_tailor::eval::{McItem, TaskData};
     let tmp = common::tempdir();
     let mut input = input(tmp.path());
-    let item = |c: &str, label| McItem { context: c.into(), choices: vec![" yes".into(), " no".into(), " maybe".into(), "`x`".into()], label, subject: None };
+    let item = |c: &str, label| McItem {
+        context: c.into(),
+        choices: vec![" yes".into(), " no".into(), " maybe".into(), "`x`".into()],
+        label,
+        subject: None,
+    };
     let data = TaskData::MultipleChoice(vec![item("Is water wet?", 0), item("Is fire cold?", 1)]);
     input.tasks = vec![
         ("mmlu".into(), TaskAbout::local("mmlu.jsonl").with_items(&data)),
-        ("wsc".into(), TaskAbout::local("wsc.jsonl").with_items(&TaskData::MultipleChoice(vec![McItem { choices: vec!["a".into(), "b".into()], ..item("x", 0) }]))),
+        (
+            "wsc".into(),
+            TaskAbout::local("wsc.jsonl")
+                .with_items(&TaskData::MultipleChoice(vec![McItem { choices: vec!["a".into(), "b".into()], ..item("x", 0) }])),
+        ),
     ];
     let md = card::render(&input).unwrap().readme;
-    assert!(md.contains("**`mmlu`**: mmlu.jsonl (local file). 600 items; file `mmlu.jsonl`, 0-shot. 4 choices per item, so guessing scores 25 %."), "{md}");
+    assert!(
+        md.contains("**`mmlu`**: mmlu.jsonl (local file). 600 items; file `mmlu.jsonl`, 0-shot. 4 choices per item, so guessing scores 25 %."),
+        "{md}"
+    );
     assert!(md.contains("Example: `Is water wet?` → choices ` yes`, ` no`, ` maybe`, `` `x` ``; correct ` yes`."), "{md}");
     assert!(md.contains("| *chance (random guess)* | | | | 25.0 | 50.0 | 37.5 |"), "{md}");
     assert!(md.contains("chance 25 %") && md.contains("chance 50 %"), "model-index names the chance level: {md}");

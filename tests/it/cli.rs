@@ -70,7 +70,8 @@ fn search_help_is_grouped_described_and_pasteable() {
     let flags = help.split("The tailored model is chosen").next().unwrap_or_default();
     for line in flags.lines().filter(|l| l.trim_start().starts_with("--")) {
         let flag = line.split_whitespace().next().unwrap_or_default();
-        let described = line.trim_start().len() > flag.len() + 12 || flags.lines().skip_while(|l| *l != line).nth(1).is_some_and(|n| n.starts_with("          "));
+        let described =
+            line.trim_start().len() > flag.len() + 12 || flags.lines().skip_while(|l| *l != line).nth(1).is_some_and(|n| n.starts_with("          "));
         assert!(described, "{flag} has no description:\n{help}");
     }
     let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -171,7 +172,10 @@ fn the_demo_tailors_the_builtin_family_end_to_end() {
     assert!(!card.contains(&out_s), "the card names local paths:\n{card}");
     // The card says what its tasks are (what they ask, one item, the chance level), and
     // that the sources are local folders nobody else can rebuild from; `hf-tailor demo` can.
-    assert!(card.contains("the last digit of the sum of two two-digit numbers") && card.contains("4 choices per item, so guessing scores 25 %"), "{card}");
+    assert!(
+        card.contains("the last digit of the sum of two two-digit numbers") && card.contains("4 choices per item, so guessing scores 25 %"),
+        "{card}"
+    );
     assert!(card.contains("| *chance (random guess)* | | | | 25.0 | 25.0 | 25.0 | 25.0 |"), "{card}");
     assert!(card.contains("chance 25 %)") && card.contains("**The source models are local folders**"), "{card}");
     assert!(card.contains("`hf-tailor demo --trials 10` rebuilds it"), "{card}");
