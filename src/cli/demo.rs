@@ -134,7 +134,7 @@ fn tailor_family(args: &Args, request: SearchRequest, family: &demo::DemoFamily)
     let mut opts = JobOptions::new(args.out.clone(), "hf-tailor-demo", request);
     opts.force = args.force;
     opts.out_checked = true;
-    opts.reproduce = Some(reproduce_line(&args));
+    opts.reproduce = Some(reproduce_line(args));
     let mut progress = StderrProgress::new(args.json);
     let outcome = pipeline::tailor(&pulled, calibration, test, &opts, &mut progress)?;
     progress.finish();
