@@ -154,7 +154,7 @@ fn main() {
             let fam = family(dir);
             let n = fam.base.config.num_hidden_layers;
             let tasks = vec![TaskSpec::parse(&format!("mc:items={}", dir.join("items.jsonl").display())).unwrap().load().unwrap()];
-            let opts = EvalOptions { prefix_cache_bytes: 0, ..EvalOptions::default() };
+            let opts = EvalOptions { prefix_cache_bytes: Some(0), ..EvalOptions::default() };
             let mut ev = Evaluator::new(fam, tasks, opts).unwrap();
             let r = recipe(dir, n, (0..n).map(|from| LayerRule { from, rule: Rule::Take("base".into()) }).collect());
             let t0 = Instant::now();
@@ -176,7 +176,7 @@ fn main() {
             let mut report = serde_json::Map::new();
             let mut scores = Vec::new();
             for (label, prefix_bytes) in [("uncached", 0u64), ("cached", 4 << 30)] {
-                let opts = EvalOptions { prefix_cache_bytes: prefix_bytes, ..EvalOptions::default() };
+                let opts = EvalOptions { prefix_cache_bytes: Some(prefix_bytes), ..EvalOptions::default() };
                 let mut ev = Evaluator::new(fam.clone(), tasks.clone(), opts).unwrap();
                 let (t0, c0) = (Instant::now(), cpu_seconds());
                 let s: Vec<f64> = stream.iter().map(|r| acc(&ev.evaluate(r, usize::MAX).unwrap())).collect();

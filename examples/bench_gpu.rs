@@ -65,9 +65,10 @@ struct Args {
     /// reference's three removal patterns).
     #[arg(long, default_value_t = 6)]
     warm_start: usize,
-    /// Prefix-cache bound for that figure, MiB (the search's default).
-    #[arg(long, default_value_t = 4096)]
-    prefix_cache_mb: u64,
+    /// Prefix-cache bound for that figure, MiB (default: the search's, derived from the
+    /// device's memory).
+    #[arg(long)]
+    prefix_cache_mb: Option<u64>,
     /// Hyperband budgets, items per task (per subject for MMLU).
     #[arg(long, value_delimiter = ',', default_value = "111,333,1000")]
     budgets: Vec<usize>,
@@ -329,7 +330,7 @@ fn options(args: &Args, device: DeviceKind, prefix: bool) -> EvalOptions {
         dtype: Some(args.dtype.unwrap_or(Dtype::Bf16)),
         // Every model resident when the device has room (the tier rule decides).
         source_bytes: None,
-        prefix_cache_bytes: if prefix { 4 << 30 } else { 0 },
+        prefix_cache_bytes: if prefix { None } else { Some(0) },
         ..EvalOptions::default()
     }
 }
@@ -427,8 +428,11 @@ fn measure(args: &Args, s: &Shape, models: &[(String, PathBuf)], device_kind: De
     // The reference's warm-start stream with the prefix cache, against the same candidates'
     // cost without it (the budget phase above, at the smallest budget).
     let stream = warm_start_sample(&space, args.warm_start);
-    let mut ev =
-        Evaluator::new(family.clone(), tasks, EvalOptions { prefix_cache_bytes: args.prefix_cache_mb << 20, ..options(args, device_kind, true) })?;
+    let mut ev = Evaluator::new(
+        family.clone(),
+        tasks,
+        EvalOptions { prefix_cache_bytes: args.prefix_cache_mb.map(|m| m << 20), ..options(args, device_kind, true) },
+    )?;
     let t = Instant::now();
     for c in &stream {
         ev.evaluate(&space.to_recipe(c), warm_budget)?;

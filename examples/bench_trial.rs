@@ -66,8 +66,8 @@ fn main() {
     // repeat a layer's rule), without prefix cache: nothing shared between trials.
     // Cache bounds (MiB) from the environment: a shared machine has less memory than the defaults assume.
     let mib = |var: &str, default: u64| std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(default) << 20;
-    let (weight_cache_bytes, prefix_cache_bytes) = (mib("WEIGHT_MB", 8192), mib("PREFIX_MB", 4096));
-    let opts = EvalOptions { prefix_cache_bytes: 0, weight_cache_bytes, pack_choices: pack, ..EvalOptions::default() };
+    let (weight_cache_bytes, prefix_cache_bytes) = (Some(mib("WEIGHT_MB", 8192)), Some(mib("PREFIX_MB", 4096)));
+    let opts = EvalOptions { prefix_cache_bytes: Some(0), weight_cache_bytes, pack_choices: pack, ..EvalOptions::default() };
     let mut ev = Evaluator::new(family.clone(), vec![task.clone()], opts).expect("evaluator");
     for i in 0..trials {
         let recipe = space.to_recipe(&space.sample(&mut rng));

@@ -99,23 +99,27 @@ pub struct EngineArgs {
     /// several CUDA devices (`cuda:0,cuda:1`) or `cuda:all`, one evaluator each.
     #[arg(long, default_value = "cpu")]
     pub device: Devices,
-    /// Memory for resident weights, in MiB.
-    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..))]
-    pub weight_cache_mb: u64,
+    /// Memory for merged layers (materialised weights), in MiB. Default: derived at start
+    /// from the memory available, a quarter of the caches' budget (README, "Memory").
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub weight_cache_mb: Option<u64>,
     /// Most padded tokens per forward batch.
     #[arg(long, default_value_t = 2048, value_parser = positive())]
     pub batch_tokens: usize,
     /// Memory for the hidden states of batches in flight, in MiB: larger calibration sets
-    /// are scored in groups of batches that fit.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
-    pub state_mb: u64,
+    /// are scored in groups of batches that fit. Default: a quarter of the caches' budget.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub state_mb: Option<u64>,
     /// Memory for the hidden states of layer prefixes shared between candidates, in MiB
-    /// (0 turns prefix sharing off).
-    #[arg(long, default_value_t = 4096)]
-    pub prefix_cache_mb: u64,
+    /// (0 turns prefix sharing off). Default: half of the caches' budget, which is half of
+    /// the host memory available at start above a reserve (on CUDA: the device memory the
+    /// source weights leave). Bounds set above what is available are refused; all of them
+    /// are lowered during a run when the machine's available memory falls.
+    #[arg(long, value_name = "MIB")]
+    pub prefix_cache_mb: Option<u64>,
     /// Device memory for the family's source tensors, in MiB: models are placed base first
     /// while they fit, the rest stream from host memory a layer ahead. Default: on CUDA the
-    /// free memory less the other bounds and 10% headroom; on CPU 0.
+    /// whole models that fit in 7/8 of the free memory less a tenth of the device; on CPU 0.
     #[arg(long, value_name = "MIB")]
     pub sources_mb: Option<u64>,
     /// Compute dtype of the scoring: bf16, f16 or f32 (default: bf16 on CUDA, or f16 for
@@ -193,10 +197,10 @@ impl EngineArgs {
     pub fn options(&self) -> hf_tailor::eval::EvalOptions {
         hf_tailor::eval::EvalOptions {
             device: self.device.first(),
-            weight_cache_bytes: self.weight_cache_mb << 20,
+            weight_cache_bytes: self.weight_cache_mb.map(|m| m << 20),
             max_batch_tokens: self.batch_tokens,
-            state_bytes: self.state_mb << 20,
-            prefix_cache_bytes: self.prefix_cache_mb << 20,
+            state_bytes: self.state_mb.map(|m| m << 20),
+            prefix_cache_bytes: self.prefix_cache_mb.map(|m| m << 20),
             source_bytes: self.sources_mb.map(|m| m << 20),
             dtype: self.dtype,
             ..hf_tailor::eval::EvalOptions::default()
@@ -353,7 +357,7 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             E::Checkpoint(c) => library_code(c),
             E::Recipe(r) => library_code(r),
             E::Io { source, .. } => io_code(source),
-            E::Spec(_) | E::Data { .. } | E::Unsupported(_) | E::Tokenizer(_) | E::Layout(_) | E::NonFinite(_) => Some(2),
+            E::Spec(_) | E::Data { .. } | E::Unsupported(_) | E::Tokenizer(_) | E::Layout(_) | E::NonFinite(_) | E::OverBudget(_) => Some(2),
             _ => Some(1),
         };
     }

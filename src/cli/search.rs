@@ -399,7 +399,14 @@ fn setup(inputs: &SearchInputs, request: &SearchRequest, needs_calibration: bool
     let mut workers = Vec::with_capacity(devices.len() * per_device);
     for device in devices {
         for k in 0..per_device {
-            let eval_options = hf_tailor::eval::EvalOptions { device, ..scoring.engine.options() };
+            // Every evaluator on a device derives its bounds from its part of the memory;
+            // none holds more than every layer the space can produce.
+            let eval_options = hf_tailor::eval::EvalOptions {
+                device,
+                sharing: per_device,
+                rules_per_layer: Some(space.rules_per_layer()),
+                ..scoring.engine.options()
+            };
             let label = if per_device > 1 { format!("{device}#{k}") } else { device.to_string() };
             let scorer = Evaluator::new(family.clone(), tasks.clone(), eval_options)?;
             workers.push(Worker { label: if many { label } else { String::new() }, scorer });
@@ -493,6 +500,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         hf_tailor::pipeline::out_folder::check_resume(&request::journal_in(&args.out, args.journal.as_deref()), args.resume)?;
     }
     let mut s = setup(&args.inputs, &request, !request.baselines.is_empty(), args.workers.max(1))?;
+    let per_worker = if s.workers.len() > 1 { " (each worker)" } else { "" };
+    eprint!("hf-tailor: {}", s.workers[0].scorer.memory_plan().render().replacen(":\n", &format!("{per_worker}:\n"), 1));
     if s.space.siblings() == 0 {
         eprintln!("hf-tailor: warning: no fine-tuned siblings: the search only removes layers of the base");
     }

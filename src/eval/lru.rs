@@ -107,6 +107,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
             self.stats.bytes -= old.bytes;
         }
         self.stats.bytes += bytes;
+        self.evict_to_bound();
+        self.stats.peak_bytes = self.stats.peak_bytes.max(self.stats.bytes);
+    }
+
+    /// Change the bound; a lower one evicts (by class, then recency) until it holds.
+    pub fn set_capacity(&mut self, capacity_bytes: u64) {
+        self.stats.capacity_bytes = capacity_bytes;
+        self.evict_to_bound();
+    }
+
+    fn evict_to_bound(&mut self) {
         let segmented = self.segmented;
         while self.stats.bytes > self.stats.capacity_bytes {
             let rank = |e: &Entry<V>| (if segmented { e.class } else { 0 }, e.last_used);
@@ -116,7 +127,6 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
             self.stats.bytes -= e.bytes;
             self.stats.evictions += 1;
         }
-        self.stats.peak_bytes = self.stats.peak_bytes.max(self.stats.bytes);
     }
 
     pub fn len(&self) -> usize {
@@ -151,6 +161,10 @@ mod tests {
         assert!(!c.contains(&"huge"));
         assert_eq!(c.get(&"b"), None);
         assert_eq!((c.stats().hits, c.stats().misses), (1, 1));
+        // A lower bound evicts the least recently used now.
+        c.set_capacity(4);
+        assert!(c.contains(&"c") && !c.contains(&"a"));
+        assert_eq!((c.stats().bytes, c.stats().capacity_bytes, c.stats().evictions), (4, 4, 2));
     }
 
     #[test]

@@ -5,9 +5,10 @@
 use candle_core::{DType, Device};
 use serde::Serialize;
 
+use super::budget::{MemoryPlan, Watch};
 use super::sources::SourceStats;
 use super::tiers::Tier;
-use super::{EvalError, EvalOptions, EvalStats};
+use super::{EvalError, EvalStats};
 use crate::human::human_bytes;
 
 /// One kind of device memory.
@@ -31,15 +32,20 @@ pub struct MemoryReport {
     pub prefetched_bytes: u64,
     pub tiers: Vec<(String, Tier)>,
     pub compute_dtype: String,
+    /// The lowest bounds of merged layers, prefix cache and activations when the machine's
+    /// available memory fell during the run (`None`: the plan held throughout).
+    pub lowered_to: Option<[u64; 3]>,
 }
 
 impl MemoryReport {
-    pub fn new(stats: &EvalStats, sources: SourceStats, state_bound: u64, dtype: DType) -> Self {
+    pub fn new(stats: &EvalStats, sources: SourceStats, plan: &MemoryPlan, watch: &Watch, dtype: DType) -> Self {
+        let b = plan.cache_bounds();
         Self {
             weights: Usage { peak_bytes: sources.resident.peak_bytes, bound_bytes: sources.resident.capacity_bytes },
-            merged_layers: Usage { peak_bytes: stats.weights.peak_bytes, bound_bytes: stats.weights.capacity_bytes },
-            prefix_cache: Usage { peak_bytes: stats.prefix.peak_bytes, bound_bytes: stats.prefix.capacity_bytes },
-            activations: Usage { peak_bytes: stats.peak_state_bytes, bound_bytes: state_bound },
+            merged_layers: Usage { peak_bytes: stats.weights.peak_bytes, bound_bytes: b[0] },
+            prefix_cache: Usage { peak_bytes: stats.prefix.peak_bytes, bound_bytes: b[1] },
+            activations: Usage { peak_bytes: stats.peak_state_bytes, bound_bytes: b[2] },
+            lowered_to: (watch.lowered > 0).then_some(watch.lowest),
             host_uploaded_bytes: sources.host_uploaded_bytes,
             prefetched_bytes: sources.prefetched_bytes,
             tiers: sources.tiers,
@@ -53,8 +59,17 @@ impl MemoryReport {
         let device: Vec<&str> = self.tiers.iter().filter(|(_, t)| *t == Tier::Device).map(|(m, _)| m.as_str()).collect();
         let host: Vec<&str> = self.tiers.iter().filter(|(_, t)| *t == Tier::Host).map(|(m, _)| m.as_str()).collect();
         let list = |v: &[&str]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        let lowered = match self.lowered_to {
+            Some(l) => format!(
+                "bounds lowered while the machine's available memory fell, at the lowest to: merged layers {}, prefix cache {}, activations {}\n",
+                human_bytes(l[0]),
+                human_bytes(l[1]),
+                human_bytes(l[2])
+            ),
+            None => String::new(),
+        };
         format!(
-            "memory (peak of bound, compute {}): source weights {}, merged layers {}, prefix cache {}, activations {}\n\
+            "memory (peak of bound, compute {}): source weights {}, merged layers {}, prefix cache {}, activations {}\n{lowered}\
              models on the device: {}; in host memory: {} ({} uploaded, {} of it prefetched)\n",
             self.compute_dtype,
             u(&self.weights),
@@ -80,15 +95,4 @@ pub fn device_memory(device: &Device) -> Result<Option<(u64, u64)>, EvalError> {
         }
         _ => Ok(None),
     }
-}
-
-/// The default bound on resident source tensors (see [`EvalOptions::source_bytes`]).
-pub fn auto_source_bytes(device: &Device, options: &EvalOptions) -> Result<u64, EvalError> {
-    Ok(match device_memory(device)? {
-        Some((free, total)) => {
-            let others = options.weight_cache_bytes + options.prefix_cache_bytes + options.state_bytes;
-            free.saturating_sub(others).saturating_sub(total / 10)
-        }
-        None => 0,
-    })
 }

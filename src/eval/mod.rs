@@ -8,6 +8,7 @@
 //! the layer-forwards saved); tasks are scored as lm-evaluation-harness scores them
 //! ([`tasks`], [`plan`], [`tokenize`]).
 
+pub mod budget;
 pub mod data;
 pub mod device_merge;
 pub mod forward;
@@ -62,6 +63,8 @@ pub enum EvalError {
     Layout(#[from] crate::layout::LayoutError),
     #[error("{0}")]
     NonFinite(#[source] crate::score::NonFiniteScores),
+    #[error("{0}")]
+    OverBudget(#[from] budget::OverBudget),
 }
 
 fn terr(what: &str) -> impl Fn(candle_core::Error) -> EvalError + '_ {
@@ -121,22 +124,29 @@ pub struct EvalOptions {
     /// Compute dtype; `None` = f32 on CPU, the base's storage dtype on CUDA (bf16 for f32 sources).
     pub dtype: Option<crate::dtype::Dtype>,
     /// Bound on resident layer/embedding/head tensors as candidates use them (materialised
-    /// (layer, rule) weights, in the compute dtype; bytes).
-    pub weight_cache_bytes: u64,
+    /// (layer, rule) weights, in the compute dtype; bytes). `None` (as every bound here):
+    /// derived from the machine and the family ([`budget`]).
+    pub weight_cache_bytes: Option<u64>,
     /// Bound on the family's source tensors kept on the device (bytes): models are placed
     /// base first while they fit ([`tiers`]), the rest stream from host memory a layer
-    /// ahead. `None`: on CUDA the device's free memory less the other bounds and 10 %
-    /// headroom; on the CPU 0 (the memory-mapped files already are host memory).
+    /// ahead. On the CPU 0 by default (the memory-mapped files already are host memory).
     pub source_bytes: Option<u64>,
     /// Bound on cached hidden states of layer prefixes (bytes); 0 disables prefix sharing.
-    pub prefix_cache_bytes: u64,
+    pub prefix_cache_bytes: Option<u64>,
     /// Most padded tokens in one forward batch.
     pub max_batch_tokens: usize,
     /// Bound on the hidden states held at once while scoring (bytes): the batches go through
     /// the layers in groups that fit (at least one batch each), so a large calibration set
     /// does not need all its activations resident. Each extra group fetches the layers'
     /// weights again (from the weight cache when they fit there).
-    pub state_bytes: u64,
+    pub state_bytes: Option<u64>,
+    /// Rules a layer can be made under among the candidates scored (the search space's:
+    /// takes, and merges on the λ grid); caps the derived merged-layer bound at every layer,
+    /// embedding and head they can produce. `None`: no cap.
+    pub rules_per_layer: Option<u64>,
+    /// Evaluators of this process sharing the device's memory (each derives its bounds from
+    /// its part of what is available).
+    pub sharing: usize,
     /// Longest window for perplexity and boundary-cosine texts.
     pub max_window: usize,
     /// Whether a multiple-choice item's context runs once, its continuations as branches of
@@ -159,11 +169,13 @@ impl Default for EvalOptions {
         Self {
             device: DeviceKind::Cpu,
             dtype: None,
-            weight_cache_bytes: 8 << 30,
+            weight_cache_bytes: None,
             source_bytes: None,
-            prefix_cache_bytes: 4 << 30,
+            prefix_cache_bytes: None,
             max_batch_tokens: 2048,
-            state_bytes: 4 << 30,
+            state_bytes: None,
+            rules_per_layer: None,
+            sharing: 1,
             max_window: 1024,
             pack_choices: PackChoices::WhenCheaper,
         }
@@ -267,6 +279,41 @@ pub struct Evaluator {
     interned: HashMap<String, u32>,
     plans: HashMap<PlanKey, Plan>,
     stats: EvalStats,
+    /// The bounds derived at start, and what lowers them while the run goes on.
+    plan: budget::MemoryPlan,
+    watch: budget::Watch,
+    /// Bounds now: merged layers, prefix cache, activations.
+    bounds: [u64; 3],
+    last_check: std::time::Instant,
+}
+
+/// The memory bounds of an evaluator on `device`: what the options set, the rest derived
+/// from what the machine has (its part of it, when `options.sharing` evaluators share the
+/// device) and what the family needs.
+fn memory_plan(device: &Device, dtype: DType, family: &Family, model_bytes: &[u64], options: &EvalOptions) -> Result<budget::MemoryPlan, EvalError> {
+    let share = options.sharing.max(1) as u64;
+    let (mut host_available, mut host_limit) = budget::HostReader::default().available();
+    let device_mem = memory::device_memory(device)?.map(|(free, total)| (free / share, total / share));
+    if share > 1 {
+        host_available /= share;
+        host_limit = format!("{host_limit}, shared by {share} evaluators");
+    }
+    let machine = budget::Machine { host_available, host_limit, device: device_mem };
+    let c = &family.base.config;
+    let needs = budget::Needs {
+        model_bytes: model_bytes.to_vec(),
+        merged_layers: options
+            .rules_per_layer
+            .map(|r| r.saturating_mul(c.total_params(c.num_hidden_layers)).saturating_mul(dtype.size_in_bytes() as u64)),
+    };
+    let requested = budget::Requested {
+        merged_layers: options.weight_cache_bytes,
+        prefix_cache: options.prefix_cache_bytes,
+        activations: options.state_bytes,
+        sources: options.source_bytes,
+    };
+    let memory = if device_mem.is_some() { budget::Memory::Device } else { budget::Memory::Host };
+    Ok(budget::derive(memory, &machine, &needs, &requested)?)
 }
 
 /// candle's dtype for a storage dtype.
@@ -315,13 +362,11 @@ impl Evaluator {
                 return Err(EvalError::Spec(format!("two tasks are named `{}`", t.name)));
             }
         }
-        let source_bytes = match options.source_bytes {
-            Some(b) => b,
-            None => memory::auto_source_bytes(&device, &options)?,
-        };
         let model_bytes: Vec<u64> = family.models().map(|m| m.total_bytes()).collect();
-        let tiers = tiers::assign(&model_bytes, source_bytes);
-        let store = WeightStore::new(family.clone(), device.clone(), dtype, options.weight_cache_bytes, &tiers, source_bytes);
+        let plan = memory_plan(&device, dtype, &family, &model_bytes, &options)?;
+        let tiers = tiers::assign(&model_bytes, plan.sources.bytes);
+        let bounds = plan.cache_bounds();
+        let store = WeightStore::new(family.clone(), device.clone(), dtype, bounds[0], &tiers, plan.sources.bytes);
         Ok(Self {
             family,
             tasks,
@@ -330,14 +375,46 @@ impl Evaluator {
             dtype,
             dims,
             rope,
-            prefix: Lru::segmented(options.prefix_cache_bytes),
+            prefix: Lru::segmented(bounds[1]),
             preferred: Vec::new(),
             options,
             store,
             interned: HashMap::new(),
             plans: HashMap::new(),
             stats: EvalStats::default(),
+            watch: budget::Watch::new(&plan),
+            plan,
+            bounds,
+            last_check: std::time::Instant::now(),
         })
+    }
+
+    /// The memory bounds derived at start (print them before a run).
+    pub fn memory_plan(&self) -> &budget::MemoryPlan {
+        &self.plan
+    }
+
+    /// Re-read the memory available (at most once a second: a few small files) and lower or
+    /// restore the caches' bounds (see [`budget::Watch`]). Called before each scoring.
+    fn watch_memory(&mut self) {
+        if self.last_check.elapsed() < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.last_check = std::time::Instant::now();
+        let available = match self.plan.memory {
+            budget::Memory::Host => budget::HostReader::default().available().0,
+            budget::Memory::Device => match memory::device_memory(&self.device) {
+                Ok(Some((free, total))) => free.saturating_sub((total as f64 * budget::DEVICE_HEADROOM) as u64),
+                _ => return,
+            },
+        } / self.options.sharing.max(1) as u64;
+        let held = [self.store.stats().bytes, self.prefix.stats().bytes, 0];
+        let b = self.watch.bounds(available, held);
+        if b != self.bounds {
+            self.store.set_capacity(b[0]);
+            self.prefix.set_capacity(b[1]);
+            self.bounds = b;
+        }
     }
 
     pub fn tasks(&self) -> &[Task] {
@@ -359,7 +436,7 @@ impl Evaluator {
 
     /// Device memory by kind, with its bound, and the host-tier traffic so far.
     pub fn memory(&self) -> memory::MemoryReport {
-        memory::MemoryReport::new(&self.stats(), self.store.source_stats(), self.options.state_bytes, self.dtype)
+        memory::MemoryReport::new(&self.stats(), self.store.source_stats(), &self.plan, &self.watch, self.dtype)
     }
 
     /// The compute dtype of the forward pass.
@@ -409,7 +486,7 @@ impl Evaluator {
     fn run_layers(&mut self, recipe: &Recipe, batches: &[plan::Batch]) -> Result<Vec<Tensor>, EvalError> {
         let ids = self.prefix_ids(recipe);
         let n_layers = recipe.layers.len();
-        let use_cache = self.options.prefix_cache_bytes > 0;
+        let use_cache = self.plan.prefix_cache.bytes > 0;
         // (depth, state): depth d = embeddings + d layers applied.
         let mut states: Vec<Option<(usize, Tensor)>> = Vec::with_capacity(batches.len());
         for b in batches {
@@ -466,7 +543,7 @@ impl Evaluator {
     }
 
     fn remember(&mut self, b: &plan::Batch, ids: &[u32], h: &Tensor) {
-        if self.options.prefix_cache_bytes > 0 {
+        if self.plan.prefix_cache.bytes > 0 {
             let bytes = (h.elem_count() * h.dtype().size_in_bytes()) as u64;
             let preferred = self.preferred.starts_with(ids);
             self.prefix.insert_preferred((b.key, ids.to_vec()), h.clone(), bytes, preferred);
@@ -487,6 +564,7 @@ impl Evaluator {
 
     /// Log-probabilities of every scored token of `batches`, by plan slot.
     fn score_tokens(&mut self, recipe: &Recipe, batches: &[plan::Batch], n_scored: usize) -> Result<Vec<f64>, EvalError> {
+        self.watch_memory();
         let mut scores = vec![0f64; n_scored];
         let per_token = (self.dims.hidden * self.dtype.size_in_bytes()) as u64;
         let state_bytes = |b: &plan::Batch| (b.ctx.batch * b.ctx.len) as u64 * per_token;
@@ -495,7 +573,7 @@ impl Evaluator {
             // The longest run of batches whose hidden states fit the bound (at least one).
             let mut end = start + 1;
             let mut bytes = state_bytes(&batches[start]);
-            while end < batches.len() && bytes + state_bytes(&batches[end]) <= self.options.state_bytes {
+            while end < batches.len() && bytes + state_bytes(&batches[end]) <= self.bounds[2] {
                 bytes += state_bytes(&batches[end]);
                 end += 1;
             }

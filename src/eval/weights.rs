@@ -117,6 +117,11 @@ impl WeightStore {
         self.cache.stats()
     }
 
+    /// Lower (evicting) or raise the bound on materialised weights.
+    pub fn set_capacity(&mut self, bytes: u64) {
+        self.cache.set_capacity(bytes);
+    }
+
     pub fn source_stats(&self) -> SourceStats {
         self.sources.stats()
     }

@@ -9,6 +9,7 @@ use super::PipelineError;
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
+use crate::eval::budget::{self, Machine, Memory, MemoryPlan, Needs, Requested};
 use crate::eval::tiers::{self, Tier, Transfer};
 use crate::eval::DeviceKind;
 use crate::hub::{HubConfig, ModelSource};
@@ -53,6 +54,9 @@ pub struct Plan {
     pub output_bytes: u64,
     /// Where each model's source tensors land on the GPU sizes planned (CUDA only).
     pub tiers: Vec<TierPlan>,
+    /// The evaluator's memory bounds: for this machine on the CPU, for each GPU size
+    /// planned on CUDA (label, plan).
+    pub memory: Vec<(String, MemoryPlan)>,
 }
 
 /// The models' memory tiers ([`crate::eval::tiers`]) for one device size or source bound.
@@ -67,10 +71,6 @@ pub struct TierPlan {
     /// Host-to-device bytes per trial whose layers are all new.
     pub transfer: Transfer,
 }
-
-/// Device memory the evaluator keeps for everything but the source tensors by default
-/// (merged layers 8 GiB, prefix cache 4 GiB, activations 4 GiB: `EvalOptions::default`).
-pub const DEFAULT_OTHER_DEVICE_BYTES: u64 = 16 << 30;
 
 /// GPU sizes `--dry-run` plans for when no `--sources-mb` is given: an 80 GB H100/A100 and a
 /// 141 GB H200.
@@ -99,21 +99,53 @@ impl Plan {
             removed_percent: 100.0 * (params_before - params_after) as f64 / params_before as f64,
             device,
             tiers: Vec::new(),
+            memory: Vec::new(),
         }
     }
 
+    /// The evaluator's memory bounds ([`budget`]): on the CPU for `host` (this machine), on
+    /// CUDA for each of [`PLANNED_GPUS`] (with the models' tiers; `source_bytes` is
+    /// `--sources-mb`). The search's merged layers are capped at what its space (the
+    /// siblings, task arithmetic) can produce.
+    pub fn with_memory(mut self, config: &ModelConfig, storage: Dtype, host: &Machine, source_bytes: Option<u64>) -> Result<Self, PipelineError> {
+        let (memory, compute) = match self.device {
+            DeviceKind::Cpu => (Memory::Host, Dtype::F32),
+            DeviceKind::Cuda(_) => (Memory::Device, storage),
+        };
+        let rules = crate::search::space::rules_per_layer(self.models.len().saturating_sub(1), 1);
+        let needs = Needs {
+            model_bytes: self.models.iter().map(|_| config.total_params(config.num_hidden_layers) * storage.size() as u64).collect(),
+            merged_layers: Some(rules.saturating_mul(self.params_before).saturating_mul(compute.size() as u64)),
+        };
+        let req = Requested { sources: source_bytes, ..Requested::default() };
+        match self.device {
+            DeviceKind::Cpu => {
+                let plan = budget::derive(memory, host, &needs, &req).map_err(|e| PipelineError::Plan(e.to_string()))?;
+                self.memory.push(("this machine".into(), plan));
+            }
+            DeviceKind::Cuda(_) => {
+                for (label, total) in PLANNED_GPUS {
+                    let gpu = Machine { device: Some((total, total)), ..host.clone() };
+                    // An explicit --sources-mb larger than this GPU plans nothing for it.
+                    if let Ok(plan) = budget::derive(memory, &gpu, &needs, &req) {
+                        self.memory.push((label.to_string(), plan));
+                    }
+                }
+            }
+        }
+        Ok(self)
+    }
+
     /// Plan the models' tiers with `source_bytes` given explicitly (`--sources-mb`), or for
-    /// [`PLANNED_GPUS`] with the evaluator's default bounds. Sources stay in their storage
-    /// dtype (`storage`) on the device; a decoder layer is `params_per_layer` of them.
+    /// [`PLANNED_GPUS`] with the evaluator's derived bounds ([`Plan::with_memory`] first).
+    /// Sources stay in their storage dtype (`storage`) on the device; a decoder layer is
+    /// `params_per_layer` of them.
     pub fn with_tiers(mut self, config: &ModelConfig, storage: Dtype, source_bytes: Option<u64>) -> Self {
         let model_bytes: Vec<u64> = self.models.iter().map(|_| config.total_params(config.num_hidden_layers) * storage.size() as u64).collect();
         let layer = config.params_per_layer() * storage.size() as u64;
         let bounds: Vec<(String, u64)> = match source_bytes {
             Some(b) => vec![(format!("--sources-mb {}", b >> 20), b)],
-            None => PLANNED_GPUS
-                .iter()
-                .map(|(label, total)| (label.to_string(), total.saturating_sub(DEFAULT_OTHER_DEVICE_BYTES).saturating_sub(total / 10)))
-                .collect(),
+            None => self.memory.iter().map(|(label, plan)| (label.clone(), plan.sources.bytes)).collect(),
         };
         self.tiers = bounds
             .into_iter()
@@ -172,6 +204,9 @@ impl Plan {
                 human_bytes(t.transfer.expected),
                 human_bytes(t.transfer.worst),
             );
+        }
+        for (label, m) in &self.memory {
+            s += &m.render().replacen("memory plan (", &format!("memory plan, {label} ("), 1);
         }
         s += &format!("tailored checkpoint: {}\n", human_bytes(self.output_bytes));
         s
@@ -236,6 +271,9 @@ pub fn plan_job(
     let (config, storage) = base_shape.expect("the base is always planned first");
     let keep = depth.keep_layers(config.num_hidden_layers, |k| config.total_params(k))?;
     let plan = Plan::new(&config, storage, keep, device, models);
+    let (available, limit) = budget::HostReader::default().available();
+    let host = Machine { host_available: available, host_limit: limit, device: None };
+    let plan = plan.with_memory(&config, storage, &host, source_bytes)?;
     Ok(match device {
         DeviceKind::Cuda(_) => plan.with_tiers(&config, storage, source_bytes),
         DeviceKind::Cpu => plan,
@@ -321,18 +359,22 @@ mod tests {
         assert_eq!(c.total_params(40), 13_015_864_320);
         let files = |name: &str| ModelFiles { name: name.into(), source: name.into(), download: false, files: vec![] };
         let models = vec![files("base"), files("a"), files("b"), files("c")];
-        let plan = Plan::new(&c, Dtype::F16, 30, DeviceKind::Cuda(0), models).with_tiers(&c, Dtype::F16, None);
-        // 26.0 GB a model; 80 GB less 16 GiB and 8 GB headroom leaves 54.8 GB: two fit.
+        let host = Machine { host_available: 64 << 30, host_limit: "MemAvailable".into(), device: None };
+        let plan =
+            Plan::new(&c, Dtype::F16, 30, DeviceKind::Cuda(0), models).with_memory(&c, Dtype::F16, &host, None).unwrap().with_tiers(&c, Dtype::F16, None);
+        // 26.0 GB a model; 7/8 of 80 GB less 8 GB headroom is 63 GB: two fit.
         let gpu80 = &plan.tiers[0];
         let tiers: Vec<Tier> = gpu80.models.iter().map(|(_, t)| *t).collect();
         assert_eq!(tiers, vec![Tier::Device, Tier::Device, Tier::Host, Tier::Host]);
         assert_eq!(gpu80.transfer.worst, 30 * 2 * 317_204_480 * 2);
         assert_eq!(gpu80.transfer.expected, 30 * 317_204_480 * 2 / 2);
-        // 141 GB less 16 GiB and 14.1 GB leaves 109.7 GB: all four (104.1 GB).
+        // 7/8 of 141 GB less 14.1 GB is 111.0 GB: all four (104.1 GB).
         assert!(plan.tiers[1].models.iter().all(|(_, t)| *t == Tier::Device));
         let text = plan.render();
         assert!(text.contains("tiers, 80 GB GPU ("), "{text}");
         assert!(text.contains("in host memory: b, c;"), "{text}");
+        assert!(text.contains("memory plan, 141 GB GPU (device memory"), "{text}");
+        assert!(text.contains("source weights    97.0 GiB  4 of 4 models fit"), "{text}");
         let explicit = Plan::new(&c, Dtype::F16, 30, DeviceKind::Cuda(0), vec![files("base"), files("a")]).with_tiers(&c, Dtype::F16, Some(30 << 30));
         assert_eq!(explicit.tiers[0].models, vec![("base".to_string(), Tier::Device), ("a".to_string(), Tier::Host)]);
     }

@@ -186,10 +186,11 @@ pub fn tailor(
     } else {
         (calibration, report, "held-out tasks the search never saw".to_string())
     };
-    let eval_options = opts.engine.clone();
+    let eval_options = EvalOptions { rules_per_layer: Some(space.rules_per_layer()), ..opts.engine.clone() };
 
     // Search, baselines and the calibration table: the search stage's own job.
     let mut scorer = Evaluator::new(fam.clone(), calibration.clone(), eval_options.clone())?;
+    progress.stage(scorer.memory_plan().render().trim_end());
     let spec = request.job(space, &calibration, calibration_texts(&calibration), super::request::journal_in(out, None))?;
     let (keep, keep_max) = (spec.space.keep, spec.space.keep_max);
     // Every input passed its checks: from here on the folder is this job's.

@@ -93,6 +93,14 @@ impl Default for SpaceOptions {
 /// compare exactly after a YAML round trip.
 const LAMBDA_GRID: f64 = 1000.0;
 
+/// How many different rules a kept layer can be made under with `siblings` siblings and
+/// `methods` merge methods (see [`SearchSpace::rules_per_layer`]).
+pub fn rules_per_layer(siblings: usize, methods: usize) -> u64 {
+    let s = siblings.min(63) as u64;
+    let merges = (1u64 << s) - 1 - s;
+    (1 + s).saturating_add(merges.saturating_mul(LAMBDA_GRID as u64 + 1).saturating_mul(methods as u64))
+}
+
 /// What one kept layer does: a subset of siblings (bit j = sibling j), and for merges
 /// of two or more siblings the strength λ and the method.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -214,6 +222,12 @@ impl SearchSpace {
     }
     fn subsets(&self) -> u32 {
         1u32 << self.siblings()
+    }
+
+    /// How many different rules a kept layer can be made under: the base and each sibling
+    /// taken, and each merge of two or more siblings at each λ of the grid by each method.
+    pub fn rules_per_layer(&self) -> u64 {
+        rules_per_layer(self.siblings(), self.options.methods.len())
     }
 
     /// A uniformly random candidate: a random k-subset of layers, and per kept layer a
@@ -460,6 +474,14 @@ pub(crate) mod tests {
             merges += c.merges();
         }
         assert!(merges > 0);
+    }
+
+    #[test]
+    fn rules_per_layer_counts_takes_and_merges_on_the_grid() {
+        assert_eq!(SearchSpace::new(template(10, 0), 7, SpaceOptions::default()).unwrap().rules_per_layer(), 1);
+        assert_eq!(SearchSpace::new(template(10, 1), 7, SpaceOptions::default()).unwrap().rules_per_layer(), 2);
+        // Three siblings: four takes, four subsets of two or more at 1001 λ.
+        assert_eq!(SearchSpace::new(template(10, 3), 7, SpaceOptions::default()).unwrap().rules_per_layer(), 4 + 4 * 1001);
     }
 
     #[test]

@@ -204,7 +204,7 @@ fn packed_items_score_as_one_sequence_per_choice_with_fewer_tokens() {
     let r = stitched(&fam, &spec);
     let tasks = vec![Task::new("mc", TaskData::MultipleChoice(items()))];
     let run = |pack_choices: PackChoices, max_batch_tokens: usize| {
-        let opts = EvalOptions { pack_choices, max_batch_tokens, prefix_cache_bytes: 0, ..EvalOptions::default() };
+        let opts = EvalOptions { pack_choices, max_batch_tokens, prefix_cache_bytes: Some(0), ..EvalOptions::default() };
         let mut ev = Evaluator::new(fam.clone(), tasks.clone(), opts).unwrap();
         let lls = ev.choice_log_likelihoods(&r, &items()).unwrap();
         let scores = ev.evaluate(&r, 100).unwrap();
@@ -285,11 +285,11 @@ fn prefix_cache_and_lru_eviction_do_not_change_scores() {
     let small = EvalOptions { max_batch_tokens: 96, ..EvalOptions::default() };
     let configs = [
         ("cached", small.clone()),
-        ("uncached", EvalOptions { prefix_cache_bytes: 0, ..small.clone() }),
+        ("uncached", EvalOptions { prefix_cache_bytes: Some(0), ..small.clone() }),
         // Room for ~2 layers of weights and about one batch of hidden states: constant eviction.
-        ("tight", EvalOptions { weight_cache_bytes: 2 * layer_bytes + 1, prefix_cache_bytes: 100_000, ..small.clone() }),
+        ("tight", EvalOptions { weight_cache_bytes: Some(2 * layer_bytes + 1), prefix_cache_bytes: Some(100_000), ..small.clone() }),
         // Room for one batch of hidden states at a time: every batch is its own group.
-        ("grouped", EvalOptions { state_bytes: 1, ..small.clone() }),
+        ("grouped", EvalOptions { state_bytes: Some(1), ..small.clone() }),
     ];
     let mut results = Vec::new();
     for (label, opts) in configs {

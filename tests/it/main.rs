@@ -15,6 +15,7 @@ mod gguf;
 mod hostile_hub;
 mod hub;
 mod layout;
+mod memory;
 mod one_job;
 mod parallel;
 mod search;
