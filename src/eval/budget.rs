@@ -380,8 +380,8 @@ impl Watch {
         if (0..3).any(|i| out[i] < self.plan[i]) {
             self.lowered += 1;
         }
-        for i in 0..3 {
-            self.lowest[i] = self.lowest[i].min(out[i]);
+        for (lowest, b) in self.lowest.iter_mut().zip(out) {
+            *lowest = (*lowest).min(b);
         }
         out
     }

@@ -360,8 +360,11 @@ mod tests {
         let files = |name: &str| ModelFiles { name: name.into(), source: name.into(), download: false, files: vec![] };
         let models = vec![files("base"), files("a"), files("b"), files("c")];
         let host = Machine { host_available: 64 << 30, host_limit: "MemAvailable".into(), device: None };
-        let plan =
-            Plan::new(&c, Dtype::F16, 30, DeviceKind::Cuda(0), models).with_memory(&c, Dtype::F16, &host, None).unwrap().with_tiers(&c, Dtype::F16, None);
+        let plan = Plan::new(&c, Dtype::F16, 30, DeviceKind::Cuda(0), models).with_memory(&c, Dtype::F16, &host, None).unwrap().with_tiers(
+            &c,
+            Dtype::F16,
+            None,
+        );
         // 26.0 GB a model; 7/8 of 80 GB less 8 GB headroom is 63 GB: two fit.
         let gpu80 = &plan.tiers[0];
         let tiers: Vec<Tier> = gpu80.models.iter().map(|(_, t)| *t).collect();
