@@ -125,8 +125,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let sources: Vec<ModelSource> = std::iter::once(base_ref.clone()).chain(finetune_refs.iter().cloned()).collect();
     pipeline::out_folder::check_apart(&args.out, &sources, &cfg)?;
     if args.dry_run {
-        let sources_bytes = args.engine.sources_mb.map(|m| m << 20);
-        let plan = pipeline::plan::plan_job(&cfg, &base_ref, &finetune_refs, request.depths.deepest(), device, sources_bytes)?;
+        let mb = |m: Option<u64>| m.map(|m| m << 20);
+        let e = &args.engine;
+        let requested = hf_tailor::eval::budget::Requested {
+            merged_layers: mb(e.weight_cache_mb),
+            prefix_cache: mb(e.prefix_cache_mb),
+            activations: mb(e.state_mb),
+            sources: mb(e.sources_mb),
+        };
+        let plan = pipeline::plan::plan_job(&cfg, &base_ref, &finetune_refs, request.depths.deepest(), device, requested)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {

@@ -104,10 +104,10 @@ impl Plan {
     }
 
     /// The evaluator's memory bounds ([`budget`]): on the CPU for `host` (this machine), on
-    /// CUDA for each of [`PLANNED_GPUS`] (with the models' tiers; `source_bytes` is
-    /// `--sources-mb`). The search's merged layers are capped at what its space (the
+    /// CUDA for each of [`PLANNED_GPUS`] (with the models' tiers); `req`: the bounds set on
+    /// the command line (refused, on the CPU, when they exceed what is available). The search's merged layers are capped at what its space (the
     /// siblings, task arithmetic) can produce.
-    pub fn with_memory(mut self, config: &ModelConfig, storage: Dtype, host: &Machine, source_bytes: Option<u64>) -> Result<Self, PipelineError> {
+    pub fn with_memory(mut self, config: &ModelConfig, storage: Dtype, host: &Machine, req: Requested) -> Result<Self, PipelineError> {
         let (memory, compute) = match self.device {
             DeviceKind::Cpu => (Memory::Host, Dtype::F32),
             DeviceKind::Cuda(_) => (Memory::Device, storage),
@@ -117,7 +117,6 @@ impl Plan {
             model_bytes: self.models.iter().map(|_| config.total_params(config.num_hidden_layers) * storage.size() as u64).collect(),
             merged_layers: Some(rules.saturating_mul(self.params_before).saturating_mul(compute.size() as u64)),
         };
-        let req = Requested { sources: source_bytes, ..Requested::default() };
         match self.device {
             DeviceKind::Cpu => {
                 let plan = budget::derive(memory, host, &needs, &req).map_err(|e| PipelineError::Plan(e.to_string()))?;
@@ -242,7 +241,7 @@ pub fn plan_job(
     finetunes: &[ModelSource],
     depth: DepthTarget,
     device: DeviceKind,
-    source_bytes: Option<u64>,
+    requested: Requested,
 ) -> Result<Plan, PipelineError> {
     let mut offline = cfg.clone();
     offline.offline = true;
@@ -273,9 +272,9 @@ pub fn plan_job(
     let plan = Plan::new(&config, storage, keep, device, models);
     let (available, limit) = budget::HostReader::default().available();
     let host = Machine { host_available: available, host_limit: limit, device: None };
-    let plan = plan.with_memory(&config, storage, &host, source_bytes)?;
+    let plan = plan.with_memory(&config, storage, &host, requested)?;
     Ok(match device {
-        DeviceKind::Cuda(_) => plan.with_tiers(&config, storage, source_bytes),
+        DeviceKind::Cuda(_) => plan.with_tiers(&config, storage, requested.sources),
         DeviceKind::Cpu => plan,
     })
 }
@@ -360,11 +359,10 @@ mod tests {
         let files = |name: &str| ModelFiles { name: name.into(), source: name.into(), download: false, files: vec![] };
         let models = vec![files("base"), files("a"), files("b"), files("c")];
         let host = Machine { host_available: 64 << 30, host_limit: "MemAvailable".into(), device: None };
-        let plan = Plan::new(&c, Dtype::F16, 30, DeviceKind::Cuda(0), models).with_memory(&c, Dtype::F16, &host, None).unwrap().with_tiers(
-            &c,
-            Dtype::F16,
-            None,
-        );
+        let plan = Plan::new(&c, Dtype::F16, 30, DeviceKind::Cuda(0), models)
+            .with_memory(&c, Dtype::F16, &host, Requested::default())
+            .unwrap()
+            .with_tiers(&c, Dtype::F16, None);
         // 26.0 GB a model; 7/8 of 80 GB less 8 GB headroom is 63 GB: two fit.
         let gpu80 = &plan.tiers[0];
         let tiers: Vec<Tier> = gpu80.models.iter().map(|(_, t)| *t).collect();
