@@ -115,7 +115,10 @@ fn dry_run_prints_files_parameters_and_memory_and_writes_nothing() {
     let (before, after) = (config.total_params(4), config.total_params(3));
     assert!(stdout.contains("layers: 4 -> 3 (1 removed)"), "{stdout}");
     // The caches' bounds, each with its reason, derived from this machine.
-    assert!(stdout.contains("memory plan, this machine (host memory, ") && stdout.contains("prefix cache") && stdout.contains("50% of half"), "{stdout}");
+    assert!(
+        stdout.contains("memory plan, this machine (host memory, ") && stdout.contains("prefix cache") && stdout.contains("50% of half"),
+        "{stdout}"
+    );
     assert!(stdout.contains(&hf_tailor::pipeline::plan::human_count(before)), "{stdout}");
     assert!(stdout.contains(&hf_tailor::pipeline::plan::human_count(after)), "{stdout}");
     assert!(stdout.contains("model-00001-of-"), "the shards to read should be listed: {stdout}");
