@@ -325,14 +325,7 @@ pub(crate) fn parse_layer_range(s: &str) -> Result<(usize, usize), String> {
         Ok(k) => Ok(k),
         Err(_) => Err(format!("`{s}` is not a number of layers or a range A..B")),
     };
-    let (a, b) = match s.split_once("..") {
-        Some((a, b)) => (n(a)?, n(b)?),
-        None => n(s).map(|k| (k, k))?,
-    };
-    if a > b {
-        return Err(format!("the range {a}..{b} is empty: give it smallest first (e.g. 20..30)"));
-    }
-    Ok((a, b))
+    parse_range(s, n, "20..30")
 }
 
 /// `--remove-ratio`: a fraction in (0, 1) or a range `A..B`, smallest first.
@@ -342,12 +335,17 @@ pub(crate) fn parse_ratio_range(s: &str) -> Result<(f64, f64), String> {
         Ok(r) => Err(format!("must be between 0 and 1 (exclusive), got {r}")),
         Err(_) => Err(format!("`{s}` is not a fraction or a range A..B")),
     };
+    parse_range(s, n, "0.15..0.4")
+}
+
+/// One value (a range of one) or `A..B`, each end read by `one`, smallest first.
+fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(s: &str, one: impl Fn(&str) -> Result<T, String>, example: &str) -> Result<(T, T), String> {
     let (a, b) = match s.split_once("..") {
-        Some((a, b)) => (n(a)?, n(b)?),
-        None => n(s).map(|r| (r, r))?,
+        Some((a, b)) => (one(a)?, one(b)?),
+        None => one(s).map(|v| (v, v))?,
     };
     if a > b {
-        return Err(format!("the range {a}..{b} is empty: give it smallest first (e.g. 0.15..0.4)"));
+        return Err(format!("the range {a}..{b} is empty: give it smallest first (e.g. {example})"));
     }
     Ok((a, b))
 }
