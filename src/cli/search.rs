@@ -127,8 +127,11 @@ pub struct Args {
     /// same trials and the same result.
     #[arg(long, default_value_t = 0, help_heading = super::H_OPTIMISER)]
     pub seed: u64,
-    /// bo (multi-fidelity Bayesian optimisation), warmstart (bo from the reference's hand-made start), random.
-    #[arg(long, default_value = "bo", value_parser = parse_optimizer, help_heading = super::H_OPTIMISER)]
+    /// local (small moves around the best candidates, from the baselines' warm starts;
+    /// the forest chooses among them), bo (multi-fidelity Bayesian optimisation over the
+    /// whole space: the optimiser before `local`), warmstart (bo from the reference's
+    /// hand-made start), random.
+    #[arg(long, default_value = "local", value_parser = parse_optimizer, help_heading = super::H_OPTIMISER)]
     pub optimizer: OptimizerKind,
     /// Item budgets of the fidelities, increasing (Hyperband); one value = single fidelity.
     #[arg(long, value_delimiter = ',', default_value = "111,333,1000", value_parser = super::positive(), help_heading = super::H_OPTIMISER)]
@@ -270,7 +273,7 @@ fn load_baselines(path: &std::path::Path) -> anyhow::Result<Vec<job::Precomputed
 }
 
 fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
-    OptimizerKind::parse(s).ok_or_else(|| format!("`{s}` is not bo, warmstart or random"))
+    OptimizerKind::parse(s).ok_or_else(|| format!("`{s}` is not local, bo, warmstart or random"))
 }
 
 fn parse_baselines(list: &[String]) -> anyhow::Result<Vec<BaselineKind>> {
@@ -534,6 +537,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     progress.bar.finish_and_clear();
     job::write_outputs(&result, &args.out)?;
     print_report(&result.report, args.json)?;
+    if let Some(o) = &result.report.own_vs_warm {
+        eprintln!("hf-tailor: {}", o.sentence());
+    }
     if let Some(w) = result.outcome.layer_work() {
         let st = s.workers[0].scorer.stats();
         eprintln!(

@@ -149,7 +149,7 @@ impl Default for SearchRequest {
             pick: None,
             space: SpaceOptions::default(),
             edges: EdgePolicy::FollowLayers,
-            optimizer: OptimizerKind::Bo,
+            optimizer: OptimizerKind::Local,
             budgets: None,
             scalarization: Scalarization::Mean,
             objective: None,

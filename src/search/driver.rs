@@ -435,11 +435,20 @@ impl<'a> Session<'a> {
             measures: scored.measures,
             failed: scored.failed,
             worker,
+            proposal: self.note(&p),
         };
         // Tell the optimiser exactly what a replay will read back from the journal.
         let record = json_round_trip(&record);
         self.journal.record_trial(&record)?;
         self.record_result(&p, record, false)
+    }
+
+    /// The proposal's note with the optimiser's history positions turned into trial indices
+    /// (the history holds the results in the order they were told, as `done` does).
+    fn note(&self, p: &Proposal) -> Option<super::optimizer::ProposalNote> {
+        let index = |at: Option<usize>| at.and_then(|h| self.done.get(h)).map(|t| t.index);
+        let n = super::optimizer::ProposalNote { incumbent: index(p.note.incumbent), parent: index(p.note.parent), ..p.note };
+        (!n.is_empty()).then_some(n)
     }
 
     fn record_result(&mut self, p: &Proposal, record: TrialRecord, replayed: bool) -> Result<Option<Recipe>, SearchError> {

@@ -390,6 +390,12 @@ fn search_report(
         finalists,
         about: Vec::new(),
         rows_note: None,
+        own_vs_warm: super::report::OwnVsWarm::of(
+            &outcome.trials,
+            optimizer.full_budget(),
+            optimizer.objective.guide,
+            (!front.is_empty()).then(|| outcome.best_trial().recipe.layers.len()),
+        ),
         front,
     }
 }

@@ -20,6 +20,8 @@ use super::storage::Storage;
 use super::trial::{Asked, Assignment, JournalHeader, SearchState, TrialRecord, FORMAT};
 use super::SearchError;
 
+/// One line is alive at a time (written or parsed), so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Line {

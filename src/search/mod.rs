@@ -21,6 +21,7 @@ pub mod front;
 pub mod hyperband;
 pub mod job;
 pub mod journal;
+pub mod moves;
 pub mod objective;
 pub mod optimizer;
 pub mod report;

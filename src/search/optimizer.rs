@@ -49,6 +49,10 @@ pub enum OptimizerKind {
     Warmstart,
     /// Uniformly random candidates, each at the full budget.
     Random,
+    /// Local search around the best candidates (EvoPress-like): from the baselines' warm
+    /// starts, small moves ([`super::moves`]) of the best few evaluated candidates, the
+    /// forest choosing among them, under the same Hyperband schedule.
+    Local,
 }
 
 impl OptimizerKind {
@@ -57,6 +61,7 @@ impl OptimizerKind {
             "bo" => Some(Self::Bo),
             "warmstart" => Some(Self::Warmstart),
             "random" => Some(Self::Random),
+            "local" => Some(Self::Local),
             _ => None,
         }
     }
@@ -65,6 +70,7 @@ impl OptimizerKind {
             Self::Bo => "bo",
             Self::Warmstart => "warmstart",
             Self::Random => "random",
+            Self::Local => "local",
         }
     }
 }
@@ -121,13 +127,15 @@ impl OptimizerConfig {
     /// choice maximises the mean (on the synthetic benchmark, mean scalarisation reaches
     /// 0.1 points of regret where ParEGO leaves 1.6 after 200 trials; see the search notes).
     /// Set `scalarization` to `Parego { rho: 0.05 }` for the reference's behaviour.
+    ///
+    /// The local optimiser interleaves 10 % random candidates: its moves are its exploration.
     pub fn new(kind: OptimizerKind, seed: u64) -> Self {
         Self {
             kind,
             seed,
             budgets: vec![111, 333, 1000],
             eta: 3,
-            random_fraction: 0.2,
+            random_fraction: if kind == OptimizerKind::Local { 0.1 } else { 0.2 },
             scalarization: Scalarization::Mean,
             initial_design: 10,
             trees: 10,
@@ -177,6 +185,9 @@ fn initial_design(space: &SearchSpace, cfg: &OptimizerConfig, rng: &mut ChaCha8R
         }
         OptimizerKind::Warmstart => baselines.into_iter().chain(warm_start(space).into_iter().map(|c| (c, Origin::WarmStart))).collect(),
         OptimizerKind::Random => Vec::new(),
+        // The baselines' candidates are the starting points; without them, a random design.
+        OptimizerKind::Local if baselines.is_empty() => (0..cfg.initial_design).map(|_| (space.sample(rng), Origin::Initial)).collect(),
+        OptimizerKind::Local => baselines,
     }
 }
 
@@ -232,6 +243,49 @@ pub enum Origin {
     Random,
     Model,
     Promoted,
+    /// A small move from one of the best candidates (the local optimiser).
+    Local,
+}
+
+impl Origin {
+    /// Whether the optimiser itself proposed the candidate (not a warm start or baseline).
+    pub fn is_own(self) -> bool {
+        !matches!(self, Origin::WarmStart | Origin::Baseline)
+    }
+}
+
+/// What the optimiser knew when it proposed a candidate, journaled with the trial so that
+/// a search's trials can be analysed afterwards (`scripts/trial_analysis.py`): did the
+/// surrogate predict well, and how far from the best candidate did the proposals go?
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProposalNote {
+    /// The surrogate's prediction of the guiding objective at the full budget (higher is
+    /// better; mean-cost scalarisation only), for candidates the surrogate chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<f64>,
+    /// Its standard deviation (over the forest's trees and leaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_sd: Option<f64>,
+    /// The best candidate so far (the best mean cost at the highest budget told): a trial
+    /// index in the journal; inside the optimiser, a position among the results told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incumbent: Option<usize>,
+    /// Layers moved relative to the incumbent (see [`super::moves::distance`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved: Option<usize>,
+    /// Kept layers of both whose source or merge differs from the incumbent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<usize>,
+    /// The evaluated candidate a local move started from (trial index / position, as
+    /// `incumbent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<usize>,
+}
+
+impl ProposalNote {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One evaluation the optimiser asks for.
@@ -240,12 +294,15 @@ pub struct Proposal {
     pub candidate: Candidate,
     pub budget: usize,
     pub origin: Origin,
+    /// What the optimiser knew when proposing it (not part of what is evaluated).
+    pub note: ProposalNote,
 }
 
 struct Observation {
     features: Vec<f64>,
     candidate: Candidate,
     costs: Vec<f64>,
+    budget: usize,
 }
 
 /// An optimiser over one search space.
@@ -303,19 +360,33 @@ impl<'s> Optimizer<'s> {
     /// further schedule start. Asking only after telling the last proposal gives the
     /// sequential search exactly.
     pub fn ask(&mut self) -> Proposal {
-        let (p, schedule) = match self.issue_slot() {
+        let (mut p, schedule) = match self.issue_slot() {
             None => {
                 let candidate = self.fresh_random(None);
-                (Proposal { candidate, budget: self.cfg.full_budget(), origin: Origin::Random }, None)
+                (Proposal { candidate, budget: self.cfg.full_budget(), origin: Origin::Random, note: ProposalNote::default() }, None)
             }
-            Some((g, i, Slot::Promoted(candidate, budget))) => (Proposal { candidate, budget, origin: Origin::Promoted }, Some((g, i))),
+            Some((g, i, Slot::Promoted(candidate, budget))) => {
+                (Proposal { candidate, budget, origin: Origin::Promoted, note: ProposalNote::default() }, Some((g, i)))
+            }
             Some((g, i, Slot::New(budget))) => {
-                let (candidate, origin) = self.new_candidate(self.group_depth(g));
-                (Proposal { candidate, budget, origin }, Some((g, i)))
+                let (candidate, origin, note) = self.new_candidate(self.group_depth(g));
+                (Proposal { candidate, budget, origin, note }, Some((g, i)))
             }
         };
+        if let Some(at) = self.incumbent() {
+            let (moved, changed) = super::moves::distance(&p.candidate, &self.history[at].candidate);
+            p.note = ProposalNote { incumbent: Some(at), moved: Some(moved), changed: Some(changed), ..p.note };
+        }
         self.pending.push((p.clone(), schedule));
         p
+    }
+
+    /// The best result told so far: the lowest mean cost at the highest budget told (the
+    /// earliest on a tie), as a position in the history.
+    fn incumbent(&self) -> Option<usize> {
+        let top = self.history.iter().map(|o| o.budget).max()?;
+        let mean = |o: &Observation| o.costs.iter().sum::<f64>() / o.costs.len().max(1) as f64;
+        (0..self.history.len()).filter(|&i| self.history[i].budget == top).min_by(|&a, &b| mean(&self.history[a]).total_cmp(&mean(&self.history[b])))
     }
 
     /// Proposals asked for and not yet told.
@@ -358,7 +429,7 @@ impl<'s> Optimizer<'s> {
         };
         let mean = costs.iter().sum::<f64>() / costs.len().max(1) as f64;
         let features = self.features_at(&proposal.candidate, proposal.budget);
-        self.history.push(Observation { features, candidate: proposal.candidate.clone(), costs });
+        self.history.push(Observation { features, candidate: proposal.candidate.clone(), costs, budget: proposal.budget });
         // A front's schedules hold one depth each: promotion compares candidates of one depth.
         if let Some(hb) = schedule.and_then(|(g, i)| self.bands.get_mut(g).and_then(|group| group.get_mut(i))) {
             hb.tell(proposal.candidate.clone(), mean);
@@ -411,17 +482,43 @@ impl<'s> Optimizer<'s> {
         }
     }
 
-    fn new_candidate(&mut self, depth: Option<usize>) -> (Candidate, Origin) {
-        if let Some(queued) = self.queued(depth) {
-            return queued;
+    fn new_candidate(&mut self, depth: Option<usize>) -> (Candidate, Origin, ProposalNote) {
+        let none = ProposalNote::default();
+        if let Some((c, origin)) = self.queued(depth) {
+            return (c, origin, none);
         }
         if self.history.len() < 2 || self.rng.random::<f64>() < self.cfg.random_fraction {
-            return (self.fresh_random(depth), Origin::Random);
+            return (self.fresh_random(depth), Origin::Random, none);
         }
-        match self.maximise_acquisition(depth) {
-            Some(c) => (c, Origin::Model),
-            None => (self.fresh_random(depth), Origin::Random),
+        let found = if self.cfg.kind == OptimizerKind::Local {
+            self.local_proposal(depth).map(|(c, m, v, parent)| (c, Origin::Local, m, v, Some(parent)))
+        } else {
+            self.maximise_acquisition(depth).map(|(c, m, v)| (c, Origin::Model, m, v, None))
+        };
+        match found {
+            Some((c, origin, m, v, parent)) => {
+                let (predicted, predicted_sd) = self.predicted_value(m, v).unzip();
+                (c, origin, ProposalNote { predicted, predicted_sd, parent, ..none })
+            }
+            None => (self.fresh_random(depth), Origin::Random, none),
         }
+    }
+
+    /// The guiding objective's value (and its standard deviation) the surrogate's
+    /// prediction `(mean, variance)` of a target stands for; `None` for ParEGO, whose
+    /// targets mix the tasks with random weights.
+    fn predicted_value(&self, mean: f64, var: f64) -> Option<(f64, f64)> {
+        if !matches!(self.cfg.scalarization, Scalarization::Mean) {
+            return None;
+        }
+        let guide = self.cfg.objective.guide;
+        // Log-scaled targets: ln(cost + 1e-3); the deviation by the delta method.
+        let (cost, sd) = if objective::log_scaled(guide) { (mean.exp() - 1e-3, mean.exp() * var.sqrt()) } else { (mean, var.sqrt()) };
+        let value = match guide {
+            Metric::Acc | Metric::AccNorm => 1.0 - cost,
+            _ => -cost,
+        };
+        Some((value, sd))
     }
 
     /// Surrogate targets: scalarised costs, log-scaled (as SMAC's HPO facade) so the
@@ -467,7 +564,8 @@ impl<'s> Optimizer<'s> {
     /// improvement at the full budget, among random samples and the ends of hill climbs
     /// started from the best candidates (for a front: of that depth, and one layer away
     /// from the best of the neighbouring depths; see [`bridges`]).
-    fn maximise_acquisition(&mut self, depth: Option<usize>) -> Option<Candidate> {
+    /// The surrogate fitted to every result told, proposals in flight included.
+    fn surrogate(&mut self) -> Forest {
         let mut y = self.targets();
         let mut x: Vec<Vec<f64>> = self.history.iter().map(|o| o.features.clone()).collect();
         // Constant liar: proposals in flight count as the worst cost seen, so the next
@@ -478,7 +576,94 @@ impl<'s> Optimizer<'s> {
             y.push(lie);
         }
         let params = ForestParams { trees: self.cfg.trees, ..ForestParams::default() };
-        let forest = Forest::fit(&x, &y, params, &mut self.rng);
+        Forest::fit(&x, &y, params, &mut self.rng)
+    }
+
+    /// The local optimiser's proposal: among small moves ([`super::moves::local_move`],
+    /// one to three steps) from the best few evaluated candidates of the depth, the unseen
+    /// one of highest expected improvement at the full budget; with its predicted target
+    /// (mean, variance) and the parent's position in the history.
+    ///
+    /// Parents are the incumbent (the best result at the highest budget told) and the best
+    /// candidates by the surrogate's full-budget prediction, so a candidate that did well at
+    /// a low budget is searched around before Hyperband promotes it. A front's depth without
+    /// an evaluated candidate starts from its bridges to the neighbouring depths.
+    fn local_proposal(&mut self, depth: Option<usize>) -> Option<(Candidate, f64, f64, usize)> {
+        const PARENTS: usize = 4;
+        const MOVES: usize = 96;
+        let forest = self.surrogate();
+        let full = self.budget_feature(self.cfg.full_budget());
+        let space = self.space;
+        let predict = |c: &Candidate| {
+            let mut f = space.features(c);
+            f.push(full);
+            forest.predict(&f)
+        };
+        let at_depth = |c: &Candidate| depth.is_none_or(|k| c.kept().count() == k);
+        // Distinct evaluated candidates, best predicted first, with their first position.
+        let mut evaluated: Vec<(f64, usize)> = Vec::new();
+        for (i, o) in self.history.iter().enumerate() {
+            if !evaluated.iter().any(|&(_, j)| self.history[j].candidate == o.candidate) {
+                evaluated.push((predict(&o.candidate).0, i));
+            }
+        }
+        evaluated.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let incumbent = depth.map_or(self.incumbent(), |k| {
+            let top = self.history.iter().filter(|o| o.candidate.kept().count() == k).map(|o| o.budget).max();
+            let mean = |o: &Observation| o.costs.iter().sum::<f64>() / o.costs.len().max(1) as f64;
+            (0..self.history.len())
+                .filter(|&i| Some(self.history[i].budget) == top && self.history[i].candidate.kept().count() == k)
+                .min_by(|&a, &b| mean(&self.history[a]).total_cmp(&mean(&self.history[b])))
+        });
+        let mut parents: Vec<(Candidate, usize)> = Vec::new();
+        let first_of = |c: &Candidate| self.history.iter().position(|o| o.candidate == *c).expect("evaluated");
+        for i in incumbent.into_iter().chain(evaluated.iter().map(|&(_, i)| i)) {
+            let c = &self.history[i].candidate;
+            if parents.len() < PARENTS && at_depth(c) && !parents.iter().any(|(p, _)| p == c) {
+                parents.push((c.clone(), first_of(c)));
+            }
+        }
+        if let (Some(k), true) = (depth, parents.is_empty()) {
+            let ranked: Vec<(f64, Candidate)> = evaluated.iter().map(|&(m, i)| (m, self.history[i].candidate.clone())).collect();
+            for b in bridges(k, &ranked, 2, |c| -predict(c).0) {
+                let from = ranked.iter().find(|(_, c)| super::moves::distance(c, &b).0 <= 1).map_or(0, |(_, c)| first_of(c));
+                parents.push((b, from));
+            }
+        }
+        if parents.is_empty() {
+            return None;
+        }
+        // Improvement over the best predicted value of the depth.
+        let best = evaluated.iter().find(|&&(_, i)| at_depth(&self.history[i].candidate)).or(evaluated.last()).map(|&(m, _)| m)?;
+        let sampler = sampler(space, &self.depth_spaces, depth);
+        let (history, pending) = (&self.history, &self.pending);
+        let seen = |c: &Candidate| history.iter().any(|o| o.candidate == *c) || pending.iter().any(|(p, _)| p.candidate == *c);
+        let rng = &mut self.rng;
+        let mut top: Option<(f64, Candidate, usize)> = None;
+        for n in 0..MOVES {
+            // The incumbent (first) gets half the moves, the other parents share the rest.
+            let (parent, from) = if n % 2 == 0 { &parents[0] } else { &parents[(n / 2) % parents.len()] };
+            let steps = 1 + usize::from(rng.random_bool(0.3)) + usize::from(rng.random_bool(0.1));
+            let mut c = parent.clone();
+            for _ in 0..steps {
+                c = super::moves::local_move(sampler, &c, rng);
+            }
+            if seen(&c) {
+                continue;
+            }
+            let (m, v) = predict(&c);
+            let e = expected_improvement(m, v, best);
+            if top.as_ref().is_none_or(|(s, _, _)| e > *s) {
+                top = Some((e, c, *from));
+            }
+        }
+        let (_, c, from) = top?;
+        let (m, v) = predict(&c);
+        Some((c, m, v, from))
+    }
+
+    fn maximise_acquisition(&mut self, depth: Option<usize>) -> Option<(Candidate, f64, f64)> {
+        let forest = self.surrogate();
         let full = self.budget_feature(self.cfg.full_budget());
         let space = self.space;
         let predict = |c: &Candidate| {
@@ -560,7 +745,10 @@ impl<'s> Optimizer<'s> {
             }
             consider(cur_ei, &cur, &seen);
         }
-        top.map(|(_, c)| c)
+        top.map(|(_, c)| {
+            let (m, v) = predict(&c);
+            (c, m, v)
+        })
     }
 }
 
@@ -654,5 +842,81 @@ mod tests {
             hex, "8f59e41842c8548aecc837ab874d0aa009795380da8b4723f82eaf909f850560",
             "pinned when the siblings' average joined the baselines' warm starts (the front's per-depth schedules had left the earlier pin unchanged)"
         );
+    }
+}
+
+#[cfg(test)]
+mod local_tests {
+    use super::*;
+    use crate::score::{mean_score, Scorer};
+    use crate::search::space::SpaceOptions;
+    use crate::testkit::synthetic::SyntheticScorer;
+    use crate::testkit::template;
+
+    /// The optimum's removal set with `swaps` removed layers exchanged for a kept neighbour:
+    /// what a good one-shot pruning rule finds (near, not at, the best removal set).
+    fn near_optimal_removal(scorer: &SyntheticScorer, swaps: usize) -> Vec<usize> {
+        let opt = scorer.optimum().0;
+        let mut c = opt.clone();
+        let mut done = 0;
+        for r in 1..c.layers.len() {
+            if done == swaps {
+                break;
+            }
+            if c.layers[r].is_none() && opt.layers[r - 1].is_some() && c.layers[r - 1].is_some() {
+                c.layers[r] = c.layers[r - 1];
+                c.layers[r - 1] = None;
+                done += 1;
+            }
+        }
+        (0..c.layers.len()).filter(|&i| c.layers[i].is_none()).collect()
+    }
+
+    /// Regret of the candidate chosen (best at the highest budget reached), and how many
+    /// trials beat the best warm start at the full budget.
+    fn run(space: &SearchSpace, scorer: &mut SyntheticScorer, cfg: &OptimizerConfig, trials: usize) -> (f64, usize) {
+        let mut opt = Optimizer::new(space, cfg.clone(), scorer.task_names());
+        let mut out = Vec::new();
+        for _ in 0..trials {
+            let p = opt.ask();
+            let scores = scorer.score(&space.to_recipe(&p.candidate), p.budget).expect("in the space");
+            opt.tell(&p, &scores);
+            out.push((p.candidate, p.budget, mean_score(&scores), p.origin));
+        }
+        let top = out.iter().map(|t| t.1).max().expect("trials");
+        let best = out.iter().filter(|t| t.1 == top).max_by(|a, b| a.2.total_cmp(&b.2)).expect("one");
+        let warm: Vec<f64> = baseline_warm_start(space, &cfg.warm_removals).iter().map(|c| scorer.exact_mean(c)).collect();
+        let warm_best = warm.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let beat = out.iter().filter(|t| t.3.is_own() && scorer.exact_mean(&t.0) > warm_best).count();
+        (scorer.optimum().1 - scorer.exact_mean(&best.0), beat)
+    }
+
+    #[test]
+    fn local_search_beats_bo_and_random_search_from_a_strong_warm_start() {
+        let space = SearchSpace::new(template(16, 3), 12, SpaceOptions::default()).unwrap();
+        let seeds = 6;
+        let kinds = [OptimizerKind::Local, OptimizerKind::Bo, OptimizerKind::Random];
+        let mut regret = [0.0f64; 3];
+        let mut wins = [0usize; 2];
+        for seed in 0..seeds {
+            let mut r = [0.0; 3];
+            for (i, kind) in kinds.into_iter().enumerate() {
+                let mut scorer = SyntheticScorer::new(&space, 2, 1000, 100 + seed);
+                let mut cfg = OptimizerConfig::new(kind, seed);
+                cfg.warm_removals = vec![near_optimal_removal(&scorer, 1), near_optimal_removal(&scorer, 2)];
+                let (g, beat) = run(&space, &mut scorer, &cfg, 60);
+                r[i] = g;
+                eprintln!("seed {seed} {}: regret {g:.4}, {beat} trials beat the best warm start", kind.name());
+            }
+            for i in 0..3 {
+                regret[i] += r[i] / seeds as f64;
+            }
+            wins[0] += usize::from(r[0] < r[1]);
+            wins[1] += usize::from(r[0] < r[2]);
+        }
+        eprintln!("mean regret: local {:.4}, bo {:.4}, random {:.4}; local wins {wins:?} of {seeds}", regret[0], regret[1], regret[2]);
+        // Measured (6 seeds): local 0.082, bo 0.108, random 0.148; local won every seed.
+        assert!(regret[0] < 0.85 * regret[1] && regret[0] < 0.65 * regret[2], "{regret:?}");
+        assert!(wins[0] >= 5 && wins[1] >= 5, "{wins:?}");
     }
 }

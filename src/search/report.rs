@@ -57,6 +57,113 @@ pub struct SearchReport {
     /// A front search's best candidate at every depth, smallest first (empty for one depth).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub front: Vec<super::front::FrontPoint>,
+    /// Whether the optimiser's own proposals beat the warm starts (absent without warm starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_vs_warm: Option<OwnVsWarm>,
+}
+
+/// What the optimiser's own proposals bought over its warm starts (the baselines'
+/// candidates and the reference's hand-made ones), at the full budget on the search's
+/// objective: a search whose own candidates never beat a warm start is worth no more than
+/// its warm start and its final selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnVsWarm {
+    /// The guiding metric the values are of (higher is better).
+    pub metric: Metric,
+    /// The best warm start at the full budget: 0-based trial and value (`None`: no warm
+    /// start reached the full budget).
+    pub warm_trial: Option<usize>,
+    pub warm: Option<Estimate>,
+    /// Distinct candidates of the optimiser's own that reached the full budget.
+    pub own: usize,
+    /// How many of them beat the best warm start.
+    pub beat: usize,
+    /// The best of them: 0-based trial and value.
+    pub own_trial: Option<usize>,
+    pub own_best: Option<Estimate>,
+}
+
+impl OwnVsWarm {
+    /// The comparison over `trials` (at depth `depth` only, for a front), or `None` when
+    /// the search had no warm start. A promoted trial counts as the proposal it promotes
+    /// (the first trial of its recipe).
+    pub fn of(trials: &[super::trial::TrialRecord], full_budget: usize, metric: Metric, depth: Option<usize>) -> Option<Self> {
+        use super::optimizer::Origin;
+        let first_origin =
+            |r: &crate::recipe::Recipe| trials.iter().find(|t| t.recipe == *r && t.origin != Origin::Promoted).map_or(Origin::Promoted, |t| t.origin);
+        let in_depth = |t: &&super::trial::TrialRecord| depth.is_none_or(|k| t.recipe.layers.len() == k);
+        if !trials.iter().filter(in_depth).any(|t| !t.origin.is_own()) {
+            return None;
+        }
+        let value = |t: &super::trial::TrialRecord| t.objective.unwrap_or(Estimate { value: t.mean, se: 0.0 });
+        let full: Vec<(usize, bool)> = trials
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| in_depth(t) && t.budget == full_budget && t.failed.is_none())
+            .map(|(i, t)| (i, first_origin(&t.recipe).is_own()))
+            .collect();
+        let best_of = |own: bool| {
+            full.iter()
+                .filter(|(_, o)| *o == own)
+                .map(|&(i, _)| i)
+                .max_by(|&a, &b| value(&trials[a]).value.total_cmp(&value(&trials[b]).value).then(b.cmp(&a)))
+        };
+        let (warm_trial, own_trial) = (best_of(false), best_of(true));
+        let warm = warm_trial.map(|i| value(&trials[i]));
+        let mut own_recipes: Vec<&crate::recipe::Recipe> = Vec::new();
+        let mut beat = 0;
+        for &(i, own) in &full {
+            if own && !own_recipes.contains(&&trials[i].recipe) {
+                own_recipes.push(&trials[i].recipe);
+                beat += usize::from(warm.is_some_and(|w| value(&trials[i]).value > w.value));
+            }
+        }
+        let own_best = own_trial.map(|i| value(&trials[i]));
+        Some(Self { metric, warm_trial, warm, own: own_recipes.len(), beat, own_trial, own_best })
+    }
+
+    /// The best own candidate's value minus the best warm start's (positive: it beat it).
+    pub fn margin(&self) -> Option<f64> {
+        self.own_best.zip(self.warm).map(|(o, w)| o.value - w.value)
+    }
+
+    /// One sentence for the report and the closing summary.
+    pub fn sentence(&self) -> String {
+        let m = self.metric;
+        let diff = |d: f64| match m {
+            Metric::Acc | Metric::AccNorm => format!("{:+.1} points", 100.0 * d),
+            Metric::Ppl => format!("{d:+.3} nats per token"),
+            _ => format!("{d:+.3}"),
+        };
+        let shown = |e: Estimate| match m {
+            Metric::Ppl => format!("{:.3} ± {:.3} nats per token", e.value, e.se),
+            _ => m.display(e),
+        };
+        let (Some(w), Some(wt)) = (self.warm, self.warm_trial) else {
+            return format!(
+                "Own proposals: no warm start reached the full budget, so none can be compared; {} candidates of the optimiser's own did.",
+                self.own
+            );
+        };
+        let head = format!("Own proposals against the best warm start (trial {}, {} {}), at the full budget:", wt + 1, m.name(), shown(w));
+        match (self.own_trial, self.own_best, self.margin()) {
+            (Some(t), Some(o), Some(d)) if self.beat > 0 => format!(
+                "{head} {} of the {} candidates of the optimiser's own beat it, the best by {} (trial {}, {}).",
+                self.beat,
+                self.own,
+                diff(d),
+                t + 1,
+                shown(o)
+            ),
+            (Some(t), Some(_), Some(d)) => format!(
+                "{head} none of the {} candidates of the optimiser's own beat it; the closest was {} behind (trial {}): the result is the warm start's.",
+                self.own,
+                diff(d),
+                t + 1
+            ),
+            _ => format!("{head} no candidate of the optimiser's own reached the full budget."),
+        }
+    }
 }
 
 fn acc() -> String {
@@ -171,6 +278,9 @@ impl SearchReport {
             "\nAccuracy in % {measured} (± one standard error). Search: {} (seed {}, objective {}), {} trials, {:.1} s scoring. {}",
             self.optimizer, self.seed, self.objective, self.trials, self.scoring_seconds, self.selection
         );
+        if let Some(o) = &self.own_vs_warm {
+            let _ = writeln!(s, "\n{}", o.sentence());
+        }
         let cmp = self.comparisons();
         if !cmp.is_empty() {
             let _ = writeln!(s);
@@ -334,6 +444,7 @@ mod tests {
             about: vec![],
             rows_note: None,
             front: vec![],
+            own_vs_warm: None,
         };
         let md = r.to_markdown();
         assert!(md.contains("| base | base | 4 | 1.23M | 50.00 | 70.00 | 60.00 |"), "{md}");
@@ -362,5 +473,88 @@ mod tests {
         let held = SearchReport { rows_note: Some("held-out items".into()), about, ..r };
         assert!(held.to_svg().contains(">Held-out items</text>") && held.to_svg().contains("chance 25"), "{}", held.to_svg());
         assert!(held.to_markdown().contains("on held-out items, at most 100 items per task"), "{}", held.to_markdown());
+    }
+
+    fn trial(index: usize, origin: crate::search::optimizer::Origin, budget: usize, value: f64, from: usize) -> crate::search::trial::TrialRecord {
+        let t = crate::testkit::template(4, 1);
+        let rule = crate::recipe::Rule::Take("base".into());
+        let layers = [0, from, 3].into_iter().map(|from| crate::recipe::LayerRule { from, rule: rule.clone() }).collect();
+        crate::search::trial::TrialRecord {
+            index,
+            origin,
+            budget,
+            scores: Default::default(),
+            mean: 0.0,
+            seconds: 0.0,
+            layers: None,
+            recipe: crate::recipe::Recipe::new("llama", 4, t.base, t.siblings, layers, t.edges),
+            objective: Some(Estimate { value, se: 0.1 }),
+            measures: Default::default(),
+            failed: None,
+            worker: None,
+            proposal: None,
+        }
+    }
+
+    #[test]
+    fn the_report_says_whether_own_proposals_beat_the_best_warm_start() {
+        use crate::search::optimizer::Origin;
+        // Warm start (layer 1 kept) promoted to the full budget at -4.7; an own proposal
+        // (layer 2 kept) promoted to -4.6: one of one beat it, by 0.1.
+        let trials = vec![
+            trial(0, Origin::Baseline, 100, -4.9, 1),
+            trial(1, Origin::Local, 100, -4.8, 2),
+            trial(2, Origin::Promoted, 1000, -4.7, 1),
+            trial(3, Origin::Promoted, 1000, -4.6, 2),
+        ];
+        let o = OwnVsWarm::of(&trials, 1000, Metric::Ppl, None).unwrap();
+        assert_eq!((o.warm_trial, o.own, o.beat, o.own_trial), (Some(2), 1, 1, Some(3)));
+        assert!((o.margin().unwrap() - 0.1).abs() < 1e-9);
+        let line = o.sentence();
+        assert!(
+            line.contains("trial 3")
+                && line.contains("1 of the 1 candidates of the optimiser's own beat it, the best by +0.100 nats per token (trial 4"),
+            "{line}"
+        );
+        // Behind: none beat it, the closest named.
+        let behind = OwnVsWarm::of(
+            &trials[..3].iter().cloned().chain([trial(3, Origin::Promoted, 1000, -4.75, 2)]).collect::<Vec<_>>(),
+            1000,
+            Metric::Ppl,
+            None,
+        )
+        .unwrap();
+        assert_eq!(behind.beat, 0);
+        assert!(
+            behind
+                .sentence()
+                .contains("none of the 1 candidates of the optimiser's own beat it; the closest was -0.050 nats per token behind (trial 4)"),
+            "{}",
+            behind.sentence()
+        );
+        // No warm start at all: nothing to say; the report shows the line when there is one.
+        assert_eq!(OwnVsWarm::of(&trials[1..2], 1000, Metric::Ppl, None), None);
+        let r = SearchReport {
+            tasks: vec![],
+            budget: 1000,
+            rows: vec![],
+            progress: vec![],
+            chosen: vec![],
+            selection: String::new(),
+            optimizer: "local".into(),
+            seed: 0,
+            trials: 4,
+            scoring_seconds: 0.0,
+            objective: "ppl".into(),
+            hold_out: None,
+            finalists: vec![],
+            about: vec![],
+            rows_note: None,
+            front: vec![],
+            own_vs_warm: Some(o),
+        };
+        assert!(r.to_markdown().contains("Own proposals against the best warm start (trial 3"), "{}", r.to_markdown());
+        let back: SearchReport = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(back, r);
     }
 }

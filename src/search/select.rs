@@ -192,6 +192,7 @@ mod tests {
             measures: Default::default(),
             failed: None,
             worker: None,
+            proposal: None,
         }
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::recipe::Recipe;
 use crate::score::{Estimate, Items, LayerWork, Measures, TaskScores};
 
-use super::optimizer::{OptimizerConfig, Origin};
+use super::optimizer::{OptimizerConfig, Origin, ProposalNote};
 use super::space::{RecipeTemplate, SpaceOptions};
 
 pub const FORMAT: &str = "hf-tailor/search-journal-v1";
@@ -33,6 +33,11 @@ pub struct TrialRecord {
     /// 0-based position in the sequence of trials (the optimiser's step).
     pub index: usize,
     pub origin: Origin,
+    /// What the optimiser knew when it proposed the candidate (the surrogate's prediction,
+    /// the incumbent and the distance to it); absent in journals written before it was
+    /// recorded, and for proposals made with nothing told yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<ProposalNote>,
     /// Items per task the scores are based on.
     pub budget: usize,
     pub scores: TaskScores,
