@@ -57,13 +57,15 @@ pub fn local_move(space: &SearchSpace, c: &Candidate, rng: &mut impl Rng) -> Can
                 out.layers[r] = out.layers[k];
                 out.layers[k] = None;
             }
-            // One kept layer takes another source: the base, one sibling, or a merge (a new
-            // merge starts as the average of its members).
+            // One kept layer takes another source: the base, one sibling, or a merge. A new
+            // merge starts as the average of its members, and so does a merge that was an
+            // average (the siblings' average warm start stays an average of fewer or more).
             4..=6 if n > 0 => {
                 let at = kept[rng.random_range(0..kept.len())];
                 let ch = c.layers[at].expect("kept");
                 let subset = rng.random_range(0..1u32 << n);
-                let lambda = if ch.is_merge() { ch.lambda } else { 1.0 / f64::from(subset.count_ones().max(1)) };
+                let average = |s: u32| Choice::new(s, 1.0 / f64::from(s.count_ones().max(1)), ch.method).lambda;
+                let lambda = if ch.is_merge() && ch.lambda != average(ch.subset) { ch.lambda } else { average(subset) };
                 out.layers[at] = Some(Choice::new(subset, lambda, ch.method));
             }
             // A merge's λ steps by 0.05, 0.1 or 0.2 either way.

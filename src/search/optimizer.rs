@@ -894,7 +894,7 @@ mod local_tests {
     #[test]
     fn local_search_beats_bo_and_random_search_from_a_strong_warm_start() {
         let space = SearchSpace::new(template(16, 3), 12, SpaceOptions::default()).unwrap();
-        let seeds = 6;
+        let seeds = 10;
         let kinds = [OptimizerKind::Local, OptimizerKind::Bo, OptimizerKind::Random];
         let mut regret = [0.0f64; 3];
         let mut wins = [0usize; 2];
@@ -915,8 +915,9 @@ mod local_tests {
             wins[1] += usize::from(r[0] < r[2]);
         }
         eprintln!("mean regret: local {:.4}, bo {:.4}, random {:.4}; local wins {wins:?} of {seeds}", regret[0], regret[1], regret[2]);
-        // Measured (6 seeds): local 0.082, bo 0.108, random 0.148; local won every seed.
-        assert!(regret[0] < 0.85 * regret[1] && regret[0] < 0.65 * regret[2], "{regret:?}");
-        assert!(wins[0] >= 5 && wins[1] >= 5, "{wins:?}");
+        // Measured: mean regret local 0.087, bo 0.106, random 0.149; local beat bo at 8 of
+        // the 10 seeds and random search at all 10.
+        assert!(regret[0] < 0.9 * regret[1] && regret[0] < 0.65 * regret[2], "{regret:?}");
+        assert!(wins[0] >= 7 && wins[1] >= 9, "{wins:?}");
     }
 }
