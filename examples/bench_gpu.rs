@@ -403,7 +403,7 @@ fn measure(args: &Args, s: &Shape, models: &[(String, PathBuf)], device_kind: De
     let layers = 2.min(s.spec.layers);
     for l in 0..layers {
         for m in &family.names {
-            store.layer(l, &LayerRule { from: l, rule: Rule::Take(m.clone()) })?;
+            store.layer(l, &LayerRule { from: l, rule: Rule::Take(m.clone()) }, None)?;
         }
     }
     sync(&device)?;
@@ -417,7 +417,7 @@ fn measure(args: &Args, s: &Shape, models: &[(String, PathBuf)], device_kind: De
     for (name, m) in methods {
         let t = Instant::now();
         for l in 0..layers {
-            store.layer(l, &LayerRule { from: l, rule: Rule::Merge(m.clone()) })?;
+            store.layer(l, &LayerRule { from: l, rule: Rule::Merge(m.clone()) }, None)?;
         }
         sync(&device)?;
         merge_seconds_per_layer.push((name.to_string(), t.elapsed().as_secs_f64() / layers as f64));

@@ -70,6 +70,10 @@ pub struct Flavor {
     /// Sliding and full layers are told apart by `layer_types` (or the legacy
     /// `sliding_window_pattern`), and each kind may have its own rotary base (Gemma 2/3).
     pub per_layer_attention: bool,
+    /// The MLP's output (down_proj) joins the residual stream as it is, so a linear map on
+    /// it fuses exactly into down_proj (the heal, [`crate::heal`]); false where a norm sits
+    /// on the MLP branch (Gemma's post-feedforward norm).
+    pub mlp_joins_residual: bool,
 }
 
 const LLAMA_FLAVOR: Flavor = Flavor {
@@ -79,6 +83,7 @@ const LLAMA_FLAVOR: Flavor = Flavor {
     sandwich_norms: false,
     window_switch: None,
     per_layer_attention: false,
+    mlp_joins_residual: true,
 };
 
 /// One tensor inside a decoder layer, named relative to the layer prefix.
@@ -198,6 +203,7 @@ const GEMMA_FLAVOR: Flavor = Flavor {
     sandwich_norms: true,
     window_switch: None,
     per_layer_attention: true,
+    mlp_joins_residual: false,
 };
 
 /// Qwen2/3: a numeric `sliding_window` applies only with `use_sliding_window`, and

@@ -15,6 +15,7 @@ pub mod dtype;
 pub mod eval;
 pub mod fsutil;
 pub mod gguf;
+pub mod heal;
 pub mod hf_home;
 pub mod hub;
 pub mod human;

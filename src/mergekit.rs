@@ -65,6 +65,9 @@ fn slice_source(model: &str, from: usize, len: usize, weight: Option<f64>) -> Va
 /// said and is refused); with one rule for both, both tools keep the base's tying.
 pub fn export(recipe: &Recipe, base_ties_embeddings: Option<bool>) -> Result<String, MergekitError> {
     recipe.validate()?;
+    if recipe.heal.is_some() {
+        return Err(export_err("heal", "the recipe carries fitted heal maps, which mergekit cannot express (build it with `hf-tailor build`)"));
+    }
     let rules_differ = recipe.embeddings != recipe.head;
     if rules_differ && base_ties_embeddings.is_none() {
         return Err(export_err(
@@ -465,6 +468,7 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Recipe, MergekitError>
         dtype,
         tokenizer_source: None,
         chat_template: None,
+        heal: None,
     };
     recipe.validate()?;
     Ok(recipe)

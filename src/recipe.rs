@@ -24,6 +24,8 @@ pub enum RecipeError {
     Parse { path: String, message: String },
     #[error("recipe: {at}: {message}")]
     Invalid { at: String, message: String },
+    #[error("recipe {recipe}: heal: {message}")]
+    Heal { recipe: String, message: String },
 }
 
 /// A model the recipe draws from: a Hub repo at a revision or a local folder
@@ -307,6 +309,103 @@ pub struct Recipe {
     /// The output's chat template; absent = the tokenizer source's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat_template: Option<ChatTemplate>,
+    /// Fitted maps fused into the layer before each gap (ReplaceMe-style heal, see
+    /// [`crate::heal`]); absent = no heal. The maps travel in one safetensors file beside the recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal: Option<Box<Heal>>,
+}
+
+/// The full-depth model a heal fits against: the base, one sibling, or the siblings'
+/// average (task arithmetic at λ = 1/n, the merge the search's warm start uses).
+/// In YAML `base`, `average` or `sibling:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Teacher {
+    Base,
+    Sibling(String),
+    Average,
+}
+
+impl std::str::FromStr for Teacher {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "base" => Ok(Teacher::Base),
+            "average" => Ok(Teacher::Average),
+            _ => match s.strip_prefix("sibling:") {
+                Some(n) if !n.is_empty() => Ok(Teacher::Sibling(n.into())),
+                _ => Err(format!("teacher `{s}` is not `base`, `average` or `sibling:NAME`")),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for Teacher {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Teacher> for String {
+    fn from(t: Teacher) -> String {
+        t.to_string()
+    }
+}
+
+impl std::fmt::Display for Teacher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Teacher::Base => f.write_str("base"),
+            Teacher::Average => f.write_str("average"),
+            Teacher::Sibling(n) => write!(f, "sibling:{n}"),
+        }
+    }
+}
+
+/// A recipe's heal: what was fitted, on what, and the file that holds the maps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heal {
+    /// The maps file (safetensors, f32), relative to the recipe's folder.
+    pub file: PathBuf,
+    /// sha256 of that file; a file that does not match is refused.
+    pub sha256: String,
+    pub teacher: Teacher,
+    /// Calibration tokens the maps were fitted on.
+    pub tokens: usize,
+    /// Ridge factor: α = ridge · trace(MᵀM) / d.
+    pub ridge: f64,
+    /// sha256 of the calibration token ids (u32 little-endian, sequence by sequence).
+    pub calibration_sha256: String,
+    /// One entry per healed gap, left to right.
+    pub gaps: Vec<HealGap>,
+    /// Source layers removed before the first kept layer: no layer precedes them, so they
+    /// stay unhealed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unhealed: Vec<usize>,
+}
+
+/// One healed gap: source layers `from + 1 .. until` removed, the map fused into the
+/// down_proj of output layer `layer` (source layer `from`): `W_down ← Tᵀ W_down`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealGap {
+    pub layer: usize,
+    pub from: usize,
+    /// The source layer the teacher's hidden state enters (the source depth at the end).
+    pub until: usize,
+    /// The map's tensor in the maps file.
+    pub map: String,
+    /// sha256 of the map's f32 little-endian bytes (identifies it in the evaluator's caches).
+    pub sha256: String,
+}
+
+impl Heal {
+    /// The gap fused into output layer `index`, if any.
+    pub fn gap_at(&self, index: usize) -> Option<&HealGap> {
+        self.gaps.iter().find(|g| g.layer == index)
+    }
 }
 
 /// Where the output's chat template comes from, resolved (never `auto`): a recipe names
@@ -400,6 +499,7 @@ impl Recipe {
             dtype: None,
             tokenizer_source: None,
             chat_template: None,
+            heal: None,
         }
     }
 
@@ -426,6 +526,11 @@ impl Recipe {
         for m in std::iter::once(&mut shown.base).chain(shown.siblings.iter_mut()) {
             if let ModelSource::Local(_) = m.source {
                 m.source = ModelSource::Local(m.source.public_name().into());
+            }
+        }
+        if let Some(h) = &mut shown.heal {
+            if let Some(name) = h.file.file_name() {
+                h.file = name.into();
             }
         }
         shown
@@ -512,6 +617,41 @@ impl Recipe {
             }
         }
         self.head.validate("head", &names, &self.base.name)?;
+        if let Some(h) = &self.heal {
+            self.validate_heal(h, &names)?;
+        }
+        Ok(())
+    }
+
+    /// A heal names real gaps: each entry's layer is the last kept layer before removed
+    /// layers, `until` the next kept source layer (or the source depth), in order.
+    fn validate_heal(&self, h: &Heal, names: &BTreeSet<&str>) -> Result<(), RecipeError> {
+        let inv = |at: String, message: String| RecipeError::Invalid { at, message };
+        match &h.teacher {
+            Teacher::Sibling(n) if !self.siblings.iter().any(|s| &s.name == n) => {
+                return Err(inv("heal.teacher".into(), format!("`{n}` is not a sibling of this recipe (known: {})", join(names))));
+            }
+            Teacher::Average if self.siblings.is_empty() => return Err(inv("heal.teacher".into(), "`average` needs at least one sibling".into())),
+            _ => {}
+        }
+        if !(h.ridge.is_finite() && h.ridge >= 0.0) {
+            return Err(inv("heal.ridge".into(), format!("must be a finite number >= 0 (got {})", h.ridge)));
+        }
+        let mut last = None;
+        for (i, g) in h.gaps.iter().enumerate() {
+            let at = format!("heal.gaps[{i}]");
+            let Some(l) = self.layers.get(g.layer) else {
+                return Err(inv(format!("{at}.layer"), format!("output layer {} does not exist (the recipe keeps {})", g.layer, self.layers.len())));
+            };
+            let next = self.layers.get(g.layer + 1).map(|n| n.from).unwrap_or(self.source_layers);
+            if l.from != g.from || g.until != next || next <= g.from + 1 {
+                return Err(inv(at, format!("layer {} (source {}) is not followed by a gap ending at source layer {}", g.layer, g.from, g.until)));
+            }
+            if last.is_some_and(|p| p >= g.layer) {
+                return Err(inv(format!("{at}.layer"), "gaps must be listed left to right, once each".into()));
+            }
+            last = Some(g.layer);
+        }
         Ok(())
     }
 
@@ -540,6 +680,12 @@ impl Recipe {
                 }
             }
         }
+        if let Some(h) = &mut recipe.heal {
+            if h.file.is_relative() {
+                h.file = dir.join(&h.file);
+            }
+            check_heal_file(h, &p)?;
+        }
         Ok(recipe)
     }
 
@@ -556,6 +702,20 @@ impl Recipe {
         let text = if path.extension().is_some_and(|e| e == "json") { self.to_json() } else { self.to_yaml() };
         crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| RecipeError::Io { path: path.display().to_string(), source })
     }
+}
+
+/// The heal's maps file exists and its sha256 is the one the recipe names.
+pub fn check_heal_file(h: &Heal, recipe: &str) -> Result<(), RecipeError> {
+    let path = h.file.display().to_string();
+    let found = crate::fsutil::sha256_file(&h.file)
+        .map_err(|e| RecipeError::Heal { recipe: recipe.into(), message: format!("cannot read its maps file {path}: {e}") })?;
+    if found != h.sha256 {
+        return Err(RecipeError::Heal {
+            recipe: recipe.into(),
+            message: format!("its maps file {path} has sha256 {found}, but the recipe names {} (a changed or foreign file)", h.sha256),
+        });
+    }
+    Ok(())
 }
 
 fn join(names: &BTreeSet<&str>) -> String {

@@ -8,6 +8,7 @@ mod card;
 mod demo;
 mod eval;
 mod gguf;
+mod heal;
 mod mergekit;
 mod pull;
 mod push;
@@ -69,6 +70,8 @@ pub enum Command {
     Gguf(gguf::Args),
     /// Score a model folder or a recipe on calibration tasks.
     Eval(eval::Args),
+    /// Heal a recipe's cuts without training: fit a map per gap, fused into down_proj.
+    Heal(heal::Args),
     /// Render the model card (README.md + lineage.svg) for a built model.
     Card(card::Args),
     /// Upload a folder to a Hub model repo.
@@ -223,6 +226,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Command::Build(a)) => build::run(a),
         Some(Command::Gguf(a)) => gguf::run(a),
         Some(Command::Eval(a)) => eval::run(a),
+        Some(Command::Heal(a)) => heal::run(a),
         Some(Command::Card(a)) => card::run(a),
         Some(Command::Push(a)) => push::run(a),
         Some(Command::Mergekit(a)) => mergekit::run(a),
@@ -357,6 +361,7 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             E::Checkpoint(c) => library_code(c),
             E::Recipe(r) => library_code(r),
             E::Io { source, .. } => io_code(source),
+            E::Heal(h) => library_code(h),
             E::Spec(_) | E::Data { .. } | E::Unsupported(_) | E::Tokenizer(_) | E::Layout(_) | E::NonFinite(_) | E::OverBudget(_) => Some(2),
             _ => Some(1),
         };
@@ -365,6 +370,7 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         return match e {
             B::Checkpoint(c) => library_code(c),
             B::RecipeFile(r) => library_code(r),
+            B::Heal(h) => library_code(h),
             B::Io { .. } | B::Verify(_) => Some(1),
             _ => Some(2),
         };
@@ -385,6 +391,9 @@ fn library_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             S::Score { .. } => None,
             _ => Some(1),
         };
+    }
+    if let Some(e) = cause.downcast_ref::<hf_tailor::heal::HealError>() {
+        return Some(if matches!(e, hf_tailor::heal::HealError::Io { .. }) { 1 } else { 2 });
     }
     if let Some(e) = cause.downcast_ref::<M>() {
         return match e {

@@ -283,6 +283,13 @@ fn softcap(x: Tensor, cap: Option<f64>) -> CResult<Tensor> {
 
 /// One decoder layer on hidden states (batch, len, hidden).
 pub fn layer_forward(w: &LayerWeights, x: &Tensor, ctx: &BatchContext, d: &Dims) -> CResult<Tensor> {
+    Ok(layer_forward_parts(w, x, ctx, d)?.0)
+}
+
+/// One decoder layer, returning its output and, separately, its MLP branch's output (what
+/// joins the residual stream after the last norm of the branch), both (batch, len, hidden):
+/// the heal fits a map on the latter.
+pub fn layer_forward_parts(w: &LayerWeights, x: &Tensor, ctx: &BatchContext, d: &Dims) -> CResult<(Tensor, Tensor)> {
     let (b, t) = (ctx.batch, ctx.len);
     let (nh, nkv, hd) = (d.heads, d.kv_heads, d.head_dim);
     let rep = nh / nkv;
@@ -346,8 +353,8 @@ pub fn layer_forward(w: &LayerWeights, x: &Tensor, ctx: &BatchContext, d: &Dims)
     if let Some(post) = &w.post_ff_norm {
         mlp = candle_nn::ops::rms_norm(&mlp, post, d.eps)?;
     }
-    let out = (h + mlp)?;
-    out.reshape((b, t, d.hidden))
+    let out = (h + &mlp)?;
+    Ok((out.reshape((b, t, d.hidden))?, mlp.reshape((b, t, d.hidden))?))
 }
 
 /// Token embeddings: (batch, len) ids -> (batch, len, hidden), scaled where the family scales them.

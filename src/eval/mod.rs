@@ -13,6 +13,7 @@ pub mod data;
 pub mod device_merge;
 pub mod forward;
 pub mod harness;
+pub mod heal_fit;
 pub mod lru;
 pub mod memory;
 pub mod plan;
@@ -31,6 +32,7 @@ use crate::checkpoint::{CheckpointError, Family};
 use crate::recipe::{Recipe, RecipeError};
 use crate::score::{Estimate, HoldOut, ItemValues, Items, LayerWork, Measures, Metric, Scorer, TaskMeasures};
 use forward::{BatchContext, Dims, Rope};
+pub use heal_fit::HealFit;
 pub use lru::CacheStats;
 use lru::Lru;
 pub use plan::McScore;
@@ -65,6 +67,8 @@ pub enum EvalError {
     NonFinite(#[source] crate::score::NonFiniteScores),
     #[error("{0}")]
     OverBudget(#[from] budget::OverBudget),
+    #[error(transparent)]
+    Heal(#[from] crate::heal::HealError),
 }
 
 fn terr(what: &str) -> impl Fn(candle_core::Error) -> EvalError + '_ {
@@ -460,10 +464,21 @@ impl Evaluator {
         }
     }
 
-    /// The recipe is valid and fits the loaded family (the layout's one fit check).
-    fn check_recipe(&self, recipe: &Recipe) -> Result<(), EvalError> {
+    /// The recipe is valid and fits the loaded family (the layout's one fit check); a healed
+    /// recipe's maps are loaded from its file unless the fit registered them.
+    fn check_recipe(&mut self, recipe: &Recipe) -> Result<(), EvalError> {
         recipe.validate()?;
         crate::layout::Layout::for_family(&self.family, recipe)?;
+        if let Some(h) = &recipe.heal {
+            if h.gaps.iter().any(|g| !self.store.has_map(&g.sha256)) {
+                crate::heal::check_arch(recipe)?;
+                for (name, map) in crate::heal::read_maps(h, self.dims.hidden)? {
+                    let sha = crate::heal::map_sha256(&map);
+                    debug_assert!(h.gaps.iter().any(|g| g.map == name && g.sha256 == sha));
+                    self.store.register_map(sha, Arc::new(map));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -475,8 +490,9 @@ impl Evaluator {
     /// Interned ids of the prefix: `[embeddings, layer 0, layer 1, …]`.
     fn prefix_ids(&mut self, recipe: &Recipe) -> Vec<u32> {
         let mut ids = vec![self.intern(format!("embed {}", rule_key(&recipe.embeddings)))];
-        for l in &recipe.layers {
-            ids.push(self.intern(format!("layer {} {}", l.from, rule_key(&l.rule))));
+        for (i, l) in recipe.layers.iter().enumerate() {
+            let map = crate::layout::FusedMap::of(recipe, i).map(|f| f.sha256).unwrap_or_default();
+            ids.push(self.intern(format!("layer {} {} {map}", l.from, rule_key(&l.rule))));
         }
         ids
     }
@@ -521,10 +537,10 @@ impl Evaluator {
             if !states.iter().flatten().any(|(d, _)| *d <= l) {
                 continue;
             }
-            let w = self.store.layer(l, layer)?;
+            let w = self.store.layer(l, layer, crate::layout::FusedMap::of(recipe, l).as_ref())?;
             // The next layer's host-tier sources come in while this one runs.
             if let Some(next) = recipe.layers.get(l + 1) {
-                self.store.prefetch_layer(l + 1, next)?;
+                self.store.prefetch_layer(l + 1, next, crate::layout::FusedMap::of(recipe, l + 1).as_ref())?;
             }
             for (b, s) in batches.iter().zip(states.iter_mut()) {
                 let (d, h) = s.as_mut().expect("every batch has a state");
@@ -814,7 +830,7 @@ impl Evaluator {
             let mut h = forward::embed(&table, &b.ids, &self.dims).map_err(&e)?;
             let mut units = vec![unit(&h).map_err(&e)?];
             for (l, layer) in recipe.layers.iter().enumerate() {
-                let w = self.store.layer(l, layer)?;
+                let w = self.store.layer(l, layer, crate::layout::FusedMap::of(recipe, l).as_ref())?;
                 h = forward::layer_forward(&w, &h, &b.ctx, &self.dims).map_err(&e)?;
                 self.stats.layer_forwards_run += 1;
                 units.push(unit(&h).map_err(&e)?);

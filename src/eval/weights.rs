@@ -64,6 +64,8 @@ enum Key {
     Layer {
         from: usize,
         rule: String,
+        /// sha256 of the heal map fused into its down_proj, if any.
+        map: Option<String>,
     },
     /// A matrix outside the layers: (source tensor, rule).
     Matrix {
@@ -99,6 +101,8 @@ pub struct WeightStore {
     dtype: DType,
     cache: Lru<Key, Cached>,
     sources: SourceStore,
+    /// Heal maps by sha256 (f32, d × d), registered by the fit or read from a recipe's file.
+    maps: std::collections::HashMap<String, Arc<Vec<f32>>>,
 }
 
 fn bytes_of(t: &Tensor) -> u64 {
@@ -110,7 +114,16 @@ impl WeightStore {
     /// the device-tier ones, `capacity_bytes` the materialised (layer, rule) weights.
     pub fn new(family: Arc<Family>, device: Device, dtype: DType, capacity_bytes: u64, tiers: &[Tier], source_bytes: u64) -> Self {
         let sources = SourceStore::new(family.clone(), device.clone(), tiers, source_bytes);
-        Self { family, device, dtype, cache: Lru::new(capacity_bytes), sources }
+        Self { family, device, dtype, cache: Lru::new(capacity_bytes), sources, maps: Default::default() }
+    }
+
+    /// Make a heal map available to the layers that fuse it (by its sha256).
+    pub fn register_map(&mut self, sha256: String, map: Arc<Vec<f32>>) {
+        self.maps.insert(sha256, map);
+    }
+
+    pub fn has_map(&self, sha256: &str) -> bool {
+        self.maps.contains_key(sha256)
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -140,6 +153,14 @@ impl WeightStore {
     fn tensor(&mut self, t: &OutputTensor) -> Result<Tensor, EvalError> {
         let wrap = |e: candle_core::Error| EvalError::Tensor { tensor: t.name.clone(), source: e };
         let (name, rows) = (t.source.as_str(), t.rows);
+        if let Some(f) = &t.fused {
+            // On the host in f32, as the writer does, so both hold the same values.
+            let map = self.maps.get(&f.sha256).cloned().ok_or_else(|| EvalError::Spec(format!("heal map `{}` is not loaded", f.name)))?;
+            let down = stitch(&self.family, &t.rule, name, rows)?;
+            let shape = down.shape().to_vec();
+            let fused = crate::heal::fuse(&down.into_f32(), &shape, &map).map_err(|e| EvalError::Spec(e.to_string()))?;
+            return Tensor::from_vec(fused, shape, &self.device).and_then(|x| x.to_dtype(self.dtype)).map_err(wrap);
+        }
         let out = match &t.rule {
             Rule::Take(m) => self.sources.get(m, name, rows)?,
             Rule::Merge(merge) if device_merge::supports(merge) => {
@@ -177,13 +198,13 @@ impl WeightStore {
 
     /// Start uploading the source tensors output layer `index` (from `layer`) reads, for
     /// host-tier models only, unless that layer is already materialised: called a layer ahead.
-    pub fn prefetch_layer(&mut self, index: usize, layer: &LayerRule) -> Result<(), EvalError> {
-        if self.cache.contains(&Key::Layer { from: layer.from, rule: rule_key(&layer.rule) }) {
+    pub fn prefetch_layer(&mut self, index: usize, layer: &LayerRule, fused: Option<&layout::FusedMap>) -> Result<(), EvalError> {
+        if self.cache.contains(&Key::Layer { from: layer.from, rule: rule_key(&layer.rule), map: fused.map(|f| f.sha256.clone()) }) {
             return Ok(());
         }
         let base = &self.family.base;
         let mut keys: Vec<SourceKey> = Vec::new();
-        for t in layout::layer_tensors(&base.config, index, layer, base.storage_dtype()) {
+        for t in layout::layer_tensors(&base.config, index, layer, base.storage_dtype(), fused) {
             let models: Vec<String> = match &t.rule {
                 Rule::Take(m) => vec![m.clone()],
                 Rule::Merge(merge) if device_merge::supports(merge) => {
@@ -201,16 +222,17 @@ impl WeightStore {
         self.sources.prefetch(keys)
     }
 
-    /// Output layer `index`, made from `layer` (cached by source layer and rule).
-    pub fn layer(&mut self, index: usize, layer: &LayerRule) -> Result<Arc<LayerWeights>, EvalError> {
+    /// Output layer `index`, made from `layer` with the heal map `fused` in its down_proj, if
+    /// any (cached by source layer, rule and map).
+    pub fn layer(&mut self, index: usize, layer: &LayerRule, fused: Option<&layout::FusedMap>) -> Result<Arc<LayerWeights>, EvalError> {
         let from = layer.from;
-        let key = Key::Layer { from, rule: rule_key(&layer.rule) };
+        let key = Key::Layer { from, rule: rule_key(&layer.rule), map: fused.map(|f| f.sha256.clone()) };
         if let Some(Cached::Layer(w)) = self.cache.get(&key) {
             return Ok(w);
         }
         let family = self.family.clone();
         let base = &family.base;
-        let tensors = layout::layer_tensors(&base.config, index, layer, base.storage_dtype());
+        let tensors = layout::layer_tensors(&base.config, index, layer, base.storage_dtype(), fused);
         let mut made: Vec<(Role, Tensor)> = Vec::with_capacity(tensors.len());
         for t in &tensors {
             if let layout::Slot::Layer { role, .. } = t.slot {

@@ -61,6 +61,25 @@ pub struct OutputTensor {
     pub shape: Vec<usize>,
     pub dtype: Dtype,
     pub slot: Slot,
+    /// A fitted heal map fused into this tensor (a down_proj before a gap): the output is
+    /// `Tᵀ · source` ([`crate::heal::fuse`]), with T the maps file's tensor named here.
+    pub fused: Option<FusedMap>,
+}
+
+/// A heal map fused into an output tensor: its name in the recipe's maps file, and its
+/// sha256 (which tells cached weights of different maps apart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FusedMap {
+    pub name: String,
+    pub sha256: String,
+}
+
+impl FusedMap {
+    /// The map fused into output layer `index` of `recipe`, if the recipe heals that layer.
+    pub fn of(recipe: &Recipe, index: usize) -> Option<Self> {
+        let g = recipe.heal.as_ref()?.gap_at(index)?;
+        Some(Self { name: g.map.clone(), sha256: g.sha256.clone() })
+    }
 }
 
 impl OutputTensor {
@@ -94,8 +113,9 @@ impl Edges {
     }
 }
 
-/// The tensors of output layer `index` made from `layer` (in the architecture table's order).
-pub fn layer_tensors(config: &ModelConfig, index: usize, layer: &LayerRule, dtype: Dtype) -> Vec<OutputTensor> {
+/// The tensors of output layer `index` made from `layer` (in the architecture table's order);
+/// `fused`: the heal map fused into its down_proj, if any ([`FusedMap::of`]).
+pub fn layer_tensors(config: &ModelConfig, index: usize, layer: &LayerRule, dtype: Dtype, fused: Option<&FusedMap>) -> Vec<OutputTensor> {
     let arch = config.arch;
     arch.layer_tensors
         .iter()
@@ -107,6 +127,7 @@ pub fn layer_tensors(config: &ModelConfig, index: usize, layer: &LayerRule, dtyp
             shape: config.layer_tensor_shape(t.role),
             dtype,
             slot: Slot::Layer { index, from: layer.from, role: t.role },
+            fused: if t.role == Role::Down { fused.cloned() } else { None },
         })
         .collect()
 }
@@ -124,6 +145,7 @@ pub fn edges(config: &ModelConfig, recipe: &Recipe, vocab: usize, dtype: Dtype) 
         shape: vec![vocab, h],
         dtype,
         slot,
+        fused: None,
     };
     let embeddings = matrix(arch.embed, arch.embed, &recipe.embeddings, Slot::Embeddings);
     let final_norm = OutputTensor {
@@ -134,6 +156,7 @@ pub fn edges(config: &ModelConfig, recipe: &Recipe, vocab: usize, dtype: Dtype) 
         shape: vec![h],
         dtype,
         slot: Slot::FinalNorm,
+        fused: None,
     };
     let (output_projection, note) = if !config.tie_word_embeddings {
         (Some(matrix(arch.lm_head, arch.lm_head, &recipe.head, Slot::OutputProjection)), None)
@@ -185,7 +208,7 @@ impl Layout {
         let edges = edges(config, recipe, vocab, dtype);
         let mut tensors = vec![edges.embeddings.clone()];
         for (index, layer) in recipe.layers.iter().enumerate() {
-            tensors.extend(layer_tensors(config, index, layer, dtype));
+            tensors.extend(layer_tensors(config, index, layer, dtype, FusedMap::of(recipe, index).as_ref()));
         }
         tensors.push(edges.final_norm.clone());
         let tied = edges.tied();

@@ -51,6 +51,8 @@ pub enum BuildError {
     Size(String),
     #[error("output tensor `{tensor}` ({origin}) holds {what}: refusing to write a model with non-finite weights")]
     NonFinite { tensor: String, origin: String, what: &'static str },
+    #[error(transparent)]
+    Heal(#[from] crate::heal::HealError),
 }
 
 /// How to write.
@@ -130,8 +132,16 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
     let plan = Plan::new(layout, opts.shard_size.max(1));
     let config = plan.layout.output_config(&family.base.config.raw, family.base.arch())?;
 
+    // A healed recipe's maps, checked against the sha256 the recipe names (never refitted).
+    let maps = match &recipe.heal {
+        Some(h) => {
+            crate::heal::check_arch(recipe)?;
+            crate::heal::read_maps(h, family.base.config.hidden_size)?
+        }
+        None => Default::default(),
+    };
     let stage = staging::Staging::create(out)?;
-    let mut bytes = write_shards(family, &plan, &stage.dir)?;
+    let mut bytes = write_shards(family, &plan, &maps, &stage.dir)?;
     bytes += write_json(&stage.dir.join(INDEX_FILE), &index_json(&plan))?;
     bytes += write_json(&stage.dir.join("config.json"), &config)?;
     bytes += side_files::write(family, recipe, &stage.dir)?;
@@ -139,6 +149,12 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
     // it), so a pushed repo can be rebuilt from itself.
     let published = recipe.published();
     bytes += write_text(&stage.dir.join(RECIPE_FILE), &published.to_yaml())?;
+    // The maps travel with the model, so its `tailor.yaml` rebuilds it from the folder alone.
+    if let (Some(h), Some(p)) = (&recipe.heal, &published.heal) {
+        let to = stage.dir.join(&p.file);
+        std::fs::copy(&h.file, &to).map_err(|e| BuildError::Io { path: to.display().to_string(), source: e })?;
+        bytes += std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
+    }
     if let Ok(yaml) = crate::mergekit::export(&published, Some(family.base.config.tie_word_embeddings)) {
         bytes += write_text(&stage.dir.join(MERGEKIT_FILE), &yaml)?;
     }
@@ -170,7 +186,7 @@ pub fn build(family: &Family, recipe: &Recipe, out: &Path, opts: &BuildOptions) 
     })
 }
 
-fn write_shards(family: &Family, plan: &Plan, dir: &Path) -> Result<u64, BuildError> {
+fn write_shards(family: &Family, plan: &Plan, maps: &crate::heal::Maps, dir: &Path) -> Result<u64, BuildError> {
     let mut bytes = 0;
     for (i, shard) in plan.shards.iter().enumerate() {
         let path = dir.join(plan.shard_file(i));
@@ -181,7 +197,7 @@ fn write_shards(family: &Family, plan: &Plan, dir: &Path) -> Result<u64, BuildEr
             .collect();
         let mut w = ShardWriter::create(&path, &layout).map_err(io)?;
         for &t in shard {
-            produce::write_tensor(family, &plan.layout.tensors[t], &mut w)?;
+            produce::write_tensor(family, &plan.layout.tensors[t], maps, &mut w)?;
         }
         bytes += w.finish().map_err(io)?;
     }

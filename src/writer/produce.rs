@@ -197,8 +197,22 @@ fn merge_pipelined(
     })
 }
 
-/// Write tensor `t` into `w`, releasing the source pages as they are consumed.
-pub fn write_tensor(family: &Family, t: &OutputTensor, w: &mut ShardWriter) -> Result<(), BuildError> {
+/// Write tensor `t` into `w`, releasing the source pages as they are consumed. A tensor
+/// with a fused heal map is computed whole in f32 ([`crate::heal::fuse`], as the evaluator
+/// computes it) and cast once; `maps` holds the recipe's maps by name.
+pub fn write_tensor(family: &Family, t: &OutputTensor, maps: &crate::heal::Maps, w: &mut ShardWriter) -> Result<(), BuildError> {
+    if let Some(f) = &t.fused {
+        let io = |e: std::io::Error| BuildError::Io { path: format!("output tensor `{}`", t.name), source: e };
+        let map = maps.get(&f.name).ok_or_else(|| BuildError::Recipe(format!("the heal maps file has no map `{}`", f.name)))?;
+        let s = stitch::stitch(family, &t.rule, &t.source, t.rows)?;
+        let shape = s.shape().to_vec();
+        if shape != t.shape {
+            return Err(BuildError::Verify(format!("`{}` was computed with shape {:?}, planned {:?}", t.name, shape, t.shape)));
+        }
+        let fused = crate::heal::fuse(&s.into_f32(), &shape, map)?;
+        w.write(&dtype::from_f32(t.dtype, &fused)).map_err(io)?;
+        return w.end_tensor().map_err(io);
+    }
     write_tensor_in_chunks(family, t, w, CHUNK, COPY_CHUNK, true)
 }
 

@@ -12,6 +12,7 @@ mod device;
 mod eval;
 mod front;
 mod gguf;
+mod heal;
 mod hostile_hub;
 mod hub;
 mod layout;

@@ -1,0 +1,101 @@
+//! `hf-tailor heal`: fit a map per gap of a recipe (ReplaceMe-style, no training) and write
+//! the healed recipe with its maps file beside it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hf_tailor::eval::{Evaluator, TaskData, TaskSpec};
+use hf_tailor::recipe::Teacher;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "The teacher is the full-depth model the cut is fitted to reproduce: `base`, `average` (the siblings' \
+task-arithmetic average at λ = 1/n) or `sibling:NAME`.\n\n\
+Examples:\n  hf-tailor heal --recipe tailor.yaml --teacher average --calibration ppl=texts.jsonl --out healed.yaml\n  \
+hf-tailor heal --recipe tailor.yaml --teacher base --tasks tasks/arith.jsonl --out healed.yaml")]
+pub struct Args {
+    /// The recipe to heal (a heal it already has is refitted).
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// The healed recipe to write; its maps go beside it (`heal.safetensors` for
+    /// `tailor.yaml`, else `NAME.heal.safetensors`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// base, average or sibling:NAME.
+    #[arg(long, default_value = "average")]
+    pub teacher: Teacher,
+    /// Calibration texts to fit on (task specs, `ppl=FILE`); without it, the contexts of
+    /// --tasks' multiple-choice items with their correct answers.
+    #[arg(long)]
+    pub calibration: Option<String>,
+    /// Multiple-choice tasks whose items (context + correct answer) are the calibration
+    /// text when --calibration is not given.
+    #[arg(long)]
+    pub tasks: Option<String>,
+    /// Calibration tokens to fit on (see README, "Healing").
+    #[arg(long, default_value_t = hf_tailor::heal::DEFAULT_TOKENS, value_parser = super::positive())]
+    pub heal_tokens: usize,
+    /// Ridge factor: α = RIDGE · trace(MᵀM)/d.
+    #[arg(long, default_value_t = hf_tailor::heal::DEFAULT_RIDGE)]
+    pub heal_ridge: f64,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
+}
+
+/// Calibration texts for a heal: the texts of `calibration` when given, else the contexts
+/// of `tasks`' multiple-choice items followed by their correct answers.
+pub fn calibration_texts(calibration: Option<&str>, tasks: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let (spec, from_items) = match (calibration, tasks) {
+        (Some(c), _) => (c, false),
+        (None, Some(t)) => (t, true),
+        (None, None) => super::usage!("give --calibration ppl=FILE (texts) or --tasks (their multiple-choice items) to fit the heal on"),
+    };
+    let mut texts = Vec::new();
+    for s in TaskSpec::parse_list(spec)? {
+        match s.load()?.data {
+            TaskData::Perplexity(t) if !from_items => texts.extend(t),
+            TaskData::MultipleChoice(items) if from_items => {
+                texts.extend(items.iter().filter_map(|i| i.choices.get(i.label).map(|c| format!("{}{c}", i.context))))
+            }
+            TaskData::Perplexity(_) | TaskData::MultipleChoice(_) => {}
+        }
+    }
+    if texts.is_empty() {
+        super::usage!("no calibration text to fit the heal on");
+    }
+    Ok(texts)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if !(args.heal_ridge.is_finite() && args.heal_ridge >= 0.0) {
+        super::usage!("--heal-ridge must be a finite number >= 0");
+    }
+    let texts = calibration_texts(args.calibration.as_deref(), args.tasks.as_deref())?;
+    let recipe = super::sources::load_recipe(&args.recipe)?;
+    hf_tailor::heal::check_arch(&recipe)?;
+    let family = super::sources::open_family(&recipe)?;
+    args.engine.device.single()?;
+    let d = family.base.config.hidden_size;
+    let mut ev = Evaluator::new(Arc::new(family), vec![], args.engine.options())?;
+    let seqs = ev.heal_sequences(&texts, args.heal_tokens)?;
+    let fit = ev.fit_heal(&recipe, &args.teacher, &seqs, args.heal_ridge)?;
+    if !fit.unhealed.is_empty() {
+        eprintln!(
+            "hf-tailor: source layers {:?} are removed before the first kept layer: no layer precedes them, so they stay unhealed",
+            fit.unhealed
+        );
+    }
+    let saved = hf_tailor::eval::heal_fit::save(&fit, &args.out, d)?;
+    match &saved.heal {
+        Some(h) => println!(
+            "healed {} gap(s) against {} on {} tokens in {:.1}s: {} (maps: {})",
+            h.gaps.len(),
+            h.teacher,
+            h.tokens,
+            fit.seconds,
+            args.out.display(),
+            h.file.display()
+        ),
+        None => println!("the recipe has no gap after a kept layer: nothing to heal; wrote {}", args.out.display()),
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The heal (a fitted map per gap, fused into down_proj): the fit against numpy's solve of
+//! the same system, the written model against the in-memory candidate and transformers, and
+//! the refusals (a changed maps file, mergekit export, an architecture it cannot fuse into).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hf_tailor::checkpoint::{Checkpoint, Family};
+use hf_tailor::eval::{EvalOptions, Evaluator};
+use hf_tailor::recipe::{EdgePolicy, LayerRule, Recipe, Rule, SourceModel, Teacher};
+use hf_tailor::testkit::fixture::{self, TinySpec};
+
+use crate::common;
+
+/// Calibration text: byte-level tokens, several times the hidden size (32).
+fn texts() -> Vec<String> {
+    vec![
+        "The quick brown fox jumps over the lazy dog while the farmer sleeps under a tree by the river bank.".into(),
+        "In 1905 a clerk in Bern wrote four papers that changed physics: light quanta, motion, relativity, mass.".into(),
+        "def add(a, b):\n    return a + b\n\nprint(add(2, 3))  # five, as the comment says; nothing else happens".into(),
+        "Shall I compare thee to a summer's day? Thou art more lovely and more temperate, rough winds do shake.".into(),
+    ]
+}
+
+/// A base and two siblings under `root`; the recipe keeps source layers 1 and 2 of 4 from
+/// the siblings' average and sibling 1: a leading gap (layer 0, unhealable) and a gap after
+/// source layer 2 that runs to the end (the teacher's pre-norm last state).
+fn setup(root: &Path) -> (Arc<Family>, Recipe) {
+    let spec = TinySpec::llama();
+    let (base, sibs, _) = fixture::write_family(root, &spec, 2, 11).unwrap();
+    let open = |n: &str, d: &Path| (n.to_string(), Checkpoint::open(d).unwrap());
+    let fam = Arc::new(Family::new(open("base", &base), vec![open("sib1", &sibs[0]), open("sib2", &sibs[1])]).unwrap());
+    let avg = Rule::Merge(hf_tailor::recipe::Merge::TaskArithmetic { models: vec!["sib1".into(), "sib2".into()], lambda: 0.5 });
+    let layers = vec![LayerRule { from: 1, rule: avg }, LayerRule { from: 2, rule: Rule::Take("sib1".into()) }];
+    let r = Recipe::new(
+        "llama",
+        4,
+        SourceModel::local("base", &base),
+        vec![SourceModel::local("sib1", &sibs[0]), SourceModel::local("sib2", &sibs[1])],
+        layers,
+        EdgePolicy::FollowLayers,
+    );
+    (fam, r)
+}
+
+/// A recipe with two healable gaps (after source layers 0 and 2), teacher the base.
+fn two_gaps(r: &Recipe) -> Recipe {
+    let mut r = r.clone();
+    r.layers = vec![LayerRule { from: 0, rule: Rule::Take("sib2".into()) }, LayerRule { from: 2, rule: Rule::Take("sib1".into()) }];
+    r
+}
+
+/// Each gap's map is numpy's solution of the system the fit accumulated, with the same
+/// ridge (`(G + αI) T = C`, α = ridge · trace(G)/d); the gaps are the recipe's, left to
+/// right, and the leading gap stays unhealed.
+#[test]
+fn fitted_maps_equal_numpy_least_squares_of_the_same_system() {
+    let tmp = common::tempdir();
+    let (fam, r) = setup(tmp.path());
+    let mut ev = Evaluator::new(fam.clone(), vec![], EvalOptions::default()).unwrap();
+    let seqs = ev.heal_sequences(&texts(), 4096).unwrap();
+    let ridge = 1e-3;
+    let mut jobs = vec![];
+    for (recipe, teacher) in [(two_gaps(&r), Teacher::Base), (r.clone(), Teacher::Average)] {
+        let fit = ev.fit_heal(&recipe, &teacher, &seqs, ridge).unwrap();
+        let heal = fit.recipe.heal.as_ref().expect("healed");
+        let systems = hf_tailor::eval::heal_fit::LAST_SYSTEMS.lock().unwrap().clone();
+        assert_eq!(systems.len(), heal.gaps.len());
+        for ((layer, g, c), gap) in systems.iter().zip(&heal.gaps) {
+            assert_eq!(*layer, gap.layer);
+            jobs.push(serde_json::json!({"g": g, "c": c, "d": 32, "ridge": ridge, "t": fit.maps[&gap.map]}));
+        }
+        if teacher == Teacher::Average {
+            assert_eq!(fit.unhealed, vec![0]);
+            assert_eq!(heal.gaps.iter().map(|g| (g.layer, g.from, g.until)).collect::<Vec<_>>(), vec![(1, 2, 4)]);
+        } else {
+            assert_eq!(heal.gaps.iter().map(|g| (g.layer, g.from, g.until)).collect::<Vec<_>>(), vec![(0, 0, 2), (1, 2, 4)]);
+        }
+        assert_eq!(heal.tokens, seqs.iter().map(Vec::len).sum::<usize>());
+        assert!(heal.tokens > 10 * 32, "the tiny fit must be over-determined");
+    }
+    let path = tmp.path().join("systems.json");
+    std::fs::write(&path, serde_json::Value::Array(jobs).to_string()).unwrap();
+    let script = "import json, sys\nimport numpy as np\nworst = 0.0\nfor j in json.load(open(sys.argv[1])):\n    d = j['d']\n    g = np.array(j['g'], dtype=np.float64).reshape(d, d)\n    c = np.array(j['c'], dtype=np.float64).reshape(d, d)\n    a = j['ridge'] * np.trace(g) / d\n    t = np.linalg.solve(g + a * np.eye(d), c)\n    ours = np.array(j['t'], dtype=np.float64).reshape(d, d)\n    worst = max(worst, float(np.abs(ours - t).max() / np.abs(t).max()))\nprint(worst)\n";
+    let out = std::process::Command::new(common::python()).arg("-c").arg(script).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let worst: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // The map is stored in f32: its rounding (6e-8 relative) bounds the agreement.
+    assert!(worst < 1e-6, "numpy's solution differs by {worst:e} (relative to the map's largest entry)");
+}
+
+/// A healed recipe saved with its maps and built from its files is the model the evaluator
+/// scored in memory (same logits, exactly), and transformers loads it to the same logits;
+/// the heal changes the candidate; the build carries the maps and `tailor.yaml` rebuilds it.
+#[test]
+fn healed_build_equals_the_in_memory_candidate_and_transformers() {
+    let tmp = common::tempdir();
+    let (fam, r) = setup(tmp.path());
+    let mut ev = Evaluator::new(fam.clone(), vec![], EvalOptions::default()).unwrap();
+    let seqs = ev.heal_sequences(&texts(), 4096).unwrap();
+    let fit = ev.fit_heal(&two_gaps(&r), &Teacher::Average, &seqs, 1e-3).unwrap();
+    let probe: Vec<Vec<u32>> = ["Hello, world! A healed model speaks.", "Short"].iter().map(|t| ev.encoder().encode(t).unwrap()).collect();
+    let in_memory = ev.logits(&fit.recipe, &probe).unwrap();
+    let unhealed = ev.logits(&two_gaps(&r), &probe).unwrap();
+    assert_ne!(in_memory, unhealed, "the heal changes the candidate");
+
+    let recipe_path = tmp.path().join("run/tailor.yaml");
+    std::fs::create_dir_all(recipe_path.parent().unwrap()).unwrap();
+    hf_tailor::eval::heal_fit::save(&fit, &recipe_path, 32).unwrap();
+    assert!(tmp.path().join("run/heal.safetensors").is_file());
+    let loaded = Recipe::load(&recipe_path).unwrap();
+    // A fresh evaluator reads the maps from the file.
+    let mut fresh = Evaluator::new(fam.clone(), vec![], EvalOptions::default()).unwrap();
+    assert_eq!(fresh.logits(&loaded, &probe).unwrap(), in_memory);
+
+    let out = tmp.path().join("built");
+    hf_tailor::writer::build(&fam, &loaded, &out, &hf_tailor::writer::BuildOptions::default()).unwrap();
+    assert!(out.join("heal.safetensors").is_file(), "the maps travel with the model");
+    let built = Family::new(("m".to_string(), Checkpoint::open(&out).unwrap()), vec![]).unwrap();
+    let whole = Recipe::whole_model("m", "llama", 2, SourceModel::local("m", &out), vec![]);
+    let mut ev_built = Evaluator::new(Arc::new(built), vec![], EvalOptions::default()).unwrap();
+    assert_eq!(ev_built.logits(&whole, &probe).unwrap(), in_memory, "the built model is the in-memory candidate");
+    // The written tailor.yaml rebuilds the same bytes without refitting.
+    let again = tmp.path().join("again");
+    let from_out = Recipe::load(&out.join("tailor.yaml")).unwrap();
+    assert_eq!(from_out.heal.as_ref().unwrap().gaps, loaded.heal.as_ref().unwrap().gaps);
+    let mut rebuilt = from_out.clone();
+    for (m, orig) in std::iter::once(&mut rebuilt.base).chain(rebuilt.siblings.iter_mut()).zip(loaded.models()) {
+        m.source = orig.source.clone();
+    }
+    hf_tailor::writer::build(&fam, &rebuilt, &again, &hf_tailor::writer::BuildOptions::default()).unwrap();
+    let shard = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors") && !e.file_name().to_string_lossy().contains("heal"))
+            .map(|e| std::fs::read(e.path()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(shard(&out), shard(&again), "a rebuild gives the same bytes");
+
+    let req = serde_json::json!([{"model": out, "sequences": probe, "items": []}]);
+    let req_path = tmp.path().join("req.json");
+    let ref_path = tmp.path().join("ref.json");
+    std::fs::write(&req_path, req.to_string()).unwrap();
+    common::run_python("eval_crosscheck.py", &[req_path.to_str().unwrap(), ref_path.to_str().unwrap()]);
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ref_path).unwrap()).unwrap();
+    for (i, ours) in in_memory.iter().enumerate() {
+        let d = common::max_logit_diff(ours, &reference[0]["single"][i]);
+        assert!(d < 1e-4, "sequence {i}: transformers' logits differ by {d:e}");
+    }
+}
+
+/// The CLI heals a recipe; a changed or missing maps file is refused with one line and exit
+/// 2 by build and eval; mergekit export refuses a healed recipe.
+#[test]
+fn cli_heals_and_a_changed_maps_file_or_mergekit_export_is_refused() {
+    let tmp = common::tempdir();
+    let (_fam, r) = setup(tmp.path());
+    let recipe = tmp.path().join("cut.yaml");
+    r.save(&recipe).unwrap();
+    let texts_file = tmp.path().join("texts.jsonl");
+    std::fs::write(&texts_file, texts().iter().map(|t| serde_json::json!({"text": t}).to_string() + "\n").collect::<String>()).unwrap();
+    let healed = tmp.path().join("healed.yaml");
+    let out = common::hf_tailor()
+        .args(["heal", "--recipe", recipe.to_str().unwrap(), "--teacher", "base", "--out", healed.to_str().unwrap()])
+        .args(["--calibration", &format!("ppl={}", texts_file.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stay unhealed"), "the leading gap is reported");
+    let maps = tmp.path().join("healed.heal.safetensors");
+    assert!(maps.is_file());
+    let text = std::fs::read_to_string(&healed).unwrap();
+    assert!(text.contains("teacher: base") && text.contains("file: healed.heal.safetensors"), "{text}");
+
+    let export = common::hf_tailor().args(["mergekit", "export", healed.to_str().unwrap()]).output().unwrap();
+    assert_eq!(export.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&export.stderr).contains("mergekit cannot express"), "{}", String::from_utf8_lossy(&export.stderr));
+
+    let mut bytes = std::fs::read(&maps).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&maps, &bytes).unwrap();
+    let build = common::hf_tailor().args(["build", "--recipe", healed.to_str().unwrap(), "--out"]).arg(tmp.path().join("o")).output().unwrap();
+    let err = String::from_utf8_lossy(&build.stderr);
+    assert_eq!(build.status.code(), Some(2), "{err}");
+    assert!(err.contains("sha256") && err.trim().lines().count() == 1, "{err}");
+    std::fs::remove_file(&maps).unwrap();
+    let eval = common::hf_tailor()
+        .args(["eval", "--recipe", healed.to_str().unwrap(), "--tasks"])
+        .arg(format!("ppl={}", texts_file.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&eval.stderr);
+    assert_eq!(eval.status.code(), Some(2), "{err}");
+    assert!(err.contains("maps file") && err.trim().lines().count() == 1, "{err}");
+}
