@@ -698,8 +698,20 @@ impl Recipe {
     }
 
     /// Write as YAML or JSON by extension, atomically (temp file + rename).
+    /// A heal's maps file in the recipe's own folder is written by its name alone, so the
+    /// folder can move.
     pub fn save(&self, path: &Path) -> Result<(), RecipeError> {
-        let text = if path.extension().is_some_and(|e| e == "json") { self.to_json() } else { self.to_yaml() };
+        let mut shown = std::borrow::Cow::Borrowed(self);
+        if let Some(h) = &self.heal {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let same = |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+            if let (Some(parent), Some(name)) = (h.file.parent(), h.file.file_name()) {
+                if !parent.as_os_str().is_empty() && same(parent, dir) {
+                    shown.to_mut().heal.as_mut().expect("healed").file = name.into();
+                }
+            }
+        }
+        let text = if path.extension().is_some_and(|e| e == "json") { shown.to_json() } else { shown.to_yaml() };
         crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| RecipeError::Io { path: path.display().to_string(), source })
     }
 }

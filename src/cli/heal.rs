@@ -99,3 +99,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `--heal` and its settings, for `search` and the root command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HealArgs {
+    /// Heal the chosen candidate's cuts without training (off, on): a map per gap fitted by
+    /// least squares against --heal-teacher and fused into the layer before the gap
+    /// (README, "Healing"). Not for Gemma 2/3 (a norm sits on the MLP branch).
+    #[arg(long, default_value = "off", value_parser = ["off", "on"], help_heading = super::H_OPTIMISER)]
+    pub heal: String,
+    /// The full-depth model the heal fits against: base, average (the siblings' average)
+    /// or sibling:NAME.
+    #[arg(long, default_value = "average", help_heading = super::H_OPTIMISER)]
+    pub heal_teacher: Teacher,
+    /// Calibration tokens the heal fits on (the calibration texts, else the calibration
+    /// items' contexts with their correct answers; never the selection split).
+    #[arg(long, default_value_t = hf_tailor::heal::DEFAULT_TOKENS, value_parser = super::positive(), help_heading = super::H_OPTIMISER)]
+    pub heal_tokens: usize,
+    /// Ridge factor of the heal's least squares: α = RIDGE · trace(MᵀM)/d.
+    #[arg(long, default_value_t = hf_tailor::heal::DEFAULT_RIDGE, help_heading = super::H_OPTIMISER)]
+    pub heal_ridge: f64,
+}
+
+impl HealArgs {
+    /// The heal asked for (None: off).
+    pub fn request(&self) -> anyhow::Result<Option<hf_tailor::pipeline::request::HealRequest>> {
+        if !(self.heal_ridge.is_finite() && self.heal_ridge >= 0.0) {
+            super::usage!("--heal-ridge must be a finite number >= 0");
+        }
+        Ok((self.heal == "on").then(|| hf_tailor::pipeline::request::HealRequest {
+            teacher: self.heal_teacher.clone(),
+            tokens: self.heal_tokens,
+            ridge: self.heal_ridge,
+        }))
+    }
+}

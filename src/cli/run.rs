@@ -65,6 +65,8 @@ pub struct Args {
     pub gguf: Option<super::gguf::TypeList>,
     #[command(flatten, next_help_heading = super::H_MODELS)]
     pub tokenizer: super::build::TokenizerArgs,
+    #[command(flatten)]
+    pub heal: super::heal::HealArgs,
     /// Print what would be downloaded, the parameter count before/after and the memory needed; change nothing.
     #[arg(long, help_heading = super::H_OUTPUT)]
     pub dry_run: bool,
@@ -83,6 +85,7 @@ impl Args {
             objective: self.objective,
             selection_split: self.selection_split,
             resume: self.resume,
+            heal: self.heal.request()?,
             ..SearchRequest::new(self.depth.depths().unwrap_or_default())
         };
         request.check()?;

@@ -198,6 +198,8 @@ pub struct Args {
     pub json: bool,
     #[command(flatten, next_help_heading = super::H_DEPTH)]
     pub pick: PickArgs,
+    #[command(flatten)]
+    pub heal: super::heal::HealArgs,
 }
 
 /// Which point of a front (a depth range) is used: shared by `search`, the root command and `demo`.
@@ -478,6 +480,7 @@ fn search_request(args: &Args) -> anyhow::Result<SearchRequest> {
             None => Vec::new(),
         },
         resume: args.resume,
+        heal: args.heal.request()?,
         ..SearchRequest::new(args.inputs.depth.required()?)
     };
     request.check()?;
@@ -535,6 +538,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         job::run_job_parallel(&spec, &mut s.workers, &s.params, &mut progress)?
     };
     progress.bar.finish_and_clear();
+    let mut result = result;
+    if let Some(h) = &request.heal {
+        eprintln!("hf-tailor: healing the chosen candidate's cuts against {} ({} calibration tokens)", h.teacher, h.tokens);
+        let scorer = &mut s.workers[0].scorer;
+        // --calibration texts when given, else the tasks' own (see `heal_texts`).
+        let tasks = match &args.inputs.scoring.calibration {
+            Some(_) => vec![hf_tailor::eval::Task::new("calibration", TaskData::Perplexity(s.calibration.clone()))],
+            None => s.tasks.clone(),
+        };
+        let (healed, fit) = request::heal_chosen(scorer, &result.best, &tasks, spec.optimizer.hold_out, h, &args.out)?;
+        if !fit.unhealed.is_empty() {
+            eprintln!("hf-tailor: source layers {:?} are removed before the first kept layer: they stay unhealed", fit.unhealed);
+        }
+        eprintln!("hf-tailor: healed {} gap(s) in {:.1}s", healed.heal.as_ref().map(|h| h.gaps.len()).unwrap_or(0), fit.seconds);
+        result.best = healed;
+    }
     job::write_outputs(&result, &args.out)?;
     print_report(&result.report, args.json)?;
     if let Some(o) = &result.report.own_vs_warm {

@@ -140,6 +140,75 @@ pub struct SearchRequest {
     pub precomputed: Vec<Precomputed>,
     /// Continue the journal of an interrupted search.
     pub resume: bool,
+    /// Heal the chosen candidate (`--heal on`): a map per gap fitted against a teacher,
+    /// fused into down_proj ([`crate::heal`]); None: off.
+    pub heal: Option<HealRequest>,
+}
+
+/// How the search's chosen candidate is healed (`--heal on`, `--heal-teacher`,
+/// `--heal-tokens`, `--heal-ridge`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealRequest {
+    pub teacher: crate::recipe::Teacher,
+    /// Calibration tokens to fit on.
+    pub tokens: usize,
+    pub ridge: f64,
+}
+
+impl Default for HealRequest {
+    fn default() -> Self {
+        Self { teacher: crate::recipe::Teacher::Average, tokens: crate::heal::DEFAULT_TOKENS, ridge: crate::heal::DEFAULT_RIDGE }
+    }
+}
+
+/// The heal's calibration texts: the tasks' calibration texts when they have some, else
+/// each multiple-choice item's context with its correct answer, never an item of the
+/// selection split `hold_out` (nor anything held out for the report: the caller passes the
+/// search's side of the tasks).
+pub fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
+    let texts: Vec<String> = tasks
+        .iter()
+        .flat_map(|t| match &t.data {
+            TaskData::Perplexity(texts) => texts.clone(),
+            TaskData::MultipleChoice(_) => Vec::new(),
+        })
+        .collect();
+    if !texts.is_empty() {
+        return texts;
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        if let TaskData::MultipleChoice(items) = &t.data {
+            let mask = hold_out.map(|h| h.selection_mask(&t.name, items.len())).unwrap_or_else(|| vec![false; items.len()]);
+            out.extend(
+                items.iter().zip(mask).filter(|(_, held)| !held).filter_map(|(i, _)| i.choices.get(i.label).map(|c| format!("{}{c}", i.context))),
+            );
+        }
+    }
+    out
+}
+
+/// Heal `best` as `req` asks (see [`heal_texts`] for the calibration), writing its maps to
+/// `out`/[`crate::heal::MAPS_FILE`] (beside the `tailor.yaml` the job writes there): the
+/// healed recipe, scored in memory by `scorer` from now on, and the fit.
+pub fn heal_chosen(
+    scorer: &mut crate::eval::Evaluator,
+    best: &Recipe,
+    tasks: &[Task],
+    hold_out: Option<HoldOut>,
+    req: &HealRequest,
+    out: &Path,
+) -> Result<(Recipe, crate::eval::HealFit), PipelineError> {
+    let texts = heal_texts(tasks, hold_out);
+    let seqs = scorer.heal_sequences(&texts, req.tokens)?;
+    let fit = scorer.fit_heal(best, &req.teacher, &seqs, req.ridge)?;
+    let mut healed = fit.recipe.clone();
+    if let Some(h) = &mut healed.heal {
+        let path = out.join(crate::heal::MAPS_FILE);
+        h.sha256 = crate::heal::write_maps(&path, &fit.maps, scorer.family().base.config.hidden_size).map_err(crate::eval::EvalError::from)?;
+        h.file = path;
+    }
+    Ok((healed, fit))
 }
 
 impl Default for SearchRequest {
@@ -159,6 +228,7 @@ impl Default for SearchRequest {
             baselines: vec![BaselineKind::Shortgpt],
             precomputed: Vec::new(),
             resume: false,
+            heal: None,
         }
     }
 }

@@ -212,8 +212,19 @@ pub fn tailor(
         run_job(&spec, &mut scorer, params, &mut Observe(progress))?
     };
     let search_seconds = started.elapsed().as_secs_f64();
-    drop(scorer);
     let mut result = result;
+    if let Some(h) = &request.heal {
+        progress.stage(&format!("healing the chosen candidate's cuts against {} ({} calibration tokens)", h.teacher, h.tokens));
+        let (healed, fit) = super::request::heal_chosen(&mut scorer, &result.best, &calibration, spec.optimizer.hold_out, h, out)?;
+        if !fit.unhealed.is_empty() {
+            warnings.push(format!(
+                "source layers {:?} are removed before the first kept layer: no layer precedes them, so they stay unhealed",
+                fit.unhealed
+            ));
+        }
+        result.best = healed;
+    }
+    drop(scorer);
     choose(&mut result.best)?;
     let best = result.best.clone();
 

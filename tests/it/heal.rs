@@ -198,3 +198,27 @@ fn cli_heals_and_a_changed_maps_file_or_mergekit_export_is_refused() {
     assert_eq!(eval.status.code(), Some(2), "{err}");
     assert!(err.contains("maps file") && err.trim().lines().count() == 1, "{err}");
 }
+
+/// The root command with `--heal on`: the chosen candidate is healed before the held-out
+/// report and the build; tailor.yaml names the maps file beside it, the written model
+/// carries the maps and passes the job's verification (its scores equal the in-memory ones).
+#[test]
+fn the_root_command_heals_the_chosen_candidate_and_verifies_the_build() {
+    use crate::cli::{fixture_job, letters_task, run, text};
+    let dir = common::tempdir();
+    let (base, list) = fixture_job(dir.path());
+    let task = dir.path().join("letters.jsonl");
+    letters_task(&task, 24);
+    let out_dir = dir.path().join("job");
+    let (base_s, list_s, task_s, out_s) =
+        (base.display().to_string(), list.display().to_string(), task.display().to_string(), out_dir.display().to_string());
+    let args = ["--base", &base_s, "--finetunes", &list_s, "--tasks", &task_s, "--keep-layers", "2", "--out", &out_s, "--trials", "3"];
+    let out = run(&[&args[..], &["--heal", "on", "--heal-teacher", "base", "--json"]].concat(), dir.path());
+    assert_eq!(out.status.code(), Some(0), "job failed:\n{}", text(&out.stderr));
+    let recipe = Recipe::load(&out_dir.join("tailor.yaml")).unwrap();
+    let heal = recipe.heal.as_ref().expect("the chosen recipe is healed");
+    assert_eq!(heal.teacher, Teacher::Base);
+    assert!(!heal.gaps.is_empty() || !heal.unhealed.is_empty());
+    assert!(out_dir.join("heal.safetensors").is_file() && out_dir.join("model/heal.safetensors").is_file());
+    assert!(std::fs::read_to_string(out_dir.join("tailor.yaml")).unwrap().contains("file: heal.safetensors"));
+}
