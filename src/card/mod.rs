@@ -179,6 +179,34 @@ struct SourceRow {
     revision: String,
 }
 
+/// The lineage's heal sentence: which layers carry a fitted map, against which teacher, on
+/// how many tokens (None: no heal).
+fn heal_note(r: &Recipe) -> Option<String> {
+    let h = r.heal.as_ref()?;
+    let layers: Vec<String> =
+        h.gaps.iter().map(|g| format!("{} (source {}, replacing source layers {}–{})", g.layer, g.from, g.from + 1, g.until - 1)).collect();
+    let mut s = format!(
+        "Healed without training (ReplaceMe-style least squares): output layer{} {} carr{} a fitted linear map fused into `down_proj`, \
+         fitted against the full-depth {} on {} calibration tokens (ridge {}; maps in `{}`, sha256 `{}`).",
+        if layers.len() == 1 { "" } else { "s" },
+        layers.join(", "),
+        if layers.len() == 1 { "ies" } else { "y" },
+        match &h.teacher {
+            crate::recipe::Teacher::Base => "base".to_string(),
+            crate::recipe::Teacher::Average => "siblings' average".to_string(),
+            crate::recipe::Teacher::Sibling(n) => format!("sibling `{n}`"),
+        },
+        h.tokens,
+        h.ridge,
+        h.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        h.sha256
+    );
+    if !h.unhealed.is_empty() {
+        s.push_str(&format!(" Source layers {:?} were removed before the first kept layer and stay unhealed.", h.unhealed));
+    }
+    Some(s)
+}
+
 /// Render README.md and lineage.svg.
 /// The recipe as a published card shows it ([`Recipe::published`]).
 pub fn published(recipe: &Recipe) -> Recipe {
@@ -288,6 +316,7 @@ pub fn render(input: &CardInput) -> Result<RenderedCard, CardError> {
                 summary => Value::from(Serde(&summary)),
                 rows => Value::from(Serde(lineage::rows(r))),
                 removed => removed,
+                heal => heal_note(r),
                 edges => edges,
                 dtype => r.dtype.map(|d| format!("{d:?}").to_lowercase()),
                 tokenizer_source => format!("`{}`", r.tokenizer_model()),

@@ -141,6 +141,11 @@ fn healed_build_equals_the_in_memory_candidate_and_transformers() {
     };
     assert_eq!(shard(&out), shard(&again), "a rebuild gives the same bytes");
 
+    // GGUF export needs nothing special: the fused weights are ordinary tensors.
+    let gguf = common::hf_tailor().args(["gguf", "--model", out.to_str().unwrap(), "--type", "f32"]).output().unwrap();
+    assert!(gguf.status.success(), "{}", String::from_utf8_lossy(&gguf.stderr));
+    assert!(std::fs::read_dir(&out).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".gguf")));
+
     let req = serde_json::json!([{"model": out, "sequences": probe, "items": []}]);
     let req_path = tmp.path().join("req.json");
     let ref_path = tmp.path().join("ref.json");
@@ -221,4 +226,8 @@ fn the_root_command_heals_the_chosen_candidate_and_verifies_the_build() {
     assert!(!heal.gaps.is_empty() || !heal.unhealed.is_empty());
     assert!(out_dir.join("heal.safetensors").is_file() && out_dir.join("model/heal.safetensors").is_file());
     assert!(std::fs::read_to_string(out_dir.join("tailor.yaml")).unwrap().contains("file: heal.safetensors"));
+    if !heal.gaps.is_empty() {
+        let card = std::fs::read_to_string(out_dir.join("model/README.md")).unwrap();
+        assert!(card.contains("Healed without training") && card.contains("against the full-depth base"), "{card}");
+    }
 }
