@@ -280,6 +280,24 @@ mod tests {
         assert!(matches!(solve(&[0.0; 9], &c, d, 1e-3, 4), Err(HealError::NotPositiveDefinite { from: 4 })));
     }
 
+    /// Gemma's post-feedforward norm sits on the MLP branch: refused with one line; Llama-like
+    /// families fuse exactly; a leading gap is reported, not fitted.
+    #[test]
+    fn gaps_and_architectures() {
+        let src = |n: &str| crate::recipe::SourceModel::hub(n, &format!("org/{n}"), None);
+        let layers = [1, 2, 5].iter().map(|&from| LayerRule { from, rule: Rule::Take("b".into()) }).collect();
+        let mut r = Recipe::new("llama", 7, src("b"), vec![], layers, crate::recipe::EdgePolicy::FollowLayers);
+        assert!(check_arch(&r).is_ok());
+        let (g, leading) = gaps(&r);
+        assert_eq!(leading, vec![0]);
+        assert_eq!(g, vec![Gap { layer: 1, from: 2, until: 5 }, Gap { layer: 2, from: 5, until: 7 }]);
+        for gemma in ["gemma2", "gemma3_text"] {
+            r.architecture = gemma.into();
+            let e = check_arch(&r).unwrap_err().to_string();
+            assert!(e.contains("post-feedforward norm") && !e.contains('\n'), "{e}");
+        }
+    }
+
     #[test]
     fn fusion_is_the_transposed_map_times_down_proj() {
         let down = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // [2, 3]

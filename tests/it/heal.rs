@@ -231,3 +231,39 @@ fn the_root_command_heals_the_chosen_candidate_and_verifies_the_build() {
         assert!(card.contains("Healed without training") && card.contains("against the full-depth base"), "{card}");
     }
 }
+
+/// llama.cpp converts a healed output and runs it to transformers' logits: the fused
+/// down_proj is an ordinary tensor (and the maps file beside the shards is not read).
+#[test]
+fn llama_cpp_converts_and_runs_a_healed_output() {
+    let tmp = common::tempdir();
+    let (llama_cpp, runtime) = (common::llama_cpp(), common::llama_cpp_runtime());
+    let spec = TinySpec::llama();
+    let (base, sibs, _) = fixture::write_family(tmp.path(), &spec, 2, 11).unwrap();
+    // A Llama-2-style tokenizer, which the converter recognises (the fixtures' own is not).
+    common::run_python("llama_cpp_check.py", &["tokenizer", base.to_str().unwrap()]);
+    let open = |n: &str, d: &Path| (n.to_string(), Checkpoint::open(d).unwrap());
+    let fam = Arc::new(Family::new(open("base", &base), vec![open("sib1", &sibs[0]), open("sib2", &sibs[1])]).unwrap());
+    let layers = [0, 2, 3].iter().map(|&from| LayerRule { from, rule: Rule::Take("sib1".into()) }).collect();
+    let src = |n: &str, d: &Path| SourceModel::local(n, d);
+    let r = Recipe::new("llama", 4, src("base", &base), vec![src("sib1", &sibs[0]), src("sib2", &sibs[1])], layers, EdgePolicy::FollowLayers);
+    let mut ev = Evaluator::new(fam.clone(), vec![], EvalOptions::default()).unwrap();
+    let seqs = ev.heal_sequences(&texts(), 4096).unwrap();
+    let fit = ev.fit_heal(&r, &Teacher::Base, &seqs, 1e-3).unwrap();
+    let path = tmp.path().join("healed.yaml");
+    hf_tailor::eval::heal_fit::save(&fit, &path, spec.hidden).unwrap();
+    let out = tmp.path().join("out");
+    hf_tailor::writer::build(&fam, &Recipe::load(&path).unwrap(), &out, &hf_tailor::writer::BuildOptions::default()).unwrap();
+    let gguf = tmp.path().join("out.gguf");
+    let stdout = common::run_python(
+        "llama_cpp_check.py",
+        &["convert", out.to_str().unwrap(), llama_cpp.to_str().unwrap(), runtime.to_str().unwrap(), gguf.to_str().unwrap()],
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default()).expect("JSON summary");
+    assert_eq!(v["block_count"], 3, "{v}");
+    assert_eq!(v["tensors"].as_array().map(Vec::len), Some(3 * 9 + 3), "{v}");
+    assert_eq!((v["unexpected"].as_array().map(Vec::len), v["mismatched"].as_array().map(Vec::len)), (Some(0), Some(0)), "{v}");
+    assert_eq!(v["max_abs_diff"], 0.0, "{v}");
+    let run = &v["llama_cpp_run"];
+    assert!(run["max_abs_logit_diff"].as_f64().is_some_and(|d| d < 0.05), "{run}");
+}
