@@ -552,6 +552,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("hf-tailor: source layers {:?} are removed before the first kept layer: they stay unhealed", fit.unhealed);
         }
         eprintln!("hf-tailor: healed {} gap(s) in {:.1}s", healed.heal.as_ref().map(|h| h.gaps.len()).unwrap_or(0), fit.seconds);
+        // The report's row of the chosen model shows the healed model, on the same items.
+        if let Some(row) = result.report.rows.iter_mut().rev().find(|r| r.kind == hf_tailor::score::ResultKind::Tailored) {
+            let m = hf_tailor::score::Scorer::measure(scorer, &healed, result.report.budget, hf_tailor::score::Items::All)?;
+            *row = hf_tailor::score::ModelResult::from_measures(row.label.clone(), row.kind, healed.layers.len(), (s.params)(&healed), &m);
+        }
         result.best = healed;
     }
     job::write_outputs(&result, &args.out)?;

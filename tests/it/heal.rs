@@ -230,6 +230,16 @@ fn the_root_command_heals_the_chosen_candidate_and_verifies_the_build() {
         let card = std::fs::read_to_string(out_dir.join("model/README.md")).unwrap();
         assert!(card.contains("Healed without training") && card.contains("against the full-depth base"), "{card}");
     }
+
+    // `search` heals its choice the same way (teacher: the siblings' average by default).
+    let search_dir = dir.path().join("search");
+    let s_out = search_dir.display().to_string();
+    let search = ["search", "--base", &base_s, "--finetunes", &list_s, "--tasks", &task_s, "--keep-layers", "2", "--out", &s_out];
+    let out = run(&[&search[..], &["--trials", "3", "--baselines", "none", "--heal", "on"]].concat(), dir.path());
+    assert_eq!(out.status.code(), Some(0), "search failed:\n{}", text(&out.stderr));
+    let recipe = Recipe::load(&search_dir.join("tailor.yaml")).unwrap();
+    assert_eq!(recipe.heal.as_ref().expect("healed").teacher, Teacher::Average);
+    assert!(search_dir.join("heal.safetensors").is_file());
 }
 
 /// llama.cpp converts a healed output and runs it to transformers' logits: the fused
