@@ -123,10 +123,8 @@ pub fn solve(g: &[f64], c: &[f64], d: usize, ridge: f64, from: usize) -> Result<
     let mut l = vec![0f64; d * d];
     for i in 0..d {
         for j in 0..=i {
-            let mut s = g[i * d + j] + if i == j { alpha } else { 0.0 };
-            for k in 0..j {
-                s -= l[i * d + k] * l[j * d + k];
-            }
+            let row = |r: usize| &l[r * d..r * d + j];
+            let s = g[i * d + j] + if i == j { alpha } else { 0.0 } - row(i).iter().zip(row(j)).map(|(x, y)| x * y).sum::<f64>();
             if i == j {
                 if !(s > 0.0 && s.is_finite()) {
                     return Err(HealError::NotPositiveDefinite { from });
@@ -137,31 +135,43 @@ pub fn solve(g: &[f64], c: &[f64], d: usize, ridge: f64, from: usize) -> Result<
             }
         }
     }
-    // Forward (L Z = C) then backward (Lᵀ T = Z) substitution, all d columns at once.
-    let mut t = c.to_vec();
+    // Each column of C is one right-hand side: forward (L z = c) then backward (Lᵀ t = z)
+    // substitution, with contiguous dot products (Lᵀ kept row-major too), columns spread
+    // over the host's threads (d³ flops per triangle: minutes single-threaded at d = 4096).
+    let mut lt = vec![0f64; d * d];
     for i in 0..d {
-        for k in 0..i {
-            let lik = l[i * d + k];
-            if lik != 0.0 {
-                for col in 0..d {
-                    t[i * d + col] -= lik * t[k * d + col];
-                }
-            }
+        for k in 0..=i {
+            lt[k * d + i] = l[i * d + k];
         }
-        let inv = 1.0 / l[i * d + i];
-        t[i * d..(i + 1) * d].iter_mut().for_each(|x| *x *= inv);
     }
-    for i in (0..d).rev() {
-        for k in i + 1..d {
-            let lki = l[k * d + i];
-            if lki != 0.0 {
-                for col in 0..d {
-                    t[i * d + col] -= lki * t[k * d + col];
-                }
-            }
+    let mut cols = vec![0f64; d * d];
+    for i in 0..d {
+        for col in 0..d {
+            cols[col * d + i] = c[i * d + col];
         }
-        let inv = 1.0 / l[i * d + i];
-        t[i * d..(i + 1) * d].iter_mut().for_each(|x| *x *= inv);
+    }
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let solve_column = |v: &mut [f64]| {
+        for i in 0..d {
+            v[i] = (v[i] - dot(&l[i * d..i * d + i], &v[..i])) / l[i * d + i];
+        }
+        for i in (0..d).rev() {
+            v[i] = (v[i] - dot(&lt[i * d + i + 1..(i + 1) * d], &v[i + 1..])) / l[i * d + i];
+        }
+    };
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(d.max(1));
+    let per = d.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for chunk in cols.chunks_mut(per * d) {
+            let solve_column = &solve_column;
+            scope.spawn(move || chunk.chunks_mut(d).for_each(solve_column));
+        }
+    });
+    let mut t = vec![0f64; d * d];
+    for col in 0..d {
+        for i in 0..d {
+            t[i * d + col] = cols[col * d + i];
+        }
     }
     if t.iter().any(|x| !x.is_finite()) {
         return Err(HealError::NotPositiveDefinite { from });

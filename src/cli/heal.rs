@@ -103,10 +103,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// `--heal` and its settings, for `search` and the root command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HealArgs {
-    /// Heal the chosen candidate's cuts without training (off, on): a map per gap fitted by
-    /// least squares against --heal-teacher and fused into the layer before the gap
-    /// (README, "Healing"). Not for Gemma 2/3 (a norm sits on the MLP branch).
-    #[arg(long, default_value = "off", value_parser = ["off", "on"], help_heading = super::H_OPTIMISER)]
+    /// Heal the chosen candidate's cuts without training: a map per gap fitted by least
+    /// squares against --heal-teacher and fused into the layer before the gap (README,
+    /// "Healing"). off; on; auto (keep the heal only if it scores better on the selection
+    /// split). Not for Gemma 2/3 (a norm sits on the MLP branch).
+    #[arg(long, default_value = "off", value_parser = ["off", "on", "auto"], help_heading = super::H_OPTIMISER)]
     pub heal: String,
     /// The full-depth model the heal fits against: base, average (the siblings' average)
     /// or sibling:NAME.
@@ -127,10 +128,11 @@ impl HealArgs {
         if !(self.heal_ridge.is_finite() && self.heal_ridge >= 0.0) {
             super::usage!("--heal-ridge must be a finite number >= 0");
         }
-        Ok((self.heal == "on").then(|| hf_tailor::pipeline::request::HealRequest {
+        Ok((self.heal != "off").then(|| hf_tailor::pipeline::request::HealRequest {
             teacher: self.heal_teacher.clone(),
             tokens: self.heal_tokens,
             ridge: self.heal_ridge,
+            only_if_better: self.heal == "auto",
         }))
     }
 }

@@ -547,15 +547,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some(_) => vec![hf_tailor::eval::Task::new("calibration", TaskData::Perplexity(s.calibration.clone()))],
             None => s.tasks.clone(),
         };
-        let (healed, fit) = request::heal_chosen(scorer, &result.best, &tasks, spec.optimizer.hold_out, h, &args.out)?;
-        if !fit.unhealed.is_empty() {
-            eprintln!("hf-tailor: source layers {:?} are removed before the first kept layer: they stay unhealed", fit.unhealed);
+        let outcome = request::heal_chosen(scorer, &result.best, &tasks, &spec.optimizer, h, &args.out)?;
+        for n in &outcome.notes {
+            eprintln!("hf-tailor: {n}");
         }
-        eprintln!("hf-tailor: healed {} gap(s) in {:.1}s", healed.heal.as_ref().map(|h| h.gaps.len()).unwrap_or(0), fit.seconds);
-        // The report's row of the chosen model shows the healed model, on the same items.
-        if let Some(row) = result.report.rows.iter_mut().rev().find(|r| r.kind == hf_tailor::score::ResultKind::Tailored) {
-            let m = hf_tailor::score::Scorer::measure(scorer, &healed, result.report.budget, hf_tailor::score::Items::All)?;
-            *row = hf_tailor::score::ModelResult::from_measures(row.label.clone(), row.kind, healed.layers.len(), (s.params)(&healed), &m);
+        let healed = outcome.recipe;
+        if let Some(heal) = &healed.heal {
+            eprintln!("hf-tailor: healed {} gap(s) in {:.1}s", heal.gaps.len(), outcome.fit.seconds);
+            // The report's row of the chosen model shows the healed model, on the same items.
+            if let Some(row) = result.report.rows.iter_mut().rev().find(|r| r.kind == hf_tailor::score::ResultKind::Tailored) {
+                let m = hf_tailor::score::Scorer::measure(scorer, &healed, result.report.budget, hf_tailor::score::Items::All)?;
+                *row = hf_tailor::score::ModelResult::from_measures(row.label.clone(), row.kind, healed.layers.len(), (s.params)(&healed), &m);
+            }
         }
         result.best = healed;
     }

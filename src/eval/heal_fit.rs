@@ -31,9 +31,12 @@ pub struct HealFit {
 #[cfg(feature = "testkit")]
 pub type System = (usize, Vec<f64>, Vec<f64>);
 
-/// Hook for tests: the systems of the last fit, gap by gap.
 #[cfg(feature = "testkit")]
-pub static LAST_SYSTEMS: std::sync::Mutex<Vec<System>> = std::sync::Mutex::new(Vec::new());
+thread_local! {
+    /// Hook for tests: the systems of this thread's last fit, gap by gap (per thread, so
+    /// tests fitting in parallel do not see each other's).
+    pub static LAST_SYSTEMS: std::cell::RefCell<Vec<System>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 impl Evaluator {
     /// Calibration sequences for a heal: each text encoded after the prefix token, cut to the
@@ -95,7 +98,7 @@ impl Evaluator {
         let mut healed = cand.clone();
         let mut heal_gaps = Vec::new();
         #[cfg(feature = "testkit")]
-        LAST_SYSTEMS.lock().expect("hook lock").clear();
+        LAST_SYSTEMS.with(|s| s.borrow_mut().clear());
         if !gaps.is_empty() {
             let table = self.store.embeddings(&cand)?;
             let mut hs: Vec<Tensor> = p.batches.iter().map(|b| forward::embed(&table, &b.ids, &self.dims)).collect::<Result<_, _>>().map_err(&e)?;
@@ -136,7 +139,7 @@ impl Evaluator {
                 let (gv, cv) = (host(&gram).map_err(&e)?, host(&cross).map_err(&e)?);
                 let t = heal::solve(&gv, &cv, d, ridge, g.from)?;
                 #[cfg(feature = "testkit")]
-                LAST_SYSTEMS.lock().expect("hook lock").push((g.layer, gv, cv));
+                LAST_SYSTEMS.with(|s| s.borrow_mut().push((g.layer, gv, cv)));
                 let t: Vec<f32> = t.into_iter().map(|x| x as f32).collect();
                 let gap = HealGap { layer: g.layer, from: g.from, until: g.until, map: heal::map_name(g.layer), sha256: heal::map_sha256(&t) };
                 let fused = FusedMap { name: gap.map.clone(), sha256: gap.sha256.clone() };

@@ -153,12 +153,43 @@ pub struct HealRequest {
     /// Calibration tokens to fit on.
     pub tokens: usize,
     pub ridge: f64,
+    /// `--heal auto`: keep the heal only when the healed model scores better than the
+    /// unhealed one by the objective's selection metric, on the selection split (else on the
+    /// search's items at the full budget). A heal fitted to a teacher can lose on the tasks.
+    pub only_if_better: bool,
 }
 
 impl Default for HealRequest {
     fn default() -> Self {
-        Self { teacher: crate::recipe::Teacher::Average, tokens: crate::heal::DEFAULT_TOKENS, ridge: crate::heal::DEFAULT_RIDGE }
+        Self {
+            teacher: crate::recipe::Teacher::Average,
+            tokens: crate::heal::DEFAULT_TOKENS,
+            ridge: crate::heal::DEFAULT_RIDGE,
+            only_if_better: false,
+        }
     }
+}
+
+/// `--heal auto`'s comparison: (healed, unhealed) values of `optimizer`'s selection metric
+/// (higher is better), on the selection split when there is one, else on the first
+/// full-budget items.
+pub fn compare_heal(
+    scorer: &mut crate::eval::Evaluator,
+    unhealed: &Recipe,
+    healed: &Recipe,
+    optimizer: &OptimizerConfig,
+) -> Result<(f64, f64), PipelineError> {
+    use crate::score::{Items, Scorer};
+    let (items, budget) = match optimizer.hold_out {
+        Some(h) => (Items::Selection(h), usize::MAX),
+        None => (Items::All, optimizer.budgets.last().copied().unwrap_or(usize::MAX)),
+    };
+    let metric = optimizer.objective.select;
+    let mut value = |r: &Recipe| -> Result<f64, PipelineError> {
+        let m = scorer.measure(r, budget, items)?;
+        Ok(crate::search::objective::overall(&m, metric)?.value)
+    };
+    Ok((value(healed)?, value(unhealed)?))
 }
 
 /// The heal's calibration texts: the tasks' calibration texts when they have some, else
@@ -188,27 +219,55 @@ pub fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
     out
 }
 
-/// Heal `best` as `req` asks (see [`heal_texts`] for the calibration), writing its maps to
-/// `out`/[`crate::heal::MAPS_FILE`] (beside the `tailor.yaml` the job writes there): the
-/// healed recipe, scored in memory by `scorer` from now on, and the fit.
+/// What [`heal_chosen`] did.
+pub struct HealOutcome {
+    /// The recipe to keep: healed, or `best` as it was when `--heal auto` found the heal worse.
+    pub recipe: Recipe,
+    pub fit: crate::eval::HealFit,
+    /// Lines to show (the comparison of `--heal auto`, the unhealed leading layers).
+    pub notes: Vec<String>,
+}
+
+/// Heal `best` as `req` asks (see [`heal_texts`] for the calibration; the selection split is
+/// `optimizer`'s), writing its maps to `out`/[`crate::heal::MAPS_FILE`] (beside the
+/// `tailor.yaml` the job writes there); the healed recipe is scored in memory by `scorer`
+/// from now on. With `--heal auto` the heal is kept only if [`compare_heal`] finds it better.
 pub fn heal_chosen(
     scorer: &mut crate::eval::Evaluator,
     best: &Recipe,
     tasks: &[Task],
-    hold_out: Option<HoldOut>,
+    optimizer: &OptimizerConfig,
     req: &HealRequest,
     out: &Path,
-) -> Result<(Recipe, crate::eval::HealFit), PipelineError> {
-    let texts = heal_texts(tasks, hold_out);
+) -> Result<HealOutcome, PipelineError> {
+    let texts = heal_texts(tasks, optimizer.hold_out);
     let seqs = scorer.heal_sequences(&texts, req.tokens)?;
     let fit = scorer.fit_heal(best, &req.teacher, &seqs, req.ridge)?;
-    let mut healed = fit.recipe.clone();
-    if let Some(h) = &mut healed.heal {
-        let path = out.join(crate::heal::MAPS_FILE);
-        h.sha256 = crate::heal::write_maps(&path, &fit.maps, scorer.family().base.config.hidden_size).map_err(crate::eval::EvalError::from)?;
-        h.file = path;
+    let mut notes = Vec::new();
+    if !fit.unhealed.is_empty() {
+        notes
+            .push(format!("source layers {:?} are removed before the first kept layer: no layer precedes them, so they stay unhealed", fit.unhealed));
     }
-    Ok((healed, fit))
+    let mut healed = fit.recipe.clone();
+    let path = out.join(crate::heal::MAPS_FILE);
+    if let Some(h) = &mut healed.heal {
+        h.sha256 = crate::heal::write_maps(&path, &fit.maps, scorer.family().base.config.hidden_size).map_err(crate::eval::EvalError::from)?;
+        h.file = path.clone();
+    }
+    if req.only_if_better && healed.heal.is_some() {
+        let (with, without) = compare_heal(scorer, best, &healed, optimizer)?;
+        let metric = optimizer.objective.select.name();
+        let on = if optimizer.hold_out.is_some() { "the selection split" } else { "the search's items" };
+        if with <= without {
+            notes.push(format!(
+                "--heal auto: the heal does not help ({metric} {with:.5} healed vs {without:.5} without, on {on}): the chosen model stays unhealed"
+            ));
+            let _ = std::fs::remove_file(&path);
+            return Ok(HealOutcome { recipe: best.clone(), fit, notes });
+        }
+        notes.push(format!("--heal auto: the heal helps ({metric} {with:.5} healed vs {without:.5} without, on {on}): kept"));
+    }
+    Ok(HealOutcome { recipe: healed, fit, notes })
 }
 
 impl Default for SearchRequest {

@@ -215,14 +215,11 @@ pub fn tailor(
     let mut result = result;
     if let Some(h) = &request.heal {
         progress.stage(&format!("healing the chosen candidate's cuts against {} ({} calibration tokens)", h.teacher, h.tokens));
-        let (healed, fit) = super::request::heal_chosen(&mut scorer, &result.best, &calibration, spec.optimizer.hold_out, h, out)?;
-        if !fit.unhealed.is_empty() {
-            warnings.push(format!(
-                "source layers {:?} are removed before the first kept layer: no layer precedes them, so they stay unhealed",
-                fit.unhealed
-            ));
+        let healed = super::request::heal_chosen(&mut scorer, &result.best, &calibration, &spec.optimizer, h, out)?;
+        for n in &healed.notes {
+            progress.stage(n);
         }
-        result.best = healed;
+        result.best = healed.recipe;
     }
     drop(scorer);
     choose(&mut result.best)?;

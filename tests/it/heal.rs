@@ -64,7 +64,7 @@ fn fitted_maps_equal_numpy_least_squares_of_the_same_system() {
     for (recipe, teacher) in [(two_gaps(&r), Teacher::Base), (r.clone(), Teacher::Average)] {
         let fit = ev.fit_heal(&recipe, &teacher, &seqs, ridge).unwrap();
         let heal = fit.recipe.heal.as_ref().expect("healed");
-        let systems = hf_tailor::eval::heal_fit::LAST_SYSTEMS.lock().unwrap().clone();
+        let systems = hf_tailor::eval::heal_fit::LAST_SYSTEMS.with(|s| s.borrow().clone());
         assert_eq!(systems.len(), heal.gaps.len());
         for ((layer, g, c), gap) in systems.iter().zip(&heal.gaps) {
             assert_eq!(*layer, gap.layer);
@@ -231,15 +231,23 @@ fn the_root_command_heals_the_chosen_candidate_and_verifies_the_build() {
         assert!(card.contains("Healed without training") && card.contains("against the full-depth base"), "{card}");
     }
 
-    // `search` heals its choice the same way (teacher: the siblings' average by default).
+    // `search` heals its choice the same way (teacher: the siblings' average by default);
+    // `--heal auto` keeps the heal only if it scores better on the selection split, and says so.
     let search_dir = dir.path().join("search");
     let s_out = search_dir.display().to_string();
     let search = ["search", "--base", &base_s, "--finetunes", &list_s, "--tasks", &task_s, "--keep-layers", "2", "--out", &s_out];
-    let out = run(&[&search[..], &["--trials", "3", "--baselines", "none", "--heal", "on"]].concat(), dir.path());
-    assert_eq!(out.status.code(), Some(0), "search failed:\n{}", text(&out.stderr));
+    let out = run(&[&search[..], &["--trials", "3", "--baselines", "none", "--heal", "auto"]].concat(), dir.path());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "search failed:\n{err}");
+    assert!(err.contains("--heal auto: the heal"), "{err}");
     let recipe = Recipe::load(&search_dir.join("tailor.yaml")).unwrap();
-    assert_eq!(recipe.heal.as_ref().expect("healed").teacher, Teacher::Average);
-    assert!(search_dir.join("heal.safetensors").is_file());
+    match &recipe.heal {
+        Some(h) => {
+            assert_eq!(h.teacher, Teacher::Average);
+            assert!(search_dir.join("heal.safetensors").is_file() && err.contains("kept"), "{err}");
+        }
+        None => assert!(!search_dir.join("heal.safetensors").exists() && err.contains("stays unhealed"), "{err}"),
+    }
 }
 
 /// llama.cpp converts a healed output and runs it to transformers' logits: the fused
