@@ -7,13 +7,12 @@
 //! and checks the size and, for LFS files, the sha256 the Hub announced before the blob
 //! becomes visible in `snapshots/`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
 
 use super::cache::{is_blob_etag, is_commit_hash, repo_path_problem, RepoCache, RepoKind};
 use super::http::{self, header, Http, NotFound};
@@ -311,19 +310,9 @@ pub fn normalize_etag(e: &str) -> String {
     e.trim().trim_start_matches("W/").trim_matches('"').to_string()
 }
 
-/// Hex sha256 of a file, streamed.
+/// Hex sha256 of a file, streamed ([`crate::fsutil::sha256_file`], with the Hub's error).
 pub fn sha256_file(path: &Path) -> Result<String, HubError> {
-    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    crate::fsutil::sha256_file(path).map_err(io_err(path))
 }
 
 pub async fn sha256_file_async(path: &Path) -> Result<String, HubError> {
