@@ -33,6 +33,8 @@ objectives="${OBJECTIVES:-margin acc loglik ppl margin+acc random}"
 trials="${TRIALS:-60}"
 keep="${KEEP_LAYERS:-22}"
 budgets="${BUDGETS:-13,40}"
+# The warm starts: the baselines' three removal sets with the siblings' average.
+warm_trials="${WARM_TRIALS:-3}"
 full="${budgets##*,}"
 nice="nice -n ${NICE:-10}"
 
@@ -117,9 +119,25 @@ for seed in $seeds; do
         out="$runs/$name.out"
         args=(--objective "$o" --budgets "$budgets")
         tasks="$(join "${calib_mc[@]}")"
+        n="$trials"
         case "$o" in
             random) args=(--optimizer random --budgets "$full") ;;
             ppl|ppl+acc) tasks="$(join "${calib_mc[@]}" "${calib_txt[@]}")" ;;
+            # Issue 27's comparison, all on the `ppl` objective with the same budgets and
+            # trial count: the warm starts alone (the local optimiser stopped after them;
+            # they do not depend on the seed, so one run serves every seed), today's
+            # Bayesian optimiser, and Hyperband with random proposals.
+            warm|bo|hyperband)
+                tasks="$(join "${calib_mc[@]}" "${calib_txt[@]}")"
+                case "$o" in
+                    warm) args=(--objective ppl --optimizer local --budgets "$budgets"); n="$warm_trials"
+                        if [[ "$seed" != "${seeds%% *}" && -f "$runs/rows/warm-${seeds%% *}.json" ]]; then
+                            sed "s/\"seed\": *${seeds%% *}/\"seed\": $seed/" "$runs/rows/warm-${seeds%% *}.json" > "$runs/rows/$name.json"
+                            continue
+                        fi ;;
+                    bo) args=(--objective ppl --optimizer bo --budgets "$budgets") ;;
+                    hyperband) args=(--objective ppl --optimizer random --budgets "$budgets") ;;
+                esac ;;
         esac
         # An interrupted search resumes from its journal (the same arguments: `search` checks).
         if [[ -s "$out/journal.jsonl" ]]; then
@@ -132,7 +150,7 @@ for seed in $seeds; do
         start=$(date +%s)
         $nice "$bin" search "${models[@]}" --keep-layers "$keep" --tasks "$tasks" --calibration "$(join "${base_txt[@]}")" \
             --baselines-from "$runs/baselines/baselines.json" \
-            "${args[@]}" --trials "$trials" --seed "$seed" --out "$out" --json > "$out.report.json" 2> "$out.log"
+            "${args[@]}" --trials "$n" --seed "$seed" --out "$out" --json > "$out.report.json" 2> "$out.log"
         echo "bench-quality:   $name took $(( $(date +%s) - start )) s" >&2
         read -r cal sel < <("$python" -c "
 import json, sys
@@ -140,8 +158,13 @@ r = json.load(open(sys.argv[1]))
 t = [x for x in r['rows'] if x['kind'] == 'tailored'][0]['scores']
 f = [x for x in r['finalists'] if x['chosen']]
 print(sum(t.values()) / len(t), f[0]['selection_acc'] if f else '')" "$out.report.json")
-        method="hf-tailor ($o)"
-        [[ "$o" == random ]] && method="random search"
+        case "$o" in
+            random) method="random search" ;;
+            warm) method="warm starts alone (ppl)" ;;
+            bo) method="hf-tailor (ppl, --optimizer bo)" ;;
+            hyperband) method="Hyperband, random proposals (ppl)" ;;
+            *) method="hf-tailor ($o)" ;;
+        esac
         heldout "$method" "$seed" "--recipe $out/tailor.yaml" "$cal" "$sel" "$name"
     done
 done

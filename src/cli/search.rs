@@ -565,7 +565,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     job::write_outputs(&result, &args.out)?;
     print_report(&result.report, args.json)?;
     if let Some(o) = &result.report.own_vs_warm {
-        eprintln!("hf-tailor: {}", o.sentence());
+        let select = hf_tailor::search::objective::Objective::parse(&result.report.objective).unwrap_or_default().select;
+        eprintln!("hf-tailor: {}", o.sentences(select));
     }
     if let Some(w) = result.outcome.layer_work() {
         let st = s.workers[0].scorer.stats();

@@ -205,12 +205,14 @@ fn run_job_with<W: AsScorer>(
     let tasks = scorer.task_names();
     // The final choice: on the selection split when there is one.
     let mut finalists = Vec::new();
+    let mut selection_vs_warm = None;
     if let Some(h) = optimizer.hold_out {
-        let top = select::finalists(&outcome.trials, select::TOP);
+        let (top, warm) = select::with_best_warm_start(&outcome.trials, select::finalists(&outcome.trials, select::TOP), None);
         let stage = |i: usize, t: usize| format!("scoring finalist {} of {} (trial {}) on the selection split", i + 1, top.len(), t + 1);
-        let (chosen, rows) = choose_on_selection(scorer, &outcome.trials, &top, h, &optimizer, observer, stage)?;
+        let (chosen, rows, vs_warm) = choose_on_selection(scorer, &outcome.trials, &top, warm, h, &optimizer, observer, stage)?;
         outcome.best = chosen;
         finalists = rows;
+        selection_vs_warm = vs_warm;
     }
     let mut rows = score_references(space, scorer, full, &params, observer)?;
     rows.extend(baseline_rows);
@@ -224,7 +226,10 @@ fn run_job_with<W: AsScorer>(
         measure(scorer, &best, full, Items::All, "the chosen recipe")?
     };
     rows.push(ModelResult::from_measures("hf-tailor".into(), ResultKind::Tailored, best.layers.len(), params(&best), &best_measures));
-    let report = search_report(spec, &optimizer, &outcome, tasks, rows, finalists, Vec::new());
+    let mut report = search_report(spec, &optimizer, &outcome, tasks, rows, finalists, Vec::new());
+    if let Some(o) = report.own_vs_warm.as_mut() {
+        o.selection = selection_vs_warm;
+    }
     Ok(JobResult { outcome, best, baselines, report, front: Vec::new(), front_baselines: Vec::new() })
 }
 
@@ -259,13 +264,15 @@ pub fn run_front_job<S: Scorer>(
     let tasks = scorer.task_names();
     let mut chosen = select::front(&outcome.trials);
     let mut finalists = Vec::new();
+    let mut vs_warm_at = std::collections::BTreeMap::new();
     if let Some(h) = optimizer.hold_out {
         for (&k, t) in chosen.iter_mut() {
-            let top = select::finalists_at(&outcome.trials, k, select::TOP);
+            let (top, warm) = select::with_best_warm_start(&outcome.trials, select::finalists_at(&outcome.trials, k, select::TOP), Some(k));
             let stage = |_: usize, i: usize| format!("depth {k}: scoring finalist trial {} on the selection split", i + 1);
-            let (c, rows) = choose_on_selection(scorer, &outcome.trials, &top, h, &optimizer, observer, stage)?;
+            let (c, rows, vs_warm) = choose_on_selection(scorer, &outcome.trials, &top, warm, h, &optimizer, observer, stage)?;
             *t = c;
             finalists.extend(rows);
+            vs_warm_at.insert(k, vs_warm);
         }
     }
     let mut points = Vec::new();
@@ -294,7 +301,10 @@ pub fn run_front_job<S: Scorer>(
     picked.label = "hf-tailor".into();
     rows.push(picked);
     let baselines: Vec<Baseline> = per_kind.iter().map(|bs| bs[k - space.keep].clone()).collect();
-    let report = search_report(spec, &optimizer, &outcome, tasks, rows, finalists, points.clone());
+    let mut report = search_report(spec, &optimizer, &outcome, tasks, rows, finalists, points.clone());
+    if let Some(o) = report.own_vs_warm.as_mut() {
+        o.selection = vs_warm_at.get(&k).copied().flatten();
+    }
     let front_baselines = points.iter().map(|p| per_kind.iter().map(|bs| bs[p.layers - space.keep].clone()).collect()).collect();
     Ok(JobResult { outcome, best, baselines, report, front: points, front_baselines })
 }
@@ -315,25 +325,33 @@ fn inherit_from_journal(spec: &JobSpec, optimizer: &mut OptimizerConfig) {
 }
 
 /// Score the finalists `top` (trial indices, best first) on the selection split and choose
-/// among them (see [`select::choose_finalist`]): the chosen trial and the report rows.
-/// `stage(i, t)` names the stage of the `i`-th finalist, trial `t`.
+/// among them (see [`select::choose_finalist`]): the chosen trial, the report rows, and the
+/// chosen finalist minus the best warm start (`warm`, a position in `top`) on the selection
+/// metric, paired on the same items. `stage(i, t)` names the stage of the `i`-th finalist,
+/// trial `t`.
+#[allow(clippy::too_many_arguments)]
 fn choose_on_selection<S: Scorer>(
     scorer: &mut S,
     trials: &[super::trial::TrialRecord],
     top: &[usize],
+    warm: Option<usize>,
     hold_out: crate::score::HoldOut,
     optimizer: &OptimizerConfig,
     observer: &mut dyn JobObserver,
     stage: impl Fn(usize, usize) -> String,
-) -> Result<(usize, Vec<select::Finalist>), SearchError> {
+) -> Result<(usize, Vec<select::Finalist>, Option<crate::score::Estimate>), SearchError> {
     let full = optimizer.full_budget();
     let mut measured = Vec::new();
     for (i, &t) in top.iter().enumerate() {
         observer.stage(&stage(i, t));
         measured.push(measure(scorer, &trials[t].recipe, full, Items::Selection(hold_out), "a finalist on the selection split")?);
     }
-    let (chosen, rows) = select::choose_finalist(trials, top, &measured, optimizer.objective.select);
-    Ok((top[chosen], rows))
+    let metric = optimizer.objective.select;
+    let (chosen, rows) = select::choose_finalist(trials, top, &measured, metric, warm);
+    let vs_warm = warm.map(|w| {
+        crate::score::paired_difference(&measured[chosen], &measured[w], metric).unwrap_or(crate::score::Estimate { value: 0.0, se: 0.0 })
+    });
+    Ok((top[chosen], rows, vs_warm))
 }
 
 /// The reference rows: the base and every sibling at full depth, scored at `budget` on

@@ -81,6 +81,11 @@ pub struct OwnVsWarm {
     /// The best of them: 0-based trial and value.
     pub own_trial: Option<usize>,
     pub own_best: Option<Estimate>,
+    /// The chosen candidate minus the best warm start on the selection split (items the
+    /// search never saw), by the selection metric, with the paired standard error (absent
+    /// without a selection split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Estimate>,
 }
 
 impl OwnVsWarm {
@@ -119,12 +124,37 @@ impl OwnVsWarm {
             }
         }
         let own_best = own_trial.map(|i| value(&trials[i]));
-        Some(Self { metric, warm_trial, warm, own: own_recipes.len(), beat, own_trial, own_best })
+        Some(Self { metric, warm_trial, warm, own: own_recipes.len(), beat, own_trial, own_best, selection: None })
     }
 
     /// The best own candidate's value minus the best warm start's (positive: it beat it).
     pub fn margin(&self) -> Option<f64> {
         self.own_best.zip(self.warm).map(|(o, w)| o.value - w.value)
+    }
+
+    /// The report's sentence, then how the choice compares with the best warm start on the
+    /// selection split (by `select`, the selection metric), when it was measured.
+    pub fn sentences(&self, select: Metric) -> String {
+        let Some(d) = self.selection else { return self.sentence() };
+        let shown = match select {
+            Metric::Acc | Metric::AccNorm => format!("{:+.1} ± {:.1} points", 100.0 * d.value, 100.0 * d.se),
+            Metric::Ppl => format!("{:+.3} ± {:.3} nats per token", d.value, d.se),
+            _ => format!("{:+.3} ± {:.3}", d.value, d.se),
+        };
+        let verdict = if d.value == 0.0 && d.se == 0.0 {
+            "the choice is the warm start itself".to_string()
+        } else if d.value > 2.0 * d.se {
+            "better by more than two standard errors".to_string()
+        } else if d.value < -2.0 * d.se {
+            "worse by more than two standard errors".to_string()
+        } else {
+            "within two standard errors".to_string()
+        };
+        format!(
+            "{} On the selection split (items the search never saw), the chosen candidate against the best warm start, {} paired on the same items: {shown} ({verdict}).",
+            self.sentence(),
+            select.name()
+        )
     }
 
     /// One sentence for the report and the closing summary.
@@ -279,7 +309,7 @@ impl SearchReport {
             self.optimizer, self.seed, self.objective, self.trials, self.scoring_seconds, self.selection
         );
         if let Some(o) = &self.own_vs_warm {
-            let _ = writeln!(s, "\n{}", o.sentence());
+            let _ = writeln!(s, "\n{}", o.sentences(Objective::parse(&self.objective).unwrap_or_default().select));
         }
         let cmp = self.comparisons();
         if !cmp.is_empty() {
@@ -321,7 +351,12 @@ impl SearchReport {
                     o.select.display(f.selection),
                     100.0 * f.selection_acc,
                     diff,
-                    if f.chosen { "✓" } else { "" }
+                    match (f.chosen, f.warm_start) {
+                        (true, true) => "✓ (best warm start)",
+                        (true, false) => "✓",
+                        (false, true) => "best warm start",
+                        (false, false) => "",
+                    }
                 );
             }
         }
@@ -532,6 +567,13 @@ mod tests {
             "{}",
             behind.sentence()
         );
+        // The selection split's paired comparison follows when it was measured.
+        let mut sel = o.clone();
+        assert_eq!(sel.sentences(Metric::Ppl), o.sentence(), "not measured: the search-split sentence alone");
+        sel.selection = Some(Estimate { value: 0.05, se: 0.02 });
+        assert!(sel.sentences(Metric::Ppl).ends_with("ppl paired on the same items: +0.050 ± 0.020 nats per token (better by more than two standard errors)."), "{}", sel.sentences(Metric::Ppl));
+        sel.selection = Some(Estimate { value: -0.01, se: 0.02 });
+        assert!(sel.sentences(Metric::Ppl).contains("(within two standard errors)"));
         // No warm start at all: nothing to say; the report shows the line when there is one.
         assert_eq!(OwnVsWarm::of(&trials[1..2], 1000, Metric::Ppl, None), None);
         let r = SearchReport {

@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::optimizer::Origin;
 use super::trial::TrialRecord;
 use crate::recipe::{Recipe, Rule};
 use crate::score::{paired_difference, Estimate, Measures, Metric};
@@ -67,6 +68,32 @@ pub fn finalists(trials: &[TrialRecord], k: usize) -> Vec<usize> {
     out
 }
 
+/// The best warm start (a baseline's candidate or the reference's hand-made one) among the
+/// trials at the highest budget (of depth `depth` only, for a front), if any: it always
+/// joins the finalists, so that the report can say on the selection split, paired, what
+/// the optimiser's own proposals bought over it. A promoted trial counts as the proposal
+/// it promotes (the first trial of its recipe).
+pub fn best_warm_start(trials: &[TrialRecord], depth: Option<usize>) -> Option<usize> {
+    let first_is_warm = |r: &Recipe| trials.iter().find(|t| t.recipe == *r && t.origin != Origin::Promoted).is_some_and(|t| !t.origin.is_own());
+    let in_depth: Vec<usize> = (0..trials.len()).filter(|&i| depth.is_none_or(|k| trials[i].recipe.layers.len() == k)).collect();
+    let sub: Vec<TrialRecord> = in_depth.iter().map(|&i| trials[i].clone()).collect();
+    ranked(&sub).into_iter().map(|j| in_depth[j]).find(|&i| first_is_warm(&trials[i].recipe))
+}
+
+/// `top` (see [`finalists`]) with the best warm start appended when it is not among them
+/// (by recipe); the warm start's position in the returned list.
+pub fn with_best_warm_start(trials: &[TrialRecord], mut top: Vec<usize>, depth: Option<usize>) -> (Vec<usize>, Option<usize>) {
+    let Some(w) = best_warm_start(trials, depth) else { return (top, None) };
+    match top.iter().position(|&t| trials[t].recipe == trials[w].recipe) {
+        Some(at) => (top, Some(at)),
+        None => {
+            top.push(w);
+            let at = top.len() - 1;
+            (top, Some(at))
+        }
+    }
+}
+
 /// One finalist as the report shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finalist {
@@ -85,12 +112,22 @@ pub struct Finalist {
     /// Selection value minus the best finalist's, with the paired standard error.
     pub behind_best: Estimate,
     pub chosen: bool,
+    /// The best warm start (see [`best_warm_start`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warm_start: bool,
 }
 
 /// Choose among finalists (best first by the search) from their selection-split measures:
 /// the best by `metric`, or the simplest finalist within two standard errors of it.
-/// Returns the position in `finalists` and the filled-in report rows.
-pub fn choose_finalist(trials: &[TrialRecord], finalists: &[usize], selection: &[Measures], metric: Metric) -> (usize, Vec<Finalist>) {
+/// Returns the position in `finalists` and the filled-in report rows; `warm` is the best
+/// warm start's position, marked in its row.
+pub fn choose_finalist(
+    trials: &[TrialRecord],
+    finalists: &[usize],
+    selection: &[Measures],
+    metric: Metric,
+    warm: Option<usize>,
+) -> (usize, Vec<Finalist>) {
     let value = |m: &Measures| super::objective::overall(m, metric).unwrap_or_default();
     let acc = |m: &Measures| super::objective::overall(m, Metric::Acc).map_or(0.0, |e| e.value);
     let values: Vec<Estimate> = selection.iter().map(value).collect();
@@ -134,6 +171,7 @@ pub fn choose_finalist(trials: &[TrialRecord], finalists: &[usize], selection: &
                 selection_acc: acc(&selection[i]),
                 behind_best: behind[i],
                 chosen: i == chosen,
+                warm_start: warm == Some(i),
             }
         })
         .collect();
@@ -173,7 +211,6 @@ pub fn incumbent_curve(trials: &[TrialRecord]) -> Vec<Option<f64>> {
 mod tests {
     use super::*;
     use crate::recipe::{LayerRule, Merge};
-    use crate::search::optimizer::Origin;
 
     fn trial(index: usize, budget: usize, mean: f64, rules: &[Rule]) -> TrialRecord {
         let t = crate::search::space::tests::template(4, 2);
@@ -230,6 +267,29 @@ mod tests {
         assert_eq!(incumbent_curve(&trials), vec![Some(0.99), Some(0.7), Some(0.7), Some(0.7), Some(0.7)]);
     }
 
+    #[test]
+    fn the_best_warm_start_always_reaches_the_final_selection() {
+        let (b, s0, s1) = (Rule::Take("base".into()), Rule::Take("s0".into()), Rule::Take("s1".into()));
+        let mut trials = vec![
+            trial(0, 100, 0.5, &[b.clone(), b.clone()]),
+            trial(1, 10, 0.9, &[s0.clone(), s0.clone()]),
+            trial(2, 100, 0.8, &[s1.clone(), b.clone()]),
+            trial(3, 100, 0.7, &[s1.clone(), s1.clone()]),
+            trial(4, 100, 0.6, &[s0.clone(), s0.clone()]),
+        ];
+        // Warm starts: trials 0 and 1; trial 4 promotes trial 1 and counts as a warm start.
+        trials[0].origin = Origin::Baseline;
+        trials[1].origin = Origin::Baseline;
+        trials[4].origin = Origin::Promoted;
+        assert_eq!(best_warm_start(&trials, None), Some(4), "the warm start at the highest budget with the best objective");
+        assert_eq!(with_best_warm_start(&trials, finalists(&trials, 2), None), (vec![2, 3, 4], Some(2)), "appended when not a finalist");
+        assert_eq!(with_best_warm_start(&trials, finalists(&trials, 5), None), (vec![2, 3, 4, 0], Some(2)), "found when it is one");
+        assert_eq!(best_warm_start(&trials, Some(1)), None, "no trial of that depth");
+        trials[0].origin = Origin::Random;
+        trials[1].origin = Origin::Random;
+        assert_eq!(with_best_warm_start(&trials, vec![2], None), (vec![2], None), "no warm start: nothing added");
+    }
+
     fn measures(per_item: &[f64]) -> Measures {
         use crate::score::{ItemValues, TaskMeasures};
         let v = ItemValues { values: per_item.to_vec(), weights: vec![1.0; per_item.len()] };
@@ -253,14 +313,14 @@ mod tests {
         // trial 1 is within two paired standard errors and simpler.
         let a = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0];
         let b = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0];
-        let (c, rows) = choose_finalist(&trials, &f, &[measures(&a), measures(&b), measures(&b)], Metric::Acc);
+        let (c, rows) = choose_finalist(&trials, &f, &[measures(&a), measures(&b), measures(&b)], Metric::Acc, None);
         assert_eq!(c, 1);
         assert!(rows[1].chosen && !rows[0].chosen);
         assert!((rows[1].behind_best.value + 0.1).abs() < 1e-12 && rows[1].behind_best.se > 0.05);
         assert_eq!((rows[0].merges, rows[0].sibling_layers), (0, 2));
         // Clearly better on every item where they differ: the complex finalist stays.
         let worse = [0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
-        let (c, _) = choose_finalist(&trials, &f, &[measures(&a), measures(&worse), measures(&worse)], Metric::Acc);
+        let (c, _) = choose_finalist(&trials, &f, &[measures(&a), measures(&worse), measures(&worse)], Metric::Acc, None);
         assert_eq!(c, 0);
     }
 }

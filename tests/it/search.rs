@@ -297,7 +297,12 @@ fn a_job_warm_starts_from_the_baselines_and_chooses_on_the_selection_split() {
         assert!(trials.iter().all(|t| t.objective.is_some_and(|e| e.se >= 0.0)));
         // The choice is one of the finalists, scored on both splits in the report.
         let f = &r.report.finalists;
-        assert!(!f.is_empty() && f.len() <= 5);
+        // The top five, and the best warm start when it is not among them.
+        assert!(!f.is_empty() && f.len() <= 6);
+        assert_eq!(f.iter().filter(|x| x.warm_start).count(), 1, "the best warm start is a finalist");
+        assert!(f.iter().all(|x| !x.warm_start || !trials[x.trial].origin.is_own() || trials[x.trial].origin == Origin::Promoted));
+        let vs = r.report.own_vs_warm.as_ref().expect("warm starts").selection.expect("measured on the selection split");
+        assert!(vs.se >= 0.0 && vs.value.is_finite());
         assert_eq!(f.iter().filter(|x| x.chosen).count(), 1);
         assert_eq!(f.iter().find(|x| x.chosen).unwrap().trial, r.outcome.best);
         assert!(f.iter().all(|x| trials[x.trial].budget == 1000));
@@ -311,8 +316,9 @@ fn a_job_warm_starts_from_the_baselines_and_chooses_on_the_selection_split() {
     std::fs::remove_file(dir.path().join("margin.jsonl")).unwrap();
     let (again, _) = run(Objective::of(Metric::Margin), false);
     let (resumed, calls) = run(Objective::of(Metric::Margin), true);
-    // Finalists and the table's rows only (base, 2 siblings, 2 baselines, the choice).
-    assert!(calls <= 5 + 6, "{calls} scoring calls on resume");
+    // Finalists (the top five and the best warm start) and the table's rows only (base, 2
+    // siblings, 2 baselines, the choice).
+    assert!(calls <= 6 + 6, "{calls} scoring calls on resume");
     assert_eq!(first.outcome.best, again.outcome.best);
     assert_eq!(resumed.outcome.best, first.outcome.best);
     assert_eq!(resumed.report.finalists, first.report.finalists);
