@@ -33,8 +33,9 @@ objectives="${OBJECTIVES:-margin acc loglik ppl margin+acc random}"
 trials="${TRIALS:-60}"
 keep="${KEEP_LAYERS:-22}"
 budgets="${BUDGETS:-13,40}"
-# The warm starts: the baselines' three removal sets with the siblings' average.
-warm_trials="${WARM_TRIALS:-3}"
+# The warm starts: the baselines' three removal sets, each with every kept layer from the
+# base, from each sibling, and from the siblings' average.
+warm_trials="${WARM_TRIALS:-15}"
 full="${budgets##*,}"
 nice="nice -n ${NICE:-10}"
 
@@ -130,10 +131,14 @@ for seed in $seeds; do
             warm|bo|hyperband)
                 tasks="$(join "${calib_mc[@]}" "${calib_txt[@]}")"
                 case "$o" in
+                    # The local optimiser scores every warm start at the full budget before
+                    # its first move, so the `ppl` run of the same seed (the same selection
+                    # split) already holds them: its journal's first trials are replayed.
                     warm) args=(--objective ppl --optimizer local --budgets "$budgets"); n="$warm_trials"
-                        if [[ "$seed" != "${seeds%% *}" && -f "$runs/rows/warm-${seeds%% *}.json" ]]; then
-                            sed "s/\"seed\": *${seeds%% *}/\"seed\": $seed/" "$runs/rows/warm-${seeds%% *}.json" > "$runs/rows/$name.json"
-                            continue
+                        local_journal="$runs/ppl-$seed.out/journal.jsonl"
+                        if [[ ! -s "$out/journal.jsonl" && -s "$local_journal" && $(wc -l < "$local_journal") -gt $warm_trials ]]; then
+                            rm -rf "$out" && mkdir -p "$out"
+                            head -n $((warm_trials + 1)) "$local_journal" > "$out/journal.jsonl"
                         fi ;;
                     bo) args=(--objective ppl --optimizer bo --budgets "$budgets") ;;
                     hyperband) args=(--objective ppl --optimizer random --budgets "$budgets") ;;
