@@ -235,6 +235,9 @@ pub fn write_maps(path: &Path, maps: &Maps, d: usize) -> Result<String, HealErro
 /// Read the maps `heal` names from its file, checking the file's sha256, each map's shape
 /// (d × d) and each map's own sha256.
 pub fn read_maps(heal: &crate::recipe::Heal, d: usize) -> Result<Maps, HealError> {
+    if heal.is_request() {
+        return Err(HealError::Input("the recipe asks for a heal that was never fitted; fit it with `hf-tailor heal`".into()));
+    }
     let path = heal.file.display().to_string();
     let bad = |message: String| HealError::Maps { path: path.clone(), message };
     let bytes = crate::fsutil::read_input(&heal.file, MAX_MAPS_BYTES).map_err(|e| bad(e.to_string()))?;

@@ -402,6 +402,27 @@ pub struct HealGap {
 }
 
 impl Heal {
+    /// A search candidate's heal before it is fitted: the teacher, the calibration token
+    /// count and the ridge, with no gap, map or file yet. The evaluator fits it when it scores
+    /// the candidate; nothing builds from it until it is fitted and its maps written.
+    pub fn request(teacher: Teacher, tokens: usize, ridge: f64) -> Self {
+        Self {
+            file: PathBuf::new(),
+            sha256: String::new(),
+            teacher,
+            tokens,
+            ridge,
+            calibration_sha256: String::new(),
+            gaps: Vec::new(),
+            unhealed: Vec::new(),
+        }
+    }
+
+    /// Whether this is a [`Heal::request`] (fitted heals name their calibration tokens).
+    pub fn is_request(&self) -> bool {
+        self.gaps.is_empty() && self.calibration_sha256.is_empty()
+    }
+
     /// The gap fused into output layer `index`, if any.
     pub fn gap_at(&self, index: usize) -> Option<&HealGap> {
         self.gaps.iter().find(|g| g.layer == index)
@@ -718,6 +739,12 @@ impl Recipe {
 
 /// The heal's maps file exists and its sha256 is the one the recipe names.
 pub fn check_heal_file(h: &Heal, recipe: &str) -> Result<(), RecipeError> {
+    if h.is_request() {
+        return Err(RecipeError::Heal {
+            recipe: recipe.into(),
+            message: "it asks for a heal that was never fitted (a search candidate's); fit it with `hf-tailor heal`".into(),
+        });
+    }
     let path = h.file.display().to_string();
     let found = crate::fsutil::sha256_file(&h.file)
         .map_err(|e| RecipeError::Heal { recipe: recipe.into(), message: format!("cannot read its maps file {path}: {e}") })?;

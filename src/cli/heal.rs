@@ -103,16 +103,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// `--heal` and its settings, for `search` and the root command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HealArgs {
-    /// Heal the chosen candidate's cuts without training: a map per gap fitted by least
-    /// squares against --heal-teacher and fused into the layer before the gap (README,
-    /// "Healing"). off; on; auto (keep the heal only if it scores better on the selection
-    /// split). Not for Gemma 2/3 (a norm sits on the MLP branch).
-    #[arg(long, default_value = "off", value_parser = ["off", "on", "auto"], help_heading = super::H_OPTIMISER)]
+    /// Heal cuts without training: a map per gap fitted by least squares against a teacher
+    /// and fused into the layer before the gap (README, "Healing"). off; on (heal the chosen
+    /// candidate); auto (keep that heal only if it scores better on the selection split);
+    /// search (heal on/off and the teacher are searched: each healed candidate is fitted and
+    /// scored in memory). Not for Gemma 2/3 (a norm sits on the MLP branch).
+    #[arg(long, default_value = "off", value_parser = ["off", "on", "auto", "search"], help_heading = super::H_OPTIMISER)]
     pub heal: String,
     /// The full-depth model the heal fits against: base, average (the siblings' average)
-    /// or sibling:NAME.
-    #[arg(long, default_value = "average", help_heading = super::H_OPTIMISER)]
-    pub heal_teacher: Teacher,
+    /// or sibling:NAME; with --heal search, a comma-separated list to choose among.
+    #[arg(long, default_value = "average", value_delimiter = ',', help_heading = super::H_OPTIMISER)]
+    pub heal_teacher: Vec<Teacher>,
     /// Calibration tokens the heal fits on (the calibration texts, else the calibration
     /// items' contexts with their correct answers; never the selection split).
     #[arg(long, default_value_t = hf_tailor::heal::DEFAULT_TOKENS, value_parser = super::positive(), help_heading = super::H_OPTIMISER)]
@@ -125,14 +126,19 @@ pub struct HealArgs {
 impl HealArgs {
     /// The heal asked for (None: off).
     pub fn request(&self) -> anyhow::Result<Option<hf_tailor::pipeline::request::HealRequest>> {
+        use hf_tailor::pipeline::request::{HealMode, HealRequest};
         if !(self.heal_ridge.is_finite() && self.heal_ridge >= 0.0) {
             super::usage!("--heal-ridge must be a finite number >= 0");
         }
-        Ok((self.heal != "off").then(|| hf_tailor::pipeline::request::HealRequest {
-            teacher: self.heal_teacher.clone(),
-            tokens: self.heal_tokens,
-            ridge: self.heal_ridge,
-            only_if_better: self.heal == "auto",
-        }))
+        let mode = match self.heal.as_str() {
+            "off" => return Ok(None),
+            "on" => HealMode::On,
+            "auto" => HealMode::Auto,
+            _ => HealMode::Search,
+        };
+        if mode != HealMode::Search && self.heal_teacher.len() != 1 {
+            super::usage!("--heal {} fits against one teacher; a list of teachers is for --heal search", self.heal);
+        }
+        Ok(Some(HealRequest { teachers: self.heal_teacher.clone(), tokens: self.heal_tokens, ridge: self.heal_ridge, mode }))
     }
 }

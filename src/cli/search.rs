@@ -523,6 +523,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if s.workers.len() > 1 { format!(", {} workers", s.workers.len()) } else { String::new() },
         spec.journal.display()
     );
+    // The heal's calibration: --calibration texts when given, else the tasks' own (see
+    // `heal_texts`); `--heal search` gives it to every worker before the first trial.
+    let heal_tasks = match &args.inputs.scoring.calibration {
+        Some(_) => vec![hf_tailor::eval::Task::new("calibration", TaskData::Perplexity(s.calibration.clone()))],
+        None => s.tasks.clone(),
+    };
+    let heal_hold_out = if args.inputs.scoring.calibration.is_some() { None } else { spec.optimizer.hold_out };
+    if request.heal.as_ref().is_some_and(|h| h.mode == request::HealMode::Search) {
+        if args.storage.is_some() {
+            super::usage!("--heal search runs on this host's workers: drop --storage (a study's workers would need the heal's calibration too)");
+        }
+        request::prepare_heal_search(request.heal.as_ref(), s.workers.iter_mut().map(|w| &mut w.scorer), &heal_tasks, heal_hold_out)?;
+    }
     let mut progress = Progress::new(args.trials);
     let result = if s.space.is_range() {
         if args.storage.is_some() || s.workers.len() > 1 {
@@ -540,20 +553,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     progress.bar.finish_and_clear();
     let mut result = result;
     if let Some(h) = &request.heal {
-        eprintln!("hf-tailor: healing the chosen candidate's cuts against {} ({} calibration tokens)", h.teacher, h.tokens);
+        if h.mode != request::HealMode::Search || result.best.heal.is_some() {
+            eprintln!("hf-tailor: healing the chosen candidate's cuts ({} calibration tokens)", h.tokens);
+        }
         let scorer = &mut s.workers[0].scorer;
-        // --calibration texts when given, else the tasks' own (see `heal_texts`).
-        let tasks = match &args.inputs.scoring.calibration {
-            Some(_) => vec![hf_tailor::eval::Task::new("calibration", TaskData::Perplexity(s.calibration.clone()))],
-            None => s.tasks.clone(),
-        };
-        let outcome = request::heal_chosen(scorer, &result.best, &tasks, &spec.optimizer, h, &args.out)?;
+        let outcome = request::heal_chosen(scorer, &result.best, &heal_tasks, heal_hold_out, &spec.optimizer, h, &args.out)?;
         for n in &outcome.notes {
             eprintln!("hf-tailor: {n}");
         }
         let healed = outcome.recipe;
-        if let Some(heal) = &healed.heal {
-            eprintln!("hf-tailor: healed {} gap(s) in {:.1}s", heal.gaps.len(), outcome.fit.seconds);
+        if let (Some(heal), Some(fit)) = (&healed.heal, &outcome.fit) {
+            eprintln!("hf-tailor: healed {} gap(s) in {:.1}s", heal.gaps.len(), fit.seconds);
             // The report's row of the chosen model shows the healed model, on the same items.
             if let Some(row) = result.report.rows.iter_mut().rev().find(|r| r.kind == hf_tailor::score::ResultKind::Tailored) {
                 let m = hf_tailor::score::Scorer::measure(scorer, &healed, result.report.budget, hf_tailor::score::Items::All)?;

@@ -16,6 +16,34 @@ use crate::heal::{self, Maps};
 use crate::layout::FusedMap;
 use crate::recipe::{Heal, HealGap, Recipe, Teacher};
 
+/// Fits a search keeps: a candidate revisited (promoted to a higher budget, scored again on
+/// the selection split) is not fitted twice.
+const FIT_CACHE: usize = 8;
+
+/// Largest teacher hidden states kept for a search's fits, all teachers together: the states
+/// entering every source layer for every calibration token, (L + 1) · N · d values (bench
+/// family: 31 · 4096 · 576 · 4 B ≈ 290 MB; Llama-2-13B in bf16: 41 · 4096 · 5120 · 2 B ≈
+/// 1.7 GB). Beyond it each fit runs its teacher again.
+const TEACHER_CACHE_BYTES: u64 = 2 << 30;
+
+/// What a search's heals share: the calibration tokens every candidate is fitted on (set once
+/// per search), the last fits, and the teachers' hidden states on those tokens, so that a
+/// healed trial runs the candidate once more, not the teacher.
+#[derive(Default)]
+pub struct SearchHeals {
+    sequences: Option<Arc<Vec<Vec<u32>>>>,
+    /// (the request recipe as JSON, the fitted recipe), newest last.
+    fits: std::collections::VecDeque<(String, Recipe)>,
+    /// (teacher recipe as JSON, its states entering each source layer 0..=L, per batch).
+    teachers: Vec<(String, Arc<Vec<Vec<Tensor>>>)>,
+}
+
+impl SearchHeals {
+    fn teacher_bytes(&self) -> u64 {
+        self.teachers.iter().flat_map(|(_, s)| s.iter().flatten()).map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64).sum()
+    }
+}
+
 /// A fitted heal: the healed recipe (its `heal` section names [`heal::MAPS_FILE`], with no
 /// sha256 until [`save`] writes the maps) and the maps, already usable by the evaluator.
 #[derive(Debug, Clone)]
@@ -60,10 +88,80 @@ impl Evaluator {
         Ok(out)
     }
 
+    /// The calibration tokens a search's heal requests ([`Heal::is_request`]) are fitted on.
+    pub fn set_heal_calibration(&mut self, sequences: Vec<Vec<u32>>) {
+        self.heals = SearchHeals { sequences: Some(Arc::new(sequences)), ..SearchHeals::default() };
+    }
+
+    /// The calibration tokens of a search's heals, when set.
+    pub fn heal_calibration(&self) -> Option<Arc<Vec<Vec<u32>>>> {
+        self.heals.sequences.clone()
+    }
+
+    /// `recipe` (whose heal is a request) healed as it asks, on the search's calibration
+    /// tokens: from the fit cache, else fitted now (its maps registered for scoring).
+    pub(crate) fn fitted(&mut self, recipe: &Recipe) -> Result<Recipe, EvalError> {
+        let h = recipe.heal.as_deref().filter(|h| h.is_request()).ok_or_else(|| EvalError::Spec("not a heal request".into()))?.clone();
+        let key = serde_json::to_string(recipe).map_err(|e| EvalError::Spec(e.to_string()))?;
+        if let Some((_, r)) = self.heals.fits.iter().find(|(k, _)| *k == key) {
+            return Ok(r.clone());
+        }
+        let seqs = self.heals.sequences.clone().ok_or_else(|| {
+            EvalError::Spec("the recipe asks for a heal, but this evaluation has no heal calibration text (a search sets it)".into())
+        })?;
+        let fit = self.fit_heal_with(recipe, &h.teacher, &seqs, h.ridge, true)?;
+        if self.heals.fits.len() == FIT_CACHE {
+            let (_, old) = self.heals.fits.pop_front().expect("full");
+            for g in old.heal.iter().flat_map(|h| h.gaps.iter()) {
+                let in_use = fit.recipe.heal.iter().chain(self.heals.fits.iter().filter_map(|(_, r)| r.heal.as_ref())).any(|h| h.gaps.iter().any(|x| x.sha256 == g.sha256));
+                if !in_use {
+                    self.store.unregister_map(&g.sha256);
+                }
+            }
+        }
+        self.heals.fits.push_back((key, fit.recipe.clone()));
+        Ok(fit.recipe)
+    }
+
+    /// The teacher's hidden states entering each of its source layers (0 = the embeddings),
+    /// batch by batch of `p`, kept for the search's later fits while they fit in
+    /// [`TEACHER_CACHE_BYTES`]; `None` when they do not.
+    fn teacher_states(&mut self, teacher: &Recipe, p: &plan::Plan, key: String) -> Result<Option<Arc<Vec<Vec<Tensor>>>>, EvalError> {
+        if let Some((_, s)) = self.heals.teachers.iter().find(|(k, _)| *k == key) {
+            return Ok(Some(s.clone()));
+        }
+        let per_depth: u64 = p.batches.iter().map(|b| (b.ctx.batch * b.ctx.len * self.dims.hidden * self.dtype.size_in_bytes()) as u64).sum();
+        let need = per_depth * (teacher.layers.len() as u64 + 1);
+        if self.heals.teacher_bytes() + need > TEACHER_CACHE_BYTES {
+            return Ok(None);
+        }
+        let e = terr("heal teacher");
+        let table = self.store.embeddings(teacher)?;
+        let mut hs: Vec<Tensor> = p.batches.iter().map(|b| forward::embed(&table, &b.ids, &self.dims)).collect::<Result<_, _>>().map_err(&e)?;
+        let mut states = vec![hs.clone()];
+        for (l, layer) in teacher.layers.iter().enumerate() {
+            let w = self.store.layer(l, layer, None)?;
+            for (b, h) in p.batches.iter().zip(hs.iter_mut()) {
+                *h = forward::layer_forward(&w, h, &b.ctx, &self.dims).map_err(&e)?;
+                self.stats.layer_forwards_run += 1;
+            }
+            states.push(hs.clone());
+        }
+        let states = Arc::new(states);
+        self.heals.teachers.push((key, states.clone()));
+        Ok(Some(states))
+    }
+
     /// Fit a map for every gap of `recipe` against `teacher` on `sequences` (from
     /// [`Evaluator::heal_sequences`]); see the module docs. A heal the recipe already has is
     /// replaced. The maps are registered, so the healed recipe scores at once, in memory.
     pub fn fit_heal(&mut self, recipe: &Recipe, teacher: &Teacher, sequences: &[Vec<u32>], ridge: f64) -> Result<HealFit, EvalError> {
+        self.fit_heal_with(recipe, teacher, sequences, ridge, false)
+    }
+
+    /// [`Evaluator::fit_heal`]; `keep_teacher`: keep the teacher's states for later fits on
+    /// the same tokens (a search's).
+    fn fit_heal_with(&mut self, recipe: &Recipe, teacher: &Teacher, sequences: &[Vec<u32>], ridge: f64, keep_teacher: bool) -> Result<HealFit, EvalError> {
         let started = std::time::Instant::now();
         let mut cand = recipe.clone();
         cand.heal = None;
@@ -102,8 +200,20 @@ impl Evaluator {
         if !gaps.is_empty() {
             let table = self.store.embeddings(&cand)?;
             let mut hs: Vec<Tensor> = p.batches.iter().map(|b| forward::embed(&table, &b.ids, &self.dims)).collect::<Result<_, _>>().map_err(&e)?;
-            let table = self.store.embeddings(&teacher_recipe)?;
-            let mut ts: Vec<Tensor> = p.batches.iter().map(|b| forward::embed(&table, &b.ids, &self.dims)).collect::<Result<_, _>>().map_err(&e)?;
+            let kept = match keep_teacher {
+                true => {
+                    let key = format!("{} {}", serde_json::to_string(&teacher_recipe).map_err(|e| EvalError::Spec(e.to_string()))?, heal::tokens_sha256(sequences));
+                    self.teacher_states(&teacher_recipe, &p, key)?
+                }
+                false => None,
+            };
+            let mut ts: Vec<Tensor> = match &kept {
+                Some(_) => Vec::new(),
+                None => {
+                    let table = self.store.embeddings(&teacher_recipe)?;
+                    p.batches.iter().map(|b| forward::embed(&table, &b.ids, &self.dims)).collect::<Result<_, _>>().map_err(&e)?
+                }
+            };
             let mut teacher_depth = 0;
             for (l, layer) in cand.layers.iter().enumerate() {
                 let w = self.store.layer(l, layer, None)?;
@@ -114,13 +224,18 @@ impl Evaluator {
                     }
                     continue;
                 };
-                while teacher_depth < g.until {
-                    let tw = self.store.layer(teacher_depth, &teacher_recipe.layers[teacher_depth], None)?;
-                    for (b, h) in p.batches.iter().zip(ts.iter_mut()) {
-                        *h = forward::layer_forward(&tw, h, &b.ctx, &self.dims).map_err(&e)?;
-                        self.stats.layer_forwards_run += 1;
+                match &kept {
+                    Some(states) => ts.clone_from(&states[g.until]),
+                    None => {
+                        while teacher_depth < g.until {
+                            let tw = self.store.layer(teacher_depth, &teacher_recipe.layers[teacher_depth], None)?;
+                            for (b, h) in p.batches.iter().zip(ts.iter_mut()) {
+                                *h = forward::layer_forward(&tw, h, &b.ctx, &self.dims).map_err(&e)?;
+                                self.stats.layer_forwards_run += 1;
+                            }
+                            teacher_depth += 1;
+                        }
                     }
-                    teacher_depth += 1;
                 }
                 let mut gram = Tensor::zeros((d, d), DType::F64, &self.device).map_err(&e)?;
                 let mut cross = gram.clone();

@@ -289,6 +289,8 @@ pub struct Evaluator {
     /// Bounds now: merged layers, prefix cache, activations.
     bounds: [u64; 3],
     last_check: std::time::Instant,
+    /// A search's heals: its calibration tokens and what was fitted on them.
+    heals: heal_fit::SearchHeals,
 }
 
 /// The memory bounds of an evaluator on `device`: what the options set, the rest derived
@@ -390,6 +392,7 @@ impl Evaluator {
             plan,
             bounds,
             last_check: std::time::Instant::now(),
+            heals: heal_fit::SearchHeals::default(),
         })
     }
 
@@ -470,6 +473,10 @@ impl Evaluator {
         recipe.validate()?;
         crate::layout::Layout::for_family(&self.family, recipe)?;
         if let Some(h) = &recipe.heal {
+            if h.is_request() {
+                // Only `measure` fits a search's request; anything else would score it unhealed.
+                return Err(EvalError::Spec("the recipe asks for a heal that is not fitted yet (a search candidate's); fit it with `hf-tailor heal`".into()));
+            }
             if h.gaps.iter().any(|g| !self.store.has_map(&g.sha256)) {
                 crate::heal::check_arch(recipe)?;
                 for (name, map) in crate::heal::read_maps(h, self.dims.hidden)? {
@@ -657,6 +664,15 @@ impl Evaluator {
 
     /// See [`Scorer::measure`]: every task's metrics from one scoring of the plan.
     pub fn measure_items(&mut self, recipe: &Recipe, budget: usize, items: Items) -> Result<Measures, EvalError> {
+        // A search's candidate that asks for a heal is fitted first (once: see `SearchHeals`).
+        let fitted;
+        let recipe = match recipe.heal.as_deref() {
+            Some(h) if h.is_request() => {
+                fitted = self.fitted(recipe)?;
+                &fitted
+            }
+            _ => recipe,
+        };
         self.check_recipe(recipe)?;
         let key = PlanKey::of(items, budget);
         self.ensure_plan(key)?;

@@ -122,6 +122,11 @@ impl WeightStore {
         self.maps.insert(sha256, map);
     }
 
+    /// Forget a heal map (a search's fit that left the fit cache).
+    pub fn unregister_map(&mut self, sha256: &str) {
+        self.maps.remove(sha256);
+    }
+
     pub fn has_map(&self, sha256: &str) -> bool {
         self.maps.contains_key(sha256)
     }

@@ -145,28 +145,52 @@ pub struct SearchRequest {
     pub heal: Option<HealRequest>,
 }
 
-/// How the search's chosen candidate is healed (`--heal on`, `--heal-teacher`,
-/// `--heal-tokens`, `--heal-ridge`).
+/// What `--heal` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealMode {
+    /// `on`: heal the chosen candidate.
+    On,
+    /// `auto`: heal the chosen candidate, kept only when the healed model scores better than
+    /// the unhealed one by the objective's selection metric, on the selection split (else on
+    /// the search's items at the full budget). A heal fitted to a teacher can lose on the tasks.
+    Auto,
+    /// `search`: the heal and its teacher are dimensions of the space; each healed candidate
+    /// is fitted and scored in memory, and the chosen one is healed as the search chose.
+    Search,
+}
+
+/// How the search heals (`--heal on|auto|search`, `--heal-teacher`, `--heal-tokens`,
+/// `--heal-ridge`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealRequest {
-    pub teacher: crate::recipe::Teacher,
+    /// The teacher (`on`, `auto`: exactly one), or the teachers the search chooses among.
+    pub teachers: Vec<crate::recipe::Teacher>,
     /// Calibration tokens to fit on.
     pub tokens: usize,
     pub ridge: f64,
-    /// `--heal auto`: keep the heal only when the healed model scores better than the
-    /// unhealed one by the objective's selection metric, on the selection split (else on the
-    /// search's items at the full budget). A heal fitted to a teacher can lose on the tasks.
-    pub only_if_better: bool,
+    pub mode: HealMode,
 }
 
 impl Default for HealRequest {
     fn default() -> Self {
         Self {
-            teacher: crate::recipe::Teacher::Average,
+            teachers: vec![crate::recipe::Teacher::Average],
             tokens: crate::heal::DEFAULT_TOKENS,
             ridge: crate::heal::DEFAULT_RIDGE,
-            only_if_better: false,
+            mode: HealMode::On,
         }
+    }
+}
+
+impl HealRequest {
+    /// The space's heal dimension (`search` only).
+    pub fn space(&self) -> Option<crate::search::space::HealSpace> {
+        (self.mode == HealMode::Search).then(|| crate::search::space::HealSpace { teachers: self.teachers.clone(), tokens: self.tokens, ridge: self.ridge })
+    }
+
+    /// The teachers for the progress line.
+    pub fn teachers_shown(&self) -> String {
+        self.teachers.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or ")
     }
 }
 
@@ -197,10 +221,11 @@ pub fn compare_heal(
 /// selection split `hold_out` (nor anything held out for the report: the caller passes the
 /// search's side of the tasks).
 pub fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
+    let mask = |t: &Task, n: usize| hold_out.map(|h| h.selection_mask(&t.name, n)).unwrap_or_else(|| vec![false; n]);
     let texts: Vec<String> = tasks
         .iter()
         .flat_map(|t| match &t.data {
-            TaskData::Perplexity(texts) => texts.clone(),
+            TaskData::Perplexity(texts) => texts.iter().zip(mask(t, texts.len())).filter(|(_, held)| !held).map(|(x, _)| x.clone()).collect(),
             TaskData::MultipleChoice(_) => Vec::new(),
         })
         .collect();
@@ -210,40 +235,81 @@ pub fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
     let mut out = Vec::new();
     for t in tasks {
         if let TaskData::MultipleChoice(items) = &t.data {
-            let mask = hold_out.map(|h| h.selection_mask(&t.name, items.len())).unwrap_or_else(|| vec![false; items.len()]);
             out.extend(
-                items.iter().zip(mask).filter(|(_, held)| !held).filter_map(|(i, _)| i.choices.get(i.label).map(|c| format!("{}{c}", i.context))),
+                items.iter().zip(mask(t, items.len())).filter(|(_, held)| !held).filter_map(|(i, _)| i.choices.get(i.label).map(|c| format!("{}{c}", i.context))),
             );
         }
     }
     out
 }
 
+/// Give every scorer of a `--heal search` its calibration tokens (see [`heal_texts`]: the
+/// texts of `tasks`, else their items, never the selection split `hold_out`), before the
+/// search scores its first healed candidate. Nothing to do for other modes.
+pub fn prepare_heal_search<'a>(
+    req: Option<&HealRequest>,
+    scorers: impl IntoIterator<Item = &'a mut crate::eval::Evaluator>,
+    tasks: &[Task],
+    hold_out: Option<HoldOut>,
+) -> Result<(), PipelineError> {
+    let Some(req) = req.filter(|r| r.mode == HealMode::Search) else { return Ok(()) };
+    let texts = heal_texts(tasks, hold_out);
+    let mut seqs = None;
+    for scorer in scorers {
+        if seqs.is_none() {
+            let s = scorer.heal_sequences(&texts, req.tokens)?;
+            if s.is_empty() {
+                return Err(PipelineError::Plan("--heal search: no calibration text to fit the heal on".into()));
+            }
+            seqs = Some(s);
+        }
+        scorer.set_heal_calibration(seqs.clone().expect("set above"));
+    }
+    Ok(())
+}
+
 /// What [`heal_chosen`] did.
 pub struct HealOutcome {
-    /// The recipe to keep: healed, or `best` as it was when `--heal auto` found the heal worse.
+    /// The recipe to keep: healed, or `best` as it was (`--heal auto` found the heal worse,
+    /// or `--heal search` chose no heal).
     pub recipe: Recipe,
-    pub fit: crate::eval::HealFit,
+    /// The fit, when there was one.
+    pub fit: Option<crate::eval::HealFit>,
     /// Lines to show (the comparison of `--heal auto`, the unhealed leading layers).
     pub notes: Vec<String>,
 }
 
-/// Heal `best` as `req` asks (see [`heal_texts`] for the calibration; the selection split is
-/// `optimizer`'s), writing its maps to `out`/[`crate::heal::MAPS_FILE`] (beside the
+/// Heal `best` as `req` asks (see [`heal_texts`] for the calibration `tasks`, less the
+/// selection split `hold_out`), writing its maps to `out`/[`crate::heal::MAPS_FILE`] (beside the
 /// `tailor.yaml` the job writes there); the healed recipe is scored in memory by `scorer`
-/// from now on. With `--heal auto` the heal is kept only if [`compare_heal`] finds it better.
+/// from now on. With `--heal auto` the heal is kept only if [`compare_heal`] finds it better;
+/// with `--heal search` `best` is healed as the search chose (its heal request), or not at all.
 pub fn heal_chosen(
     scorer: &mut crate::eval::Evaluator,
     best: &Recipe,
     tasks: &[Task],
+    hold_out: Option<HoldOut>,
     optimizer: &OptimizerConfig,
     req: &HealRequest,
     out: &Path,
 ) -> Result<HealOutcome, PipelineError> {
-    let texts = heal_texts(tasks, optimizer.hold_out);
-    let seqs = scorer.heal_sequences(&texts, req.tokens)?;
-    let fit = scorer.fit_heal(best, &req.teacher, &seqs, req.ridge)?;
+    let (teacher, tokens, ridge) = match (req.mode, best.heal.as_deref()) {
+        (HealMode::Search, None) => {
+            return Ok(HealOutcome { recipe: best.clone(), fit: None, notes: vec!["--heal search: the chosen candidate is unhealed".into()] })
+        }
+        (HealMode::Search, Some(h)) => (h.teacher.clone(), h.tokens, h.ridge),
+        _ => (req.teachers.first().cloned().unwrap_or(crate::recipe::Teacher::Average), req.tokens, req.ridge),
+    };
+    // The search's own tokens for its choice, so that the written model is the one it scored.
+    let seqs = match (req.mode, scorer.heal_calibration()) {
+        (HealMode::Search, Some(seqs)) => seqs.to_vec(),
+        _ => scorer.heal_sequences(&heal_texts(tasks, hold_out), tokens)?,
+    };
+    let fit = scorer.fit_heal(best, &teacher, &seqs, ridge)?;
     let mut notes = Vec::new();
+    if req.mode == HealMode::Search {
+        notes.push(format!("--heal search: the chosen candidate is healed against {teacher}"));
+    }
     if !fit.unhealed.is_empty() {
         notes
             .push(format!("source layers {:?} are removed before the first kept layer: no layer precedes them, so they stay unhealed", fit.unhealed));
@@ -254,8 +320,9 @@ pub fn heal_chosen(
         h.sha256 = crate::heal::write_maps(&path, &fit.maps, scorer.family().base.config.hidden_size).map_err(crate::eval::EvalError::from)?;
         h.file = path.clone();
     }
-    if req.only_if_better && healed.heal.is_some() {
-        let (with, without) = compare_heal(scorer, best, &healed, optimizer)?;
+    let unhealed = Recipe { heal: None, ..best.clone() };
+    if req.mode == HealMode::Auto && healed.heal.is_some() {
+        let (with, without) = compare_heal(scorer, &unhealed, &healed, optimizer)?;
         let metric = optimizer.objective.select.name();
         let on = if optimizer.hold_out.is_some() { "the selection split" } else { "the search's items" };
         if with <= without {
@@ -263,11 +330,11 @@ pub fn heal_chosen(
                 "--heal auto: the heal does not help ({metric} {with:.5} healed vs {without:.5} without, on {on}): the chosen model stays unhealed"
             ));
             let _ = std::fs::remove_file(&path);
-            return Ok(HealOutcome { recipe: best.clone(), fit, notes });
+            return Ok(HealOutcome { recipe: unhealed, fit: Some(fit), notes });
         }
         notes.push(format!("--heal auto: the heal helps ({metric} {with:.5} healed vs {without:.5} without, on {on}): kept"));
     }
-    Ok(HealOutcome { recipe: healed, fit, notes })
+    Ok(HealOutcome { recipe: healed, fit: Some(fit), notes })
 }
 
 impl Default for SearchRequest {
@@ -309,6 +376,9 @@ impl SearchRequest {
             return Err(PipelineError::Plan("--trials must be at least 1".into()));
         }
         self.hold_out()?;
+        if self.depths.is_range() && self.heal.as_ref().is_some_and(|h| h.mode == HealMode::Search) {
+            return Err(PipelineError::Plan("--heal search searches one depth: give --keep-layers N (or heal a front's choice with --heal on)".into()));
+        }
         Ok(())
     }
 
@@ -326,7 +396,9 @@ impl SearchRequest {
         let config = &family.base.config;
         let (keep, keep_max) = self.depths.resolve(config.num_hidden_layers, |k| config.total_params(k), self.pick)?;
         let template = RecipeTemplate::for_family(family, base, siblings, self.edges);
-        Ok(SearchSpace::with_depths(template, keep, keep_max, self.space.clone())?)
+        let mut options = self.space.clone();
+        options.heal = self.heal.as_ref().and_then(HealRequest::space);
+        Ok(SearchSpace::with_depths(template, keep, keep_max, options)?)
     }
 
     /// The optimiser for calibration `tasks`: the default objective follows whether they

@@ -204,6 +204,7 @@ pub fn tailor(
         request.trials,
         scorer.task_names().join(", ")
     ));
+    super::request::prepare_heal_search(request.heal.as_ref(), [&mut scorer], &calibration, spec.optimizer.hold_out)?;
     let started = Instant::now();
     let params = super::request::params(fam.clone());
     let result = if spec.space.is_range() {
@@ -214,8 +215,10 @@ pub fn tailor(
     let search_seconds = started.elapsed().as_secs_f64();
     let mut result = result;
     if let Some(h) = &request.heal {
-        progress.stage(&format!("healing the chosen candidate's cuts against {} ({} calibration tokens)", h.teacher, h.tokens));
-        let healed = super::request::heal_chosen(&mut scorer, &result.best, &calibration, &spec.optimizer, h, out)?;
+        if h.mode != super::request::HealMode::Search || result.best.heal.is_some() {
+            progress.stage(&format!("healing the chosen candidate's cuts ({} calibration tokens)", h.tokens));
+        }
+        let healed = super::request::heal_chosen(&mut scorer, &result.best, &calibration, spec.optimizer.hold_out, &spec.optimizer, h, out)?;
         for n in &healed.notes {
             progress.stage(n);
         }

@@ -14,12 +14,13 @@ use rand::Rng;
 use super::space::{Candidate, Choice, SearchSpace};
 
 /// How far `a` is from `b`: layers moved (half the kept positions only one of them has,
-/// rounded up) and kept layers of both whose rule differs.
+/// rounded up) and kept layers of both whose rule differs, plus one when they are healed
+/// differently.
 pub fn distance(a: &Candidate, b: &Candidate) -> (usize, usize) {
     let pairs = a.layers.iter().zip(&b.layers);
     let differ = pairs.clone().filter(|(x, y)| x.is_some() != y.is_some()).count();
     let changed = pairs.filter(|(x, y)| matches!((x, y), (Some(x), Some(y)) if x != y)).count();
-    (differ.div_ceil(2), changed)
+    (differ.div_ceil(2), changed + usize::from(a.heal != b.heal))
 }
 
 /// The kept layer nearest to removed position `r` (the lower one on a tie), if any.
@@ -39,14 +40,18 @@ pub fn local_move(space: &SearchSpace, c: &Candidate, rng: &mut impl Rng) -> Can
     let removed: Vec<usize> = (0..c.layers.len()).filter(|&i| c.layers[i].is_none()).collect();
     let merges: Vec<usize> = kept.iter().copied().filter(|&i| c.layers[i].is_some_and(|x| x.is_merge())).collect();
     let n = space.siblings();
-    if (removed.is_empty() || kept.is_empty()) && n == 0 {
+    if (removed.is_empty() || kept.is_empty()) && n == 0 && space.options.heal.is_none() {
         return c.clone(); // a one-point space
     }
     let methods = &space.options.methods;
+    // A space with the heal also switches it (one move in eleven).
+    let kinds = if space.options.heal.is_some() { 11 } else { 10 };
     let mut out = c.clone();
     for _ in 0..1000 {
         out.clone_from(c);
-        match rng.random_range(0..10) {
+        match rng.random_range(0..kinds) {
+            // The heal: off, on with a teacher, or another teacher.
+            10 => out.heal = space.other_heal(c, rng).expect("a space with the heal"),
             // Exchange a removed layer with a kept one: its nearest kept neighbour three
             // times in four, else any kept layer; the layer brought back takes the rule of
             // the one it replaces.
@@ -130,11 +135,33 @@ mod tests {
     }
 
     #[test]
+    fn a_space_with_the_heal_switches_it_as_one_move() {
+        use crate::recipe::Teacher;
+        use crate::search::space::HealSpace;
+        let heal = HealSpace { teachers: vec![Teacher::Base, Teacher::Average], tokens: 64, ridge: 1e-3 };
+        let space = SearchSpace::new(template(12, 3), 8, SpaceOptions { heal: Some(heal), ..Default::default() }).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut switched = 0;
+        for _ in 0..300 {
+            let c = space.sample(&mut rng);
+            let m = local_move(&space, &c, &mut rng);
+            let (moved, changed) = distance(&m, &c);
+            assert_eq!(moved + changed, 1, "one step");
+            if m.heal != c.heal {
+                assert_eq!(m.layers, c.layers, "a heal move changes nothing else");
+                switched += 1;
+            }
+            assert_eq!(space.from_recipe(&space.to_recipe(&m)).unwrap(), m);
+        }
+        assert!((10..60).contains(&switched), "about one move in eleven: {switched}");
+    }
+
+    #[test]
     fn distance_counts_moved_and_changed_layers() {
         let b = Choice::BASE;
         let s = Choice::new(1, 0.0, Method::TaskArithmetic);
-        let a = Candidate { layers: vec![Some(b), None, Some(b), Some(s)] };
-        let c = Candidate { layers: vec![Some(b), Some(b), None, Some(b)] };
+        let a = Candidate::new(vec![Some(b), None, Some(b), Some(s)]);
+        let c = Candidate::new(vec![Some(b), Some(b), None, Some(b)]);
         assert_eq!(distance(&a, &c), (1, 1));
         assert_eq!(distance(&a, &a), (0, 0));
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dtype::Dtype;
 use crate::merge::Method;
-use crate::recipe::{EdgePolicy, LayerRule, Merge, Recipe, Rule, SourceModel};
+use crate::recipe::{EdgePolicy, Heal, LayerRule, Merge, Recipe, Rule, SourceModel, Teacher};
 
 use super::SearchError;
 
@@ -81,12 +81,25 @@ pub struct SpaceOptions {
     pub density: f64,
     /// Seed of DARE's drop masks (fixed so a recipe always builds the same tensors).
     pub dare_seed: u64,
+    /// The heal as a dimension of the space (`--heal search`); absent: no candidate is healed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal: Option<HealSpace>,
 }
 
 impl Default for SpaceOptions {
     fn default() -> Self {
-        Self { methods: vec![Method::TaskArithmetic], density: 0.5, dare_seed: 0 }
+        Self { methods: vec![Method::TaskArithmetic], density: 0.5, dare_seed: 0, heal: None }
     }
+}
+
+/// The heal as a dimension of the space: each candidate is unhealed or healed against one of
+/// `teachers` (see [`crate::heal`]), every healed candidate fitted on the same `tokens`
+/// calibration tokens with the same `ridge`, in memory, when it is scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealSpace {
+    pub teachers: Vec<Teacher>,
+    pub tokens: usize,
+    pub ridge: f64,
 }
 
 /// λ is searched on a grid of this many steps per unit, so recipes are short to read and
@@ -127,13 +140,21 @@ impl Choice {
     }
 }
 
-/// A point of the space: for every source layer, `None` (removed) or what the kept layer does.
+/// A point of the space: for every source layer, `None` (removed) or what the kept layer
+/// does; and, in a space with the heal, which teacher heals its cuts (an index into
+/// [`HealSpace::teachers`]; `None`: unhealed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     pub layers: Vec<Option<Choice>>,
+    pub heal: Option<u8>,
 }
 
 impl Candidate {
+    /// An unhealed candidate.
+    pub fn new(layers: Vec<Option<Choice>>) -> Self {
+        Self { layers, heal: None }
+    }
+
     pub fn kept(&self) -> impl Iterator<Item = usize> + '_ {
         self.layers.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| i)
     }
@@ -143,7 +164,17 @@ impl Candidate {
         fn layers(c: &Candidate) -> impl Iterator<Item = (usize, &Choice)> {
             c.layers.iter().enumerate().filter_map(|(i, l)| l.as_ref().map(|l| (i, l)))
         }
-        layers(self).zip(layers(other)).take_while(|(a, b)| a == b).count()
+        let same = layers(self).zip(layers(other)).take_while(|(a, b)| a == b).count();
+        if self.heal == other.heal {
+            return same;
+        }
+        // Healed differently: the first layer before a gap carries a map in one of them (and
+        // a different map in both when both are healed), so the prefix ends before it.
+        let before_gap = |c: &Candidate| {
+            let kept: Vec<usize> = c.kept().collect();
+            kept.windows(2).position(|w| w[1] > w[0] + 1).or_else(|| kept.last().filter(|&&k| k + 1 < c.layers.len()).map(|_| kept.len() - 1))
+        };
+        [before_gap(self), before_gap(other)].into_iter().flatten().fold(same, usize::min)
     }
 
     pub fn merges(&self) -> usize {
@@ -185,7 +216,32 @@ impl SearchSpace {
         if !(options.density > 0.0 && options.density <= 1.0) {
             return Err(SearchError::Space(format!("merge density must be in (0, 1], got {}", options.density)));
         }
+        if let Some(h) = &options.heal {
+            Self::check_heal(&template, h)?;
+        }
         Ok(Self { template, keep, keep_max: keep, options })
+    }
+
+    /// The heal dimension fits the family: teachers it has, an architecture whose MLP output
+    /// joins the residual stream, a usable ridge and token count.
+    fn check_heal(template: &RecipeTemplate, h: &HealSpace) -> Result<(), SearchError> {
+        let bad = |m: String| SearchError::Space(format!("--heal search: {m}"));
+        if h.teachers.is_empty() || h.teachers.len() > 16 {
+            return Err(bad(format!("give 1 to 16 teachers, got {}", h.teachers.len())));
+        }
+        if h.tokens < 2 || !(h.ridge.is_finite() && h.ridge >= 0.0) {
+            return Err(bad("the heal needs at least 2 calibration tokens and a finite ridge >= 0".into()));
+        }
+        for (i, t) in h.teachers.iter().enumerate() {
+            match t {
+                Teacher::Sibling(n) if !template.siblings.iter().any(|s| s.name == *n) => return Err(bad(format!("teacher `{t}` is not a sibling"))),
+                Teacher::Average if template.siblings.is_empty() => return Err(bad("teacher `average` needs at least one sibling".into())),
+                _ if h.teachers[..i].contains(t) => return Err(bad(format!("teacher `{t}` is listed twice"))),
+                _ => {}
+            }
+        }
+        let probe = Recipe::new(&template.architecture, template.source_layers, template.base.clone(), template.siblings.clone(), vec![], template.edges);
+        crate::heal::check_arch(&probe).map_err(|e| SearchError::Space(e.to_string()))
     }
 
     /// A space over every depth of `keep..=keep_max`: one study for the whole front.
@@ -242,7 +298,20 @@ impl SearchSpace {
         for i in kept {
             layers[i] = Some(self.random_choice(rng));
         }
-        Candidate { layers }
+        // Healed half the time (a space without the heal draws nothing more, as before).
+        let heal = match &self.options.heal {
+            Some(h) if rng.random_bool(0.5) => Some(rng.random_range(0..h.teachers.len()) as u8),
+            _ => None,
+        };
+        Candidate { layers, heal }
+    }
+
+    /// Another heal for `c` in a space with the heal: off when healed, else a teacher, or
+    /// another teacher (`None` without the heal).
+    pub fn other_heal(&self, c: &Candidate, rng: &mut impl Rng) -> Option<Option<u8>> {
+        let n = self.options.heal.as_ref()?.teachers.len() as u8;
+        let choices: Vec<Option<u8>> = std::iter::once(None).chain((0..n).map(Some)).filter(|h| *h != c.heal).collect();
+        Some(choices[rng.random_range(0..choices.len())])
     }
 
     fn random_choice(&self, rng: &mut impl Rng) -> Choice {
@@ -259,13 +328,17 @@ impl SearchSpace {
         let kept: Vec<usize> = c.kept().collect();
         let removed: Vec<usize> = (0..c.layers.len()).filter(|i| c.layers[*i].is_none()).collect();
         let merges: Vec<usize> = kept.iter().copied().filter(|&i| c.layers[i].is_some_and(|x| x.is_merge())).collect();
-        if removed.is_empty() && self.siblings() == 0 && !self.is_range() {
+        if removed.is_empty() && self.siblings() == 0 && !self.is_range() && self.options.heal.is_none() {
             return out; // a one-point space: nothing to move
         }
-        // A front also moves between depths: add a removed layer or drop a kept one.
-        let moves = if self.is_range() { 6 } else { 4 };
+        // A front also moves between depths: add a removed layer or drop a kept one; a space
+        // with the heal also switches the heal.
+        let moves = if self.is_range() { 6 } else { 4 } + usize::from(self.options.heal.is_some());
         loop {
             match rng.random_range(0..moves) {
+                m if m + 1 == moves && self.options.heal.is_some() => {
+                    out.heal = self.other_heal(c, rng).expect("a space with the heal");
+                }
                 0 if !removed.is_empty() => {
                     let from = kept[rng.random_range(0..kept.len())];
                     let to = removed[rng.random_range(0..removed.len())];
@@ -338,11 +411,18 @@ impl SearchSpace {
             // The depth as a feature of its own: accuracy falls with it across the front.
             f.push((c.kept().count() - self.keep) as f64 / (self.keep_max - self.keep) as f64);
         }
+        if let Some(h) = &self.options.heal {
+            // Healed or not, then which teacher (one bit each).
+            f.push(f64::from(u8::from(c.heal.is_some())));
+            f.extend((0..h.teachers.len()).map(|t| f64::from(u8::from(c.heal == Some(t as u8)))));
+        }
         f
     }
 
     pub fn feature_len(&self) -> usize {
-        self.source_layers() * (2 + self.siblings() + usize::from(self.options.methods.len() > 1)) + usize::from(self.is_range())
+        self.source_layers() * (2 + self.siblings() + usize::from(self.options.methods.len() > 1))
+            + usize::from(self.is_range())
+            + self.options.heal.as_ref().map_or(0, |h| 1 + h.teachers.len())
     }
 
     /// The recipe a candidate stands for.
@@ -351,6 +431,9 @@ impl SearchSpace {
         let layers = c.layers.iter().enumerate().filter_map(|(from, ch)| ch.map(|ch| LayerRule { from, rule: self.rule(&ch) })).collect();
         let mut r = Recipe::new(&t.architecture, t.source_layers, t.base.clone(), t.siblings.clone(), layers, t.edges);
         r.dtype = t.dtype;
+        if let (Some(i), Some(h)) = (c.heal, &self.options.heal) {
+            r.heal = Some(Box::new(Heal::request(h.teachers[usize::from(i)].clone(), h.tokens, h.ridge)));
+        }
         r
     }
 
@@ -421,7 +504,19 @@ impl SearchSpace {
             };
             layers[l.from] = Some(choice);
         }
-        Ok(Candidate { layers })
+        // A heal (asked for or fitted) is the space's when its teacher, tokens and ridge are.
+        let heal = match (&r.heal, &self.options.heal) {
+            (None, _) => None,
+            (Some(_), None) => return Err(bad("it is healed, and the space has no heal (--heal search)".into())),
+            (Some(h), Some(space)) => {
+                let at = space.teachers.iter().position(|t| *t == h.teacher).ok_or_else(|| bad(format!("its heal's teacher `{}` is not one of the space's", h.teacher)))?;
+                if h.is_request() && (h.tokens != space.tokens || h.ridge != space.ridge) {
+                    return Err(bad(format!("its heal asks for {} tokens at ridge {}, the space's for {} at {}", h.tokens, h.ridge, space.tokens, space.ridge)));
+                }
+                Some(at as u8)
+            }
+        };
+        Ok(Candidate { layers, heal })
     }
 
     /// The base model cut to `kept` layers (baselines and warm starts).
@@ -430,7 +525,7 @@ impl SearchSpace {
         for &i in kept {
             layers[i] = Some(Choice::BASE);
         }
-        Candidate { layers }
+        Candidate::new(layers)
     }
 }
 
@@ -477,6 +572,55 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_heal_is_a_dimension_that_round_trips_through_recipes() {
+        let heal = HealSpace { teachers: vec![Teacher::Average, Teacher::Sibling("s1".into())], tokens: 256, ridge: 1e-3 };
+        let space = SearchSpace::new(template(10, 2), 7, SpaceOptions { heal: Some(heal.clone()), ..Default::default() }).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..100 {
+            let c = space.sample(&mut rng);
+            seen.insert(c.heal);
+            let r = space.to_recipe(&c);
+            assert_eq!(r.heal.as_ref().map(|h| (h.teacher.clone(), h.is_request())), c.heal.map(|i| (heal.teachers[usize::from(i)].clone(), true)));
+            r.validate().unwrap();
+            let back = Recipe::from_yaml_str(&r.to_yaml(), "t").unwrap();
+            assert_eq!(space.from_recipe(&back).unwrap(), c);
+            assert_eq!(space.features(&c).len(), space.feature_len());
+            let n = space.neighbour(&c, &mut rng);
+            assert_eq!(space.from_recipe(&space.to_recipe(&n)).unwrap(), n);
+        }
+        assert_eq!(seen.len(), 3, "unhealed and both teachers: {seen:?}");
+        // Not this space's heal, or no heal in the space: refused.
+        let mut c = space.sample(&mut rng);
+        c.heal = Some(0);
+        let mut r = space.to_recipe(&c);
+        r.heal.as_mut().unwrap().tokens = 128;
+        assert!(space.from_recipe(&r).unwrap_err().to_string().contains("asks for 128 tokens"));
+        r.heal.as_mut().unwrap().teacher = Teacher::Base;
+        assert!(space.from_recipe(&r).unwrap_err().to_string().contains("teacher `base` is not one of the space's"));
+        let plain = SearchSpace::new(template(10, 2), 7, SpaceOptions::default()).unwrap();
+        assert!(plain.from_recipe(&space.to_recipe(&c)).unwrap_err().to_string().contains("the space has no heal"));
+        // A healed candidate shares the layers before its first gap's with the unhealed one:
+        // layers 0, 1 (layer 2 carries the map of the gap 3; a trailing gap counts too).
+        let healed = Candidate { heal: Some(0), ..space.base_only(&[0, 1, 2, 4, 5, 6, 8]) };
+        assert_eq!(healed.shared_prefix(&space.base_only(&[0, 1, 2, 4, 5, 6, 8])), 2);
+        assert_eq!(healed.shared_prefix(&healed), 7);
+        let trailing = Candidate { heal: Some(1), ..space.base_only(&[0, 1, 2, 3, 4, 5, 6]) };
+        assert_eq!(trailing.shared_prefix(&space.base_only(&[0, 1, 2, 3, 4, 5, 6])), 6);
+        assert_eq!(Candidate { heal: Some(1), ..space.base_only(&[3, 4, 5, 6, 7, 8, 9]) }.shared_prefix(&space.base_only(&[3, 4, 5, 6, 7, 8, 9])), 7, "no gap after a kept layer: nothing healed");
+        // Teachers the family does not have, or twice, are refused.
+        for (teachers, why) in [
+            (vec![Teacher::Sibling("nope".into())], "is not a sibling"),
+            (vec![Teacher::Base, Teacher::Base], "listed twice"),
+            (vec![], "give 1 to 16 teachers"),
+        ] {
+            let h = HealSpace { teachers, tokens: 256, ridge: 1e-3 };
+            let e = SearchSpace::new(template(10, 2), 7, SpaceOptions { heal: Some(h), ..Default::default() }).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
     fn rules_per_layer_counts_takes_and_merges_on_the_grid() {
         assert_eq!(SearchSpace::new(template(10, 0), 7, SpaceOptions::default()).unwrap().rules_per_layer(), 1);
         assert_eq!(SearchSpace::new(template(10, 1), 7, SpaceOptions::default()).unwrap().rules_per_layer(), 2);
@@ -518,14 +662,12 @@ pub(crate) mod tests {
     #[test]
     fn rules_follow_the_subset() {
         let space = SearchSpace::new(template(4, 2), 3, SpaceOptions::default()).unwrap();
-        let c = Candidate {
-            layers: vec![
-                Some(Choice::BASE),
-                None,
-                Some(Choice::new(0b10, 0.3, Method::TaskArithmetic)),
-                Some(Choice::new(0b11, 0.61234, Method::TaskArithmetic)),
-            ],
-        };
+        let c = Candidate::new(vec![
+            Some(Choice::BASE),
+            None,
+            Some(Choice::new(0b10, 0.3, Method::TaskArithmetic)),
+            Some(Choice::new(0b11, 0.61234, Method::TaskArithmetic)),
+        ]);
         let r = space.to_recipe(&c);
         assert_eq!(r.removed_layers(), vec![1]);
         assert_eq!(r.layers[0].rule, Rule::Take("base".into()));

@@ -200,7 +200,7 @@ impl SyntheticScorer {
         for &l in order.iter().take(keep) {
             layers[l] = Some(best[l].1);
         }
-        let c = Candidate { layers };
+        let c = Candidate::new(layers);
         let m = self.exact_mean(&c);
         (c, m)
     }

@@ -89,6 +89,39 @@ fn fitted_maps_equal_numpy_least_squares_of_the_same_system() {
     assert!(worst < 1e-6, "numpy's solution differs by {worst:e} (relative to the map's largest entry)");
 }
 
+/// A search's heal request is fitted when the candidate is scored (in memory, on the
+/// search's calibration tokens, the teacher's states kept for the next fits) and scores
+/// exactly as the explicit fit of the same recipe does; without the search's tokens, or on
+/// a path that does not fit, it is refused rather than scored unhealed.
+#[test]
+fn a_heal_request_scores_exactly_as_its_explicit_fit() {
+    use hf_tailor::eval::{Task, TaskData};
+    use hf_tailor::recipe::Heal;
+    use hf_tailor::score::{Items, Scorer};
+    let tmp = common::tempdir();
+    let (fam, r) = setup(tmp.path());
+    let task = Task::new("held", TaskData::Perplexity(vec!["A text to score, other than the calibration texts, a little long.".into(), "And a short one.".into()]));
+    let mut ev = Evaluator::new(fam.clone(), vec![task.clone()], EvalOptions::default()).unwrap();
+    let seqs = ev.heal_sequences(&texts(), 4096).unwrap();
+    let ask = |recipe: &Recipe, teacher: Teacher| Recipe { heal: Some(Box::new(Heal::request(teacher, 4096, 1e-3))), ..recipe.clone() };
+    let e = ev.measure(&ask(&two_gaps(&r), Teacher::Average), 100, Items::All).unwrap_err().to_string();
+    assert!(e.contains("no heal calibration") && !e.contains('\n'), "{e}");
+    ev.set_heal_calibration(seqs.clone());
+    let mut explicit = Evaluator::new(fam.clone(), vec![task], EvalOptions::default()).unwrap();
+    for (recipe, teacher) in [(two_gaps(&r), Teacher::Average), (r.clone(), Teacher::Average), (two_gaps(&r), Teacher::Base)] {
+        let searched = ev.measure(&ask(&recipe, teacher.clone()), 100, Items::All).unwrap();
+        let again = ev.measure(&ask(&recipe, teacher.clone()), 100, Items::All).unwrap();
+        let fit = explicit.fit_heal(&recipe, &teacher, &seqs, 1e-3).unwrap();
+        let want = explicit.measure(&fit.recipe, 100, Items::All).unwrap();
+        assert_eq!(searched, want, "{teacher}: the request scores as its explicit fit");
+        assert_eq!(again, want, "{teacher}: from the fit cache");
+        assert_ne!(explicit.measure(&recipe, 100, Items::All).unwrap(), want, "the heal changes the scores");
+    }
+    let probe = vec![ev.encoder().encode("Hello").unwrap()];
+    let e = ev.logits(&ask(&r, Teacher::Base), &probe).unwrap_err().to_string();
+    assert!(e.contains("not fitted yet"), "{e}");
+}
+
 /// A healed recipe saved with its maps and built from its files is the model the evaluator
 /// scored in memory (same logits, exactly), and transformers loads it to the same logits;
 /// the heal changes the candidate; the build carries the maps and `tailor.yaml` rebuilds it.
@@ -247,6 +280,58 @@ fn the_root_command_heals_the_chosen_candidate_and_verifies_the_build() {
             assert!(search_dir.join("heal.safetensors").is_file() && err.contains("kept"), "{err}");
         }
         None => assert!(!search_dir.join("heal.safetensors").exists() && err.contains("stays unhealed"), "{err}"),
+    }
+}
+
+/// `search --heal search`: healed candidates are trials of the search (their journal recipes
+/// ask for the heal; the warm starts include the healed cuts), and the written choice is
+/// fitted, never a request, with its maps beside it when healed; the modes' misuses are
+/// one-line usage errors.
+#[test]
+fn the_search_searches_the_heal_and_writes_a_fitted_choice() {
+    use crate::cli::{fixture_job, letters_task, run, text};
+    let dir = common::tempdir();
+    let (base, list) = fixture_job(dir.path());
+    let task = dir.path().join("letters.jsonl");
+    letters_task(&task, 24);
+    let out_dir = dir.path().join("s");
+    let texts_file = dir.path().join("texts.jsonl");
+    std::fs::write(&texts_file, texts().iter().map(|t| serde_json::json!({"text": t}).to_string() + "\n").collect::<String>()).unwrap();
+    let calibration = format!("ppl={}", texts_file.display());
+    let (base_s, list_s, task_s, out_s) =
+        (base.display().to_string(), list.display().to_string(), task.display().to_string(), out_dir.display().to_string());
+    let search =
+        ["search", "--base", &base_s, "--finetunes", &list_s, "--tasks", &task_s, "--calibration", &calibration, "--keep-layers", "2", "--out", &out_s];
+    let out = run(&[&search[..], &["--trials", "12", "--heal", "search", "--heal-teacher", "base,average"]].concat(), dir.path());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "search failed:
+{err}");
+    let journal = std::fs::read_to_string(out_dir.join("journal.jsonl")).unwrap();
+    let trials: Vec<serde_json::Value> = journal.lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let healed = trials.iter().filter(|t| t["recipe"].get("heal").is_some()).count();
+    assert!(healed > 0 && healed < trials.len(), "healed and unhealed trials: {healed} of {}", trials.len());
+    let warm_healed = trials.iter().filter(|t| t["origin"] == "baseline" && t["recipe"].get("heal").is_some()).count();
+    assert!(warm_healed >= 1, "the baseline's cut healed by the base is a warm start");
+    assert!(journal.lines().next().unwrap().contains("\"teachers\":[\"base\",\"average\"]"), "the space's heal is in the header");
+    let recipe = Recipe::load(&out_dir.join("tailor.yaml")).unwrap();
+    match &recipe.heal {
+        Some(h) => {
+            assert!(!h.is_request() && out_dir.join("heal.safetensors").is_file(), "a fitted heal beside the recipe");
+            assert!(err.contains("--heal search: the chosen candidate is healed against"), "{err}");
+        }
+        None => assert!(!out_dir.join("heal.safetensors").exists() && err.contains("--heal search: the chosen candidate is unhealed"), "{err}"),
+    }
+    for (extra, why) in [
+        (&["--heal", "on", "--heal-teacher", "base,average"][..], "a list of teachers is for --heal search"),
+        (&["--heal", "search", "--heal-teacher", "sibling:nope"][..], "teacher `sibling:nope` is not a sibling"),
+    ] {
+        let mut other = search;
+        let fresh = dir.path().join("refused").display().to_string();
+        other[other.len() - 1] = &fresh;
+        let out = run(&[&other[..], &["--trials", "2"], extra].concat(), dir.path());
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(why) && err.trim().lines().count() == 1, "{err}");
     }
 }
 
