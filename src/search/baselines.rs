@@ -47,6 +47,14 @@ impl BaselineKind {
             Self::Sleb => "SLEB",
         }
     }
+    /// Display name of the baseline's cut healed against the base (see [`crate::heal`]).
+    pub fn healed_label(self) -> &'static str {
+        match self {
+            Self::Shortgpt => "ShortGPT + heal",
+            Self::Angular => "ReplaceMe (angular + heal)",
+            Self::Sleb => "SLEB + heal",
+        }
+    }
     /// File-name stem (`shortgpt.yaml`).
     pub fn stem(self) -> &'static str {
         match self {

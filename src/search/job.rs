@@ -216,6 +216,7 @@ fn run_job_with<W: AsScorer>(
     }
     let mut rows = score_references(space, scorer, full, &params, observer)?;
     rows.extend(baseline_rows);
+    rows.extend(healed_baseline_rows(space, &baselines, scorer, full, &params, observer)?);
     let best_trial = outcome.best_trial();
     let best = best_trial.recipe.clone();
     // Every row is scored on the same items: the first `full` of all calibration items.
@@ -307,6 +308,30 @@ pub fn run_front_job<S: Scorer>(
     }
     let front_baselines = points.iter().map(|p| per_kind.iter().map(|bs| bs[p.layers - space.keep].clone()).collect()).collect();
     Ok(JobResult { outcome, best, baselines, report, front: points, front_baselines })
+}
+
+/// With the heal in the space, each baseline's cut healed against the base as well, scored
+/// like the others: ShortGPT + heal, and ReplaceMe (arXiv 2505.02819: the angular-distance
+/// block, healed), the strongest training-free single-model peers.
+fn healed_baseline_rows<S: Scorer>(
+    space: &SearchSpace,
+    baselines: &[Baseline],
+    scorer: &mut S,
+    budget: usize,
+    params: &dyn Fn(&Recipe) -> u64,
+    observer: &mut dyn JobObserver,
+) -> Result<Vec<ModelResult>, SearchError> {
+    let Some(h) = &space.options.heal else { return Ok(Vec::new()) };
+    let mut rows = Vec::new();
+    for b in baselines {
+        let label = b.kind.healed_label();
+        observer.stage(&format!("scoring {label}"));
+        let mut r = b.recipe.clone();
+        r.heal = Some(Box::new(crate::recipe::Heal::request(crate::recipe::Teacher::Base, h.tokens, h.ridge)));
+        let m = measure(scorer, &r, budget, Items::All, label)?;
+        rows.push(ModelResult::from_measures(label.into(), ResultKind::Baseline, r.layers.len(), params(&r), &m));
+    }
+    Ok(rows)
 }
 
 /// On resume, the settings `spec.inherit` says come from the journal (see [`Inherit`]).

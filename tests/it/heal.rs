@@ -313,6 +313,9 @@ fn the_search_searches_the_heal_and_writes_a_fitted_choice() {
     let warm_healed = trials.iter().filter(|t| t["origin"] == "baseline" && t["recipe"].get("heal").is_some()).count();
     assert!(warm_healed >= 1, "the baseline's cut healed by the base is a warm start");
     assert!(journal.lines().next().unwrap().contains("\"teachers\":[\"base\",\"average\"]"), "the space's heal is in the header");
+    // ShortGPT's cut healed against the base is a row beside ShortGPT's, on the same items.
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(report.contains("ShortGPT + heal") && report.contains("| ShortGPT |"), "{report}");
     let recipe = Recipe::load(&out_dir.join("tailor.yaml")).unwrap();
     match &recipe.heal {
         Some(h) => {
