@@ -113,7 +113,12 @@ impl Evaluator {
         if self.heals.fits.len() == FIT_CACHE {
             let (_, old) = self.heals.fits.pop_front().expect("full");
             for g in old.heal.iter().flat_map(|h| h.gaps.iter()) {
-                let in_use = fit.recipe.heal.iter().chain(self.heals.fits.iter().filter_map(|(_, r)| r.heal.as_ref())).any(|h| h.gaps.iter().any(|x| x.sha256 == g.sha256));
+                let in_use = fit
+                    .recipe
+                    .heal
+                    .iter()
+                    .chain(self.heals.fits.iter().filter_map(|(_, r)| r.heal.as_ref()))
+                    .any(|h| h.gaps.iter().any(|x| x.sha256 == g.sha256));
                 if !in_use {
                     self.store.unregister_map(&g.sha256);
                 }
@@ -161,7 +166,14 @@ impl Evaluator {
 
     /// [`Evaluator::fit_heal`]; `keep_teacher`: keep the teacher's states for later fits on
     /// the same tokens (a search's).
-    fn fit_heal_with(&mut self, recipe: &Recipe, teacher: &Teacher, sequences: &[Vec<u32>], ridge: f64, keep_teacher: bool) -> Result<HealFit, EvalError> {
+    fn fit_heal_with(
+        &mut self,
+        recipe: &Recipe,
+        teacher: &Teacher,
+        sequences: &[Vec<u32>],
+        ridge: f64,
+        keep_teacher: bool,
+    ) -> Result<HealFit, EvalError> {
         let started = std::time::Instant::now();
         let mut cand = recipe.clone();
         cand.heal = None;
@@ -202,7 +214,11 @@ impl Evaluator {
             let mut hs: Vec<Tensor> = p.batches.iter().map(|b| forward::embed(&table, &b.ids, &self.dims)).collect::<Result<_, _>>().map_err(&e)?;
             let kept = match keep_teacher {
                 true => {
-                    let key = format!("{} {}", serde_json::to_string(&teacher_recipe).map_err(|e| EvalError::Spec(e.to_string()))?, heal::tokens_sha256(sequences));
+                    let key = format!(
+                        "{} {}",
+                        serde_json::to_string(&teacher_recipe).map_err(|e| EvalError::Spec(e.to_string()))?,
+                        heal::tokens_sha256(sequences)
+                    );
                     self.teacher_states(&teacher_recipe, &p, key)?
                 }
                 false => None,

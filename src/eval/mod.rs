@@ -475,7 +475,9 @@ impl Evaluator {
         if let Some(h) = &recipe.heal {
             if h.is_request() {
                 // Only `measure` fits a search's request; anything else would score it unhealed.
-                return Err(EvalError::Spec("the recipe asks for a heal that is not fitted yet (a search candidate's); fit it with `hf-tailor heal`".into()));
+                return Err(EvalError::Spec(
+                    "the recipe asks for a heal that is not fitted yet (a search candidate's); fit it with `hf-tailor heal`".into(),
+                ));
             }
             if h.gaps.iter().any(|g| !self.store.has_map(&g.sha256)) {
                 crate::heal::check_arch(recipe)?;

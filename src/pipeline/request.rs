@@ -185,7 +185,11 @@ impl Default for HealRequest {
 impl HealRequest {
     /// The space's heal dimension (`search` only).
     pub fn space(&self) -> Option<crate::search::space::HealSpace> {
-        (self.mode == HealMode::Search).then(|| crate::search::space::HealSpace { teachers: self.teachers.clone(), tokens: self.tokens, ridge: self.ridge })
+        (self.mode == HealMode::Search).then(|| crate::search::space::HealSpace {
+            teachers: self.teachers.clone(),
+            tokens: self.tokens,
+            ridge: self.ridge,
+        })
     }
 
     /// The teachers for the progress line.
@@ -236,7 +240,11 @@ pub fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
     for t in tasks {
         if let TaskData::MultipleChoice(items) = &t.data {
             out.extend(
-                items.iter().zip(mask(t, items.len())).filter(|(_, held)| !held).filter_map(|(i, _)| i.choices.get(i.label).map(|c| format!("{}{c}", i.context))),
+                items
+                    .iter()
+                    .zip(mask(t, items.len()))
+                    .filter(|(_, held)| !held)
+                    .filter_map(|(i, _)| i.choices.get(i.label).map(|c| format!("{}{c}", i.context))),
             );
         }
     }
@@ -377,7 +385,9 @@ impl SearchRequest {
         }
         self.hold_out()?;
         if self.depths.is_range() && self.heal.as_ref().is_some_and(|h| h.mode == HealMode::Search) {
-            return Err(PipelineError::Plan("--heal search searches one depth: give --keep-layers N (or heal a front's choice with --heal on)".into()));
+            return Err(PipelineError::Plan(
+                "--heal search searches one depth: give --keep-layers N (or heal a front's choice with --heal on)".into(),
+            ));
         }
         Ok(())
     }

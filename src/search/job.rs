@@ -373,9 +373,8 @@ fn choose_on_selection<S: Scorer>(
     }
     let metric = optimizer.objective.select;
     let (chosen, rows) = select::choose_finalist(trials, top, &measured, metric, warm);
-    let vs_warm = warm.map(|w| {
-        crate::score::paired_difference(&measured[chosen], &measured[w], metric).unwrap_or(crate::score::Estimate { value: 0.0, se: 0.0 })
-    });
+    let vs_warm = warm
+        .map(|w| crate::score::paired_difference(&measured[chosen], &measured[w], metric).unwrap_or(crate::score::Estimate { value: 0.0, se: 0.0 }));
     Ok((top[chosen], rows, vs_warm))
 }
 

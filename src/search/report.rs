@@ -571,7 +571,12 @@ mod tests {
         let mut sel = o.clone();
         assert_eq!(sel.sentences(Metric::Ppl), o.sentence(), "not measured: the search-split sentence alone");
         sel.selection = Some(Estimate { value: 0.05, se: 0.02 });
-        assert!(sel.sentences(Metric::Ppl).ends_with("ppl paired on the same items: +0.050 ± 0.020 nats per token (better by more than two standard errors)."), "{}", sel.sentences(Metric::Ppl));
+        assert!(
+            sel.sentences(Metric::Ppl)
+                .ends_with("ppl paired on the same items: +0.050 ± 0.020 nats per token (better by more than two standard errors)."),
+            "{}",
+            sel.sentences(Metric::Ppl)
+        );
         sel.selection = Some(Estimate { value: -0.01, se: 0.02 });
         assert!(sel.sentences(Metric::Ppl).contains("(within two standard errors)"));
         // No warm start at all: nothing to say; the report shows the line when there is one.

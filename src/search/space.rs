@@ -240,7 +240,8 @@ impl SearchSpace {
                 _ => {}
             }
         }
-        let probe = Recipe::new(&template.architecture, template.source_layers, template.base.clone(), template.siblings.clone(), vec![], template.edges);
+        let probe =
+            Recipe::new(&template.architecture, template.source_layers, template.base.clone(), template.siblings.clone(), vec![], template.edges);
         crate::heal::check_arch(&probe).map_err(|e| SearchError::Space(e.to_string()))
     }
 
@@ -509,9 +510,16 @@ impl SearchSpace {
             (None, _) => None,
             (Some(_), None) => return Err(bad("it is healed, and the space has no heal (--heal search)".into())),
             (Some(h), Some(space)) => {
-                let at = space.teachers.iter().position(|t| *t == h.teacher).ok_or_else(|| bad(format!("its heal's teacher `{}` is not one of the space's", h.teacher)))?;
+                let at = space
+                    .teachers
+                    .iter()
+                    .position(|t| *t == h.teacher)
+                    .ok_or_else(|| bad(format!("its heal's teacher `{}` is not one of the space's", h.teacher)))?;
                 if h.is_request() && (h.tokens != space.tokens || h.ridge != space.ridge) {
-                    return Err(bad(format!("its heal asks for {} tokens at ridge {}, the space's for {} at {}", h.tokens, h.ridge, space.tokens, space.ridge)));
+                    return Err(bad(format!(
+                        "its heal asks for {} tokens at ridge {}, the space's for {} at {}",
+                        h.tokens, h.ridge, space.tokens, space.ridge
+                    )));
                 }
                 Some(at as u8)
             }
@@ -607,7 +615,11 @@ pub(crate) mod tests {
         assert_eq!(healed.shared_prefix(&healed), 7);
         let trailing = Candidate { heal: Some(1), ..space.base_only(&[0, 1, 2, 3, 4, 5, 6]) };
         assert_eq!(trailing.shared_prefix(&space.base_only(&[0, 1, 2, 3, 4, 5, 6])), 6);
-        assert_eq!(Candidate { heal: Some(1), ..space.base_only(&[3, 4, 5, 6, 7, 8, 9]) }.shared_prefix(&space.base_only(&[3, 4, 5, 6, 7, 8, 9])), 7, "no gap after a kept layer: nothing healed");
+        assert_eq!(
+            Candidate { heal: Some(1), ..space.base_only(&[3, 4, 5, 6, 7, 8, 9]) }.shared_prefix(&space.base_only(&[3, 4, 5, 6, 7, 8, 9])),
+            7,
+            "no gap after a kept layer: nothing healed"
+        );
         // Teachers the family does not have, or twice, are refused.
         for (teachers, why) in [
             (vec![Teacher::Sibling("nope".into())], "is not a sibling"),

@@ -132,14 +132,20 @@ pub fn baseline_warm_start(space: &SearchSpace, removals: &[Vec<usize>]) -> Vec<
         // With the heal in the space, each teacher also heals the variant it is the
         // full-depth form of (the base's cut by the base, the average's by the average, a
         // sibling's by that sibling): the pairing that helped most on the bench family.
-        let healed: Vec<Candidate> = space.options.heal.iter().flat_map(|h| h.teachers.iter().enumerate()).filter_map(|(t, teacher)| {
-            let of = match teacher {
-                Teacher::Base => Some(0),
-                Teacher::Sibling(name) => space.template.siblings.iter().position(|s| s.name == *name).map(|j| 1 + j),
-                Teacher::Average => (n >= 2).then_some(1 + n),
-            }?;
-            Some(Candidate { heal: Some(t as u8), ..variants[of].clone() })
-        }).collect();
+        let healed: Vec<Candidate> = space
+            .options
+            .heal
+            .iter()
+            .flat_map(|h| h.teachers.iter().enumerate())
+            .filter_map(|(t, teacher)| {
+                let of = match teacher {
+                    Teacher::Base => Some(0),
+                    Teacher::Sibling(name) => space.template.siblings.iter().position(|s| s.name == *name).map(|j| 1 + j),
+                    Teacher::Average => (n >= 2).then_some(1 + n),
+                }?;
+                Some(Candidate { heal: Some(t as u8), ..variants[of].clone() })
+            })
+            .collect();
         for c in variants.into_iter().chain(healed) {
             if !out.contains(&c) {
                 out.push(c);

@@ -100,7 +100,10 @@ fn a_heal_request_scores_exactly_as_its_explicit_fit() {
     use hf_tailor::score::{Items, Scorer};
     let tmp = common::tempdir();
     let (fam, r) = setup(tmp.path());
-    let task = Task::new("held", TaskData::Perplexity(vec!["A text to score, other than the calibration texts, a little long.".into(), "And a short one.".into()]));
+    let task = Task::new(
+        "held",
+        TaskData::Perplexity(vec!["A text to score, other than the calibration texts, a little long.".into(), "And a short one.".into()]),
+    );
     let mut ev = Evaluator::new(fam.clone(), vec![task.clone()], EvalOptions::default()).unwrap();
     let seqs = ev.heal_sequences(&texts(), 4096).unwrap();
     let ask = |recipe: &Recipe, teacher: Teacher| Recipe { heal: Some(Box::new(Heal::request(teacher, 4096, 1e-3))), ..recipe.clone() };
@@ -300,12 +303,29 @@ fn the_search_searches_the_heal_and_writes_a_fitted_choice() {
     let calibration = format!("ppl={}", texts_file.display());
     let (base_s, list_s, task_s, out_s) =
         (base.display().to_string(), list.display().to_string(), task.display().to_string(), out_dir.display().to_string());
-    let search =
-        ["search", "--base", &base_s, "--finetunes", &list_s, "--tasks", &task_s, "--calibration", &calibration, "--keep-layers", "2", "--out", &out_s];
+    let search = [
+        "search",
+        "--base",
+        &base_s,
+        "--finetunes",
+        &list_s,
+        "--tasks",
+        &task_s,
+        "--calibration",
+        &calibration,
+        "--keep-layers",
+        "2",
+        "--out",
+        &out_s,
+    ];
     let out = run(&[&search[..], &["--trials", "12", "--heal", "search", "--heal-teacher", "base,average"]].concat(), dir.path());
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "search failed:
-{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "search failed:
+{err}"
+    );
     let journal = std::fs::read_to_string(out_dir.join("journal.jsonl")).unwrap();
     let trials: Vec<serde_json::Value> = journal.lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect();
     let healed = trials.iter().filter(|t| t["recipe"].get("heal").is_some()).count();
