@@ -58,16 +58,20 @@ pkgs="$cache/pkgs"
 # 2. The family and the task files.
 family="$cache/family"
 PYTHONPATH="$cache/pylib" $nice "$python" "$repo/scripts/bench_quality.py" family --cache "$family" --pkgs "$pkgs"
+# The heal's own calibration texts: 40 training slices per domain (≈ 16k tokens).
+PYTHONPATH="$cache/pylib" $nice "$python" "$repo/scripts/bench_quality.py" heal-texts --cache "$family" --pkgs "$pkgs" --n 40
+heal_tokens="${HEAL_TOKENS:-16384}"
 data="$family/data"
 domains="drama code news"
 join() { local IFS=,; echo "$*"; }
-calib_mc=(); calib_txt=(); base_txt=(); held=()
+calib_mc=(); calib_txt=(); base_txt=(); held=(); heal_txt=()
 for d in $domains; do
     # The baselines' statistics (SLEB re-scores them ~200 times): two texts per domain.
     head -n 2 "$data/calib-text-$d.jsonl" > "$data/baseline-text-$d.jsonl"
     base_txt+=("ppl:$d-text=$data/baseline-text-$d.jsonl")
     calib_mc+=("mc:$d=$data/calib-$d.jsonl")
     calib_txt+=("ppl:$d-text=$data/calib-text-$d.jsonl")
+    heal_txt+=("ppl:$d-heal=$data/heal-text-$d.jsonl")
     held+=("mc:$d=$data/heldout-$d.jsonl" "ppl:$d-text=$data/heldout-text-$d.jsonl")
 done
 models=(--base "$family/base" --finetunes "$family/drama,$family/code,$family/news")
@@ -113,13 +117,13 @@ for b in shortgpt:ShortGPT angular:angular sleb:SLEB; do
     heldout "$label" 0 "--recipe $runs/baselines/$stem.yaml" "$acc" "" "$stem"
 done
 
-# Issue 26's training-free peers: each baseline's cut healed against the base on the
-# calibration texts (ShortGPT + heal; ReplaceMe = the angular block, healed).
-heal_cal="$(join "${calib_txt[@]}")"
+# Issue 26's training-free peers: each baseline's cut healed against the base on the heal's
+# own texts (ShortGPT + heal; ReplaceMe = the angular block, healed).
+heal_cal="$(join "${heal_txt[@]}")"
 for b in shortgpt:"ShortGPT + heal" angular:"ReplaceMe (angular + heal)"; do
     stem="${b%%:*}-heal" label="${b#*:}"
     [[ -f "$runs/rows/$stem.json" || "${HEAL_ROWS:-1}" == 0 ]] && continue
-    $nice "$bin" heal --recipe "$runs/baselines/${b%%:*}.yaml" --teacher base --calibration "$heal_cal" --out "$runs/$stem.yaml" > /dev/null
+    $nice "$bin" heal --recipe "$runs/baselines/${b%%:*}.yaml" --teacher base --calibration "$heal_cal" --heal-tokens "$heal_tokens" --out "$runs/$stem.yaml" > /dev/null
     acc="$($nice "$bin" eval --recipe "$runs/$stem.yaml" --tasks "$(join "${calib_mc[@]}")" --budget "$full" --json | "$python" -c "import json,sys; r=json.load(sys.stdin)['hf_tailor']['tasks']; print(sum(x['acc'] for x in r)/len(r))")"
     heldout "$label" 0 "--recipe $runs/$stem.yaml" "$acc" "" "$stem"
 done
@@ -155,7 +159,8 @@ for seed in $seeds; do
                     bo) args=(--objective ppl --optimizer bo --budgets "$budgets") ;;
                     # Issue 26: the heal (teacher: the base or the siblings' average) searched
                     # with the stitch, fitted on the calibration texts.
-                    heal) args=(--objective ppl --heal search --heal-teacher base,average --budgets "$budgets") ;;
+                    heal) args=(--objective ppl --heal search --heal-teacher base,average --budgets "$budgets"
+                                --heal-calibration "$heal_cal" --heal-tokens "$heal_tokens") ;;
                     hyperband) args=(--objective ppl --optimizer random --budgets "$budgets") ;;
                 esac ;;
         esac

@@ -172,6 +172,43 @@ def strip_quantization(model_dir):
             json.dump(c, f, indent=2)
 
 
+def domain_data(pkgs, tok, di, domain):
+    """One domain's calibration and held-out items and texts and its training slices (seeded)."""
+    s = SETTINGS
+    rng = random.Random(1000 + di)
+    docs = read_domain_texts(pkgs, domain)
+    ctx = chunks(docs, s["context_words"])
+    rng.shuffle(ctx)
+    vocab = single_token_words(tok, ctx)
+    n_c, n_h = s["calib_items"], s["heldout_items"]
+    # Passages for cloze items come first (a few spare), then text slices, then training.
+    calib = cloze_items(tok, ctx[: 3 * n_c], vocab, n_c, rng)
+    held = cloze_items(tok, ctx[3 * n_c: 3 * (n_c + n_h)], vocab, n_h, rng)
+    rest = ctx[3 * (n_c + n_h):]
+    per = max(1, s["text_words"] // s["context_words"])
+    slices = [" ".join(rest[i:i + per]) for i in range(0, len(rest) - per, per)]
+    calib_texts = slices[: s["calib_texts"]]
+    held_texts = slices[s["calib_texts"]: s["calib_texts"] + s["heldout_texts"]]
+    train = slices[s["calib_texts"] + s["heldout_texts"]:]
+    return calib, held, calib_texts, held_texts, train, vocab
+
+
+def cmd_heal_texts(a):
+    """Texts for the heal's fit alone: the first N training slices of each domain (the
+    siblings' own training text, disjoint from every calibration and held-out item and text),
+    so that the fit has many times d tokens without touching what is scored."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(os.path.join(a.cache, "base"))
+    data = os.path.join(a.cache, "data")
+    for di, domain in enumerate(DOMAINS):
+        path = os.path.join(data, f"heal-text-{domain}.jsonl")
+        if os.path.exists(path):
+            continue
+        train = domain_data(a.pkgs, tok, di, domain)[4]
+        write_jsonl(path, [{"text": t} for t in train[: a.n]])
+        log(f"{domain}: {min(a.n, len(train))} heal calibration texts (training slices)")
+
+
 def cmd_family(a):
     import torch
     torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "2")))
@@ -211,21 +248,7 @@ def cmd_family(a):
     s = SETTINGS
     trains = []
     for di, domain in enumerate(DOMAINS):
-        rng = random.Random(1000 + di)
-        docs = read_domain_texts(a.pkgs, domain)
-        ctx = chunks(docs, s["context_words"])
-        rng.shuffle(ctx)
-        vocab = single_token_words(tok, ctx)
-        n_c, n_h = s["calib_items"], s["heldout_items"]
-        # Passages for cloze items come first (a few spare), then text slices, then training.
-        calib = cloze_items(tok, ctx[: 3 * n_c], vocab, n_c, rng)
-        held = cloze_items(tok, ctx[3 * n_c: 3 * (n_c + n_h)], vocab, n_h, rng)
-        rest = ctx[3 * (n_c + n_h):]
-        per = max(1, s["text_words"] // s["context_words"])
-        slices = [" ".join(rest[i:i + per]) for i in range(0, len(rest) - per, per)]
-        calib_texts = slices[: s["calib_texts"]]
-        held_texts = slices[s["calib_texts"]: s["calib_texts"] + s["heldout_texts"]]
-        train = slices[s["calib_texts"] + s["heldout_texts"]:]
+        calib, held, calib_texts, held_texts, train, vocab = domain_data(a.pkgs, tok, di, domain)
         write_jsonl(os.path.join(data, f"calib-{domain}.jsonl"), calib)
         write_jsonl(os.path.join(data, f"heldout-{domain}.jsonl"), held)
         write_jsonl(os.path.join(data, f"calib-text-{domain}.jsonl"), [{"text": t} for t in calib_texts])
@@ -357,6 +380,10 @@ def main():
     f.add_argument("--cache", required=True)
     f.add_argument("--pkgs", required=True)
     f.add_argument("--data-only", action="store_true", help="write the task files, train nothing")
+    ht = sub.add_parser("heal-texts")
+    ht.add_argument("--cache", required=True)
+    ht.add_argument("--pkgs", required=True)
+    ht.add_argument("--n", type=int, default=40, help="texts per domain")
     t = sub.add_parser("table")
     t.add_argument("--runs", required=True)
     t.add_argument("--depth", default="22/30 layers")
@@ -370,7 +397,7 @@ def main():
     h.add_argument("--selection-acc", type=float)
     h.add_argument("--out", required=True)
     a = ap.parse_args()
-    {"family": cmd_family, "table": cmd_table, "heldout": cmd_heldout, "reliability": cmd_reliability}[a.cmd](a)
+    {"family": cmd_family, "heal-texts": cmd_heal_texts, "table": cmd_table, "heldout": cmd_heldout, "reliability": cmd_reliability}[a.cmd](a)
 
 
 if __name__ == "__main__":

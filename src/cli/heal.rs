@@ -121,6 +121,11 @@ pub struct HealArgs {
     /// Ridge factor of the heal's least squares: α = RIDGE · trace(MᵀM)/d.
     #[arg(long, default_value_t = hf_tailor::heal::DEFAULT_RIDGE, help_heading = super::H_OPTIMISER)]
     pub heal_ridge: f64,
+    /// Texts the heal fits on (`ppl=FILE[,ppl:NAME=FILE…]`, JSONL with a `text` field), in
+    /// place of the calibration texts or items: e.g. more text from the siblings' domains
+    /// than the search scores (the fit wants many times d tokens).
+    #[arg(long, value_name = "SPEC", help_heading = super::H_OPTIMISER)]
+    pub heal_calibration: Option<String>,
 }
 
 impl HealArgs {
@@ -139,6 +144,10 @@ impl HealArgs {
         if mode != HealMode::Search && self.heal_teacher.len() != 1 {
             super::usage!("--heal {} fits against one teacher; a list of teachers is for --heal search", self.heal);
         }
-        Ok(Some(HealRequest { teachers: self.heal_teacher.clone(), tokens: self.heal_tokens, ridge: self.heal_ridge, mode }))
+        let calibration = match &self.heal_calibration {
+            Some(spec) => Some(calibration_texts(Some(spec), None)?),
+            None => None,
+        };
+        Ok(Some(HealRequest { teachers: self.heal_teacher.clone(), tokens: self.heal_tokens, ridge: self.heal_ridge, mode, calibration }))
     }
 }

@@ -169,6 +169,8 @@ pub struct HealRequest {
     pub tokens: usize,
     pub ridge: f64,
     pub mode: HealMode,
+    /// Texts to fit on (`--heal-calibration`), in place of the calibration texts or items.
+    pub calibration: Option<Vec<String>>,
 }
 
 impl Default for HealRequest {
@@ -178,6 +180,7 @@ impl Default for HealRequest {
             tokens: crate::heal::DEFAULT_TOKENS,
             ridge: crate::heal::DEFAULT_RIDGE,
             mode: HealMode::On,
+            calibration: None,
         }
     }
 }
@@ -261,7 +264,7 @@ pub fn prepare_heal_search<'a>(
     hold_out: Option<HoldOut>,
 ) -> Result<(), PipelineError> {
     let Some(req) = req.filter(|r| r.mode == HealMode::Search) else { return Ok(()) };
-    let texts = heal_texts(tasks, hold_out);
+    let texts = req.calibration.clone().unwrap_or_else(|| heal_texts(tasks, hold_out));
     let mut seqs = None;
     for scorer in scorers {
         if seqs.is_none() {
@@ -311,7 +314,7 @@ pub fn heal_chosen(
     // The search's own tokens for its choice, so that the written model is the one it scored.
     let seqs = match (req.mode, scorer.heal_calibration()) {
         (HealMode::Search, Some(seqs)) => seqs.to_vec(),
-        _ => scorer.heal_sequences(&heal_texts(tasks, hold_out), tokens)?,
+        _ => scorer.heal_sequences(&req.calibration.clone().unwrap_or_else(|| heal_texts(tasks, hold_out)), tokens)?,
     };
     let fit = scorer.fit_heal(best, &teacher, &seqs, ridge)?;
     let mut notes = Vec::new();
