@@ -167,10 +167,10 @@ for seed in $seeds; do
         # An interrupted search resumes from its journal (the same arguments: `search` checks).
         if [[ -s "$out/journal.jsonl" ]]; then
             args+=(--resume)
-            echo "bench-quality: search $name ($trials trials), resuming $out/journal.jsonl" >&2
+            echo "bench-quality: search $name ($n trials), resuming $out/journal.jsonl" >&2
         else
             rm -rf "$out"
-            echo "bench-quality: search $name ($trials trials)" >&2
+            echo "bench-quality: search $name ($n trials)" >&2
         fi
         start=$(date +%s)
         $nice "$bin" search "${models[@]}" --keep-layers "$keep" --tasks "$tasks" --calibration "$(join "${base_txt[@]}")" \
