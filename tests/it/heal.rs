@@ -240,19 +240,24 @@ fn cli_heals_and_a_changed_maps_file_or_mergekit_export_is_refused() {
     assert!(err.contains("maps file") && err.trim().lines().count() == 1, "{err}");
 }
 
+/// The CLI tests' job under `dir`: the fixture family's base and sibling list, a letters
+/// task, and `out` (as strings, for arguments).
+fn job_inputs(dir: &Path, out: &Path) -> [String; 4] {
+    let (base, list) = crate::cli::fixture_job(dir);
+    let task = dir.join("letters.jsonl");
+    crate::cli::letters_task(&task, 24);
+    [base, list, task, out.to_path_buf()].map(|p| p.display().to_string())
+}
+
 /// The root command with `--heal on`: the chosen candidate is healed before the held-out
 /// report and the build; tailor.yaml names the maps file beside it, the written model
 /// carries the maps and passes the job's verification (its scores equal the in-memory ones).
 #[test]
 fn the_root_command_heals_the_chosen_candidate_and_verifies_the_build() {
-    use crate::cli::{fixture_job, letters_task, run, text};
+    use crate::cli::{run, text};
     let dir = common::tempdir();
-    let (base, list) = fixture_job(dir.path());
-    let task = dir.path().join("letters.jsonl");
-    letters_task(&task, 24);
     let out_dir = dir.path().join("job");
-    let (base_s, list_s, task_s, out_s) =
-        (base.display().to_string(), list.display().to_string(), task.display().to_string(), out_dir.display().to_string());
+    let [base_s, list_s, task_s, out_s] = job_inputs(dir.path(), &out_dir);
     let args = ["--base", &base_s, "--finetunes", &list_s, "--tasks", &task_s, "--keep-layers", "2", "--out", &out_s, "--trials", "3"];
     let out = run(&[&args[..], &["--heal", "on", "--heal-teacher", "base", "--json"]].concat(), dir.path());
     assert_eq!(out.status.code(), Some(0), "job failed:\n{}", text(&out.stderr));
@@ -292,17 +297,13 @@ fn the_root_command_heals_the_chosen_candidate_and_verifies_the_build() {
 /// one-line usage errors.
 #[test]
 fn the_search_searches_the_heal_and_writes_a_fitted_choice() {
-    use crate::cli::{fixture_job, letters_task, run, text};
+    use crate::cli::{run, text};
     let dir = common::tempdir();
-    let (base, list) = fixture_job(dir.path());
-    let task = dir.path().join("letters.jsonl");
-    letters_task(&task, 24);
     let out_dir = dir.path().join("s");
+    let [base_s, list_s, task_s, out_s] = job_inputs(dir.path(), &out_dir);
     let texts_file = dir.path().join("texts.jsonl");
     std::fs::write(&texts_file, texts().iter().map(|t| serde_json::json!({"text": t}).to_string() + "\n").collect::<String>()).unwrap();
     let calibration = format!("ppl={}", texts_file.display());
-    let (base_s, list_s, task_s, out_s) =
-        (base.display().to_string(), list.display().to_string(), task.display().to_string(), out_dir.display().to_string());
     let search = [
         "search",
         "--base",
