@@ -195,6 +195,15 @@ pub fn fuse(down: &[f32], shape: &[usize], map: &[f32]) -> Result<Vec<f32>, Heal
 }
 
 /// The maps file's tensor for the map fused into output layer `layer`.
+/// Calibration texts from several sources (tasks, files) taken in turn, one of each source
+/// then the next of each: a token budget cut from the front then draws on every domain, not
+/// on the first source alone.
+pub fn interleave(sources: Vec<Vec<String>>) -> Vec<String> {
+    let longest = sources.iter().map(Vec::len).max().unwrap_or(0);
+    let mut iters: Vec<_> = sources.into_iter().map(Vec::into_iter).collect();
+    (0..longest).flat_map(|_| iters.iter_mut().filter_map(Iterator::next).collect::<Vec<_>>()).collect()
+}
+
 pub fn map_name(layer: usize) -> String {
     format!("model.layers.{layer}.mlp.down_proj.heal")
 }
@@ -309,6 +318,13 @@ mod tests {
             let e = check_arch(&r).unwrap_err().to_string();
             assert!(e.contains("post-feedforward norm") && !e.contains('\n'), "{e}");
         }
+    }
+
+    #[test]
+    fn calibration_sources_are_taken_in_turn() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(interleave(vec![v(&["a1", "a2", "a3"]), v(&["b1"]), v(&["c1", "c2"])]), v(&["a1", "b1", "c1", "a2", "c2", "a3"]));
+        assert!(interleave(vec![]).is_empty());
     }
 
     #[test]

@@ -49,16 +49,18 @@ pub fn calibration_texts(calibration: Option<&str>, tasks: Option<&str>) -> anyh
         (None, Some(t)) => (t, true),
         (None, None) => super::usage!("give --calibration ppl=FILE (texts) or --tasks (their multiple-choice items) to fit the heal on"),
     };
-    let mut texts = Vec::new();
+    let mut sources = Vec::new();
     for s in TaskSpec::parse_list(spec)? {
         match s.load()?.data {
-            TaskData::Perplexity(t) if !from_items => texts.extend(t),
+            TaskData::Perplexity(t) if !from_items => sources.push(t),
             TaskData::MultipleChoice(items) if from_items => {
-                texts.extend(items.iter().filter_map(|i| i.choices.get(i.label).map(|c| format!("{}{c}", i.context))))
+                sources.push(items.iter().filter_map(|i| i.choices.get(i.label).map(|c| format!("{}{c}", i.context))).collect())
             }
             TaskData::Perplexity(_) | TaskData::MultipleChoice(_) => {}
         }
     }
+    // Each file in turn, so that --heal-tokens draws on every domain.
+    let texts = hf_tailor::heal::interleave(sources);
     if texts.is_empty() {
         super::usage!("no calibration text to fit the heal on");
     }

@@ -229,29 +229,37 @@ pub fn compare_heal(
 /// search's side of the tasks).
 pub fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
     let mask = |t: &Task, n: usize| hold_out.map(|h| h.selection_mask(&t.name, n)).unwrap_or_else(|| vec![false; n]);
-    let texts: Vec<String> = tasks
-        .iter()
-        .flat_map(|t| match &t.data {
-            TaskData::Perplexity(texts) => texts.iter().zip(mask(t, texts.len())).filter(|(_, held)| !held).map(|(x, _)| x.clone()).collect(),
-            TaskData::MultipleChoice(_) => Vec::new(),
-        })
-        .collect();
+    let kept = |t: &Task, xs: Vec<String>| -> Vec<String> {
+        let m = mask(t, xs.len());
+        xs.into_iter().zip(m).filter(|(_, held)| !held).map(|(x, _)| x).collect()
+    };
+    // Task by task in turn, so that --heal-tokens draws on every task.
+    let texts = crate::heal::interleave(
+        tasks
+            .iter()
+            .map(|t| match &t.data {
+                TaskData::Perplexity(texts) => kept(t, texts.clone()),
+                TaskData::MultipleChoice(_) => Vec::new(),
+            })
+            .collect(),
+    );
     if !texts.is_empty() {
         return texts;
     }
-    let mut out = Vec::new();
-    for t in tasks {
-        if let TaskData::MultipleChoice(items) = &t.data {
-            out.extend(
-                items
-                    .iter()
-                    .zip(mask(t, items.len()))
-                    .filter(|(_, held)| !held)
-                    .filter_map(|(i, _)| i.choices.get(i.label).map(|c| format!("{}{c}", i.context))),
-            );
-        }
-    }
-    out
+    crate::heal::interleave(
+        tasks
+            .iter()
+            .map(|t| match &t.data {
+                TaskData::MultipleChoice(items) => {
+                    kept(t, items.iter().map(|i| i.choices.get(i.label).map(|c| format!("{}{c}", i.context)).unwrap_or_default()).collect())
+                        .into_iter()
+                        .filter(|x| !x.is_empty())
+                        .collect()
+                }
+                TaskData::Perplexity(_) => Vec::new(),
+            })
+            .collect(),
+    )
 }
 
 /// Give every scorer of a `--heal search` its calibration tokens (see [`heal_texts`]: the
