@@ -194,11 +194,6 @@ impl HealRequest {
             ridge: self.ridge,
         })
     }
-
-    /// The teachers for the progress line.
-    pub fn teachers_shown(&self) -> String {
-        self.teachers.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or ")
-    }
 }
 
 /// `--heal auto`'s comparison: (healed, unhealed) values of `optimizer`'s selection metric
