@@ -11,6 +11,7 @@ use candle_core::{DType, Tensor};
 
 use super::forward;
 use super::plan;
+use super::weights::LayerWeights;
 use super::{terr, EvalError, Evaluator};
 use crate::heal::{self, Maps};
 use crate::layout::FusedMap;
@@ -42,6 +43,13 @@ impl SearchHeals {
     fn teacher_bytes(&self) -> u64 {
         self.teachers.iter().flat_map(|(_, s)| s.iter().flatten()).map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64).sum()
     }
+}
+
+/// The teacher's hidden states during one fit: the search's cached states at every depth, or
+/// (no cache) the batches' states run forward as far as the gaps so far needed.
+enum TeacherStates {
+    Kept(Arc<Vec<Vec<Tensor>>>),
+    Running { states: Vec<Tensor>, depth: usize },
 }
 
 /// A fitted heal: the healed recipe (its `heal` section names [`heal::MAPS_FILE`], with no
@@ -131,7 +139,7 @@ impl Evaluator {
     /// The teacher's hidden states entering each of its source layers (0 = the embeddings),
     /// batch by batch of `p`, kept for the search's later fits while they fit in
     /// [`TEACHER_CACHE_BYTES`]; `None` when they do not.
-    fn teacher_states(&mut self, teacher: &Recipe, p: &plan::Plan, key: String) -> Result<Option<Arc<Vec<Vec<Tensor>>>>, EvalError> {
+    fn cached_teacher_states(&mut self, teacher: &Recipe, p: &plan::Plan, key: String) -> Result<Option<Arc<Vec<Vec<Tensor>>>>, EvalError> {
         if let Some((_, s)) = self.heals.teachers.iter().find(|(k, _)| *k == key) {
             return Ok(Some(s.clone()));
         }
@@ -140,21 +148,47 @@ impl Evaluator {
         if self.heals.teacher_bytes() + need > TEACHER_CACHE_BYTES {
             return Ok(None);
         }
-        let e = terr("heal teacher");
-        let table = self.store.embeddings(teacher)?;
-        let mut hs: Vec<Tensor> = p.batches.iter().map(|b| forward::embed(&table, &b.ids, &self.dims)).collect::<Result<_, _>>().map_err(&e)?;
+        let mut hs = self.embed_batches(teacher, p)?;
         let mut states = vec![hs.clone()];
         for (l, layer) in teacher.layers.iter().enumerate() {
             let w = self.store.layer(l, layer, None)?;
-            for (b, h) in p.batches.iter().zip(hs.iter_mut()) {
-                *h = forward::layer_forward(&w, h, &b.ctx, &self.dims).map_err(&e)?;
-                self.stats.layer_forwards_run += 1;
-            }
+            self.forward_batches(&w, p, &mut hs)?;
             states.push(hs.clone());
         }
         let states = Arc::new(states);
         self.heals.teachers.push((key, states.clone()));
         Ok(Some(states))
+    }
+
+    /// The embeddings of every batch of `p` under `recipe`'s embedding table.
+    fn embed_batches(&mut self, recipe: &Recipe, p: &plan::Plan) -> Result<Vec<Tensor>, EvalError> {
+        let table = self.store.embeddings(recipe)?;
+        p.batches.iter().map(|b| forward::embed(&table, &b.ids, &self.dims)).collect::<Result<_, _>>().map_err(terr("heal fit"))
+    }
+
+    /// Every batch's hidden state `hs` one layer (`w`) further.
+    fn forward_batches(&mut self, w: &LayerWeights, p: &plan::Plan, hs: &mut [Tensor]) -> Result<(), EvalError> {
+        for (b, h) in p.batches.iter().zip(hs.iter_mut()) {
+            *h = forward::layer_forward(w, h, &b.ctx, &self.dims).map_err(terr("heal fit"))?;
+            self.stats.layer_forwards_run += 1;
+        }
+        Ok(())
+    }
+
+    /// The teacher's states entering source layer `depth` (its output after `depth` layers):
+    /// read from the search's cache, or run forward from where the fit last needed them.
+    fn teacher_at<'t>(&mut self, teacher: &'t mut TeacherStates, recipe: &Recipe, p: &plan::Plan, depth: usize) -> Result<&'t [Tensor], EvalError> {
+        match teacher {
+            TeacherStates::Kept(states) => Ok(&states[depth]),
+            TeacherStates::Running { states, depth: at } => {
+                while *at < depth {
+                    let w = self.store.layer(*at, &recipe.layers[*at], None)?;
+                    self.forward_batches(&w, p, states)?;
+                    *at += 1;
+                }
+                Ok(states)
+            }
+        }
     }
 
     /// Fit a map for every gap of `recipe` against `teacher` on `sequences` (from
@@ -210,8 +244,7 @@ impl Evaluator {
         #[cfg(feature = "testkit")]
         LAST_SYSTEMS.with(|s| s.borrow_mut().clear());
         if !gaps.is_empty() {
-            let table = self.store.embeddings(&cand)?;
-            let mut hs: Vec<Tensor> = p.batches.iter().map(|b| forward::embed(&table, &b.ids, &self.dims)).collect::<Result<_, _>>().map_err(&e)?;
+            let mut hs = self.embed_batches(&cand, &p)?;
             let kept = match keep_teacher {
                 true => {
                     let key = format!(
@@ -219,40 +252,21 @@ impl Evaluator {
                         serde_json::to_string(&teacher_recipe).map_err(|e| EvalError::Spec(e.to_string()))?,
                         heal::tokens_sha256(sequences)
                     );
-                    self.teacher_states(&teacher_recipe, &p, key)?
+                    self.cached_teacher_states(&teacher_recipe, &p, key)?
                 }
                 false => None,
             };
-            let mut ts: Vec<Tensor> = match &kept {
-                Some(_) => Vec::new(),
-                None => {
-                    let table = self.store.embeddings(&teacher_recipe)?;
-                    p.batches.iter().map(|b| forward::embed(&table, &b.ids, &self.dims)).collect::<Result<_, _>>().map_err(&e)?
-                }
+            let mut teacher_states = match kept {
+                Some(states) => TeacherStates::Kept(states),
+                None => TeacherStates::Running { states: self.embed_batches(&teacher_recipe, &p)?, depth: 0 },
             };
-            let mut teacher_depth = 0;
             for (l, layer) in cand.layers.iter().enumerate() {
                 let w = self.store.layer(l, layer, None)?;
                 let Some(g) = gaps.iter().find(|g| g.layer == l) else {
-                    for (b, h) in p.batches.iter().zip(hs.iter_mut()) {
-                        *h = forward::layer_forward(&w, h, &b.ctx, &self.dims).map_err(&e)?;
-                        self.stats.layer_forwards_run += 1;
-                    }
+                    self.forward_batches(&w, &p, &mut hs)?;
                     continue;
                 };
-                match &kept {
-                    Some(states) => ts.clone_from(&states[g.until]),
-                    None => {
-                        while teacher_depth < g.until {
-                            let tw = self.store.layer(teacher_depth, &teacher_recipe.layers[teacher_depth], None)?;
-                            for (b, h) in p.batches.iter().zip(ts.iter_mut()) {
-                                *h = forward::layer_forward(&tw, h, &b.ctx, &self.dims).map_err(&e)?;
-                                self.stats.layer_forwards_run += 1;
-                            }
-                            teacher_depth += 1;
-                        }
-                    }
-                }
+                let ts = self.teacher_at(&mut teacher_states, &teacher_recipe, &p, g.until)?;
                 let mut gram = Tensor::zeros((d, d), DType::F64, &self.device).map_err(&e)?;
                 let mut cross = gram.clone();
                 for (i, b) in p.batches.iter().enumerate() {
@@ -279,10 +293,7 @@ impl Evaluator {
                 heal_gaps.push(gap);
                 // Go on with what the healed layer computes (its fused weights).
                 let fw = self.store.layer(l, layer, Some(&fused))?;
-                for (b, h) in p.batches.iter().zip(hs.iter_mut()) {
-                    *h = forward::layer_forward(&fw, h, &b.ctx, &self.dims).map_err(&e)?;
-                    self.stats.layer_forwards_run += 1;
-                }
+                self.forward_batches(&fw, &p, &mut hs)?;
             }
             healed.heal = Some(Box::new(Heal {
                 file: heal::MAPS_FILE.into(),
