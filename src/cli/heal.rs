@@ -116,10 +116,14 @@ pub struct HealArgs {
     /// or sibling:NAME; with --heal search, a comma-separated list to choose among.
     #[arg(long, default_value = "average", value_delimiter = ',', help_heading = super::H_OPTIMISER)]
     pub heal_teacher: Vec<Teacher>,
-    /// Calibration tokens the heal fits on (the calibration texts, else the calibration
-    /// items' contexts with their correct answers; never the selection split).
+    /// Calibration tokens the written heal fits on (the calibration texts, else the
+    /// calibration items' contexts with their correct answers; never the selection split).
     #[arg(long, default_value_t = hf_tailor::heal::DEFAULT_TOKENS, value_parser = super::positive(), help_heading = super::H_OPTIMISER)]
     pub heal_tokens: usize,
+    /// With --heal search: calibration tokens of each trial's fit, the search's cheaper
+    /// fidelity (at most --heal-tokens); the chosen candidate is fitted again on --heal-tokens.
+    #[arg(long, default_value_t = hf_tailor::heal::DEFAULT_SEARCH_TOKENS, value_parser = super::positive(), help_heading = super::H_OPTIMISER)]
+    pub heal_search_tokens: usize,
     /// Ridge factor of the heal's least squares: α = RIDGE · trace(MᵀM)/d.
     #[arg(long, default_value_t = hf_tailor::heal::DEFAULT_RIDGE, help_heading = super::H_OPTIMISER)]
     pub heal_ridge: f64,
@@ -150,6 +154,13 @@ impl HealArgs {
             Some(spec) => Some(calibration_texts(Some(spec), None)?),
             None => None,
         };
-        Ok(Some(HealRequest { teachers: self.heal_teacher.clone(), tokens: self.heal_tokens, ridge: self.heal_ridge, mode, calibration }))
+        Ok(Some(HealRequest {
+            teachers: self.heal_teacher.clone(),
+            tokens: self.heal_tokens,
+            search_tokens: self.heal_search_tokens,
+            ridge: self.heal_ridge,
+            mode,
+            calibration,
+        }))
     }
 }

@@ -101,11 +101,6 @@ impl Evaluator {
         self.heals = SearchHeals { sequences: Some(Arc::new(sequences)), ..SearchHeals::default() };
     }
 
-    /// The calibration tokens of a search's heals, when set.
-    pub fn heal_calibration(&self) -> Option<Arc<Vec<Vec<u32>>>> {
-        self.heals.sequences.clone()
-    }
-
     /// `recipe` (whose heal is a request) healed as it asks, on the search's calibration
     /// tokens: from the fit cache, else fitted now (its maps registered for scoring).
     pub(crate) fn fitted(&mut self, recipe: &Recipe) -> Result<Recipe, EvalError> {

@@ -165,8 +165,10 @@ pub enum HealMode {
 pub struct HealRequest {
     /// The teacher (`on`, `auto`: exactly one), or the teachers the search chooses among.
     pub teachers: Vec<crate::recipe::Teacher>,
-    /// Calibration tokens to fit on.
+    /// Calibration tokens to fit the written heal on.
     pub tokens: usize,
+    /// `search`: calibration tokens of each trial's fit (its fidelity; at most `tokens`).
+    pub search_tokens: usize,
     pub ridge: f64,
     pub mode: HealMode,
     /// Texts to fit on (`--heal-calibration`), in place of the calibration texts or items.
@@ -178,6 +180,7 @@ impl Default for HealRequest {
         Self {
             teachers: vec![crate::recipe::Teacher::Average],
             tokens: crate::heal::DEFAULT_TOKENS,
+            search_tokens: crate::heal::DEFAULT_SEARCH_TOKENS,
             ridge: crate::heal::DEFAULT_RIDGE,
             mode: HealMode::On,
             calibration: None,
@@ -190,9 +193,14 @@ impl HealRequest {
     pub fn space(&self) -> Option<crate::search::space::HealSpace> {
         (self.mode == HealMode::Search).then(|| crate::search::space::HealSpace {
             teachers: self.teachers.clone(),
-            tokens: self.tokens,
+            tokens: self.trial_tokens(),
             ridge: self.ridge,
         })
+    }
+
+    /// The tokens of a search trial's fit: `search_tokens`, never more than `tokens`.
+    pub fn trial_tokens(&self) -> usize {
+        self.search_tokens.min(self.tokens)
     }
 }
 
@@ -271,7 +279,7 @@ pub fn prepare_heal_search<'a>(
     let mut seqs = None;
     for scorer in scorers {
         if seqs.is_none() {
-            let s = scorer.heal_sequences(&texts, req.tokens)?;
+            let s = scorer.heal_sequences(&texts, req.trial_tokens())?;
             if s.is_empty() {
                 return Err(PipelineError::Plan("--heal search: no calibration text to fit the heal on".into()));
             }
@@ -311,18 +319,21 @@ pub fn heal_chosen(
         (HealMode::Search, None) => {
             return Ok(HealOutcome { recipe: best.clone(), fit: None, notes: vec!["--heal search: the chosen candidate is unhealed".into()] })
         }
-        (HealMode::Search, Some(h)) => (h.teacher.clone(), h.tokens, h.ridge),
+        (HealMode::Search, Some(h)) => (h.teacher.clone(), req.tokens, h.ridge),
         _ => (req.teachers.first().cloned().unwrap_or(crate::recipe::Teacher::Average), req.tokens, req.ridge),
     };
-    // The search's own tokens for its choice, so that the written model is the one it scored.
-    let seqs = match (req.mode, scorer.heal_calibration()) {
-        (HealMode::Search, Some(seqs)) => seqs.to_vec(),
-        _ => scorer.heal_sequences(&req.calibration.clone().unwrap_or_else(|| heal_texts(tasks, hold_out)), tokens)?,
-    };
+    // The texts the search's trials were fitted on (`prepare_heal_search`), to `tokens`: with
+    // `--heal search` the chosen candidate is fitted again at full fidelity, unless its
+    // trials already fitted on as many.
+    let seqs = scorer.heal_sequences(&req.calibration.clone().unwrap_or_else(|| heal_texts(tasks, hold_out)), tokens)?;
     let fit = scorer.fit_heal(best, &teacher, &seqs, ridge)?;
     let mut notes = Vec::new();
     if req.mode == HealMode::Search {
-        notes.push(format!("--heal search: the chosen candidate is healed against {teacher}"));
+        let refit = match req.trial_tokens() < req.tokens {
+            true => format!(" on {} tokens (its trials: {})", fit.recipe.heal.as_ref().map_or(0, |h| h.tokens), req.trial_tokens()),
+            false => String::new(),
+        };
+        notes.push(format!("--heal search: the chosen candidate is healed against {teacher}{refit}"));
     }
     if !fit.unhealed.is_empty() {
         notes

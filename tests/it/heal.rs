@@ -319,7 +319,9 @@ fn the_search_searches_the_heal_and_writes_a_fitted_choice() {
         "--out",
         &out_s,
     ];
-    let out = run(&[&search[..], &["--trials", "12", "--heal", "search", "--heal-teacher", "base,average"]].concat(), dir.path());
+    // The trials fit on 200 tokens; the chosen candidate is fitted again on all the text.
+    let trial_tokens = ["--heal-search-tokens", "200"];
+    let out = run(&[&search[..], &["--trials", "12", "--heal", "search", "--heal-teacher", "base,average"], &trial_tokens[..]].concat(), dir.path());
     let err = text(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -333,7 +335,12 @@ fn the_search_searches_the_heal_and_writes_a_fitted_choice() {
     assert!(healed > 0 && healed < trials.len(), "healed and unhealed trials: {healed} of {}", trials.len());
     let warm_healed = trials.iter().filter(|t| t["origin"] == "baseline" && t["recipe"].get("heal").is_some()).count();
     assert!(warm_healed >= 1, "the baseline's cut healed by the base is a warm start");
-    assert!(journal.lines().next().unwrap().contains("\"teachers\":[\"base\",\"average\"]"), "the space's heal is in the header");
+    let header = journal.lines().next().unwrap();
+    assert!(
+        header.contains("\"teachers\":[\"base\",\"average\"]") && header.contains("\"tokens\":200"),
+        "the space's heal is in the header: {header}"
+    );
+    assert!(trials.iter().filter_map(|t| t["recipe"].get("heal")).all(|h| h["tokens"] == 200), "every trial fits on 200 tokens");
     // ShortGPT's cut healed against the base is a row beside ShortGPT's, on the same items.
     let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(report.contains("ShortGPT + heal") && report.contains("| ShortGPT |"), "{report}");
@@ -342,6 +349,11 @@ fn the_search_searches_the_heal_and_writes_a_fitted_choice() {
         Some(h) => {
             assert!(!h.is_request() && out_dir.join("heal.safetensors").is_file(), "a fitted heal beside the recipe");
             assert!(err.contains("--heal search: the chosen candidate is healed against"), "{err}");
+            assert!(
+                h.tokens > 200 && err.contains("(its trials: 200)"),
+                "the written heal is fitted on more tokens than the trials: {} {err}",
+                h.tokens
+            );
         }
         None => assert!(!out_dir.join("heal.safetensors").exists() && err.contains("--heal search: the chosen candidate is unhealed"), "{err}"),
     }
