@@ -159,8 +159,11 @@ for seed in $seeds; do
                     bo) args=(--objective ppl --optimizer bo --budgets "$budgets") ;;
                     # Issue 26: the heal (teacher: the base or the siblings' average) searched
                     # with the stitch, fitted on the calibration texts.
+                    # Each trial's fit uses $HEAL_SEARCH_TOKENS, the chosen one is fitted
+                    # again on $HEAL_TOKENS (as the baselines' heals are).
                     heal) args=(--objective ppl --heal search --heal-teacher base,average --budgets "$budgets"
-                                --heal-calibration "$heal_cal" --heal-tokens "$heal_tokens") ;;
+                                --heal-calibration "$heal_cal" --heal-tokens "$heal_tokens"
+                                --heal-search-tokens "${HEAL_SEARCH_TOKENS:-4096}") ;;
                     hyperband) args=(--objective ppl --optimizer random --budgets "$budgets") ;;
                 esac ;;
         esac
@@ -195,7 +198,32 @@ print(sum(t.values()) / len(t), f[0]['selection_acc'] if f else '')" "$out.repor
     done
 done
 
-# 6. The table.
+# 6. Every healed output, built and read by transformers and llama.cpp (issue 26): its held-out
+# perplexity and accuracy under transformers equal hf-tailor's in-memory scores of the recipe,
+# and llama.cpp's converter and runtime give transformers' logits. CHECK_OUTPUTS=0 skips it.
+llama_cpp="${HF_TAILOR_LLAMA_CPP:-$repo/.venv/llama.cpp}"
+llama_rt="${HF_TAILOR_LLAMA_CPP_RUNTIME:-$repo/.venv/node-llama-cpp}"
+if [[ "${CHECK_OUTPUTS:-1}" != 0 ]]; then
+    mkdir -p "$runs/checks"
+    for ev in "$runs"/*-heal.eval.json "$runs"/heal-*.eval.json; do
+        [[ -f "$ev" ]] || continue
+        name="$(basename "$ev" .eval.json)"
+        [[ -f "$runs/checks/$name.json" ]] && continue
+        recipe="$runs/$name.yaml"; [[ -f "$recipe" ]] || recipe="$runs/$name.out/tailor.yaml"
+        built="$runs/checks/$name.model"
+        rm -rf "$built"
+        $nice "$bin" build --recipe "$recipe" --out "$built" > /dev/null
+        echo "bench-quality: checking $name in transformers and llama.cpp" >&2
+        $nice "$python" "$repo/scripts/bench_quality.py" check-output --model "$built" --eval-json "$ev" --data "$data" \
+            --llama-cpp "$llama_cpp" --runtime "$llama_rt" --gguf "$built.gguf" --out "$runs/checks/$name.tmp" > /dev/null
+        mv "$runs/checks/$name.tmp" "$runs/checks/$name.json"
+        rm -rf "$built"
+    done
+fi
+
+# 7. The table.
 "$python" "$repo/scripts/bench_quality.py" table --runs "$runs/rows" --depth "$keep/30 layers"
 echo
 "$python" "$repo/scripts/bench_quality.py" reliability --runs "$runs"
+echo
+"$python" "$repo/scripts/bench_quality.py" checks --runs "$runs"
