@@ -355,6 +355,23 @@ fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(s: &str, one: impl Fn(&
     Ok((a, b))
 }
 
+/// The calibration texts (the baselines' statistics; the heal's, unless
+/// `--heal-calibration`): `--calibration`'s files when given, else the `ppl=` tasks', in order.
+pub(super) fn calibration_texts(calibration: Option<&str>, tasks: &[hf_tailor::eval::Task]) -> anyhow::Result<Vec<String>> {
+    let extra = match calibration {
+        Some(c) => TaskSpec::parse_list(c)?.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let from = if calibration.is_some() { &extra[..] } else { tasks };
+    Ok(from
+        .iter()
+        .flat_map(|t| match &t.data {
+            TaskData::Perplexity(texts) => texts.clone(),
+            TaskData::MultipleChoice(_) => Vec::new(),
+        })
+        .collect())
+}
+
 /// Everything both subcommands set up: the space and the evaluator (with calibration texts).
 struct Setup {
     space: SearchSpace,
@@ -381,17 +398,7 @@ fn setup(inputs: &SearchInputs, request: &SearchRequest, needs_calibration: bool
     if !tasks.iter().any(|t| matches!(t.data, TaskData::MultipleChoice(_))) {
         super::usage!("--tasks has no multiple-choice task to score candidates on");
     }
-    let mut calibration: Vec<String> = Vec::new();
-    let extra = match &scoring.calibration {
-        Some(c) => TaskSpec::parse_list(c)?.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
-    let from = if scoring.calibration.is_some() { &extra } else { &tasks };
-    for t in from {
-        if let TaskData::Perplexity(texts) = &t.data {
-            calibration.extend(texts.iter().cloned());
-        }
-    }
+    let calibration = calibration_texts(scoring.calibration.as_deref(), &tasks)?;
     if needs_calibration && calibration.is_empty() {
         super::usage!("the baselines need calibration text: add a `ppl=FILE` task or --calibration ppl=FILE (or --baselines none for a search)");
     }
@@ -530,12 +537,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => s.tasks.clone(),
     };
     let heal_hold_out = if args.inputs.scoring.calibration.is_some() { None } else { spec.optimizer.hold_out };
-    if request.heal.as_ref().is_some_and(|h| h.mode == request::HealMode::Search) {
-        if args.storage.is_some() {
-            super::usage!("--heal search runs on this host's workers: drop --storage (a study's workers would need the heal's calibration too)");
-        }
-        request::prepare_heal_search(request.heal.as_ref(), s.workers.iter_mut().map(|w| &mut w.scorer), &heal_tasks, heal_hold_out)?;
-    }
+    let heal_tokens = request::prepare_heal_search(request.heal.as_ref(), s.workers.iter_mut().map(|w| &mut w.scorer), &heal_tasks, heal_hold_out)?;
     let mut progress = Progress::new(args.trials);
     let result = if s.space.is_range() {
         if args.storage.is_some() || s.workers.len() > 1 {
@@ -543,7 +545,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         job::run_front_job(&spec, request.pick(), &mut s.workers[0].scorer, &s.params, &mut progress)?
     } else if let Some(url) = &args.storage {
-        coordinate(&args, url, &spec, &mut s, &mut progress)?
+        let heal = heal_tokens.map(|seqs| {
+            let study = hf_tailor::search::study::StudyHeal {
+                heal_calibration: args.heal.heal_calibration.clone(),
+                calibration: args.inputs.scoring.calibration.clone(),
+                tokens_sha256: hf_tailor::heal::tokens_sha256(&seqs),
+            };
+            (study, seqs)
+        });
+        coordinate(&args, url, &spec, &mut s, heal, &mut progress)?
     } else if s.workers.len() == 1 {
         // One worker: the sequential search (its journal has no worker names, as before).
         job::run_job(&spec, &mut s.workers[0].scorer, &s.params, &mut progress)?
@@ -602,7 +612,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// `search --storage`: coordinate the study (this thread) while `--workers` threads of this
 /// process score its trials as `hf-tailor worker` processes do.
-fn coordinate(args: &Args, url: &str, spec: &JobSpec, s: &mut Setup, progress: &mut Progress) -> anyhow::Result<job::JobResult> {
+/// `heal`: with `--heal search`, the fits' calibration (for the study's workers) and its tokens.
+fn coordinate(
+    args: &Args,
+    url: &str,
+    spec: &JobSpec,
+    s: &mut Setup,
+    heal: Option<(hf_tailor::search::study::StudyHeal, Vec<Vec<u32>>)>,
+    progress: &mut Progress,
+) -> anyhow::Result<job::JobResult> {
     use hf_tailor::search::study::{self, worker::WorkerOptions, PgStudy, StudyInputs};
     use std::sync::atomic::{AtomicBool, Ordering};
     let stale = std::time::Duration::from_secs_f64(args.stale_after);
@@ -610,7 +628,8 @@ fn coordinate(args: &Args, url: &str, spec: &JobSpec, s: &mut Setup, progress: &
     drop(study::connect(url)?);
     let files: Vec<&std::path::Path> = s.task_files.iter().map(|p| p.as_path()).collect();
     let fingerprint = study::Fingerprint::of(&s.family, &files).context("hashing the models and task files")?;
-    let inputs = StudyInputs { tasks: args.inputs.scoring.tasks.clone(), fingerprint };
+    let (heal, heal_tokens) = heal.unzip();
+    let inputs = StudyInputs { tasks: args.inputs.scoring.tasks.clone(), fingerprint, heal };
     let name = args.study.clone();
     let inherit = (spec.inherit.objective, spec.inherit.hold_out);
     let trials = args.trials;
@@ -619,6 +638,9 @@ fn coordinate(args: &Args, url: &str, spec: &JobSpec, s: &mut Setup, progress: &
     let local = if args.workers == 0 { 0 } else { s.workers.len() };
     // The coordinator's own evaluator scores baselines, references and finalists.
     let mut own = Evaluator::new(s.family.clone(), s.tasks.clone(), args.inputs.scoring.engine.options())?;
+    if let Some(seqs) = heal_tokens {
+        own.set_heal_calibration(seqs);
+    }
     let host = super::worker::host_name();
     let result = std::thread::scope(|scope| -> anyhow::Result<job::JobResult> {
         let mut handles = Vec::new();

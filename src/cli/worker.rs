@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hf_tailor::checkpoint::Family;
-use hf_tailor::eval::{Evaluator, TaskSpec};
+use hf_tailor::eval::{Evaluator, Task, TaskData, TaskSpec};
+use hf_tailor::pipeline::request;
 use hf_tailor::search::study::{self, worker::WorkerOptions, Fingerprint, StudyError, StudySnapshot};
 use hf_tailor::search::{job, SearchError, SearchSpace};
 
@@ -80,7 +81,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Err(study_err(StudyError::Mismatch(format!("study `{}`: this worker's {d}; refusing to score", snap.name))));
     }
     let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
-    let mut evaluator = Evaluator::new(Arc::new(family), tasks, hf_tailor::eval::EvalOptions { device, ..args.engine.options() })?;
+    let mut evaluator = Evaluator::new(Arc::new(family), tasks.clone(), hf_tailor::eval::EvalOptions { device, ..args.engine.options() })?;
+    if let Some(space_heal) = &h.space.heal {
+        let seqs = heal_calibration(&snap, &tasks, &evaluator, space_heal.tokens)?;
+        evaluator.set_heal_calibration(seqs);
+    }
     let label = format!("{}:{}:{device}", host_name(), std::process::id());
     eprintln!("hf-tailor: worker {label} on study `{}`", snap.name);
     let opts = WorkerOptions { label, stale: Duration::from_secs_f64(args.stale_after) };
@@ -90,6 +95,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         snap.name, summary.scored, summary.lost
     );
     Ok(())
+}
+
+/// A `--heal search` study's calibration tokens, from this host's files as the coordinator
+/// named them (see [`study::StudyHeal`]), refused unless they hash as the coordinator's.
+fn heal_calibration(snap: &StudySnapshot, tasks: &[Task], evaluator: &Evaluator, tokens: usize) -> anyhow::Result<Vec<Vec<u32>>> {
+    let mismatch = |m: String| study_err(StudyError::Mismatch(format!("study `{}`: {m}; refusing to score", snap.name)));
+    let Some(heal) = &snap.inputs.heal else {
+        return Err(mismatch("it searches the heal but names no calibration text for it (started by an older hf-tailor?)".into()));
+    };
+    let texts = match (&heal.heal_calibration, &heal.calibration) {
+        (Some(spec), _) => super::heal::calibration_texts(Some(spec), None)?,
+        (None, Some(spec)) => {
+            let texts = super::search::calibration_texts(Some(spec), &[])?;
+            request::heal_texts(&[Task::new("calibration", TaskData::Perplexity(texts))], None)
+        }
+        (None, None) => request::heal_texts(tasks, snap.state.header.optimizer.hold_out),
+    };
+    let seqs = evaluator.heal_sequences(&texts, tokens)?;
+    if hf_tailor::heal::tokens_sha256(&seqs) != heal.tokens_sha256 {
+        return Err(mismatch("this worker's heal calibration text differs from the coordinator's".into()));
+    }
+    Ok(seqs)
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {

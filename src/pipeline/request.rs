@@ -267,14 +267,14 @@ pub fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
 
 /// Give every scorer of a `--heal search` its calibration tokens (see [`heal_texts`]: the
 /// texts of `tasks`, else their items, never the selection split `hold_out`), before the
-/// search scores its first healed candidate. Nothing to do for other modes.
+/// search scores its first healed candidate, and return them. Nothing to do for other modes.
 pub fn prepare_heal_search<'a>(
     req: Option<&HealRequest>,
     scorers: impl IntoIterator<Item = &'a mut crate::eval::Evaluator>,
     tasks: &[Task],
     hold_out: Option<HoldOut>,
-) -> Result<(), PipelineError> {
-    let Some(req) = req.filter(|r| r.mode == HealMode::Search) else { return Ok(()) };
+) -> Result<Option<Vec<Vec<u32>>>, PipelineError> {
+    let Some(req) = req.filter(|r| r.mode == HealMode::Search) else { return Ok(None) };
     let texts = req.calibration.clone().unwrap_or_else(|| heal_texts(tasks, hold_out));
     let mut seqs = None;
     for scorer in scorers {
@@ -287,7 +287,7 @@ pub fn prepare_heal_search<'a>(
         }
         scorer.set_heal_calibration(seqs.clone().expect("set above"));
     }
-    Ok(())
+    Ok(seqs)
 }
 
 /// What [`heal_chosen`] did.

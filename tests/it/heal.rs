@@ -13,7 +13,7 @@ use hf_tailor::testkit::fixture::{self, TinySpec};
 use crate::common;
 
 /// Calibration text: byte-level tokens, several times the hidden size (32).
-fn texts() -> Vec<String> {
+pub(crate) fn texts() -> Vec<String> {
     vec![
         "The quick brown fox jumps over the lazy dog while the farmer sleeps under a tree by the river bank.".into(),
         "In 1905 a clerk in Bern wrote four papers that changed physics: light quanta, motion, relativity, mass.".into(),
@@ -242,7 +242,7 @@ fn cli_heals_and_a_changed_maps_file_or_mergekit_export_is_refused() {
 
 /// The CLI tests' job under `dir`: the fixture family's base and sibling list, a letters
 /// task, and `out` (as strings, for arguments).
-fn job_inputs(dir: &Path, out: &Path) -> [String; 4] {
+pub(crate) fn job_inputs(dir: &Path, out: &Path) -> [String; 4] {
     let (base, list) = crate::cli::fixture_job(dir);
     let task = dir.join("letters.jsonl");
     crate::cli::letters_task(&task, 24);

@@ -311,3 +311,43 @@ fn a_file_journal_search_moves_into_a_study_and_its_workers_finish_it() {
     // A study that already holds trials is not imported into.
     one_line_error(&moved("again"), 2, "already holds trials");
 }
+
+/// `--heal search` on a study: the study names the heal's calibration text and the hash of
+/// its tokens, the workers fit their healed trials on the same tokens (the coordinator's
+/// finalists and healed baselines too), and a worker whose heal text differs is refused.
+#[test]
+fn a_heal_search_runs_on_a_study_and_a_worker_with_other_heal_text_is_refused() {
+    let pg = Pg::start();
+    let url = pg.url();
+    let dir = tempdir();
+    let out = dir.path().join("healed");
+    let [base, list, tasks, out_s] = crate::heal::job_inputs(dir.path(), &out);
+    let texts_file = dir.path().join("heal-texts.jsonl");
+    let write_texts = |texts: &[String]| {
+        std::fs::write(&texts_file, texts.iter().map(|t| serde_json::json!({"text": t}).to_string() + "\n").collect::<String>()).unwrap()
+    };
+    write_texts(&crate::heal::texts());
+    // The calibration texts (the baselines' and, with no --heal-calibration, the heal's).
+    let calibration = format!("ppl={}", texts_file.display());
+    #[rustfmt::skip]
+    let args = [
+        "search", "--base", &base, "--finetunes", &list, "--tasks", &tasks, "--keep-layers", "2", "--trials", "10",
+        "--heal", "search", "--heal-teacher", "base,average", "--calibration", &calibration,
+        "--storage", &url, "--study", "h", "--workers", "0", "--stale-after", "2", "--out", &out_s,
+    ];
+    let mut coord = hf_tailor().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut w = worker(&url, "h", &[]);
+    let o = wait(&mut coord, Duration::from_secs(240));
+    assert!(o.status.success(), "coordinator: {}", String::from_utf8_lossy(&o.stderr));
+    let ow = wait(&mut w, Duration::from_secs(30));
+    assert!(ow.status.success(), "worker: {}", String::from_utf8_lossy(&ow.stderr));
+    let trials = export(&url, "h", &dir.path().join("h.jsonl"));
+    assert_each_trial_once(&trials, 10);
+    let healed = trials.iter().filter(|t| t.recipe.heal.is_some() && t.worker.is_some() && t.failed.is_none()).count();
+    assert!(healed > 0, "the worker scored healed trials");
+    assert!(out.join("tailor.yaml").is_file());
+    // Another worker on other heal text: refused before it scores anything.
+    write_texts(&crate::heal::texts()[1..]);
+    let o = wait(&mut worker(&url, "h", &[]), Duration::from_secs(30));
+    one_line_error(&o, 2, "heal calibration text differs");
+}

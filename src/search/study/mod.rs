@@ -155,6 +155,25 @@ pub struct StudyInputs {
     pub tasks: String,
     /// The models and task files, by sha256.
     pub fingerprint: Fingerprint,
+    /// With `--heal search`: where the fits' calibration texts come from, so that every
+    /// worker fits on the coordinator's tokens (absent otherwise, and in older studies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal: Option<StudyHeal>,
+}
+
+/// The calibration of a study's heal fits: `--heal-calibration`'s texts, else
+/// `--calibration`'s, else the tasks' own less the selection split (the header's), cut to
+/// the space's heal tokens; a worker whose tokens hash differently refuses to score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyHeal {
+    /// The `--heal-calibration` argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal_calibration: Option<String>,
+    /// The `--calibration` argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
+    /// sha256 of the calibration tokens (see `heal::tokens_sha256`).
+    pub tokens_sha256: String,
 }
 
 /// The default study name: the hash of the search's inputs.
@@ -220,6 +239,9 @@ impl PgStudy {
                 }
                 if let Some(d) = found_inputs.fingerprint.difference(&inputs.fingerprint) {
                     return Err(StudyError::Mismatch(format!("study `{name}`: {d}")));
+                }
+                if found_inputs.heal != inputs.heal {
+                    return Err(StudyError::Mismatch(format!("study `{name}` fits its heals on other calibration text; use another --study")));
                 }
                 client
                     .execute("UPDATE hf_tailor_study SET trials = $2, finished = false WHERE name = $1", &[&name, &(trials as i32)])
