@@ -545,13 +545,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         job::run_front_job(&spec, request.pick(), &mut s.workers[0].scorer, &s.params, &mut progress)?
     } else if let Some(url) = &args.storage {
-        let heal = heal_tokens.map(|seqs| {
+        let heal = heal_tokens.map(|(texts, tokens_sha256)| {
             let study = hf_tailor::search::study::StudyHeal {
                 heal_calibration: args.heal.heal_calibration.clone(),
                 calibration: args.inputs.scoring.calibration.clone(),
-                tokens_sha256: hf_tailor::heal::tokens_sha256(&seqs),
+                tokens_sha256,
             };
-            (study, seqs)
+            (study, texts)
         });
         coordinate(&args, url, &spec, &mut s, heal, &mut progress)?
     } else if s.workers.len() == 1 {
@@ -612,13 +612,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// `search --storage`: coordinate the study (this thread) while `--workers` threads of this
 /// process score its trials as `hf-tailor worker` processes do.
-/// `heal`: with `--heal search`, the fits' calibration (for the study's workers) and its tokens.
+/// `heal`: with `--heal search`, the fits' calibration (for the study's workers) and its texts.
 fn coordinate(
     args: &Args,
     url: &str,
     spec: &JobSpec,
     s: &mut Setup,
-    heal: Option<(hf_tailor::search::study::StudyHeal, Vec<Vec<u32>>)>,
+    heal: Option<(hf_tailor::search::study::StudyHeal, Vec<String>)>,
     progress: &mut Progress,
 ) -> anyhow::Result<job::JobResult> {
     use hf_tailor::search::study::{self, worker::WorkerOptions, PgStudy, StudyInputs};
@@ -628,7 +628,7 @@ fn coordinate(
     drop(study::connect(url)?);
     let files: Vec<&std::path::Path> = s.task_files.iter().map(|p| p.as_path()).collect();
     let fingerprint = study::Fingerprint::of(&s.family, &files).context("hashing the models and task files")?;
-    let (heal, heal_tokens) = heal.unzip();
+    let (heal, heal_texts) = heal.unzip();
     let inputs = StudyInputs { tasks: args.inputs.scoring.tasks.clone(), fingerprint, heal };
     let name = args.study.clone();
     let inherit = (spec.inherit.objective, spec.inherit.hold_out);
@@ -638,8 +638,8 @@ fn coordinate(
     let local = if args.workers == 0 { 0 } else { s.workers.len() };
     // The coordinator's own evaluator scores baselines, references and finalists.
     let mut own = Evaluator::new(s.family.clone(), s.tasks.clone(), args.inputs.scoring.engine.options())?;
-    if let Some(seqs) = heal_tokens {
-        own.set_heal_calibration(seqs);
+    if let Some(texts) = heal_texts {
+        own.set_heal_calibration(texts);
     }
     let host = super::worker::host_name();
     let result = std::thread::scope(|scope| -> anyhow::Result<job::JobResult> {

@@ -83,8 +83,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
     let mut evaluator = Evaluator::new(Arc::new(family), tasks.clone(), hf_tailor::eval::EvalOptions { device, ..args.engine.options() })?;
     if let Some(space_heal) = &h.space.heal {
-        let seqs = heal_calibration(&snap, &tasks, &evaluator, space_heal.tokens)?;
-        evaluator.set_heal_calibration(seqs);
+        let texts = heal_calibration(&snap, &tasks, &evaluator, space_heal.tokens)?;
+        evaluator.set_heal_calibration(texts);
     }
     let label = format!("{}:{}:{device}", host_name(), std::process::id());
     eprintln!("hf-tailor: worker {label} on study `{}`", snap.name);
@@ -97,9 +97,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `--heal search` study's calibration tokens, from this host's files as the coordinator
-/// named them (see [`study::StudyHeal`]), refused unless they hash as the coordinator's.
-fn heal_calibration(snap: &StudySnapshot, tasks: &[Task], evaluator: &Evaluator, tokens: usize) -> anyhow::Result<Vec<Vec<u32>>> {
+/// A `--heal search` study's calibration texts, from this host's files as the coordinator
+/// named them (see [`study::StudyHeal`]), refused unless the trials' `tokens` hash as the
+/// coordinator's.
+fn heal_calibration(snap: &StudySnapshot, tasks: &[Task], evaluator: &Evaluator, tokens: usize) -> anyhow::Result<Vec<String>> {
     let mismatch = |m: String| study_err(StudyError::Mismatch(format!("study `{}`: {m}; refusing to score", snap.name)));
     let Some(heal) = &snap.inputs.heal else {
         return Err(mismatch("it searches the heal but names no calibration text for it (started by an older hf-tailor?)".into()));
@@ -116,7 +117,7 @@ fn heal_calibration(snap: &StudySnapshot, tasks: &[Task], evaluator: &Evaluator,
     if hf_tailor::heal::tokens_sha256(&seqs) != heal.tokens_sha256 {
         return Err(mismatch("this worker's heal calibration text differs from the coordinator's".into()));
     }
-    Ok(seqs)
+    Ok(texts)
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {

@@ -27,12 +27,15 @@ const FIT_CACHE: usize = 8;
 /// 1.7 GB). Beyond it each fit runs its teacher again.
 const TEACHER_CACHE_BYTES: u64 = 2 << 30;
 
-/// What a search's heals share: the calibration tokens every candidate is fitted on (set once
-/// per search), the last fits, and the teachers' hidden states on those tokens, so that a
-/// healed trial runs the candidate once more, not the teacher.
+/// What a search's heals share: the calibration texts every candidate is fitted on (set once
+/// per search; a request's token count takes its first tokens: the trials' fidelity, or
+/// all the written heal's), the last fits, and the teachers' hidden states on those tokens,
+/// so that a healed trial runs the candidate once more, not the teacher.
 #[derive(Default)]
 pub struct SearchHeals {
-    sequences: Option<Arc<Vec<Vec<u32>>>>,
+    texts: Option<Arc<Vec<String>>>,
+    /// (token count, the texts' first tokens), for the counts asked for so far.
+    sequences: Vec<(usize, Arc<Vec<Vec<u32>>>)>,
     /// (the request recipe as JSON, the fitted recipe), newest last.
     fits: std::collections::VecDeque<(String, Recipe)>,
     /// (teacher recipe as JSON, its states entering each source layer 0..=L, per batch).
@@ -96,9 +99,26 @@ impl Evaluator {
         Ok(out)
     }
 
-    /// The calibration tokens a search's heal requests ([`Heal::is_request`]) are fitted on.
-    pub fn set_heal_calibration(&mut self, sequences: Vec<Vec<u32>>) {
-        self.heals = SearchHeals { sequences: Some(Arc::new(sequences)), ..SearchHeals::default() };
+    /// The calibration texts a search's heal requests ([`Heal::is_request`]) are fitted on,
+    /// each request on their first [`Heal::tokens`] tokens (see [`Evaluator::heal_sequences`]).
+    pub fn set_heal_calibration(&mut self, texts: Vec<String>) {
+        self.heals = SearchHeals { texts: Some(Arc::new(texts)), ..SearchHeals::default() };
+    }
+
+    /// The first `tokens` calibration tokens of the search's heal texts (encoded once per count).
+    fn search_heal_sequences(&mut self, tokens: usize) -> Result<Arc<Vec<Vec<u32>>>, EvalError> {
+        if let Some((_, s)) = self.heals.sequences.iter().find(|(n, _)| *n == tokens) {
+            return Ok(s.clone());
+        }
+        let texts = self.heals.texts.clone().ok_or_else(|| {
+            EvalError::Spec("the recipe asks for a heal, but this evaluation has no heal calibration text (a search sets it)".into())
+        })?;
+        let seqs = Arc::new(self.heal_sequences(&texts, tokens)?);
+        if seqs.is_empty() {
+            return Err(heal::HealError::Input("no calibration tokens to fit on".into()).into());
+        }
+        self.heals.sequences.push((tokens, seqs.clone()));
+        Ok(seqs)
     }
 
     /// `recipe` (whose heal is a request) healed as it asks, on the search's calibration
@@ -109,9 +129,7 @@ impl Evaluator {
         if let Some((_, r)) = self.heals.fits.iter().find(|(k, _)| *k == key) {
             return Ok(r.clone());
         }
-        let seqs = self.heals.sequences.clone().ok_or_else(|| {
-            EvalError::Spec("the recipe asks for a heal, but this evaluation has no heal calibration text (a search sets it)".into())
-        })?;
+        let seqs = self.search_heal_sequences(h.tokens)?;
         let fit = self.fit_heal_with(recipe, &h.teacher, &seqs, h.ridge, true)?;
         if self.heals.fits.len() == FIT_CACHE {
             let (_, old) = self.heals.fits.pop_front().expect("full");

@@ -265,29 +265,30 @@ pub fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
     )
 }
 
-/// Give every scorer of a `--heal search` its calibration tokens (see [`heal_texts`]: the
+/// Give every scorer of a `--heal search` its calibration texts (see [`heal_texts`]: the
 /// texts of `tasks`, else their items, never the selection split `hold_out`), before the
-/// search scores its first healed candidate, and return them. Nothing to do for other modes.
+/// search scores its first healed candidate. Returns them with the sha256 of the trials'
+/// tokens (their first [`HealRequest::trial_tokens`]). Nothing to do for other modes.
 pub fn prepare_heal_search<'a>(
     req: Option<&HealRequest>,
     scorers: impl IntoIterator<Item = &'a mut crate::eval::Evaluator>,
     tasks: &[Task],
     hold_out: Option<HoldOut>,
-) -> Result<Option<Vec<Vec<u32>>>, PipelineError> {
+) -> Result<Option<(Vec<String>, String)>, PipelineError> {
     let Some(req) = req.filter(|r| r.mode == HealMode::Search) else { return Ok(None) };
     let texts = req.calibration.clone().unwrap_or_else(|| heal_texts(tasks, hold_out));
-    let mut seqs = None;
+    let mut sha = None;
     for scorer in scorers {
-        if seqs.is_none() {
+        if sha.is_none() {
             let s = scorer.heal_sequences(&texts, req.trial_tokens())?;
             if s.is_empty() {
                 return Err(PipelineError::Plan("--heal search: no calibration text to fit the heal on".into()));
             }
-            seqs = Some(s);
+            sha = Some(crate::heal::tokens_sha256(&s));
         }
-        scorer.set_heal_calibration(seqs.clone().expect("set above"));
+        scorer.set_heal_calibration(texts.clone());
     }
-    Ok(seqs)
+    Ok(sha.map(|sha| (texts, sha)))
 }
 
 /// What [`heal_chosen`] did.
@@ -459,6 +460,7 @@ impl SearchRequest {
             calibration,
             inherit: Inherit { objective: self.objective.is_none(), hold_out: self.selection_split.is_none() },
             precomputed: self.precomputed.clone(),
+            heal_tokens: self.heal.as_ref().filter(|h| h.mode == HealMode::Search).map(|h| h.tokens),
         })
     }
 

@@ -38,6 +38,9 @@ pub struct JobSpec {
     /// Baselines already computed for this space (`hf-tailor baselines`): used instead of
     /// running those kinds again.
     pub precomputed: Vec<Precomputed>,
+    /// With the heal searched: the tokens the written heal is fitted on, and so the healed
+    /// baselines' rows beside it (None: the trials' tokens, the space's).
+    pub heal_tokens: Option<usize>,
 }
 
 /// A baseline's result from an earlier run (`baselines.json` of `hf-tailor baselines`).
@@ -216,7 +219,7 @@ fn run_job_with<W: AsScorer>(
     }
     let mut rows = score_references(space, scorer, full, &params, observer)?;
     rows.extend(baseline_rows);
-    rows.extend(healed_baseline_rows(space, &baselines, scorer, full, &params, observer)?);
+    rows.extend(healed_baseline_rows(space, spec.heal_tokens, &baselines, scorer, full, &params, observer)?);
     let best_trial = outcome.best_trial();
     let best = best_trial.recipe.clone();
     // Every row is scored on the same items: the first `full` of all calibration items.
@@ -312,9 +315,11 @@ pub fn run_front_job<S: Scorer>(
 
 /// With the heal in the space, each baseline's cut healed against the base as well, scored
 /// like the others: ShortGPT + heal, and ReplaceMe (arXiv 2505.02819: the angular-distance
-/// block, healed), the strongest training-free single-model peers.
+/// block, healed), the strongest training-free single-model peers; fitted on `tokens` (the
+/// written heal's), else on the space's (the trials').
 fn healed_baseline_rows<S: Scorer>(
     space: &SearchSpace,
+    tokens: Option<usize>,
     baselines: &[Baseline],
     scorer: &mut S,
     budget: usize,
@@ -327,7 +332,7 @@ fn healed_baseline_rows<S: Scorer>(
         let label = b.kind.healed_label();
         observer.stage(&format!("scoring {label}"));
         let mut r = b.recipe.clone();
-        r.heal = Some(Box::new(crate::recipe::Heal::request(crate::recipe::Teacher::Base, h.tokens, h.ridge)));
+        r.heal = Some(Box::new(crate::recipe::Heal::request(crate::recipe::Teacher::Base, tokens.unwrap_or(h.tokens), h.ridge)));
         let m = measure(scorer, &r, budget, Items::All, label)?;
         rows.push(ModelResult::from_measures(label.into(), ResultKind::Baseline, r.layers.len(), params(&r), &m));
     }

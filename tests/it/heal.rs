@@ -105,16 +105,26 @@ fn a_heal_request_scores_exactly_as_its_explicit_fit() {
         TaskData::Perplexity(vec!["A text to score, other than the calibration texts, a little long.".into(), "And a short one.".into()]),
     );
     let mut ev = Evaluator::new(fam.clone(), vec![task.clone()], EvalOptions::default()).unwrap();
-    let seqs = ev.heal_sequences(&texts(), 4096).unwrap();
-    let ask = |recipe: &Recipe, teacher: Teacher| Recipe { heal: Some(Box::new(Heal::request(teacher, 4096, 1e-3))), ..recipe.clone() };
+    let ask_for =
+        |recipe: &Recipe, teacher: Teacher, tokens: usize| Recipe { heal: Some(Box::new(Heal::request(teacher, tokens, 1e-3))), ..recipe.clone() };
+    let ask = |recipe: &Recipe, teacher: Teacher| ask_for(recipe, teacher, 4096);
     let e = ev.measure(&ask(&two_gaps(&r), Teacher::Average), 100, Items::All).unwrap_err().to_string();
     assert!(e.contains("no heal calibration") && !e.contains('\n'), "{e}");
-    ev.set_heal_calibration(seqs.clone());
+    ev.set_heal_calibration(texts());
     let mut explicit = Evaluator::new(fam.clone(), vec![task], EvalOptions::default()).unwrap();
-    for (recipe, teacher) in [(two_gaps(&r), Teacher::Average), (r.clone(), Teacher::Average), (two_gaps(&r), Teacher::Base)] {
+    // A request fits on the first `tokens` of the texts: all of them, or 200 (a trial's fidelity).
+    for (recipe, teacher, tokens) in [
+        (two_gaps(&r), Teacher::Average, 4096),
+        (r.clone(), Teacher::Average, 4096),
+        (two_gaps(&r), Teacher::Base, 4096),
+        (two_gaps(&r), Teacher::Base, 200),
+    ] {
+        let ask = |recipe: &Recipe, teacher: Teacher| ask_for(recipe, teacher, tokens);
+        let seqs = explicit.heal_sequences(&texts(), tokens).unwrap();
         let searched = ev.measure(&ask(&recipe, teacher.clone()), 100, Items::All).unwrap();
         let again = ev.measure(&ask(&recipe, teacher.clone()), 100, Items::All).unwrap();
         let fit = explicit.fit_heal(&recipe, &teacher, &seqs, 1e-3).unwrap();
+        assert_eq!(fit.recipe.heal.as_ref().unwrap().tokens, seqs.iter().map(Vec::len).sum::<usize>().min(tokens));
         let want = explicit.measure(&fit.recipe, 100, Items::All).unwrap();
         assert_eq!(searched, want, "{teacher}: the request scores as its explicit fit");
         assert_eq!(again, want, "{teacher}: from the fit cache");

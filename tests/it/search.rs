@@ -280,6 +280,7 @@ fn a_job_warm_starts_from_the_baselines_and_chooses_on_the_selection_split() {
             calibration: vec!["text".into()],
             inherit: Inherit::default(),
             precomputed: vec![],
+            heal_tokens: None,
         };
         let first = space.to_recipe(&space.base_only(&(0..7).collect::<Vec<_>>()));
         let mut scorer = WholeModelsToo(SyntheticScorer::new(&space, 2, 1000, 4), first);
