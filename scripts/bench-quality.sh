@@ -103,6 +103,14 @@ if [[ ! -f "$runs/rows/base.json" ]]; then
     heldout "base, 30 layers" 0 "--model $family/base" "$acc" "" base
 fi
 
+# The siblings' task-arithmetic average at full depth (what the stitch starts from).
+if [[ ! -f "$runs/rows/average.json" ]]; then
+    "$python" "$repo/scripts/bench_quality.py" average-recipe --family "$family" --out "$runs/average.json.recipe"
+    mv "$runs/average.json.recipe" "$runs/average.recipe.json"
+    acc="$($nice "$bin" eval --recipe "$runs/average.recipe.json" --tasks "$(join "${calib_mc[@]}")" --budget "$full" --json | "$python" -c "import json,sys; r=json.load(sys.stdin)['hf_tailor']['tasks']; print(sum(x['acc'] for x in r)/len(r))")"
+    heldout "siblings' average, 30 layers" 0 "--recipe $runs/average.recipe.json" "$acc" "" average
+fi
+
 # 4. Baselines (deterministic: once).
 if [[ ! -f "$runs/baselines/baselines.json" ]]; then
     echo "bench-quality: baselines (ShortGPT, angular, SLEB) at $keep of 30 layers" >&2

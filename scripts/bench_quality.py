@@ -293,7 +293,7 @@ def cmd_table(a):
             rows[key] = []
             order.append(key)
         rows[key].append(r)
-    prefer = ["base, 30 layers", "ShortGPT", "angular", "SLEB", "random search"]
+    prefer = ["base, 30 layers", "siblings' average, 30 layers", "ShortGPT", "angular", "SLEB", "random search"]
     order.sort(key=lambda k: (prefer.index(k) if k in prefer else len(prefer), k))
     short = None
     lines = ["| model (%s) | seeds | calibration acc | selection acc | held-out cloze acc (%d items) | held-out perplexity, geomean of %d domains | vs ShortGPT |"
@@ -372,6 +372,27 @@ def cmd_heldout(a):
            "calibration_acc": a.calibration_acc, "selection_acc": a.selection_acc}
     with open(a.out, "w") as f:
         json.dump(row, f, indent=1)
+
+
+def cmd_average_recipe(a):
+    """The siblings' task-arithmetic average at full depth (λ = 1/n, every layer, the
+    embeddings and the head), as an hf-tailor recipe."""
+    fam = Path(a.family)
+    config = json.load(open(fam / "base" / "config.json"))
+    sibs = a.siblings.split(",")
+    merge = {"merge": {"method": "task_arithmetic", "models": sibs, "lambda": 1 / len(sibs)}}
+    recipe = {
+        "format": "hf-tailor/recipe-v1",
+        "architecture": "llama",
+        "source_layers": config["num_hidden_layers"],
+        "base": {"name": "base", "path": str(fam / "base")},
+        "siblings": [{"name": s, "path": str(fam / s)} for s in sibs],
+        "layers": [{"from": i, **merge} for i in range(config["num_hidden_layers"])],
+        "embeddings": merge,
+        "head": merge,
+    }
+    with open(a.out, "w") as f:
+        json.dump(recipe, f, indent=1)
 
 
 def cmd_check_output(a):
@@ -530,10 +551,14 @@ def main():
     c.add_argument("--gguf", help="where the f32 GGUF goes (removed after)")
     c.add_argument("--probe-tokens", type=int, default=48)
     c.add_argument("--out", required=True)
+    av = sub.add_parser("average-recipe")
+    av.add_argument("--family", required=True)
+    av.add_argument("--siblings", default="drama,code,news")
+    av.add_argument("--out", required=True)
     k = sub.add_parser("checks")
     k.add_argument("--runs", required=True)
     a = ap.parse_args()
-    {"check-output": cmd_check_output, "checks": cmd_checks, "family": cmd_family, "heal-texts": cmd_heal_texts, "table": cmd_table, "heldout": cmd_heldout, "reliability": cmd_reliability}[a.cmd](a)
+    {"average-recipe": cmd_average_recipe, "check-output": cmd_check_output, "checks": cmd_checks, "family": cmd_family, "heal-texts": cmd_heal_texts, "table": cmd_table, "heldout": cmd_heldout, "reliability": cmd_reliability}[a.cmd](a)
 
 
 if __name__ == "__main__":
