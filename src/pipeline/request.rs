@@ -492,6 +492,17 @@ mod tests {
     }
 
     #[test]
+    fn a_searched_heal_fits_its_trials_on_at_most_the_written_heals_tokens() {
+        let mut req = HealRequest { mode: HealMode::Search, ..HealRequest::default() };
+        assert_eq!((req.tokens, req.trial_tokens()), (16384, 4096), "the defaults");
+        assert_eq!(req.space().unwrap().tokens, 4096, "the space's heal is the trials'");
+        req.tokens = 1000;
+        assert_eq!(req.trial_tokens(), 1000, "never more than the written heal's");
+        req.mode = HealMode::On;
+        assert!(req.space().is_none(), "only a searched heal is in the space");
+    }
+
+    #[test]
     fn a_range_resolves_smallest_first_and_checks_the_pick() {
         let keep = Depths::between(DepthTarget::KeepLayers(3), DepthTarget::KeepLayers(6));
         assert_eq!(keep.resolve(8, params, None).unwrap(), (3, 6));

@@ -447,3 +447,21 @@ fn test_hook_claimed() {
 
 #[cfg(not(feature = "testkit"))]
 fn test_hook_claimed() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Studies written before the heal could be searched on them still open (no `heal`), and
+    /// a heal's calibration round-trips.
+    #[test]
+    fn study_inputs_without_a_heal_still_parse_and_a_heal_round_trips() {
+        let old: StudyInputs = serde_json::from_str(r#"{"tasks": "mc=a.jsonl", "fingerprint": {"sources": [], "tasks": {}}}"#).unwrap();
+        assert_eq!(old.heal, None);
+        let heal = StudyHeal { heal_calibration: None, calibration: Some("ppl=t.jsonl".into()), tokens_sha256: "ab".into() };
+        let new = StudyInputs { heal: Some(heal), ..old };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(!text.contains("heal_calibration"), "absent fields are not written: {text}");
+        assert_eq!(serde_json::from_str::<StudyInputs>(&text).unwrap(), new);
+    }
+}
