@@ -355,23 +355,6 @@ fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(s: &str, one: impl Fn(&
     Ok((a, b))
 }
 
-/// The calibration texts (the baselines' statistics; the heal's, unless
-/// `--heal-calibration`): `--calibration`'s files when given, else the `ppl=` tasks', in order.
-pub(super) fn calibration_texts(calibration: Option<&str>, tasks: &[hf_tailor::eval::Task]) -> anyhow::Result<Vec<String>> {
-    let extra = match calibration {
-        Some(c) => TaskSpec::parse_list(c)?.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
-    let from = if calibration.is_some() { &extra[..] } else { tasks };
-    Ok(from
-        .iter()
-        .flat_map(|t| match &t.data {
-            TaskData::Perplexity(texts) => texts.clone(),
-            TaskData::MultipleChoice(_) => Vec::new(),
-        })
-        .collect())
-}
-
 /// Everything both subcommands set up: the space and the evaluator (with calibration texts).
 struct Setup {
     space: SearchSpace,
@@ -398,7 +381,7 @@ fn setup(inputs: &SearchInputs, request: &SearchRequest, needs_calibration: bool
     if !tasks.iter().any(|t| matches!(t.data, TaskData::MultipleChoice(_))) {
         super::usage!("--tasks has no multiple-choice task to score candidates on");
     }
-    let calibration = calibration_texts(scoring.calibration.as_deref(), &tasks)?;
+    let calibration = hf_tailor::eval::calibration_texts(scoring.calibration.as_deref(), &tasks)?;
     if needs_calibration && calibration.is_empty() {
         super::usage!("the baselines need calibration text: add a `ppl=FILE` task or --calibration ppl=FILE (or --baselines none for a search)");
     }

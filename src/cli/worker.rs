@@ -108,7 +108,7 @@ fn heal_calibration(snap: &StudySnapshot, tasks: &[Task], evaluator: &Evaluator,
     let texts = match (&heal.heal_calibration, &heal.calibration) {
         (Some(spec), _) => super::heal::calibration_texts(Some(spec), None)?,
         (None, Some(spec)) => {
-            let texts = super::search::calibration_texts(Some(spec), &[])?;
+            let texts = hf_tailor::eval::calibration_texts(Some(spec), &[])?;
             request::heal_texts(&[Task::new("calibration", TaskData::Perplexity(texts))], None)
         }
         (None, None) => request::heal_texts(tasks, snap.state.header.optimizer.hold_out),

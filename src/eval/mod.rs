@@ -37,7 +37,7 @@ pub use lru::CacheStats;
 use lru::Lru;
 pub use plan::McScore;
 use plan::{Packing, Plan, TaskPlan};
-pub use tasks::{Example, McItem, Task, TaskAbout, TaskData, TaskFormat, TaskSpec};
+pub use tasks::{calibration_texts, Example, McItem, Task, TaskAbout, TaskData, TaskFormat, TaskSpec};
 use tokenize::TextEncoder;
 use weights::{rule_key, WeightStore};
 

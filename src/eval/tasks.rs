@@ -196,6 +196,24 @@ pub struct TaskSpec {
     pub path: PathBuf,
 }
 
+/// The calibration texts of a job (the baselines' statistics; the heal's, unless it has
+/// texts of its own): the texts of `calibration`'s specs when given, else of `tasks`' `ppl`
+/// tasks, file by file in order.
+pub fn calibration_texts(calibration: Option<&str>, tasks: &[Task]) -> Result<Vec<String>, EvalError> {
+    let extra = match calibration {
+        Some(c) => TaskSpec::parse_list(c)?.iter().map(TaskSpec::load).collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let from = if calibration.is_some() { &extra[..] } else { tasks };
+    Ok(from
+        .iter()
+        .flat_map(|t| match &t.data {
+            TaskData::Perplexity(texts) => texts.clone(),
+            TaskData::MultipleChoice(_) => Vec::new(),
+        })
+        .collect())
+}
+
 impl TaskSpec {
     pub fn parse(spec: &str) -> Result<Self, EvalError> {
         let bad = |m: &str| EvalError::Spec(format!("`{spec}`: {m} (expected KIND[:NAME]=PATH with KIND mc|ppl|mmlu|wsc, or a JSONL path)"));

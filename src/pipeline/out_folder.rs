@@ -13,10 +13,13 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::tailor::SOURCES_FILE;
 use super::PipelineError;
 use crate::hub::{HubConfig, SourceList};
 use crate::source::ModelSource;
+
+/// The source list a job writes into its folder: what makes the folder an hf-tailor
+/// folder, and whose models it holds.
+pub const SOURCES_FILE: &str = "sources.yaml";
 
 /// The lock file a job keeps in its output folder; it holds the job's process id.
 pub const LOCK_FILE: &str = ".hf-tailor.lock";

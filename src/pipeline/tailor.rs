@@ -28,7 +28,7 @@ use super::out_folder::check_out_folder;
 use super::request::SearchRequest;
 use super::PipelineError;
 
-pub const SOURCES_FILE: &str = "sources.yaml";
+pub use super::out_folder::SOURCES_FILE;
 pub use super::request::JOURNAL_FILE;
 pub const MODEL_DIR: &str = "model";
 
