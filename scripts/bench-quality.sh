@@ -226,7 +226,7 @@ llama_cpp="${HF_TAILOR_LLAMA_CPP:-$repo/.venv/llama.cpp}"
 llama_rt="${HF_TAILOR_LLAMA_CPP_RUNTIME:-$repo/.venv/node-llama-cpp}"
 if [[ "${CHECK_OUTPUTS:-1}" != 0 ]]; then
     mkdir -p "$runs/checks"
-    for ev in "$runs"/*-heal.eval.json "$runs"/heal-*.eval.json; do
+    for ev in "$runs"/heal-*.eval.json "$runs"/*-heal.eval.json; do
         [[ -f "$ev" ]] || continue
         name="$(basename "$ev" .eval.json)"
         [[ -f "$runs/checks/$name.json" ]] && continue
