@@ -513,14 +513,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if s.workers.len() > 1 { format!(", {} workers", s.workers.len()) } else { String::new() },
         spec.journal.display()
     );
-    // The heal's calibration: --calibration texts when given, else the tasks' own (see
-    // `heal_texts`); `--heal search` gives it to every worker before the first trial.
-    let heal_tasks = match &args.inputs.scoring.calibration {
-        Some(_) => vec![hf_tailor::eval::Task::new("calibration", TaskData::Perplexity(s.calibration.clone()))],
-        None => s.tasks.clone(),
-    };
-    let heal_hold_out = if args.inputs.scoring.calibration.is_some() { None } else { spec.optimizer.hold_out };
-    let heal_tokens = request::prepare_heal_search(request.heal.as_ref(), s.workers.iter_mut().map(|w| &mut w.scorer), &heal_tasks, heal_hold_out)?;
+    // The heal's calibration, by the rule a study's workers follow too; `--heal search` gives
+    // it to every worker before the first trial.
+    let heal_texts = request
+        .heal
+        .as_ref()
+        .map(|h| {
+            let calibration = args.inputs.scoring.calibration.is_some().then(|| s.calibration.clone());
+            request::heal_calibration_texts(h.calibration.clone(), calibration, &s.tasks, spec.optimizer.hold_out)
+        })
+        .unwrap_or_default();
+    let heal_tokens = request::prepare_heal_search(request.heal.as_ref(), s.workers.iter_mut().map(|w| &mut w.scorer), &heal_texts)?;
     let mut progress = Progress::new(args.trials);
     let result = if s.space.is_range() {
         if args.storage.is_some() || s.workers.len() > 1 {
@@ -528,13 +531,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         job::run_front_job(&spec, request.pick(), &mut s.workers[0].scorer, &s.params, &mut progress)?
     } else if let Some(url) = &args.storage {
-        let heal = heal_tokens.map(|(texts, tokens_sha256)| {
+        let heal = heal_tokens.map(|tokens_sha256| {
             let study = hf_tailor::search::study::StudyHeal {
                 heal_calibration: args.heal.heal_calibration.clone(),
                 calibration: args.inputs.scoring.calibration.clone(),
                 tokens_sha256,
             };
-            (study, texts)
+            (study, heal_texts.clone())
         });
         coordinate(&args, url, &spec, &mut s, heal, &mut progress)?
     } else if s.workers.len() == 1 {
@@ -550,7 +553,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("hf-tailor: healing the chosen candidate's cuts ({} calibration tokens)", h.tokens);
         }
         let scorer = &mut s.workers[0].scorer;
-        let outcome = request::heal_chosen(scorer, &result.best, &heal_tasks, heal_hold_out, &spec.optimizer, h, &args.out)?;
+        let outcome = request::heal_chosen(scorer, &result.best, &heal_texts, &spec.optimizer, h, &args.out)?;
         for n in &outcome.notes {
             eprintln!("hf-tailor: {n}");
         }

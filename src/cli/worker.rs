@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hf_tailor::checkpoint::Family;
-use hf_tailor::eval::{Evaluator, Task, TaskData, TaskSpec};
+use hf_tailor::eval::{Evaluator, Task, TaskSpec};
 use hf_tailor::pipeline::request;
 use hf_tailor::search::study::{self, worker::WorkerOptions, Fingerprint, StudyError, StudySnapshot};
 use hf_tailor::search::{job, SearchError, SearchSpace};
@@ -83,8 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
     let mut evaluator = Evaluator::new(Arc::new(family), tasks.clone(), hf_tailor::eval::EvalOptions { device, ..args.engine.options() })?;
     if let Some(space_heal) = &h.space.heal {
-        let texts = heal_calibration(&snap, &tasks, &evaluator, space_heal.tokens)?;
-        evaluator.set_heal_calibration(texts);
+        set_heal_calibration(&snap, &tasks, &mut evaluator, space_heal.tokens)?;
     }
     let label = format!("{}:{}:{device}", host_name(), std::process::id());
     eprintln!("hf-tailor: worker {label} on study `{}`", snap.name);
@@ -97,27 +96,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `--heal search` study's calibration texts, from this host's files as the coordinator
-/// named them (see [`study::StudyHeal`]), refused unless the trials' `tokens` hash as the
-/// coordinator's.
-fn heal_calibration(snap: &StudySnapshot, tasks: &[Task], evaluator: &Evaluator, tokens: usize) -> anyhow::Result<Vec<String>> {
+/// Give `evaluator` a `--heal search` study's calibration texts, from this host's files as the
+/// coordinator named them (see [`study::StudyHeal`]), refused unless the trials' `tokens`
+/// hash as the coordinator's.
+fn set_heal_calibration(snap: &StudySnapshot, tasks: &[Task], evaluator: &mut Evaluator, tokens: usize) -> anyhow::Result<()> {
     let mismatch = |m: String| study_err(StudyError::Mismatch(format!("study `{}`: {m}; refusing to score", snap.name)));
     let Some(heal) = &snap.inputs.heal else {
         return Err(mismatch("it searches the heal but names no calibration text for it (started by an older hf-tailor?)".into()));
     };
-    let texts = match (&heal.heal_calibration, &heal.calibration) {
-        (Some(spec), _) => super::heal::calibration_texts(Some(spec), None)?,
-        (None, Some(spec)) => {
-            let texts = hf_tailor::eval::calibration_texts(Some(spec), &[])?;
-            request::heal_texts(&[Task::new("calibration", TaskData::Perplexity(texts))], None)
-        }
-        (None, None) => request::heal_texts(tasks, snap.state.header.optimizer.hold_out),
-    };
-    let seqs = evaluator.heal_sequences(&texts, tokens)?;
-    if hf_tailor::heal::tokens_sha256(&seqs) != heal.tokens_sha256 {
+    // The files the coordinator named, loaded as it loaded them (`--heal-calibration` as the
+    // heal's own texts, `--calibration` as the scoring's), then the coordinator's rule.
+    let heal_calibration = heal.heal_calibration.as_deref().map(|spec| super::heal::calibration_texts(Some(spec), None)).transpose()?;
+    let calibration = heal.calibration.as_deref().map(|spec| hf_tailor::eval::calibration_texts(Some(spec), &[])).transpose()?;
+    let texts = request::heal_calibration_texts(heal_calibration, calibration, tasks, snap.state.header.optimizer.hold_out);
+    evaluator.set_heal_calibration(texts);
+    // (An empty text gives no tokens: refused as a mismatch, the coordinator's had some.)
+    let same = evaluator.heal_calibration_sequences(tokens).is_ok_and(|seqs| hf_tailor::heal::tokens_sha256(&seqs) == heal.tokens_sha256);
+    if !same {
         return Err(mismatch("this worker's heal calibration text differs from the coordinator's".into()));
     }
-    Ok(texts)
+    Ok(())
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {

@@ -105,8 +105,14 @@ impl Evaluator {
         self.heals = SearchHeals { texts: Some(Arc::new(texts)), ..SearchHeals::default() };
     }
 
+    /// Take `from`'s heal calibration texts and the tokens it has encoded of them (a search's
+    /// workers fit on the same tokens; they are encoded once).
+    pub fn share_heal_calibration(&mut self, from: &Evaluator) {
+        self.heals = SearchHeals { texts: from.heals.texts.clone(), sequences: from.heals.sequences.clone(), ..SearchHeals::default() };
+    }
+
     /// The first `tokens` calibration tokens of the search's heal texts (encoded once per count).
-    fn search_heal_sequences(&mut self, tokens: usize) -> Result<Arc<Vec<Vec<u32>>>, EvalError> {
+    pub fn heal_calibration_sequences(&mut self, tokens: usize) -> Result<Arc<Vec<Vec<u32>>>, EvalError> {
         if let Some((_, s)) = self.heals.sequences.iter().find(|(n, _)| *n == tokens) {
             return Ok(s.clone());
         }
@@ -129,7 +135,7 @@ impl Evaluator {
         if let Some((_, r)) = self.heals.fits.iter().find(|(k, _)| *k == key) {
             return Ok(r.clone());
         }
-        let seqs = self.search_heal_sequences(h.tokens)?;
+        let seqs = self.heal_calibration_sequences(h.tokens)?;
         let fit = self.fit_heal_with(recipe, &h.teacher, &seqs, h.ridge, true)?;
         if self.heals.fits.len() == FIT_CACHE {
             let (_, old) = self.heals.fits.pop_front().expect("full");

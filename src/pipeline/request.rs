@@ -265,30 +265,44 @@ pub fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
     )
 }
 
-/// Give every scorer of a `--heal search` its calibration texts (see [`heal_texts`]: the
-/// texts of `tasks`, else their items, never the selection split `hold_out`), before the
-/// search scores its first healed candidate. Returns them with the sha256 of the trials'
-/// tokens (their first [`HealRequest::trial_tokens`]). Nothing to do for other modes.
+/// The texts a job's heal is fitted on, by one rule for every process that fits one (the
+/// search, the main job, a study's workers and its coordinator): `--heal-calibration`'s texts
+/// when given, else the `--calibration` texts, else the tasks' own ([`heal_texts`]: their
+/// texts, else their items, never the selection split `hold_out`).
+pub fn heal_calibration_texts(
+    heal_calibration: Option<Vec<String>>,
+    calibration: Option<Vec<String>>,
+    tasks: &[Task],
+    hold_out: Option<HoldOut>,
+) -> Vec<String> {
+    heal_calibration.or(calibration).unwrap_or_else(|| heal_texts(tasks, hold_out))
+}
+
+/// Give every scorer of a `--heal search` the heal's calibration `texts` (see
+/// [`heal_calibration_texts`]) before the search scores its first healed candidate, the
+/// trials' tokens (their first [`HealRequest::trial_tokens`]) encoded once for all of them.
+/// Returns the sha256 of those tokens (a study's workers must fit on the same). Nothing to do
+/// for other modes.
 pub fn prepare_heal_search<'a>(
     req: Option<&HealRequest>,
     scorers: impl IntoIterator<Item = &'a mut crate::eval::Evaluator>,
-    tasks: &[Task],
-    hold_out: Option<HoldOut>,
-) -> Result<Option<(Vec<String>, String)>, PipelineError> {
+    texts: &[String],
+) -> Result<Option<String>, PipelineError> {
     let Some(req) = req.filter(|r| r.mode == HealMode::Search) else { return Ok(None) };
-    let texts = req.calibration.clone().unwrap_or_else(|| heal_texts(tasks, hold_out));
-    let mut sha = None;
-    for scorer in scorers {
-        if sha.is_none() {
-            let s = scorer.heal_sequences(&texts, req.trial_tokens())?;
-            if s.is_empty() {
-                return Err(PipelineError::Plan("--heal search: no calibration text to fit the heal on".into()));
-            }
-            sha = Some(crate::heal::tokens_sha256(&s));
+    let mut scorers: Vec<_> = scorers.into_iter().collect();
+    let Some((first, rest)) = scorers.split_first_mut() else { return Ok(None) };
+    first.set_heal_calibration(texts.to_vec());
+    let seqs = match first.heal_calibration_sequences(req.trial_tokens()) {
+        Ok(s) => s,
+        Err(crate::eval::EvalError::Heal(crate::heal::HealError::Input(_))) => {
+            return Err(PipelineError::Plan("--heal search: no calibration text to fit the heal on".into()))
         }
-        scorer.set_heal_calibration(texts.clone());
+        Err(e) => return Err(e.into()),
+    };
+    for scorer in rest {
+        scorer.share_heal_calibration(first);
     }
-    Ok(sha.map(|sha| (texts, sha)))
+    Ok(Some(crate::heal::tokens_sha256(&seqs)))
 }
 
 /// What [`heal_chosen`] did.
@@ -302,16 +316,15 @@ pub struct HealOutcome {
     pub notes: Vec<String>,
 }
 
-/// Heal `best` as `req` asks (see [`heal_texts`] for the calibration `tasks`, less the
-/// selection split `hold_out`), writing its maps to `out`/[`crate::heal::MAPS_FILE`] (beside the
+/// Heal `best` as `req` asks, fitted on the job's heal calibration `texts` (see
+/// [`heal_calibration_texts`]), writing its maps to `out`/[`crate::heal::MAPS_FILE`] (beside the
 /// `tailor.yaml` the job writes there); the healed recipe is scored in memory by `scorer`
 /// from now on. With `--heal auto` the heal is kept only if [`compare_heal`] finds it better;
 /// with `--heal search` `best` is healed as the search chose (its heal request), or not at all.
 pub fn heal_chosen(
     scorer: &mut crate::eval::Evaluator,
     best: &Recipe,
-    tasks: &[Task],
-    hold_out: Option<HoldOut>,
+    texts: &[String],
     optimizer: &OptimizerConfig,
     req: &HealRequest,
     out: &Path,
@@ -326,7 +339,7 @@ pub fn heal_chosen(
     // The texts the search's trials were fitted on (`prepare_heal_search`), to `tokens`: with
     // `--heal search` the chosen candidate is fitted again at full fidelity, unless its
     // trials already fitted on as many.
-    let seqs = scorer.heal_sequences(&req.calibration.clone().unwrap_or_else(|| heal_texts(tasks, hold_out)), tokens)?;
+    let seqs = scorer.heal_sequences(texts, tokens)?;
     let fit = scorer.fit_heal(best, &teacher, &seqs, ridge)?;
     let mut notes = Vec::new();
     if req.mode == HealMode::Search {

@@ -204,7 +204,12 @@ pub fn tailor(
         request.trials,
         scorer.task_names().join(", ")
     ));
-    super::request::prepare_heal_search(request.heal.as_ref(), [&mut scorer], &calibration, spec.optimizer.hold_out)?;
+    let heal_texts = request
+        .heal
+        .as_ref()
+        .map(|h| super::request::heal_calibration_texts(h.calibration.clone(), None, &calibration, spec.optimizer.hold_out))
+        .unwrap_or_default();
+    super::request::prepare_heal_search(request.heal.as_ref(), [&mut scorer], &heal_texts)?;
     let started = Instant::now();
     let params = super::request::params(fam.clone());
     let result = if spec.space.is_range() {
@@ -218,7 +223,7 @@ pub fn tailor(
         if h.mode != super::request::HealMode::Search || result.best.heal.is_some() {
             progress.stage(&format!("healing the chosen candidate's cuts ({} calibration tokens)", h.tokens));
         }
-        let healed = super::request::heal_chosen(&mut scorer, &result.best, &calibration, spec.optimizer.hold_out, &spec.optimizer, h, out)?;
+        let healed = super::request::heal_chosen(&mut scorer, &result.best, &heal_texts, &spec.optimizer, h, out)?;
         for n in &healed.notes {
             progress.stage(n);
         }
