@@ -502,6 +502,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let journal = request::journal_in(&args.out, args.journal.as_deref());
     let spec = request.job(s.space.clone(), s.workers[0].scorer.tasks(), s.calibration.clone(), journal)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let opt = &spec.optimizer;
+    if opt.schedule_budgets().len() < opt.budgets.len() && !args.resume {
+        eprintln!(
+            "hf-tailor: the `{}` guide scores whole calibration texts at any item budget: every trial runs at the full budget ({})",
+            opt.objective.guide.name(),
+            opt.full_budget()
+        );
+    }
     eprintln!(
         "hf-tailor: searching {} of {} layers, {} siblings, tasks {}, {} trials ({}{}), journal {}",
         s.space.keep,

@@ -339,12 +339,14 @@ fn healed_baseline_rows<S: Scorer>(
     Ok(rows)
 }
 
-/// On resume, the settings `spec.inherit` says come from the journal (see [`Inherit`]).
+/// On resume, the settings `spec.inherit` says come from the journal (see [`Inherit`]), and
+/// how its schedule treats a guide that reads no item budget (never a user's choice).
 fn inherit_from_journal(spec: &JobSpec, optimizer: &mut OptimizerConfig) {
-    if !(spec.resume && (spec.inherit.objective || spec.inherit.hold_out) && spec.journal.exists()) {
+    if !(spec.resume && spec.journal.exists()) {
         return;
     }
     if let Ok((found, _)) = Journal::read(&spec.journal) {
+        optimizer.skip_budget_free_rungs = found.optimizer.skip_budget_free_rungs;
         if spec.inherit.objective {
             optimizer.objective = found.optimizer.objective;
         }

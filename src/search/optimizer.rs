@@ -118,6 +118,13 @@ pub struct OptimizerConfig {
     /// design, each with all-base layers and with each sibling's layers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warm_removals: Vec<Vec<usize>>,
+    /// Run Hyperband on the full budget alone when the guide does not read the item budget
+    /// (`ppl`: the calibration texts are scored whole at every budget, so a low rung already
+    /// measures the full value and each promotion repeats a score: 5 of the 19 proposals of a
+    /// 40-trial heal search on the bench family were such repeats). Journals written before
+    /// this setting ran every rung and replay so (a resumed search takes it from its journal).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_budget_free_rungs: bool,
 }
 
 impl OptimizerConfig {
@@ -144,11 +151,22 @@ impl OptimizerConfig {
             objective: Objective::default(),
             hold_out: None,
             warm_removals: Vec::new(),
+            skip_budget_free_rungs: true,
         }
     }
 
     pub fn full_budget(&self) -> usize {
         *self.budgets.last().expect("validated: at least one budget")
+    }
+
+    /// The budgets Hyperband's schedules run: `budgets`, or only the full one when the guide
+    /// reads no item budget (see [`OptimizerConfig::skip_budget_free_rungs`]).
+    pub fn schedule_budgets(&self) -> &[usize] {
+        if self.skip_budget_free_rungs && self.objective.guide == Metric::Ppl {
+            &self.budgets[self.budgets.len() - 1..]
+        } else {
+            &self.budgets
+        }
     }
 
     pub fn validate(&self) -> Result<(), super::SearchError> {
@@ -339,8 +357,11 @@ impl<'s> Optimizer<'s> {
             initial_design(space, &cfg, &mut rng).into()
         };
         let groups = if space.is_range() { depth_spaces.len() } else { 1 };
-        let bands: Vec<Vec<Hyperband<Candidate>>> =
-            if cfg.kind == OptimizerKind::Random { Vec::new() } else { (0..groups).map(|_| vec![Hyperband::new(&cfg.budgets, cfg.eta)]).collect() };
+        let bands: Vec<Vec<Hyperband<Candidate>>> = if cfg.kind == OptimizerKind::Random {
+            Vec::new()
+        } else {
+            (0..groups).map(|_| vec![Hyperband::new(cfg.schedule_budgets(), cfg.eta)]).collect()
+        };
         let issued = vec![0; bands.len()];
         Self { space, cfg, tasks, rng, history: Vec::new(), bands, issued, depth_spaces, queue, pending: Vec::new() }
     }
@@ -440,7 +461,7 @@ impl<'s> Optimizer<'s> {
             }
         }
         let n = group.len();
-        let mut hb = Hyperband::new(&self.cfg.budgets, self.cfg.eta).starting_at(n);
+        let mut hb = Hyperband::new(self.cfg.schedule_budgets(), self.cfg.eta).starting_at(n);
         let slot = hb.issue().expect("a fresh schedule has a slot");
         group.push(hb);
         Some((g, n, slot))
@@ -875,6 +896,44 @@ mod tests {
             hex, "8f59e41842c8548aecc837ab874d0aa009795380da8b4723f82eaf909f850560",
             "pinned when the siblings' average joined the baselines' warm starts (the front's per-depth schedules had left the earlier pin unchanged)"
         );
+    }
+
+    #[test]
+    fn a_guide_that_reads_no_item_budget_runs_every_trial_at_the_full_budget() {
+        let space = SearchSpace::new(template(8, 2), 6, SpaceOptions::default()).unwrap();
+        let mut scorer = SyntheticScorer::new(&space, 2, 1000, 2);
+        // The synthetic accuracies, shifted to log-likelihoods (≤ 0) as `ppl` reports them.
+        let mut budgets_of = |cfg: &OptimizerConfig| -> Vec<usize> {
+            let mut opt = Optimizer::new(&space, cfg.clone(), scorer.task_names());
+            (0..30)
+                .map(|_| {
+                    let p = opt.ask();
+                    let scores = scorer.score(&space.to_recipe(&p.candidate), p.budget).expect("in the space");
+                    opt.tell(&p, &scores.into_iter().map(|(t, v)| (t, v - 1.0)).collect());
+                    p.budget
+                })
+                .collect()
+        };
+        for kind in [OptimizerKind::Bo, OptimizerKind::Local] {
+            let mut cfg = OptimizerConfig::new(kind, 5);
+            cfg.budgets = vec![111, 333, 1000];
+            cfg.objective = Objective::of(Metric::Ppl);
+            let budgets = budgets_of(&cfg);
+            assert!(budgets.iter().all(|&b| b == 1000), "{kind:?}, ppl: {budgets:?}");
+            // A budget-dependent guide keeps Hyperband's rungs.
+            cfg.objective = Objective::of(Metric::Loglik);
+            let budgets = budgets_of(&cfg);
+            assert!(budgets.contains(&111), "{kind:?}, loglik: {budgets:?}");
+            // A journal written before the setting (the field absent) runs every rung, as it did.
+            cfg.objective = Objective::of(Metric::Ppl);
+            let mut json = serde_json::to_value(&cfg).unwrap();
+            assert_eq!(json["skip_budget_free_rungs"], serde_json::Value::Bool(true));
+            json.as_object_mut().unwrap().remove("skip_budget_free_rungs");
+            let old: OptimizerConfig = serde_json::from_value(json).unwrap();
+            assert!(!old.skip_budget_free_rungs);
+            let budgets = budgets_of(&old);
+            assert!(budgets.contains(&111), "{kind:?}, ppl, old journal: {budgets:?}");
+        }
     }
 }
 

@@ -226,6 +226,9 @@ impl PgStudy {
             Some(row) => {
                 let found: JournalHeader = parse(row.get(0), "header")?;
                 let found_inputs: StudyInputs = parse(row.get(1), "inputs")?;
+                // The schedule's treatment of budget-free guides is the study's (see
+                // `OptimizerConfig::skip_budget_free_rungs`), not a user's choice.
+                header.optimizer.skip_budget_free_rungs = found.optimizer.skip_budget_free_rungs;
                 if inherit.0 {
                     header.optimizer.objective = found.optimizer.objective;
                 }
