@@ -324,3 +324,47 @@ fn a_job_warm_starts_from_the_baselines_and_chooses_on_the_selection_split() {
     assert_eq!(resumed.outcome.best, first.outcome.best);
     assert_eq!(resumed.report.finalists, first.report.finalists);
 }
+
+/// Under `ppl` (texts scored whole at any item budget) a new job runs every trial at the
+/// full budget; a journal written before that setting (the field absent from its header)
+/// resumes with its rungs, as it ran.
+#[test]
+fn a_ppl_job_runs_at_the_full_budget_and_an_older_ppl_journal_resumes_with_its_rungs() {
+    let space = SearchSpace::new(template(10, 2), 7, SpaceOptions::default()).unwrap();
+    let dir = tempdir();
+    let run = |skip: bool, journal: &str, resume: bool| {
+        let mut cfg = OptimizerConfig::new(OptimizerKind::Local, 2);
+        cfg.budgets = vec![100, 1000];
+        cfg.objective = Objective::of(Metric::Ppl);
+        cfg.skip_budget_free_rungs = skip;
+        let spec = JobSpec {
+            space: space.clone(),
+            optimizer: cfg,
+            trials: 30,
+            journal: dir.path().join(journal),
+            resume,
+            baselines: vec![BaselineKind::Shortgpt],
+            calibration: vec!["text".into()],
+            inherit: Inherit::default(),
+            precomputed: vec![],
+            heal_tokens: None,
+        };
+        let first = space.to_recipe(&space.base_only(&(0..7).collect::<Vec<_>>()));
+        let mut scorer = WholeModelsToo(SyntheticScorer::new(&space, 2, 1000, 4), first);
+        run_job(&spec, &mut scorer, |r: &hf_tailor::recipe::Recipe| r.layers.len() as u64, &mut Quiet).unwrap()
+    };
+    let budgets = |r: &hf_tailor::search::job::JobResult| r.outcome.trials.iter().map(|t| t.budget).collect::<Vec<_>>();
+    let new = run(true, "new.jsonl", false);
+    assert!(budgets(&new).iter().all(|&b| b == 1000), "{:?}", budgets(&new));
+    // The older schedule, cut after 12 trials and its header written without the setting.
+    let old = run(false, "old.jsonl", false);
+    assert!(budgets(&old).contains(&100), "{:?}", budgets(&old));
+    let text = std::fs::read_to_string(dir.path().join("old.jsonl")).unwrap();
+    assert!(!text.lines().next().unwrap().contains("skip_budget_free_rungs"));
+    let cut: String = text.lines().take(13).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("cut.jsonl"), cut).unwrap();
+    // Resumed by today's settings (which would skip the rungs of a new journal).
+    let resumed = run(true, "cut.jsonl", true);
+    assert_eq!(budgets(&resumed), budgets(&old));
+    assert_eq!(resumed.outcome.best, old.outcome.best);
+}
