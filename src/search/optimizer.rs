@@ -120,8 +120,9 @@ pub struct OptimizerConfig {
     pub warm_removals: Vec<Vec<usize>>,
     /// Run Hyperband on the full budget alone when the guide does not read the item budget
     /// (`ppl`: the calibration texts are scored whole at every budget, so a low rung already
-    /// measures the full value and each promotion repeats a score: 5 of the 19 proposals of a
-    /// 40-trial heal search on the bench family were such repeats). Journals written before
+    /// measures the full value and each promotion repeats a score: 3 of the 19 trials after the
+    /// warm starts of each 40-trial bench heal search were such repeats, and a candidate left at
+    /// the low rung could not become a finalist). Journals written before
     /// this setting ran every rung and replay so (a resumed search takes it from its journal).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_budget_free_rungs: bool,
