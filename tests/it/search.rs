@@ -261,6 +261,33 @@ impl Scorer for WholeModelsToo {
     }
 }
 
+/// A search job of `trials` trials on the synthetic family of `space` (10 layers keep 7),
+/// journaled at `journal`: its result and the scorer's number of calls.
+fn synthetic_job(
+    space: &SearchSpace,
+    optimizer: OptimizerConfig,
+    trials: usize,
+    journal: std::path::PathBuf,
+    resume: bool,
+    baselines: Vec<BaselineKind>,
+) -> (hf_tailor::search::job::JobResult, usize) {
+    let spec = JobSpec {
+        space: space.clone(),
+        optimizer,
+        trials,
+        journal,
+        resume,
+        baselines,
+        calibration: vec!["text".into()],
+        inherit: Inherit::default(),
+        precomputed: vec![],
+        heal_tokens: None,
+    };
+    let first = space.to_recipe(&space.base_only(&(0..7).collect::<Vec<_>>()));
+    let mut scorer = WholeModelsToo(SyntheticScorer::new(space, 2, 1000, 4), first);
+    (run_job(&spec, &mut scorer, |r: &hf_tailor::recipe::Recipe| r.layers.len() as u64, &mut Quiet).unwrap(), scorer.0.calls)
+}
+
 #[test]
 fn a_job_warm_starts_from_the_baselines_and_chooses_on_the_selection_split() {
     let space = SearchSpace::new(template(10, 2), 7, SpaceOptions::default()).unwrap();
@@ -270,21 +297,8 @@ fn a_job_warm_starts_from_the_baselines_and_chooses_on_the_selection_split() {
         cfg.budgets = vec![100, 1000];
         cfg.objective = objective;
         cfg.hold_out = Some(HoldOut { fraction: 0.3, seed: 1 });
-        let spec = JobSpec {
-            space: space.clone(),
-            optimizer: cfg,
-            trials: 40,
-            journal: dir.path().join(format!("{}.jsonl", objective.name())),
-            resume,
-            baselines: vec![BaselineKind::Shortgpt, BaselineKind::Sleb],
-            calibration: vec!["text".into()],
-            inherit: Inherit::default(),
-            precomputed: vec![],
-            heal_tokens: None,
-        };
-        let first = space.to_recipe(&space.base_only(&(0..7).collect::<Vec<_>>()));
-        let mut scorer = WholeModelsToo(SyntheticScorer::new(&space, 2, 1000, 4), first);
-        (run_job(&spec, &mut scorer, |r: &hf_tailor::recipe::Recipe| r.layers.len() as u64, &mut Quiet).unwrap(), scorer.0.calls)
+        let journal = dir.path().join(format!("{}.jsonl", objective.name()));
+        synthetic_job(&space, cfg, 40, journal, resume, vec![BaselineKind::Shortgpt, BaselineKind::Sleb])
     };
     for objective in [Objective::of(Metric::Margin), Objective::of(Metric::Acc), Objective::parse("loglik+acc").unwrap(), Objective::of(Metric::Ppl)]
     {
@@ -337,21 +351,7 @@ fn a_ppl_job_runs_at_the_full_budget_and_an_older_ppl_journal_resumes_with_its_r
         cfg.budgets = vec![100, 1000];
         cfg.objective = Objective::of(Metric::Ppl);
         cfg.skip_budget_free_rungs = skip;
-        let spec = JobSpec {
-            space: space.clone(),
-            optimizer: cfg,
-            trials: 30,
-            journal: dir.path().join(journal),
-            resume,
-            baselines: vec![BaselineKind::Shortgpt],
-            calibration: vec!["text".into()],
-            inherit: Inherit::default(),
-            precomputed: vec![],
-            heal_tokens: None,
-        };
-        let first = space.to_recipe(&space.base_only(&(0..7).collect::<Vec<_>>()));
-        let mut scorer = WholeModelsToo(SyntheticScorer::new(&space, 2, 1000, 4), first);
-        run_job(&spec, &mut scorer, |r: &hf_tailor::recipe::Recipe| r.layers.len() as u64, &mut Quiet).unwrap()
+        synthetic_job(&space, cfg, 30, dir.path().join(journal), resume, vec![BaselineKind::Shortgpt]).0
     };
     let budgets = |r: &hf_tailor::search::job::JobResult| r.outcome.trials.iter().map(|t| t.budget).collect::<Vec<_>>();
     let new = run(true, "new.jsonl", false);
