@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hf_tailor::checkpoint::Family;
-use hf_tailor::eval::{Evaluator, TaskResult, TaskSpec};
+use hf_tailor::eval::{samples, Evaluator, TaskResult, TaskSpec};
 use hf_tailor::recipe::{Recipe, SourceModel};
 use hf_tailor::source::ModelSource;
 
@@ -13,7 +13,8 @@ use hf_tailor::source::ModelSource;
 #[command(after_help = "Task specs: KIND[:NAME]=PATH with KIND mc (JSONL/parquet rows {context, choices, label}), \
 ppl (rows {text}), mmlu (cais/mmlu parquet file or folder), wsc (SuperGLUE wsc.fixed parquet); or a bare JSONL path.\n\n\
 Examples:\n  hf-tailor eval --model ./tailored --tasks mmlu=data/mmlu,wsc=data/wsc.parquet --budget 100\n  \
-hf-tailor eval --recipe tailor.yaml --tasks tasks/arith.jsonl --json")]
+hf-tailor eval --recipe tailor.yaml --tasks tasks/arith.jsonl --json\n  \
+hf-tailor eval --recipe tailor.yaml --tasks mc=heldout.jsonl,ppl=texts.jsonl --samples samples.jsonl")]
 pub struct Args {
     /// A model to score as it is: a folder (config.json + safetensors) or a Hub id
     /// (`owner/name[@revision]`, from the cache or downloaded unless offline).
@@ -31,6 +32,15 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write every item's and text's own score to FILE, one JSON object per line
+    /// (lm-eval's `--log_samples`): `{"kind":"mc","task","doc","label","loglik":[per
+    /// choice],"acc","acc_norm"}` or `{"kind":"ppl","task","doc","loglik","tokens"}`, for
+    /// paired comparisons of two models on the same items.
+    #[arg(long, value_name = "FILE")]
+    pub samples: Option<PathBuf>,
+    /// Replace an existing --samples file.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub engine: super::EngineArgs,
 }
@@ -43,10 +53,27 @@ fn identity(source: &SourceModel) -> anyhow::Result<(Family, Recipe)> {
     Ok((family, recipe))
 }
 
+/// Before any scoring: the samples file must not replace a file without --force, nor a folder.
+fn check_samples_path(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if path.is_dir() {
+        super::usage!("--samples {} is a folder; give a file path", path.display());
+    }
+    if path.exists() && !force {
+        super::usage!("--samples {} exists; pass --force to replace it", path.display());
+    }
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => super::usage!("--samples {}: folder {} does not exist", path.display(), dir.display()),
+        _ => Ok(()),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let specs = TaskSpec::parse_list(&args.tasks)?;
     if specs.is_empty() {
         super::usage!("--tasks names no task");
+    }
+    if let Some(path) = &args.samples {
+        check_samples_path(path, args.force)?;
     }
     let tasks = specs.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
     let all = tasks.clone();
@@ -65,8 +92,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let options = args.engine.options();
     let mut ev = Evaluator::new(Arc::new(family), tasks, options)?;
     let started = std::time::Instant::now();
-    let results = ev.evaluate(&recipe, args.budget.unwrap_or(usize::MAX)).context("scoring failed")?;
+    let (results, samples) = ev.evaluate_with_samples(&recipe, args.budget.unwrap_or(usize::MAX)).context("scoring failed")?;
     let secs = started.elapsed().as_secs_f64();
+    if let Some(path) = &args.samples {
+        hf_tailor::fsutil::write_atomic(path, samples::to_jsonl(&samples).as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
         // lm-evaluation-harness's shape at the top level; hf-tailor's own rows (perplexity
         // tasks too) under `hf_tailor`.

@@ -17,6 +17,7 @@ pub mod heal_fit;
 pub mod lru;
 pub mod memory;
 pub mod plan;
+pub mod samples;
 pub mod sources;
 pub mod tasks;
 pub mod tiers;
@@ -37,6 +38,7 @@ pub use lru::CacheStats;
 use lru::Lru;
 pub use plan::McScore;
 use plan::{Packing, Plan, TaskPlan};
+pub use samples::Sample;
 pub use tasks::{calibration_texts, Example, McItem, Task, TaskAbout, TaskData, TaskFormat, TaskSpec};
 use tokenize::TextEncoder;
 use weights::{rule_key, WeightStore};
@@ -712,12 +714,18 @@ impl Evaluator {
     /// Score `recipe` on every task: multiple-choice tasks on their first `budget` items
     /// (per subject when items have subjects), perplexity tasks on all their texts.
     pub fn evaluate(&mut self, recipe: &Recipe, budget: usize) -> Result<Vec<TaskResult>, EvalError> {
+        Ok(self.evaluate_with_samples(recipe, budget)?.0)
+    }
+
+    /// [`Evaluator::evaluate`], with every item's and text's own score (one scoring).
+    pub fn evaluate_with_samples(&mut self, recipe: &Recipe, budget: usize) -> Result<(Vec<TaskResult>, Vec<Sample>), EvalError> {
         self.check_recipe(recipe)?;
         self.ensure_plan(PlanKey::All(budget))?;
         let plan = self.plans.remove(&PlanKey::All(budget)).expect("plan just made");
         let scores = self.score_tokens(recipe, &plan.batches, plan.n_scored).and_then(|s| finite_scores(recipe, s));
         let out = scores.map(|scores| {
-            plan.tasks
+            let results = plan
+                .tasks
                 .iter()
                 .map(|t| match t {
                     TaskPlan::MultipleChoice { name, items } => {
@@ -737,7 +745,8 @@ impl Evaluator {
                         tokens: texts.iter().map(|s| s.len).sum(),
                     },
                 })
-                .collect()
+                .collect();
+            (results, samples::of_plan(&plan.tasks, &scores))
         });
         self.plans.insert(PlanKey::All(budget), plan);
         out

@@ -46,6 +46,8 @@ pub struct Span {
 }
 
 pub struct McPlanItem {
+    /// The item's index in its task (budgets skip items per subject).
+    pub doc: usize,
     pub label: usize,
     pub choices: Vec<Span>,
     pub norm_lens: Vec<usize>,
@@ -200,12 +202,12 @@ pub fn plan_tasks(
             TaskData::MultipleChoice(items) => {
                 let mut out = Vec::new();
                 let mut per_subject: std::collections::HashMap<Option<&str>, usize> = std::collections::HashMap::new();
-                for item in first_n(items, budget) {
+                for (doc, item) in first_n(items, budget) {
                     let k = per_subject.entry(item.subject.as_deref()).or_default();
                     let n = groups.len() as u64;
                     set.set_group(*groups.entry((t, item.subject.as_deref(), *k / ITEMS_PER_BLOCK)).or_insert(n));
                     *k += 1;
-                    out.push(plan_item(&mut set, enc, item, pack)?);
+                    out.push(plan_item(&mut set, enc, doc, item, pack)?);
                 }
                 plans.push(TaskPlan::MultipleChoice { name: task.name.clone(), items: out });
             }
@@ -220,7 +222,7 @@ pub fn plan_tasks(
     finish(set, plans, pack, rope, device, dtype)
 }
 
-fn plan_item(set: &mut SequenceSet, enc: &TextEncoder, item: &McItem, pack: Packing) -> Result<McPlanItem, EvalError> {
+fn plan_item(set: &mut SequenceSet, enc: &TextEncoder, doc: usize, item: &McItem, pack: Packing) -> Result<McPlanItem, EvalError> {
     let mut context = None;
     let mut continuations = Vec::new();
     for c in &item.choices {
@@ -265,12 +267,12 @@ fn plan_item(set: &mut SequenceSet, enc: &TextEncoder, item: &McItem, pack: Pack
         if packed <= apart || pack.pack_choices == PackChoices::Always {
             let conts: Vec<Vec<u32>> = continuations.into_iter().map(|(_, c)| c).collect();
             let choices = set.score_packed(&ctx, &conts);
-            return Ok(McPlanItem { label: item.label, choices, norm_lens });
+            return Ok(McPlanItem { doc, label: item.label, choices, norm_lens });
         }
     }
     let mut reuse = Vec::new();
     let choices = continuations.iter().map(|(ctx, cont)| set.score(ctx, cont, &mut reuse)).collect();
-    Ok(McPlanItem { label: item.label, choices, norm_lens })
+    Ok(McPlanItem { doc, label: item.label, choices, norm_lens })
 }
 
 /// Each text as lm-eval's rolling log-likelihood with context 1: the prefix token, then
@@ -390,7 +392,7 @@ fn argmax(v: &[f64]) -> usize {
     best
 }
 
-fn span_sum(scores: &[f64], s: Span) -> f64 {
+pub fn span_sum(scores: &[f64], s: Span) -> f64 {
     scores[s.start..s.start + s.len].iter().sum()
 }
 

@@ -393,12 +393,14 @@ fn wsc_item(r: &SourcedRow) -> Result<McItem, EvalError> {
     checked(r, McItem { context, choices: vec!["B".into(), "A".into()], label, subject: None })
 }
 
-/// The first `budget` items, counted per subject when items have subjects.
-pub fn first_n(items: &[McItem], budget: usize) -> Vec<&McItem> {
+/// The first `budget` items, counted per subject when items have subjects, each with its
+/// index in `items` (the item's id in per-item samples).
+pub fn first_n(items: &[McItem], budget: usize) -> Vec<(usize, &McItem)> {
     let mut seen: HashMap<Option<&str>, usize> = HashMap::new();
     items
         .iter()
-        .filter(|it| {
+        .enumerate()
+        .filter(|(_, it)| {
             let c = seen.entry(it.subject.as_deref()).or_default();
             *c += 1;
             *c <= budget
@@ -444,7 +446,7 @@ mod tests {
     fn budget_counts_per_subject() {
         let item = |s: Option<&str>| McItem { context: "c".into(), choices: vec![" a".into(), " b".into()], label: 0, subject: s.map(str::to_owned) };
         let items = vec![item(Some("x")), item(Some("y")), item(Some("x")), item(Some("x")), item(Some("y"))];
-        assert_eq!(first_n(&items, 2).len(), 4);
+        assert_eq!(first_n(&items, 2).iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2, 4]);
         assert_eq!(first_n(&[item(None), item(None), item(None)], 2).len(), 2);
         assert_eq!(McItem::norm_len(" Paris"), 5);
     }

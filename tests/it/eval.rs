@@ -576,4 +576,67 @@ fn lm_evaluation_harness_scores_the_written_model_as_hf_tailor_does() {
         assert_eq!(ours["configs"][n]["output_type"], shape["configs"][n]["output_type"]);
         assert_eq!(ours["configs"][n]["num_fewshot"], shape["configs"][n]["num_fewshot"]);
     }
+
+    // `hf-tailor eval --samples` on the written model: each item's per-choice log-likelihood
+    // is lm-eval's `resps`, each text's its share of the perplexity, each index its line.
+    samples_match_lm_eval(tmp.path(), &out, &[(&spaced, &theirs["results"]["hft_spaced"]), (&bare, &theirs["results"]["hft_bare"])]);
+}
+
+/// `eval --samples` through the CLI: per-item log-likelihoods equal lm-eval's (the first
+/// `budget` items), `acc` is each item's argmax, the texts' samples give the reported
+/// perplexity, and an existing samples file is replaced only with --force.
+fn samples_match_lm_eval(dir: &Path, model: &Path, tasks: &[(&Vec<McItem>, &serde_json::Value)]) {
+    let budget = 20;
+    let mut specs = vec![];
+    for (k, (items, _)) in tasks.iter().enumerate() {
+        let path = dir.join(format!("ours-{k}.jsonl"));
+        let lines: Vec<String> =
+            items.iter().map(|i| serde_json::json!({"context": i.context, "choices": i.choices, "label": i.label}).to_string()).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        specs.push(format!("mc:t{k}={}", path.display()));
+    }
+    let texts = dir.join("texts.jsonl");
+    std::fs::write(&texts, ppl_texts().iter().map(|t| serde_json::json!({"text": t}).to_string() + "\n").collect::<String>()).unwrap();
+    specs.push(format!("ppl:texts={}", texts.display()));
+    let samples = dir.join("samples.jsonl");
+    let run = |extra: &[&str]| {
+        let mut cmd = common::hf_tailor();
+        cmd.args(["eval", "--model", model.to_str().unwrap(), "--tasks", &specs.join(","), "--budget", &budget.to_string(), "--json", "--samples"]);
+        cmd.arg(&samples).args(extra).output().unwrap()
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&samples).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (k, (items, theirs)) in tasks.iter().enumerate() {
+        let mine: Vec<&serde_json::Value> = rows.iter().filter(|r| r["task"] == format!("t{k}")).collect();
+        assert_eq!(mine.len(), items.len().min(budget), "t{k}: one sample per scored item");
+        let mut hits = 0.0;
+        for (i, r) in mine.iter().enumerate() {
+            assert_eq!((r["kind"].as_str(), r["doc"].as_u64(), r["label"].as_u64()), (Some("mc"), Some(i as u64), Some(items[i].label as u64)));
+            let a: Vec<f64> = r["loglik"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let b: Vec<f64> = theirs["lls"][i].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            assert!(a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "t{k} item {i}: samples {a:?}, lm-eval {b:?}");
+            let won = (0..a.len()).all(|c| c == items[i].label || a[c] < a[items[i].label]);
+            assert_eq!(r["acc"].as_f64(), Some(if won { 1.0 } else { 0.0 }), "t{k} item {i}");
+            hits += r["acc"].as_f64().unwrap();
+        }
+        let acc = report["hf_tailor"]["tasks"][k]["acc"].as_f64().unwrap();
+        assert!((hits / mine.len() as f64 - acc).abs() < 1e-12, "t{k}: the samples' mean is the reported acc");
+    }
+    let text_rows: Vec<&serde_json::Value> = rows.iter().filter(|r| r["kind"] == "ppl").collect();
+    assert_eq!(text_rows.iter().map(|r| r["doc"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1]);
+    let (ll, n) = text_rows.iter().fold((0.0, 0), |(s, n), r| (s + r["loglik"].as_f64().unwrap(), n + r["tokens"].as_u64().unwrap()));
+    let ppl = report["hf_tailor"]["tasks"][tasks.len()]["perplexity"].as_f64().unwrap();
+    assert!(((-ll / n as f64).exp() - ppl).abs() < 1e-9 * ppl, "the texts' samples give the reported perplexity {ppl}");
+
+    // An existing file is never replaced without --force (exit 2, the file as it was).
+    std::fs::write(&samples, "mine\n").unwrap();
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&samples).unwrap(), "mine\n");
+    let o = run(&["--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&samples).unwrap().lines().count(), rows.len());
 }
