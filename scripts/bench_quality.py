@@ -97,8 +97,9 @@ def single_token_words(tok, texts):
     return vocab
 
 
-def cloze_items(tok, passages, vocab, n, rng):
-    """`n` items from `passages` (one per passage): the context ends before a vocabulary word."""
+def cloze_items(tok, passages, vocab, n, rng, at_most=False):
+    """`n` items from `passages` (one per passage; `at_most`: as many as they give, up to
+    `n`): the context ends before a vocabulary word."""
     words = sorted(vocab)
     items = []
     for p in passages:
@@ -123,7 +124,7 @@ def cloze_items(tok, passages, vocab, n, rng):
         label = rng.randrange(4)
         choices.insert(label, " " + answer)
         items.append({"context": context, "choices": choices, "label": label})
-    if len(items) < n:
+    if len(items) < n and not at_most:
         raise SystemExit(f"bench-quality: only {len(items)} cloze items could be made (wanted {n})")
     return items
 
@@ -208,6 +209,130 @@ def cmd_heal_texts(a):
         train = domain_data(a.pkgs, tok, di, domain)[4]
         write_jsonl(path, [{"text": t} for t in train[: a.n]])
         log(f"{domain}: {min(a.n, len(train))} heal calibration texts (training slices)")
+
+
+def unseen_slices(train, tok, di, s):
+    """Indices of the training slices no fine-tuning window touched (`finetune`'s windows,
+    drawn again with the same seed): text the siblings never saw, however it was cut."""
+    ids, bounds = [], []
+    for t in train:
+        start = len(ids)
+        ids.extend(tok(t + "\n\n", add_special_tokens=False)["input_ids"])
+        bounds.append((start, len(ids)))
+    seq, batch = s["seq"], s["batch"]
+    windows = [(i, i + seq) for i in range(0, len(ids) - seq, seq)]
+    random.Random(s["seed"] + di).shuffle(windows)
+    seen = [False] * len(ids)
+    for w in {(step * batch + b) % len(windows) for step in range(s["steps"]) for b in range(batch)}:
+        a, b = windows[w]
+        seen[a:b] = [True] * (b - a)
+    return [j for j, (a, b) in enumerate(bounds) if not any(seen[a:b])]
+
+
+def cmd_extra_heldout(a):
+    """A larger held-out set for paired comparisons: cloze items and texts from training
+    slices that no fine-tuning step touched and that are not among the heal's first
+    `--skip` slices, so disjoint from every calibration, heal and held-out item and text."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(os.path.join(a.cache, "base"))
+    data = os.path.join(a.cache, "data")
+    s = SETTINGS
+    per = max(1, s["text_words"] // s["context_words"])
+    for di, domain in enumerate(DOMAINS):
+        items_path = os.path.join(data, f"extra-heldout-{domain}.jsonl")
+        texts_path = os.path.join(data, f"extra-heldout-text-{domain}.jsonl")
+        if os.path.exists(items_path) and os.path.exists(texts_path):
+            continue
+        _, _, _, _, train, vocab = domain_data(a.pkgs, tok, di, domain)
+        pool = [j for j in unseen_slices(train, tok, di, s) if j >= a.skip]
+        n_texts = min(a.texts, len(pool) // 2)
+        texts = [train[j] for j in pool[:n_texts]]
+        # The item slices' passages: each slice is `per` passages joined by spaces, so they
+        # are cut again into passages of `context_words` words.
+        passages = chunks([train[j] for j in pool[n_texts:]], s["context_words"])
+        rng = random.Random(5000 + di)
+        rng.shuffle(passages)
+        items = cloze_items(tok, passages, vocab, a.items, rng, at_most=True)
+        write_jsonl(items_path, items)
+        write_jsonl(texts_path, [{"text": t} for t in texts])
+        log(f"{domain}: {len(pool)} unseen training slices after the first {a.skip}: {len(texts)} texts, {len(items)} cloze items")
+
+
+def read_samples(path):
+    with open(path) as f:
+        return {(r["task"], r["doc"]): r for r in map(json.loads, f)}
+
+
+def paired_acc(sa, sb, keep):
+    """B − A accuracy over the multiple-choice samples `keep` accepts: (mean, paired SE, n)."""
+    diffs = [sb[k]["acc"] - sa[k]["acc"] for k in sa if sa[k]["kind"] == "mc" and keep(k[0])]
+    d, se = mean_se(diffs)
+    return d, se, len(diffs)
+
+
+def paired_nats(sa, sb, keep):
+    """B − A log-likelihood per token, averaged over the text tasks `keep` accepts (the log
+    of the geometric-mean perplexity's ratio, sign flipped: > 0 = B better), with its
+    standard error (per task a ratio estimate over texts, tasks independent)."""
+    per_task = []
+    for t in sorted({t for t, _ in sa if keep(t)}):
+        keys = [k for k in sa if k[0] == t and sa[k]["kind"] == "ppl" and sa[k]["tokens"] > 0]
+        if not keys:
+            continue
+        n = sum(sa[k]["tokens"] for k in keys)
+        dl = [sb[k]["loglik"] - sa[k]["loglik"] for k in keys]
+        est = sum(dl) / n
+        m = len(keys)
+        resid = [x - est * sa[k]["tokens"] for x, k in zip(dl, keys)]
+        per_task.append((est, math.sqrt(sum(r * r for r in resid) * m / max(1, m - 1)) / n, m))
+    k = len(per_task)
+    return sum(e for e, _, _ in per_task) / k, math.sqrt(sum(se * se for _, se, _ in per_task)) / k, sum(m for *_, m in per_task)
+
+
+def samples_summary(s, keep):
+    mc = [r["acc"] for k, r in s.items() if r["kind"] == "mc" and keep(k[0])]
+    acc, _ = mean_se(mc)
+    logs = []
+    for t in sorted({t for t, _ in s if keep(t)}):
+        rows = [r for k, r in s.items() if k[0] == t and r["kind"] == "ppl"]
+        if rows:
+            logs.append(-sum(r["loglik"] for r in rows) / sum(r["tokens"] for r in rows))
+    return acc, math.sqrt(acc * (1 - acc) / len(mc)), len(mc), math.exp(sum(logs) / len(logs))
+
+
+def cmd_paired(a):
+    """The paired table: every model's accuracy and perplexity on the larger held-out set
+    (tasks named `*-extra*`) and on the original one, the accuracy difference to the best
+    baseline and each search's perplexity difference to its reference run, on the same items
+    and texts (`hf-tailor eval --samples` files in --samples, NAME.jsonl)."""
+    models = {os.path.basename(p)[:-6]: read_samples(p) for p in sorted(glob.glob(os.path.join(a.samples, "*.jsonl")))}
+    sets = {"larger": lambda t: "-extra" in t, "original": lambda t: "-extra" not in t}
+    baselines = [b for b in a.baselines.split(",") if b in models]
+    out = {"models": {}, "acc_vs_best_baseline": {}, "nats_vs_reference": {}}
+    for name, s in models.items():
+        out["models"][name] = {k: dict(zip(("acc", "acc_se", "items", "ppl"), samples_summary(s, f))) for k, f in sets.items()}
+    lines = ["| model | acc, larger set | acc, original | ppl, larger | ppl, original | acc − best baseline (larger, paired) | nats/token vs reference (larger, paired) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    best = max(baselines, key=lambda b: out["models"][b]["larger"]["acc"]) if baselines else None
+    refs = dict(p.split("=") for p in a.references.split(",") if "=" in p)
+    for name, s in models.items():
+        m = out["models"][name]
+        cell_acc = cell_nats = "–"
+        if best and name != best:
+            out["acc_vs_best_baseline"][name] = {"baseline": best}
+            for k, f in [*sets.items(), ("both", lambda t: True)]:
+                out["acc_vs_best_baseline"][name][k] = dict(zip(("diff", "se", "items"), paired_acc(models[best], s, f)))
+            d, se, n = paired_acc(models[best], s, sets["larger"])
+            cell_acc = f"{100 * d:+.2f} ± {100 * se:.2f} pt ({best})"
+        if refs.get(name) in models:
+            d, se, n = paired_nats(models[refs[name]], s, sets["larger"])
+            out["nats_vs_reference"][name] = {"reference": refs[name], "diff": d, "se": se, "texts": n}
+            cell_nats = f"{d:+.4f} ± {se:.4f} ({refs[name]})"
+        lines.append(f"| {name} | {100 * m['larger']['acc']:.1f} ± {100 * m['larger']['acc_se']:.1f} % | {100 * m['original']['acc']:.1f} % "
+                     f"| {m['larger']['ppl']:.1f} | {m['original']['ppl']:.1f} | {cell_acc} | {cell_nats} |")
+    with open(os.path.join(a.samples, "paired.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print("\n".join(lines))
 
 
 def cmd_family(a):
@@ -527,6 +652,16 @@ def main():
     ht.add_argument("--cache", required=True)
     ht.add_argument("--pkgs", required=True)
     ht.add_argument("--n", type=int, default=40, help="texts per domain")
+    xh = sub.add_parser("extra-heldout")
+    xh.add_argument("--cache", required=True)
+    xh.add_argument("--pkgs", required=True)
+    xh.add_argument("--skip", type=int, default=40, help="the heal's training slices, never used")
+    xh.add_argument("--texts", type=int, default=100, help="texts per domain (at most half the unseen slices)")
+    xh.add_argument("--items", type=int, default=400, help="cloze items per domain (fewer where the text runs out)")
+    pr = sub.add_parser("paired")
+    pr.add_argument("--samples", required=True, help="folder of NAME.jsonl (hf-tailor eval --samples)")
+    pr.add_argument("--baselines", default="shortgpt,sleb,angular,shortgpt-heal,replaceme")
+    pr.add_argument("--references", default="", help="NAME=REFERENCE,... (a search run and the run it is measured against)")
     t = sub.add_parser("table")
     t.add_argument("--runs", required=True)
     t.add_argument("--depth", default="22/30 layers")
@@ -558,7 +693,7 @@ def main():
     k = sub.add_parser("checks")
     k.add_argument("--runs", required=True)
     a = ap.parse_args()
-    {"average-recipe": cmd_average_recipe, "check-output": cmd_check_output, "checks": cmd_checks, "family": cmd_family, "heal-texts": cmd_heal_texts, "table": cmd_table, "heldout": cmd_heldout, "reliability": cmd_reliability}[a.cmd](a)
+    {"extra-heldout": cmd_extra_heldout, "paired": cmd_paired, "average-recipe": cmd_average_recipe, "check-output": cmd_check_output, "checks": cmd_checks, "family": cmd_family, "heal-texts": cmd_heal_texts, "table": cmd_table, "heldout": cmd_heldout, "reliability": cmd_reliability}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -230,7 +230,7 @@ pub fn compare_heal(
 /// each multiple-choice item's context with its correct answer, never an item of the
 /// selection split `hold_out` (nor anything held out for the report: the caller passes the
 /// search's side of the tasks).
-pub fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
+fn heal_texts(tasks: &[Task], hold_out: Option<HoldOut>) -> Vec<String> {
     let mask = |t: &Task, n: usize| hold_out.map(|h| h.selection_mask(&t.name, n)).unwrap_or_else(|| vec![false; n]);
     let kept = |t: &Task, xs: Vec<String>| -> Vec<String> {
         let m = mask(t, xs.len());
