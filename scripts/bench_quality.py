@@ -135,19 +135,34 @@ def write_jsonl(path, rows):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
+def training_ids(texts, tok):
+    """The fine-tuning's token stream (each text and a blank line), and each text's span in it."""
+    ids, bounds = [], []
+    for t in texts:
+        start = len(ids)
+        ids.extend(tok(t + "\n\n", add_special_tokens=False)["input_ids"])
+        bounds.append((start, len(ids)))
+    return ids, bounds
+
+
+def training_windows(n_ids, seed, s):
+    """The fine-tuning's windows of `seq` tokens as (start, end), in the order its steps take
+    them (step k trains on windows k·batch … k·batch + batch − 1, cycling)."""
+    seq = s["seq"]
+    windows = [(i, i + seq) for i in range(0, n_ids - seq, seq)]
+    random.Random(seed).shuffle(windows)
+    return windows
+
+
 def finetune(base_dir, out_dir, texts, tok, seed, s):
     import torch
     from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model.train()
-    ids = []
-    for t in texts:
-        ids.extend(tok(t + "\n\n", add_special_tokens=False)["input_ids"])
-    seq, batch = s["seq"], s["batch"]
-    windows = [ids[i:i + seq] for i in range(0, len(ids) - seq, seq)]
-    rng = random.Random(seed)
-    rng.shuffle(windows)
+    ids, _ = training_ids(texts, tok)
+    batch = s["batch"]
+    windows = [ids[a:b] for a, b in training_windows(len(ids), seed, s)]
     opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=0.0)
     for step in range(s["steps"]):
         rows = [windows[(step * batch + b) % len(windows)] for b in range(batch)]
@@ -213,15 +228,11 @@ def cmd_heal_texts(a):
 
 def unseen_slices(train, tok, di, s):
     """Indices of the training slices no fine-tuning window touched (`finetune`'s windows,
-    drawn again with the same seed): text the siblings never saw, however it was cut."""
-    ids, bounds = [], []
-    for t in train:
-        start = len(ids)
-        ids.extend(tok(t + "\n\n", add_special_tokens=False)["input_ids"])
-        bounds.append((start, len(ids)))
-    seq, batch = s["seq"], s["batch"]
-    windows = [(i, i + seq) for i in range(0, len(ids) - seq, seq)]
-    random.Random(s["seed"] + di).shuffle(windows)
+    drawn again with the same seed, which `cmd_family` gives sibling `di`): text the siblings
+    never saw, however it was cut."""
+    ids, bounds = training_ids(train, tok)
+    batch = s["batch"]
+    windows = training_windows(len(ids), s["seed"] + di, s)
     seen = [False] * len(ids)
     for w in {(step * batch + b) % len(windows) for step in range(s["steps"]) for b in range(batch)}:
         a, b = windows[w]
