@@ -333,7 +333,7 @@ def cmd_paired(a):
             out["acc_vs_best_baseline"][name] = {"baseline": best}
             for k, f in [*sets.items(), ("both", lambda t: True)]:
                 out["acc_vs_best_baseline"][name][k] = dict(zip(("diff", "se", "items"), paired_acc(models[best], s, f)))
-            d, se, n = paired_acc(models[best], s, sets["larger"])
+            d, se = (out["acc_vs_best_baseline"][name]["larger"][k] for k in ("diff", "se"))
             cell_acc = f"{100 * d:+.2f} ± {100 * se:.2f} pt ({best})"
         if refs.get(name) in models:
             d, se, n = paired_nats(models[refs[name]], s, sets["larger"])
