@@ -724,12 +724,14 @@ impl Evaluator {
         let plan = self.plans.remove(&PlanKey::All(budget)).expect("plan just made");
         let scores = self.score_tokens(recipe, &plan.batches, plan.n_scored).and_then(|s| finite_scores(recipe, s));
         let out = scores.map(|scores| {
+            let mut samples = Vec::new();
             let results = plan
                 .tasks
                 .iter()
                 .map(|t| match t {
                     TaskPlan::MultipleChoice { name, items } => {
-                        let (s, _) = plan::mc_score(items, &scores);
+                        let (s, lls) = plan::mc_score(items, &scores);
+                        samples.extend(samples::of_items(name, items, &s, lls));
                         TaskResult::MultipleChoice {
                             task: name.clone(),
                             acc: s.acc,
@@ -739,14 +741,17 @@ impl Evaluator {
                             items: s.items,
                         }
                     }
-                    TaskPlan::Perplexity { name, texts } => TaskResult::Perplexity {
-                        task: name.clone(),
-                        perplexity: plan::perplexity(texts, &scores),
-                        tokens: texts.iter().map(|s| s.len).sum(),
-                    },
+                    TaskPlan::Perplexity { name, texts } => {
+                        samples.extend(samples::of_texts(name, texts, &scores));
+                        TaskResult::Perplexity {
+                            task: name.clone(),
+                            perplexity: plan::perplexity(texts, &scores),
+                            tokens: texts.iter().map(|s| s.len).sum(),
+                        }
+                    }
                 })
                 .collect();
-            (results, samples::of_plan(&plan.tasks, &scores))
+            (results, samples)
         });
         self.plans.insert(PlanKey::All(budget), plan);
         out

@@ -2,7 +2,7 @@
 //! comparison of two models on the same items needs (the difference of two accuracies has a
 //! far smaller standard error per item pair than either accuracy alone).
 
-use super::plan::{self, TaskPlan};
+use super::plan::{self, McPlanItem, McScore, Span};
 
 /// One scored item or text. `doc` is its index in the task's file (lm-eval's `doc_id`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -15,32 +15,26 @@ pub enum Sample {
     Ppl { task: String, doc: usize, loglik: f64, tokens: usize },
 }
 
-/// The samples of every task of a scored plan (`scores`: one log-probability per target).
-pub fn of_plan(tasks: &[TaskPlan], scores: &[f64]) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for t in tasks {
-        match t {
-            TaskPlan::MultipleChoice { name, items } => {
-                let (s, lls) = plan::mc_score(items, scores);
-                for (k, (it, ll)) in items.iter().zip(lls).enumerate() {
-                    out.push(Sample::Mc {
-                        task: name.clone(),
-                        doc: it.doc,
-                        label: it.label,
-                        loglik: ll,
-                        acc: s.correct[k],
-                        acc_norm: s.correct_norm[k],
-                    });
-                }
-            }
-            TaskPlan::Perplexity { name, texts } => {
-                for (doc, span) in texts.iter().enumerate() {
-                    out.push(Sample::Ppl { task: name.clone(), doc, loglik: plan::span_sum(scores, *span), tokens: span.len });
-                }
-            }
-        }
-    }
-    out
+/// A multiple-choice task's samples, from its scored items (`score`, `lls`: [`plan::mc_score`]).
+pub fn of_items<'a>(task: &'a str, items: &'a [McPlanItem], score: &'a McScore, lls: Vec<Vec<f64>>) -> impl Iterator<Item = Sample> + 'a {
+    items.iter().zip(lls).enumerate().map(move |(k, (it, ll))| Sample::Mc {
+        task: task.to_owned(),
+        doc: it.doc,
+        label: it.label,
+        loglik: ll,
+        acc: score.correct[k],
+        acc_norm: score.correct_norm[k],
+    })
+}
+
+/// A perplexity task's samples, one per text (`scores`: one log-probability per target).
+pub fn of_texts<'a>(task: &'a str, texts: &'a [Span], scores: &'a [f64]) -> impl Iterator<Item = Sample> + 'a {
+    texts.iter().enumerate().map(move |(doc, span)| Sample::Ppl {
+        task: task.to_owned(),
+        doc,
+        loglik: plan::span_sum(scores, *span),
+        tokens: span.len,
+    })
 }
 
 /// JSON Lines, one sample per line.
