@@ -314,6 +314,9 @@ pub enum Items {
     Search(HoldOut),
     /// The items `HoldOut` keeps back for the final selection (budget ignored: all of them).
     Selection(HoldOut),
+    /// Every item of the scorer's selection tasks, a validation set of their own that the
+    /// search never scores its trials on (`search --selection-tasks`; budget ignored).
+    Validation,
 }
 
 /// A seeded split of each task's items into search and selection items.

@@ -154,6 +154,12 @@ pub struct Args {
     /// 1/3; on --resume, the journal's.
     #[arg(long, help_heading = super::H_TASKS)]
     pub selection_split: Option<f64>,
+    /// Selection tasks of their own, a validation set (`KIND[:NAME]=PATH`, as --tasks): the
+    /// top candidates are scored on all their items to choose the result, and the search
+    /// uses every calibration item (no --selection-split). The trials never see them, so a
+    /// --resume may give others.
+    #[arg(long, value_name = "LIST", help_heading = super::H_TASKS)]
+    pub selection_tasks: Option<String>,
     /// Baselines to run and report (shortgpt, angular, sleb), or `none`.
     #[arg(long, value_delimiter = ',', default_value = "shortgpt,angular,sleb", help_heading = super::H_TASKS)]
     pub baselines: Vec<String>,
@@ -462,6 +468,16 @@ fn search_request(args: &Args) -> anyhow::Result<SearchRequest> {
         scalarization,
         objective: args.objective,
         selection_split: args.selection_split,
+        selection_tasks: match &args.selection_tasks {
+            Some(list) => {
+                let names: Vec<String> = TaskSpec::parse_list(list)?.into_iter().map(|s| s.name).collect();
+                if names.is_empty() {
+                    super::usage!("--selection-tasks names no task");
+                }
+                names
+            }
+            None => Vec::new(),
+        },
         seed: args.seed,
         trials: args.trials,
         baselines: parse_baselines(&args.baselines)?,
@@ -493,6 +509,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.storage.is_none() {
         hf_tailor::pipeline::out_folder::check_resume(&request::journal_in(&args.out, args.journal.as_deref()), args.resume)?;
     }
+    let selection_tasks = match &args.selection_tasks {
+        Some(list) => TaskSpec::parse_list(list)?.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
     let mut s = setup(&args.inputs, &request, !request.baselines.is_empty(), args.workers.max(1))?;
     let per_worker = if s.workers.len() > 1 { " (each worker)" } else { "" };
     eprint!("hf-tailor: {}", s.workers[0].scorer.memory_plan().render().replacen(":\n", &format!("{per_worker}:\n"), 1));
@@ -501,6 +521,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let journal = request::journal_in(&args.out, args.journal.as_deref());
     let spec = request.job(s.space.clone(), s.workers[0].scorer.tasks(), s.calibration.clone(), journal)?;
+    if !selection_tasks.is_empty() {
+        SearchRequest::check_selection_tasks(&spec.optimizer, &selection_tasks)?;
+        // The first worker chooses the result (a study: the coordinator's own evaluator).
+        s.workers[0].scorer.set_selection_tasks(selection_tasks)?;
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let opt = &spec.optimizer;
     if opt.schedule_budgets().len() < opt.budgets.len() && !args.resume {
@@ -561,7 +586,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("hf-tailor: healing the chosen candidate's cuts ({} calibration tokens)", h.tokens);
         }
         let scorer = &mut s.workers[0].scorer;
-        let outcome = request::heal_chosen(scorer, &result.best, &heal_texts, &spec.optimizer, h, &args.out)?;
+        let outcome = request::heal_chosen(scorer, &result.best, &heal_texts, &spec, h, &args.out)?;
         for n in &outcome.notes {
             eprintln!("hf-tailor: {n}");
         }
@@ -632,6 +657,7 @@ fn coordinate(
     let local = if args.workers == 0 { 0 } else { s.workers.len() };
     // The coordinator's own evaluator scores baselines, references and finalists.
     let mut own = Evaluator::new(s.family.clone(), s.tasks.clone(), args.inputs.scoring.engine.options())?;
+    own.set_selection_tasks(s.workers[0].scorer.selection_tasks().to_vec())?;
     if let Some(texts) = heal_texts {
         own.set_heal_calibration(texts);
     }

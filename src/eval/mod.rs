@@ -253,6 +253,7 @@ enum PlanKey {
     All(usize),
     Search(u64, u64, usize),
     Selection(u64, u64),
+    Validation,
 }
 
 impl PlanKey {
@@ -261,6 +262,7 @@ impl PlanKey {
             Items::All => PlanKey::All(budget),
             Items::Search(h) => PlanKey::Search(h.fraction.to_bits(), h.seed, budget),
             Items::Selection(h) => PlanKey::Selection(h.fraction.to_bits(), h.seed),
+            Items::Validation => PlanKey::Validation,
         }
     }
 }
@@ -272,6 +274,8 @@ type PrefixKey = ([u8; 32], Vec<u32>);
 pub struct Evaluator {
     family: Arc<Family>,
     tasks: Vec<Task>,
+    /// A search's validation set ([`Items::Validation`]): scored only to choose its result.
+    selection_tasks: Vec<Task>,
     encoder: TextEncoder,
     device: Device,
     dtype: DType,
@@ -378,6 +382,7 @@ impl Evaluator {
         Ok(Self {
             family,
             tasks,
+            selection_tasks: Vec::new(),
             encoder,
             device,
             dtype,
@@ -428,6 +433,24 @@ impl Evaluator {
 
     pub fn tasks(&self) -> &[Task] {
         &self.tasks
+    }
+
+    /// The tasks [`Items::Validation`] scores (see [`Evaluator::set_selection_tasks`]).
+    pub fn selection_tasks(&self) -> &[Task] {
+        &self.selection_tasks
+    }
+
+    /// The tasks [`Items::Validation`] scores, every item of each (a search's validation
+    /// set: `search --selection-tasks`). Names must differ from one another, not from the
+    /// calibration tasks' (the two sets are never scored together).
+    pub fn set_selection_tasks(&mut self, tasks: Vec<Task>) -> Result<(), EvalError> {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(t) = tasks.iter().find(|t| !seen.insert(t.name.as_str())) {
+            return Err(EvalError::Spec(format!("two selection tasks are named `{}`", t.name)));
+        }
+        self.selection_tasks = tasks;
+        self.plans.remove(&PlanKey::Validation);
+        Ok(())
     }
 
     pub fn family(&self) -> &Arc<Family> {
@@ -642,6 +665,12 @@ impl Evaluator {
                 PlanKey::Selection(f, seed) => {
                     let tasks = self.split_tasks(&HoldOut { fraction: f64::from_bits(f), seed }, true);
                     plan::plan_tasks(&tasks, usize::MAX, &self.encoder, self.packing(), &self.rope, &self.device, self.dtype)?
+                }
+                PlanKey::Validation => {
+                    if self.selection_tasks.is_empty() {
+                        return Err(EvalError::Spec("has no selection tasks to score: set them first (`set_selection_tasks`)".into()));
+                    }
+                    plan::plan_tasks(&self.selection_tasks, usize::MAX, &self.encoder, self.packing(), &self.rope, &self.device, self.dtype)?
                 }
             };
             self.plans.insert(key, p);

@@ -133,6 +133,10 @@ pub struct SearchRequest {
     /// Fraction of calibration items held out for the final selection (None: the default,
     /// or the journal's on resume; Some(0.0): off).
     pub selection_split: Option<f64>,
+    /// The names of the search's selection tasks, a validation set of their own that its
+    /// finalists are chosen on instead of a split of the calibration tasks (empty: none).
+    /// The scorer that chooses holds them ([`crate::eval::Evaluator::set_selection_tasks`]).
+    pub selection_tasks: Vec<String>,
     pub seed: u64,
     pub trials: usize,
     pub baselines: Vec<BaselineKind>,
@@ -204,18 +208,14 @@ impl HealRequest {
     }
 }
 
-/// `--heal auto`'s comparison: (healed, unhealed) values of `optimizer`'s selection metric
-/// (higher is better), on the selection split when there is one, else on the first
-/// full-budget items.
-pub fn compare_heal(
-    scorer: &mut crate::eval::Evaluator,
-    unhealed: &Recipe,
-    healed: &Recipe,
-    optimizer: &OptimizerConfig,
-) -> Result<(f64, f64), PipelineError> {
+/// `--heal auto`'s comparison: (healed, unhealed) values of `job`'s selection metric
+/// (higher is better), on the items its final choice is made on (the selection tasks or
+/// split) when there are some, else on the first full-budget items.
+pub fn compare_heal(scorer: &mut crate::eval::Evaluator, unhealed: &Recipe, healed: &Recipe, job: &JobSpec) -> Result<(f64, f64), PipelineError> {
     use crate::score::{Items, Scorer};
-    let (items, budget) = match optimizer.hold_out {
-        Some(h) => (Items::Selection(h), usize::MAX),
+    let optimizer = &job.optimizer;
+    let (items, budget) = match job.selection_items(optimizer) {
+        Some(items) => (items, usize::MAX),
         None => (Items::All, optimizer.budgets.last().copied().unwrap_or(usize::MAX)),
     };
     let metric = optimizer.objective.select;
@@ -325,7 +325,7 @@ pub fn heal_chosen(
     scorer: &mut crate::eval::Evaluator,
     best: &Recipe,
     texts: &[String],
-    optimizer: &OptimizerConfig,
+    job: &JobSpec,
     req: &HealRequest,
     out: &Path,
 ) -> Result<HealOutcome, PipelineError> {
@@ -361,9 +361,13 @@ pub fn heal_chosen(
     }
     let unhealed = Recipe { heal: None, ..best.clone() };
     if req.mode == HealMode::Auto && healed.heal.is_some() {
-        let (with, without) = compare_heal(scorer, &unhealed, &healed, optimizer)?;
-        let metric = optimizer.objective.select.name();
-        let on = if optimizer.hold_out.is_some() { "the selection split" } else { "the search's items" };
+        let (with, without) = compare_heal(scorer, &unhealed, &healed, job)?;
+        let metric = job.optimizer.objective.select.name();
+        let on = match job.selection_items(&job.optimizer) {
+            Some(crate::score::Items::Validation) => "the selection tasks",
+            Some(_) => "the selection split",
+            None => "the search's items",
+        };
         if with <= without {
             notes.push(format!(
                 "--heal auto: the heal does not help ({metric} {with:.5} healed vs {without:.5} without, on {on}): the chosen model stays unhealed"
@@ -388,6 +392,7 @@ impl Default for SearchRequest {
             scalarization: Scalarization::Mean,
             objective: None,
             selection_split: None,
+            selection_tasks: Vec::new(),
             seed: 0,
             trials: 500,
             baselines: vec![BaselineKind::Shortgpt],
@@ -423,13 +428,33 @@ impl SearchRequest {
         Ok(())
     }
 
-    /// The selection split (None: off).
+    /// The selection split (None: off, or selection tasks of their own instead).
     fn hold_out(&self) -> Result<Option<HoldOut>, PipelineError> {
+        if !self.selection_tasks.is_empty() {
+            return match self.selection_split {
+                Some(f) if f != 0.0 => {
+                    Err(PipelineError::Plan("--selection-split and --selection-tasks are two ways to choose the final candidate: give one".into()))
+                }
+                _ => Ok(None),
+            };
+        }
         match self.selection_split.unwrap_or(DEFAULT_SELECTION_FRACTION) {
             0.0 => Ok(None),
             f if f > 0.0 && f < 1.0 => Ok(Some(HoldOut { fraction: f, seed: self.seed })),
             f => Err(PipelineError::Plan(format!("--selection-split must be 0 (off) or a fraction in (0, 1), got {f}"))),
         }
+    }
+
+    /// Selection tasks that can score `optimizer`'s selection metric: texts for `ppl`,
+    /// multiple-choice items for the others.
+    pub fn check_selection_tasks(optimizer: &OptimizerConfig, tasks: &[Task]) -> Result<(), PipelineError> {
+        let metric = optimizer.objective.select;
+        let texts = metric == Metric::Ppl;
+        if !tasks.iter().any(|t| matches!(t.data, TaskData::Perplexity(_)) == texts) {
+            let kind = if texts { "text task (`ppl=FILE`)" } else { "multiple-choice task" };
+            return Err(PipelineError::Plan(format!("--selection-tasks has no {kind} to choose the final candidate by `{}` on", metric.name())));
+        }
+        Ok(())
     }
 
     /// The search space over `family`, whose models the recipes call `base` and `siblings`.
@@ -471,9 +496,11 @@ impl SearchRequest {
             resume: self.resume,
             baselines: self.baselines.clone(),
             calibration,
-            inherit: Inherit { objective: self.objective.is_none(), hold_out: self.selection_split.is_none() },
+            // With selection tasks the search sees every calibration item: no split to inherit.
+            inherit: Inherit { objective: self.objective.is_none(), hold_out: self.selection_split.is_none() && self.selection_tasks.is_empty() },
             precomputed: self.precomputed.clone(),
             heal_tokens: self.heal.as_ref().filter(|h| h.mode == HealMode::Search).map(|h| h.tokens),
+            selection_tasks: self.selection_tasks.clone(),
         })
     }
 
@@ -548,5 +575,32 @@ mod tests {
         let off = SearchRequest { selection_split: Some(0.0), ..SearchRequest::default() };
         assert_eq!(off.hold_out().unwrap(), None);
         assert_eq!(ok.hold_out().unwrap().map(|h| h.fraction), Some(DEFAULT_SELECTION_FRACTION));
+        // Selection tasks of their own replace the split: none by default, none inherited from
+        // a journal on resume (the search sees every item), and never both.
+        let tasks = SearchRequest { selection_tasks: vec!["dev".into()], ..SearchRequest::default() };
+        assert_eq!(tasks.hold_out().unwrap(), None);
+        assert_eq!(SearchRequest { selection_split: Some(0.0), ..tasks.clone() }.hold_out().unwrap(), None);
+        assert!(with(&|r| {
+            r.selection_tasks = vec!["dev".into()];
+            r.selection_split = Some(0.3);
+        })
+        .contains("--selection-split and --selection-tasks are two ways"));
+    }
+
+    #[test]
+    fn selection_tasks_must_score_the_selection_metric() {
+        use crate::eval::McItem;
+        let mc = Task::new(
+            "mc",
+            TaskData::MultipleChoice(vec![McItem { context: "a".into(), choices: vec!["b".into(), "c".into()], label: 0, subject: None }]),
+        );
+        let text = Task::new("text", TaskData::Perplexity(vec!["some text".into()]));
+        let mut optimizer = OptimizerConfig::new(OptimizerKind::Local, 0);
+        for (select, ok, refused) in [(Metric::Ppl, &text, &mc), (Metric::Acc, &mc, &text), (Metric::Loglik, &mc, &text)] {
+            optimizer.objective = Objective::of(select);
+            SearchRequest::check_selection_tasks(&optimizer, std::slice::from_ref(ok)).unwrap();
+            let e = SearchRequest::check_selection_tasks(&optimizer, std::slice::from_ref(refused)).unwrap_err().to_string();
+            assert!(e.contains("--selection-tasks has no") && e.contains(select.name()), "{e}");
+        }
     }
 }

@@ -223,7 +223,7 @@ pub fn tailor(
         if h.mode != super::request::HealMode::Search || result.best.heal.is_some() {
             progress.stage(&format!("healing the chosen candidate's cuts ({} calibration tokens)", h.tokens));
         }
-        let healed = super::request::heal_chosen(&mut scorer, &result.best, &heal_texts, &spec.optimizer, h, out)?;
+        let healed = super::request::heal_chosen(&mut scorer, &result.best, &heal_texts, &spec, h, out)?;
         for n in &healed.notes {
             progress.stage(n);
         }

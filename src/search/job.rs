@@ -41,6 +41,21 @@ pub struct JobSpec {
     /// With the heal searched: the tokens the written heal is fitted on, and so the healed
     /// baselines' rows beside it (None: the trials' tokens, the space's).
     pub heal_tokens: Option<usize>,
+    /// The names of the validation tasks the job's first scorer holds ([`Items::Validation`]):
+    /// the finalists are chosen on them instead of on a selection split (empty: none).
+    pub selection_tasks: Vec<String>,
+}
+
+impl JobSpec {
+    /// The items the final choice is made on: the selection tasks, else `optimizer`'s
+    /// selection split (`None`: on the search's own items).
+    pub fn selection_items(&self, optimizer: &OptimizerConfig) -> Option<Items> {
+        if self.selection_tasks.is_empty() {
+            optimizer.hold_out.map(Items::Selection)
+        } else {
+            Some(Items::Validation)
+        }
+    }
 }
 
 /// A baseline's result from an earlier run (`baselines.json` of `hf-tailor baselines`).
@@ -206,13 +221,14 @@ fn run_job_with<W: AsScorer>(
     let scorer = workers[0].scorer();
     let full = optimizer.full_budget();
     let tasks = scorer.task_names();
-    // The final choice: on the selection split when there is one.
+    // The final choice: on the selection tasks or split when there is one.
     let mut finalists = Vec::new();
     let mut selection_vs_warm = None;
-    if let Some(h) = optimizer.hold_out {
+    if let Some(items) = spec.selection_items(&optimizer) {
         let (top, warm) = select::with_best_warm_start(&outcome.trials, select::finalists(&outcome.trials, select::TOP), None);
-        let stage = |i: usize, t: usize| format!("scoring finalist {} of {} (trial {}) on the selection split", i + 1, top.len(), t + 1);
-        let (chosen, rows, vs_warm) = choose_on_selection(scorer, &outcome.trials, &top, warm, h, &optimizer, observer, stage)?;
+        let on = selection_name(items);
+        let stage = |i: usize, t: usize| format!("scoring finalist {} of {} (trial {}) on {on}", i + 1, top.len(), t + 1);
+        let (chosen, rows, vs_warm) = choose_on_selection(scorer, &outcome.trials, &top, warm, items, &optimizer, observer, stage)?;
         outcome.best = chosen;
         finalists = rows;
         selection_vs_warm = vs_warm;
@@ -269,11 +285,12 @@ pub fn run_front_job<S: Scorer>(
     let mut chosen = select::front(&outcome.trials);
     let mut finalists = Vec::new();
     let mut vs_warm_at = std::collections::BTreeMap::new();
-    if let Some(h) = optimizer.hold_out {
+    if let Some(items) = spec.selection_items(&optimizer) {
         for (&k, t) in chosen.iter_mut() {
             let (top, warm) = select::with_best_warm_start(&outcome.trials, select::finalists_at(&outcome.trials, k, select::TOP), Some(k));
-            let stage = |_: usize, i: usize| format!("depth {k}: scoring finalist trial {} on the selection split", i + 1);
-            let (c, rows, vs_warm) = choose_on_selection(scorer, &outcome.trials, &top, warm, h, &optimizer, observer, stage)?;
+            let on = selection_name(items);
+            let stage = |_: usize, i: usize| format!("depth {k}: scoring finalist trial {} on {on}", i + 1);
+            let (c, rows, vs_warm) = choose_on_selection(scorer, &outcome.trials, &top, warm, items, &optimizer, observer, stage)?;
             *t = c;
             finalists.extend(rows);
             vs_warm_at.insert(k, vs_warm);
@@ -356,7 +373,16 @@ fn inherit_from_journal(spec: &JobSpec, optimizer: &mut OptimizerConfig) {
     }
 }
 
-/// Score the finalists `top` (trial indices, best first) on the selection split and choose
+/// What the final choice is scored on, in words (progress lines).
+fn selection_name(items: Items) -> &'static str {
+    match items {
+        Items::Validation => "the selection tasks",
+        _ => "the selection split",
+    }
+}
+
+/// Score the finalists `top` (trial indices, best first) on `items` (the selection split or
+/// tasks) and choose
 /// among them (see [`select::choose_finalist`]): the chosen trial, the report rows, and the
 /// chosen finalist minus the best warm start (`warm`, a position in `top`) on the selection
 /// metric, paired on the same items. `stage(i, t)` names the stage of the `i`-th finalist,
@@ -367,7 +393,7 @@ fn choose_on_selection<S: Scorer>(
     trials: &[super::trial::TrialRecord],
     top: &[usize],
     warm: Option<usize>,
-    hold_out: crate::score::HoldOut,
+    items: Items,
     optimizer: &OptimizerConfig,
     observer: &mut dyn JobObserver,
     stage: impl Fn(usize, usize) -> String,
@@ -376,7 +402,7 @@ fn choose_on_selection<S: Scorer>(
     let mut measured = Vec::new();
     for (i, &t) in top.iter().enumerate() {
         observer.stage(&stage(i, t));
-        measured.push(measure(scorer, &trials[t].recipe, full, Items::Selection(hold_out), "a finalist on the selection split")?);
+        measured.push(measure(scorer, &trials[t].recipe, full, items, "a finalist on the selection items")?);
     }
     let metric = optimizer.objective.select;
     let (chosen, rows) = select::choose_finalist(trials, top, &measured, metric, warm);
@@ -429,13 +455,19 @@ fn search_report(
             .collect(),
         // The result first, then every other depth's choice of a front.
         chosen: std::iter::once(outcome.best).chain(front.iter().map(|p| p.trial).filter(|&t| t != outcome.best)).collect(),
-        selection: if optimizer.hold_out.is_some() { select::SPLIT_RULE } else { select::RULE }.into(),
+        selection: match spec.selection_items(optimizer) {
+            Some(Items::Validation) => select::TASKS_RULE,
+            Some(_) => select::SPLIT_RULE,
+            None => select::RULE,
+        }
+        .into(),
         optimizer: spec.optimizer.kind.name().into(),
         seed: spec.optimizer.seed,
         trials: outcome.trials.len(),
         scoring_seconds: outcome.trials.iter().map(|t| t.seconds).sum(),
         objective: optimizer.objective.name(),
         hold_out: optimizer.hold_out,
+        selection_tasks: spec.selection_tasks.clone(),
         finalists,
         about: Vec::new(),
         rows_note: None,

@@ -44,6 +44,9 @@ pub struct SearchReport {
     /// The selection split the final choice was made on, if any.
     #[serde(default)]
     pub hold_out: Option<HoldOut>,
+    /// The selection tasks (a validation set) the final choice was made on, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selection_tasks: Vec<String>,
     /// The top candidates with their search and selection scores.
     #[serde(default)]
     pub finalists: Vec<Finalist>,
@@ -326,8 +329,13 @@ impl SearchReport {
         }
         if !self.finalists.is_empty() {
             let o = Objective::parse(&self.objective).unwrap_or_default();
-            let split = self.hold_out.map_or(String::new(), |h| format!(" ({:.0} % of each task's items, seed {})", 100.0 * h.fraction, h.seed));
-            let _ = writeln!(s, "\nFinalists: the top candidates at the highest budget, scored again on the selection split{split}.\n");
+            let on = if self.selection_tasks.is_empty() {
+                let split = self.hold_out.map_or(String::new(), |h| format!(" ({:.0} % of each task's items, seed {})", 100.0 * h.fraction, h.seed));
+                format!("scored again on the selection split{split}")
+            } else {
+                format!("scored on the selection tasks ({})", self.selection_tasks.join(", "))
+            };
+            let _ = writeln!(s, "\nFinalists: the top candidates at the highest budget, {on}.\n");
             let _ = writeln!(
                 s,
                 "| trial | merges | sibling layers | search {} | search acc | selection {} | selection acc | vs best | chosen |",
@@ -368,10 +376,11 @@ impl SearchReport {
     pub fn to_svg(&self) -> String {
         let metric = Objective::parse(&self.objective).unwrap_or_default().guide;
         let rows_title = if self.rows_note.is_some() { "Held-out items".to_string() } else { format!("The search's items (first {})", self.budget) };
-        let chosen_how = match (self.front.is_empty(), self.hold_out.is_some()) {
-            (false, _) => "each depth's chosen candidate",
-            (true, true) => "the chosen candidate (on the selection split)",
-            (true, false) => "the chosen candidate",
+        let chosen_how = match (self.front.is_empty(), self.hold_out.is_some(), self.selection_tasks.is_empty()) {
+            (false, _, _) => "each depth's chosen candidate",
+            (true, _, false) => "the chosen candidate (on the selection tasks)",
+            (true, true, true) => "the chosen candidate (on the selection split)",
+            (true, false, true) => "the chosen candidate",
         };
         crate::plot::search_svg(&SearchPicture {
             metric,
@@ -475,6 +484,7 @@ mod tests {
             scoring_seconds: 1.0,
             objective: "acc".into(),
             hold_out: None,
+            selection_tasks: Vec::new(),
             finalists: vec![],
             about: vec![],
             rows_note: None,
@@ -594,6 +604,7 @@ mod tests {
             scoring_seconds: 0.0,
             objective: "ppl".into(),
             hold_out: None,
+            selection_tasks: Vec::new(),
             finalists: vec![],
             about: vec![],
             rows_note: None,

@@ -27,6 +27,9 @@ pub const RULE: &str = "The tailored model is the candidate with the best object
 /// The rule with a selection split, for reports and model cards.
 pub const SPLIT_RULE: &str = "The tailored model is chosen among the top candidates at the highest budget by their score on selection items held out from the calibration items (the search never saw them); a simpler finalist (fewer merged layers, then fewer sibling layers) within two standard errors of the best is preferred.";
 
+/// The rule with selection tasks of their own (a validation set), for reports and model cards.
+pub const TASKS_RULE: &str = "The tailored model is chosen among the top candidates at the highest budget by their score on selection tasks of their own, a validation set the search never scored its trials on; a simpler finalist (fewer merged layers, then fewer sibling layers) within two standard errors of the best is preferred.";
+
 /// Finalists scored on the selection split.
 pub const TOP: usize = 5;
 

@@ -25,6 +25,9 @@ use crate::score::{Estimate, Items, Measures, Metric, Scorer, TaskMeasures, Task
 use crate::merge::Method;
 use crate::search::space::{Candidate, Choice, SearchSpace};
 
+/// The noise salt of [`Items::Validation`] (any value no selection split's seed uses).
+const VALIDATION_SALT: u64 = 0x5e1e_c7ed;
+
 #[derive(Debug, thiserror::Error)]
 #[error("synthetic scorer: {0}")]
 pub struct SyntheticError(String);
@@ -236,6 +239,8 @@ impl Scorer for SyntheticScorer {
         let (b, salt) = match items {
             Items::All | Items::Search(_) => (budget.min(self.full_budget).max(1), None),
             Items::Selection(h) => (((h.fraction * self.full_budget as f64).round() as usize).max(1), Some(h.seed)),
+            // A validation set as large as the full budget, drawn independently.
+            Items::Validation => (self.full_budget, Some(VALIDATION_SALT)),
         };
         let spread = (1.0 / b as f64 - 1.0 / self.full_budget as f64).max(0.0);
         let spread = if salt.is_some() { 1.0 / b as f64 } else { spread };

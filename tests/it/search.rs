@@ -282,6 +282,7 @@ fn synthetic_job(
         inherit: Inherit::default(),
         precomputed: vec![],
         heal_tokens: None,
+        selection_tasks: vec![],
     };
     let first = space.to_recipe(&space.base_only(&(0..7).collect::<Vec<_>>()));
     let mut scorer = WholeModelsToo(SyntheticScorer::new(space, 2, 1000, 4), first);

@@ -286,3 +286,75 @@ fn measures_come_from_the_same_log_likelihoods_and_the_selection_split_partition
     let masks = |h: &HoldOut| tasks.iter().map(|t| h.selection_mask(&t.name, 24)).collect::<Vec<_>>();
     assert_ne!(masks(&h), masks(&other));
 }
+
+#[test]
+fn cli_search_chooses_on_selection_tasks_of_their_own_and_refuses_them_beside_a_split() {
+    use hf_tailor::score::Items;
+    let dir = tempdir();
+    let fam = IdentityFamily::write(dir.path()).unwrap();
+    let family = Arc::new(fam.open().unwrap());
+    let tasks = fam.tasks(family.clone(), 24).unwrap();
+    let specs = write_task_files(dir.path(), &tasks);
+    let finetunes = format!("{},{}", fam.dirs[1].display(), fam.dirs[2].display());
+    // Validation texts the calibration tasks do not hold.
+    let texts = ["a stitch in time saves nine", "many hands make light work", "the early bird catches the worm"];
+    let write_texts = |name: &str, texts: &[&str]| {
+        let p = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&p, texts.iter().map(|t| format!("{{\"text\": \"{t}\"}}\n")).collect::<String>()).unwrap();
+        format!("ppl:{name}={}", p.display())
+    };
+    let (sel, other) = (write_texts("sel", &texts), write_texts("other", &texts[..1]));
+    let search = |out: &Path, extra: &[&str]| {
+        hf_tailor()
+            .args(["search", "--base", &fam.dirs[0].display().to_string(), "--finetunes", &finetunes, "--keep-layers", "4"])
+            .args(["--tasks", &specs, "--trials", "6", "--budgets", "8,24", "--baselines", "shortgpt", "--json"])
+            .args(["--out", &out.display().to_string()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("out");
+    let o = search(&out, &["--selection-tasks", &sel]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["selection_tasks"], serde_json::json!(["sel"]));
+    assert!(report["selection"].as_str().unwrap().contains("selection tasks of their own"), "{}", report["selection"]);
+    // The trials saw every calibration item: no split in the journal.
+    let (header, trials) = journal_without_timings(&out.join("journal.jsonl"));
+    assert_eq!(header.optimizer.hold_out, None);
+    // Each finalist's selection score is its perplexity objective on all the selection texts,
+    // as an evaluator that holds only those texts scores it.
+    let sel_task = hf_tailor::eval::TaskSpec::parse_list(&sel).unwrap()[0].load().unwrap();
+    let mut alone = Evaluator::new(family.clone(), vec![sel_task], EvalOptions::default()).unwrap();
+    let finalists = report["finalists"].as_array().unwrap();
+    assert!(!finalists.is_empty());
+    for f in finalists {
+        let recipe = &trials[f["trial"].as_u64().unwrap() as usize].recipe;
+        let m = alone.measure(recipe, usize::MAX, Items::All).unwrap();
+        assert_eq!(m["sel"].items, texts.len());
+        let want = hf_tailor::search::objective::overall(&m, hf_tailor::score::Metric::Ppl).unwrap().value;
+        let got = f["selection"]["value"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9 * (1.0 + want.abs()), "trial {}: {got} vs {want}", f["trial"]);
+    }
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("scored on the selection tasks (sel)"));
+    // The trials never saw them: a resume may choose on others, without scoring a trial again.
+    let o = search(&out, &["--resume", "--selection-tasks", &other]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(again["selection_tasks"], serde_json::json!(["other"]));
+    assert_eq!(journal_without_timings(&out.join("journal.jsonl")).1, trials, "no trial scored again");
+    // Two ways to choose, or selection tasks that cannot score the objective: refused (exit 2,
+    // one line), before anything is written.
+    let mc_only = specs.split(',').find(|s| s.starts_with("mc")).unwrap();
+    for (extra, says) in [
+        (vec!["--selection-tasks", &sel, "--selection-split", "0.3"], "--selection-split and --selection-tasks"),
+        (vec!["--selection-tasks", mc_only], "--selection-tasks has no text task"),
+    ] {
+        let refused = dir.path().join("refused");
+        let o = search(&refused, &extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.trim_end().lines().last().unwrap().contains(says), "{err}");
+        assert!(!refused.join("journal.jsonl").exists(), "{err}");
+    }
+}
