@@ -20,7 +20,7 @@ pub struct Fixture {
     pub dirs: Vec<std::path::PathBuf>,
     space: SearchSpace,
     cfg: OptimizerConfig,
-    evaluator: Box<dyn Fn() -> Evaluator>,
+    pub evaluator: Box<dyn Fn() -> Evaluator>,
 }
 
 pub fn fixture() -> Fixture {

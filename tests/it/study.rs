@@ -279,8 +279,10 @@ fn a_file_journal_search_moves_into_a_study_and_its_workers_finish_it() {
     let journal = local.join("journal.jsonl");
     let (_, first) = Journal::read(&journal).unwrap();
     assert_eq!(first.len(), 5);
-    // The study starts from them; its worker scores the rest.
+    // The study starts from them; its worker scores the rest, and the coordinator chooses on
+    // selection tasks of their own (the journal's search saw every item too: no split).
     let journal_arg = journal.display().to_string();
+    let dev = format!("mc:dev={}", f.root.join(format!("{}.jsonl", (f.evaluator)().tasks()[0].name)).display());
     let moved = |out: &str| {
         let extra = [
             "--storage",
@@ -293,8 +295,8 @@ fn a_file_journal_search_moves_into_a_study_and_its_workers_finish_it() {
             "1",
             "--stale-after",
             "2",
-            "--selection-split",
-            "0",
+            "--selection-tasks",
+            &dev,
         ];
         hf_tailor().args(search_args(&f, &f.root.join(out), 12, &extra)).output().unwrap()
     };
@@ -308,6 +310,9 @@ fn a_file_journal_search_moves_into_a_study_and_its_workers_finish_it() {
         assert_eq!((a.index, &a.recipe, a.budget, a.mean), (b.index, &b.recipe, b.budget, b.mean), "the imported results come first, unchanged");
     }
     assert!(trials[5..].iter().all(|t| t.worker.is_some()), "the rest were scored by the study's worker");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.root.join("moved/report.json")).unwrap()).unwrap();
+    assert_eq!(report["selection_tasks"], serde_json::json!(["dev"]), "the coordinator chose on the selection tasks");
+    assert!(report["finalists"].as_array().is_some_and(|f| !f.is_empty()));
     // A study that already holds trials is not imported into.
     one_line_error(&moved("again"), 2, "already holds trials");
 }
