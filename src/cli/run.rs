@@ -44,6 +44,11 @@ pub struct Args {
     /// Fraction of each calibration task held out to choose the final candidate (0 = off; default 1/3).
     #[arg(long, value_name = "F", help_heading = super::H_TASKS)]
     pub selection_split: Option<f64>,
+    /// Selection tasks of their own, a validation set (names or files, as --tasks): the
+    /// final candidate is chosen on all their items, and the search uses every calibration
+    /// item (no --selection-split).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', help_heading = super::H_TASKS)]
+    pub selection_tasks: Vec<String>,
     // Where and how candidates are scored (one device: cpu, cuda or cuda:N).
     #[command(flatten, next_help_heading = super::H_ENGINE)]
     pub engine: super::EngineArgs,
@@ -84,6 +89,8 @@ impl Args {
             seed: self.seed,
             objective: self.objective,
             selection_split: self.selection_split,
+            // The entries for the checks made before the pull; the loaded tasks' names replace them.
+            selection_tasks: self.selection_tasks.clone(),
             resume: self.resume,
             heal: self.heal.request()?,
             ..SearchRequest::new(self.depth.depths().unwrap_or_default())
@@ -103,6 +110,9 @@ impl Args {
         };
         if self.tasks.iter().any(|t| t.trim().is_empty()) {
             usage!("--tasks has an empty entry: give names or files separated by commas")
+        }
+        if self.selection_tasks.iter().any(|t| t.trim().is_empty()) {
+            usage!("--selection-tasks has an empty entry: give names or files separated by commas")
         }
         if let Some(repo) = &self.push {
             let parts: Vec<&str> = repo.split('/').collect();
@@ -162,6 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let family = hub::pull_family(&cfg, &base_ref, &finetune_refs)?;
     progress.stage(&format!("loading the calibration tasks: {}", args.tasks.join(", ")));
     let tasks = load_tasks(&cfg, &args.tasks)?;
+    let selection_tasks = load_tasks(&cfg, &args.selection_tasks)?;
 
     let title = args.push.clone().unwrap_or_else(|| folder_name(&args.out));
     let mut opts = JobOptions::new(args.out.clone(), &title, request);
@@ -171,6 +182,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     opts.gguf = args.gguf.as_ref().map(|t| t.0.clone()).unwrap_or_default();
     opts.tokenizer_source = args.tokenizer.source.clone();
     opts.chat_template = args.tokenizer.chat_template.clone();
+    opts.search.selection_tasks = selection_tasks.iter().map(|t| t.name.clone()).collect();
+    opts.selection_tasks = selection_tasks;
     let outcome = pipeline::tailor(&family, tasks.clone(), tasks, &opts, &mut progress)?;
     progress.finish();
 

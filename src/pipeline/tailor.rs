@@ -64,6 +64,9 @@ pub struct JobOptions {
     pub tokenizer_source: Option<String>,
     /// The model's chat template (`auto`, `base`, a model's name, or a Jinja file; None: auto).
     pub chat_template: Option<String>,
+    /// The search's selection tasks, a validation set of their own (`search.selection_tasks`
+    /// names them; empty: the final choice is made on a selection split, or not at all).
+    pub selection_tasks: Vec<Task>,
 }
 
 impl JobOptions {
@@ -80,6 +83,7 @@ impl JobOptions {
             gguf: Vec::new(),
             tokenizer_source: None,
             chat_template: None,
+            selection_tasks: Vec::new(),
         }
     }
 }
@@ -192,6 +196,14 @@ pub fn tailor(
     let mut scorer = Evaluator::new(fam.clone(), calibration.clone(), eval_options.clone())?;
     progress.stage(scorer.memory_plan().render().trim_end());
     let spec = request.job(space, &calibration, calibration_texts(&calibration), super::request::journal_in(out, None))?;
+    let selection_names: Vec<String> = opts.selection_tasks.iter().map(|t| t.name.clone()).collect();
+    if selection_names != request.selection_tasks {
+        return Err(PipelineError::Plan(format!("the search names selection tasks {:?} but is given {selection_names:?}", request.selection_tasks)));
+    }
+    if !opts.selection_tasks.is_empty() {
+        super::request::SearchRequest::check_selection_tasks(&spec.optimizer, &opts.selection_tasks)?;
+        scorer.set_selection_tasks(opts.selection_tasks.clone())?;
+    }
     let (keep, keep_max) = (spec.space.keep, spec.space.keep_max);
     // Every input passed its checks: from here on the folder is this job's.
     std::fs::create_dir_all(out).map_err(|e| PipelineError::io(out, e))?;

@@ -86,6 +86,8 @@ fn search_over_a_range_writes_a_buildable_recipe_per_depth() {
             "10,30",
             "--baselines",
             "none",
+            "--selection-tasks",
+            &format!("mc:dev={}", j.task),
             "--out",
             &out.display().to_string(),
         ],
@@ -101,13 +103,23 @@ fn search_over_a_range_writes_a_buildable_recipe_per_depth() {
     assert_eq!(front.iter().map(|p| p["layers"].as_u64().unwrap_or(0)).collect::<Vec<_>>(), [2, 3]);
     assert_eq!(front.iter().filter(|p| p["picked"] == true).count(), 1);
     assert!(out.join("front.svg").is_file());
+    // Each depth's candidate was chosen among finalists scored on the selection tasks.
+    assert_eq!(report["selection_tasks"], serde_json::json!(["dev"]));
+    let finalists = report["finalists"].as_array().expect("finalists");
+    let progress = report["progress"].as_array().expect("progress");
+    let depth = |f: &serde_json::Value| progress.iter().find(|p| p["trial"] == f["trial"]).and_then(|p| p["layers"].as_u64());
+    for k in [2, 3] {
+        assert!(finalists.iter().any(|f| depth(f) == Some(k)), "finalists at depth {k}: {finalists:?}");
+    }
 }
 
 #[test]
 fn the_root_command_over_a_range_cards_the_front_and_builds_the_pick() {
     let j = job();
-    let o = j.tailor("a", &["--keep-layers", "2..3"]);
+    let o = j.tailor("a", &["--keep-layers", "2..3", "--selection-tasks", &j.task]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(j.root.join("a/report.json")).expect("report")).expect("JSON");
+    assert_eq!(report["selection_tasks"], serde_json::json!(["letters"]), "the root command chose on its selection tasks");
     let outcome: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON outcome");
     let out = j.root.join("a");
     let front = outcome["front"].as_array().expect("a front");

@@ -377,6 +377,14 @@ fn user_mistakes_exit_2_naming_the_flag_the_file_and_the_line() {
     let o = job.run(&args);
     refused(&o, 2, &["--selection-split", "1.5"]);
     one_line(&o);
+    // So is a selection split beside selection tasks of their own.
+    let mut both = args.clone();
+    both.extend(["--selection-tasks".into(), job.task.clone().into()]);
+    let i = both.iter().position(|x| x == "1.5").unwrap();
+    both[i] = "0.3".into();
+    let o = job.run(&both);
+    refused(&o, 2, &["--selection-split and --selection-tasks"]);
+    one_line(&o);
     // A base folder without config.json, as `build` says for the same folder.
     let empty = job.path("not-a-model");
     std::fs::create_dir(&empty).unwrap();
