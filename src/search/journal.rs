@@ -274,6 +274,13 @@ fn header_difference(found: &JournalHeader, wanted: &JournalHeader) -> String {
         format!("seed {} (now {})", found.optimizer.seed, wanted.optimizer.seed)
     } else if found.optimizer.kind != wanted.optimizer.kind {
         format!("optimizer {} (now {})", found.optimizer.kind.name(), wanted.optimizer.kind.name())
+    } else if found.optimizer.hold_out != wanted.optimizer.hold_out {
+        // Which items the trials were scored on: a split's search side, or every item.
+        let split = |h: &JournalHeader| match h.optimizer.hold_out {
+            Some(s) => format!("{:.2} of each task's items", s.fraction),
+            None => "none (every item: --selection-tasks or --selection-split 0)".to_string(),
+        };
+        format!("selection split {} (now {})", split(found), split(wanted))
     } else {
         "optimizer settings".to_string()
     };

@@ -343,6 +343,11 @@ fn cli_search_chooses_on_selection_tasks_of_their_own_and_refuses_them_beside_a_
     let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(again["selection_tasks"], serde_json::json!(["other"]));
     assert_eq!(journal_without_timings(&out.join("journal.jsonl")).1, trials, "no trial scored again");
+    // A split instead would change the items the trials were scored on: refused, naming it.
+    let o = search(&out, &["--resume", "--selection-split", "0.3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("selection split none (every item: --selection-tasks or --selection-split 0) (now 0.30"), "{err}");
     // Two ways to choose, or selection tasks that cannot score the objective: refused (exit 2,
     // one line), before anything is written.
     let mc_only = specs.split(',').find(|s| s.starts_with("mc")).unwrap();
