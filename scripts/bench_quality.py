@@ -346,6 +346,64 @@ def cmd_paired(a):
     print("\n".join(lines))
 
 
+def cmd_finalists(a):
+    """Each search's finalists (report.json) as recipes without their heal, one file per
+    distinct candidate (NAME.recipe.json, NAME.teacher: the heal's teacher or empty), and
+    finalists.json: per run, each finalist's trial, file name and flags."""
+    os.makedirs(a.out, exist_ok=True)
+    names, runs = {}, {}
+    for run in a.runs.split(","):
+        report = json.load(open(os.path.join(a.cache_runs, f"{run}.out.report.json")))
+        with open(os.path.join(a.cache_runs, f"{run}.out", "journal.jsonl")) as f:
+            trials = [json.loads(line) for line in f][1:]
+        runs[run] = []
+        for fin in report["finalists"]:
+            recipe = dict(trials[fin["trial"]]["recipe"])
+            heal = recipe.pop("heal", None)
+            teacher = heal["teacher"] if heal else ""
+            key = json.dumps(recipe, sort_keys=True) + "|" + teacher
+            if key not in names:
+                names[key] = f"{run}-t{fin['trial']}"
+                with open(os.path.join(a.out, names[key] + ".recipe.json"), "w") as f:
+                    json.dump(recipe, f)
+                with open(os.path.join(a.out, names[key] + ".teacher"), "w") as f:
+                    f.write(teacher)
+            runs[run].append({"trial": fin["trial"], "name": names[key], "search": fin["search"]["value"],
+                              "chosen": fin["chosen"], "warm_start": bool(fin.get("warm_start"))})
+    with open(os.path.join(a.out, "finalists.json"), "w") as f:
+        json.dump(runs, f, indent=1)
+    log(f"{len(names)} distinct finalists of {len(runs)} runs in {a.out}")
+
+
+def cmd_reselect(a):
+    """The final choice made again on a validation set: each run's finalists scored per text
+    (NAME.jsonl in --samples), each against the run's best warm start on the same texts
+    (paired, nats/token, > 0 = better), and the finalist the validation set chooses."""
+    runs = json.load(open(os.path.join(a.samples, "finalists.json")))
+    samples = {}
+    out = {}
+    lines = ["| run | finalist (trial) | search split | validation − best warm start (nats/token, paired) | z | chosen on the split | best on validation |",
+             "|---|---:|---:|---:|---:|:---:|:---:|"]
+    for run, fins in runs.items():
+        for f in fins:
+            if f["name"] not in samples:
+                samples[f["name"]] = read_samples(os.path.join(a.samples, f["name"] + ".jsonl"))
+        (warm,) = [f for f in fins if f["warm_start"]]
+        rows = []
+        for f in fins:
+            d, se, n = paired_nats(samples[warm["name"]], samples[f["name"]], lambda t: True)
+            rows.append({**f, "vs_warm": d, "se": se, "texts": n})
+        best = max(rows, key=lambda r: r["vs_warm"])
+        out[run] = {"finalists": rows, "best_on_validation": best["trial"], "best_vs_warm": best["vs_warm"], "se": best["se"]}
+        for r in rows:
+            z = r["vs_warm"] / r["se"] if r["se"] > 0 else float("nan")
+            lines.append(f"| {run} | {r['trial'] + 1}{' (warm)' if r['warm_start'] else ''} | {r['search']:.4f} | {r['vs_warm']:+.4f} ± {r['se']:.4f} "
+                         f"| {z:+.1f} | {'✓' if r['chosen'] else ''} | {'✓' if r is best else ''} |")
+    with open(os.path.join(a.samples, "reselect.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print("\n".join(lines))
+
+
 def cmd_family(a):
     import torch
     torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "2")))
@@ -673,6 +731,12 @@ def main():
     pr.add_argument("--samples", required=True, help="folder of NAME.jsonl (hf-tailor eval --samples)")
     pr.add_argument("--baselines", default="shortgpt,sleb,angular,shortgpt-heal,replaceme")
     pr.add_argument("--references", default="", help="NAME=REFERENCE,... (a search run and the run it is measured against)")
+    fi = sub.add_parser("finalists")
+    fi.add_argument("--cache-runs", required=True, help="the bench's runs folder")
+    fi.add_argument("--runs", required=True, help="search runs, comma-separated (RUN.out.report.json, RUN.out/journal.jsonl)")
+    fi.add_argument("--out", required=True)
+    rs = sub.add_parser("reselect")
+    rs.add_argument("--samples", required=True, help="folder of finalists.json and NAME.jsonl (hf-tailor eval --samples)")
     t = sub.add_parser("table")
     t.add_argument("--runs", required=True)
     t.add_argument("--depth", default="22/30 layers")
@@ -704,7 +768,7 @@ def main():
     k = sub.add_parser("checks")
     k.add_argument("--runs", required=True)
     a = ap.parse_args()
-    {"extra-heldout": cmd_extra_heldout, "paired": cmd_paired, "average-recipe": cmd_average_recipe, "check-output": cmd_check_output, "checks": cmd_checks, "family": cmd_family, "heal-texts": cmd_heal_texts, "table": cmd_table, "heldout": cmd_heldout, "reliability": cmd_reliability}[a.cmd](a)
+    {"extra-heldout": cmd_extra_heldout, "finalists": cmd_finalists, "reselect": cmd_reselect, "paired": cmd_paired, "average-recipe": cmd_average_recipe, "check-output": cmd_check_output, "checks": cmd_checks, "family": cmd_family, "heal-texts": cmd_heal_texts, "table": cmd_table, "heldout": cmd_heldout, "reliability": cmd_reliability}[a.cmd](a)
 
 
 if __name__ == "__main__":
