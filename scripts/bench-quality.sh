@@ -223,7 +223,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 t = [x for x in r['rows'] if x['kind'] == 'tailored'][0]['scores']
 f = [x for x in r['finalists'] if x['chosen']]
-print(sum(t.values()) / len(t), f[0]['selection_acc'] if f else '')" "$out.report.json")
+print(sum(t.values()) / len(t), f[0]['selection_acc'] if f and f[0]['selection_acc'] is not None else '')" "$out.report.json")
         case "$o" in
             random) method="random search" ;;
             warm) method="warm starts alone (ppl)" ;;

@@ -350,14 +350,14 @@ impl SearchReport {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {:.1} | {} | {:.1} | {} | {} |",
+                    "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
                     f.trial + 1,
                     f.merges,
                     f.sibling_layers,
                     o.guide.display(f.search),
                     100.0 * f.search_acc,
                     o.select.display(f.selection),
-                    100.0 * f.selection_acc,
+                    f.selection_acc.map_or("–".to_string(), |a| format!("{:.1}", 100.0 * a)),
                     diff,
                     match (f.chosen, f.warm_start) {
                         (true, true) => "✓ (best warm start)",

@@ -110,8 +110,10 @@ pub struct Finalist {
     pub search_acc: f64,
     /// The selection metric on the selection split.
     pub selection: Estimate,
-    /// Mean accuracy on the selection split.
-    pub selection_acc: f64,
+    /// Mean accuracy on the selection items (None: they hold no multiple-choice task, as
+    /// selection tasks of texts only; reports written before kept a number).
+    #[serde(default)]
+    pub selection_acc: Option<f64>,
     /// Selection value minus the best finalist's, with the paired standard error.
     pub behind_best: Estimate,
     pub chosen: bool,
@@ -132,7 +134,7 @@ pub fn choose_finalist(
     warm: Option<usize>,
 ) -> (usize, Vec<Finalist>) {
     let value = |m: &Measures| super::objective::overall(m, metric).unwrap_or_default();
-    let acc = |m: &Measures| super::objective::overall(m, Metric::Acc).map_or(0.0, |e| e.value);
+    let acc = |m: &Measures| super::objective::overall(m, Metric::Acc).ok().map(|e| e.value);
     let values: Vec<Estimate> = selection.iter().map(value).collect();
     let mut best = 0;
     for (i, v) in values.iter().enumerate() {

@@ -336,7 +336,13 @@ fn cli_search_chooses_on_selection_tasks_of_their_own_and_refuses_them_beside_a_
         let got = f["selection"]["value"].as_f64().unwrap();
         assert!((got - want).abs() < 1e-9 * (1.0 + want.abs()), "trial {}: {got} vs {want}", f["trial"]);
     }
-    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("scored on the selection tasks (sel)"));
+    // Texts only: no accuracy on the selection tasks, and the report says none rather than 0.
+    assert!(finalists.iter().all(|f| f["selection_acc"].is_null()), "{finalists:?}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("scored on the selection tasks (sel)"), "{md}");
+    let rows: Vec<&str> =
+        md.lines().skip_while(|l| !l.starts_with("Finalists")).filter(|l| l.starts_with("| ") && !l.starts_with("| trial")).collect();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.split('|').nth(7).map(str::trim) == Some("–")), "{rows:?}");
     // The trials never saw them: a resume may choose on others, without scoring a trial again.
     let o = search(&out, &["--resume", "--selection-tasks", &other]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
