@@ -453,7 +453,18 @@ impl JobObserver for Progress {
 }
 
 /// The search `search` asks for.
-fn search_request(args: &Args) -> anyhow::Result<SearchRequest> {
+/// `--selection-tasks`, loaded (empty without the flag).
+fn load_selection_tasks(args: &Args) -> anyhow::Result<Vec<hf_tailor::eval::Task>> {
+    let Some(list) = &args.selection_tasks else { return Ok(Vec::new()) };
+    let tasks = TaskSpec::parse_list(list)?.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?;
+    if tasks.is_empty() {
+        super::usage!("--selection-tasks names no task");
+    }
+    Ok(tasks)
+}
+
+/// `selection_tasks`: the loaded `--selection-tasks` (the request names them).
+fn search_request(args: &Args, selection_tasks: &[hf_tailor::eval::Task]) -> anyhow::Result<SearchRequest> {
     let scalarization = match args.scalarization.as_str() {
         "mean" => Scalarization::Mean,
         "parego" => Scalarization::Parego { rho: 0.05 },
@@ -468,16 +479,7 @@ fn search_request(args: &Args) -> anyhow::Result<SearchRequest> {
         scalarization,
         objective: args.objective,
         selection_split: args.selection_split,
-        selection_tasks: match &args.selection_tasks {
-            Some(list) => {
-                let names: Vec<String> = TaskSpec::parse_list(list)?.into_iter().map(|s| s.name).collect();
-                if names.is_empty() {
-                    super::usage!("--selection-tasks names no task");
-                }
-                names
-            }
-            None => Vec::new(),
-        },
+        selection_tasks: selection_tasks.iter().map(|t| t.name.clone()).collect(),
         seed: args.seed,
         trials: args.trials,
         baselines: parse_baselines(&args.baselines)?,
@@ -494,7 +496,8 @@ fn search_request(args: &Args) -> anyhow::Result<SearchRequest> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let request = search_request(&args)?;
+    let selection_tasks = load_selection_tasks(&args)?;
+    let request = search_request(&args, &selection_tasks)?;
     if let Some(url) = &args.storage {
         if !hf_tailor::search::study::is_url(url) {
             super::usage!("--storage must be a postgresql:// URL (the file journal is --journal)");
@@ -509,10 +512,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.storage.is_none() {
         hf_tailor::pipeline::out_folder::check_resume(&request::journal_in(&args.out, args.journal.as_deref()), args.resume)?;
     }
-    let selection_tasks = match &args.selection_tasks {
-        Some(list) => TaskSpec::parse_list(list)?.iter().map(|s| s.load()).collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
     let mut s = setup(&args.inputs, &request, !request.baselines.is_empty(), args.workers.max(1))?;
     let per_worker = if s.workers.len() > 1 { " (each worker)" } else { "" };
     eprint!("hf-tailor: {}", s.workers[0].scorer.memory_plan().render().replacen(":\n", &format!("{per_worker}:\n"), 1));

@@ -267,6 +267,16 @@ impl PlanKey {
     }
 }
 
+/// One set of tasks (`what`: "tasks", "selection tasks") names each task once: results and
+/// measures are keyed by name.
+fn check_unique_names(tasks: &[Task], what: &str) -> Result<(), EvalError> {
+    let mut seen = std::collections::BTreeSet::new();
+    match tasks.iter().find(|t| !seen.insert(t.name.as_str())) {
+        Some(t) => Err(EvalError::Spec(format!("two {what} are named `{}`", t.name))),
+        None => Ok(()),
+    }
+}
+
 /// Prefix-cache key: the data batch and the interned rules of the prefix (embeddings first).
 type PrefixKey = ([u8; 32], Vec<u32>);
 
@@ -368,12 +378,7 @@ impl Evaluator {
         let encoder = TextEncoder::from_model_dir(&family.base.dir, &cfg.raw)?;
         let rope = Rope::from_config(cfg)?;
         let dims = Dims::from_config(cfg);
-        let mut seen = std::collections::BTreeSet::new();
-        for t in &tasks {
-            if !seen.insert(t.name.as_str()) {
-                return Err(EvalError::Spec(format!("two tasks are named `{}`", t.name)));
-            }
-        }
+        check_unique_names(&tasks, "tasks")?;
         let model_bytes: Vec<u64> = family.models().map(|m| m.total_bytes()).collect();
         let plan = memory_plan(&device, dtype, &family, &model_bytes, &options)?;
         let tiers = tiers::assign(&model_bytes, plan.sources.bytes);
@@ -444,10 +449,7 @@ impl Evaluator {
     /// set: `search --selection-tasks`). Names must differ from one another, not from the
     /// calibration tasks' (the two sets are never scored together).
     pub fn set_selection_tasks(&mut self, tasks: Vec<Task>) -> Result<(), EvalError> {
-        let mut seen = std::collections::BTreeSet::new();
-        if let Some(t) = tasks.iter().find(|t| !seen.insert(t.name.as_str())) {
-            return Err(EvalError::Spec(format!("two selection tasks are named `{}`", t.name)));
-        }
+        check_unique_names(&tasks, "selection tasks")?;
         self.selection_tasks = tasks;
         self.plans.remove(&PlanKey::Validation);
         Ok(())

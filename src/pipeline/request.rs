@@ -363,11 +363,7 @@ pub fn heal_chosen(
     if req.mode == HealMode::Auto && healed.heal.is_some() {
         let (with, without) = compare_heal(scorer, &unhealed, &healed, job)?;
         let metric = job.optimizer.objective.select.name();
-        let on = match job.selection_items(&job.optimizer) {
-            Some(crate::score::Items::Validation) => "the selection tasks",
-            Some(_) => "the selection split",
-            None => "the search's items",
-        };
+        let on = crate::search::job::selection_name(job.selection_items(&job.optimizer));
         if with <= without {
             notes.push(format!(
                 "--heal auto: the heal does not help ({metric} {with:.5} healed vs {without:.5} without, on {on}): the chosen model stays unhealed"

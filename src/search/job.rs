@@ -226,7 +226,7 @@ fn run_job_with<W: AsScorer>(
     let mut selection_vs_warm = None;
     if let Some(items) = spec.selection_items(&optimizer) {
         let (top, warm) = select::with_best_warm_start(&outcome.trials, select::finalists(&outcome.trials, select::TOP), None);
-        let on = selection_name(items);
+        let on = selection_name(Some(items));
         let stage = |i: usize, t: usize| format!("scoring finalist {} of {} (trial {}) on {on}", i + 1, top.len(), t + 1);
         let (chosen, rows, vs_warm) = choose_on_selection(scorer, &outcome.trials, &top, warm, items, &optimizer, observer, stage)?;
         outcome.best = chosen;
@@ -288,7 +288,7 @@ pub fn run_front_job<S: Scorer>(
     if let Some(items) = spec.selection_items(&optimizer) {
         for (&k, t) in chosen.iter_mut() {
             let (top, warm) = select::with_best_warm_start(&outcome.trials, select::finalists_at(&outcome.trials, k, select::TOP), Some(k));
-            let on = selection_name(items);
+            let on = selection_name(Some(items));
             let stage = |_: usize, i: usize| format!("depth {k}: scoring finalist trial {} on {on}", i + 1);
             let (c, rows, vs_warm) = choose_on_selection(scorer, &outcome.trials, &top, warm, items, &optimizer, observer, stage)?;
             *t = c;
@@ -373,11 +373,12 @@ fn inherit_from_journal(spec: &JobSpec, optimizer: &mut OptimizerConfig) {
     }
 }
 
-/// What the final choice is scored on, in words (progress lines).
-fn selection_name(items: Items) -> &'static str {
+/// What the final choice is scored on ([`JobSpec::selection_items`]), in words.
+pub fn selection_name(items: Option<Items>) -> &'static str {
     match items {
-        Items::Validation => "the selection tasks",
-        _ => "the selection split",
+        Some(Items::Validation) => "the selection tasks",
+        Some(_) => "the selection split",
+        None => "the search's items",
     }
 }
 
